@@ -1,0 +1,1 @@
+"""The closedloop command line: one thin entry point over the pipeline's packages."""

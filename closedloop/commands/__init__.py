@@ -1,0 +1,1 @@
+"""One module per CLI verb. Each module defines ``command``, a click command named after the file."""

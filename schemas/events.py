@@ -1,0 +1,214 @@
+"""Incoming events: what websites and CRMs send, as they travel through Kafka.
+
+Every record on a source topic is an :class:`Envelope` whose ``event`` is one of the payload models below,
+told apart by its ``type`` field.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal, Union
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.identity import is_junk_identifier, normalize_email
+
+SCHEMA_VERSION = 1
+
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+CLICK_ID_FIELDS = ("gclid", "msclkid", "fbclid", "li_fat_id")
+
+ShortText = Annotated[str, Field(max_length=512)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, upper case")]
+
+
+class LifecycleStage(StrEnum):
+    """Where a lead stands: visitor -> lead -> MQL -> SQL -> opportunity -> customer, or lost/disqualified."""
+
+    LEAD = "lead"
+    MQL = "mql"
+    SQL = "sql"
+    OPPORTUNITY = "opportunity"
+    CUSTOMER = "customer"
+    LOST = "lost"
+    DISQUALIFIED = "disqualified"
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    occurred_at: datetime = Field(description="When it happened, at the source (UTC).")
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_at_utc(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+
+class PageView(_Payload):
+    """One page seen by one visitor. UTM fields and click ids missing here are read from ``url``."""
+
+    type: Literal["page_view"] = "page_view"
+    visitor_id: Identifier = Field(description="First-party cookie id of the visitor.")
+    session_id: Identifier | None = Field(None, description="The tracker's session hint (30 min inactivity).")
+    url: Annotated[str, Field(min_length=1, max_length=4096)] = Field(description="Full URL of the page.")
+    path: Annotated[str, Field(max_length=2048)] | None = None
+    title: ShortText | None = None
+    referrer: Annotated[str, Field(max_length=4096)] | None = None
+    utm_source: ShortText | None = None
+    utm_medium: ShortText | None = None
+    utm_campaign: ShortText | None = None
+    utm_term: ShortText | None = None
+    utm_content: ShortText | None = None
+    gclid: ShortText | None = None
+    msclkid: ShortText | None = None
+    fbclid: ShortText | None = None
+    li_fat_id: ShortText | None = None
+    user_agent: ShortText | None = None
+    screen: Annotated[str, Field(max_length=32)] | None = Field(None, description="e.g. 1920x1080")
+
+    @field_validator("visitor_id")
+    @classmethod
+    def _visitor_not_junk(cls, value: str) -> str:
+        if is_junk_identifier(value):
+            raise ValueError(f"visitor_id {value!r} is a placeholder, not an identifier")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("url must be an absolute http(s) URL, e.g. https://example.com/pricing")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_from_url(self) -> "PageView":
+        parts = urlsplit(self.url)
+        query = parse_qs(parts.query)
+        updates: dict[str, str] = {}
+        for name in UTM_FIELDS + CLICK_ID_FIELDS:
+            if getattr(self, name) is None and query.get(name) and query[name][0].strip():
+                updates[name] = query[name][0].strip()[:512]
+        if self.path is None:
+            updates["path"] = parts.path or "/"
+        for name, value in updates.items():
+            object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+
+class Identify(_Payload):
+    """A form submit or an explicit identify call: links a visitor id to an email address."""
+
+    type: Literal["identify"] = "identify"
+    visitor_id: Identifier
+    email: Annotated[str, Field(max_length=320)] = Field(description="Normalised (trimmed, lower-cased).")
+    form_id: ShortText | None = None
+    url: Annotated[str, Field(max_length=4096)] | None = None
+    fields: dict[Annotated[str, Field(max_length=128)], ShortText] = Field(
+        default_factory=dict, max_length=50, description="Other submitted form fields."
+    )
+
+    @field_validator("visitor_id")
+    @classmethod
+    def _visitor_not_junk(cls, value: str) -> str:
+        if is_junk_identifier(value):
+            raise ValueError(f"visitor_id {value!r} is a placeholder, not an identifier")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalize_email(value)
+
+
+class CrmStatusChange(_Payload):
+    """A lead's lifecycle stage changed in a CRM (or a spreadsheet row said so)."""
+
+    type: Literal["crm_status"] = "crm_status"
+    crm: Literal["hubspot", "pipedrive", "salesforce", "spreadsheet", "generic"]
+    crm_object_id: Identifier = Field(description="The CRM record that changed (contact, deal, row).")
+    crm_contact_id: Identifier | None = Field(None, description="The CRM's id of the person, when known.")
+    email: Annotated[str, Field(max_length=320)] | None = None
+    stage: LifecycleStage
+    deal_value: Money | None = None
+    currency: Currency | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_email(value)
+
+    @field_validator("crm_contact_id")
+    @classmethod
+    def _contact_not_junk(cls, value: str | None) -> str | None:
+        return None if is_junk_identifier(value) else value
+
+    @model_validator(mode="after")
+    def _who_and_how_much(self) -> "CrmStatusChange":
+        if self.email is None and self.crm_contact_id is None:
+            raise ValueError("a CRM status change needs the lead's email or crm_contact_id")
+        if self.deal_value is not None and self.currency is None:
+            raise ValueError("deal_value needs a currency (ISO 4217, e.g. EUR)")
+        return self
+
+    @property
+    def lead_key(self) -> str:
+        """Partition key of the CRM topic: the email when known, else the CRM's contact id."""
+        if self.email is not None:
+            return self.email
+        return f"{self.crm}:{self.crm_contact_id}"
+
+
+class SpendRow(_Payload):
+    """Money spent on one channel/campaign on one day."""
+
+    type: Literal["spend"] = "spend"
+    date: date
+    channel: ShortText
+    source: ShortText = ""
+    medium: ShortText = ""
+    campaign: ShortText = ""
+    cost: Money
+    currency: Currency
+
+    @property
+    def spend_key(self) -> str:
+        return f"{self.date.isoformat()}|{self.channel}|{self.source}|{self.medium}|{self.campaign}"
+
+
+EventPayload = Annotated[Union[PageView, Identify, CrmStatusChange, SpendRow], Field(discriminator="type")]
+
+
+class Envelope(BaseModel):
+    """What every event travels in, on every source topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier = Field(description="Unique per event; a resend keeps its id.")
+    site_id: Identifier = Field(description="Which site or CRM connection sent it.")
+    sent_at: datetime | None = Field(None, description="Client clock at send time, when given.")
+    received_at: datetime = Field(description="Collector clock at acceptance (UTC).")
+    schema_version: int = SCHEMA_VERSION
+    event: EventPayload
+
+    @field_validator("sent_at", "received_at")
+    @classmethod
+    def _times_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)

@@ -1,0 +1,128 @@
+"""What the stream jobs emit and the sinks store: touches, identity links, leads, conversions, credits."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.events import Currency, LifecycleStage
+
+Share = Annotated[Decimal, Field(ge=0, le=1, max_digits=12, decimal_places=9)]
+Money = Annotated[Decimal, Field(max_digits=18, decimal_places=2)]
+
+
+class AttributionModel(StrEnum):
+    FIRST_TOUCH = "first_touch"
+    LAST_TOUCH = "last_touch"  # last non-direct touch
+    LINEAR = "linear"
+    TIME_DECAY = "time_decay"
+    U_SHAPED = "u_shaped"
+    W_SHAPED = "w_shaped"
+    FULL_PATH = "full_path"
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _datetimes_utc(cls, value):
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value
+
+
+class Touch(_Output):
+    """The start of a session: a visit after 30 minutes of inactivity, or one with new campaign parameters."""
+
+    touch_id: str = Field(description="Deterministic: derived from the visitor id and the event that started it.")
+    visitor_id: str
+    lead_id: str | None = Field(None, description="Set once the visitor is identified.")
+    site_id: str
+    occurred_at: datetime
+    channel: str = Field(description="Default channel group, e.g. 'Paid Search'.")
+    source: str = Field(description="utm_source, or the referrer host, or '(direct)'.")
+    medium: str = Field(description="utm_medium, or 'organic'/'referral'/'(none)'.")
+    campaign: str = ""
+    term: str = ""
+    content: str = ""
+    click_id: str = Field("", description="Which click id marked it: gclid, msclkid, fbclid, li_fat_id.")
+    referrer_host: str = ""
+    landing_path: str = "/"
+    event_id: str = Field(description="The page view that started the touch.")
+
+    @property
+    def is_direct(self) -> bool:
+        return self.channel == "Direct"
+
+
+class IdentityLink(_Output):
+    """A visitor id joined to a lead id (a form submit or identify call)."""
+
+    visitor_id: str
+    lead_id: str
+    linked_at: datetime
+    event_id: str = Field(description="The identify event that made the link.")
+    form_id: str = ""
+
+
+class Lead(_Output):
+    """The one place a lead's raw email lives (erasable on request)."""
+
+    lead_id: str
+    email: str
+    first_identified_at: datetime
+
+
+class Conversion(_Output):
+    """A lifecycle milestone reached by a lead: one per (lead, stage)."""
+
+    conversion_id: str = Field(description="Deterministic: derived from lead id and stage; a replay keeps it.")
+    lead_id: str
+    stage: LifecycleStage
+    occurred_at: datetime
+    revenue: Money | None = None
+    currency: Currency | None = None
+    touch_count: int = Field(ge=0, description="Touches in the lookback window before the conversion.")
+    first_channel: str = "(none)"
+    last_channel: str = "(none)"
+    event_id: str = Field(description="The event that reached the milestone.")
+    version: int = Field(1, ge=1, description="Grows when late touches change the journey; the newest wins.")
+
+
+class Credit(_Output):
+    """The share of one conversion given to one touch under one model."""
+
+    conversion_id: str
+    lead_id: str
+    stage: LifecycleStage
+    model: AttributionModel
+    touch_id: str = Field(description="'(none)' when the conversion had no touch at all.")
+    touch_index: int = Field(ge=0, description="Position of the touch in the journey, from 0.")
+    touch_at: datetime | None
+    converted_at: datetime
+    channel: str
+    source: str
+    medium: str
+    campaign: str
+    credit: Share
+    revenue: Money = Decimal("0.00")
+    currency: Currency | None = None
+    version: int = Field(1, ge=1)
+
+
+class DeadLetter(_Output):
+    """A record a component could not process, with why and where it came from."""
+
+    component: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str = Field(description="The raw record, decoded as UTF-8 with replacement.")
+    failed_at: datetime
