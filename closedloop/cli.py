@@ -11,17 +11,24 @@ import click
 import closedloop.commands
 
 
+def _command_modules() -> dict[str, str]:
+    """Command name -> module name: ``time_to_x.py`` is ``time-to-x``; ``import_.py`` is ``import``."""
+    return {
+        info.name.rstrip("_").replace("_", "-"): info.name
+        for info in pkgutil.iter_modules(closedloop.commands.__path__)
+        if not info.name.startswith("_")
+    }
+
+
 class _LazyCommands(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = [m.name for m in pkgutil.iter_modules(closedloop.commands.__path__) if not m.name.startswith("_")]
-        return sorted(name.replace("_", "-") for name in names)
+        return sorted(_command_modules())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module_name = cmd_name.replace("-", "_")
-        if module_name not in {m.name for m in pkgutil.iter_modules(closedloop.commands.__path__)}:
+        module_name = _command_modules().get(cmd_name)
+        if module_name is None:
             return None
-        module = importlib.import_module(f"closedloop.commands.{module_name}")
-        return module.command
+        return importlib.import_module(f"closedloop.commands.{module_name}").command
 
 
 @click.group(cls=_LazyCommands, context_settings={"help_option_names": ["-h", "--help"]})
