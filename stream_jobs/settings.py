@@ -1,0 +1,71 @@
+"""Settings of the stream-jobs worker (``closedloop worker``): read once in the CLI command, passed down.
+
+Environment variables carry the ``CLOSEDLOOP_`` prefix, like every component's: ``CLOSEDLOOP_LEAD_ID_KEY``,
+``CLOSEDLOOP_LOOKBACK_DAYS``, ``CLOSEDLOOP_SESSION_TIMEOUT_SECONDS``, ``CLOSEDLOOP_WORKER_WEB_PORT``,
+``CLOSEDLOOP_CHANNEL_RULES_FILE``, ``CLOSEDLOOP_PROCESSING_GUARANTEE``, ``CLOSEDLOOP_WORKER_APP_ID``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from schemas.settings import PipelineSettings
+
+# A development default, so that `closedloop up` works out of the box. Lead ids derived from it are only as
+# secret as this string: set CLOSEDLOOP_LEAD_ID_KEY in any deployment that stores real emails.
+DEV_LEAD_ID_KEY = "closedloop-development-key-change-me"
+
+
+class WorkerSettings(PipelineSettings):
+    """What the Faust worker needs on top of the shared connection settings."""
+
+    lead_id_key: SecretStr = Field(
+        SecretStr(DEV_LEAD_ID_KEY),
+        description="HMAC-SHA256 key that turns a normalised email into a lead id. Changing it re-keys every lead.",
+    )
+    lookback_days: int = Field(90, ge=1, le=3650, description="Attribution lookback window, per conversion.")
+    session_timeout_seconds: float = Field(
+        1800.0, gt=0, description="Inactivity after which a visit starts a new touch (30 minutes by default)."
+    )
+    worker_web_host: str = Field("127.0.0.1", description="Interface of the worker's web server (counters JSON).")
+    worker_web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server.")
+    channel_rules_file: Path | None = Field(
+        None, description="JSON file with user channel rules and extra site lists (see stream_jobs.channels)."
+    )
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once", description="Kafka transactions (exactly_once) or plain commits (at_least_once)."
+    )
+    worker_app_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]+$", description="Faust app id (consumer group); default '{prefix}-worker'."
+    )
+    visitor_touch_limit: int = Field(
+        50, ge=1, le=1000, description="Touches kept per visitor (the newest); older ones were already sent."
+    )
+    journey_touch_limit: int = Field(
+        500, ge=1, le=10000, description="Touches kept per lead journey (the newest)."
+    )
+
+    @property
+    def app_id(self) -> str:
+        """The Faust app id: consumer group and prefix of the changelog topics."""
+        return self.worker_app_id or f"{self.topic_prefix}-worker"
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(days=self.lookback_days)
+
+    @property
+    def session_timeout(self) -> timedelta:
+        return timedelta(seconds=self.session_timeout_seconds)
+
+    @property
+    def lead_key_bytes(self) -> bytes:
+        return self.lead_id_key.get_secret_value().encode("utf-8")
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.worker_web_host}:{self.worker_web_port}"

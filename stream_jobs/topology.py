@@ -1,0 +1,66 @@
+"""The worker's internal Kafka topics, named once here, so that the stack can create them before workers start.
+
+Faust is configured never to create topics (``topic_allow_declare=False``) and to run without its leader topic
+(``topic_disable_leader=True``): every topic the worker touches is either a pipeline topic
+(``schemas.topics.Topics``) or one listed by :func:`internal_topics`. ``closedloop up`` and ``closedloop worker``
+create both lists with the admin client.
+
+Internal topics, all with the pipeline's partition count (Faust requires a table's changelog to have as many
+partitions as the topic its agent consumes):
+
+- ``{app_id}-{table}-changelog`` for each table (Faust's own naming): the state that a restarted worker recovers.
+- ``{app_id}-crm-contacts``: CRM records re-keyed by ``<crm>:<contact id>``, so that the contacts table learns the
+  contact -> lead mapping in the partition where contact-id-only CRM events wait for it.
+"""
+
+from __future__ import annotations
+
+from schemas.settings import PipelineSettings
+from schemas.topics import TopicSpec
+
+VISITORS_TABLE = "visitors"
+CONTACTS_TABLE = "contacts"
+LEADS_TABLE = "leads"
+COUNTER_WINDOWS = {"1m": 60.0, "1h": 3600.0, "today": 86400.0}  # window name -> tumbling size in seconds
+
+
+def counter_table(window: str) -> str:
+    """Name of the windowed counters table for one window (``1m``, ``1h``, ``today``)."""
+    return f"counters-{window}"
+
+
+TABLES = (VISITORS_TABLE, CONTACTS_TABLE, LEADS_TABLE, *(counter_table(w) for w in COUNTER_WINDOWS))
+
+
+def app_id_for(settings: PipelineSettings) -> str:
+    """The Faust app id: ``WorkerSettings.app_id`` when given worker settings, else ``{prefix}-worker``."""
+    return getattr(settings, "app_id", None) or f"{settings.topic_prefix}-worker"
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
+def crm_contacts_topic(app_id: str) -> str:
+    """Internal repartition topic of CRM records keyed by ``<crm>:<contact id>``."""
+    return f"{app_id}-crm-contacts"
+
+
+def internal_topics(settings: PipelineSettings) -> list[TopicSpec]:
+    """Every topic the worker uses that ``settings.topics.specs()`` does not list, to create before it starts."""
+    app_id = app_id_for(settings)
+    specs = [
+        TopicSpec(changelog_topic(app_id, VISITORS_TABLE), "visitor_id", compacted=True,
+                  doc="visitors table: session, recent touches, page summary, identity links"),
+        TopicSpec(changelog_topic(app_id, CONTACTS_TABLE), "<crm>:<contact id>", compacted=True,
+                  doc="contacts table: CRM contact -> lead id, and CRM events waiting for it"),
+        TopicSpec(changelog_topic(app_id, LEADS_TABLE), "lead_id", compacted=True,
+                  doc="leads table: merged journey, stages, emitted conversion versions"),
+    ]
+    for window in COUNTER_WINDOWS:
+        specs.append(TopicSpec(changelog_topic(app_id, counter_table(window)), "(model, stage, channel), window",
+                               compacted=True, doc=f"conversion counters, {window} tumbling windows"))
+    specs.append(TopicSpec(crm_contacts_topic(app_id), "<crm>:<contact id>",
+                           doc="CRM records re-keyed by contact id (internal)"))
+    return specs
