@@ -1,0 +1,260 @@
+"""A lead's lifecycle as pure transitions: merged journey, stage history, and the conversions they emit.
+
+The leads agent keeps one :class:`LeadState` per lead id and feeds it three kinds of input:
+
+- :func:`apply_touch`: a touch of one of the lead's visitors (after it was identified, or arriving late);
+- :func:`apply_link`: a visitor identified as this lead, carrying the visitor's touches so far;
+- :func:`apply_crm`: a CRM status change.
+
+Each returns ``(new_state, conversions)``; ``conversions`` is what must be emitted now (usually nothing).
+
+Rules
+    - Milestones: ``lead`` (reached at the first identify, or a CRM change to ``lead``), ``mql``, ``sql``,
+      ``opportunity``, ``customer`` (with revenue), ``lost``, ``disqualified``. Each reached stage is one
+      conversion with ``conversion_id = sha1("{lead_id}|{stage}")[:24]``: a replay keeps the id.
+    - Stages are never invented: a lead that goes straight to ``customer`` has no ``mql`` conversion; a lead
+      known only from the CRM has no ``lead`` conversion until it identifies.
+    - A stage reached twice keeps its earliest record (time, then event id), so the result does not depend on
+      arrival order; a deal value corrected by a later event is not applied (revenue of the first ``won``).
+    - Only ``customer`` carries revenue; a deal value on other stages is pipeline, not revenue.
+    - A conversion is (re-)emitted when what its credits depend on changes: its time, event, revenue, the touch
+      ids in its lookback window, or a milestone at or before it (``lead``, ``opportunity``, ``customer``).
+      The first emission has ``version`` 1; every change re-emits the same ``conversion_id`` with ``version + 1``
+      (late page views, a form arriving after the CRM update, an earlier record of a stage). A replay changes
+      nothing and emits nothing.
+    - A CRM change for a lead that was never identified converts with the touches known so far, possibly none
+      (then it is credited to ``(none)``); touches arriving later re-emit it.
+
+Bound: the journey keeps the newest ``journey_limit`` touches (default :data:`JOURNEY_LIMIT`, 500), ordered
+by (time, touch id); a lead with more touches than that loses its oldest ones from attribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import insort
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import CrmStatusChange, LifecycleStage
+from schemas.outputs import Conversion, Credit, IdentityLink, Touch
+from stream_jobs.attribution import Milestones, attribute
+
+JOURNEY_LIMIT = 500
+DEFAULT_LOOKBACK = timedelta(days=90)
+NONE_CHANNEL = "(none)"
+
+
+def conversion_id_for(lead_id: str, stage: LifecycleStage | str) -> str:
+    """Deterministic id of a lead's conversion at a stage: sha1("lead_id|stage") hex, 24 characters."""
+    return hashlib.sha1(f"{lead_id}|{LifecycleStage(stage).value}".encode()).hexdigest()[:24]
+
+
+class StageReached(BaseModel):
+    """When and by which event a lead reached a stage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    occurred_at: datetime
+    event_id: str
+    revenue: Decimal | None = None
+    currency: str | None = None
+
+    def sort_key(self) -> tuple[datetime, str]:
+        return (self.occurred_at, self.event_id)
+
+
+class Emitted(BaseModel):
+    """The newest version of a conversion that was emitted, and a fingerprint of what it was computed from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    fingerprint: str
+
+
+class LeadState(BaseModel):
+    """Everything the leads table keeps per lead. Treat as immutable: transitions return a new one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lead_id: str
+    journey: tuple[Touch, ...] = ()
+    stages: dict[LifecycleStage, StageReached] = Field(default_factory=dict)
+    emitted: dict[LifecycleStage, Emitted] = Field(default_factory=dict)
+    first_identified_at: datetime | None = None
+
+    def milestones(self) -> Milestones:
+        """Lead, opportunity and customer times, for position-based attribution."""
+
+        def at(stage: LifecycleStage) -> datetime | None:
+            reached = self.stages.get(stage)
+            return reached.occurred_at if reached else None
+
+        return Milestones(
+            lead_at=at(LifecycleStage.LEAD),
+            opportunity_at=at(LifecycleStage.OPPORTUNITY),
+            customer_at=at(LifecycleStage.CUSTOMER),
+        )
+
+    def conversion(self, stage: LifecycleStage, lookback: timedelta = DEFAULT_LOOKBACK) -> Conversion:
+        """The current conversion record of a reached stage (with the version last emitted, or 1)."""
+        reached = self.stages[stage]
+        window = _window(self.journey, reached.occurred_at, lookback)
+        emitted = self.emitted.get(stage)
+        is_customer = stage == LifecycleStage.CUSTOMER
+        return Conversion(
+            conversion_id=conversion_id_for(self.lead_id, stage),
+            lead_id=self.lead_id,
+            stage=stage,
+            occurred_at=reached.occurred_at,
+            revenue=reached.revenue if is_customer else None,
+            currency=reached.currency if is_customer and reached.revenue is not None else None,
+            touch_count=len(window),
+            first_channel=window[0].channel if window else NONE_CHANNEL,
+            last_channel=_last_channel(window),
+            event_id=reached.event_id,
+            version=emitted.version if emitted else 1,
+        )
+
+
+def new_lead(lead_id: str) -> LeadState:
+    """The state of a lead nobody has seen yet."""
+    return LeadState(lead_id=lead_id)
+
+
+def _window(journey: Sequence[Touch], converted_at: datetime, lookback: timedelta) -> list[Touch]:
+    start = converted_at - lookback
+    return [touch for touch in journey if start <= touch.occurred_at <= converted_at]
+
+
+def _last_channel(window: Sequence[Touch]) -> str:
+    for touch in reversed(window):
+        if not touch.is_direct:
+            return touch.channel
+    return window[-1].channel if window else NONE_CHANNEL
+
+
+def _touch_key(touch: Touch) -> tuple[datetime, str]:
+    return (touch.occurred_at, touch.touch_id)
+
+
+def _merge(journey: tuple[Touch, ...], touches: Iterable[Touch], limit: int) -> tuple[Touch, ...]:
+    """Journey plus the touches not in it yet, in (time, touch id) order, the newest ``limit`` kept."""
+    known = {touch.touch_id for touch in journey}
+    merged = list(journey)
+    added = False
+    for touch in touches:
+        if touch.touch_id in known:
+            continue
+        known.add(touch.touch_id)
+        insort(merged, touch, key=_touch_key)
+        added = True
+    if not added:
+        return journey
+    return tuple(merged[-limit:])
+
+
+def _fingerprint(state: LeadState, stage: LifecycleStage, lookback: timedelta) -> str:
+    reached = state.stages[stage]
+    parts = [reached.occurred_at.isoformat(), reached.event_id, str(reached.revenue), str(reached.currency)]
+    parts += [touch.touch_id for touch in _window(state.journey, reached.occurred_at, lookback)]
+    for name, at in _milestone_items(state):
+        if at is not None and at <= reached.occurred_at:
+            parts.append(f"{name}={at.isoformat()}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _milestone_items(state: LeadState) -> list[tuple[str, datetime | None]]:
+    milestones = state.milestones()
+    return [(name, getattr(milestones, name)) for name in ("lead_at", "opportunity_at", "customer_at")]
+
+
+def _emit(state: LeadState, lookback: timedelta) -> tuple[LeadState, list[Conversion]]:
+    """Conversions whose inputs changed since they were last emitted, and the state recording them."""
+    emitted = dict(state.emitted)
+    changed: list[LifecycleStage] = []
+    for stage in sorted(state.stages, key=lambda s: state.stages[s].sort_key()):
+        fingerprint = _fingerprint(state, stage, lookback)
+        previous = emitted.get(stage)
+        if previous is not None and previous.fingerprint == fingerprint:
+            continue
+        emitted[stage] = Emitted(version=previous.version + 1 if previous else 1, fingerprint=fingerprint)
+        changed.append(stage)
+    if not changed:
+        return state, []
+    state = state.model_copy(update={"emitted": emitted})
+    return state, [state.conversion(stage, lookback) for stage in changed]
+
+
+def _reach(state: LeadState, stage: LifecycleStage, reached: StageReached) -> LeadState:
+    """Record a stage unless an earlier (time, event id) record of it exists."""
+    current = state.stages.get(stage)
+    if current is not None and current.sort_key() <= reached.sort_key():
+        return state
+    return state.model_copy(update={"stages": {**state.stages, stage: reached}})
+
+
+def apply_touch(
+    state: LeadState | None,
+    touch: Touch,
+    *,
+    lead_id: str | None = None,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    journey_limit: int = JOURNEY_LIMIT,
+) -> tuple[LeadState, list[Conversion]]:
+    """Add one touch to the lead's journey; re-emit the conversions whose window it falls in."""
+    state = state or new_lead(lead_id or touch.lead_id or "")
+    journey = _merge(state.journey, [touch], journey_limit)
+    if journey is state.journey:
+        return state, []
+    return _emit(state.model_copy(update={"journey": journey}), lookback)
+
+
+def apply_link(
+    state: LeadState | None,
+    link: IdentityLink,
+    touches: Sequence[Touch] = (),
+    *,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    journey_limit: int = JOURNEY_LIMIT,
+) -> tuple[LeadState, list[Conversion]]:
+    """A visitor identified as this lead: merge its touches; the first identify reaches the ``lead`` stage."""
+    state = state or new_lead(link.lead_id)
+    journey = _merge(state.journey, touches, journey_limit)
+    first = state.first_identified_at
+    update: dict = {"journey": journey}
+    if first is None or link.linked_at < first:
+        update["first_identified_at"] = link.linked_at
+    state = state.model_copy(update=update)
+    state = _reach(state, LifecycleStage.LEAD, StageReached(occurred_at=link.linked_at, event_id=link.event_id))
+    return _emit(state, lookback)
+
+
+def apply_crm(
+    state: LeadState | None,
+    change: CrmStatusChange,
+    *,
+    lead_id: str,
+    event_id: str,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+) -> tuple[LeadState, list[Conversion]]:
+    """A CRM status change: reach its stage (keeping the earliest record) and emit what changed."""
+    state = state or new_lead(lead_id)
+    reached = StageReached(
+        occurred_at=change.occurred_at,
+        event_id=event_id,
+        revenue=change.deal_value if change.stage == LifecycleStage.CUSTOMER else None,
+        currency=change.currency if change.stage == LifecycleStage.CUSTOMER and change.deal_value is not None else None,
+    )
+    return _emit(_reach(state, change.stage, reached), lookback)
+
+
+def credits_for(state: LeadState, conversion: Conversion, lookback: timedelta = DEFAULT_LOOKBACK) -> list[Credit]:
+    """The credits of every model for one of the lead's conversions, stamped with the conversion's version."""
+    credits = attribute(state.journey, conversion, state.milestones(), lookback)
+    return [c if c.version == conversion.version else c.model_copy(update={"version": conversion.version})
+            for c in credits]
