@@ -1,0 +1,306 @@
+"""The chDB side of the endpoint: one engine per data directory, connections, HTTP sessions.
+
+chDB hosts one embedded ClickHouse per process, bound to one path; any number of connections to it
+may run queries in parallel (they release the GIL), and each connection keeps its own session state
+(current database, SET settings). So: a root connection keeps the engine open for the server's
+lifetime, a request without ``session_id`` gets a fresh connection (about 0.2 ms), and an HTTP
+session owns one connection, locked while a request uses it, exactly like ClickHouse's sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from deploy.chhttp.errors import ClickHouseError, codes, from_engine, status_table
+
+
+class DataDirLocked(RuntimeError):
+    """Another process has the chDB data directory open."""
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def set_statement(settings: dict[str, str]) -> str:
+    """``SET a = 'x', b = 'y'``; values are sent as strings, as HTTP URL parameters are."""
+    for name in settings:
+        if not _SETTING_NAME.match(name):
+            raise ClickHouseError(codes.BAD_ARGUMENTS, f"Invalid setting name {name!r} in the URL", "BAD_ARGUMENTS")
+    return "SET " + ", ".join(f"{name} = {_quote(value)}" for name, value in settings.items())
+
+
+@dataclass
+class Outcome:
+    """What one statement produced, for the response body and the X-ClickHouse-Summary header."""
+
+    body: bytes = b""
+    read_rows: int = 0
+    read_bytes: int = 0
+    written_rows: int = 0
+    written_bytes: int = 0
+    elapsed: float = 0.0
+
+    def summary(self) -> dict[str, str]:
+        return {
+            "read_rows": str(self.read_rows),
+            "read_bytes": str(self.read_bytes),
+            "written_rows": str(self.written_rows),
+            "written_bytes": str(self.written_bytes),
+            "total_rows_to_read": str(self.read_rows),
+            "result_rows": str(self.written_rows or self.read_rows),
+            "result_bytes": str(len(self.body) or self.written_bytes),
+            "elapsed_ns": str(int(self.elapsed * 1e9)),
+        }
+
+
+@dataclass
+class Session:
+    """An HTTP session (``session_id``): one chDB connection and the state ClickHouse keeps for it."""
+
+    session_id: str
+    connection: object
+    timeout: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+    database: str | None = None  # what the last USE we issued selected; None when unknown
+
+
+class Engine:
+    """Owns the chDB engine for one data directory and hands out connections."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        os.makedirs(self.path, exist_ok=True)
+        import chdb  # imported late: importing chdb starts an engine and changes directory briefly
+
+        self._chdb = chdb
+        self._connect_lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self._sessions_lock = threading.Lock()
+        try:
+            self._root = chdb.connect(self.path)
+        except Exception as exc:  # chDB raises RuntimeError with the engine's message
+            if "Cannot lock file" in str(exc) or "already running" in str(exc):
+                raise DataDirLocked(self._locked_message()) from None
+            raise
+        raw = self._root._conn
+        version, timezone = raw.query("SELECT version(), timezone()", "TabSeparated", params={}).bytes().decode().split()
+        self.version = version
+        self.timezone = timezone
+        rows = raw.query(
+            "SELECT DISTINCT name, code FROM system.errors SETTINGS system_events_show_zero_values = 1",
+            "TabSeparated",
+            params={},
+        ).bytes()
+        self.code_by_name = {name: int(code) for name, code in (line.split("\t") for line in rows.decode().splitlines())}
+        self.status_by_code = status_table(self.code_by_name)
+
+    def _locked_message(self) -> str:
+        owner = "another process"
+        try:
+            with open(os.path.join(self.path, "status"), encoding="utf-8") as status:
+                pid = next((line.split(":", 1)[1].strip() for line in status if line.startswith("PID:")), None)
+            if pid:
+                owner = f"process {pid}"
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                        command = cmd.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    owner += f" ({command})"
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        return (
+            f"ClickHouse data directory {self.path} is locked by {owner}: only one process may open it. "
+            "Stop that process (closedloop down) or use another data directory."
+        )
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connect(self):
+        with self._connect_lock:
+            return self._chdb.connect(self.path)
+
+    def _disconnect(self, connection) -> None:
+        with self._connect_lock:
+            connection.close()
+
+    @contextmanager
+    def lease(self, session_id: str | None, session_timeout: float, session_check: bool = False):
+        """A connection for one request: the session's (locked) or a fresh one closed afterwards."""
+        if not session_id:
+            connection = self._connect()
+            try:
+                yield connection, None
+            finally:
+                self._disconnect(connection)
+            return
+        session = self._session(session_id, session_timeout, session_check)
+        if not session.lock.acquire(blocking=False):
+            raise ClickHouseError(
+                codes.SESSION_IS_LOCKED,
+                f"Session {session_id} is locked by a concurrent client",
+                "SESSION_IS_LOCKED",
+            )
+        try:
+            yield session.connection, session
+        finally:
+            session.last_used = time.monotonic()
+            session.lock.release()
+
+    def _session(self, session_id: str, timeout: float, check: bool) -> Session:
+        self.expire_sessions()
+        with self._sessions_lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                if check:
+                    raise ClickHouseError(372, f"Session {session_id} not found", "SESSION_NOT_FOUND")
+                session = Session(session_id, self._connect(), timeout)
+                self._sessions[session_id] = session
+            session.timeout = timeout
+            return session
+
+    def close_session(self, session_id: str) -> None:
+        """Forget a session (``close_session=1``) and close its connection."""
+        with self._sessions_lock:
+            session = self._sessions.pop(session_id, None)
+        if session is not None:
+            with session.lock:
+                self._disconnect(session.connection)
+
+    def expire_sessions(self) -> None:
+        """Close sessions idle longer than their ``session_timeout``."""
+        now = time.monotonic()
+        expired = []
+        with self._sessions_lock:
+            for session_id, session in list(self._sessions.items()):
+                if now - session.last_used > session.timeout and session.lock.acquire(blocking=False):
+                    expired.append(self._sessions.pop(session_id))
+        for session in expired:
+            self._disconnect(session.connection)
+            session.lock.release()
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def prepare(self, connection, session: Session | None, database: str | None, settings: dict[str, str]):
+        """Apply the request's database and settings; return the settings to restore afterwards.
+
+        URL settings belong to the request, not the session (ClickHouse copies the session context
+        per query), so for a session the previous values are read first and restored by ``restore``.
+        """
+        raw = connection._conn
+        if database and (session is None or session.database != database):
+            self._run_raw(raw, f"USE {_quote_identifier(database)}")
+            if session is not None:
+                session.database = database
+        if not settings:
+            return None
+        previous = None
+        if session is not None:
+            names = ", ".join(_quote(name) for name in settings)
+            rows = self._run_raw(raw, f"SELECT name, value FROM system.settings WHERE name IN ({names})").decode()
+            previous = dict(line.split("\t", 1) for line in rows.splitlines())
+        self._run_raw(raw, set_statement(settings))
+        return previous
+
+    def restore(self, connection, previous: dict[str, str] | None) -> None:
+        """Put back the session settings a request overrode."""
+        if previous:
+            try:
+                self._run_raw(connection._conn, set_statement(previous))
+            except ClickHouseError:
+                pass  # a setting the request's own SET made unknown: nothing to put back
+
+    def _run_raw(self, raw, sql: str) -> bytes:
+        try:
+            return raw.query(sql, "TabSeparated", params={}).bytes()
+        except RuntimeError as exc:
+            raise from_engine(exc) from None
+
+    def is_mutating(self, connection, sql: str) -> bool:
+        """True when chDB classifies the statement as changing data or schema (refused on GET)."""
+        try:
+            info = connection._conn.classify_query(sql)
+        except Exception:
+            return False
+        return int(info["query_class"]) == 1
+
+    def query(self, connection, sql: str, default_format: str, params: dict[str, str]) -> Outcome:
+        """Run one statement; its result comes back in ``default_format`` unless the SQL names one."""
+        started = time.perf_counter()
+        try:
+            result = connection._conn.query(sql, default_format, params=params)
+        except RuntimeError as exc:
+            raise from_engine(exc) from None
+        return Outcome(
+            body=result.bytes(),
+            read_rows=result.rows_read(),
+            read_bytes=result.bytes_read(),
+            written_rows=result.rows_written(),
+            written_bytes=result.bytes_written(),
+            elapsed=time.perf_counter() - started,
+        )
+
+    def insert(self, connection, statement: str, fmt: str, data: Iterable[bytes]) -> Outcome:
+        """Stream ``data`` (encoded in ``fmt``) into ``statement`` (an INSERT without FORMAT)."""
+        started = time.perf_counter()
+        try:
+            inserter = connection.send_insert(statement, fmt)
+        except RuntimeError as exc:
+            raise from_engine(exc) from None
+        try:
+            for piece in data:
+                if piece:
+                    inserter.append(piece)
+            result = inserter.finish()
+        except RuntimeError as exc:
+            _cancel_quietly(inserter)
+            raise from_engine(exc) from None
+        except BaseException:
+            _cancel_quietly(inserter)
+            raise
+        return Outcome(
+            written_rows=result.rows_written,
+            written_bytes=result.bytes_written,
+            elapsed=time.perf_counter() - started,
+        )
+
+    def close(self) -> None:
+        """Close every session and the root connection: chDB then shuts the engine down cleanly."""
+        with self._sessions_lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            acquired = session.lock.acquire(timeout=30)
+            self._disconnect(session.connection)
+            if acquired:
+                session.lock.release()
+        self._disconnect(self._root)
+
+
+def _cancel_quietly(inserter) -> None:
+    try:
+        inserter.cancel()
+    except Exception:
+        pass
+
+
+def _quote_identifier(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def iter_with_prefix(prefix: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield ``prefix`` (when non-empty), then everything from ``rest``."""
+    if prefix:
+        yield prefix
+    yield from rest
