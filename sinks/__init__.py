@@ -1,0 +1,1 @@
+"""ClickHouse side of closedloop: schema migrations, the Kafka -> ClickHouse sink writer and the report SQL."""

@@ -1,0 +1,21 @@
+"""Settings of the sink writer and the ClickHouse tooling (``CLOSEDLOOP_`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.settings import PipelineSettings
+
+
+class SinkSettings(PipelineSettings):
+    """How the sink batches, which consumer group it joins, and how it backs off when ClickHouse is away."""
+
+    sink_consumer_group: str = Field("closedloop-sink", min_length=1, description="Kafka consumer group of the sink.")
+    sink_batch_rows: int = Field(10_000, ge=1, le=1_000_000, description="Flush after this many rows...")
+    sink_batch_seconds: float = Field(1.0, gt=0, le=300, description="...or after this many seconds.")
+    sink_retry_initial_seconds: float = Field(0.2, gt=0, description="First back-off when ClickHouse fails.")
+    sink_retry_max_seconds: float = Field(10.0, gt=0, description="Back-off ceiling; retries never give up.")
+    sink_max_poll_records: int = Field(5_000, ge=1, description="Records fetched per poll.")
+    sink_metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus metrics port; unset = off.")
+    clickhouse_connect_timeout: float = Field(5.0, gt=0)
+    clickhouse_query_timeout: float = Field(300.0, gt=0)
