@@ -1,0 +1,20 @@
+"""``closedloop up``: start the embedded broker and ClickHouse endpoint, create the topics, apply migrations."""
+
+from __future__ import annotations
+
+import click
+
+from closedloop.commands._stack_cli import console, print_status, stack_errors_readable
+from deploy.settings import StackSettings, read_settings
+
+
+@click.command("up")
+@click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply the ClickHouse migrations.")
+def command(migrate: bool) -> None:
+    """Start the single-machine stack (idempotent: what already runs is left running)."""
+    from deploy import stack
+
+    with stack_errors_readable():
+        settings = read_settings(StackSettings)
+        stack.up(settings, migrate=migrate, report=lambda line: console.print(f"  {line}"))
+        print_status(stack.status(settings))

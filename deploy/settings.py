@@ -1,0 +1,83 @@
+"""Settings of the single-machine stack (``closedloop up / down / status``): read once in the CLI command.
+
+On top of the shared connection settings, the stack needs to know where the broker binary is and how long to wait
+for things. Environment variables carry the ``CLOSEDLOOP_`` prefix: ``CLOSEDLOOP_DATA_DIR``,
+``CLOSEDLOOP_EMBEDDED_KAFKA_PORT``, ``CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT``, ``CLOSEDLOOP_NOIDA_DB_BINARY``,
+``CLOSEDLOOP_START_TIMEOUT_SECONDS``, ``CLOSEDLOOP_STOP_TIMEOUT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
+
+from schemas.settings import PipelineSettings
+
+EMBEDDED_HOST = "127.0.0.1"  # the embedded services never listen on anything else
+
+
+class StackSettings(PipelineSettings):
+    """Where the embedded broker and ClickHouse endpoint keep their data, and how they are started and stopped."""
+
+    noida_db_binary: str | None = Field(
+        None,
+        description="Path of the noida-db broker binary; unset = the one shipped in the noida-db wheel.",
+    )
+    start_timeout_seconds: float = Field(
+        60.0, gt=0, description="How long `up` waits for a service to answer before giving up."
+    )
+    stop_timeout_seconds: float = Field(
+        20.0, gt=0, description="How long `down` waits for a clean exit (the broker saves its data) before SIGKILL."
+    )
+
+    @property
+    def data_root(self) -> Path:
+        """The data directory as an absolute path, so PID files and process command lines compare reliably."""
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_root / "kafka"
+
+    @property
+    def clickhouse_dir(self) -> Path:
+        return self.data_root / "clickhouse"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_root / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_root / "logs"
+
+
+SettingsT = TypeVar("SettingsT", bound=PipelineSettings)
+
+
+class SettingsError(Exception):
+    """A setting from the environment has a bad value; the message names the variable and the fix."""
+
+
+def describe_validation_error(error: ValidationError, cls: type[PipelineSettings]) -> str:
+    """Turn a pydantic error about settings into lines like ``CLOSEDLOOP_PARTITIONS='abc': Input should be ...``."""
+    prefix = cls.model_config.get("env_prefix", "")
+    lines = [f"Invalid setting{'s' if error.error_count() > 1 else ''}:"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(settings)"
+        variable = f"{prefix}{field}".upper()
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) or value is None else f"={value!r}"
+        lines.append(f"  {variable}{shown}: {item['msg']}")
+    lines.append("Fix the environment variable(s) above (or unset them to use the defaults) and run again.")
+    return "\n".join(lines)
+
+
+def read_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+    """Read ``cls`` from the environment once; a bad value raises ``SettingsError`` with a readable message."""
+    try:
+        return cls(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error, cls)) from None
