@@ -1,0 +1,243 @@
+"""Pure conversion of Kafka records to ClickHouse rows, and the columns every table declares.
+
+Nothing here talks to Kafka or ClickHouse: ``rows_for(kind, value)`` turns one record's bytes into
+``(table, row)`` pairs, or raises :class:`RecordError` saying why the record does not fit.
+The column lists are the single declaration of the schema the writer inserts into; a test checks the
+migrated database against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.events import CLICK_ID_FIELDS, CrmStatusChange, Envelope, Identify, PageView, SpendRow
+from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
+from schemas.topics import Topics
+
+TIME = "DateTime64(3, 'UTC')"
+LC = "LowCardinality(String)"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    inserted: bool = True  # False: filled by a DEFAULT on the server
+
+
+def _cols(*spec: tuple) -> tuple[Column, ...]:
+    return tuple(Column(*item) for item in spec)
+
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "events": _cols(
+        ("event_id", "String"), ("event_type", LC), ("site_id", LC), ("occurred_at", TIME), ("received_at", TIME),
+        ("sent_at", f"Nullable({TIME})"), ("visitor_id", "String"), ("url", "String"), ("path", "String"),
+        ("referrer", "String"), ("utm_source", "String"), ("utm_medium", "String"), ("utm_campaign", "String"),
+        ("utm_term", "String"), ("utm_content", "String"), ("click_id", "String"), ("form_id", "String"),
+        ("crm", LC), ("crm_object_id", "String"), ("crm_contact_id", "String"), ("stage", LC),
+        ("amount", "Nullable(Decimal(18, 2))"), ("currency", LC), ("schema_version", "UInt16"), ("event", "String"),
+        ("kafka_topic", LC), ("kafka_partition", "UInt32"), ("kafka_offset", "UInt64"),
+        ("ingested_at", TIME, False),
+    ),
+    "touches": _cols(
+        ("touch_id", "String"), ("visitor_id", "String"), ("lead_id", "String"), ("lead_known", "UInt8"),
+        ("site_id", LC), ("occurred_at", TIME), ("channel", LC), ("source", "String"), ("medium", LC),
+        ("campaign", "String"), ("term", "String"), ("content", "String"), ("click_id", LC),
+        ("referrer_host", "String"), ("landing_path", "String"), ("event_id", "String"),
+    ),
+    "identity_links": _cols(
+        ("visitor_id", "String"), ("lead_id", "String"), ("linked_at", TIME), ("event_id", "String"),
+        ("form_id", "String"),
+    ),
+    "leads": _cols(("lead_id", "String"), ("email", "String"), ("first_identified_at", TIME)),
+    "conversions": _cols(
+        ("conversion_id", "String"), ("lead_id", "String"), ("stage", LC), ("occurred_at", TIME),
+        ("revenue", "Nullable(Decimal(18, 2))"), ("currency", LC), ("touch_count", "UInt32"),
+        ("first_channel", LC), ("last_channel", LC), ("event_id", "String"), ("version", "UInt32"),
+    ),
+    "credits": _cols(
+        ("conversion_id", "String"), ("lead_id", "String"), ("stage", LC), ("model", LC), ("touch_id", "String"),
+        ("touch_index", "UInt32"), ("touch_at", f"Nullable({TIME})"), ("converted_at", TIME), ("channel", LC),
+        ("source", "String"), ("medium", LC), ("campaign", "String"), ("credit", "Decimal(12, 9)"),
+        ("revenue", "Decimal(18, 2)"), ("currency", LC), ("version", "UInt32"),
+    ),
+    "spend": _cols(
+        ("date", "Date"), ("channel", LC), ("source", "String"), ("medium", LC), ("campaign", "String"),
+        ("cost", "Decimal(18, 2)"), ("currency", LC), ("received_at", TIME), ("event_id", "String"),
+    ),
+}
+
+ROLLUP_TABLES: dict[str, tuple[Column, ...]] = {
+    "touches_daily": _cols(
+        ("day", "Date"), ("channel", LC), ("source", "String"), ("medium", LC), ("campaign", "String"),
+        ("visitors", "AggregateFunction(uniqExact, String)"), ("touches", "AggregateFunction(uniqExact, String)"),
+    ),
+    "credits_daily": _cols(
+        ("model", LC), ("stage", LC), ("day", "Date"), ("channel", LC), ("source", "String"), ("medium", LC),
+        ("campaign", "String"), ("credit", "AggregateFunction(sum, Decimal(12, 9))"),
+        ("revenue", "AggregateFunction(sum, Decimal(18, 2))"), ("conversions", "AggregateFunction(uniqExact, String)"),
+    ),
+}
+
+
+def insert_columns(table: str) -> tuple[list[str], list[str]]:
+    """Names and ClickHouse types of the columns the writer inserts into ``table``."""
+    columns = [c for c in TABLES[table] if c.inserted]
+    return [c.name for c in columns], [c.type for c in columns]
+
+
+class RecordKind(StrEnum):
+    """What a topic carries, which decides how its records become rows."""
+
+    SOURCE = "source"  # Envelope on events / crm / spend
+    TOUCH = "touch"
+    IDENTITY_LINK = "identity_link"
+    LEAD = "lead"
+    CONVERSION = "conversion"
+    CREDIT = "credit"
+
+
+def topic_kinds(topics: Topics) -> dict[str, RecordKind]:
+    """Topic name -> kind, for every topic the sink reads."""
+    kinds = {name: RecordKind.SOURCE for name in topics.source_topics()}
+    kinds.update(
+        {
+            topics.touches: RecordKind.TOUCH,
+            topics.identity_links: RecordKind.IDENTITY_LINK,
+            topics.leads: RecordKind.LEAD,
+            topics.conversions: RecordKind.CONVERSION,
+            topics.credits: RecordKind.CREDIT,
+        }
+    )
+    return kinds
+
+
+class RecordError(ValueError):
+    """A record that cannot become a row; the message is the dead-letter reason."""
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """A tombstone on the compacted leads topic: delete the lead's row (its raw email)."""
+
+    lead_id: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    topic: str
+    partition: int
+    offset: int
+
+
+Row = tuple
+TableRow = tuple[str, Row]
+
+
+def _s(value) -> str:
+    return "" if value is None else value
+
+
+def redacted_event_json(payload: PageView | Identify | CrmStatusChange | SpendRow) -> str:
+    """The payload as JSON without personal data: no email, form field names kept but values removed."""
+    data = payload.model_dump(mode="json")
+    if "email" in data:
+        data["email"] = None
+    if isinstance(payload, Identify):
+        data["fields"] = {name: "" for name in payload.fields}
+    return orjson.dumps(data).decode()
+
+
+def event_rows(envelope: Envelope, where: Provenance) -> list[TableRow]:
+    """One ``events`` row per envelope, plus a ``spend`` row for spend events."""
+    event = envelope.event
+    common = (envelope.event_id, event.type, envelope.site_id, event.occurred_at, envelope.received_at,
+              envelope.sent_at)
+    provenance = (envelope.schema_version, redacted_event_json(event), where.topic, where.partition, where.offset)
+    rows: list[TableRow] = []
+    if isinstance(event, PageView):
+        click_id = next((name for name in CLICK_ID_FIELDS if getattr(event, name)), "")
+        typed = (event.visitor_id, event.url, _s(event.path), _s(event.referrer), _s(event.utm_source),
+                 _s(event.utm_medium), _s(event.utm_campaign), _s(event.utm_term), _s(event.utm_content), click_id,
+                 "", "", "", "", "", None, "")
+    elif isinstance(event, Identify):
+        typed = (event.visitor_id, _s(event.url), "", "", "", "", "", "", "", "", _s(event.form_id),
+                 "", "", "", "", None, "")
+    elif isinstance(event, CrmStatusChange):
+        typed = ("", "", "", "", "", "", "", "", "", "", "", event.crm, event.crm_object_id,
+                 _s(event.crm_contact_id), event.stage.value, event.deal_value, _s(event.currency))
+    else:  # SpendRow
+        typed = ("", "", "", "", event.source, event.medium, event.campaign, "", "", "", "", "", "", "", "",
+                 event.cost, event.currency)
+        rows.append(("spend", (event.date, event.channel, event.source, event.medium, event.campaign, event.cost,
+                               event.currency, envelope.received_at, envelope.event_id)))
+    rows.insert(0, ("events", common + typed + provenance))
+    return rows
+
+
+def touch_row(t: Touch) -> Row:
+    return (t.touch_id, t.visitor_id, _s(t.lead_id), 1 if t.lead_id else 0, t.site_id, t.occurred_at, t.channel,
+            t.source, t.medium, t.campaign, t.term, t.content, t.click_id, t.referrer_host, t.landing_path, t.event_id)
+
+
+def identity_link_row(link: IdentityLink) -> Row:
+    return (link.visitor_id, link.lead_id, link.linked_at, link.event_id, link.form_id)
+
+
+def lead_row(lead: Lead) -> Row:
+    return (lead.lead_id, lead.email, lead.first_identified_at)
+
+
+def conversion_row(c: Conversion) -> Row:
+    return (c.conversion_id, c.lead_id, c.stage.value, c.occurred_at, c.revenue, _s(c.currency), c.touch_count,
+            c.first_channel, c.last_channel, c.event_id, c.version)
+
+
+def credit_row(c: Credit) -> Row:
+    return (c.conversion_id, c.lead_id, c.stage.value, c.model.value, c.touch_id, c.touch_index, c.touch_at,
+            c.converted_at, c.channel, c.source, c.medium, c.campaign, c.credit, c.revenue, _s(c.currency), c.version)
+
+
+_OUTPUTS = {
+    RecordKind.TOUCH: (Touch, "touches", touch_row),
+    RecordKind.IDENTITY_LINK: (IdentityLink, "identity_links", identity_link_row),
+    RecordKind.LEAD: (Lead, "leads", lead_row),
+    RecordKind.CONVERSION: (Conversion, "conversions", conversion_row),
+    RecordKind.CREDIT: (Credit, "credits", credit_row),
+}
+
+# Upper bounds of the unsigned integer columns: pydantic checks ge=0, ClickHouse would wrap silently above.
+_UINT32_MAX = 2**32 - 1
+
+
+def rows_for(kind: RecordKind, value: bytes | None, where: Provenance, key: str | None = None) -> list[TableRow] | Erasure:
+    """The rows one record becomes, or an :class:`Erasure` for a leads tombstone; RecordError when it does not fit."""
+    if value is None:
+        if kind is RecordKind.LEAD and key:
+            return Erasure(key)
+        raise RecordError(f"empty record (no value) on {where.topic}: only the leads topic takes tombstones")
+    try:
+        if kind is RecordKind.SOURCE:
+            return event_rows(Envelope.model_validate_json(value), where)
+        model, table, to_row = _OUTPUTS[kind]
+        record = model.model_validate_json(value)
+    except ValidationError as exc:
+        raise RecordError(_validation_reason(kind, exc)) from None
+    if kind is RecordKind.CONVERSION and (record.version > _UINT32_MAX or record.touch_count > _UINT32_MAX):
+        raise RecordError("conversion version or touch_count exceeds UInt32")
+    if kind is RecordKind.CREDIT and (record.version > _UINT32_MAX or record.touch_index > _UINT32_MAX):
+        raise RecordError("credit version or touch_index exceeds UInt32")
+    return [(table, to_row(record))]
+
+
+def _validation_reason(kind: RecordKind, exc: ValidationError) -> str:
+    """A short reason naming the field paths, e.g. 'not a valid credit: credit: Input should be ...'."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(record)'}: {err['msg']}" for err in exc.errors()[:5]
+    )
+    return f"not a valid {kind.value} record: {problems}"

@@ -1,0 +1,325 @@
+"""The sink: a kafka-python consumer group that writes the pipeline's topics into ClickHouse.
+
+Order of work (as in snuba's and quix-streams' consumers): poll -> convert to rows -> batch (rows or seconds) ->
+insert -> flush dead letters -> commit offsets. Offsets are committed only after every row of the batch is in
+ClickHouse, so a crash or an unreachable ClickHouse replays records instead of losing them; replays are harmless
+because every table is a ReplacingMergeTree on a stable id.
+
+ClickHouse unreachable (a connection error): the same batch is retried with exponential back-off, forever, and
+nothing is committed. ClickHouse rejecting rows (a data error): the batch is split in halves until the rows that
+do not fit are found; they go to the dead-letter topic like records that fail validation.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError
+
+from schemas import serde
+from schemas.outputs import DeadLetter
+from sinks.client import connect
+from sinks.rows import Erasure, Provenance, RecordError, RecordKind, insert_columns, rows_for, topic_kinds
+from sinks.settings import SinkSettings
+
+log = logging.getLogger(__name__)
+COMPONENT = "sink"
+
+
+class SinkStopped(Exception):
+    """Stop was requested while a batch was still waiting for ClickHouse; it was not committed."""
+
+
+@dataclass
+class SinkMetrics:
+    """Counters of one sink process (also exported to Prometheus when a metrics port is set)."""
+
+    records: int = 0
+    rows_written: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+    erasures: int = 0
+    lag: int = 0
+    last_flush_seconds: float = 0.0
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows_written.values())
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a pending row came from: enough to dead-letter it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes | None
+
+
+class SinkWriter:
+    """Consume, batch, insert, commit. ``run()`` until ``stop()``; ``poll_once()`` + ``flush()`` for tests."""
+
+    def __init__(self, settings: SinkSettings, *, client_factory: Callable[[], Client] | None = None) -> None:
+        self.settings = settings
+        self.metrics = SinkMetrics()
+        self._kinds = topic_kinds(settings.topics)
+        self._client_factory = client_factory or (
+            lambda: connect(
+                settings,
+                connect_timeout=settings.clickhouse_connect_timeout,
+                query_timeout=settings.clickhouse_query_timeout,
+            )
+        )
+        self._client: Client | None = None
+        self._stop = threading.Event()
+        self._rows: dict[str, list[tuple]] = {}
+        self._sources: dict[str, list[_Source]] = {}
+        self._dead: list[DeadLetter] = []
+        self._pending_records = 0
+        self._batch_started: float | None = None
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_servers,
+            group_id=settings.sink_consumer_group,
+            client_id=f"{settings.sink_consumer_group}-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.sink_max_poll_records,
+            # A long ClickHouse outage keeps us in the retry loop without polling: stay in the group meanwhile.
+            max_poll_interval_ms=30 * 60 * 1000,
+            key_deserializer=serde.decode_key,
+        )
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_servers, acks="all", key_serializer=serde.encode_key, linger_ms=5
+        )
+        self._consumer.subscribe(sorted(self._kinds), listener=_FlushOnRevoke(self))
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run()`` to flush what it has and return (thread-safe)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Close the consumer, producer and ClickHouse client (uncommitted records will be read again)."""
+        self._consumer.close(autocommit=False)
+        self._producer.close(timeout=10)
+        if self._client is not None:
+            self._client.close()
+
+    def run(self) -> SinkMetrics:
+        """Consume until ``stop()``; the last batch is flushed and committed before returning."""
+        log.info("sink started", extra={"topics": sorted(self._kinds), "group": self.settings.sink_consumer_group})
+        try:
+            while not self._stop.is_set():
+                self.poll_once()
+                if self._due():
+                    self.flush()
+            self.flush()
+        except SinkStopped:
+            log.warning("sink stopped with an unwritten batch; it will be read again on the next start")
+        return self.metrics
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        """Poll once and add the records to the batch; returns how many records came."""
+        polled = self._consumer.poll(timeout_ms=timeout_ms)
+        count = 0
+        for messages in polled.values():
+            for message in messages:
+                self._add(message)
+                count += 1
+        return count
+
+    def _due(self) -> bool:
+        if self._pending_records == 0:
+            return False
+        rows = sum(len(r) for r in self._rows.values())
+        return rows >= self.settings.sink_batch_rows or (
+            time.monotonic() - (self._batch_started or 0) >= self.settings.sink_batch_seconds
+        )
+
+    def _add(self, message) -> None:
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        self._pending_records += 1
+        self.metrics.records += 1
+        source = _Source(message.topic, message.partition, message.offset, message.key, message.value)
+        where = Provenance(message.topic, message.partition, message.offset)
+        try:
+            result = rows_for(self._kinds[message.topic], message.value, where, message.key)
+        except RecordError as exc:
+            self._dead.append(_dead_letter(source, str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - a record must never stop the sink; it is dead-lettered
+            self._dead.append(_dead_letter(source, f"unexpected {type(exc).__name__}: {exc}"))
+            return
+        if isinstance(result, Erasure):
+            # Erasures are rare: write what came before, then delete, so a later re-identification survives.
+            self._write_batch()
+            self._erase(result.lead_id)
+            return
+        for table, row in result:
+            self._rows.setdefault(table, []).append(row)
+            self._sources.setdefault(table, []).append(source)
+
+    def flush(self) -> None:
+        """Write the batch (retrying while ClickHouse is unreachable), publish dead letters, then commit."""
+        if self._pending_records == 0:
+            return
+        started = time.monotonic()
+        self._write_batch()
+        self._publish_dead_letters()
+        try:
+            self._consumer.commit()
+        except CommitFailedError as exc:
+            # The group rebalanced while we were writing: the rows are in ClickHouse, the records will be
+            # delivered again and collapse onto the same ids.
+            log.warning("offset commit failed after a rebalance; records will be replayed: %s", exc)
+        self._pending_records = 0
+        self._batch_started = None
+        self.metrics.batches += 1
+        self.metrics.last_flush_seconds = time.monotonic() - started
+        self.metrics.lag = self._lag()
+        log.info(
+            "batch written",
+            extra={"rows": self.metrics.total_rows, "batches": self.metrics.batches, "lag": self.metrics.lag,
+                   "retries": self.metrics.retries, "dead_letters": self.metrics.dead_letters},
+        )
+
+    # -- ClickHouse ------------------------------------------------------------------------------------------
+
+    def _write_batch(self) -> None:
+        for table in list(self._rows):
+            self._insert(table, self._rows[table], self._sources[table])
+            self.metrics.rows_written[table] = self.metrics.rows_written.get(table, 0) + len(self._rows[table])
+        self._rows.clear()
+        self._sources.clear()
+
+    def _insert(self, table: str, rows: list[tuple], sources: list[_Source]) -> None:
+        """Insert rows; on a data error split the rows to find those that do not fit and dead-letter them."""
+        if not rows:
+            return
+        names, types = insert_columns(table)
+        try:
+            self._with_retry(lambda client: client.insert(table, rows, column_names=names, column_type_names=types))
+        except (DatabaseError, TypeError, ValueError, OverflowError, struct.error) as exc:
+            if len(rows) == 1:
+                self._dead.append(_dead_letter(sources[0], f"ClickHouse rejected the row for {table}: {exc}"))
+                self.metrics.rows_written[table] = self.metrics.rows_written.get(table, 0) - 1
+                return
+            half = len(rows) // 2
+            self._insert(table, rows[:half], sources[:half])
+            self._insert(table, rows[half:], sources[half:])
+
+    def _erase(self, lead_id: str) -> None:
+        self._with_retry(
+            lambda client: client.command("DELETE FROM leads WHERE lead_id = {lead_id:String}",
+                                          parameters={"lead_id": lead_id})
+        )
+        self.metrics.erasures += 1
+
+    def _with_retry(self, operation: Callable[[Client], object]) -> object:
+        """Run ``operation`` with a client; connection failures are retried with back-off until stop()."""
+        delay = self.settings.sink_retry_initial_seconds
+        while True:
+            try:
+                if self._client is None:
+                    self._client = self._client_factory()
+                return operation(self._client)
+            except DatabaseError as exc:
+                if not _is_unavailable(exc):
+                    raise
+                self._drop_client()
+                self.metrics.retries += 1
+                log.warning("ClickHouse unreachable, retrying in %.1fs: %s", delay, exc)
+            if self._stop.wait(delay):
+                raise SinkStopped()
+            delay = min(delay * 2, self.settings.sink_retry_max_seconds)
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+        self._client = None
+
+    # -- Kafka -----------------------------------------------------------------------------------------------
+
+    def _publish_dead_letters(self) -> None:
+        if not self._dead:
+            return
+        topic = self.settings.topics.dead_letters
+        for letter in self._dead:
+            self._producer.send(topic, key=letter.key, value=serde.dumps(letter))
+        # Raises on failure: then nothing is committed and the records are read (and dead-lettered) again.
+        self._producer.flush(timeout=60)
+        self.metrics.dead_letters += len(self._dead)
+        log.warning("dead-lettered %d records", len(self._dead))
+        self._dead.clear()
+
+    def _lag(self) -> int:
+        """Records behind the end of the assigned partitions, as of the last fetch."""
+        lag = 0
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                lag += max(0, high - self._consumer.position(tp))
+        return lag
+
+
+class _FlushOnRevoke(ConsumerRebalanceListener):
+    """Write and commit the batch before partitions move to another member of the group."""
+
+    def __init__(self, writer: SinkWriter) -> None:
+        self.writer = writer
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self.writer._pending_records:
+            self.writer.flush()
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
+
+
+# Server errors caused by the rows themselves (bad value, overflow, too long): split the batch and dead-letter.
+# Any other server error (unknown table, memory, too many parts, ...) is treated like an outage and retried,
+# so that a missing migration never turns every record into a dead letter.
+_DATA_ERROR_CODES = frozenset({6, 27, 32, 33, 38, 41, 53, 69, 70, 72, 131, 190, 321, 407, 691})
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def _is_unavailable(exc: DatabaseError) -> bool:
+    if isinstance(exc, OperationalError):
+        return True
+    match = _CODE.search(str(exc))
+    return not (match and int(match.group(1)) in _DATA_ERROR_CODES)
+
+
+def _dead_letter(source: _Source, reason: str) -> DeadLetter:
+    value = "" if source.value is None else source.value.decode("utf-8", errors="replace")
+    return DeadLetter(
+        component=COMPONENT,
+        reason=reason[:2000],
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        key=source.key,
+        value=value,
+        failed_at=datetime.now(timezone.utc),
+    )

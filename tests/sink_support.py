@@ -1,0 +1,127 @@
+"""Fixtures and helpers shared by the sink, migration and report tests.
+
+``ch_url`` / ``kafka_servers`` use the shared session fixtures of ``tests/conftest.py``
+(``clickhouse_http_url`` / ``kafka_bootstrap``) when they exist, else start the embedded services themselves
+(stopped by PID at the end of the session).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.clickhouse_server import start_server_process, wait_until_ready
+from deploy.processes import free_port
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    """Poll ``condition`` until it returns a truthy value; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+class ClickHouseProcess:
+    """An embedded ClickHouse endpoint we own: started and stopped by PID (for the outage test)."""
+
+    def __init__(self, path: Path, port: int | None = None) -> None:
+        self.path, self.port = path, port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ClickHouseProcess":
+        self.process = start_server_process(str(self.path), self.port)
+        wait_until_ready(self.process, self.port, timeout=60)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+
+class BrokerProcess:
+    """An embedded Kafka-protocol broker (noida-db) we own, stopped by PID."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from deploy.kafka_broker import broker_argv, find_binary
+
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.argv = broker_argv(find_binary(None), data_dir, "127.0.0.1", self.port)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "BrokerProcess":
+        from deploy.kafka_broker import metadata_ok
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir.parent / "broker.log", "ab")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+        wait_for(lambda: metadata_ok(self.bootstrap)[0], 30, "the embedded broker to answer")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def ch_url(request, tmp_path_factory) -> Iterator[str]:
+    """``http://host:port`` of a ClickHouse HTTP endpoint."""
+    try:
+        yield request.getfixturevalue("clickhouse_http_url")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    server = ClickHouseProcess(tmp_path_factory.mktemp("clickhouse") / "data").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_servers(request, tmp_path_factory) -> Iterator[str]:
+    """Bootstrap servers of a Kafka-protocol broker."""
+    try:
+        yield request.getfixturevalue("kafka_bootstrap")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    broker = BrokerProcess(tmp_path_factory.mktemp("broker") / "data").start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()

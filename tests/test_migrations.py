@@ -1,0 +1,119 @@
+"""Migrations: file parsing (unit) and apply all / reverse all / apply again against the ClickHouse endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sinks.client import connect
+from sinks.migrate import (
+    MigrationError,
+    load_migrations,
+    migrate_down,
+    migrate_up,
+    parse_migration,
+    split_statements,
+    status,
+)
+from sinks.rows import ROLLUP_TABLES, TABLES
+from sinks.settings import SinkSettings
+from sink_support import ch_url, unique  # noqa: F401 - fixture
+
+VIEWS = {"touches_daily_mv", "credits_daily_mv"}
+
+
+# -- unit: files ---------------------------------------------------------------------------------------------
+
+
+def test_shipped_migrations_parse_in_order():
+    migrations = load_migrations()
+    assert [m.id for m in migrations] == list(range(1, len(migrations) + 1))
+    assert all(m.up and m.down for m in migrations)
+
+
+def test_split_statements_needs_semicolons():
+    assert split_statements("-- note\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\nDROP TABLE b;\n") == [
+        "CREATE TABLE a (x UInt8)\nENGINE = Memory",
+        "DROP TABLE b",
+    ]
+    with pytest.raises(MigrationError, match="without a closing ';'"):
+        split_statements("CREATE TABLE a (x UInt8) ENGINE = Memory")
+
+
+def test_file_without_down_section_is_rejected(tmp_path: Path):
+    path = tmp_path / "0001_only_up.sql"
+    path.write_text("-- migrate:up\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n")
+    with pytest.raises(MigrationError, match="0001_only_up.sql: needs one '-- migrate:up' line followed by one"):
+        parse_migration(path)
+
+
+def test_numbering_gap_is_rejected(tmp_path: Path):
+    for name in ("0001_a.sql", "0003_c.sql"):
+        (tmp_path / name).write_text("-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;\n")
+    with pytest.raises(MigrationError, match="0003_c should be numbered 0002"):
+        load_migrations(tmp_path)
+
+
+def test_bad_file_name_is_rejected(tmp_path: Path):
+    (tmp_path / "1_x.sql").write_text("-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;\n")
+    with pytest.raises(MigrationError, match="NNNN_lower_case_name.sql"):
+        load_migrations(tmp_path)
+
+
+# -- against ClickHouse --------------------------------------------------------------------------------------
+
+
+def _schema(settings: SinkSettings) -> tuple[dict, set]:
+    client = connect(settings)
+    try:
+        columns = client.query(
+            "SELECT table, name, type, comment FROM system.columns WHERE database = currentDatabase() "
+            "ORDER BY table, position"
+        ).result_rows
+        tables = {row[0] for row in client.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
+    finally:
+        client.close()
+    by_table: dict[str, list[tuple[str, str, str]]] = {}
+    for table, name, type_, comment in columns:
+        by_table.setdefault(table, []).append((name, type_, comment))
+    return by_table, tables
+
+
+@pytest.mark.clickhouse
+def test_apply_reverse_apply_and_schema_matches_declaration(ch_url):  # noqa: F811
+    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('mig')}")
+    labels = [m.label for m in load_migrations()]
+
+    assert migrate_up(settings, dry_run=True) == labels
+    assert _schema(settings)[1] == {"schema_migrations"}  # a dry run creates nothing but the state table
+
+    assert migrate_up(settings) == labels
+    assert migrate_up(settings) == []  # nothing pending
+    assert all(s.applied and not s.changed for s in status(settings))
+
+    assert migrate_down(settings, steps=len(labels)) == labels[::-1]
+    assert _schema(settings)[1] == {"schema_migrations"}
+    assert not any(s.applied for s in status(settings))
+
+    assert migrate_up(settings) == labels
+    by_table, tables = _schema(settings)
+    declared = TABLES | ROLLUP_TABLES
+    assert tables == set(declared) | VIEWS | {"schema_migrations"}
+    for table, columns in declared.items():
+        assert [(name, type_) for name, type_, _ in by_table[table]] == [(c.name, c.type) for c in columns], table
+    for table, columns in by_table.items():
+        if table not in VIEWS:
+            assert all(comment for _, _, comment in columns), f"{table} has a column without a comment"
+
+
+@pytest.mark.clickhouse
+def test_down_one_step_and_target(ch_url):  # noqa: F811
+    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('mig')}")
+    assert migrate_up(settings, target=2) == ["0001_events", "0002_touches_identity_links"]
+    assert migrate_down(settings, steps=1, dry_run=True) == ["0002_touches_identity_links"]
+    assert "touches" in _schema(settings)[1]
+    assert migrate_down(settings, steps=1) == ["0002_touches_identity_links"]
+    assert _schema(settings)[1] == {"schema_migrations", "events"}
+    assert [s.applied for s in status(settings)][:3] == [True, False, False]
