@@ -1,0 +1,198 @@
+"""The sink writer against the embedded broker and ClickHouse endpoint: rows arrive, replays collapse, an outage
+loses nothing, malformed records are dead-lettered, tombstones erase leads."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from deploy.topics import create_topics
+from schemas import serde
+from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
+from schemas.outputs import Conversion, Credit, DeadLetter, IdentityLink, Lead, Touch
+from sink_support import ClickHouseProcess, ch_url, kafka_servers, unique, wait_for  # noqa: F401 - fixtures
+from sinks.client import connect
+from sinks.migrate import migrate_up
+from sinks.settings import SinkSettings
+from sinks.writer import SinkWriter
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def _settings(kafka: str, clickhouse: str, **overrides) -> SinkSettings:
+    name = unique("sink")
+    values = dict(kafka_bootstrap_servers=kafka, clickhouse_url=f"{clickhouse}/{name}", topic_prefix=name,
+                  sink_consumer_group=name, sink_batch_seconds=0.2, partitions=2)
+    settings = SinkSettings(**(values | overrides))
+    create_topics(kafka, settings.topics.specs(), settings.partitions)
+    migrate_up(settings)
+    return settings
+
+
+def _publish(settings: SinkSettings, records: list[tuple[str, str | None, bytes | None]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all")
+    try:
+        for topic, key, value in records:
+            producer.send(topic, key=None if key is None else key.encode(), value=value)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+class Running:
+    """A SinkWriter running in a thread for the duration of a ``with`` block."""
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.writer = SinkWriter(settings)
+        self.thread = threading.Thread(target=self.writer.run, daemon=True)
+
+    def __enter__(self) -> SinkWriter:
+        self.thread.start()
+        return self.writer
+
+    def __exit__(self, *exc) -> None:
+        self.writer.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the sink did not stop"
+        self.writer.close()
+
+
+def _query(settings: SinkSettings, sql: str) -> list[tuple]:
+    client = connect(settings)
+    try:
+        return client.query(sql).result_rows
+    finally:
+        client.close()
+
+
+def _one_of_each(settings: SinkSettings) -> list[tuple[str, str | None, bytes | None]]:
+    topics = settings.topics
+
+    def envelope(event_id: str, event) -> bytes:
+        return serde.dumps(Envelope(event_id=event_id, site_id="site", received_at=T0, event=event))
+
+    return [
+        (topics.events, "v1", envelope("e1", PageView(occurred_at=T0, visitor_id="v1",
+                                                      url="https://ex.com/?utm_source=google&utm_medium=cpc"))),
+        (topics.events, "v1", envelope("e2", Identify(occurred_at=T0, visitor_id="v1", email="ann@ex.com"))),
+        (topics.crm, "ann@ex.com", envelope("e3", CrmStatusChange(
+            occurred_at=T0, crm="hubspot", crm_object_id="d1", email="ann@ex.com", stage="customer",
+            deal_value=Decimal("500.00"), currency="EUR"))),
+        (topics.spend, "k", envelope("e4", SpendRow(occurred_at=T0, date=T0.date(), channel="Paid Search",
+                                                    cost=Decimal("80.00"), currency="EUR"))),
+        (topics.touches, "v1", serde.dumps(Touch(
+            touch_id="t1", visitor_id="v1", site_id="site", occurred_at=T0, channel="Paid Search",
+            source="google", medium="cpc", event_id="e1"))),
+        (topics.identity_links, "L1", serde.dumps(IdentityLink(visitor_id="v1", lead_id="L1", linked_at=T0,
+                                                               event_id="e2"))),
+        (topics.leads, "L1", serde.dumps(Lead(lead_id="L1", email="ann@ex.com", first_identified_at=T0))),
+        (topics.conversions, "L1", serde.dumps(Conversion(
+            conversion_id="c1", lead_id="L1", stage="customer", occurred_at=T0 + timedelta(days=1),
+            revenue=Decimal("500.00"), currency="EUR", touch_count=1, first_channel="Paid Search",
+            last_channel="Paid Search", event_id="e3"))),
+        (topics.credits, "c1", serde.dumps(Credit(
+            conversion_id="c1", lead_id="L1", stage="customer", model="linear", touch_id="t1", touch_index=0,
+            touch_at=T0, converted_at=T0 + timedelta(days=1), channel="Paid Search", source="google",
+            medium="cpc", campaign="", credit=Decimal("1"), revenue=Decimal("500.00"), currency="EUR"))),
+    ]
+
+
+COUNTS = """SELECT
+    (SELECT count() FROM events FINAL), (SELECT count() FROM spend FINAL), (SELECT count() FROM touches FINAL),
+    (SELECT count() FROM identity_links FINAL), (SELECT count() FROM leads FINAL),
+    (SELECT count() FROM conversions FINAL), (SELECT count() FROM credits FINAL)"""
+
+
+def test_records_become_rows_and_a_replay_leaves_one_row_per_id(kafka_servers, ch_url):  # noqa: F811
+    settings = _settings(kafka_servers, ch_url)
+    batch = _one_of_each(settings)
+    _publish(settings, batch)
+    with Running(settings) as writer:
+        wait_for(lambda: _query(settings, COUNTS) == [(4, 1, 1, 1, 1, 1, 1)], 60, "every record as a row")
+        _publish(settings, batch)  # the same batch delivered twice
+        wait_for(lambda: writer.metrics.records == 2 * len(batch) and writer.metrics.lag == 0
+                 and writer.metrics.batches >= 2, 60, "the replay to be written")
+    assert _query(settings, COUNTS) == [(4, 1, 1, 1, 1, 1, 1)]
+    assert writer.metrics.total_rows == 2 * 10 and writer.metrics.dead_letters == 0
+    assert _query(settings, "SELECT channel, credit, revenue, version FROM credits FINAL") == [
+        ("Paid Search", Decimal("1.000000000"), Decimal("500.00"), 1)]
+    # Provenance: the copy kept is the last one written, i.e. the replay at the next offsets.
+    assert _query(settings, "SELECT event_type, kafka_topic, kafka_offset FROM events FINAL ORDER BY event_id") == [
+        ("page_view", settings.topics.events, 2), ("identify", settings.topics.events, 3),
+        ("crm_status", settings.topics.crm, 1), ("spend", settings.topics.spend, 1)]
+    assert _query(settings, "SELECT count() FROM events WHERE position(event, 'ann@ex.com') > 0") == [(0,)]
+
+
+def test_malformed_record_goes_to_dead_letters_and_the_rest_arrive(kafka_servers, ch_url):  # noqa: F811
+    settings = _settings(kafka_servers, ch_url, partitions=1)
+    good = [r for r in _one_of_each(settings) if r[0] == settings.topics.touches][0]
+    _publish(settings, [(settings.topics.touches, "v9", b'{"touch_id": "broken"'), good])
+    with Running(settings) as writer:
+        wait_for(lambda: _query(settings, "SELECT touch_id FROM touches FINAL") == [("t1",)], 60, "the good touch")
+        wait_for(lambda: writer.metrics.dead_letters == 1, 30, "the dead letter")
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, auto_offset_reset="earliest",
+                             consumer_timeout_ms=10_000, enable_auto_commit=False)
+    consumer.assign([TopicPartition(settings.topics.dead_letters, p) for p in range(settings.partitions)])
+    letters = [serde.loads(m.value, DeadLetter) for m in consumer]
+    consumer.close()
+    assert len(letters) == 1
+    letter = letters[0]
+    assert (letter.component, letter.topic, letter.partition, letter.offset, letter.key, letter.value) == (
+        "sink", settings.topics.touches, 0, 0, "v9", '{"touch_id": "broken"')
+    assert letter.reason.startswith("not a valid touch record: (record): Invalid JSON")
+
+
+def test_tombstone_on_leads_topic_erases_the_email(kafka_servers, ch_url):  # noqa: F811
+    settings = _settings(kafka_servers, ch_url, partitions=1)
+    lead = Lead(lead_id="L1", email="ann@ex.com", first_identified_at=T0)
+    other = Lead(lead_id="L2", email="bob@ex.com", first_identified_at=T0)
+    _publish(settings, [(settings.topics.leads, "L1", serde.dumps(lead)),
+                        (settings.topics.leads, "L2", serde.dumps(other)),
+                        (settings.topics.leads, "L1", None)])
+    with Running(settings) as writer:
+        wait_for(lambda: writer.metrics.erasures == 1 and writer.metrics.lag == 0 and writer.metrics.records == 3,
+                 60, "the erasure")
+        wait_for(lambda: _query(settings, "SELECT lead_id, email FROM leads FINAL") == [("L2", "bob@ex.com")],
+                 30, "only the other lead to remain")
+
+
+def test_clickhouse_outage_loses_nothing(kafka_servers, tmp_path):  # noqa: F811
+    server = ClickHouseProcess(tmp_path / "clickhouse").start()
+    try:
+        settings = _settings(kafka_servers, server.url, sink_retry_initial_seconds=0.1, sink_retry_max_seconds=0.5,
+                             clickhouse_connect_timeout=1.0, clickhouse_query_timeout=10.0)
+
+        def touches(start: int, count: int) -> list:
+            return [(settings.topics.touches, f"v{i}", serde.dumps(Touch(
+                touch_id=f"t{i}", visitor_id=f"v{i}", site_id="s", occurred_at=T0 + timedelta(minutes=i),
+                channel="Direct", source="(direct)", medium="(none)", event_id=f"e{i}")))
+                for i in range(start, start + count)]
+
+        touch_count = "SELECT count() FROM touches FINAL"
+        with Running(settings) as writer:
+            _publish(settings, touches(0, 200))
+            wait_for(lambda: _query(settings, touch_count) == [(200,)], 60, "the first 200 touches")
+            server.stop()
+            _publish(settings, touches(200, 300))
+            wait_for(lambda: writer.metrics.retries >= 2, 60, "the sink to retry against the stopped endpoint")
+            assert writer.metrics.records == 500  # read, held, not committed
+            server.start()
+            wait_for(lambda: _query(settings, touch_count) == [(500,)], 90, "every touch after the outage")
+            wait_for(lambda: writer.metrics.lag == 0, 30, "the sink to catch up")
+        assert _query(settings, "SELECT min(touch_id), max(toUInt32(substring(touch_id, 2))) FROM touches") == [
+            ("t0", 499)]
+        # Offsets were committed only up to what is in ClickHouse: all of it now.
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=settings.sink_consumer_group,
+                                 enable_auto_commit=False)
+        partitions = [TopicPartition(settings.topics.touches, p) for p in range(settings.partitions)]
+        committed = sum(consumer.committed(tp) or 0 for tp in partitions)
+        consumer.close()
+        assert committed == 500
+    finally:
+        server.stop()
