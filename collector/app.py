@@ -1,0 +1,302 @@
+"""The collector's ASGI app: ``create_app(settings)``. Routes, CORS, error bodies; the lifespan owns the producer.
+
+Endpoints (documented in docs/COLLECTOR.md and served as OpenAPI at ``/openapi.json``):
+``POST /v1/events``, ``GET /tracker.js``, ``POST /v1/webhooks/{hubspot,pipedrive,crm}``, ``/healthz``,
+``/readyz``, ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Protocol
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector import events as event_parsing
+from collector.dedup import SeenDeliveries
+from collector.errors import ApiError, body_too_large, spool_full
+from collector.metrics import CONTENT_TYPE_LATEST, CollectorMetrics
+from collector.openapi import openapi_document
+from collector.publisher import Publisher
+from collector.settings import CollectorSettings
+from collector.spool import SpoolFull, SpoolRecord
+from collector.webhooks import WebhookResult, generic, hubspot, pipedrive
+from schemas.events import Envelope
+
+log = logging.getLogger(__name__)
+
+KEY_HEADER = "X-Closedloop-Key"
+
+
+class RecordPublisher(Protocol):
+    """What the app needs from a publisher (``collector.publisher.Publisher`` in production)."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def publish(self, records: list[SpoolRecord]) -> None: ...
+    async def ready(self) -> dict[str, Any]: ...
+
+
+class _Static:
+    """The tracker script, loaded once, with a strong ETag."""
+
+    def __init__(self, name: str) -> None:
+        self.body = (Path(__file__).parent / "static" / name).read_bytes()
+        self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:20] + '"'
+
+
+def create_app(
+    settings: CollectorSettings,
+    publisher: RecordPublisher | None = None,
+    metrics: CollectorMetrics | None = None,
+) -> Starlette:
+    """Build the collector. ``publisher`` defaults to the Kafka publisher with the on-disk spool."""
+    metrics = metrics or CollectorMetrics()
+    publisher = publisher or Publisher(settings, metrics)
+    topics = settings.topics
+    seen: dict[str, SeenDeliveries] = {}
+    tracker = _Static("tracker.min.js")
+    tracker_source = _Static("tracker.js")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        seen["deliveries"] = await asyncio.to_thread(
+            SeenDeliveries, settings.dedup_file, settings.dedup_ttl_s, settings.dedup_max_entries
+        )
+        await publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.close()
+            seen["deliveries"].close()
+
+    async def read_body(request: Request) -> bytes:
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise body_too_large(limit)
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise body_too_large(limit)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ApiError(400, "client_disconnected", "the client went away before the body was complete") from None
+        return b"".join(chunks)
+
+    async def publish(records: list[SpoolRecord]) -> None:
+        try:
+            await publisher.publish(records)
+        except SpoolFull:
+            raise spool_full(settings.spool_retry_after_s) from None
+
+    # -- POST /v1/events -----------------------------------------------------------------------------------------
+
+    async def post_events(request: Request) -> Response:
+        key = request.headers.get(KEY_HEADER) or request.query_params.get("key")
+        if not key:
+            raise ApiError(401, "missing_key", f"send the site's write key in the {KEY_HEADER} header or ?key=")
+        site = settings.site_for_key(key)
+        if site is None:
+            raise ApiError(401, "unknown_key", "unknown write key; check CLOSEDLOOP_SITE_KEYS on the collector")
+        site_id, is_server = site
+        if not is_server and not settings.origin_allowed(request.headers.get("origin")):
+            raise ApiError(
+                403, "origin_not_allowed",
+                f"origin {request.headers.get('origin')!r} is not in CLOSEDLOOP_ALLOWED_ORIGINS",
+            )
+        items = event_parsing.event_items(event_parsing.parse_json(await read_body(request)), settings.max_batch_events)
+        batch = event_parsing.parse_events(
+            items,
+            site_id=site_id,
+            allowed_types=event_parsing.SERVER_TYPES if is_server else event_parsing.BROWSER_TYPES,
+            received_at=event_parsing.now_utc(),
+            user_agent=request.headers.get("user-agent"),
+        )
+        if batch.rejected:
+            metrics.rejected.labels("/v1/events", "invalid_event").inc(len(batch.rejected))
+        if not batch.envelopes:
+            return JSONResponse(
+                {
+                    "error": "invalid_events",
+                    "message": "no event was accepted; see 'rejected' for what to fix in each",
+                    "accepted": 0,
+                    "rejected": batch.rejected,
+                },
+                status_code=422,
+            )
+        await publish([event_parsing.record_for(envelope, topics) for envelope in batch.envelopes])
+        for envelope in batch.envelopes:
+            metrics.accepted.labels("/v1/events", envelope.event.type).inc()
+        return JSONResponse(
+            {
+                "accepted": len(batch.envelopes),
+                "rejected": batch.rejected,
+                "event_ids": [envelope.event_id for envelope in batch.envelopes],
+            }
+        )
+
+    # -- webhooks ------------------------------------------------------------------------------------------------
+
+    async def accept_webhook(endpoint: str, result: WebhookResult) -> Response:
+        deliveries = seen["deliveries"]
+        ids = [change.delivery_id for change in result.changes]
+        fresh = await asyncio.to_thread(deliveries.claim, ids) if ids else []
+        new = [change for change, is_new in zip(result.changes, fresh) if is_new]
+        records = []
+        for change in new:
+            envelope = Envelope(
+                event_id=change.event_id,
+                site_id=change.site_id,
+                received_at=event_parsing.now_utc(),
+                event=change.change,
+            )
+            records.append(event_parsing.record_for(envelope, topics))
+        try:
+            await publish(records)
+        except BaseException:
+            # Nothing was accepted: forget the claims so the CRM's retry goes through.
+            await asyncio.to_thread(deliveries.release, [change.delivery_id for change in new])
+            raise
+        duplicates = len(result.changes) - len(new)
+        metrics.accepted.labels(endpoint, "crm_status").inc(len(new))
+        metrics.duplicates.labels(endpoint).inc(duplicates)
+        metrics.ignored.labels(endpoint).inc(len(result.ignored))
+        if result.rejected:
+            metrics.rejected.labels(endpoint, "invalid_event").inc(len(result.rejected))
+        body = {
+            "accepted": len(new),
+            "duplicates": duplicates,
+            "ignored": result.ignored,
+            "rejected": result.rejected,
+            "event_ids": [change.event_id for change in new],
+        }
+        if result.rejected and not result.changes and not result.ignored:
+            body = {"error": "invalid_events", "message": "no event was accepted; see 'rejected'", **body}
+            return JSONResponse(body, status_code=422)
+        return JSONResponse(body)
+
+    async def post_hubspot(request: Request) -> Response:
+        body = await read_body(request)
+        hubspot.verify(request, body, settings)
+        return await accept_webhook(
+            "/v1/webhooks/hubspot", hubspot.parse(event_parsing.parse_json(body), settings)
+        )
+
+    async def post_pipedrive(request: Request) -> Response:
+        pipedrive.verify(request, settings)
+        body = await read_body(request)
+        return await accept_webhook(
+            "/v1/webhooks/pipedrive", pipedrive.parse(event_parsing.parse_json(body), settings)
+        )
+
+    async def post_generic(request: Request) -> Response:
+        body = await read_body(request)
+        generic.verify(request.headers.get(generic.SIGNATURE_HEADER), body, settings)
+        return await accept_webhook("/v1/webhooks/crm", generic.parse(event_parsing.parse_json(body), settings))
+
+    # -- static, health, metrics ---------------------------------------------------------------------------------
+
+    def serve_script(script: _Static, request: Request) -> Response:
+        headers = {"Cache-Control": "public, max-age=3600", "ETag": script.etag}
+        if request.headers.get("if-none-match") == script.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(script.body, media_type="application/javascript", headers=headers)
+
+    async def get_tracker(request: Request) -> Response:
+        return serve_script(tracker, request)
+
+    async def get_tracker_source(request: Request) -> Response:
+        return serve_script(tracker_source, request)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        state = await publisher.ready()
+        ok = state.get("broker") == "reachable"
+        return JSONResponse({"status": "ready" if ok else "not ready", **state}, status_code=200 if ok else 503)
+
+    async def get_metrics(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    document = openapi_document(settings)
+
+    async def get_openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    # -- errors --------------------------------------------------------------------------------------------------
+
+    def endpoint_of(request: Request) -> str:
+        route = request.scope.get("route")
+        return getattr(route, "path", "other")
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        metrics.rejected.labels(endpoint_of(request), exc.error).inc()
+        return exc.response()
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {
+            404: f"no endpoint at {request.url.path}; see /openapi.json",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
+        return ApiError(exc.status_code, reason, message, headers=dict(exc.headers or {})).response()
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        metrics.rejected.labels(endpoint_of(request), "internal_error").inc()
+        return ApiError(
+            500, "internal_error", "the collector failed on this request; nothing was accepted, retry later"
+        ).response()
+
+    routes = [
+        Route("/v1/events", post_events, methods=["POST"]),
+        Route("/tracker.js", get_tracker, methods=["GET", "HEAD"]),
+        Route("/tracker.src.js", get_tracker_source, methods=["GET", "HEAD"]),
+        Route("/v1/webhooks/hubspot", post_hubspot, methods=["POST"]),
+        Route("/v1/webhooks/pipedrive", post_pipedrive, methods=["POST"]),
+        Route("/v1/webhooks/crm", post_generic, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", get_metrics, methods=["GET"]),
+        Route("/openapi.json", get_openapi, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Content-Type", KEY_HEADER],
+            max_age=86400,
+        )
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, Exception: on_unexpected},
+    )
+    app.state.settings = settings
+    app.state.publisher = publisher
+    app.state.metrics = metrics
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for multi-worker runs: each worker reads the same ``CLOSEDLOOP_*`` settings."""
+    return create_app(CollectorSettings())

@@ -1,0 +1,167 @@
+"""``POST /v1/events``: turning a request body into envelopes, and envelopes into Kafka records.
+
+The body is one event object, a JSON array of them, or ``{"batch": [...]}``. An event is the payload fields of
+one ``schemas`` event with its ``type``, plus the optional ``event_id`` (client-made, kept on resends so
+downstream drops the copy; else the collector makes a UUID) and ``sent_at`` (the client's clock).
+``occurred_at`` defaults to the time the collector received the event.
+
+Browser write keys may send ``page_view`` and ``identify`` only; ``crm_status`` and ``spend`` need a server key.
+Valid events of a batch are accepted even when others are not; the others are reported by index.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from collector.errors import ApiError, validation_errors
+from collector.spool import SpoolRecord
+from schemas import serde
+from schemas.events import CrmStatusChange, Envelope, EventPayload, Identify, PageView, SpendRow
+from schemas.topics import Topics
+
+BROWSER_TYPES = frozenset({"page_view", "identify"})
+SERVER_TYPES = frozenset({"page_view", "identify", "crm_status", "spend"})
+
+_payload_adapter: TypeAdapter[Any] = TypeAdapter(EventPayload)
+_datetime_adapter: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+@dataclass
+class ParsedBatch:
+    """The outcome of one body: envelopes to publish, and per-index rejections."""
+
+    envelopes: list[Envelope] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson, with the position of a syntax error in the message."""
+    if not body.strip():
+        raise ApiError(400, "empty_body", "the request body is empty; send a JSON event, array or {\"batch\": [...]}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+
+
+def event_items(document: Any, max_events: int) -> list[Any]:
+    """The list of event objects in a body of any accepted shape."""
+    if isinstance(document, dict) and "batch" in document:
+        items = document["batch"]
+        if not isinstance(items, list) or len(document) != 1:
+            raise ApiError(
+                400,
+                "invalid_shape",
+                'a batch body must be exactly {"batch": [event, ...]}',
+                [{"loc": "batch", "msg": "expected a list of event objects"}],
+            )
+    elif isinstance(document, dict):
+        items = [document]
+    elif isinstance(document, list):
+        items = document
+    else:
+        raise ApiError(
+            400,
+            "invalid_shape",
+            f"expected an event object, a JSON array of them or {{\"batch\": [...]}}, got {type(document).__name__}",
+        )
+    if not items:
+        raise ApiError(400, "empty_batch", "the batch holds no event")
+    if len(items) > max_events:
+        raise ApiError(
+            413, "batch_too_large", f"the batch holds {len(items)} events; at most {max_events} are allowed per request"
+        )
+    return items
+
+
+def parse_events(
+    items: list[Any],
+    *,
+    site_id: str,
+    allowed_types: frozenset[str],
+    received_at: datetime,
+    user_agent: str | None,
+) -> ParsedBatch:
+    """Validate every item; envelopes for the good ones, ``{"index", "errors"}`` for the others."""
+    batch = ParsedBatch()
+    for index, item in enumerate(items):
+        try:
+            batch.envelopes.append(
+                _envelope(item, site_id=site_id, allowed=allowed_types, received_at=received_at, user_agent=user_agent)
+            )
+        except _Rejected as exc:
+            batch.rejected.append({"index": index, "errors": exc.errors})
+    return batch
+
+
+class _Rejected(Exception):
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+
+
+def _envelope(
+    item: Any, *, site_id: str, allowed: frozenset[str], received_at: datetime, user_agent: str | None
+) -> Envelope:
+    if not isinstance(item, dict):
+        raise _Rejected([{"loc": "", "msg": f"expected an event object, got {type(item).__name__}"}])
+    fields = dict(item)
+    event_type = fields.get("type")
+    if event_type is None:
+        raise _Rejected([{"loc": "type", "msg": "field required: one of " + ", ".join(sorted(SERVER_TYPES))}])
+    if not isinstance(event_type, str) or event_type not in SERVER_TYPES:
+        raise _Rejected(
+            [{"loc": "type", "msg": f"unknown event type {event_type!r}; expected one of {', '.join(sorted(SERVER_TYPES))}"}]
+        )
+    if event_type not in allowed:
+        raise _Rejected(
+            [{"loc": "type", "msg": f"{event_type!r} events need a server key (X-Closedloop-Key); "
+              "browser write keys may send page_view and identify only"}]
+        )
+    errors: list[dict[str, str]] = []
+    event_id = fields.pop("event_id", None)
+    if event_id is None:
+        event_id = uuid.uuid4().hex
+    elif not isinstance(event_id, str) or not 1 <= len(event_id.strip()) <= 128:
+        errors.append({"loc": "event_id", "msg": "must be a string of 1 to 128 characters (or left out)"})
+    sent_at = fields.pop("sent_at", None)
+    if sent_at is not None:
+        try:
+            sent_at = _datetime_adapter.validate_python(sent_at)
+        except ValidationError:
+            errors.append({"loc": "sent_at", "msg": "must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z"})
+    fields.setdefault("occurred_at", received_at)
+    if event_type == "page_view" and user_agent and fields.get("user_agent") is None:
+        fields["user_agent"] = user_agent[:512]
+    try:
+        payload = _payload_adapter.validate_python(fields)
+    except ValidationError as exc:
+        errors.extend(validation_errors(exc))
+    if errors:
+        raise _Rejected(errors)
+    return Envelope(
+        event_id=event_id.strip(), site_id=site_id, sent_at=sent_at, received_at=received_at, event=payload
+    )
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def record_for(envelope: Envelope, topics: Topics) -> SpoolRecord:
+    """The Kafka record of an envelope: which topic, which key (see ARCHITECTURE.md's topic table)."""
+    event = envelope.event
+    if isinstance(event, (PageView, Identify)):
+        topic, key = topics.events, event.visitor_id
+    elif isinstance(event, CrmStatusChange):
+        topic, key = topics.crm, event.lead_key
+    elif isinstance(event, SpendRow):
+        topic, key = topics.spend, event.spend_key
+    else:  # pragma: no cover - the union is closed
+        raise TypeError(f"no topic for {type(event).__name__}")
+    return SpoolRecord(topic, key.encode("utf-8"), serde.dumps(envelope))

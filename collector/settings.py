@@ -1,0 +1,120 @@
+"""Settings of the collector: write keys, origins, limits, the spool, CRM secrets and stage mappings.
+
+Read once by ``closedloop collector`` (environment variables ``CLOSEDLOOP_*``) and passed to
+:func:`collector.app.create_app`. Dict and list settings are JSON in the environment, e.g.
+``CLOSEDLOOP_SITE_KEYS='{"pk_live_abc": "acme-web"}'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from schemas.events import LifecycleStage
+from schemas.settings import PipelineSettings
+
+DEMO_WRITE_KEY = "demo-write-key"
+
+# HubSpot's default lifecycle stage internal values -> our stages. "other" and unknown values are ignored.
+HUBSPOT_LIFECYCLE_STAGES: dict[str, LifecycleStage] = {
+    "subscriber": LifecycleStage.LEAD,
+    "lead": LifecycleStage.LEAD,
+    "marketingqualifiedlead": LifecycleStage.MQL,
+    "salesqualifiedlead": LifecycleStage.SQL,
+    "opportunity": LifecycleStage.OPPORTUNITY,
+    "customer": LifecycleStage.CUSTOMER,
+    "evangelist": LifecycleStage.CUSTOMER,
+}
+
+
+class CollectorSettings(PipelineSettings):
+    """Everything ``closedloop collector`` needs beyond the shared connection settings."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (each has its own spool slot).")
+
+    site_keys: dict[str, str] = Field(
+        {DEMO_WRITE_KEY: "demo"},
+        description="Public write key -> site id, for browser events (page_view, identify) on POST /v1/events.",
+    )
+    server_keys: dict[str, str] = Field(
+        {},
+        description="Secret server key -> site id; allows every event type (also crm_status and spend) "
+        "on POST /v1/events. Never put one in a web page.",
+    )
+    allowed_origins: list[str] = Field(
+        ["*"],
+        description="Origins (scheme://host[:port]) allowed to send browser events; ['*'] allows any.",
+    )
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
+    max_batch_events: int = Field(500, ge=1, le=100_000, description="Most events in one POST /v1/events.")
+
+    spool_dir: Path | None = Field(None, description="On-disk spool; unset = {data_dir}/collector/spool.")
+    spool_max_bytes: int = Field(256 * 1024 * 1024, ge=4096, description="Spool bound; full = 503.")
+    spool_retry_after_s: int = Field(5, ge=1, description="Retry-After sent with a 503 when the spool is full.")
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="How long a record may wait for the broker's ack before it is spooled instead."
+    )
+    linger_ms: int = Field(2, ge=0, le=1000, description="Producer batching delay.")
+
+    dedup_path: Path | None = Field(None, description="Seen webhook deliveries (SQLite); unset = data_dir.")
+    dedup_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long a webhook delivery id is remembered.")
+    dedup_max_entries: int = Field(1_000_000, ge=100)
+
+    hubspot_client_secret: SecretStr | None = Field(None, description="HubSpot app client secret (signature v3).")
+    hubspot_deal_stages: dict[str, LifecycleStage] = Field(
+        {"closedwon": LifecycleStage.CUSTOMER, "closedlost": LifecycleStage.LOST},
+        description="HubSpot deal stage id -> lifecycle stage; stages not listed are ignored.",
+    )
+    hubspot_lifecycle_stages: dict[str, LifecycleStage] = Field(
+        HUBSPOT_LIFECYCLE_STAGES, description="HubSpot lifecyclestage value -> lifecycle stage."
+    )
+    pipedrive_user: str | None = Field(None, description="HTTP Basic user configured on the Pipedrive webhook.")
+    pipedrive_password: SecretStr | None = None
+    pipedrive_deal_created_stage: LifecycleStage | None = Field(
+        LifecycleStage.OPPORTUNITY, description="Stage of a newly created Pipedrive deal; null = ignore creation."
+    )
+    pipedrive_stage_ids: dict[str, LifecycleStage] = Field(
+        {}, description="Pipedrive pipeline stage id -> lifecycle stage (deal moved to that stage)."
+    )
+    pipedrive_label_ids: dict[str, LifecycleStage] = Field(
+        {}, description="Pipedrive person/lead label id -> lifecycle stage (label added), e.g. MQL/SQL labels."
+    )
+    crm_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of POST /v1/webhooks/crm.")
+
+    trust_forwarded_headers: bool = Field(
+        False, description="Honour X-Forwarded-Proto/Host (behind a proxy) when rebuilding the signed URL."
+    )
+    public_base_url: str | None = Field(
+        None, description="e.g. https://collect.example.com: the base URL HubSpot calls, for signature v3."
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [origin.rstrip("/") for origin in value]
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.data_dir / "collector" / "spool"
+
+    @property
+    def dedup_file(self) -> Path:
+        return self.dedup_path or self.data_dir / "collector" / "seen-deliveries.sqlite"
+
+    def site_for_key(self, key: str | None) -> tuple[str, bool] | None:
+        """(site id, is_server_key) for a write key, or None when the key is unknown."""
+        if not key:
+            return None
+        if key in self.server_keys:
+            return self.server_keys[key], True
+        if key in self.site_keys:
+            return self.site_keys[key], False
+        return None
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Requests without an Origin header (servers, curl) are not browser requests: allowed."""
+        return origin is None or "*" in self.allowed_origins or origin.rstrip("/") in self.allowed_origins
