@@ -36,6 +36,7 @@ from bisect import insort
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -258,3 +259,44 @@ def credits_for(state: LeadState, conversion: Conversion, lookback: timedelta = 
     credits = attribute(state.journey, conversion, state.milestones(), lookback)
     return [c if c.version == conversion.version else c.model_copy(update={"version": conversion.version})
             for c in credits]
+
+
+class LeadEvent(BaseModel):
+    """The internal record on ``{p}.lead-events`` (keyed by lead id): what the leads agent applies.
+
+    ``link``: a visitor identified as the lead (``link``, the raw ``email`` for the leads topic, the carried
+    ``touches``); ``touch``: one touch of an identified visitor (``touches`` holds it); ``crm``: a CRM change
+    (``crm`` and its envelope's ``event_id``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["link", "touch", "crm"]
+    lead_id: str
+    link: IdentityLink | None = None
+    email: str | None = None
+    touches: tuple[Touch, ...] = ()
+    crm: CrmStatusChange | None = None
+    event_id: str = ""
+
+
+def apply(
+    state: LeadState | None,
+    event: LeadEvent,
+    *,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    journey_limit: int = JOURNEY_LIMIT,
+) -> tuple[LeadState, list[Conversion]]:
+    """Apply one lead event with the matching transition. Raises ValueError when the record is incomplete."""
+    if event.kind == "link":
+        if event.link is None:
+            raise ValueError(f"lead event 'link' for {event.lead_id} has no link")
+        return apply_link(state, event.link, event.touches, lookback=lookback, journey_limit=journey_limit)
+    if event.kind == "touch":
+        if len(event.touches) != 1:
+            raise ValueError(f"lead event 'touch' for {event.lead_id} needs exactly one touch")
+        return apply_touch(state, event.touches[0], lead_id=event.lead_id, lookback=lookback,
+                           journey_limit=journey_limit)
+    if event.crm is None:
+        raise ValueError(f"lead event 'crm' for {event.lead_id} has no CRM change")
+    return apply_crm(state, event.crm, lead_id=event.lead_id, event_id=event.event_id, lookback=lookback)
