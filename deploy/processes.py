@@ -82,10 +82,18 @@ class PidFile:
         return None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def start_detached(argv: Sequence[str], log_path: Path, cwd: Path | None = None,
-                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+                   env: dict[str, str] | None = None, die_with_parent: bool = False) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session (so a Ctrl-C in the terminal does not reach it), output appended to
-    ``log_path``. Raises StackError when the executable is missing."""
+    ``log_path``. ``die_with_parent`` (for test fixtures) makes the kernel stop it if this process dies without
+    cleaning up. Raises StackError when the executable is missing."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
@@ -94,6 +102,7 @@ def start_detached(argv: Sequence[str], log_path: Path, cwd: Path | None = None,
             return subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=cwd, env=env, start_new_session=True, close_fds=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         except FileNotFoundError:
             raise StackError(f"Cannot start {argv[0]}: no such file.") from None

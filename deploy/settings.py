@@ -81,3 +81,17 @@ def read_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
         return cls(**overrides)
     except ValidationError as error:
         raise SettingsError(describe_validation_error(error, cls)) from None
+
+
+def private_stack_settings(data_dir: Path, **overrides: object) -> StackSettings:
+    """Settings for a private embedded stack in ``data_dir`` on free ports (never the defaults 9092/8123, so a
+    stack someone else runs is never touched), ignoring real-server settings from the environment. For tests and
+    side-by-side stacks."""
+    from deploy.processes import free_port
+
+    values: dict[str, object] = dict(
+        data_dir=data_dir, kafka_bootstrap_servers=None, clickhouse_url=None,
+        embedded_kafka_port=free_port(), embedded_clickhouse_port=free_port(),
+    )
+    values.update(overrides)
+    return StackSettings(**values)

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import base64
 import importlib
+import importlib.util
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,6 +44,10 @@ from deploy.topics import create_topics, pipeline_topic_specs
 
 SERVICES = ("kafka", "clickhouse")
 Report = Callable[[str], None]
+
+# Processes started by this Python process (tests, `closedloop demo`): kept so that stopping them also collects
+# their exit status, instead of leaving zombies and ResourceWarnings behind.
+_children: dict[int, subprocess.Popen] = {}
 
 
 def _quiet(message: str) -> None:
@@ -136,22 +144,27 @@ def service_health(settings: StackSettings, name: str) -> tuple[bool, str]:
 # Starting
 
 
-def _launch(settings: StackSettings, service: EmbeddedService, check: Callable[[], None]):
+def _launch(settings: StackSettings, service: EmbeddedService, check: Callable[[], None],
+            die_with_parent: bool) -> subprocess.Popen:
     """Start the service's process (after ``check``); returns its Popen."""
+    env = None
     if service.name == "kafka":
         binary = kafka_broker.find_binary(settings.noida_db_binary)
-        check()
-        service.data_dir.mkdir(parents=True, exist_ok=True)
         argv = kafka_broker.broker_argv(binary, service.data_dir, EMBEDDED_HOST, service.port)
-        return start_detached(argv, service.log, cwd=settings.data_root)
-    try:
-        from deploy.clickhouse_server import start_server_process
-    except ImportError as error:
-        raise StackError(f"The ClickHouse endpoint (deploy.clickhouse_server) cannot be imported: {error}. "
-                         f"Reinstall closedloop (`pip install -e .`).") from None
+    else:
+        if importlib.util.find_spec("deploy.clickhouse_server") is None:
+            raise StackError("The ClickHouse endpoint module deploy.clickhouse_server is missing from this install. "
+                             "Reinstall closedloop (`pip install -e .`).")
+        # The endpoint's documented entry point; run here rather than through its start_server_process so that
+        # test fixtures can tie its life to theirs.
+        argv = [sys.executable, "-m", "deploy.clickhouse_server", "--path", str(service.data_dir),
+                "--host", EMBEDDED_HOST, "--port", str(service.port)]
+        repo_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])))
     check()
     service.data_dir.mkdir(parents=True, exist_ok=True)
-    return start_server_process(str(service.data_dir), service.port, host=EMBEDDED_HOST, log_path=str(service.log))
+    return start_detached(argv, service.log, cwd=settings.data_root, env=env, die_with_parent=die_with_parent)
 
 
 def _check_can_start(service: EmbeddedService) -> None:
@@ -180,8 +193,9 @@ def _check_can_start(service: EmbeddedService) -> None:
         )
 
 
-def start_service(settings: StackSettings, name: str, report: Report = _quiet) -> int:
-    """Start one embedded service unless it already runs; wait until it answers. Returns its PID."""
+def start_service(settings: StackSettings, name: str, report: Report = _quiet, die_with_parent: bool = False) -> int:
+    """Start one embedded service unless it already runs; wait until it answers. Returns its PID.
+    ``die_with_parent`` (test fixtures) stops it with the calling process even if that one is killed."""
     service = embedded_service(settings, name)
     pid = service.pid_file.running_pid()
     if pid is not None:
@@ -195,24 +209,31 @@ def start_service(settings: StackSettings, name: str, report: Report = _quiet) -
         _wait_healthy(settings, service, pid)
         return pid
     settings.data_root.mkdir(parents=True, exist_ok=True)
-    process = _launch(settings, service, lambda: _check_can_start(service))
+    process = _launch(settings, service, lambda: _check_can_start(service), die_with_parent)
     service.pid_file.write(process.pid)
+    _children[process.pid] = process
     report(f"{name}: started (PID {process.pid}, port {service.port}, log {service.log})")
     try:
-        _wait_healthy(settings, service, process.pid)
+        _wait_healthy(settings, service, process.pid, process)
     except StackError:
-        stop_pid(process.pid, service.pid_file.markers, settings.stop_timeout_seconds)
-        process.poll()
-        service.pid_file.remove()
+        _stop(settings, service, process.pid)
         raise
     return process.pid
 
 
-def _wait_healthy(settings: StackSettings, service: EmbeddedService, pid: int) -> None:
+def _wait_healthy(settings: StackSettings, service: EmbeddedService, pid: int,
+                  process: subprocess.Popen | None = None) -> None:
     last = ["no answer yet"]
 
+    def still_running() -> bool:
+        # Right after the fork, /proc/PID/cmdline still shows our own command line, so a child we just started
+        # is checked through its Popen, not its markers.
+        if process is not None:
+            return process.poll() is None
+        return service.pid_file.running_pid() == pid
+
     def answered() -> bool:
-        if not service.pid_file.running_pid() == pid:
+        if not still_running():
             raise StackError(f"The embedded {service.name} exited while starting. Its log ({service.log}) ends "
                              f"with:\n{log_tail(service.log)}")
         ok, detail = service_health(settings, service.name)
@@ -327,8 +348,7 @@ def down(settings: StackSettings, services: Sequence[str] = SERVICES, report: Re
             if pid is None:
                 report(f"{name}: not running")
                 continue
-            stop_pid(pid, service.pid_file.markers, settings.stop_timeout_seconds)
-            service.pid_file.remove()
+            _stop(settings, service, pid)
             stopped[name] = pid
             report(f"{name}: stopped (PID {pid}); data kept in {service.data_dir}")
     return stopped
@@ -336,6 +356,20 @@ def down(settings: StackSettings, services: Sequence[str] = SERVICES, report: Re
 
 # ---------------------------------------------------------------------------------------------------------------
 # Status
+
+
+def _stop(settings: StackSettings, service: EmbeddedService, pid: int) -> None:
+    child = _children.pop(pid, None)
+    if not stop_pid(pid, service.pid_file.markers, settings.stop_timeout_seconds) and child is not None:
+        # Our own child that has not exec'd yet (or never will): its Popen is proof enough that it is ours.
+        child.terminate()
+        try:
+            child.wait(timeout=settings.stop_timeout_seconds)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if child is not None:
+        child.wait(timeout=10)
+    service.pid_file.remove()
 
 
 @dataclass

@@ -1,0 +1,99 @@
+"""Shared fixtures: the real services the integration tests run against, and fresh names for isolation.
+
+- ``kafka_bootstrap`` (session): the embedded broker (noida-db) on a free port in a temporary data directory, or
+  ``CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS`` when set (then nothing starts).
+- ``clickhouse_http_url`` (session): ``http://127.0.0.1:PORT`` of the embedded chDB endpoint started the same way,
+  or ``CLOSEDLOOP_CLICKHOUSE_URL`` (without its database part) when set.
+- ``pipeline_settings`` (function): a ``PipelineSettings`` on both services with a unique topic prefix (every
+  topic created) and a unique, existing database.
+- ``unique_name`` (function): a fresh name usable as a topic prefix, consumer group or database.
+
+A service starts only when a selected test asks for it, and stops at the end of the session. Unit tests use none
+of these. Consumers in tests join groups faster with short session timeouts (``session_timeout_ms=6000``,
+``heartbeat_interval_ms=1000``); the broker honours them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.settings import private_stack_settings as embedded_settings
+from schemas.settings import PipelineSettings
+
+KAFKA_ENV = "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS"
+CLICKHOUSE_ENV = "CLOSEDLOOP_CLICKHOUSE_URL"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of the broker the tests use."""
+    external = os.environ.get(KAFKA_ENV)
+    if external:
+        yield external
+        return
+    from deploy import stack
+
+    settings = embedded_settings(tmp_path_factory.mktemp("kafka-stack"))
+    try:
+        stack.start_service(settings, "kafka", die_with_parent=True)
+        yield settings.kafka_servers
+    finally:
+        stack.down(settings, services=["kafka"])
+
+
+@pytest.fixture(scope="session")
+def clickhouse_http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``http://[user:password@]host:port`` of the ClickHouse HTTP endpoint the tests use (no database part)."""
+    external = os.environ.get(CLICKHOUSE_ENV)
+    if external:
+        parts = urllib.parse.urlsplit(external)
+        yield urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        return
+    from deploy import stack
+
+    settings = embedded_settings(tmp_path_factory.mktemp("clickhouse-stack"))
+    try:
+        stack.start_service(settings, "clickhouse", die_with_parent=True)
+        yield f"http://127.0.0.1:{settings.embedded_clickhouse_port}"
+    finally:
+        stack.down(settings, services=["clickhouse"])
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A fresh name from the test's own name plus random hex: valid as topic prefix, group id and database."""
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:24] or "t"
+    if stem[0].isdigit():
+        stem = f"t_{stem}"
+    return f"{stem}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def pipeline_settings(kafka_bootstrap: str, clickhouse_http_url: str, unique_name: str,
+                      tmp_path: Path) -> Iterator[PipelineSettings]:
+    """Settings on the test services with this test's own topics (all created) and database (created, dropped
+    afterwards)."""
+    from deploy.stack import clickhouse_request
+    from deploy.topics import create_topics, pipeline_topic_specs
+
+    settings = PipelineSettings(
+        data_dir=tmp_path / "data",
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clickhouse_url=f"{clickhouse_http_url}/{unique_name}",
+        topic_prefix=unique_name,
+    )
+    create_topics(kafka_bootstrap, pipeline_topic_specs(settings), settings.partitions,
+                  settings.replication_factor)
+    clickhouse_request(settings.clickhouse, f"CREATE DATABASE IF NOT EXISTS `{unique_name}`", timeout=30)
+    yield settings
+    try:
+        clickhouse_request(settings.clickhouse, f"DROP DATABASE IF EXISTS `{unique_name}`", timeout=30)
+    except OSError:
+        pass  # the endpoint is going away with the session; the temporary directory goes with it

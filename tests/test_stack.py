@@ -1,0 +1,248 @@
+"""The single-machine stack on real processes: up/down/status, idempotence, data surviving a restart, and the
+errors a user meets (port taken, binary missing, data directory locked, bad setting).
+
+Every stack here lives in a temporary directory on free ports, so a developer's own stack on 9092/8123 is never
+touched; each test stops what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy import stack
+from deploy.processes import StackError, process_cmdline
+from deploy.settings import StackSettings
+from deploy.settings import private_stack_settings as embedded_settings
+
+CLI_TIMEOUT = 120
+
+
+def run_cli(*args: str, settings: StackSettings | None = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """Run ``closedloop ARGS`` in a subprocess with the environment describing ``settings``."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("CLOSEDLOOP_")}
+    if settings is not None:
+        environment.update(
+            CLOSEDLOOP_DATA_DIR=str(settings.data_dir),
+            CLOSEDLOOP_EMBEDDED_KAFKA_PORT=str(settings.embedded_kafka_port),
+            CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT=str(settings.embedded_clickhouse_port),
+        )
+    environment.update(env or {})
+    environment["COLUMNS"] = "200"  # rich wraps long lines at 80 columns otherwise
+    return subprocess.run([sys.executable, "-m", "closedloop.cli", *args], env=environment, text=True,
+                          capture_output=True, timeout=CLI_TIMEOUT)
+
+
+def alive(pid: int) -> bool:
+    return process_cmdline(pid) is not None
+
+
+@pytest.fixture
+def stack_settings(tmp_path: Path) -> Iterator[StackSettings]:
+    """Settings of a private embedded stack; whatever it started is stopped afterwards."""
+    settings = embedded_settings(tmp_path / "stack")
+    yield settings
+    stack.down(settings)
+
+
+# -----------------------------------------------------------------------------------------------------------
+# With both embedded services
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse
+def test_up_twice_starts_nothing_twice_and_status_json(stack_settings: StackSettings) -> None:
+    first = run_cli("up", settings=stack_settings)
+    assert first.returncode == 0, first.stderr
+    pids = {name: int((stack_settings.run_dir / f"{name}.pid").read_text()) for name in ("kafka", "clickhouse")}
+    assert all(alive(pid) for pid in pids.values())
+
+    second = run_cli("up", settings=stack_settings)
+    assert second.returncode == 0, second.stderr
+    assert f"kafka: already running (PID {pids['kafka']}" in second.stdout
+    assert f"clickhouse: already running (PID {pids['clickhouse']}" in second.stdout
+    assert "topics: 0 created" in second.stdout
+    after = {name: int((stack_settings.run_dir / f"{name}.pid").read_text()) for name in ("kafka", "clickhouse")}
+    assert after == pids
+
+    shown = run_cli("status", "--json", settings=stack_settings)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["data_dir"] == str(stack_settings.data_root)
+    assert status["healthy"] is True
+    kafka, clickhouse = status["services"]
+    assert (kafka["name"], kafka["mode"], kafka["running"], kafka["healthy"], kafka["pid"]) == (
+        "kafka", "embedded", True, True, pids["kafka"])
+    assert kafka["address"] == f"127.0.0.1:{stack_settings.embedded_kafka_port}"
+    assert kafka["data_dir"] == str(stack_settings.kafka_dir)
+    assert kafka["log"] == str(stack_settings.logs_dir / "kafka.log")
+    assert (clickhouse["name"], clickhouse["mode"], clickhouse["healthy"], clickhouse["pid"]) == (
+        "clickhouse", "embedded", True, pids["clickhouse"])
+    assert clickhouse["address"] == f"http://127.0.0.1:{stack_settings.embedded_clickhouse_port}"
+    assert clickhouse["detail"].startswith("ClickHouse 26.")
+
+    stopped = run_cli("down", settings=stack_settings)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(alive(pid) for pid in pids.values())
+    assert not (stack_settings.run_dir / "kafka.pid").exists()
+
+    down_status = run_cli("status", "--json", settings=stack_settings)
+    assert down_status.returncode == 1
+    assert [s["running"] for s in json.loads(down_status.stdout)["services"]] == [False, False]
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse
+def test_down_keeps_data_and_up_finds_it_again(stack_settings: StackSettings) -> None:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    stack.up(stack_settings, migrate=False)
+    topic = stack_settings.topics.events
+    producer = KafkaProducer(bootstrap_servers=stack_settings.kafka_servers)
+    for i in range(3):
+        producer.send(topic, key=b"visitor-1", value=f"record-{i}".encode()).get(timeout=10)
+    producer.close()
+    database = stack_settings.clickhouse_database
+    stack.clickhouse_request(stack_settings.clickhouse, f"CREATE DATABASE `{database}`")
+    stack.clickhouse_request(stack_settings.clickhouse,
+                             f"CREATE TABLE `{database}`.kept (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+    stack.clickhouse_request(stack_settings.clickhouse, f"INSERT INTO `{database}`.kept VALUES (1, 'a'), (2, 'b')")
+    old_pids = set(stack.down(stack_settings).values())
+    assert not any(alive(pid) for pid in old_pids)
+
+    result = stack.up(stack_settings, migrate=False)
+    assert set(result.started) == {"kafka", "clickhouse"}
+    assert result.topics_created == []
+    rows = stack.clickhouse_request(stack_settings.clickhouse,
+                                    f"SELECT id, name FROM `{database}`.kept ORDER BY id FORMAT TSV")
+    assert rows == "1\ta\n2\tb\n"
+
+    consumer = KafkaConsumer(bootstrap_servers=stack_settings.kafka_servers, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    consumer.assign(partitions)
+    values = []
+    deadline = time.monotonic() + 15
+    while len(values) < 3 and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            values.extend(record.value for record in batch)
+    consumer.close()
+    assert values == [b"record-0", b"record-1", b"record-2"]
+
+
+@pytest.mark.kafka
+@pytest.mark.clickhouse
+def test_real_server_settings_start_nothing_embedded(kafka_bootstrap: str, clickhouse_http_url: str,
+                                                     unique_name: str, tmp_path: Path) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    settings = StackSettings(data_dir=tmp_path / "stack", kafka_bootstrap_servers=kafka_bootstrap,
+                             clickhouse_url=f"{clickhouse_http_url}/{unique_name}", topic_prefix=unique_name)
+    result = stack.up(settings)
+    assert result.external == ["kafka", "clickhouse"]
+    assert result.started == {}
+    assert not (settings.run_dir / "kafka.pid").exists()
+    assert not (settings.run_dir / "clickhouse.pid").exists()
+    assert not settings.kafka_dir.exists() and not settings.clickhouse_dir.exists()
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    listed = {name for name in admin.list_topics() if name.startswith(f"{unique_name}.")}
+    admin.close()
+    assert listed == {spec.name for spec in settings.topics.specs()}
+    assert stack.clickhouse_request(settings.clickhouse, f"EXISTS DATABASE `{unique_name}`").strip() == "1"
+    assert stack.clickhouse_request(settings.clickhouse,
+                                    f"EXISTS TABLE `{unique_name}`.schema_migrations").strip() == "1"
+
+    current = stack.status(settings).as_dict()
+    assert [(s["name"], s["mode"], s["healthy"], s["pid"]) for s in current["services"]] == [
+        ("kafka", "external", True, None), ("clickhouse", "external", True, None)]
+    assert stack.down(settings) == {}
+    stack.clickhouse_request(settings.clickhouse, f"DROP DATABASE `{unique_name}`")
+
+
+# -----------------------------------------------------------------------------------------------------------
+# Errors: nothing must start, and the message must say what to do
+
+
+def test_port_taken_is_a_clear_error(stack_settings: StackSettings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", stack_settings.embedded_kafka_port))
+        taken.listen()
+        result = run_cli("up", settings=stack_settings)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"Port {stack_settings.embedded_kafka_port} for the embedded kafka is already in use by process " \
+           f"{os.getpid()}" in message
+    assert "CLOSEDLOOP_EMBEDDED_KAFKA_PORT=<port>" in message
+    assert not (stack_settings.run_dir / "kafka.pid").exists()
+
+
+def test_missing_binary_is_a_clear_error(stack_settings: StackSettings) -> None:
+    result = run_cli("up", settings=stack_settings, env={"CLOSEDLOOP_NOIDA_DB_BINARY": "/nonexistent/noida-db"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "The broker binary /nonexistent/noida-db (CLOSEDLOOP_NOIDA_DB_BINARY) does not exist." in message
+    assert "pip install noida-db" in message
+    assert not (stack_settings.run_dir / "kafka.pid").exists()
+
+
+def test_data_dir_locked_by_another_up_is_a_clear_error(stack_settings: StackSettings) -> None:
+    lock = stack_settings.run_dir / "stack.lock"
+    stack_settings.run_dir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); "
+         "sys.stdin.read()", str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StackError) as raised:
+            stack.up(stack_settings.model_copy(), migrate=False)
+    finally:
+        holder.communicate("", timeout=10)
+    message = str(raised.value)
+    assert f"is locked by another process (PID {holder.pid}, lock file {lock})" in message
+    assert "CLOSEDLOOP_DATA_DIR" in message
+    assert not (stack_settings.run_dir / "kafka.pid").exists()
+
+
+@pytest.mark.clickhouse
+def test_clickhouse_dir_held_by_a_foreign_process_is_a_clear_error(stack_settings: StackSettings) -> None:
+    path = stack_settings.clickhouse_dir
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import chdb, sys; c = chdb.connect(sys.argv[1]); print('open', flush=True); sys.stdin.read()",
+         str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StackError) as raised:
+            stack.start_service(stack_settings, "clickhouse")
+    finally:
+        holder.communicate("", timeout=30)
+    assert f"The ClickHouse data directory {path} is locked by another process (PID {holder.pid}" in str(raised.value)
+    assert not (stack_settings.run_dir / "clickhouse.pid").exists()
+
+
+def test_bad_setting_is_printed_readably() -> None:
+    result = run_cli("status", env={"CLOSEDLOOP_PARTITIONS": "many", "CLOSEDLOOP_EMBEDDED_KAFKA_PORT": "70000"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [" ".join(line.split()) for line in result.stderr.splitlines()]
+    assert lines[0] == "Invalid settings:"
+    assert "CLOSEDLOOP_EMBEDDED_KAFKA_PORT='70000': Input should be less than or equal to 65535" in lines
+    assert ("CLOSEDLOOP_PARTITIONS='many': Input should be a valid integer, unable to parse string as an integer"
+            in lines)
