@@ -36,6 +36,7 @@ from deploy.chhttp.request import RequestParams, Statement, credentials, read_mu
 log = logging.getLogger("closedloop.clickhouse_server")
 
 PORT_ENV = "CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT"
+PID_HEADER = "X-Closedloop-Endpoint-Pid"  # on /ping: lets a starter tell its own child from another server
 DEFAULT_SESSION_TIMEOUT = 60.0
 MAX_SESSION_TIMEOUT = 3600.0
 IDLE_KEEPALIVE_SECONDS = 300
@@ -152,7 +153,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path in ("/ping", "/replicas_status") or (url.path == "/" and self.command != "POST" and not url.query):
             self._drain_body()
-            self._reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+            self._reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8", PID_HEADER: str(os.getpid())})
             return
         if url.path != "/":
             self._drain_body()
@@ -238,20 +239,21 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                     "You should use method POST for modifying queries",
                     "READONLY",
                 )
-            previous = engine.prepare(connection, session, database, params.settings)
-            try:
-                if statement.insert is not None:
-                    outcome = engine.insert(connection, statement.sql, statement.insert.format, statement.data)
-                    result_format = None
-                else:
-                    outcome = engine.query(connection, statement.sql, default_format, params.binds)
-                    result_format = None
-                    if sqltext.produces_result(statement.sql):
-                        result_format = sqltext.explicit_format(statement.sql) or default_format
-                if session is not None and sqltext.first_keyword(statement.sql) == "USE":
-                    session.database = None  # the session chose its own database
-            finally:
-                engine.restore(connection, previous)
+            keyword = sqltext.first_keyword(statement.sql)
+            if keyword == "SET":
+                engine.reset_overrides(connection, session)  # the session's own SET, on its own values
+            else:
+                engine.prepare(connection, session, database, params.settings)
+            if statement.insert is not None:
+                outcome = engine.insert(connection, statement.sql, statement.insert.format, statement.data)
+                result_format = None
+            else:
+                outcome = engine.query(connection, statement.sql, default_format, params.binds)
+                result_format = None
+                if sqltext.produces_result(statement.sql):
+                    result_format = sqltext.explicit_format(statement.sql) or default_format
+            if session is not None and keyword == "USE":
+                session.database = None  # the session chose its own database
         if session_id and params.flag("close_session"):
             engine.close_session(session_id)
         self._reply_result(outcome, result_format, query_id, params)
@@ -269,7 +271,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         if result_format:
             headers["X-ClickHouse-Format"] = result_format
         body = outcome.body
-        if body and params.flag("enable_http_compression"):
+        # chDB's default for enable_http_compression is 1 (system.settings tells clients so)
+        if body and params.get("enable_http_compression", "1").strip().lower() in ("1", "true"):
             encoding = codec.choose_response_encoding(self.headers.get("Accept-Encoding"))
             if encoding:
                 body = codec.encode_body(body, encoding)
@@ -448,10 +451,15 @@ def start_server_process(
     return process
 
 
-def ping(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when ``GET /ping`` on host:port answers ``Ok.``."""
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes via a proxy
+
+
+def ping(host: str, port: int, timeout: float = 1.0, pid: int | None = None) -> bool:
+    """True when ``GET /ping`` on host:port answers ``Ok.`` (from process ``pid``, when given)."""
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=timeout) as response:
+        with _DIRECT.open(f"http://{host}:{port}/ping", timeout=timeout) as response:
+            if pid is not None and response.headers.get(PID_HEADER) != str(pid):
+                return False
             return response.status == 200 and response.read() == b"Ok.\n"
     except (OSError, urllib.error.URLError):
         return False
@@ -463,7 +471,7 @@ def wait_until_ready(process: subprocess.Popen, port: int, host: str = "127.0.0.
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StartupError(_log_tail(process) or f"the ClickHouse endpoint exited with code {process.returncode}")
-        if ping(host, port, timeout=0.5):
+        if ping(host, port, timeout=0.5, pid=process.pid):
             return
         time.sleep(0.05)
     raise StartupError(f"the ClickHouse endpoint did not answer on {host}:{port} within {timeout:.0f} s")
@@ -473,9 +481,11 @@ def _log_tail(process: subprocess.Popen) -> str:
     try:
         with open(process.log_path, "rb") as log_file:  # type: ignore[attr-defined]
             log_file.seek(process.log_offset)  # type: ignore[attr-defined]
-            return log_file.read()[-4000:].decode(errors="replace").strip()
+            text = log_file.read().decode(errors="replace")
     except (AttributeError, OSError):
         return ""
+    marker = text.rfind("error: ")  # main() prints the reason last, after any engine noise
+    return (text[marker + len("error: "):] if marker >= 0 else text[-4000:]).strip()
 
 
 def main(argv: list[str] | None = None) -> int:

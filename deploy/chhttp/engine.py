@@ -9,6 +9,7 @@ session owns one connection, locked while a request uses it, exactly like ClickH
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import threading
@@ -73,6 +74,8 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
     database: str | None = None  # what the last USE we issued selected; None when unknown
+    applied: dict[str, str] = field(default_factory=dict)  # URL settings in effect on the connection
+    overridden: dict[str, str] = field(default_factory=dict)  # the session's own values they replaced
 
 
 class Engine:
@@ -87,10 +90,12 @@ class Engine:
         self._connect_lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._sessions_lock = threading.Lock()
+        if self._status_file_locked():
+            raise DataDirLocked(self._locked_message())
         try:
             self._root = chdb.connect(self.path)
-        except Exception as exc:  # chDB raises RuntimeError with the engine's message
-            if "Cannot lock file" in str(exc) or "already running" in str(exc):
+        except Exception as exc:  # chDB raises RuntimeError; the lock reason may only reach stderr
+            if "Cannot lock file" in str(exc) or self._status_file_locked():
                 raise DataDirLocked(self._locked_message()) from None
             raise
         raw = self._root._conn
@@ -104,6 +109,20 @@ class Engine:
         ).bytes()
         self.code_by_name = {name: int(code) for name, code in (line.split("\t") for line in rows.decode().splitlines())}
         self.status_by_code = status_table(self.code_by_name)
+
+    def _status_file_locked(self) -> bool:
+        """True when another process holds the flock ClickHouse keeps on ``<path>/status``."""
+        try:
+            fd = os.open(os.path.join(self.path, "status"), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # closing drops our probe lock, if we got it
+        return False
 
     def _locked_message(self) -> str:
         owner = "another process"
@@ -192,34 +211,44 @@ class Engine:
 
     # -- statements ----------------------------------------------------------------------------
 
-    def prepare(self, connection, session: Session | None, database: str | None, settings: dict[str, str]):
-        """Apply the request's database and settings; return the settings to restore afterwards.
+    def prepare(self, connection, session: Session | None, database: str | None, settings: dict[str, str]) -> None:
+        """Apply the request's database and URL settings to the connection it runs on.
 
-        URL settings belong to the request, not the session (ClickHouse copies the session context
-        per query), so for a session the previous values are read first and restored by ``restore``.
+        URL settings belong to the request, not to the session (ClickHouse copies the session
+        context per query). A session remembers which of its values URL settings replaced
+        (``overridden``) and puts them back when a later request stops sending them; clients send the
+        same settings with every request, so the usual cost is nothing.
         """
         raw = connection._conn
         if database and (session is None or session.database != database):
             self._run_raw(raw, f"USE {_quote_identifier(database)}")
             if session is not None:
                 session.database = database
-        if not settings:
-            return None
-        previous = None
-        if session is not None:
-            names = ", ".join(_quote(name) for name in settings)
+        if session is None:
+            if settings:
+                self._run_raw(raw, set_statement(settings))
+            return
+        restore = {name: value for name, value in session.overridden.items() if name not in settings}
+        changed = {name: value for name, value in settings.items() if session.applied.get(name) != value}
+        new_names = [name for name in changed if name not in session.overridden]
+        if new_names:
+            names = ", ".join(_quote(name) for name in new_names)
             rows = self._run_raw(raw, f"SELECT name, value FROM system.settings WHERE name IN ({names})").decode()
-            previous = dict(line.split("\t", 1) for line in rows.splitlines())
-        self._run_raw(raw, set_statement(settings))
-        return previous
+            session.overridden.update(line.split("\t", 1) for line in rows.splitlines())
+        if restore or changed:
+            self._run_raw(raw, set_statement({**restore, **changed}))
+        for name in restore:
+            session.overridden.pop(name, None)
+            session.applied.pop(name, None)
+        session.applied.update(changed)
 
-    def restore(self, connection, previous: dict[str, str] | None) -> None:
-        """Put back the session settings a request overrode."""
-        if previous:
-            try:
-                self._run_raw(connection._conn, set_statement(previous))
-            except ClickHouseError:
-                pass  # a setting the request's own SET made unknown: nothing to put back
+    def reset_overrides(self, connection, session: Session | None) -> None:
+        """Put back every session value URL settings replaced (before a session's own SET runs)."""
+        if session is None or not session.overridden:
+            return
+        self._run_raw(connection._conn, set_statement(session.overridden))
+        session.overridden.clear()
+        session.applied.clear()
 
     def _run_raw(self, raw, sql: str) -> bytes:
         try:

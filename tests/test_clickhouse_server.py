@@ -1,0 +1,483 @@
+"""The embedded ClickHouse endpoint (deploy/clickhouse_server.py) against the clients that use it.
+
+Integration tests (marker ``clickhouse``) start the real server as a child process on a free port with
+a temporary chDB data directory and talk to it with clickhouse-connect, curl and plain HTTP. The SQL
+scanning tests at the end need no service.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from deploy.chhttp import sqltext
+from deploy.clickhouse_server import StartupError, ping, start_server_process, wait_until_ready
+
+HOST = "127.0.0.1"
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> int:
+    """SIGTERM the server and wait for it; returns its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+            raise
+    return process.returncode
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    """(host, port, data_dir, process) of a server started for this module."""
+    data_dir = tmp_path_factory.mktemp("chdb") / "data"
+    port = free_port()
+    process = start_server_process(str(data_dir), port)
+    try:
+        wait_until_ready(process, port, timeout=90)
+        yield HOST, port, data_dir, process
+    finally:
+        assert stop(process) == 0
+
+
+@pytest.fixture(scope="module")
+def client(endpoint):
+    import clickhouse_connect
+
+    host, port, _, _ = endpoint
+    return clickhouse_connect.get_client(host=host, port=port, username="default", password="")
+
+
+@pytest.fixture
+def database(client):
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    client.command(f"CREATE DATABASE {name}")
+    yield name
+    client.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+def http(port: int, path: str = "/", body: bytes | None = None, headers: dict | None = None, method=None):
+    """(status, headers, body) of one plain HTTP request; errors are returned, not raised."""
+    request = urllib.request.Request(f"http://{HOST}:{port}{path}", data=body, headers=headers or {}, method=method)
+    try:
+        with DIRECT.open(request, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def curl(*args: str) -> str:
+    return subprocess.run(["curl", "-s", "--noproxy", "*", *args], capture_output=True, check=True, timeout=60).stdout.decode()
+
+
+def q(text: str) -> str:
+    return urllib.parse.quote(text)
+
+# -- HTTP basics -----------------------------------------------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_ping_and_root_answer_ok(endpoint):
+    _, port, _, _ = endpoint
+    assert http(port, "/ping")[::2] == (200, b"Ok.\n")
+    assert http(port, "/")[::2] == (200, b"Ok.\n")
+    status, _, body = http(port, "/nowhere")
+    assert status == 404
+    assert body.startswith(b"There is no handle /nowhere")
+
+
+@pytest.mark.clickhouse
+def test_curl_select_in_url_and_in_body(endpoint):
+    _, port, _, _ = endpoint
+    url = f"http://{HOST}:{port}/"
+    assert curl(f"{url}?query={q('SELECT version()')}") == "26.9.2.1\n"
+    assert curl(f"{url}?query={q('SELECT 1 + 1, timezone()')}") == "2\tUTC\n"
+    assert curl("--data-binary", "SELECT number * 2 FROM numbers(3)", url) == "0\n2\n4\n"
+    assert curl("--data-binary", "SELECT 7 AS x FORMAT JSONEachRow", url) == '{"x":7}\n'
+    assert curl(f"{url}?default_format=CSV", "--data-binary", "SELECT 'a', 3") == '"a",3\n'
+
+
+@pytest.mark.clickhouse
+def test_headers_of_a_result_set_and_of_a_statement(endpoint):
+    _, port, _, _ = endpoint
+    status, headers, body = http(port, f"/?query={q('SELECT 1 FORMAT JSONEachRow')}&query_id=qid-1")
+    assert (status, body) == (200, b'{"1":1}\n')
+    assert headers["X-ClickHouse-Format"] == "JSONEachRow"
+    assert headers["X-ClickHouse-Timezone"] == "UTC"
+    assert headers["X-ClickHouse-Query-Id"] == "qid-1"
+    assert json.loads(headers["X-ClickHouse-Summary"])["read_rows"] == "1"
+    status, headers, body = http(port, "/", b"CREATE TEMPORARY TABLE x (a UInt8)")
+    assert (status, body) == (200, b"")
+    assert "X-ClickHouse-Format" not in headers
+
+
+@pytest.mark.clickhouse
+def test_errors_are_clickhouse_errors(endpoint):
+    _, port, _, _ = endpoint
+    status, headers, body = http(port, f"/?query={q('SELECT * FROM nowhere.nothing')}")
+    assert status == 404
+    assert headers["X-ClickHouse-Exception-Code"] in ("60", "81")
+    assert body.startswith(f"Code: {headers['X-ClickHouse-Exception-Code']}. DB::Exception: ".encode())
+    assert body.rstrip().endswith(b"(version 26.9.2.1)")
+    status, headers, body = http(port, "/", b"SELEC 1")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "62")
+    assert body.startswith(b"Code: 62. DB::Exception: Syntax error")
+    status, headers, body = http(port, f"/?query={q('CREATE TABLE t_get (a UInt8) ENGINE = Memory')}")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "164")
+    assert b"method GET implies readonly" in body
+    status, headers, _ = http(port, "/?query=SELECT%201", headers={"X-ClickHouse-User": "nobody"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "516")
+    status, headers, _ = http(port, "/", b"SELECT 1", headers={"Content-Encoding": "snappy"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "89")
+
+
+@pytest.mark.clickhouse
+def test_error_codes_the_endpoint_raises_match_the_engine(client):
+    from deploy.chhttp.errors import codes
+
+    rows = client.query(
+        "SELECT DISTINCT name, code FROM system.errors WHERE name IN {names:Array(String)}",
+        parameters={"names": list(vars(codes))},
+        settings={"system_events_show_zero_values": 1},
+    ).result_rows
+    assert dict(rows) == vars(codes)
+
+
+# -- clickhouse-connect ------------------------------------------------------------------------------
+
+UTC = datetime.timezone.utc
+BASE = datetime.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+ROWS = [
+    (
+        i,
+        BASE + datetime.timedelta(milliseconds=i),
+        Decimal(i) / 100,
+        f"channel_{i % 3}",
+        None if i % 2 else f"note {i}",
+        [f"tag{j}" for j in range(i % 4)],
+    )
+    for i in range(6000)
+]
+COLUMNS = ["id", "at", "amount", "channel", "note", "tags"]
+
+
+def create_touches(client, database: str) -> str:
+    table = f"{database}.touches"
+    client.command(
+        f"""CREATE TABLE {table} (
+            id UInt32, at DateTime64(3, 'UTC'), amount Decimal(18, 2), channel LowCardinality(String),
+            note Nullable(String), tags Array(String)
+        ) ENGINE = MergeTree ORDER BY id"""
+    )
+    return table
+
+
+@pytest.mark.clickhouse
+def test_client_connects_and_reads_server_info(client):
+    assert client.server_version == "26.9.2.1"
+    assert client.command("SELECT timezone()") == "UTC"
+
+
+@pytest.mark.clickhouse
+def test_insert_compressed_native_and_read_back(client, database):
+    table = create_touches(client, database)
+    summary = client.insert(table, ROWS, column_names=COLUMNS)  # default: lz4, Native, chunked
+    assert summary.written_rows == 6000
+    assert client.command(f"SELECT count() FROM {table}") == 6000
+    totals = client.query(
+        f"SELECT sum(amount), countIf(note IS NOT NULL), sum(length(tags)), toString(max(at)), uniqExact(channel) "
+        f"FROM {table}"
+    ).result_rows
+    assert totals == [(Decimal("179970.00"), 3000, 9000, "2024-03-01 12:00:05.999", 3)]
+    first = client.query(f"SELECT * FROM {table} ORDER BY id LIMIT 2").result_rows
+    assert first == [
+        (0, datetime.datetime(2024, 3, 1, 12, 0), Decimal("0.00"), "channel_0", "note 0", []),
+        (1, datetime.datetime(2024, 3, 1, 12, 0, 0, 1000), Decimal("0.01"), "channel_1", None, ["tag0"]),
+    ]
+
+
+@pytest.mark.clickhouse
+def test_query_df_and_arrow(client, database):
+    table = create_touches(client, database)
+    client.insert(table, ROWS[:10], column_names=COLUMNS)
+    frame = client.query_df(f"SELECT id, channel, amount FROM {table} WHERE id < 4 ORDER BY id")
+    assert list(frame.columns) == ["id", "channel", "amount"]
+    assert frame["id"].tolist() == [0, 1, 2, 3]
+    assert frame["channel"].tolist() == ["channel_0", "channel_1", "channel_2", "channel_0"]
+    assert [Decimal(str(v)) for v in frame["amount"]] == [Decimal("0"), Decimal("0.01"), Decimal("0.02"), Decimal("0.03")]
+    arrow = client.query_arrow(f"SELECT id, channel FROM {table} WHERE id < 3 ORDER BY id")
+    assert arrow.column("id").to_pylist() == [0, 1, 2]
+    assert [str(v) for v in arrow.column("channel").to_pylist()] == ["channel_0", "channel_1", "channel_2"]
+
+
+@pytest.mark.clickhouse
+def test_parameterized_queries(client, database):
+    table = create_touches(client, database)
+    client.insert(table, ROWS[:100], column_names=COLUMNS)
+    server_side = client.query(
+        f"SELECT count() FROM {table} WHERE channel = {{ch:String}} AND id < {{limit:UInt32}}",
+        parameters={"ch": "channel_1", "limit": 10},
+    )
+    assert server_side.result_rows == [(3,)]
+    client_side = client.query(
+        f"SELECT count() FROM {table} WHERE channel = %(ch)s AND id IN %(ids)s",
+        parameters={"ch": "channel_2", "ids": [2, 5, 6, 8]},
+    )
+    assert client_side.result_rows == [(3,)]
+    quoted = client.query("SELECT {s:String}, {a:Array(String)}", parameters={"s": "it's\ta \\ test", "a": ["x'y", "z"]})
+    assert quoted.result_rows == [("it's\ta \\ test", ["x'y", "z"])]
+    big = "x" * 200_000  # large binds switch clickhouse-connect to multipart/form-data
+    assert client.query("SELECT length({big:String})", parameters={"big": big}).result_rows == [(200_000,)]
+
+
+@pytest.mark.clickhouse
+def test_database_errors_carry_the_clickhouse_code(client):
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    with pytest.raises(DatabaseError) as missing:
+        client.query("SELECT * FROM no_such_db.no_such_table")
+    assert missing.value.code in (60, 81)
+    with pytest.raises(DatabaseError) as syntax:
+        client.command("CREATE TABLE (")
+    assert syntax.value.code == 62
+    assert "Code: 62. DB::Exception: Syntax error" in str(syntax.value)
+
+
+@pytest.mark.clickhouse
+def test_session_settings_and_per_request_settings(endpoint):
+    import clickhouse_connect
+
+    host, port, _, _ = endpoint
+    session = clickhouse_connect.get_client(host=host, port=port)
+    other = clickhouse_connect.get_client(host=host, port=port)
+    session.command("SET max_threads = 3")
+    assert session.command("SELECT getSetting('max_threads')") == 3
+    assert other.command("SELECT getSetting('max_threads')") != 3
+    per_request = session.query("SELECT getSetting('max_threads')", settings={"max_threads": 2})
+    assert per_request.result_rows == [(2,)]
+    assert session.command("SELECT getSetting('max_threads')") == 3  # the URL setting did not stick
+    session.command("CREATE TEMPORARY TABLE scratch (a UInt8)")
+    session.command("INSERT INTO scratch VALUES (1), (2)")
+    assert session.command("SELECT sum(a) FROM scratch") == 3
+
+
+@pytest.mark.clickhouse
+def test_database_parameter_selects_the_database(endpoint, client, database):
+    import clickhouse_connect
+
+    host, port, _, _ = endpoint
+    table = create_touches(client, database)
+    client.insert(table, ROWS[:5], column_names=COLUMNS)
+    scoped = clickhouse_connect.get_client(host=host, port=port, database=database)
+    assert scoped.command("SELECT currentDatabase()") == database
+    scoped.insert("touches", ROWS[5:8], column_names=COLUMNS)
+    assert scoped.command("SELECT count() FROM touches") == 8
+    _, _, body = http(port, f"/?database={database}&query={q('SELECT count() FROM touches')}")
+    assert body == b"8\n"
+
+
+# -- inserts over plain HTTP ---------------------------------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_insert_formats_over_plain_http(endpoint, client, database):
+    _, port, _, _ = endpoint
+    client.command(f"CREATE TABLE {database}.visits (id UInt32, page String) ENGINE = MergeTree ORDER BY id")
+    json_rows = b'{"id": 1, "page": "/a"}\n{"id": 2, "page": "/b"}\n'
+    insert = q(f"INSERT INTO {database}.visits FORMAT JSONEachRow")
+    assert http(port, f"/?query={insert}", json_rows)[0] == 200
+    csv_body = f"INSERT INTO {database}.visits FORMAT CSV\n3,\"/c\"\n4,\"/d\"\n".encode()
+    assert http(port, "/", csv_body)[0] == 200
+    tsv_gzip = gzip.compress(f"INSERT INTO {database}.visits FORMAT TSV\n5\t/e\n".encode())
+    assert http(port, "/", tsv_gzip, {"Content-Encoding": "gzip"})[0] == 200
+    assert http(port, "/", f"INSERT INTO {database}.visits VALUES (6, '/f')".encode())[0] == 200
+    assert curl(
+        f"http://{HOST}:{port}/?query={q(f'INSERT INTO {database}.visits FORMAT JSONEachRow')}",
+        "--data-binary", '{"id": 7, "page": "/g"}',
+    ) == ""
+    rows = client.query(f"SELECT id, page FROM {database}.visits ORDER BY id").result_rows
+    assert rows == [(1, "/a"), (2, "/b"), (3, "/c"), (4, "/d"), (5, "/e"), (6, "/f"), (7, "/g")]
+    status, headers, body = http(port, f"/?query={insert}", b'{"id": "not a number"}\n')
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] in ("27", "117", "6", "72")
+    assert body.startswith(f"Code: {headers['X-ClickHouse-Exception-Code']}. DB::Exception: ".encode())
+    assert client.command(f"SELECT count() FROM {database}.visits") == 7
+
+
+@pytest.mark.clickhouse
+def test_lz4_frames_split_across_chunks(endpoint, client, database):
+    import lz4.frame
+
+    _, port, _, _ = endpoint
+    client.command(f"CREATE TABLE {database}.nums (n UInt64) ENGINE = MergeTree ORDER BY n")
+    frames = lz4.frame.compress(f"INSERT INTO {database}.nums FORMAT CSV\n".encode() + b"1\n2\n") + lz4.frame.compress(
+        b"3\n4\n5\n"
+    )
+
+    def chunks():
+        for start in range(0, len(frames), 7):  # chunk edges fall inside frames and headers
+            yield frames[start:start + 7]
+
+    request = urllib.request.Request(f"http://{HOST}:{port}/", data=chunks(), headers={"Content-Encoding": "lz4"})
+    with DIRECT.open(request, timeout=60) as response:
+        assert response.status == 200
+    assert client.command(f"SELECT sum(n) FROM {database}.nums") == 15
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_concurrent_inserts_and_queries(endpoint, client, database):
+    import clickhouse_connect
+
+    host, port, _, _ = endpoint
+    table = create_touches(client, database)
+    errors: list[BaseException] = []
+
+    def writer(worker: int) -> None:
+        try:
+            own = clickhouse_connect.get_client(host=host, port=port)
+            for batch in range(5):
+                rows = [(worker * 10_000 + batch * 1000 + i, *ROWS[i][1:]) for i in range(1000)]
+                own.insert(table, rows, column_names=COLUMNS)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            own = clickhouse_connect.get_client(host=host, port=port)
+            for _ in range(20):
+                assert own.command(f"SELECT count() FROM {table}") % 1000 == 0
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)] + [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert client.query(f"SELECT count(), uniqExact(id) FROM {table}").result_rows == [(20_000, 20_000)]
+
+
+@pytest.mark.clickhouse
+def test_slow_query_does_not_block_ping(endpoint):
+    _, port, _, _ = endpoint
+    slow = threading.Thread(target=http, args=(port, "/", b"SELECT sleep(2)"))
+    slow.start()
+    try:
+        time.sleep(0.3)  # let the slow query reach the engine
+        started = time.monotonic()
+        assert ping(HOST, port, timeout=1.5)
+        assert time.monotonic() - started < 0.5
+    finally:
+        slow.join(timeout=30)
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+@pytest.mark.clickhouse
+def test_port_taken_is_reported(endpoint, tmp_path):
+    _, port, _, _ = endpoint
+    process = start_server_process(str(tmp_path / "other"), port)
+    try:
+        with pytest.raises(StartupError) as failure:
+            wait_until_ready(process, port, timeout=60)
+    finally:
+        stop(process)
+    assert f"port {port} on 127.0.0.1 is taken: stop the other process or set CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT" in str(
+        failure.value
+    )
+    assert process.returncode == 2
+
+
+@pytest.mark.clickhouse
+def test_restart_keeps_data_and_second_server_on_the_directory_fails(tmp_path):
+    import clickhouse_connect
+
+    data_dir = tmp_path / "data"
+    port = free_port()
+    first = start_server_process(str(data_dir), port)
+    try:
+        wait_until_ready(first, port, timeout=90)
+        writer = clickhouse_connect.get_client(host=HOST, port=port)
+        writer.command("CREATE TABLE kept (n UInt32) ENGINE = MergeTree ORDER BY n")
+        writer.insert("kept", [(i,) for i in range(1234)], column_names=["n"])
+
+        second_port = free_port()
+        second = start_server_process(str(data_dir), second_port)
+        try:
+            with pytest.raises(StartupError) as failure:
+                wait_until_ready(second, second_port, timeout=90)
+        finally:
+            stop(second)
+        message = str(failure.value)
+        assert f"ClickHouse data directory {data_dir} is locked by process {first.pid}" in message
+        assert "Stop that process (closedloop down) or use another data directory." in message
+        assert second.returncode == 3
+    finally:
+        assert stop(first) == 0
+    assert not ping(HOST, port, timeout=0.5)
+
+    again = start_server_process(str(data_dir), port)
+    try:
+        wait_until_ready(again, port, timeout=90)
+        reader = clickhouse_connect.get_client(host=HOST, port=port)
+        assert reader.query("SELECT count(), sum(n) FROM kept").result_rows == [(1234, sum(range(1234)))]
+    finally:
+        assert stop(again) == 0
+
+
+# -- SQL scanning (no service) ---------------------------------------------------------------------
+
+
+def test_split_insert_finds_the_data():
+    text = "INSERT INTO db.t (a, `format`) SETTINGS async_insert = 0 FORMAT Native\n\x09rest"
+    head = sqltext.split_insert(text, complete=True)
+    assert head == sqltext.InsertHead("INSERT INTO db.t (a, `format`) SETTINGS async_insert = 0", "Native", text.index("\x09"))
+    assert sqltext.split_insert("INSERT INTO t VALUES (1)", complete=True) == sqltext.NOT_STREAMABLE
+    assert sqltext.split_insert("INSERT INTO t SELECT 1", complete=True) == sqltext.NOT_STREAMABLE
+    assert sqltext.split_insert("INSERT INTO t FORM", complete=False) == sqltext.NEED_MORE
+    assert sqltext.split_insert("INSERT INTO t FORMAT CSV", complete=False) == sqltext.NEED_MORE
+    assert sqltext.split_insert("INSERT INTO t FORMAT CSV 1,2", complete=True) == sqltext.InsertHead(
+        "INSERT INTO t", "CSV", len("INSERT INTO t FORMAT CSV ")
+    )
+    quoted = "INSERT INTO FUNCTION file('x FORMAT y', 'CSV') FORMAT TSV\n1"
+    assert sqltext.split_insert(quoted, complete=True).format == "TSV"
+
+
+def test_output_format_and_result_detection():
+    assert sqltext.explicit_format("SELECT 1\n FORMAT Native") == "Native"
+    assert sqltext.explicit_format("SELECT 1 FORMAT JSON SETTINGS max_threads = 1") == "JSON"
+    assert sqltext.explicit_format("SELECT format FROM t") is None
+    assert sqltext.explicit_format("SELECT 'FORMAT CSV'") is None
+    assert sqltext.explicit_format("SELECT 1 -- FORMAT CSV") is None
+    assert sqltext.produces_result("  /* c */ select 1")
+    assert sqltext.produces_result("(SELECT 1) UNION ALL (SELECT 2)")
+    assert sqltext.produces_result("SHOW TABLES")
+    assert not sqltext.produces_result("CREATE TABLE t (a UInt8) ENGINE = Memory")
+    assert not sqltext.produces_result("SET max_threads = 1")
+    assert not sqltext.produces_result("INSERT INTO t VALUES (1)")
