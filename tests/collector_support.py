@@ -1,0 +1,174 @@
+"""Helpers for the collector tests: settings, an offline app (records land in the real spool), signing,
+reading topics, and a private broker that a test can stop and restart by PID."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+from starlette.testclient import TestClient
+
+from collector.app import create_app
+from collector.settings import CollectorSettings
+from collector.spool import SpoolRecord
+
+HUBSPOT_SECRET = "hs-secret-1234"
+PIPEDRIVE_USER = "pd-user"
+PIPEDRIVE_PASSWORD = "pd-password"
+CRM_SECRET = "crm-secret-5678"
+SERVER_KEY = "server-key-abc"
+CLOSED_PORT = "127.0.0.1:1"  # nothing listens on port 1: the publisher spools everything
+
+
+def collector_settings(data_dir: Path, bootstrap: str = CLOSED_PORT, prefix: str = "closedloop", **overrides: Any) -> CollectorSettings:
+    values: dict[str, Any] = dict(
+        data_dir=data_dir,
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        server_keys={SERVER_KEY: "backend"},
+        hubspot_client_secret=HUBSPOT_SECRET,
+        pipedrive_user=PIPEDRIVE_USER,
+        pipedrive_password=PIPEDRIVE_PASSWORD,
+        crm_webhook_secret=CRM_SECRET,
+        pipedrive_label_ids={"7": "mql", "8": "sql"},
+        pipedrive_stage_ids={"3": "sql"},
+    )
+    values.update(overrides)
+    return CollectorSettings(**values)
+
+
+@contextmanager
+def offline_client(settings: CollectorSettings) -> Iterator[TestClient]:
+    """The real app with its real publisher, on an address where no broker listens: accepted records are spooled."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def spooled(client: TestClient) -> list[SpoolRecord]:
+    spool = client.app.state.publisher.spool  # type: ignore[attr-defined]
+    records, _ = spool.read(1_000_000)
+    return records
+
+
+def basic_auth(user: str = PIPEDRIVE_USER, password: str = PIPEDRIVE_PASSWORD) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def hubspot_headers(body: bytes, url: str, secret: str = HUBSPOT_SECRET, timestamp_ms: int | None = None) -> dict[str, str]:
+    from collector.webhooks.hubspot import sign
+
+    timestamp = str(int(time.time() * 1000) if timestamp_ms is None else timestamp_ms)
+    return {
+        "Content-Type": "application/json",
+        "X-HubSpot-Signature-v3": sign(secret, "POST", url, body, timestamp),
+        "X-HubSpot-Request-Timestamp": timestamp,
+    }
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def create_source_topics(bootstrap: str, settings: CollectorSettings, partitions: int = 2) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(t, partitions, 1) for t in settings.topics.source_topics()])
+    finally:
+        admin.close()
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) -> list[tuple[str | None, dict[str, Any]]]:
+    """(key, value) of the records of ``topic``, waiting until ``expected`` arrived (or the deadline)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        consumer_timeout_ms=500,
+    )
+    out: list[tuple[Any, ...]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer:
+                out.append((message.partition, message.offset, message.key.decode() if message.key else None,
+                            orjson.loads(message.value)))
+            if len(out) >= expected:
+                # a last short poll: more than expected would be a bug the test should see
+                for message in consumer:
+                    out.append((message.partition, message.offset, message.key.decode() if message.key else None,
+                                orjson.loads(message.value)))
+                break
+    finally:
+        consumer.close()
+    out.sort(key=lambda row: (row[0], row[1]))  # partition order, then offsets: per-key order is kept
+    return [(key, value) for _, _, key, value in out]
+
+
+class PrivateBroker:
+    """A noida-db Kafka broker of the test's own, stopped and restarted by PID on the same port and data."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        binary = Path(sys.executable).parent / "noida-db"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "broker.log", "ab")
+        self.process = subprocess.Popen(
+            [str(binary), "start", "--data-dir", str(self.data_dir / "nd"), "--only", "kafka",
+             "--kafka-port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        from kafka import KafkaAdminClient
+
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"broker exited: see {self.data_dir / 'broker.log'}")
+            try:
+                KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000).close()
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.1)
+        raise TimeoutError("broker did not answer metadata requests in time")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.process = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the port must be free before a restart binds it again
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.05)

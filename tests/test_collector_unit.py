@@ -1,0 +1,351 @@
+"""Collector unit tests: no broker. The app runs with its real publisher pointed at a closed port, so every
+accepted record lands in the real on-disk spool, which the tests read back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from collector.webhooks.generic import sign as sign_generic
+from collector_support import (
+    CRM_SECRET,
+    SERVER_KEY,
+    basic_auth,
+    collector_settings,
+    dumps,
+    hubspot_headers,
+    offline_client,
+    spooled,
+)
+
+PAGE = {"type": "page_view", "visitor_id": "vis-1", "url": "https://acme.test/pricing?utm_source=linkedin&utm_medium=social"}
+KEY = {"X-Closedloop-Key": "demo-write-key"}
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    with offline_client(collector_settings(tmp_path)) as client:
+        yield client
+
+
+def envelopes(client) -> list[tuple[str, str | None, dict]]:
+    return [(r.topic, r.key.decode() if r.key else None, orjson.loads(r.value)) for r in spooled(client)]
+
+
+# -- POST /v1/events ---------------------------------------------------------------------------------------------
+
+
+def test_single_page_view_is_accepted_keyed_by_visitor(client) -> None:
+    response = client.post("/v1/events", headers=KEY, json={**PAGE, "event_id": "e-1", "sent_at": "2024-05-01T10:00:00Z"})
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 1, "rejected": [], "event_ids": ["e-1"]}
+    [(topic, key, envelope)] = envelopes(client)
+    assert (topic, key) == ("closedloop.events", "vis-1")
+    assert envelope["event_id"] == "e-1"
+    assert envelope["site_id"] == "demo"
+    assert envelope["sent_at"] == "2024-05-01T10:00:00Z"
+    assert envelope["event"]["utm_source"] == "linkedin"
+    assert envelope["event"]["utm_medium"] == "social"
+    assert envelope["event"]["path"] == "/pricing"
+    assert envelope["event"]["occurred_at"] == envelope["received_at"]
+    assert envelope["event"]["user_agent"] == "testclient"
+
+
+def test_key_in_query_string_and_text_plain_body(client) -> None:
+    # sendBeacon cannot set headers and posts text/plain: both must work.
+    response = client.post("/v1/events?key=demo-write-key", content=dumps(PAGE), headers={"Content-Type": "text/plain"})
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1
+
+
+@pytest.mark.parametrize("shape", ["array", "batch"])
+def test_batch_accepts_valid_and_reports_invalid_by_index(client, shape: str) -> None:
+    events = [PAGE, {"type": "page_view", "visitor_id": "undefined", "url": "https://acme.test/"},
+              {"type": "identify", "visitor_id": "vis-1", "email": " Ann@Acme.TEST "}, {"type": "nope"}, 42]
+    body = events if shape == "array" else {"batch": events}
+    response = client.post("/v1/events", headers=KEY, json=body)
+    assert response.status_code == 200
+    result = response.json()
+    assert result["accepted"] == 2
+    assert [r["index"] for r in result["rejected"]] == [1, 3, 4]
+    assert result["rejected"][0]["errors"] == [
+        {"loc": "visitor_id", "msg": "visitor_id 'undefined' is a placeholder, not an identifier"}
+    ]
+    assert result["rejected"][1]["errors"][0]["loc"] == "type"
+    assert "unknown event type 'nope'" in result["rejected"][1]["errors"][0]["msg"]
+    assert result["rejected"][2]["errors"] == [{"loc": "", "msg": "expected an event object, got int"}]
+    records = envelopes(client)
+    assert [(t, k, e["event"]["type"]) for t, k, e in records] == [
+        ("closedloop.events", "vis-1", "page_view"), ("closedloop.events", "vis-1", "identify")]
+    assert records[1][2]["event"]["email"] == "ann@acme.test"
+
+
+def test_all_invalid_is_422_with_reasons(client) -> None:
+    response = client.post("/v1/events", headers=KEY, json=[{"type": "page_view", "visitor_id": "v", "url": "ftp://x"}])
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "invalid_events" and body["accepted"] == 0
+    assert body["rejected"] == [{"index": 0, "errors": [
+        {"loc": "url", "msg": "url must be an absolute http(s) URL, e.g. https://example.com/pricing"}]}]
+    assert envelopes(client) == []
+
+
+def test_unknown_field_is_named(client) -> None:
+    response = client.post("/v1/events", headers=KEY, json={**PAGE, "colour": "red"})
+    assert response.status_code == 422
+    assert response.json()["rejected"][0]["errors"] == [
+        {"loc": "colour", "msg": "unknown field (not part of this event type; check the spelling)"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b"", 400, "empty_body"),
+        (b"{not json", 400, "invalid_json"),
+        (b'"a string"', 400, "invalid_shape"),
+        (b"[]", 400, "empty_batch"),
+        (b'{"batch": 3}', 400, "invalid_shape"),
+        (b'{"batch": [], "x": 1}', 400, "invalid_shape"),
+    ],
+)
+def test_malformed_bodies(client, body: bytes, status: int, error: str) -> None:
+    response = client.post("/v1/events", headers=KEY, content=body)
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    assert response.json()["message"]
+
+
+def test_keys_and_origins(tmp_path: Path) -> None:
+    settings = collector_settings(tmp_path, allowed_origins=["https://acme.test"])
+    with offline_client(settings) as client:
+        assert client.post("/v1/events", json=PAGE).json()["error"] == "missing_key"
+        wrong = client.post("/v1/events", headers={"X-Closedloop-Key": "nope"}, json=PAGE)
+        assert (wrong.status_code, wrong.json()["error"]) == (401, "unknown_key")
+        foreign = client.post("/v1/events", headers={**KEY, "Origin": "https://evil.test"}, json=PAGE)
+        assert (foreign.status_code, foreign.json()["error"]) == (403, "origin_not_allowed")
+        ok = client.post("/v1/events", headers={**KEY, "Origin": "https://acme.test"}, json=PAGE)
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://acme.test"
+        preflight = client.options("/v1/events", headers={
+            "Origin": "https://acme.test", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-closedloop-key"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://acme.test"
+
+
+def test_crm_and_spend_need_a_server_key(client) -> None:
+    crm = {"type": "crm_status", "crm": "generic", "crm_object_id": "d1", "email": "a@b.co", "stage": "customer",
+           "deal_value": "100.50", "currency": "EUR", "occurred_at": "2024-05-02T00:00:00Z"}
+    spend = {"type": "spend", "date": "2024-05-01", "channel": "Paid Search", "source": "google", "cost": "12.30",
+             "currency": "EUR", "occurred_at": "2024-05-01T00:00:00Z"}
+    refused = client.post("/v1/events", headers=KEY, json=[crm, spend])
+    assert refused.status_code == 422
+    assert all("need a server key" in r["errors"][0]["msg"] for r in refused.json()["rejected"])
+    accepted = client.post("/v1/events", headers={"X-Closedloop-Key": SERVER_KEY}, json=[crm, spend])
+    assert accepted.json()["accepted"] == 2
+    assert [(t, k) for t, k, _ in envelopes(client)] == [
+        ("closedloop.crm", "a@b.co"), ("closedloop.spend", "2024-05-01|Paid Search|google||")]
+
+
+def test_limits(tmp_path: Path) -> None:
+    with offline_client(collector_settings(tmp_path, max_batch_events=3, max_body_bytes=2048)) as client:
+        many = client.post("/v1/events", headers=KEY, json=[PAGE] * 4)
+        assert (many.status_code, many.json()["error"]) == (413, "batch_too_large")
+        big = client.post("/v1/events", headers=KEY, json={**PAGE, "title": "x" * 5000})
+        assert (big.status_code, big.json()["error"]) == (413, "body_too_large")
+
+
+def test_spool_full_is_503_with_retry_after(tmp_path: Path) -> None:
+    with offline_client(collector_settings(tmp_path, spool_max_bytes=4096)) as client:
+        statuses = [client.post("/v1/events", headers=KEY, json=PAGE).status_code for _ in range(20)]
+        assert statuses[0] == 200 and statuses[-1] == 503
+        full = client.post("/v1/events", headers=KEY, json=PAGE)
+        assert full.json()["error"] == "spool_full"
+        assert full.headers["retry-after"] == "5"
+        assert len(spooled(client)) == statuses.count(200)  # every 200 is on disk, no 503 is
+
+
+def test_tracker_script_served_with_caching(client) -> None:
+    response = client.get("/tracker.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert response.headers["cache-control"] == "public, max-age=3600"
+    again = client.get("/tracker.js", headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_health_ready_metrics_openapi(client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["broker"] == "unreachable"
+    client.post("/v1/events", headers=KEY, json=PAGE)
+    client.post("/v1/events", headers=KEY, content=b"{")
+    text = client.get("/metrics").text
+    assert 'closedloop_collector_events_accepted_total{endpoint="/v1/events",type="page_view"} 1.0' in text
+    assert 'closedloop_collector_events_rejected_total{endpoint="/v1/events",reason="invalid_json"} 1.0' in text
+    assert "closedloop_collector_records_spooled_total 1.0" in text
+    assert "closedloop_collector_publish_seconds_count 1.0" in text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/events", "/v1/webhooks/hubspot", "/v1/webhooks/pipedrive", "/v1/webhooks/crm"} <= set(paths)
+    missing = client.get("/nope")
+    assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+
+
+# -- webhooks ----------------------------------------------------------------------------------------------------
+
+HS_URL = "http://testserver/v1/webhooks/hubspot"
+
+
+def hubspot_event(event_id: int, **fields) -> dict:
+    return {"eventId": event_id, "subscriptionId": 9, "portalId": 62515, "appId": 1, "occurredAt": 1714557600000,
+            "attemptNumber": 0, "changeSource": "CRM_UI", **fields}
+
+
+def test_hubspot_lifecycle_and_deal_changes(client) -> None:
+    events = [
+        hubspot_event(1, subscriptionType="contact.propertyChange", objectId=501, propertyName="lifecyclestage",
+                      propertyValue="marketingqualifiedlead"),
+        hubspot_event(2, subscriptionType="deal.propertyChange", objectId=901, propertyName="dealstage",
+                      propertyValue="closedwon", contactId=501, amount="1200.5", currency="eur"),
+        hubspot_event(3, subscriptionType="deal.propertyChange", objectId=902, propertyName="dealstage",
+                      propertyValue="closedwon"),
+        hubspot_event(4, subscriptionType="contact.propertyChange", objectId=501, propertyName="firstname",
+                      propertyValue="Ann"),
+    ]
+    body = dumps(events)
+    response = client.post("/v1/webhooks/hubspot", content=body, headers=hubspot_headers(body, HS_URL))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (2, 0, [])
+    assert [i["index"] for i in result["ignored"]] == [2, 3]
+    assert "without contactId" in result["ignored"][0]["reason"]
+    records = envelopes(client)
+    assert [(t, k) for t, k, _ in records] == [("closedloop.crm", "hubspot:501"), ("closedloop.crm", "hubspot:501")]
+    mql, won = records[0][2], records[1][2]
+    assert mql["event_id"] == "hubspot:62515:1" and mql["site_id"] == "hubspot:62515"
+    assert mql["event"] | {} == {**mql["event"], "stage": "mql", "crm_object_id": "501", "crm_contact_id": "501",
+                                  "occurred_at": "2024-05-01T10:00:00Z"}
+    assert (won["event"]["stage"], won["event"]["crm_object_id"], won["event"]["deal_value"], won["event"]["currency"]) \
+        == ("customer", "901", "1200.50", "EUR")
+    # HubSpot retries: the same eventIds produce nothing new.
+    again = client.post("/v1/webhooks/hubspot", content=body, headers=hubspot_headers(body, HS_URL))
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 2)
+    assert len(envelopes(client)) == 2
+
+
+@pytest.mark.parametrize("case", ["unsigned", "tampered", "stale", "wrong_secret", "wrong_url"])
+def test_hubspot_rejects_bad_signatures(client, case: str) -> None:
+    body = dumps([hubspot_event(1, subscriptionType="contact.propertyChange", objectId=5,
+                                propertyName="lifecyclestage", propertyValue="lead")])
+    headers = hubspot_headers(body, HS_URL)
+    expected = "bad_signature"
+    if case == "unsigned":
+        headers.pop("X-HubSpot-Signature-v3")
+        expected = "missing_signature"
+    elif case == "tampered":
+        body = body.replace(b'"lead"', b'"customer"')
+    elif case == "stale":
+        headers = hubspot_headers(body, HS_URL, timestamp_ms=int(time.time() * 1000) - 6 * 60 * 1000)
+        expected = "stale_timestamp"
+    elif case == "wrong_secret":
+        headers = hubspot_headers(body, HS_URL, secret="other")
+    else:
+        headers = hubspot_headers(body, "https://elsewhere.test/v1/webhooks/hubspot")
+    response = client.post("/v1/webhooks/hubspot", content=body, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (401, expected)
+    assert envelopes(client) == []
+
+
+def test_hubspot_signature_behind_a_proxy(tmp_path: Path) -> None:
+    settings = collector_settings(tmp_path, trust_forwarded_headers=True)
+    body = dumps([hubspot_event(1, subscriptionType="contact.propertyChange", objectId=5,
+                                propertyName="lifecyclestage", propertyValue="lead")])
+    url = "https://collect.acme.test/v1/webhooks/hubspot?portal=1"
+    headers = {**hubspot_headers(body, url), "X-Forwarded-Proto": "https", "X-Forwarded-Host": "collect.acme.test"}
+    with offline_client(settings) as client:
+        assert client.post("/v1/webhooks/hubspot?portal=1", content=body, headers=headers).status_code == 200
+
+
+def test_endpoints_without_secrets_answer_503_naming_the_setting(tmp_path: Path) -> None:
+    settings = collector_settings(tmp_path, hubspot_client_secret=None, pipedrive_user=None, crm_webhook_secret=None)
+    with offline_client(settings) as client:
+        for path, setting in [("/v1/webhooks/hubspot", "CLOSEDLOOP_HUBSPOT_CLIENT_SECRET"),
+                              ("/v1/webhooks/pipedrive", "CLOSEDLOOP_PIPEDRIVE_USER"),
+                              ("/v1/webhooks/crm", "CLOSEDLOOP_CRM_WEBHOOK_SECRET")]:
+            response = client.post(path, content=b"[]")
+            assert response.status_code == 503
+            assert response.json()["error"] == "not_configured"
+            assert setting in response.json()["message"]
+
+
+def pipedrive_body(entity: str, action: str, data: dict, previous: dict | None = None, meta_id: str = "m-1",
+                   attempt: int = 1) -> dict:
+    return {"meta": {"action": action, "entity": entity, "entity_id": data.get("id"), "id": meta_id,
+                     "version": "2.0", "company_id": 77, "attempt": attempt, "timestamp": "2024-05-03T08:00:00Z"},
+            "data": data, "previous": previous}
+
+
+def test_pipedrive_deal_won_person_created_label_added(client) -> None:
+    won = pipedrive_body("deal", "change", {"id": 31, "status": "won", "value": 990, "currency": "usd",
+                                            "person_id": 12, "stage_id": 2}, {"status": "open"}, meta_id="m-won")
+    person = pipedrive_body("person", "create", {"id": 12, "name": "Ann", "emails": [
+        {"label": "home", "value": "other@x.test", "primary": False},
+        {"label": "work", "value": "Ann@Acme.test", "primary": True}]}, meta_id="m-person")
+    label = pipedrive_body("person", "change", {"id": 12, "label_ids": [7], "emails": []}, {"label_ids": []},
+                           meta_id="m-label")
+    untouched = pipedrive_body("deal", "change", {"id": 31, "status": "won", "title": "x"}, {"title": "y"},
+                               meta_id="m-title")
+    results = [client.post("/v1/webhooks/pipedrive", json=b, headers=basic_auth()).json()
+               for b in (won, person, label, untouched)]
+    assert [r["accepted"] for r in results] == [1, 1, 1, 0]
+    assert results[3]["ignored"][0]["reason"] == "deal change without a status or mapped stage change"
+    records = envelopes(client)
+    assert [(k, e["event"]["stage"]) for _, k, e in records] == [
+        ("pipedrive:12", "customer"), ("ann@acme.test", "lead"), ("pipedrive:12", "mql")]
+    deal = records[0][2]
+    assert deal["event_id"] == "pipedrive:77:m-won:0"
+    assert (deal["event"]["deal_value"], deal["event"]["currency"], deal["event"]["crm_object_id"]) == ("990.00", "USD", "31")
+    assert records[1][2]["event"]["crm_contact_id"] == "12"
+    # a retry (same meta.id, next attempt) is a duplicate
+    retry = client.post("/v1/webhooks/pipedrive", json={**won, "meta": {**won["meta"], "attempt": 2}}, headers=basic_auth())
+    assert (retry.json()["accepted"], retry.json()["duplicates"]) == (0, 1)
+
+
+def test_pipedrive_auth(client) -> None:
+    body = pipedrive_body("person", "create", {"id": 1, "emails": [{"value": "a@b.co", "primary": True}]})
+    assert client.post("/v1/webhooks/pipedrive", json=body).json()["error"] == "missing_credentials"
+    wrong = client.post("/v1/webhooks/pipedrive", json=body, headers=basic_auth(password="nope"))
+    assert (wrong.status_code, wrong.json()["error"]) == (401, "bad_credentials")
+    assert wrong.headers["www-authenticate"] == 'Basic realm="closedloop"'
+    v1 = client.post("/v1/webhooks/pipedrive", json={**body, "meta": {**body["meta"], "version": "1.0"}},
+                     headers=basic_auth())
+    assert (v1.status_code, v1.json()["error"]) == (422, "unsupported_version")
+
+
+def test_generic_crm_webhook(client) -> None:
+    body = dumps({"source": "odoo", "events": [
+        {"id": "chg-1", "stage": "sql", "occurred_at": "2024-05-04T09:00:00", "email": "Bob@Acme.test"},
+        {"id": "chg-2", "stage": "customer", "occurred_at": "2024-05-05T09:00:00Z", "contact_id": "c-9",
+         "object_id": "deal-4", "value": "250.00", "currency": "gbp"},
+        {"id": "chg-3", "stage": "won", "occurred_at": "2024-05-05T09:00:00Z", "email": "x@y.z"},
+        {"id": "chg-4", "stage": "lead", "occurred_at": "2024-05-05T09:00:00Z"},
+    ]})
+    response = client.post("/v1/webhooks/crm", content=body, headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["accepted"] == 2
+    assert result["rejected"][0]["index"] == 2 and result["rejected"][0]["errors"][0]["loc"] == "stage"
+    assert result["rejected"][1] == {"index": 3, "errors": [
+        {"loc": "body", "msg": "a CRM status change needs the lead's email or crm_contact_id"}]}
+    records = envelopes(client)
+    assert [(k, e["event_id"], e["site_id"], e["event"]["stage"]) for _, k, e in records] == [
+        ("bob@acme.test", "generic:odoo:chg-1", "crm:odoo", "sql"),
+        ("generic:c-9", "generic:odoo:chg-2", "crm:odoo", "customer")]
+    assert records[1][2]["event"]["deal_value"] == "250.00" and records[1][2]["event"]["currency"] == "GBP"
+    bad = client.post("/v1/webhooks/crm", content=body + b" ", headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)})
+    assert (bad.status_code, bad.json()["error"]) == (401, "bad_signature")
+    again = client.post("/v1/webhooks/crm", content=body, headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)})
+    assert again.json()["duplicates"] == 2
