@@ -1,0 +1,65 @@
+# The two commands of the README:
+#   make demo   create .venv, install closedloop, run the demo on the embedded stack
+#   make test   create/update .venv, install what the tests need, run the whole suite
+# Installing is skipped when .venv already holds this pyproject.toml (a stamp keyed on its hash).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.closedloop-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv system-deps up down status clean-venv
+
+demo: venv
+	$(VENV)/bin/closedloop demo
+
+test: venv system-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+up down status: venv
+	$(VENV)/bin/closedloop $@
+
+venv:
+	@set -euo pipefail; \
+	if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+	  echo "closedloop needs Python 3.11 or newer as '$(PYTHON)' (found: $$($(PYTHON) --version 2>&1)). Run: make PYTHON=python3.11 ..." >&2; \
+	  exit 1; \
+	fi; \
+	if [ ! -x $(VENV)/bin/python ]; then \
+	  echo "Creating $(VENV)"; \
+	  if ! $(PYTHON) -m venv $(VENV); then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      rm -rf $(VENV); \
+	      DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	      $(PYTHON) -m venv $(VENV); \
+	    else \
+	      echo "'$(PYTHON) -m venv' failed: install your distribution's venv package (Debian: apt-get install python3-venv)." >&2; \
+	      exit 1; \
+	    fi; \
+	  fi; \
+	fi; \
+	key=$$(sha256sum pyproject.toml | cut -d' ' -f1); \
+	if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$key" ]; then \
+	  echo "Installing closedloop and its dependencies into $(VENV)"; \
+	  $(VENV)/bin/pip install --disable-pip-version-check -q -e '.[dev]'; \
+	  echo "$$key" > $(STAMP); \
+	fi
+
+# Debian packages the browser and terminal tests drive; installed only when missing and when we may (root).
+system-deps:
+	@set -euo pipefail; \
+	missing=""; \
+	for tool in chromium tmux; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "Missing:$$missing. Install them (Debian: sudo apt-get install$$missing), or the tests that need them fail." >&2; \
+	  fi; \
+	fi
+
+clean-venv:
+	rm -rf $(VENV)
