@@ -300,7 +300,10 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(body)}")
-        if not self.close_connection:
+        if self.close_connection:
+            if "Connection" not in headers:
+                lines.append("Connection: close")
+        else:
             lines.append(f"Keep-Alive: timeout={IDLE_KEEPALIVE_SECONDS}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
         self.log_request(status, len(body))

@@ -481,3 +481,48 @@ def test_output_format_and_result_detection():
     assert not sqltext.produces_result("CREATE TABLE t (a UInt8) ENGINE = Memory")
     assert not sqltext.produces_result("SET max_threads = 1")
     assert not sqltext.produces_result("INSERT INTO t VALUES (1)")
+
+
+@pytest.mark.clickhouse
+def test_url_settings_reach_streamed_inserts(endpoint, client, database):
+    _, port, _, _ = endpoint
+    client.command(f"CREATE TABLE {database}.pages (id UInt32) ENGINE = MergeTree ORDER BY id")
+    insert = q(f"INSERT INTO {database}.pages FORMAT JSONEachRow")
+    body = b'{"id": 1, "extra": "x"}\n'
+    status, headers, _ = http(port, f"/?query={insert}&input_format_skip_unknown_fields=0", body)
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "117")
+    status, _, _ = http(port, f"/?query={insert}&input_format_skip_unknown_fields=1", body)
+    assert status == 200
+    status, headers, _ = http(port, f"/?query={q('SELECT 1')}&no_such_setting=1")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (404, "115")
+    assert client.command(f"SELECT count() FROM {database}.pages") == 1
+
+
+@pytest.mark.clickhouse
+def test_a_session_runs_one_request_at_a_time(endpoint):
+    _, port, _, _ = endpoint
+    session = f"/?session_id=s-{uuid.uuid4().hex}"
+    slow = threading.Thread(target=http, args=(port, session, b"SELECT sleep(1.5)"))
+    slow.start()
+    try:
+        time.sleep(0.3)
+        status, headers, body = http(port, session, b"SELECT 1")
+    finally:
+        slow.join(timeout=30)
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "373")
+    assert b"is locked by a concurrent client" in body
+    assert http(port, session, b"SELECT 1")[::2] == (200, b"1\n")
+
+
+@pytest.mark.clickhouse
+def test_datetime_columns_come_back_as_utc(client, database):
+    client.command(
+        f"CREATE TABLE {database}.times (id UInt8, plain DateTime('UTC'), precise DateTime64(6, 'UTC')) "
+        "ENGINE = MergeTree ORDER BY id"
+    )
+    instant = datetime.datetime(2024, 10, 27, 1, 30, 15, 123456, tzinfo=UTC)
+    client.insert(f"{database}.times", [(1, instant, instant)], column_names=["id", "plain", "precise"])
+    rows = client.query(f"SELECT plain, precise, toUnixTimestamp(plain) FROM {database}.times").result_rows
+    assert rows == [
+        (datetime.datetime(2024, 10, 27, 1, 30, 15), datetime.datetime(2024, 10, 27, 1, 30, 15, 123456), 1729992615)
+    ]

@@ -28,7 +28,7 @@ HTTP_ONLY_PARAMS = frozenset(
         "http_headers_progress_interval_ms", "cancel_http_readonly_queries_on_client_close",
         "http_native_compression_disable_checksumming_on_decompress", "add_http_cors_header",
         "http_response_buffer_size", "http_wait_end_of_query", "http_write_exception_in_output_format",
-        "http_response_headers", "output_format_parallel_formatting",
+        "http_response_headers",
     }
 )
 HEAD_LIMIT = 1 << 20  # an INSERT statement longer than this before its data is refused
