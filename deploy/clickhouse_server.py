@@ -8,6 +8,10 @@ sinks, the CLI, curl, any ClickHouse tool) talks to it over HTTP as to a ClickHo
 A threaded HTTP/1.1 server: each connection has its own thread and chDB runs queries in parallel
 without the GIL, so a slow query never holds up ``/ping`` or other clients. Request parsing, body
 codecs and chDB sessions live in ``deploy/chhttp/``.
+
+User ``default``; its password is empty unless ``CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PASSWORD`` is set.
+Results use UTC: the process sets ``TZ=UTC`` before chDB starts, and ``X-ClickHouse-Timezone`` always
+names the engine's ``timezone()``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -74,6 +79,8 @@ class EndpointServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, engine: Engine, password: str = ""):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, ClickHouseHandler)
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.engine = engine
@@ -82,6 +89,11 @@ class EndpointServer(ThreadingHTTPServer):
         self._in_flight = 0
         self._idle = threading.Condition()
         self._connections: set[socket.socket] = set()
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, which can stall on a machine without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def request_started(self) -> None:
         with self._idle:
