@@ -349,3 +349,16 @@ def test_generic_crm_webhook(client) -> None:
     assert (bad.status_code, bad.json()["error"]) == (401, "bad_signature")
     again = client.post("/v1/webhooks/crm", content=body, headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)})
     assert again.json()["duplicates"] == 2
+
+
+def test_tracker_min_is_built_from_the_source_and_small() -> None:
+    import gzip
+    import hashlib
+
+    static = Path(__file__).resolve().parent.parent / "collector" / "static"
+    source = (static / "tracker.js").read_bytes()
+    minified = (static / "tracker.min.js").read_bytes()
+    first_line = minified.split(b"\n", 1)[0].decode()
+    assert first_line == f"/*! closedloop tracker, source sha256:{hashlib.sha256(source).hexdigest()} */", \
+        "tracker.min.js is stale: run collector/static/build.sh"
+    assert len(gzip.compress(minified, 9)) < 4096
