@@ -122,8 +122,8 @@ def explicit_format(text: str) -> str | None:
 
 def produces_result(text: str) -> bool:
     """True when the statement returns a result set (ClickHouse then sends X-ClickHouse-Format)."""
-    keyword = first_keyword(text)
-    return keyword == "(" or keyword in _RESULT_KEYWORDS or explicit_format(text) is not None
+    keyword = first_keyword(text)  # no full scan: an INSERT ... VALUES body may be megabytes
+    return keyword == "(" or keyword in _RESULT_KEYWORDS
 
 
 @dataclass(frozen=True)
