@@ -163,19 +163,30 @@ def to_json(result: ReportResult) -> str:
     return json.dumps([{k: _plain(v) for k, v in r.items()} for r in result.records()], indent=2)
 
 
+# Short headers keep the channel table readable in an 80-column terminal; CSV/JSON keep the SQL names.
+HEADERS = {"customers": "cust.", "cost_per_lead": "CPL", "cac": "CAC", "roas": "ROAS",
+           "lead_to_customer": "lead→cust", "lost_share": "lost share", "visitors": "visitors", "mqls": "MQLs",
+           "sqls": "SQLs", "opportunities": "opps"}
+
+
 def to_table(result: ReportResult, title: str | None = None):
-    """A rich Table: numbers right-aligned, decimals with two places, missing ratios as '-'."""
+    """A rich Table: numbers right-aligned, decimals with two places, missing ratios as '-'.
+
+    A text column that is empty on every row (``campaign`` when not split by campaign) is left out.
+    """
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
-    numeric = [
-        bool(result.rows) and all(isinstance(row[i], (int, float, Decimal)) or row[i] is None for row in result.rows)
-        for i in range(len(result.columns))
-    ]
-    for column, is_number in zip(result.columns, numeric):
-        table.add_column(column, justify="right" if is_number else "left")
+    keep = [i for i in range(len(result.columns)) if not result.rows or any(row[i] != "" for row in result.rows)]
+    numeric = {
+        i: bool(result.rows) and all(isinstance(row[i], (int, float, Decimal)) or row[i] is None for row in result.rows)
+        for i in keep
+    }
+    for i in keep:
+        table.add_column(HEADERS.get(result.columns[i], result.columns[i]),
+                         justify="right" if numeric[i] else "left")
     for row in result.rows:
-        table.add_row(*(_display(v) for v in row))
+        table.add_row(*(_display(row[i]) for i in keep))
     return table
 
 

@@ -251,3 +251,31 @@ def test_csv_and_json_keep_exact_decimals(client):
     result = channels(client, "linear", FROM, TO)
     assert to_csv(result).splitlines()[0].startswith("channel,campaign,visitors,leads,")
     assert '"revenue": "800.00"' in to_json(result)
+
+
+def test_cli_report_sql_and_migrate_list(client, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from closedloop.cli import main
+
+    url = f"http://{client.url.split('://', 1)[-1].rstrip('/')}/{client.database}"
+    monkeypatch.setenv("CLOSEDLOOP_CLICKHOUSE_URL", url)
+    runner = CliRunner()
+    out = runner.invoke(main, ["report", "channels", "--model", "first_touch", "--from", "2024-03-01",
+                               "--to", "2024-03-31", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    paid = {r["channel"]: r for r in json.loads(out.output)}["Paid Search"]
+    assert (paid["revenue"], paid["spend"], paid["cost_per_lead"]) == ("1300.00", "170.00", 85.0)
+    out = runner.invoke(main, ["report", "channels", "--by", "campaign", "--from", "2024-03-01", "--to",
+                               "2024-03-31"])
+    assert out.exit_code == 0 and "spring" in out.output and "113.33" not in out.output, out.output
+    out = runner.invoke(main, ["sql", "SELECT count() AS n FROM touches FINAL", "--format", "csv"])
+    assert (out.exit_code, out.output) == (0, "n\n6\n")
+    out = runner.invoke(main, ["migrate", "--list"])
+    assert out.exit_code == 0 and "0006" in out.output and "pending" not in out.output, out.output
+    out = runner.invoke(main, ["report", "channels", "--from", "2024-03-31", "--to", "2024-03-01"])
+    assert out.exit_code == 2 and "is after --to" in out.output
+    out = runner.invoke(main, ["sql", "SELEC 1"])
+    assert out.exit_code == 1 and "Error:" in out.output

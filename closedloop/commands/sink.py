@@ -1,0 +1,59 @@
+"""``closedloop sink``: write the pipeline's topics into ClickHouse until stopped (Ctrl-C or SIGTERM)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import click
+
+from closedloop.commands._clickhouse_cli import clickhouse_errors_readable, console, sink_settings
+
+
+@click.command("sink")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=None, help="Flush after this many rows.")
+@click.option("--batch-seconds", type=click.FloatRange(min=0.01), default=None, help="...or after this long.")
+@click.option("--group", default=None, help="Kafka consumer group (default closedloop-sink).")
+@click.option("--migrate/--no-migrate", default=True, show_default=True,
+              help="Apply pending migrations before consuming.")
+def command(batch_rows: int | None, batch_seconds: float | None, group: str | None, migrate: bool) -> None:
+    """Consume events, crm, spend, touches, identity-links, leads, conversions and credits into ClickHouse."""
+    from sinks.migrate import migrate_up
+    from sinks.writer import SinkWriter
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with clickhouse_errors_readable():
+        settings = sink_settings(sink_batch_rows=batch_rows, sink_batch_seconds=batch_seconds,
+                                 sink_consumer_group=group)
+        if migrate:
+            for label in migrate_up(settings):
+                console.print(f"applied {label}")
+        writer = SinkWriter(settings)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: writer.stop())
+        if settings.sink_metrics_port:
+            _serve_metrics(writer, settings.sink_metrics_port)
+        console.print(f"sink: {settings.kafka_servers} -> {settings.clickhouse_database}; Ctrl-C stops")
+        try:
+            metrics = writer.run()
+        finally:
+            writer.close()
+        console.print(f"sink stopped: {metrics.total_rows} rows in {metrics.batches} batches, "
+                      f"{metrics.retries} retries, {metrics.dead_letters} dead letters")
+
+
+def _serve_metrics(writer, port: int) -> None:
+    """Prometheus metrics on 127.0.0.1:port: rows written, batches, retries, dead letters, lag."""
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    registry = CollectorRegistry()
+    m = writer.metrics
+    for name, doc, read in (
+        ("closedloop_sink_rows_written", "Rows inserted into ClickHouse", lambda: m.total_rows),
+        ("closedloop_sink_batches", "Batches written and committed", lambda: m.batches),
+        ("closedloop_sink_retries", "ClickHouse retries after failures", lambda: m.retries),
+        ("closedloop_sink_dead_letters", "Records sent to the dead-letter topic", lambda: m.dead_letters),
+        ("closedloop_sink_lag", "Records behind the end of the assigned partitions", lambda: m.lag),
+    ):
+        Gauge(name, doc, registry=registry).set_function(read)
+    start_http_server(port, addr="127.0.0.1", registry=registry)
