@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,7 +133,10 @@ class PrivateBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        binary = Path(sys.executable).parent / "noida-db"
+        import noida_db
+
+        # The wheel's binary itself: the console script is a wrapper whose child would survive a kill by PID.
+        binary = Path(noida_db.__file__).parent / "noida-db"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "broker.log", "ab")
         self.process = subprocess.Popen(
