@@ -1,0 +1,49 @@
+"""``closedloop collector``: serve the collector (uvicorn with uvloop and httptools).
+
+Host, port and workers come from settings (``CLOSEDLOOP_HOST``, ``CLOSEDLOOP_PORT``, ``CLOSEDLOOP_WORKERS``;
+default 127.0.0.1:8000, one worker); the options override them. See docs/COLLECTOR.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+@click.command("collector")
+@click.option("--host", default=None, help="Bind address (default from CLOSEDLOOP_HOST, else 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default from CLOSEDLOOP_PORT, else 8000).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default from CLOSEDLOOP_WORKERS, else 1).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def command(host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
+    """Receive website events and CRM webhooks and publish them to Kafka."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from collector.settings import CollectorSettings
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    try:
+        settings = CollectorSettings(**overrides)
+    except ValidationError as error:
+        raise click.ClickException(f"invalid collector settings (CLOSEDLOOP_* environment variables): {error}")
+    missing = [name for name, value in [("CLOSEDLOOP_HUBSPOT_CLIENT_SECRET", settings.hubspot_client_secret),
+                                        ("CLOSEDLOOP_PIPEDRIVE_USER", settings.pipedrive_user),
+                                        ("CLOSEDLOOP_CRM_WEBHOOK_SECRET", settings.crm_webhook_secret)] if value is None]
+    click.echo(f"collector on http://{settings.host}:{settings.port} ({settings.workers} worker(s)) -> "
+               f"{settings.kafka_servers}, topics {settings.topic_prefix}.*; spool {settings.spool_path}", err=True)
+    if missing:
+        click.echo(f"webhooks disabled until set: {', '.join(missing)}", err=True)
+    common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools", log_level=log_level,
+                  proxy_headers=settings.trust_forwarded_headers, server_header=False, access_log=False)
+    if settings.workers == 1:
+        from collector.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    else:
+        # Workers are separate processes: each re-reads the same settings from the environment.
+        for name, value in overrides.items():
+            os.environ[f"CLOSEDLOOP_{name.upper()}"] = str(value)
+        uvicorn.run("collector.app:app_from_env", factory=True, workers=settings.workers, **common)

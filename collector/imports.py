@@ -1,0 +1,220 @@
+"""CSV imports, the spreadsheet way: CRM status rows and marketing spend rows -> the same Kafka records the
+webhooks and the spend model produce.
+
+``crm`` columns: ``email`` (or ``contact_id``), ``stage``, ``date``; optional ``value``, ``currency``, ``id``
+(the row's record id in your sheet; defaults to the email). ``spend`` columns: ``date``, ``channel``, ``cost``,
+``currency``; optional ``source``, ``medium``, ``campaign``. Headers are case-insensitive; extra columns are
+ignored. A bad row is reported with its line number and never stops the good ones.
+
+Event ids are derived from the row's content, so importing the same file twice produces records downstream
+recognises as the same events.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+from pydantic import ValidationError
+
+from collector.errors import validation_errors
+from collector.events import now_utc, record_for
+from collector.spool import SpoolRecord
+from schemas.events import CrmStatusChange, Envelope, LifecycleStage, SpendRow
+from schemas.topics import Topics
+
+ImportKind = Literal["crm", "spend"]
+
+STAGE_NAMES: dict[str, LifecycleStage] = {
+    **{stage.value: stage for stage in LifecycleStage},
+    "subscriber": LifecycleStage.LEAD,
+    "marketing qualified lead": LifecycleStage.MQL,
+    "marketingqualifiedlead": LifecycleStage.MQL,
+    "sales qualified lead": LifecycleStage.SQL,
+    "salesqualifiedlead": LifecycleStage.SQL,
+    "opp": LifecycleStage.OPPORTUNITY,
+    "won": LifecycleStage.CUSTOMER,
+    "closed won": LifecycleStage.CUSTOMER,
+    "closedwon": LifecycleStage.CUSTOMER,
+    "closed lost": LifecycleStage.LOST,
+    "closedlost": LifecycleStage.LOST,
+    "unqualified": LifecycleStage.DISQUALIFIED,
+}
+REQUIRED = {"crm": ("stage", "date"), "spend": ("date", "channel", "cost", "currency")}
+
+
+class RowRejected(Exception):
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
+        self.errors = errors
+
+
+@dataclass
+class ImportSummary:
+    rows: int = 0
+    accepted: int = 0
+    published: int = 0
+    rejected: list[tuple[int, list[dict[str, str]]]] = field(default_factory=list)  # (line, errors)
+    publish_failures: int = 0
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row with lower-cased keys) for every data row; a BOM and blank lines are fine."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None:
+            return
+        reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
+        for row in reader:
+            line = reader.line_num  # the physical line the row ends on (blank lines counted)
+            if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
+                continue
+            yield line, {k: (v or "").strip() if isinstance(v, str) else "" for k, v in row.items() if k is not None}
+
+
+def missing_columns(path: Path, kind: ImportKind) -> list[str]:
+    """Required columns the header lacks (checked once, before any row)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), [])
+    names = {name.strip().lower() for name in header}
+    missing = [name for name in REQUIRED[kind] if name not in names]
+    if kind == "crm" and not names & {"email", "contact_id"}:
+        missing.append("email (or contact_id)")
+    return missing
+
+
+def crm_envelope(row: dict[str, str], received_at: datetime) -> Envelope:
+    """One CRM row -> an envelope with a ``CrmStatusChange`` from the ``spreadsheet`` CRM."""
+    errors: list[dict[str, str]] = []
+    stage = STAGE_NAMES.get(" ".join(row.get("stage", "").lower().replace("_", " ").split()))
+    if stage is None:
+        errors.append({"loc": "stage", "msg": f"unknown stage {row.get('stage', '')!r}; use one of "
+                       + ", ".join(s.value for s in LifecycleStage) + " (or won, closed won, closed lost)"})
+    occurred_at = _when(row.get("date", ""), errors)
+    value = _amount(row.get("value", ""), "value", errors)
+    email, contact = row.get("email") or None, row.get("contact_id") or None
+    if email is None and contact is None:
+        errors.append({"loc": "email", "msg": "empty: each row needs the lead's email (or a contact_id)"})
+    if errors:
+        raise RowRejected(errors)
+    try:
+        change = CrmStatusChange(
+            crm="spreadsheet",
+            crm_object_id=row.get("id") or email or contact or "",
+            crm_contact_id=contact,
+            email=email,
+            stage=stage,
+            deal_value=value,
+            currency=(row.get("currency") or "").upper() or None,
+            occurred_at=occurred_at,
+        )
+    except ValidationError as exc:
+        raise RowRejected(validation_errors(exc)) from None
+    digest = _digest(change.lead_key, change.stage, change.occurred_at.isoformat(), change.deal_value, change.currency)
+    return Envelope(event_id=f"spreadsheet:{digest}", site_id="spreadsheet", received_at=received_at, event=change)
+
+
+def spend_envelope(row: dict[str, str], received_at: datetime) -> Envelope:
+    """One spend row -> an envelope with a ``SpendRow``."""
+    errors: list[dict[str, str]] = []
+    occurred_at = _when(row.get("date", ""), errors)
+    cost = _amount(row.get("cost", ""), "cost", errors)
+    if errors:
+        raise RowRejected(errors)
+    try:
+        spend = SpendRow(
+            date=occurred_at.date(),
+            channel=row.get("channel", ""),
+            source=row.get("source", ""),
+            medium=row.get("medium", ""),
+            campaign=row.get("campaign", ""),
+            cost=cost,
+            currency=row.get("currency", "").upper(),
+            occurred_at=occurred_at,
+        )
+    except ValidationError as exc:
+        raise RowRejected(validation_errors(exc)) from None
+    if not spend.channel:
+        raise RowRejected([{"loc": "channel", "msg": "must not be empty (e.g. Paid Search)"}])
+    return Envelope(
+        event_id=f"spend:{_digest(spend.spend_key, spend.cost, spend.currency)}", site_id="spend-import",
+        received_at=received_at, event=spend,
+    )
+
+
+def parse_file(
+    path: Path, kind: ImportKind, topics: Topics, summary: ImportSummary,
+    on_row: Callable[[int], None] = lambda line: None,
+) -> Iterator[SpoolRecord]:
+    """The Kafka records of every good row; bad rows are added to ``summary.rejected`` with their line."""
+    make = crm_envelope if kind == "crm" else spend_envelope
+    received_at = now_utc()
+    for line, row in read_rows(path):
+        summary.rows += 1
+        try:
+            envelope = make(row, received_at)
+        except RowRejected as exc:
+            summary.rejected.append((line, exc.errors))
+        else:
+            summary.accepted += 1
+            yield record_for(envelope, topics)
+        on_row(line)
+
+
+def publish_file(
+    path: Path, kind: ImportKind, bootstrap_servers: str, topics: Topics,
+    on_row: Callable[[int], None] = lambda line: None, timeout_s: float = 60.0,
+) -> ImportSummary:
+    """Parse and publish (acks=all); returns once every record is acknowledged or failed."""
+    from kafka import KafkaProducer
+
+    summary = ImportSummary()
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all", linger_ms=20,
+                             compression_type="lz4", enable_idempotence=True)
+    futures = []
+    try:
+        for record in parse_file(path, kind, topics, summary, on_row):
+            futures.append(producer.send(record.topic, key=record.key, value=record.value))
+        producer.flush(timeout=timeout_s)
+    finally:
+        producer.close(timeout=10)
+    for future in futures:
+        if future.succeeded():
+            summary.published += 1
+        else:
+            summary.publish_failures += 1
+    return summary
+
+
+def _when(text: str, errors: list[dict[str, str]]) -> datetime:
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    except ValueError:
+        errors.append({"loc": "date", "msg": f"{text!r} is not a date; use YYYY-MM-DD or ISO 8601 date-time"})
+        return datetime.now(timezone.utc)
+
+
+def _amount(text: str, column: str, errors: list[dict[str, str]]) -> Decimal | None:
+    if not text:
+        return None
+    try:
+        amount = Decimal(text.replace(" ", ""))
+    except InvalidOperation:
+        errors.append({"loc": column, "msg": f"{text!r} is not a number; write it like 1200.50 (no currency sign)"})
+        return None
+    if not amount.is_finite():
+        errors.append({"loc": column, "msg": f"{text!r} is not a finite number"})
+        return None
+    return amount
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha1("|".join("" if p is None else str(p) for p in parts).encode()).hexdigest()[:32]
