@@ -100,10 +100,9 @@ class SinkWriter:
             max_poll_records=settings.sink_max_poll_records,
             # A long ClickHouse outage keeps us in the retry loop without polling: stay in the group meanwhile.
             max_poll_interval_ms=30 * 60 * 1000,
-            key_deserializer=serde.decode_key,
         )
         self._producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_servers, acks="all", key_serializer=serde.encode_key, linger_ms=5
+            bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5
         )
         self._consumer.subscribe(sorted(self._kinds), listener=_FlushOnRevoke(self))
 
@@ -158,10 +157,11 @@ class SinkWriter:
             self._batch_started = time.monotonic()
         self._pending_records += 1
         self.metrics.records += 1
-        source = _Source(message.topic, message.partition, message.offset, message.key, message.value)
+        key = serde.decode_key(message.key)
+        source = _Source(message.topic, message.partition, message.offset, key, message.value)
         where = Provenance(message.topic, message.partition, message.offset)
         try:
-            result = rows_for(self._kinds[message.topic], message.value, where, message.key)
+            result = rows_for(self._kinds[message.topic], message.value, where, key)
         except RecordError as exc:
             self._dead.append(_dead_letter(source, str(exc)))
             return
@@ -266,7 +266,7 @@ class SinkWriter:
             return
         topic = self.settings.topics.dead_letters
         for letter in self._dead:
-            self._producer.send(topic, key=letter.key, value=serde.dumps(letter))
+            self._producer.send(topic, key=serde.encode_key(letter.key), value=serde.dumps(letter))
         # Raises on failure: then nothing is committed and the records are read (and dead-lettered) again.
         self._producer.flush(timeout=60)
         self.metrics.dead_letters += len(self._dead)

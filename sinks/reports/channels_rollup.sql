@@ -29,32 +29,38 @@ WITH
         FROM spend FINAL
         WHERE date BETWEEN {from:Date} AND {to:Date}
         GROUP BY channel, campaign
-    ),
-    keys AS
-    (
-        SELECT channel, campaign FROM credited
-        UNION DISTINCT SELECT channel, campaign FROM visits
-        UNION DISTINCT SELECT channel, campaign FROM money
     )
 SELECT
-    k.channel AS channel,
-    k.campaign AS campaign,
-    v.visitors AS visitors,
-    toDecimal128(c.leads, 9) AS leads,
-    toDecimal128(c.mqls, 9) AS mqls,
-    toDecimal128(c.sqls, 9) AS sqls,
-    toDecimal128(c.customers, 9) AS customers,
-    toDecimal128(c.lost, 9) AS lost,
-    toDecimal128(c.revenue, 2) AS revenue,
-    toDecimal128(m.spend, 2) AS spend,
+    channel,
+    campaign,
+    sum(visitors) AS visitors,
+    sum(leads_) AS leads,
+    sum(mqls_) AS mqls,
+    sum(sqls_) AS sqls,
+    sum(customers_) AS customers,
+    sum(lost_) AS lost,
+    sum(revenue_) AS revenue,
+    sum(spend_) AS spend,
     if(leads = 0, NULL, round(toFloat64(spend) / toFloat64(leads), 4)) AS cost_per_lead,
     if(customers = 0, NULL, round(toFloat64(spend) / toFloat64(customers), 4)) AS cac,
     if(spend = 0, NULL, round(toFloat64(revenue) / toFloat64(spend), 4)) AS roas,
     if(leads = 0, NULL, round(toFloat64(customers) / toFloat64(leads), 4)) AS lead_to_customer,
     if(leads = 0, NULL, round(toFloat64(lost) / toFloat64(leads), 4)) AS lost_share
-FROM keys AS k
-LEFT JOIN credited AS c ON c.channel = k.channel AND c.campaign = k.campaign
-LEFT JOIN visits AS v ON v.channel = k.channel AND v.campaign = k.campaign
-LEFT JOIN money AS m ON m.channel = k.channel AND m.campaign = k.campaign
+FROM
+(
+    -- Each source is read once; the outer GROUP BY lines them up by channel and campaign.
+    SELECT channel, campaign, toUInt64(0) AS visitors, toDecimal128(leads, 9) AS leads_, toDecimal128(mqls, 9) AS mqls_,
+           toDecimal128(sqls, 9) AS sqls_, toDecimal128(customers, 9) AS customers_, toDecimal128(lost, 9) AS lost_,
+           toDecimal128(revenue, 2) AS revenue_, toDecimal128(0, 2) AS spend_
+    FROM credited
+    UNION ALL
+    SELECT channel, campaign, toUInt64(visitors), toDecimal128(0, 9), toDecimal128(0, 9), toDecimal128(0, 9),
+           toDecimal128(0, 9), toDecimal128(0, 9), toDecimal128(0, 2), toDecimal128(0, 2)
+    FROM visits
+    UNION ALL
+    SELECT channel, campaign, toUInt64(0), toDecimal128(0, 9), toDecimal128(0, 9), toDecimal128(0, 9),
+           toDecimal128(0, 9), toDecimal128(0, 9), toDecimal128(0, 2), toDecimal128(spend, 2)
+    FROM money
+)
+GROUP BY channel, campaign
 ORDER BY revenue DESC, leads DESC, visitors DESC, channel, campaign
-SETTINGS join_use_nulls = 0

@@ -1,0 +1,280 @@
+"""Benchmark of the ClickHouse side: sink throughput through Kafka, and report latency at full size.
+
+Two measurements (method and results in bench/sink.md):
+
+1. Sink rows/s: publish a mix of records (page views, touches, conversions, credits in the proportions of the
+   full data set) to the embedded broker, run ``SinkWriter`` from a fresh consumer group until every row is in
+   ClickHouse, and divide.
+2. Report latency: load the full-size data set (``--events``, default 10 million page views, plus touches,
+   identity links, conversions, credits of 7 models, spend) into the embedded ClickHouse with server-side
+   ``INSERT ... SELECT FROM numbers()`` (the materialized views fill the roll-ups as they would from the sink),
+   then time every report from the raw tables and the channel report from the roll-ups (median of 5 runs).
+
+Run: ``.venv/bin/python -m bench.sink --events 10000000 --sink-records 200000``. It starts its own broker and
+ClickHouse endpoint in a temporary directory on free ports and stops them (by PID) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from deploy.clickhouse_server import start_server_process, wait_until_ready
+from deploy.kafka_broker import broker_argv, find_binary, metadata_ok
+from deploy.processes import free_port
+from deploy.topics import create_topics
+from schemas import serde
+from schemas.events import Envelope, PageView
+from schemas.outputs import AttributionModel, Conversion, Credit, Touch
+from sinks.client import connect
+from sinks.migrate import migrate_up
+from sinks.reports import channels, run_report
+from sinks.settings import SinkSettings
+from sinks.writer import SinkWriter
+
+CHANNELS = ["Paid Search", "Organic Search", "Paid Social", "Organic Social", "Email", "Referral", "Direct",
+            "Display"]
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+MODELS = [m.value for m in AttributionModel]
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+# -- 1. the sink through Kafka ------------------------------------------------------------------------------
+
+
+def sink_records(settings: SinkSettings, count: int) -> list[tuple[str, str, bytes]]:
+    """``count`` records: 74% page views, 15% touches, 10% credits, 1% conversions (the full set's mix)."""
+    topics = settings.topics
+    records = []
+    for i in range(count):
+        kind = i % 100
+        at = T0 + timedelta(seconds=i)
+        channel = CHANNELS[i % len(CHANNELS)]
+        if kind < 74:
+            value = serde.dumps(Envelope(event_id=f"e{i}", site_id="site", received_at=at, event=PageView(
+                occurred_at=at, visitor_id=f"v{i % 50_000}", referrer="https://www.google.com/",
+                url=f"https://example.com/p{i % 40}?utm_source=google&utm_medium=cpc&utm_campaign=c{i % 20}")))
+            records.append((topics.events, f"v{i % 50_000}", value))
+        elif kind < 89:
+            value = serde.dumps(Touch(touch_id=f"t{i}", visitor_id=f"v{i % 50_000}", site_id="site", occurred_at=at,
+                                      channel=channel, source="google", medium="cpc", campaign=f"c{i % 20}",
+                                      event_id=f"e{i}"))
+            records.append((topics.touches, f"v{i % 50_000}", value))
+        elif kind < 99:
+            value = serde.dumps(Credit(conversion_id=f"c{i // 100}", lead_id=f"L{i // 100}", stage="lead",
+                                       model=MODELS[i % 7], touch_id=f"t{i}", touch_index=i % 3, touch_at=at,
+                                       converted_at=at, channel=channel, source="google", medium="cpc",
+                                       campaign=f"c{i % 20}", credit=Decimal("0.333333333"),
+                                       revenue=Decimal("10.00"), currency="EUR"))
+            records.append((topics.credits, f"c{i // 100}", value))
+        else:
+            value = serde.dumps(Conversion(conversion_id=f"c{i // 100}", lead_id=f"L{i // 100}", stage="lead",
+                                           occurred_at=at, touch_count=3, event_id=f"e{i}"))
+            records.append((topics.conversions, f"L{i // 100}", value))
+    return records
+
+
+def bench_sink(settings: SinkSettings, count: int) -> dict:
+    records = sink_records(settings, count)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks=1, linger_ms=20,
+                             batch_size=512 * 1024, compression_type="lz4")
+    started = time.perf_counter()
+    for topic, key, value in records:
+        producer.send(topic, key=key.encode(), value=value)
+    producer.flush(timeout=600)
+    producer.close()
+    publish_seconds = time.perf_counter() - started
+
+    writer = SinkWriter(settings)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    _wait(lambda: writer.metrics.records >= count and writer.metrics.lag == 0 and writer.metrics.batches > 0
+          and not writer._pending_records, 3600, "the sink to write every record")
+    seconds = time.perf_counter() - started
+    writer.stop()
+    thread.join(timeout=120)
+    writer.close()
+    return {"records": count, "rows": writer.metrics.total_rows, "seconds": seconds,
+            "rows_per_second": writer.metrics.total_rows / seconds, "batches": writer.metrics.batches,
+            "publish_seconds": publish_seconds, "dead_letters": writer.metrics.dead_letters}
+
+
+# -- 2. full-size data set, server-side ---------------------------------------------------------------------
+
+CHANNEL_ARRAY = "[" + ", ".join(f"'{c}'" for c in CHANNELS) + "]"
+
+
+def load_full(client, events: int) -> dict:
+    """Generate the data set in ClickHouse: events/20 visitors, 4 touches each, 1 in 10 visitors a lead."""
+    visitors = events // 20
+    touches = visitors * 4
+    leads = visitors // 10
+    timed = {}
+
+    def run(name: str, sql: str) -> None:
+        started = time.perf_counter()
+        client.command(sql, settings={"max_insert_threads": 2})
+        timed[name] = round(time.perf_counter() - started, 1)
+
+    run("events", f"""
+        INSERT INTO events (event_id, event_type, site_id, occurred_at, received_at, visitor_id, url, path, referrer,
+            utm_source, utm_medium, utm_campaign, schema_version, event, kafka_topic, kafka_partition, kafka_offset)
+        SELECT concat('e', toString(number)), 'page_view', 'site',
+               toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 3),
+               toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 3),
+               concat('v', toString(number % {visitors})), concat('https://example.com/p', toString(number % 40)),
+               concat('/p', toString(number % 40)), 'https://www.google.com/', 'google', 'cpc',
+               concat('c', toString(number % 20)), 1, '{{}}', 'bench.events', number % 4, intDiv(number, 4)
+        FROM numbers({events})""")
+    run("touches", f"""
+        INSERT INTO touches (touch_id, visitor_id, lead_id, lead_known, site_id, occurred_at, channel, source, medium,
+            campaign, term, content, click_id, referrer_host, landing_path, event_id)
+        SELECT concat('t', toString(number)), concat('v', toString(number % {visitors})), '', 0, 'site',
+               toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 15),
+               {CHANNEL_ARRAY}[1 + cityHash64(number) % {len(CHANNELS)}], 'google', 'cpc',
+               concat('c', toString(cityHash64(number, 1) % 20)), '', '', '', 'www.google.com', '/',
+               concat('e', toString(number))
+        FROM numbers({touches})""")
+    run("identity_links", f"""
+        INSERT INTO identity_links SELECT concat('v', toString(number * 10)), concat('L', toString(number)),
+               toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 600), '', ''
+        FROM numbers({leads})""")
+    # Stages per lead: lead always; mql 1/2; sql 1/4; customer 1/10; lost 1/10 (stage index s of 5).
+    stages = "['lead', 'mql', 'sql', 'customer', 'lost']"
+    keep = "[1, number % 2 = 0, number % 4 = 0, number % 10 = 0, number % 10 = 5]"
+    conversions_select = f"""
+        SELECT number AS lead, s AS stage,
+               toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 600 + indexOf({stages}, s) * 86400) AS at
+        FROM numbers({leads}) ARRAY JOIN arrayFilter((x, k) -> k, {stages}, {keep}) AS s"""
+    run("conversions", f"""
+        INSERT INTO conversions
+        SELECT concat('c', toString(lead), '-', stage), concat('L', toString(lead)), stage, at,
+               if(stage = 'customer', toDecimal64(1000 + lead % 9000, 2), NULL), if(stage = 'customer', 'EUR', ''),
+               3, 'Paid Search', 'Paid Search', '', 1
+        FROM ({conversions_select})""")
+    # Credits: 3 touches per journey; first/last touch credit one touch, the other 5 models share 3 ways.
+    models = "['first_touch', 'last_touch', 'linear', 'time_decay', 'u_shaped', 'w_shaped', 'full_path']"
+    run("credits", f"""
+        INSERT INTO credits
+        SELECT concat('c', toString(lead), '-', stage), concat('L', toString(lead)), stage, model,
+               concat('t', toString(lead * 40 + i)), i, at - toIntervalDay(3 - i), at,
+               {CHANNEL_ARRAY}[1 + cityHash64(lead, i) % {len(CHANNELS)}], 'google', 'cpc',
+               concat('c', toString(cityHash64(lead, i, 1) % 20)),
+               if(model IN ('first_touch', 'last_touch'), toDecimal64(1, 9),
+                  toDecimal64(if(i = 2, '0.333333334', '0.333333333'), 9)),
+               if(stage = 'customer', toDecimal64((1000 + lead % 9000) / if(model IN ('first_touch', 'last_touch'), 1, 3), 2),
+                  toDecimal64(0, 2)),
+               if(stage = 'customer', 'EUR', ''), 1
+        FROM ({conversions_select})
+        ARRAY JOIN {models} AS model
+        ARRAY JOIN range(3) AS i
+        WHERE NOT (model = 'first_touch' AND i > 0) AND NOT (model = 'last_touch' AND i < 2)""")
+    run("spend", f"""
+        INSERT INTO spend
+        SELECT toDate('2024-01-01') + intDiv(number, 160), {CHANNEL_ARRAY}[1 + intDiv(number, 20) % 8], 'google',
+               'cpc', concat('c', toString(number % 20)), toDecimal64(50 + number % 100, 2), 'EUR',
+               now64(3), concat('s', toString(number))
+        FROM numbers(365 * 160)""")
+    counts = client.query(
+        "SELECT (SELECT count() FROM events), (SELECT count() FROM touches), (SELECT count() FROM conversions), "
+        "(SELECT count() FROM credits), (SELECT count() FROM spend)").result_rows[0]
+    return {"seconds": timed, "rows": dict(zip(("events", "touches", "conversions", "credits", "spend"), counts))}
+
+
+def time_reports(client, runs: int = 5) -> dict[str, float]:
+    period = {"date_from": date(2024, 1, 1), "date_to": date(2024, 12, 31)}
+    cases = {
+        "channels (raw, linear)": lambda: channels(client, "linear", **period),
+        "channels --by campaign (raw)": lambda: channels(client, "linear", by_campaign=True, **period),
+        "channels (roll-up, linear)": lambda: channels(client, "linear", source="rollup", **period),
+        "channels --by campaign (roll-up)": lambda: channels(client, "linear", by_campaign=True, source="rollup",
+                                                             **period),
+        "funnel": lambda: run_report(client, "funnel", model="first_touch", **period),
+        "paths": lambda: run_report(client, "paths", stage="customer", limit=10, **period),
+        "page-paths": lambda: run_report(client, "page-paths", pages=5, limit=10, **period),
+        "time-to-convert": lambda: run_report(client, "time-to-convert", **period),
+        "compare-models": lambda: run_report(client, "compare-models", **period),
+    }
+    results = {}
+    for name, case in cases.items():
+        case()  # warm-up: first run reads marks and caches
+        samples = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            case()
+            samples.append(time.perf_counter() - started)
+        results[name] = round(statistics.median(samples) * 1000, 1)
+        print(f"  {name}: {results[name]} ms", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--sink-records", type=int, default=200_000)
+    parser.add_argument("--skip-sink", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="closedloop-bench-") as tmp:
+        tmp_path = Path(tmp)
+        ch_port, kafka_port = free_port(), free_port()
+        clickhouse = start_server_process(str(tmp_path / "clickhouse"), ch_port)
+        broker = None
+        try:
+            wait_until_ready(clickhouse, ch_port, timeout=60)
+            settings = SinkSettings(clickhouse_url=f"http://default:@127.0.0.1:{ch_port}/bench",
+                                    kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}", topic_prefix="bench",
+                                    sink_consumer_group="bench-sink", partitions=4)
+            migrate_up(settings)
+            if not args.skip_sink:
+                (tmp_path / "kafka").mkdir()
+                with open(tmp_path / "broker.log", "ab") as log:
+                    broker = subprocess.Popen(broker_argv(find_binary(None), tmp_path / "kafka", "127.0.0.1",
+                                                          kafka_port), stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True)
+                _wait(lambda: metadata_ok(settings.kafka_servers)[0], 30, "the broker")
+                create_topics(settings.kafka_servers, settings.topics.specs(), settings.partitions)
+                print(f"sink: {args.sink_records} records through Kafka ...", flush=True)
+                sink = bench_sink(settings, args.sink_records)
+                print(f"  {sink}", flush=True)
+                broker.terminate()
+                broker.wait(timeout=30)
+                broker = None
+            full = SinkSettings(clickhouse_url=f"http://default:@127.0.0.1:{ch_port}/bench_full")
+            migrate_up(full)
+            client = connect(full, query_timeout=3600)
+            print(f"loading {args.events} events and their touches, conversions, credits ...", flush=True)
+            print(f"  {load_full(client, args.events)}", flush=True)
+            client.command("OPTIMIZE TABLE credits FINAL")
+            client.command("OPTIMIZE TABLE touches FINAL")
+            print("report latency (median of 5, after one warm-up):", flush=True)
+            time_reports(client)
+            client.close()
+        finally:
+            if broker is not None:
+                broker.terminate()
+                broker.wait(timeout=30)
+            clickhouse.terminate()
+            clickhouse.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
