@@ -1,0 +1,56 @@
+"""``closedloop worker``: run the stream jobs (Faust worker) against the configured broker.
+
+Creates every topic first (pipeline and internal ones: the worker itself never auto-creates), then runs until
+SIGTERM/SIGINT. Settings come from ``CLOSEDLOOP_*`` environment variables (see ``stream_jobs.settings``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+
+@click.command("worker")
+@click.option("--web-port", type=int, default=None, help="Port of the worker's web server (counters JSON).")
+@click.option("--loglevel", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]), help="Log level of the worker.")
+def command(web_port: int | None, loglevel: str) -> None:
+    """Run the stream jobs: touches, identity stitching, conversions, credits and live counters."""
+    from pydantic import ValidationError
+
+    from deploy.topics import create_topics, pipeline_topic_specs
+    from stream_jobs.settings import WorkerSettings
+
+    try:
+        overrides = {"worker_web_port": web_port} if web_port is not None else {}
+        settings = WorkerSettings(**overrides)
+    except ValidationError as error:
+        raise click.ClickException(f"invalid worker settings (CLOSEDLOOP_* environment variables): {error}")
+
+    try:
+        result = create_topics(settings.kafka_servers, pipeline_topic_specs(settings), settings.partitions,
+                               settings.replication_factor)
+    except Exception as error:  # kafka-python raises several unrelated types for an unreachable broker
+        raise click.ClickException(
+            f"cannot create topics on the broker at {settings.kafka_servers}: {error}. "
+            f"Is it running? Start the embedded one with `closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS."
+        )
+    if result.created:
+        click.echo(f"created {len(result.created)} topics", err=True)
+
+    try:
+        from stream_jobs.app import create_app
+
+        app = create_app(settings)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(f"cannot start the worker: {error}")
+
+    import faust
+
+    click.echo(f"worker {settings.app_id} on {settings.kafka_servers}, counters at {settings.web_url}/counters/",
+               err=True)
+    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr)
+    worker = faust.Worker(app, loglevel=loglevel, logfile=None, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,237 @@
+"""The Faust agents and tables: they move records between topics and tables; the decisions are pure functions in
+``visitors``, ``contacts``, ``lifecycle`` and ``attribution``.
+
+::
+
+    {p}.events ──► visitors agent (table: visitors) ──► {p}.touches, {p}.identity-links
+                                  └─────────────────────► {p}.lead-events (link + carried touches / touch)
+    {p}.crm ─────► crm agent ── email ──────────────────► {p}.lead-events (crm)
+                      └── contact id ─► {app}-crm-contacts ─► contacts agent (table: contacts) ─► {p}.lead-events
+    {p}.lead-events ─► leads agent (table: leads) ──────► {p}.conversions, {p}.credits, {p}.leads, counters
+
+Every agent decodes its input itself, so that a bad record becomes a dead letter instead of a crashed agent.
+Keys: visitor id, lead id, contact key (``<crm>:<contact id>``), UTF-8.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from faust.serializers import codecs
+
+from schemas import serde
+from schemas.events import CrmStatusChange, Envelope, Identify, PageView
+from schemas.outputs import Lead
+from stream_jobs import contacts as contacts_rules
+from stream_jobs import lifecycle, visitors as visitor_rules
+from stream_jobs.channels import ChannelRules
+from stream_jobs.contacts import ContactRecord, ContactState
+from stream_jobs.counters import Counters
+from stream_jobs.deadletters import DeadLetters, describe
+from stream_jobs.identity import lead_id_for
+from stream_jobs.lifecycle import LeadEvent, LeadState
+from stream_jobs.settings import WorkerSettings
+from stream_jobs.topology import CONTACTS_TABLE, LEADS_TABLE, VISITORS_TABLE, crm_contacts_topic
+from stream_jobs.visitors import VisitorState
+
+log = logging.getLogger(__name__)
+
+
+class _ModelCodec(codecs.Codec):
+    """Table values as the same JSON as every topic (``schemas.serde``), parsed back into the model."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        super().__init__(model=model.__name__)
+        self.model = model
+
+    def _dumps(self, value: Any) -> bytes:
+        return serde.dumps(value)
+
+    def _loads(self, data: bytes) -> Any:
+        return self.model.model_validate_json(data)
+
+
+def _table_value_type(codec: str) -> type:
+    """A value type that makes a Faust table use ``codec`` for its changelog and hand values through as they are.
+
+    Faust picks a table's serializer from ``value_type._options.serializer`` and rebuilds values with
+    ``value_type.from_data``; our codec already returns the pydantic model, so ``from_data`` is the identity.
+    """
+
+    class _Options:
+        serializer = codec
+
+    class TableValue:
+        _options = _Options
+
+        @classmethod
+        def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
+            return data
+
+    return TableValue
+
+
+CODECS = {"cl_visitor": VisitorState, "cl_contact": ContactState, "cl_lead": LeadState}
+for _name, _model in CODECS.items():
+    codecs.register(_name, _ModelCodec(_model))
+
+
+def _key(text: str) -> bytes:
+    return text.encode("utf-8")
+
+
+@dataclass
+class Pipeline:
+    """The worker's topics, tables and agents, attached to one Faust app."""
+
+    app: Any
+    settings: WorkerSettings
+    rules: ChannelRules
+    dead_letters: DeadLetters = field(init=False)
+    counters: Counters = field(init=False)
+
+    def __post_init__(self) -> None:
+        app, s = self.app, self.settings
+        topics = s.topics
+        self.key = s.lead_key_bytes
+        self.events = app.topic(topics.events)
+        self.crm = app.topic(topics.crm)
+        self.lead_events = app.topic(topics.lead_events)
+        self.crm_contacts = app.topic(crm_contacts_topic(s.app_id))
+        self.touches = app.topic(topics.touches)
+        self.identity_links = app.topic(topics.identity_links)
+        self.leads_out = app.topic(topics.leads)
+        self.conversions = app.topic(topics.conversions)
+        self.credits = app.topic(topics.credits)
+        self.dead_letters = DeadLetters(app.topic(topics.dead_letters))
+        self.visitors = app.Table(VISITORS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_visitor"))
+        self.contacts = app.Table(CONTACTS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_contact"))
+        self.leads = app.Table(LEADS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_lead"))
+        self.counters = Counters(app, s.partitions, lambda: self.dead_letters.total)
+        self.counters.install_web(app)
+        app.agent(self.events, name="visitors")(self._visitors_agent)
+        app.agent(self.crm, name="crm")(self._crm_agent)
+        app.agent(self.crm_contacts, name="contacts")(self._contacts_agent)
+        app.agent(self.lead_events, name="leads")(self._leads_agent)
+
+    async def _each(self, stream: Any, handler: Any) -> None:
+        """Run ``handler`` per event; a failure of one record dead-letters it and the stream goes on."""
+        async for event in stream.events():
+            try:
+                await handler(event)
+            except Exception as error:  # noqa: BLE001 - one bad record must not stop the worker
+                log.exception("failed to process %s[%d]@%d", event.message.topic, event.message.partition,
+                              event.message.offset)
+                await self.dead_letters.send(event, describe(error))
+
+    # -- visitors ---------------------------------------------------------------------------------------------
+
+    async def _visitors_agent(self, stream: Any) -> None:
+        await self._each(stream, self._on_visitor_event)
+
+    async def _on_visitor_event(self, event: Any) -> None:
+        envelope = serde.loads(event.value, Envelope)
+        payload = envelope.event
+        if isinstance(payload, PageView):
+            await self._on_page_view(envelope, payload)
+        elif isinstance(payload, Identify):
+            await self._on_identify(envelope, payload)
+        else:
+            await self.dead_letters.send(event, f"a {payload.type!r} event on the events topic: only page_view "
+                                                f"and identify belong there (CRM changes go to the crm topic)")
+
+    async def _on_page_view(self, envelope: Envelope, page_view: PageView) -> None:
+        s = self.settings
+        visitor_id = page_view.visitor_id
+        state, touch = visitor_rules.apply_page_view(
+            self.visitors.get(visitor_id), envelope, self.rules,
+            timeout=s.session_timeout, touch_limit=s.visitor_touch_limit,
+        )
+        self.visitors[visitor_id] = state
+        if touch is None:
+            return
+        await self.touches.send(key=_key(visitor_id), value=serde.dumps(touch))
+        if touch.lead_id is not None:
+            lead_event = LeadEvent(kind="touch", lead_id=touch.lead_id, touches=(touch,), event_id=envelope.event_id)
+            await self.lead_events.send(key=_key(touch.lead_id), value=serde.dumps(lead_event))
+
+    async def _on_identify(self, envelope: Envelope, identify: Identify) -> None:
+        lead_id = lead_id_for(identify.email, self.key)
+        visitor_id = identify.visitor_id
+        state, link, carried = visitor_rules.apply_identify(self.visitors.get(visitor_id), envelope, lead_id)
+        if link is None:
+            return
+        self.visitors[visitor_id] = state
+        await self.identity_links.send(key=_key(lead_id), value=serde.dumps(link))
+        lead_event = LeadEvent(kind="link", lead_id=lead_id, link=link, email=identify.email,
+                               touches=tuple(carried), event_id=envelope.event_id)
+        await self.lead_events.send(key=_key(lead_id), value=serde.dumps(lead_event))
+
+    # -- CRM and contacts -------------------------------------------------------------------------------------
+
+    async def _crm_agent(self, stream: Any) -> None:
+        await self._each(stream, self._on_crm_event)
+
+    async def _on_crm_event(self, event: Any) -> None:
+        envelope = serde.loads(event.value, Envelope)
+        change = envelope.event
+        if not isinstance(change, CrmStatusChange):
+            await self.dead_letters.send(event, f"a {change.type!r} event on the crm topic: only crm_status "
+                                                f"belongs there")
+            return
+        if change.email is None:
+            record = ContactRecord(kind="event", contact_key=change.lead_key, envelope=envelope)
+            await self.crm_contacts.send(key=_key(record.contact_key), value=serde.dumps(record))
+            return
+        lead_id = lead_id_for(change.email, self.key)
+        await self._send_crm(lead_id, envelope)
+        if change.crm_contact_id is not None:
+            record = ContactRecord(kind="mapping", contact_key=f"{change.crm}:{change.crm_contact_id}",
+                                   lead_id=lead_id)
+            await self.crm_contacts.send(key=_key(record.contact_key), value=serde.dumps(record))
+
+    async def _send_crm(self, lead_id: str, envelope: Envelope) -> None:
+        lead_event = LeadEvent(kind="crm", lead_id=lead_id, crm=envelope.event, event_id=envelope.event_id)
+        await self.lead_events.send(key=_key(lead_id), value=serde.dumps(lead_event))
+
+    async def _contacts_agent(self, stream: Any) -> None:
+        await self._each(stream, self._on_contact_record)
+
+    async def _on_contact_record(self, event: Any) -> None:
+        record = serde.loads(event.value, ContactRecord)
+        before = self.contacts.get(record.contact_key)
+        state, released, overflow = contacts_rules.apply_contact_record(before, record)
+        if state != before:
+            self.contacts[record.contact_key] = state
+        for lead_id, envelope in released:
+            await self._send_crm(lead_id, envelope)
+        for envelope in overflow:
+            await self.dead_letters.send(event, f"CRM event {envelope.event_id} for contact {record.contact_key} "
+                                                f"waited for a mapping to an email beyond the holding limit")
+
+    # -- leads ------------------------------------------------------------------------------------------------
+
+    async def _leads_agent(self, stream: Any) -> None:
+        await self._each(stream, self._on_lead_event)
+
+    async def _on_lead_event(self, event: Any) -> None:
+        s = self.settings
+        lead_event = serde.loads(event.value, LeadEvent)
+        before = self.leads.get(lead_event.lead_id)
+        state, conversions = lifecycle.apply(before, lead_event, lookback=s.lookback,
+                                             journey_limit=s.journey_touch_limit)
+        if state is not before:
+            self.leads[lead_event.lead_id] = state
+        key = _key(state.lead_id)
+        if (lead_event.email and state.first_identified_at is not None
+                and (before is None or before.first_identified_at != state.first_identified_at)):
+            lead = Lead(lead_id=state.lead_id, email=lead_event.email, first_identified_at=state.first_identified_at)
+            await self.leads_out.send(key=key, value=serde.dumps(lead))
+        for conversion in conversions:
+            await self.conversions.send(key=key, value=serde.dumps(conversion))
+            for credit in lifecycle.credits_for(state, conversion, s.lookback):
+                await self.credits.send(key=_key(credit.conversion_id), value=serde.dumps(credit))
+            self.counters.record(conversion)

@@ -1,0 +1,116 @@
+"""Streaming conversion counters: windowed Faust tables served as JSON by the worker's web server.
+
+Three tumbling-window tables (``counters-1m``, ``counters-1h``, ``counters-today``: 60 s, 3600 s, 86400 s,
+UTC-aligned) count conversions and sum revenue per ``(model, stage, channel)``, for two models: ``last_touch``
+(the conversion's last non-direct channel) and ``first_touch`` (its first channel). Values are
+``[conversions, revenue in cents]``.
+
+Choices
+    - Windows are processing time (``relative_to_now``): the counters answer "what converted in the last minute
+      of stream", which is what ``closedloop watch`` shows while events flow. Reports by event time come from
+      ClickHouse.
+    - A conversion counts once, when its version 1 is emitted, under the channels of that version; late touches
+      that re-emit it (version 2, 3 ...) do not count it again.
+    - Each worker serves the counts of the partitions it owns (one worker by default: all of them).
+
+``GET /counters/?window=1m|1h|today`` returns
+``{"window", "window_start", "window_end", "rows": [{"model", "stage", "channel", "conversions", "revenue"}],
+"totals": {...}, "dead_letters": n}``; ``revenue`` is a decimal string.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable
+
+from schemas.outputs import Conversion
+from stream_jobs.topology import COUNTER_WINDOWS, counter_table
+
+MODELS = ("last_touch", "first_touch")
+EXPIRES = {"1m": 3600.0, "1h": 2 * 86400.0, "today": 8 * 86400.0}  # how long closed windows are kept
+
+
+def _zero() -> list[int]:
+    return [0, 0]
+
+
+def counter_key(model: str, stage: str, channel: str) -> str:
+    return f"{model}|{stage}|{channel}"
+
+
+def _cents(conversion: Conversion) -> int:
+    return int((conversion.revenue or Decimal(0)) * 100)
+
+
+class Counters:
+    """The windowed tables, their updates from conversions, and the JSON snapshot of the current windows."""
+
+    def __init__(self, app: Any, partitions: int, dead_letter_total: Callable[[], int] = lambda: 0) -> None:
+        self.dead_letter_total = dead_letter_total
+        self.tables = {
+            window: app.Table(counter_table(window), default=_zero, partitions=partitions)
+            .tumbling(size, expires=EXPIRES[window])
+            .relative_to_now()
+            for window, size in COUNTER_WINDOWS.items()
+        }
+
+    def record(self, conversion: Conversion) -> None:
+        """Count a newly emitted conversion (version 1 only) in every window."""
+        if conversion.version != 1:
+            return
+        cents = _cents(conversion)
+        stage = conversion.stage.value
+        for model, channel in (("last_touch", conversion.last_channel), ("first_touch", conversion.first_channel)):
+            key = counter_key(model, stage, channel)
+            for table in self.tables.values():
+                count, total = table[key].now()
+                table[key] = [count + 1, total + cents]
+
+    def snapshot(self, window: str, now: float | None = None) -> dict:
+        """The counts of the window that contains ``now`` (default: the current time)."""
+        if window not in self.tables:
+            raise ValueError(f"unknown window {window!r}: use one of {', '.join(COUNTER_WINDOWS)}")
+        now = time.time() if now is None else now
+        size = COUNTER_WINDOWS[window]
+        start = now - now % size
+        wrapper = self.tables[window]
+        rows = []
+        # Read the store directly: a windowed table lists its keys only with a key index (one more changelog).
+        for stored_key, value in list(wrapper.table.data.items()):
+            key, (window_start, _window_end) = stored_key
+            if abs(window_start - start) > 1e-6:
+                continue
+            model, stage, channel = key.split("|", 2)
+            rows.append({"model": model, "stage": stage, "channel": channel, "conversions": value[0],
+                         "revenue": str(Decimal(value[1]) / 100)})
+        rows.sort(key=lambda r: (r["model"], r["stage"], -r["conversions"], r["channel"]))
+        totals: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row["model"] != "last_touch":
+                continue
+            entry = totals.setdefault(row["stage"], {"conversions": 0, "revenue": Decimal(0)})
+            entry["conversions"] += row["conversions"]
+            entry["revenue"] += Decimal(row["revenue"])
+        return {
+            "window": window,
+            "window_start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
+            "window_end": datetime.fromtimestamp(start + size, timezone.utc).isoformat(),
+            "rows": rows,
+            "totals": {stage: {"conversions": t["conversions"], "revenue": str(t["revenue"])}
+                       for stage, t in sorted(totals.items())},
+            "dead_letters": self.dead_letter_total(),
+        }
+
+    def install_web(self, app: Any) -> None:
+        """``GET /counters/?window=...`` on the worker's web server."""
+        counters = self
+
+        @app.page("/counters/")
+        async def counters_view(web: Any, request: Any) -> Any:
+            window = request.query.get("window", "1m")
+            try:
+                return web.json(counters.snapshot(window))
+            except ValueError as error:
+                return web.json({"error": str(error)}, status=400)

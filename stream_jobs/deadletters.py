@@ -1,0 +1,72 @@
+"""Records the worker cannot process go to ``{p}.dead-letters``, with why and where they came from.
+
+An undecodable record (not JSON, not an ``Envelope``), a record failing validation, an event on the wrong topic,
+or one whose processing raised: each becomes one :class:`schemas.outputs.DeadLetter` (reason, topic, partition,
+offset, key, raw value) and is counted per source topic. The agent then goes on with the next record: one bad
+record never stops the worker, and its offset is committed like any other (it is kept, in the dead-letter topic).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas import serde
+from schemas.outputs import DeadLetter
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "stream_jobs"
+MAX_VALUE_CHARS = 100_000
+
+
+def describe(error: Exception) -> str:
+    """A short, helpful reason: the field paths and messages of a validation error, else the exception."""
+    if isinstance(error, ValidationError):
+        problems = []
+        for item in error.errors()[:5]:
+            where = ".".join(str(part) for part in item.get("loc", ())) or "(record)"
+            problems.append(f"{where}: {item.get('msg', 'invalid')}")
+        more = f" (+{error.error_count() - 5} more)" if error.error_count() > 5 else ""
+        return f"invalid {error.title}: " + "; ".join(problems) + more
+    return f"{type(error).__name__}: {error}"
+
+
+def dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None,
+                value: bytes | None) -> DeadLetter:
+    """The dead-letter record for one source record."""
+    raw = (value or b"").decode("utf-8", errors="replace")
+    return DeadLetter(
+        component=COMPONENT,
+        reason=reason[:2000],
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=serde.decode_key(key),
+        value=raw[:MAX_VALUE_CHARS],
+        failed_at=datetime.now(timezone.utc),
+    )
+
+
+class DeadLetters:
+    """Sends dead letters through a Faust topic and counts them per source topic."""
+
+    def __init__(self, topic: Any) -> None:
+        self.topic = topic
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    async def send(self, event: Any, reason: str) -> None:
+        """Dead-letter the record behind a Faust event (its message gives topic, partition, offset)."""
+        message = event.message
+        record = dead_letter(reason, message.topic, message.partition, message.offset, message.key, message.value)
+        self.counts[message.topic] += 1
+        log.warning("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+        await self.topic.send(key=message.key, value=serde.dumps(record))

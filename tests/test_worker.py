@@ -1,0 +1,365 @@
+"""The stream-jobs worker against the embedded broker: a scripted journey, replays, dead letters, a SIGKILL
+restart, and the live counters (JSON and the ``closedloop watch`` terminal view in tmux).
+
+The worker runs as a subprocess (``python -m closedloop.cli worker``) with its own topic prefix, data dir and web
+port; it is stopped by PID. Waiting is bounded and by condition: "the worker's consumer group has committed every
+offset of its input topics" (:func:`wait_idle`), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from schemas import serde
+from schemas.events import CrmStatusChange, Envelope, Identify, PageView
+from schemas.outputs import AttributionModel, Conversion, Credit, DeadLetter
+from stream_jobs.attribution import Milestones, attribute
+from stream_jobs.identity import lead_id_for
+from stream_jobs.lifecycle import conversion_id_for
+from stream_jobs.settings import WorkerSettings
+from stream_jobs.topology import crm_contacts_topic
+
+pytestmark = pytest.mark.kafka
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "test-lead-key"
+BASE = datetime(2024, 3, 1, 10, 0, tzinfo=timezone.utc)
+SITE = "https://shop.example.com"
+
+
+# -- harness ------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def worker_settings(bootstrap: str, prefix: str, data_dir: Path) -> WorkerSettings:
+    return WorkerSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=2,
+                          data_dir=data_dir, worker_web_port=free_port(), lead_id_key=KEY)
+
+
+def worker_env(settings: WorkerSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_servers,
+        "CLOSEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
+        "CLOSEDLOOP_PARTITIONS": str(settings.partitions),
+        "CLOSEDLOOP_DATA_DIR": str(settings.data_dir),
+        "CLOSEDLOOP_WORKER_WEB_PORT": str(settings.worker_web_port),
+        "CLOSEDLOOP_LEAD_ID_KEY": KEY,
+        "CLOSEDLOOP_PROCESSING_GUARANTEE": settings.processing_guarantee,
+    })
+    return env
+
+
+def get_json(url: str, timeout: float = 2.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class Worker:
+    """One ``closedloop worker`` subprocess."""
+
+    def __init__(self, settings: WorkerSettings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "Worker":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "worker", "--loglevel", "info"],
+                                        cwd=ROOT, env=worker_env(self.settings), stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                get_json(f"{self.settings.web_url}/counters/?window=1m", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"worker web server not up within {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextmanager
+def running_worker(settings: WorkerSettings, tmp_path: Path) -> Iterator[Worker]:
+    worker = Worker(settings, tmp_path / f"worker-{settings.topic_prefix}.log").start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def create_all_topics(settings: WorkerSettings) -> None:
+    from deploy.topics import create_topics, pipeline_topic_specs
+
+    create_topics(settings.kafka_servers, pipeline_topic_specs(settings), settings.partitions)
+
+
+def send(settings: WorkerSettings, records: list[tuple[str, str | None, bytes]]) -> None:
+    """Send (topic, key, value) records and wait for the broker to acknowledge them."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5)
+    try:
+        for topic, key, value in records:
+            producer.send(topic, key=None if key is None else key.encode(), value=value)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def read_all(settings: WorkerSettings, topic: str) -> list[bytes]:
+    """Every committed record of a topic, from the beginning."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, isolation_level="read_committed",
+                             enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        values: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end")
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(record.value for record in records)
+        return values
+    finally:
+        consumer.close()
+
+
+def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | None = None) -> None:
+    """Wait until the worker's group has committed every offset of all its input topics (twice in a row)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    inputs = [settings.topics.events, settings.topics.crm, crm_contacts_topic(settings.app_id),
+              settings.topics.lead_events]
+    partitions = [TopicPartition(t, p) for t in inputs for p in range(settings.partitions)]
+    # A consumer with the worker's group id that never subscribes: it only fetches the group's committed offsets.
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=settings.app_id,
+                             enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout
+        idle_rounds = 0
+        while True:
+            ends = consumer.end_offsets(partitions)
+            behind = {tp: ends[tp] - (consumer.committed(tp) or 0) for tp in partitions}
+            # With transactions, the end offset counts the commit marker too: at most one extra per partition.
+            lagging = {tp: lag for tp, lag in behind.items() if lag > (1 if ends[tp] else 0)}
+            idle_rounds = idle_rounds + 1 if not lagging else 0
+            if idle_rounds >= 3:
+                return
+            if time.monotonic() > deadline:
+                tail = worker.log_tail() if worker else ""
+                raise AssertionError(f"worker still behind after {timeout}s: {lagging}\n{tail}")
+            time.sleep(0.5)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def latest(records: list[bytes], model, key) -> dict:
+    """The newest version of each record (by ``key``), e.g. conversions by conversion id."""
+    newest: dict = {}
+    for raw in records:
+        record = serde.loads(raw, model)
+        k = key(record)
+        if k not in newest or record.version > newest[k].version:
+            newest[k] = record
+    return newest
+
+
+def final_credits(settings: WorkerSettings) -> dict:
+    """(conversion id, model, touch id) -> credit of the newest version of each conversion (version dropped)."""
+    conversions = latest(read_all(settings, settings.topics.conversions), Conversion, lambda c: c.conversion_id)
+    result = {}
+    for raw in read_all(settings, settings.topics.credits):
+        credit = serde.loads(raw, Credit)
+        if credit.version == conversions[credit.conversion_id].version:
+            result[(credit.conversion_id, credit.model.value, credit.touch_id)] = credit.model_copy(
+                update={"version": 1})
+    return result
+
+
+# -- the scripted journey -----------------------------------------------------------------------------------------
+
+
+def at(days: float, hours: float = 0) -> datetime:
+    return BASE + timedelta(days=days, hours=hours)
+
+
+def envelope(event_id: str, event, site: str = "shop") -> Envelope:
+    return Envelope(event_id=event_id, site_id=site, received_at=event.occurred_at, event=event)
+
+
+def page_view(event_id: str, visitor: str, when: datetime, url: str, referrer: str | None = None) -> Envelope:
+    return envelope(event_id, PageView(occurred_at=when, visitor_id=visitor, url=url, referrer=referrer))
+
+
+def identify(event_id: str, visitor: str, when: datetime, email: str) -> Envelope:
+    return envelope(event_id, Identify(occurred_at=when, visitor_id=visitor, email=email, form_id="demo"))
+
+
+def crm(event_id: str, when: datetime, stage: str, email: str | None = None, contact: str | None = None,
+        value: str | None = None) -> Envelope:
+    change = CrmStatusChange(occurred_at=when, crm="hubspot", crm_object_id=f"obj-{event_id}", email=email,
+                             crm_contact_id=contact, stage=stage, deal_value=Decimal(value) if value else None,
+                             currency="EUR" if value else None)
+    return envelope(event_id, change, site="hubspot")
+
+
+def as_records(settings: WorkerSettings, envelopes: list[Envelope]) -> list[tuple[str, str, bytes]]:
+    records = []
+    for env in envelopes:
+        event = env.event
+        topic = settings.topics.crm if isinstance(event, CrmStatusChange) else settings.topics.events
+        key = event.lead_key if isinstance(event, CrmStatusChange) else event.visitor_id
+        records.append((topic, key, serde.dumps(env)))
+    return records
+
+
+EMAIL = "ann@example.com"
+LAPTOP, PHONE = "laptop-1", "phone-1"
+
+
+def journey() -> list[Envelope]:
+    """Two devices, anonymous visits through three channels, a form, MQL, opportunity, won with 12,000 EUR."""
+    return [
+        page_view("pv-1", LAPTOP, at(0), f"{SITE}/?utm_source=google&utm_medium=cpc&utm_campaign=spring"),
+        page_view("pv-2", LAPTOP, at(0, 0.1), f"{SITE}/pricing", referrer=f"{SITE}/"),
+        page_view("pv-3", PHONE, at(2), f"{SITE}/blog", referrer="https://www.linkedin.com/"),
+        page_view("pv-4", LAPTOP, at(5), f"{SITE}/demo?utm_source=newsletter&utm_medium=email&utm_campaign=may"),
+        identify("form-1", LAPTOP, at(5, 0.05), " Ann@Example.com "),
+        identify("login-1", PHONE, at(6), EMAIL),
+        crm("crm-mql", at(6, 3), "mql", email=EMAIL, contact="501"),
+        page_view("pv-5", PHONE, at(8), f"{SITE}/pricing"),
+        crm("crm-opp", at(10), "opportunity", contact="501"),  # contact id only: mapped through crm-mql
+        crm("crm-won", at(20), "customer", email=EMAIL, value="12000.00"),
+    ]
+
+
+def expected_touches() -> list[tuple[str, str]]:
+    from stream_jobs.sessions import touch_id_for
+
+    return [(touch_id_for(LAPTOP, "pv-1"), "Paid Search"), (touch_id_for(PHONE, "pv-3"), "Organic Social"),
+            (touch_id_for(LAPTOP, "pv-4"), "Email"), (touch_id_for(PHONE, "pv-5"), "Direct")]
+
+
+def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, unique_name, tmp_path):
+    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
+    create_all_topics(settings)
+    lead = lead_id_for(EMAIL, KEY.encode())
+    with running_worker(settings, tmp_path) as worker:
+        send(settings, as_records(settings, journey()))
+        wait_idle(settings, worker=worker)
+
+        conversions = latest(read_all(settings, settings.topics.conversions), Conversion,
+                             lambda c: c.conversion_id)
+        touches = expected_touches()
+        expected = {
+            "lead": (at(5, 0.05), "form-1", 3, None),
+            "mql": (at(6, 3), "crm-mql", 3, None),
+            "opportunity": (at(10), "crm-opp", 4, None),
+            "customer": (at(20), "crm-won", 4, Decimal("12000.00")),
+        }
+        assert set(conversions) == {conversion_id_for(lead, stage) for stage in expected}
+        for stage, (when, event_id, count, revenue) in expected.items():
+            c = conversions[conversion_id_for(lead, stage)]
+            assert (c.lead_id, c.stage.value, c.occurred_at, c.event_id, c.touch_count, c.revenue) == \
+                (lead, stage, when, event_id, count, revenue)
+            assert c.first_channel == "Paid Search"
+            assert c.last_channel == "Email"  # the direct visit on day 8 does not steal last touch
+            assert c.currency == ("EUR" if revenue else None)
+
+        credits = final_credits(settings)
+        customer = conversion_id_for(lead, "customer")
+        t1, t2, t3, t4 = (touch_id for touch_id, _ in touches)
+        hand_made = {  # 4 touches; lead created on t3 (email), opportunity and customer on t4 (direct)
+            "first_touch": {t1: ("1", "12000.00"), t2: ("0", "0.00"), t3: ("0", "0.00"), t4: ("0", "0.00")},
+            "last_touch": {t1: ("0", "0.00"), t2: ("0", "0.00"), t3: ("1", "12000.00"), t4: ("0", "0.00")},
+            "linear": {t: ("0.25", "3000.00") for t in (t1, t2, t3, t4)},
+            "u_shaped": {t1: ("0.4", "4800.00"), t2: ("0.1", "1200.00"), t3: ("0.4", "4800.00"),
+                         t4: ("0.1", "1200.00")},
+            "w_shaped": {t1: ("0.3", "3600.00"), t2: ("0.1", "1200.00"), t3: ("0.3", "3600.00"),
+                         t4: ("0.3", "3600.00")},
+            "full_path": {t1: ("0.225", "2700.00"), t2: ("0.1", "1200.00"), t3: ("0.225", "2700.00"),
+                          t4: ("0.45", "5400.00")},
+        }
+        for model, by_touch in hand_made.items():
+            got = {touch: (credits[(customer, model, touch)].credit, credits[(customer, model, touch)].revenue)
+                   for touch in by_touch if (customer, model, touch) in credits}
+            want = {touch: (Decimal(share), Decimal(revenue)) for touch, (share, revenue) in by_touch.items()
+                    if Decimal(share) or (customer, model, touch) in credits}
+            assert got == want, model
+
+        # Every model of every conversion: exactly the pure attribution of the expected journey.
+        journey_touches = sorted({c.touch_id: c for c in credits.values() if c.touch_id != "(none)"}.values(),
+                                 key=lambda c: c.touch_at)
+        assert [(c.touch_id, c.channel) for c in journey_touches] == touches
+        assert {k[1] for k in credits} == {m.value for m in AttributionModel}
+        by_conversion: dict = {}
+        for (conversion_id, _model, _touch), credit in credits.items():
+            by_conversion.setdefault(conversion_id, set()).add(credit)
+        assert set(by_conversion) == set(conversions)
+        for conversion_id, got in by_conversion.items():
+            for model in AttributionModel:
+                total = sum(c.credit for c in got if c.model == model)
+                assert total == Decimal(1), (conversion_id, model)
+            revenue = conversions[conversion_id].revenue or Decimal("0")
+            for model in AttributionModel:
+                assert sum(c.revenue for c in got if c.model == model) == revenue
+
+        from schemas.outputs import Touch
+
+        journey_of_touches = [serde.loads(raw, Touch) for raw in read_all(settings, settings.topics.touches)]
+        milestones = Milestones(lead_at=at(5, 0.05), opportunity_at=at(10), customer_at=at(20))
+        for conversion in conversions.values():
+            want = {(c.conversion_id, c.model.value, c.touch_id): c.model_copy(update={"version": 1})
+                    for c in attribute(journey_of_touches, conversion, milestones, settings.lookback)}
+            got = {k: c for k, c in credits.items() if k[0] == conversion.conversion_id}
+            assert got == want, conversion.stage
+
+        # The same input again: no new conversion id, no new version, no new credit.
+        before = (len(read_all(settings, settings.topics.conversions)), len(read_all(settings, settings.topics.credits)))
+        send(settings, as_records(settings, journey()))
+        wait_idle(settings, worker=worker)
+        after = (len(read_all(settings, settings.topics.conversions)), len(read_all(settings, settings.topics.credits)))
+        assert after == before
