@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Protocol
+
+import orjson
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as StarletteJSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from collector import events as event_parsing
@@ -36,6 +40,13 @@ from schemas.events import Envelope
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "X-Closedloop-Key"
+
+
+class JSONResponse(StarletteJSONResponse):
+    """orjson rendering: the events endpoint answers thousands of times a second."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class RecordPublisher(Protocol):
@@ -138,8 +149,8 @@ def create_app(
                 status_code=422,
             )
         await publish([event_parsing.record_for(envelope, topics) for envelope in batch.envelopes])
-        for envelope in batch.envelopes:
-            metrics.accepted.labels("/v1/events", envelope.event.type).inc()
+        for event_type, count in Counter(envelope.event.type for envelope in batch.envelopes).items():
+            metrics.accepted.labels("/v1/events", event_type).inc(count)
         return JSONResponse(
             {
                 "accepted": len(batch.envelopes),

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import orjson
 from pydantic import ValidationError
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 
 class ApiError(Exception):
@@ -39,8 +40,9 @@ class ApiError(Exception):
             body["errors"] = self.errors
         return body
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+    def response(self) -> Response:
+        return Response(orjson.dumps(self.body()), status_code=self.status, headers=self.headers,
+                        media_type="application/json")
 
 
 def format_loc(loc: Iterable[Any], prefix: str = "") -> str:

@@ -17,19 +17,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from collector.errors import ApiError, validation_errors
 from collector.spool import SpoolRecord
 from schemas import serde
-from schemas.events import CrmStatusChange, Envelope, EventPayload, Identify, PageView, SpendRow
+from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.topics import Topics
 
 BROWSER_TYPES = frozenset({"page_view", "identify"})
 SERVER_TYPES = frozenset({"page_view", "identify", "crm_status", "spend"})
 
-_payload_adapter: TypeAdapter[Any] = TypeAdapter(EventPayload)
-_datetime_adapter: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 @dataclass
@@ -129,24 +127,28 @@ def _envelope(
         event_id = uuid.uuid4().hex
     elif not isinstance(event_id, str) or not 1 <= len(event_id.strip()) <= 128:
         errors.append({"loc": "event_id", "msg": "must be a string of 1 to 128 characters (or left out)"})
+        event_id = "invalid"
     sent_at = fields.pop("sent_at", None)
-    if sent_at is not None:
-        try:
-            sent_at = _datetime_adapter.validate_python(sent_at)
-        except ValidationError:
-            errors.append({"loc": "sent_at", "msg": "must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z"})
     fields.setdefault("occurred_at", received_at)
     if event_type == "page_view" and user_agent and fields.get("user_agent") is None:
         fields["user_agent"] = user_agent[:512]
+    # One validation pass over the whole envelope: the contract's validators run once per event.
     try:
-        payload = _payload_adapter.validate_python(fields)
+        envelope = Envelope.model_validate({
+            "event_id": event_id.strip() if isinstance(event_id, str) else event_id,
+            "site_id": site_id, "sent_at": sent_at, "received_at": received_at, "event": fields,
+        })
     except ValidationError as exc:
-        errors.extend(validation_errors(exc))
+        for error in validation_errors(exc):
+            loc = error["loc"]
+            if loc == "event" or loc.startswith("event."):
+                loc = loc[len("event."):]
+            elif loc == "sent_at":
+                error["msg"] = "must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z (or left out)"
+            errors.append({"loc": loc, "msg": error["msg"]})
     if errors:
         raise _Rejected(errors)
-    return Envelope(
-        event_id=event_id.strip(), site_id=site_id, sent_at=sent_at, received_at=received_at, event=payload
-    )
+    return envelope
 
 
 def now_utc() -> datetime:
