@@ -32,6 +32,11 @@ MODELS = ("last_touch", "first_touch")
 EXPIRES = {"1m": 3600.0, "1h": 2 * 86400.0, "today": 8 * 86400.0}  # how long closed windows are kept
 
 
+def _wall_clock(event: Any = None) -> float:
+    # Faust's relative_to_now() uses the partition's latest message timestamp inside an agent, not the clock.
+    return time.time()
+
+
 def _zero() -> list[int]:
     return [0, 0]
 
@@ -52,7 +57,7 @@ class Counters:
         self.tables = {
             window: app.Table(counter_table(window), default=_zero, partitions=partitions)
             .tumbling(size, expires=EXPIRES[window])
-            .relative_to_now()
+            .relative_to(_wall_clock)
             for window, size in COUNTER_WINDOWS.items()
         }
 
@@ -65,7 +70,7 @@ class Counters:
         for model, channel in (("last_touch", conversion.last_channel), ("first_touch", conversion.first_channel)):
             key = counter_key(model, stage, channel)
             for table in self.tables.values():
-                count, total = table[key].now()
+                count, total = table[key].value()
                 table[key] = [count + 1, total + cents]
 
     def snapshot(self, window: str, now: float | None = None) -> dict:

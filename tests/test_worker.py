@@ -28,7 +28,7 @@ import pytest
 
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
-from schemas.outputs import AttributionModel, Conversion, Credit, DeadLetter
+from schemas.outputs import AttributionModel, Conversion, Credit, DeadLetter, Touch
 from stream_jobs.attribution import Milestones, attribute
 from stream_jobs.identity import lead_id_for
 from stream_jobs.lifecycle import conversion_id_for
@@ -347,8 +347,6 @@ def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, 
             for model in AttributionModel:
                 assert sum(c.revenue for c in got if c.model == model) == revenue
 
-        from schemas.outputs import Touch
-
         journey_of_touches = [serde.loads(raw, Touch) for raw in read_all(settings, settings.topics.touches)]
         milestones = Milestones(lead_at=at(5, 0.05), opportunity_at=at(10), customer_at=at(20))
         for conversion in conversions.values():
@@ -363,3 +361,97 @@ def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, 
         wait_idle(settings, worker=worker)
         after = (len(read_all(settings, settings.topics.conversions)), len(read_all(settings, settings.topics.credits)))
         assert after == before
+
+
+def test_bad_records_become_dead_letters_and_the_worker_goes_on(kafka_bootstrap, unique_name, tmp_path):
+    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
+    create_all_topics(settings)
+    events = settings.topics.events
+    junk_visitor = serde.dumps(page_view("pv-ok", "v-1", at(0), f"{SITE}/")).replace(b'"v-1"', b'"undefined"')
+    wrong_topic = serde.dumps(crm("crm-x", at(0), "mql", email=EMAIL))
+    good = page_view("pv-good", "v-2", at(0), f"{SITE}/?utm_source=bing&utm_medium=cpc")
+    with running_worker(settings, tmp_path) as worker:
+        send(settings, [(events, "v-0", b"\xff not json"), (events, "v-1", junk_visitor),
+                        (events, EMAIL, wrong_topic), (events, "v-2", serde.dumps(good))])
+        wait_idle(settings, worker=worker)
+        letters = [serde.loads(raw, DeadLetter) for raw in read_all(settings, settings.topics.dead_letters)]
+        assert sorted(letter.key for letter in letters) == sorted(["v-0", "v-1", EMAIL])
+        by_key = {letter.key: letter for letter in letters}
+        assert by_key["v-0"].reason.startswith("invalid Envelope: (record): Invalid JSON")
+        assert "event.page_view.visitor_id" in by_key["v-1"].reason and "placeholder" in by_key["v-1"].reason
+        assert "'crm_status' event on the events topic" in by_key[EMAIL].reason
+        assert all(letter.topic == events and letter.component == "stream_jobs" for letter in letters)
+        assert by_key["v-0"].value == b"\xff not json".decode("utf-8", errors="replace")
+        assert {(letter.partition, letter.offset) for letter in letters} == {
+            (p, o) for p, o in _positions(settings, events) if (p, o) not in _positions(settings, events, key="v-2")}
+        touches = [serde.loads(raw, Touch) for raw in read_all(settings, settings.topics.touches)]
+        assert [(t.visitor_id, t.channel) for t in touches] == [("v-2", "Paid Search")]
+        assert get_json(f"{settings.web_url}/counters/?window=1m")["dead_letters"] == 3
+
+
+def _positions(settings: WorkerSettings, topic: str, key: str | None = None) -> set[tuple[int, int]]:
+    """(partition, offset) of every record of a topic, or of one key's records."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        found = set()
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                found.update((tp.partition, r.offset) for r in records
+                             if key is None or (r.key or b"").decode() == key)
+        return found
+    finally:
+        consumer.close()
+
+
+def tmux_screen(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def wait_for_screen(session: str, text: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux_screen(session)
+        if text in screen:
+            return screen
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} not on the screen within {timeout}s:\n{screen}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install -y tmux)")
+def test_counters_json_and_watch_view_show_counts_moving(kafka_bootstrap, unique_name, tmp_path):
+    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
+    create_all_topics(settings)
+    session = f"watch-{uuid.uuid4().hex[:8]}"
+    with running_worker(settings, tmp_path) as worker:
+        empty = get_json(f"{settings.web_url}/counters/?window=1m")
+        assert (empty["window"], empty["rows"], empty["dead_letters"]) == ("1m", [], 0)
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "45",
+                        f"{sys.executable} -m closedloop.cli watch --url {settings.web_url}"],
+                       cwd=ROOT, check=True, env=worker_env(settings))
+        try:
+            wait_for_screen(session, "(no conversions yet)")
+            send(settings, as_records(settings, journey()))
+            wait_idle(settings, worker=worker)
+            for window in ("1m", "today"):
+                snapshot = get_json(f"{settings.web_url}/counters/?window={window}")
+                last = {(r["stage"], r["channel"]): (r["conversions"], r["revenue"])
+                        for r in snapshot["rows"] if r["model"] == "last_touch"}
+                first = {(r["stage"], r["channel"]): (r["conversions"], r["revenue"])
+                         for r in snapshot["rows"] if r["model"] == "first_touch"}
+                # Counted once each, under the channels of their first version (arrival order decides those).
+                assert sum(c for c, _ in last.values()) == 4 and sum(c for c, _ in first.values()) == 4
+                assert {stage for stage, _ in last} == {"lead", "mql", "opportunity", "customer"}
+                assert [v for (stage, _), v in last.items() if stage == "customer"] == [(1, "12000")]
+                assert snapshot["totals"]["customer"] == {"conversions": 1, "revenue": "12000"}
+            screen = wait_for_screen(session, "12,000.00")
+            assert "today" in screen and "customer" in screen
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], check=False)
