@@ -22,11 +22,16 @@ def stack_errors_readable() -> Iterator[None]:
     try:
         yield
     except SettingsError as error:
-        errors.print(str(error), style="red", highlight=False, markup=False)
+        errors.print(str(error), style="red", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except StackError as error:
-        errors.print(f"Error: {error}", style="red", highlight=False, markup=False)
+        errors.print(f"Error: {error}", style="red", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
+
+
+def report_line(line: str) -> None:
+    """One progress line of up/down, never wrapped (paths stay copyable)."""
+    console.print(f"  {line}", soft_wrap=True, highlight=False)
 
 
 def print_status(status) -> None:  # deploy.stack.StackStatus, imported lazily by the commands

@@ -1,21 +1,229 @@
-"""``closedloop demo``: for now, bring the stack up and show its status (the full demo replaces this)."""
+"""``closedloop demo``: a simulated month of marketing through the whole pipeline, on real components.
+
+1. brings the stack up (embedded broker and ClickHouse endpoint, topics, migrations), like ``closedloop up``;
+2. starts the collector, the stream worker(s) and the sink as background processes (PID files in ``run/``,
+   logs in ``logs/`` under the data directory), unless a previous demo left them running;
+3. sends the next days of the simulation (``--days``, 30 by default) through the collector's HTTP endpoints,
+   with a delay probe watching ClickHouse;
+4. waits until the worker and the sink have consumed every topic and every touch is in ClickHouse;
+5. prints the measured ingestion throughput and end-to-end delay, and the channel report under first-touch,
+   last-touch and linear attribution side by side, with spend and return on ad spend; then what to try next.
+
+The services keep running until ``closedloop down`` (``--once`` stops them at the end). Running the demo again on
+the same data directory sends the next days: nothing is counted twice.
+"""
 
 from __future__ import annotations
 
+import time
+from datetime import date, timedelta
+from decimal import Decimal
+
 import click
 
-from closedloop.commands._stack_cli import console, print_status, stack_errors_readable
-from deploy.settings import StackSettings, read_settings
+from closedloop.commands._stack_cli import console, stack_errors_readable
+
+MODELS = (("first_touch", "first"), ("last_touch", "last"), ("linear", "linear"))
 
 
 @click.command("demo")
-def command() -> None:
-    """Bring the embedded stack up and show what runs."""
+@click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True,
+              help="Days of marketing to simulate in this run.")
+@click.option("--seed", type=int, default=None, help="Random seed of a new simulation (default 42).")
+@click.option("--visitors-per-day", type=click.IntRange(1, 100_000), default=None,
+              help="New visitors on a weekday, for a new simulation (default 150).")
+@click.option("--workers", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Stream worker processes (on 2 cores, 1 is fastest).")
+@click.option("--once", is_flag=True, help="Stop every service (and the stack) at the end.")
+@click.option("--timeout", type=click.FloatRange(10, 3600), default=300, show_default=True,
+              help="Seconds to wait for the pipeline to drain before reporting what is missing.")
+def command(days: int, seed: int | None, visitors_per_day: int | None, workers: int, once: bool,
+            timeout: float) -> None:
+    """Run a simulated month of marketing through the pipeline and print the attribution report."""
+    from collector.settings import CollectorSettings
     from deploy import stack
+    from deploy.demo import PipelinePorts, PipelineProcesses
+    from deploy.settings import StackSettings, read_settings
+    from deploy.simulate.runs import SimulationError, plan_run
+    from sinks.settings import SinkSettings
+    from stream_jobs.settings import WorkerSettings
 
     with stack_errors_readable():
         settings = read_settings(StackSettings)
-        console.print("[bold]Starting the closedloop stack[/bold]")
-        stack.up(settings, report=lambda line: console.print(f"  {line}"))
-        print_status(stack.status(settings))
-    console.print("Stop it with [bold]closedloop down[/bold] (the data stays in the data directory).")
+        worker_settings = read_settings(WorkerSettings)
+        sink_settings = read_settings(SinkSettings)
+        collector_settings = read_settings(CollectorSettings)
+        try:
+            cursor, run = plan_run(settings.data_root, days, seed, visitors_per_day)
+        except SimulationError as error:
+            raise click.ClickException(str(error))
+        console.rule("[bold]closedloop demo[/bold]")
+        console.print("[bold]1. The stack[/bold] (embedded Kafka broker and ClickHouse endpoint)")
+        stack.up(settings, report=lambda line: console.print(f"   {line}"))
+        console.print("[bold]2. The pipeline[/bold] (collector -> Kafka -> stream worker -> sink -> ClickHouse)")
+        processes = PipelineProcesses(
+            settings, PipelinePorts(collector_settings.port, worker_settings.worker_web_port), workers)
+        try:
+            _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout)
+        finally:
+            if once:
+                console.print("[bold]--once:[/bold] stopping everything (the data stays in the data directory)")
+                processes.stop(report=lambda line: console.print(f"   {line}"))
+                stack.down(settings, report=lambda line: console.print(f"   {line}"))
+
+
+def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout: float) -> None:
+    from deploy.demo import (
+        DelayProbe,
+        delay_summary,
+        wait_group_active,
+        wait_until_drained,
+    )
+    from deploy.processes import StackError
+    from deploy.simulate.runs import record_run, send_run, simulation_dir
+    from deploy.simulate.senders import Endpoint, SendError, Sender
+    from deploy.simulate.truth import read_truth, summarize, write_truth
+    from sinks.client import connect
+
+    processes.start(report=lambda line: console.print(f"   {line}"))
+    alive = processes.check_alive
+    waited = wait_group_active(settings.kafka_servers, worker_settings.app_id, alive=alive)
+    wait_group_active(settings.kafka_servers, sink_settings.sink_consumer_group, alive=alive)
+    console.print(f"   worker group {worker_settings.app_id} and sink group {sink_settings.sink_consumer_group} "
+                  f"are consuming (waited {waited:.1f} s)")
+
+    console.print(f"[bold]3. The simulation[/bold]: days {run.first_day}-{run.end_day - 1} of seed {cursor.seed} "
+                  f"({run.start.date()} to {(run.end - timedelta(days=1)).date()}), "
+                  f"{cursor.visitors_per_day} new visitors a weekday, through {processes.collector_url}")
+    endpoint = Endpoint(collector_url=processes.collector_url, kafka_servers=settings.kafka_servers,
+                        topic_prefix=settings.topic_prefix, csv_dir=simulation_dir(settings.data_root) / "spreadsheets")
+    sender = Sender(endpoint)
+    probe = DelayProbe(lambda: connect(sink_settings), sender.stats.touch_sent_at).start()
+    try:
+        stats = send_run(run, endpoint, console, sender=sender)
+    except SendError as error:
+        probe.stop()
+        raise StackError(str(error)) from None
+    truth_path = write_truth(run, simulation_dir(settings.data_root) / f"truth-{run.first_day:04d}-{run.end_day:04d}.jsonl")
+    record_run(settings.data_root, cursor, run, stats, truth_path)
+    truth = summarize(read_truth(truth_path).journeys)
+    console.print(f"   sent {stats.events:,} events in {stats.requests:,} requests in {stats.seconds:.1f} s; "
+                  f"accepted {stats.accepted:,}, rejected {stats.rejected}, retries {stats.retries}")
+    for problem in stats.problems[:5]:
+        console.print(f"   [yellow]{problem}[/yellow]", markup=False, highlight=False)
+
+    console.print("[bold]4. Waiting[/bold] until the worker and the sink have consumed every topic "
+                  "and every touch is queryable")
+    client = connect(sink_settings)
+    status = console.status("")
+    status.start()
+
+    def show(state) -> None:
+        lag = sum(state.worker_lag.values()) + sum(state.sink_lag.values())
+        status.update(f"   {state.seconds:5.1f} s: consumer lag {lag:,}; touches in ClickHouse "
+                      f"{state.rows.get('touches', 0):,} of {truth['touches']:,}")
+
+    try:
+        drain = wait_until_drained(settings, worker_settings.app_id, sink_settings.sink_consumer_group, client,
+                                   expected_touches=truth["touches"], timeout=timeout, on_poll=show, alive=alive)
+    finally:
+        status.stop()
+    finished = time.time()
+    probe.stop(wait_for_all=2.0)
+    if not drain.complete:
+        console.print(f"   [red]not drained after {timeout:.0f} s[/red]: worker lag {drain.worker_lag}, sink lag "
+                      f"{drain.sink_lag}, rows {drain.rows}; see the logs in {processes.logs_dir}")
+    else:
+        console.print(f"   drained {drain.seconds:.1f} s after the last event was sent; rows (after dedup): "
+                      + ", ".join(f"{table} {count:,}" for table, count in drain.rows.items()))
+
+    _print_measurements(stats, probe, finished, delay_summary(probe.delays()))
+    _print_report(client, cursor, run)
+    _print_next(settings, processes, worker_settings, run)
+
+
+def _print_measurements(stats, probe, finished: float, delays: dict) -> None:
+    console.print("[bold]5. Measured[/bold]")
+    total = finished - stats.started
+    console.print(f"   ingestion: {stats.events:,} events accepted by the collector in {stats.seconds:.1f} s = "
+                  f"[bold]{stats.events / stats.seconds:,.0f} events/s[/bold] "
+                  f"({stats.requests / stats.seconds:,.0f} requests/s)")
+    console.print(f"   end to end: {stats.events:,} events from first send to last row in ClickHouse in {total:.1f} s = "
+                  f"[bold]{stats.events / total:,.0f} events/s[/bold]")
+    if delays["count"]:
+        console.print(f"   delay, page view accepted -> its touch queryable in ClickHouse ({delays['count']:,} touches, "
+                      f"polled every {probe.interval:.2f} s): [bold]p50 {delays['p50']:.2f} s, p99 {delays['p99']:.2f} s"
+                      f"[/bold], max {delays['max']:.2f} s")
+    missing = len(probe.pending())
+    if missing:
+        console.print(f"   [yellow]{missing} sampled touches never became visible[/yellow]")
+
+
+def _money(value) -> str:
+    return "-" if value is None else f"{Decimal(value):,.0f}"
+
+
+def _count(value) -> str:
+    if value is None:
+        return "-"
+    value = Decimal(value)
+    return f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.1f}"
+
+
+def _print_report(client, cursor, run) -> None:
+    from rich.table import Table
+
+    from sinks.reports import channels
+
+    date_from = date.fromisoformat(cursor.epoch)
+    date_to = run.end.date() - timedelta(days=1)
+    by_model = {}
+    for model, _ in MODELS:
+        by_model[model] = {r["channel"]: r for r in channels(client, model, date_from, date_to).records()}
+    names = sorted({c for rows in by_model.values() for c in rows},
+                   key=lambda c: -Decimal(by_model["linear"].get(c, {}).get("revenue") or 0))
+    table = Table(title=f"6. Channels, {date_from} to {date_to}: leads, revenue and ROAS by attribution model",
+                  title_justify="left", show_lines=False)
+    table.add_column("channel", no_wrap=True)
+    table.add_column("visitors", justify="right")
+    table.add_column("spend", justify="right")
+    for what in ("leads", "revenue", "ROAS"):
+        for _, short in MODELS:
+            table.add_column(f"{what}\n{short}", justify="right")
+    totals = {"visitors": 0, "spend": Decimal(0)}
+    for name in names:
+        base = next(rows[name] for rows in by_model.values() if name in rows)
+        cells = [name, _count(base.get("visitors")), _money(base.get("spend"))]
+        totals["visitors"] += int(base.get("visitors") or 0)
+        totals["spend"] += Decimal(base.get("spend") or 0)
+        for key, fmt in (("leads", _count), ("revenue", _money), ("roas", lambda v: "-" if v is None else f"{v:.2f}")):
+            for model, _ in MODELS:
+                cells.append(fmt(by_model[model].get(name, {}).get(key)))
+        table.add_row(*cells)
+    console.print(table)
+    console.print("   leads and revenue are credited to channels by each model (first touch, last non-direct "
+                  "touch, linear); ROAS = revenue / spend; visitors counted per channel they came through.")
+
+
+def _print_next(settings, processes, worker_settings, run) -> None:
+    from urllib.parse import urlsplit
+
+    ch = urlsplit(settings.clickhouse)
+    console.print("[bold]7. What to try next[/bold] (the services keep running until `closedloop down`)")
+    lines = [
+        ("the other models", "closedloop report compare-models --from "
+         f"{run.start.date()} --to {(run.end - timedelta(days=1)).date()}"),
+        ("any SQL", "closedloop sql \"SELECT channel, round(sum(revenue)) AS revenue FROM credits FINAL "
+                    "WHERE model = 'time_decay' AND stage = 'customer' GROUP BY channel ORDER BY revenue DESC\""),
+        ("ClickHouse over HTTP", f"curl '{ch.scheme}://{ch.hostname}:{ch.port or 8123}"
+                                 f"/?query=SELECT%20channel,count()%20FROM%20{settings.clickhouse_database}.touches"
+                                 "%20GROUP%20BY%20channel'"),
+        ("send an event", f"curl -X POST {processes.collector_url}/v1/events -H 'X-Closedloop-Key: demo-write-key' "
+                          "-H 'Content-Type: application/json' -d '{\"type\": \"page_view\", \"visitor_id\": \"me\", "
+                          "\"url\": \"https://example.com/?utm_source=linkedin&utm_medium=social\"}'"),
+        ("live counters", f"closedloop watch    (JSON: curl {processes.worker_url()}/counters/?window=1h)"),
+        ("more days", "closedloop demo    (continues with the next days; nothing is counted twice)"),
+        ("stop", "closedloop down    (the data stays in " + str(settings.data_root) + ")"),
+    ]
+    for label, text in lines:
+        console.print(f"   {label + ':':<22}", text, markup=False, highlight=False, soft_wrap=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from closedloop.commands._stack_cli import console, stack_errors_readable
+from closedloop.commands._stack_cli import report_line, stack_errors_readable
 from deploy.settings import StackSettings, read_settings
 
 
@@ -15,4 +15,4 @@ def command() -> None:
 
     with stack_errors_readable():
         settings = read_settings(StackSettings)
-        stack.down(settings, report=lambda line: console.print(f"  {line}"))
+        stack.down(settings, report=report_line)

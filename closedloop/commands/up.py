@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from closedloop.commands._stack_cli import console, print_status, stack_errors_readable
+from closedloop.commands._stack_cli import print_status, report_line, stack_errors_readable
 from deploy.settings import StackSettings, read_settings
 
 
@@ -16,5 +16,5 @@ def command(migrate: bool) -> None:
 
     with stack_errors_readable():
         settings = read_settings(StackSettings)
-        stack.up(settings, migrate=migrate, report=lambda line: console.print(f"  {line}"))
+        stack.up(settings, migrate=migrate, report=report_line)
         print_status(stack.status(settings))
