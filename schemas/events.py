@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Literal, Union
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from schemas.identity import is_junk_identifier, normalize_email
 
@@ -23,6 +23,15 @@ CLICK_ID_FIELDS = ("gclid", "msclkid", "fbclid", "li_fat_id")
 
 ShortText = Annotated[str, Field(max_length=512)]
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _not_junk(value: str, info: ValidationInfo) -> str:
+    if is_junk_identifier(value):
+        raise ValueError(f"{info.field_name} {value!r} is a placeholder, not an identifier")
+    return value
+
+
+VisitorId = Annotated[Identifier, AfterValidator(_not_junk)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, upper case")]
 
@@ -61,7 +70,7 @@ class PageView(_Payload):
     """One page seen by one visitor. UTM fields and click ids missing here are read from ``url``."""
 
     type: Literal["page_view"] = "page_view"
-    visitor_id: Identifier = Field(description="First-party cookie id of the visitor.")
+    visitor_id: VisitorId = Field(description="First-party cookie id of the visitor.")
     session_id: Identifier | None = Field(None, description="The tracker's session hint (30 min inactivity).")
     url: Annotated[str, Field(min_length=1, max_length=4096)] = Field(description="Full URL of the page.")
     path: Annotated[str, Field(max_length=2048)] | None = None
@@ -78,13 +87,6 @@ class PageView(_Payload):
     li_fat_id: ShortText | None = None
     user_agent: ShortText | None = None
     screen: Annotated[str, Field(max_length=32)] | None = Field(None, description="e.g. 1920x1080")
-
-    @field_validator("visitor_id")
-    @classmethod
-    def _visitor_not_junk(cls, value: str) -> str:
-        if is_junk_identifier(value):
-            raise ValueError(f"visitor_id {value!r} is a placeholder, not an identifier")
-        return value
 
     @field_validator("url")
     @classmethod
@@ -117,20 +119,13 @@ class Identify(_Payload):
     """A form submit or an explicit identify call: links a visitor id to an email address."""
 
     type: Literal["identify"] = "identify"
-    visitor_id: Identifier
+    visitor_id: VisitorId
     email: Annotated[str, Field(max_length=320)] = Field(description="Normalised (trimmed, lower-cased).")
     form_id: ShortText | None = None
     url: Annotated[str, Field(max_length=4096)] | None = None
     fields: dict[Annotated[str, Field(max_length=128)], ShortText] = Field(
         default_factory=dict, max_length=50, description="Other submitted form fields."
     )
-
-    @field_validator("visitor_id")
-    @classmethod
-    def _visitor_not_junk(cls, value: str) -> str:
-        if is_junk_identifier(value):
-            raise ValueError(f"visitor_id {value!r} is a placeholder, not an identifier")
-        return value
 
     @field_validator("email")
     @classmethod
