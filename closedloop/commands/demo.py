@@ -20,6 +20,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import click
+from rich.console import Console
 
 from closedloop.commands._stack_cli import console, stack_errors_readable
 
@@ -160,7 +161,10 @@ def _print_measurements(stats, probe, finished: float, delays: dict) -> None:
 
 
 def _money(value) -> str:
-    return "-" if value is None else f"{Decimal(value):,.0f}"
+    if value is None:
+        return "-"
+    value = Decimal(value)
+    return f"{value / 1000:,.1f}k" if abs(value) >= 10_000 else f"{value:,.0f}"
 
 
 def _count(value) -> str:
@@ -168,6 +172,10 @@ def _count(value) -> str:
         return "-"
     value = Decimal(value)
     return f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.1f}"
+
+
+def _ratio(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _print_report(client, cursor, run) -> None:
@@ -181,28 +189,26 @@ def _print_report(client, cursor, run) -> None:
     for model, _ in MODELS:
         by_model[model] = {r["channel"]: r for r in channels(client, model, date_from, date_to).records()}
     names = sorted({c for rows in by_model.values() for c in rows},
-                   key=lambda c: -Decimal(by_model["linear"].get(c, {}).get("revenue") or 0))
-    table = Table(title=f"6. Channels, {date_from} to {date_to}: leads, revenue and ROAS by attribution model",
-                  title_justify="left", show_lines=False)
+                   key=lambda c: (-Decimal(by_model["linear"].get(c, {}).get("revenue") or 0), c))
+    table = Table(title=f"6. Channels, {date_from} to {date_to} (each cell: first touch / last touch / linear)",
+                  title_justify="left")
     table.add_column("channel", no_wrap=True)
-    table.add_column("visitors", justify="right")
-    table.add_column("spend", justify="right")
-    for what in ("leads", "revenue", "ROAS"):
-        for _, short in MODELS:
-            table.add_column(f"{what}\n{short}", justify="right")
-    totals = {"visitors": 0, "spend": Decimal(0)}
+    for header in ("visitors", "spend", "leads", "customers", "revenue", "ROAS"):
+        table.add_column(header, justify="right", no_wrap=True)
+    total = {"visitors": 0, "spend": Decimal(0)}
     for name in names:
         base = next(rows[name] for rows in by_model.values() if name in rows)
+        total["visitors"] += int(base.get("visitors") or 0)
+        total["spend"] += Decimal(base.get("spend") or 0)
         cells = [name, _count(base.get("visitors")), _money(base.get("spend"))]
-        totals["visitors"] += int(base.get("visitors") or 0)
-        totals["spend"] += Decimal(base.get("spend") or 0)
-        for key, fmt in (("leads", _count), ("revenue", _money), ("roas", lambda v: "-" if v is None else f"{v:.2f}")):
-            for model, _ in MODELS:
-                cells.append(fmt(by_model[model].get(name, {}).get(key)))
+        for key, fmt in (("leads", _count), ("customers", _count), ("revenue", _money), ("roas", _ratio)):
+            cells.append(" / ".join(fmt(by_model[model].get(name, {}).get(key)) for model, _ in MODELS))
         table.add_row(*cells)
-    console.print(table)
-    console.print("   leads and revenue are credited to channels by each model (first touch, last non-direct "
-                  "touch, linear); ROAS = revenue / spend; visitors counted per channel they came through.")
+    wide = Console(width=max(console.width, 132)) if not console.is_terminal else console
+    wide.print(table)
+    console.print(f"   leads, customers and revenue are credited to channels by each model (first touch, last "
+                  f"non-direct touch, linear); ROAS = revenue / spend; total spend {_money(total['spend'])} EUR.",
+                  soft_wrap=True)
 
 
 def _print_next(settings, processes, worker_settings, run) -> None:

@@ -131,7 +131,7 @@ DEFAULT_CHANNELS: tuple[ChannelProfile, ...] = (
         _a("Email", "newsletter", "email", "monthly-digest", content="top-story", utm=True, landings=BLOG, weight=2),
         _a("Email", "hubspot", "email", "nurture-sequence", content="step-2", utm=True,
            landings=("/customers", "/pricing", "/webinars/q3"), weight=1.5),
-    ), daily_fixed_cost=Decimal("16.50")),
+    ), daily_fixed_cost=Decimal("45.00")),
     ChannelProfile("Referral", 0.08, 0.07, 0.17, 14000, 0.05, (
         _a("Referral", "g2.com", "referral", referrer="https://www.g2.com/products/northwind-analytics/reviews",
            landings=("/", "/pricing"), weight=2),
