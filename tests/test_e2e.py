@@ -196,10 +196,11 @@ def _query(client, sql: str) -> list[tuple]:
     return [tuple(row) for row in client.query(sql).result_rows]
 
 
-def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_settings, unique_name, tmp_path):
+def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: list[tuple[int, int]]):
+    """Send the simulation's ``runs`` (day ranges) through freshly started processes, restarting them all between
+    runs (like two ``closedloop demo`` runs on one data directory); return (ClickHouse client, last truth)."""
     from sinks.client import connect
     from sinks.migrate import migrate_up
-    from sinks.reports import channels
     from sinks.settings import SinkSettings
 
     sink_group = f"{unique_name}-sink"
@@ -208,40 +209,39 @@ def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_
         clickhouse_url=pipeline_settings.clickhouse, topic_prefix=pipeline_settings.topic_prefix,
         sink_consumer_group=sink_group)
     migrate_up(sink_settings)
+    client = connect(sink_settings)
     worker_group = f"{pipeline_settings.topic_prefix}-worker"
     processes = PipelineProcesses(
         pipeline_settings, PipelinePorts(collector=free_port(), worker_web=free_port()),
         extra_env={"CLOSEDLOOP_SINK_CONSUMER_GROUP": sink_group, "CLOSEDLOOP_SINK_BATCH_SECONDS": "0.5"},
         die_with_parent=True)
+    truth = None
     try:
-        processes.start()
-        wait_group_active(pipeline_settings.kafka_servers, worker_group, alive=processes.check_alive)
-        wait_group_active(pipeline_settings.kafka_servers, sink_group, alive=processes.check_alive)
-
-        run = SimulatedDays(CONFIG, 0, DAYS)
-        endpoint = Endpoint(collector_url=processes.collector_url, kafka_servers=pipeline_settings.kafka_servers,
-                            topic_prefix=pipeline_settings.topic_prefix, csv_dir=tmp_path / "sheets")
-        stats = asyncio.run(Sender(endpoint).send(run))
-        assert stats.rejected == 0, stats.problems
-        assert stats.accepted == stats.events and stats.duplicates == 0 and stats.ignored == 0
-        truth = read_truth(write_truth(run, tmp_path / "truth.jsonl"))
-        expected = reference(truth.journeys)
-        touches = sum(len(j["touches"]) for j in truth.journeys)
-
-        client = connect(sink_settings)
-        drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client, expected_touches=touches,
-                                   timeout=150, alive=processes.check_alive)
-        assert drain.complete, drain
+        for first_day, end_day in runs:
+            processes.stop()
+            processes.start()
+            wait_group_active(pipeline_settings.kafka_servers, worker_group, alive=processes.check_alive)
+            wait_group_active(pipeline_settings.kafka_servers, sink_group, alive=processes.check_alive)
+            run = SimulatedDays(CONFIG, first_day, end_day)
+            endpoint = Endpoint(collector_url=processes.collector_url, kafka_servers=pipeline_settings.kafka_servers,
+                                topic_prefix=pipeline_settings.topic_prefix, csv_dir=tmp_path / "sheets")
+            stats = asyncio.run(Sender(endpoint).send(run))
+            assert stats.rejected == 0, stats.problems
+            assert stats.accepted == stats.events and stats.duplicates == 0 and stats.ignored == 0
+            truth = read_truth(write_truth(run, tmp_path / f"truth-{first_day}-{end_day}.jsonl"))
+            touches = sum(len(j["touches"]) for j in truth.journeys)
+            drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client,
+                                       expected_touches=touches, timeout=150, alive=processes.check_alive)
+            assert drain.complete, drain
     finally:
         processes.stop()
+    return client, truth
 
-    # What the simulation is made of, so that the comparison below is not vacuous.
-    crms = {j["crm"] for j in truth.journeys if j["forms"]}
-    assert crms == {"hubspot", "pipedrive", "generic", "csv"}
-    assert any(len({f["visitor_id"] for f in j["forms"]}) == 2 for j in truth.journeys)
-    customers = [j for j in truth.journeys if j["deal_value"]]
-    assert len(customers) >= 10 and len(expected["visitors"]) == 8
 
+def _assert_clickhouse_matches_the_reference(client, truth, end: date) -> None:
+    from sinks.reports import channels
+
+    expected = reference(truth.journeys)
     # Every touch the simulator made, and no other, with the channel the truth says.
     found_touches = dict(_query(client, "SELECT touch_id, channel FROM touches FINAL"))
     assert found_touches == {t["touch_id"]: t["channel"] for j in truth.journeys for t in j["touches"]}
@@ -260,7 +260,6 @@ def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_
     assert _query(client, "SELECT count() FROM conversions FINAL") == [(expected["conversions"],)]
 
     # The channel report (the product's own SQL) shows the same visitors, leads, customers and revenue.
-    end = CONFIG.epoch + timedelta(days=DAYS - 1)
     for model in MODELS:
         report = {r["channel"]: r for r in channels(client, model, CONFIG.epoch, end).records()}
         assert {c: r["visitors"] for c, r in report.items()} == expected["visitors"]
@@ -273,3 +272,20 @@ def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_
         spend[line["channel"]] += Decimal(line["cost"])
     report = {r["channel"]: r for r in channels(client, "linear", CONFIG.epoch, end).records()}
     assert {c: Decimal(r["spend"]) for c, r in report.items() if r["spend"]} == dict(spend)
+
+
+def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_settings, unique_name, tmp_path):
+    client, truth = _through_the_pipeline(pipeline_settings, unique_name, tmp_path, [(0, DAYS)])
+    # What the simulation is made of, so that the comparison is not vacuous.
+    assert {j["crm"] for j in truth.journeys if j["forms"]} == {"hubspot", "pipedrive", "generic", "csv"}
+    assert any(len({f["visitor_id"] for f in j["forms"]}) == 2 for j in truth.journeys)
+    assert len([j for j in truth.journeys if j["deal_value"]]) >= 10
+    assert len({t["channel"] for j in truth.journeys for t in j["touches"]}) == 8
+    _assert_clickhouse_matches_the_reference(client, truth, CONFIG.epoch + timedelta(days=DAYS - 1))
+
+
+def test_a_second_run_after_a_restart_continues_and_counts_nothing_twice(pipeline_settings, unique_name, tmp_path):
+    """Two runs (days 0-5, then 6-11) with every process restarted in between: the end state is the reference
+    of all twelve days, as if sent in one go (journeys and CRM stages of the first run continue in the second)."""
+    client, truth = _through_the_pipeline(pipeline_settings, unique_name, tmp_path, [(0, DAYS // 2), (DAYS // 2, DAYS)])
+    _assert_clickhouse_matches_the_reference(client, truth, CONFIG.epoch + timedelta(days=DAYS - 1))
