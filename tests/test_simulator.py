@@ -25,7 +25,8 @@ from schemas.events import Envelope, PageView
 from stream_jobs.channels import ChannelRules
 from stream_jobs.sessions import next_touch
 
-CONFIG = SimulationConfig(seed=11, epoch=date(2025, 3, 3), visitors_per_day=60, lead_rate_scale=2.0, sales_cycle_scale=0.5)
+CONFIG = SimulationConfig(seed=11, epoch=date(2025, 3, 3), visitors_per_day=60, lead_rate_scale=2.0,
+                          sales_cycle_scale=0.5)
 STAGE_ORDER = ["lead", "mql", "sql", "opportunity", "customer"]
 
 
@@ -59,7 +60,8 @@ def test_two_runs_send_exactly_what_one_run_sends():
     spend = spend_lines(CONFIG, 0, 10)
     assert spend_lines(CONFIG, 0, 4) + spend_lines(CONFIG, 4, 10) == spend
     # The cumulative truth at the end of the second run is the single run's truth.
-    assert list(truth_records(SimulatedDays(CONFIG, 4, 10)))[1:] == list(truth_records(SimulatedDays(CONFIG, 0, 10)))[1:]
+    second = list(truth_records(SimulatedDays(CONFIG, 4, 10)))
+    assert second[1:] == list(truth_records(SimulatedDays(CONFIG, 0, 10)))[1:]
 
 
 def test_every_channel_form_crm_and_two_device_lead_occurs():
@@ -200,3 +202,28 @@ def test_day_events_are_in_time_order_and_inside_the_day():
         assert [e.at for e in web] == sorted(e.at for e in web)
         assert all(isinstance(e, (PageVisit, FormSubmit)) for e in web)
         assert all(start <= s.at < end for _, s in crm)
+
+
+
+def test_runs_continue_from_the_cursor_and_stop_at_today(tmp_path):
+    from deploy.simulate.runs import SimulationError, load_cursor, plan_run, record_run
+    from deploy.simulate.senders import SendStats
+
+    today = date(2025, 6, 30)
+    cursor, run = plan_run(tmp_path, 10, seed=5, visitors_per_day=20, today=today)
+    assert (run.first_day, run.end_day) == (0, 10) and run.config.epoch == date(2025, 5, 31)
+    record_run(tmp_path, cursor, run, SendStats(), tmp_path / "truth.jsonl")
+    cursor, run = plan_run(tmp_path, 10, today=today)  # the seed and volume come from the cursor
+    assert (run.first_day, run.end_day, run.config.seed, run.config.visitors_per_day) == (10, 20, 5, 20)
+    with pytest.raises(SimulationError, match="--seed 6 differs"):
+        plan_run(tmp_path, 10, seed=6, today=today)
+    record_run(tmp_path, cursor, run, SendStats(), tmp_path / "truth.jsonl")
+    cursor, run = plan_run(tmp_path, 25, today=today)
+    assert (run.first_day, run.end_day) == (20, 30)  # cut short: today (day 30) is not simulated
+    record_run(tmp_path, cursor, run, SendStats(), tmp_path / "truth.jsonl")
+    assert load_cursor(tmp_path).next_day == 30 and len(load_cursor(tmp_path).runs) == 3
+    with pytest.raises(SimulationError, match="reached today"):
+        plan_run(tmp_path, 1, today=today)
+    (tmp_path / "simulation" / "cursor.json").write_text("{broken")
+    with pytest.raises(SimulationError, match="damaged"):
+        plan_run(tmp_path, 1, today=today)

@@ -105,7 +105,8 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
     except SendError as error:
         probe.stop()
         raise StackError(str(error)) from None
-    truth_path = write_truth(run, simulation_dir(settings.data_root) / f"truth-{run.first_day:04d}-{run.end_day:04d}.jsonl")
+    truth_name = f"truth-{run.first_day:04d}-{run.end_day:04d}.jsonl"
+    truth_path = write_truth(run, simulation_dir(settings.data_root) / truth_name)
     record_run(settings.data_root, cursor, run, stats, truth_path)
     truth = summarize(read_truth(truth_path).journeys)
     console.print(f"   sent {stats.events:,} events in {stats.requests:,} requests in {stats.seconds:.1f} s; "
@@ -149,7 +150,8 @@ def _print_measurements(stats, probe, finished: float, delays: dict) -> None:
     console.print(f"   ingestion: {stats.events:,} events accepted by the collector in {stats.seconds:.1f} s = "
                   f"[bold]{stats.events / stats.seconds:,.0f} events/s[/bold] "
                   f"({stats.requests / stats.seconds:,.0f} requests/s)")
-    console.print(f"   end to end: {stats.events:,} events from first send to last row in ClickHouse in {total:.1f} s = "
+    console.print(f"   end to end: {stats.events:,} events from first send to last row in ClickHouse "
+                  f"in {total:.1f} s = "
                   f"[bold]{stats.events / total:,.0f} events/s[/bold]")
     if delays["count"]:
         console.print(f"   delay, page view accepted -> its touch queryable in ClickHouse ({delays['count']:,} touches, "

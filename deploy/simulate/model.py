@@ -84,7 +84,8 @@ TITLES = {
     "/": "Northwind Analytics: marketing attribution for B2B", "/features": "Features", "/pricing": "Pricing",
     "/customers": "Customer stories", "/integrations": "Integrations", "/about": "About us",
     "/docs/getting-started": "Getting started", "/demo": "Book a demo", "/demo/thanks": "Thanks! We'll be in touch",
-    "/ebooks/attribution-playbook": "The attribution playbook (free e-book)", "/webinars/q3": "Webinar: closing the loop",
+    "/ebooks/attribution-playbook": "The attribution playbook (free e-book)",
+    "/webinars/q3": "Webinar: closing the loop",
 }
 FORM_PAGES = frozenset(FORMS.values())
 NEXT_PAGES = {  # a visitor's next click, by where they are
@@ -151,11 +152,14 @@ DEFAULT_CHANNELS: tuple[ChannelProfile, ...] = (
     )),
 )
 
-DESKTOP = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+DESKTOP = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/126.0 Safari/537.36",
            "1920x1080")
-LAPTOP = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+LAPTOP = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+          "Version/17.5 Safari/605.1.15",
           "1440x900")
-PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+         "Mobile/15E148",
          "390x844")
 FIRST_NAMES = ("anna", "ben", "carla", "david", "elif", "farid", "grace", "hugo", "ines", "jonas", "kaori", "lena",
                "marco", "nadia", "oscar", "priya", "quentin", "rosa", "sven", "tara", "umar", "vera", "wen", "yusuf")

@@ -89,8 +89,9 @@ def plan_run(data_dir: Path, days: int, seed: int | None = None, visitors_per_da
         cursor = Cursor(seed=42 if seed is None else seed, epoch=epoch.isoformat(),
                         visitors_per_day=visitors_per_day or 150)
     else:
-        for name, asked, kept in (("--seed", seed, cursor.seed), ("--visitors-per-day", visitors_per_day,
-                                  cursor.visitors_per_day), ("--start-date", epoch and epoch.isoformat(), cursor.epoch)):
+        fixed = (("--seed", seed, cursor.seed), ("--visitors-per-day", visitors_per_day, cursor.visitors_per_day),
+                 ("--start-date", epoch and epoch.isoformat(), cursor.epoch))
+        for name, asked, kept in fixed:
             if asked is not None and asked != kept:
                 raise SimulationError(
                     f"{name} {asked} differs from the simulation already in {data_dir} ({kept}); leave it out to "
@@ -154,6 +155,22 @@ def send_run(run: SimulatedDays, endpoint: Endpoint, console: Console | None = N
         return asyncio.run(sender.send(run))
 
 
+def check_collector(endpoint: Endpoint) -> None:
+    """Raise SendError unless the collector answers /healthz (before any progress bar is drawn)."""
+    import httpx
+
+    from deploy.simulate.senders import SendError
+
+    try:
+        answer = httpx.get(f"{endpoint.collector_url.rstrip('/')}/healthz", timeout=5)
+    except httpx.HTTPError as exc:
+        raise SendError(f"the collector at {endpoint.collector_url} does not answer ({exc}); start it with "
+                        "`closedloop collector` (or `closedloop demo`), or pass --collector URL") from None
+    if answer.status_code != 200:
+        raise SendError(f"{endpoint.collector_url}/healthz answered {answer.status_code}: is it the closedloop "
+                        "collector?")
+
+
 def simulate(data_dir: Path, days: int, endpoint: Endpoint, console: Console | None = None, *,
              seed: int | None = None, visitors_per_day: int | None = None, epoch: date | None = None,
              today: date | None = None) -> tuple[SimulatedDays, SendStats, Path]:
@@ -163,6 +180,7 @@ def simulate(data_dir: Path, days: int, endpoint: Endpoint, console: Console | N
         console.print(f"Simulating days {run.first_day}-{run.end_day - 1} of seed {cursor.seed} "
                       f"({run.start.date()} to {run.end.date()}, {cursor.visitors_per_day} new visitors a weekday) "
                       f"through {endpoint.collector_url}")
+    check_collector(endpoint)
     stats = send_run(run, endpoint, console)
     truth = write_truth(run, simulation_dir(data_dir) / f"truth-{run.first_day:04d}-{run.end_day:04d}.jsonl")
     record_run(data_dir, cursor, run, stats, truth)  # rejections are reported; resending would not fix them

@@ -149,7 +149,8 @@ class Sender:
                 if index % self.sample_every == 0:
                     self._landings[touch.event_id] = touch.touch_id
         csv_rows: list[tuple[Journey, StageChange]] = []
-        limits = httpx.Limits(max_connections=self.endpoint.concurrency, max_keepalive_connections=self.endpoint.concurrency)
+        size = self.endpoint.concurrency
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         async with httpx.AsyncClient(base_url=self.endpoint.collector_url.rstrip("/"), limits=limits,
                                      timeout=self.endpoint.timeout_s) as client:
             self._client = client
@@ -309,8 +310,8 @@ class Sender:
             writer = csv.writer(out)
             writer.writerow(["email", "stage", "value", "currency", "date"])
             for journey, change in rows:
-                writer.writerow([journey.email, change.stage, "" if change.deal_value is None else str(change.deal_value),
-                                 change.currency or "", iso(change.at)])
+                value = "" if change.deal_value is None else str(change.deal_value)
+                writer.writerow([journey.email, change.stage, value, change.currency or "", iso(change.at)])
         from collector.imports import publish_file
         from schemas.topics import Topics
 
