@@ -10,9 +10,13 @@ from deploy.settings import StackSettings, read_settings
 
 @click.command("down")
 def command() -> None:
-    """Stop the embedded broker and ClickHouse endpoint started by `closedloop up` (data is kept)."""
+    """Stop the demo's collector, worker and sink, then the embedded broker and ClickHouse endpoint started by
+    `closedloop up` (data is kept)."""
     from deploy import stack
+    from deploy.demo import stop_demo_processes
 
     with stack_errors_readable():
         settings = read_settings(StackSettings)
+        # The pipeline processes first: they would otherwise retry against a broker that is going away.
+        stop_demo_processes(settings.data_root, report=report_line)
         stack.down(settings, report=report_line)
