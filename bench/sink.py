@@ -91,8 +91,8 @@ def sink_records(settings: SinkSettings, count: int) -> list[tuple[str, str, byt
     return records
 
 
-def bench_sink(settings: SinkSettings, count: int) -> dict:
-    records = sink_records(settings, count)
+def publish(settings: SinkSettings, records: list[tuple[str, str, bytes]]) -> float:
+    """Publish the records once (every sink run re-reads them from a fresh consumer group); seconds taken."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks=1, linger_ms=20,
                              batch_size=512 * 1024, compression_type="lz4")
     started = time.perf_counter()
@@ -100,8 +100,19 @@ def bench_sink(settings: SinkSettings, count: int) -> dict:
         producer.send(topic, key=key.encode(), value=value)
     producer.flush(timeout=600)
     producer.close()
-    publish_seconds = time.perf_counter() - started
+    return time.perf_counter() - started
 
+
+def _truncate(settings: SinkSettings) -> None:
+    client = connect(settings)
+    for table in ("events", "touches", "identity_links", "leads", "conversions", "credits", "spend",
+                  "touches_daily", "credits_daily"):
+        client.command(f"TRUNCATE TABLE {table}")
+    client.close()
+
+
+def bench_sink(settings: SinkSettings, count: int) -> dict:
+    """Run a SinkWriter of a fresh consumer group until all ``count`` records are written; rows/s."""
     writer = SinkWriter(settings)
     thread = threading.Thread(target=writer.run, daemon=True)
     started = time.perf_counter()
@@ -114,11 +125,12 @@ def bench_sink(settings: SinkSettings, count: int) -> dict:
     writer.close()
     return {"records": count, "rows": writer.metrics.total_rows, "seconds": seconds,
             "rows_per_second": writer.metrics.total_rows / seconds, "batches": writer.metrics.batches,
-            "publish_seconds": publish_seconds, "dead_letters": writer.metrics.dead_letters}
+            "dead_letters": writer.metrics.dead_letters}
 
 
 # -- 2. full-size data set, server-side ---------------------------------------------------------------------
 
+REATTRIBUTED = 7  # leads with lead % 100 == 7 (1%) get a second credit version on other touches
 CHANNEL_ARRAY = "[" + ", ".join(f"'{c}'" for c in CHANNELS) + "]"
 
 
@@ -172,21 +184,28 @@ def load_full(client, events: int) -> dict:
         FROM ({conversions_select})""")
     # Credits: 3 touches per journey; first/last touch credit one touch, the other 5 models share 3 ways.
     models = "['first_touch', 'last_touch', 'linear', 'time_decay', 'u_shaped', 'w_shaped', 'full_path']"
-    run("credits", f"""
+    def credits_sql(version: int, where: str) -> str:
+        # Version 2 (a re-attribution) credits other touches (t...+10) on other channels: the exact report must
+        # drop the version-1 rows of those conversions.
+        shift = 10 * (version - 1)
+        return f"""
         INSERT INTO credits
         SELECT concat('c', toString(lead), '-', stage), concat('L', toString(lead)), stage, model,
-               concat('t', toString(lead * 40 + i)), i, at - toIntervalDay(3 - i), at,
-               {CHANNEL_ARRAY}[1 + cityHash64(lead, i) % {len(CHANNELS)}], 'google', 'cpc',
+               concat('t', toString(lead * 40 + i + {shift})), i, at - toIntervalDay(3 - i), at,
+               {CHANNEL_ARRAY}[1 + cityHash64(lead, i, {version}) % {len(CHANNELS)}], 'google', 'cpc',
                concat('c', toString(cityHash64(lead, i, 1) % 20)),
                if(model IN ('first_touch', 'last_touch'), toDecimal64(1, 9),
                   toDecimal64(if(i = 2, '0.333333334', '0.333333333'), 9)),
                if(stage = 'customer', toDecimal64((1000 + lead % 9000) / if(model IN ('first_touch', 'last_touch'), 1, 3), 2),
                   toDecimal64(0, 2)),
-               if(stage = 'customer', 'EUR', ''), 1
+               if(stage = 'customer', 'EUR', ''), {version}
         FROM ({conversions_select})
         ARRAY JOIN {models} AS model
         ARRAY JOIN range(3) AS i
-        WHERE NOT (model = 'first_touch' AND i > 0) AND NOT (model = 'last_touch' AND i < 2)""")
+        WHERE NOT (model = 'first_touch' AND i > 0) AND NOT (model = 'last_touch' AND i < 2) AND {where}"""
+
+    run("credits", credits_sql(1, "1"))
+    run("credits_v2", credits_sql(2, f"lead % 100 = {REATTRIBUTED}"))
     run("spend", f"""
         INSERT INTO spend
         SELECT toDate('2024-01-01') + intDiv(number, 160), {CHANNEL_ARRAY}[1 + intDiv(number, 20) % 8], 'google',
@@ -199,7 +218,7 @@ def load_full(client, events: int) -> dict:
     return {"seconds": timed, "rows": dict(zip(("events", "touches", "conversions", "credits", "spend"), counts))}
 
 
-def time_reports(client, runs: int = 5) -> dict[str, float]:
+def time_reports(client, runs: int = 5, only: str = "") -> dict[str, float]:
     period = {"date_from": date(2024, 1, 1), "date_to": date(2024, 12, 31)}
     cases = {
         "channels (raw, linear)": lambda: channels(client, "linear", **period),
@@ -215,6 +234,8 @@ def time_reports(client, runs: int = 5) -> dict[str, float]:
     }
     results = {}
     for name, case in cases.items():
+        if not name.startswith(only):
+            continue
         case()  # warm-up: first run reads marks and caches
         samples = []
         for _ in range(runs):
@@ -231,6 +252,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--sink-records", type=int, default=200_000)
     parser.add_argument("--skip-sink", action="store_true")
+    parser.add_argument("--skip-reports", action="store_true")
+    parser.add_argument("--sink-runs", type=int, default=1,
+                        help="repeat the sink measurement (fresh consumer group each time) and report the median")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="closedloop-bench-") as tmp:
@@ -253,19 +277,31 @@ def main() -> None:
                 _wait(lambda: metadata_ok(settings.kafka_servers)[0], 30, "the broker")
                 create_topics(settings.kafka_servers, settings.topics.specs(), settings.partitions)
                 print(f"sink: {args.sink_records} records through Kafka ...", flush=True)
-                sink = bench_sink(settings, args.sink_records)
-                print(f"  {sink}", flush=True)
+                records = sink_records(settings, args.sink_records)
+                print(f"  published in {publish(settings, records):.1f} s", flush=True)
+                rates = []
+                for run in range(args.sink_runs):
+                    _truncate(settings)  # each run writes into empty tables, as the first did
+                    sink = bench_sink(settings.model_copy(update={"sink_consumer_group": f"bench-sink-{run}"}),
+                                      len(records))
+                    rates.append(sink["rows_per_second"])
+                    print(f"  run {run + 1}: {sink}", flush=True)
+                print(f"  median: {statistics.median(rates):,.0f} rows/s of {[round(r) for r in rates]}", flush=True)
                 broker.terminate()
                 broker.wait(timeout=30)
                 broker = None
+            if args.skip_reports:
+                return
             full = SinkSettings(clickhouse_url=f"http://default:@127.0.0.1:{ch_port}/bench_full")
             migrate_up(full)
             client = connect(full, query_timeout=3600)
             print(f"loading {args.events} events and their touches, conversions, credits ...", flush=True)
             print(f"  {load_full(client, args.events)}", flush=True)
-            client.command("OPTIMIZE TABLE credits FINAL")
-            client.command("OPTIMIZE TABLE touches FINAL")
-            print("report latency (median of 5, after one warm-up):", flush=True)
+            print("report latency before any merge (median of 5, after one warm-up):", flush=True)
+            time_reports(client, only="channels")
+            for table in ("credits", "touches", "visitor_days", "credit_versions"):
+                client.command(f"OPTIMIZE TABLE {table} FINAL")
+            print("report latency after OPTIMIZE FINAL (median of 5, after one warm-up):", flush=True)
             time_reports(client)
             client.close()
         finally:

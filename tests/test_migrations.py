@@ -20,7 +20,7 @@ from sinks.rows import ROLLUP_TABLES, TABLES
 from sinks.settings import SinkSettings
 from sink_support import ch_url, unique  # noqa: F401 - fixture
 
-VIEWS = {"touches_daily_mv", "credits_daily_mv"}
+VIEWS = {"touches_daily_mv", "credits_daily_mv", "visitor_days_mv", "credit_versions_mv"}
 
 
 # -- unit: files ---------------------------------------------------------------------------------------------

@@ -203,6 +203,21 @@ def test_channels_by_campaign(client):
         1, D("1"), D("0"), D("1"), D("1"), D("0"), D("300.00"), D("50.00"), 50.0, 50.0, 6.0, 1.0, 0.0)
 
 
+def test_visitors_count_only_touches_inside_the_period(client):
+    # 2..5 March: v2 (Organic, day 2), v3 (Paid Search spring, day 3), v1 (Email, day 5); v1's Paid Search touch
+    # (day 1) and v4's (day 10) fall outside. April: only v5 (Paid Search spring).
+    visitors = {k: r["visitors"] for k, r in _by_channel(channels(client, "linear", date(2024, 3, 2),
+                                                                    date(2024, 3, 5))).items()}
+    assert visitors == {("Paid Search", ""): 1, ("Email", ""): 1, ("Organic Search", ""): 1}
+    april = _by_channel(channels(client, "linear", date(2024, 4, 1), date(2024, 4, 30), by_campaign=True))
+    assert {k: r["visitors"] for k, r in april.items()} == {("Paid Search", "spring"): 1}
+    for source in ("raw", "rollup"):
+        march = _by_channel(channels(client, "linear", FROM, TO, by_campaign=True, source=source))
+        # (The roll-up path also shows '(none)', with no visitors, from L4's superseded credit.)
+        assert {k: r["visitors"] for k, r in march.items() if k[0] != "(none)"} == {
+            ("Paid Search", "spring"): 2, ("Paid Search", "brand"): 1, ("Email", ""): 1, ("Organic Search", ""): 1}
+
+
 def test_rollup_visitors_exact_but_sums_count_replays_and_old_versions(client):
     rows = _by_channel(channels(client, "linear", FROM, TO, source="rollup"))
     paid = rows[("Paid Search", "")]

@@ -1,4 +1,5 @@
--- Channel report from the raw tables: exact under replays and re-attributed (re-versioned) conversions.
+-- Channel report, exact under replays and re-attributed (re-versioned) conversions: credits and spend from the raw
+-- tables (FINAL, newest version), visitors from the replay-safe roll-up visitor_days (migration 0007).
 -- Per channel (campaign = '' unless by_campaign = 1):
 --   visitors       distinct visitors with a touch on the channel in the period (plain count)
 --   leads .. lost  conversions of that stage in the period, credited to the channel under {model}
@@ -10,12 +11,13 @@
 -- By hand: clickhouse-client --param_model=linear --param_from=2024-01-01 --param_to=2024-03-31
 --          --param_by_campaign=0 --queries-file sinks/reports/channels.sql
 WITH
-    latest AS
+    -- Conversions whose credits came in more than one version (re-attributed): only their newest version
+    -- counts. Usually none or few, so the filter below stays cheap (no set over every conversion).
+    reattributed AS
     (
-        SELECT conversion_id, max(version) AS version
-        FROM credits
-        WHERE model = {model:String} AND toDate(converted_at) BETWEEN {from:Date} AND {to:Date}
-        GROUP BY conversion_id
+        SELECT conversion_id, newest
+        FROM credit_versions FINAL
+        WHERE model = {model:String} AND oldest < newest
     ),
     credited AS
     (
@@ -28,15 +30,21 @@ WITH
                sumIf(revenue, stage = 'customer') AS revenue
         FROM credits FINAL
         WHERE model = {model:String} AND toDate(converted_at) BETWEEN {from:Date} AND {to:Date}
-          AND (conversion_id, version) IN (SELECT conversion_id, version FROM latest)
+          AND (conversion_id NOT IN (SELECT conversion_id FROM reattributed)
+               OR (conversion_id, version) IN (SELECT conversion_id, newest FROM reattributed))
         GROUP BY channel, campaign
+        -- credits is partitioned by model, which is part of its key: FINAL need not merge across partitions.
+        SETTINGS do_not_merge_across_partitions_select_final = 1
     ),
     visits AS
     (
-        SELECT channel, if({by_campaign:UInt8} = 1, campaign, '') AS campaign, uniqExact(visitor_id) AS visitors
-        FROM touches
-        WHERE toDate(occurred_at) BETWEEN {from:Date} AND {to:Date}
+        -- One row per visitor and channel (and campaign) after FINAL: counting rows with a day in the period
+        -- counts distinct visitors without a hash set of visitor ids.
+        SELECT channel, campaign, countIf(arrayExists(d -> d BETWEEN {from:Date} AND {to:Date}, days)) AS visitors
+        FROM visitor_days FINAL
+        WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
         GROUP BY channel, campaign
+        HAVING visitors > 0
     ),
     money AS
     (

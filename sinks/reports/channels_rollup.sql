@@ -1,7 +1,8 @@
--- Channel report from the roll-ups (touches_daily, credits_daily): same columns as channels.sql, fast at any size.
--- Visitors are exact (distinct-count states). Credited counts and revenue are exact only while every credit row
--- was delivered once and no conversion was re-attributed (a new version): a materialized view adds every
--- inserted block, replays and superseded versions included. Use channels.sql when it must be exact.
+-- Channel report from the roll-ups (visitor_days, credits_daily): same columns as channels.sql.
+-- Visitors are exact (the same visitor_days read as channels.sql). Credited counts and revenue are exact only
+-- while every credit row was delivered once and no conversion was re-attributed (a new version): a materialized
+-- view adds every inserted block, replays and superseded versions included. Use channels.sql when it must be
+-- exact.
 WITH
     credited AS
     (
@@ -18,10 +19,12 @@ WITH
     ),
     visits AS
     (
-        SELECT channel, if({by_campaign:UInt8} = 1, campaign, '') AS campaign, uniqExactMerge(visitors) AS visitors
-        FROM touches_daily
-        WHERE day BETWEEN {from:Date} AND {to:Date}
+        -- The same exact, replay-safe visitor counts as channels.sql (visitor_days, migration 0007).
+        SELECT channel, campaign, countIf(arrayExists(d -> d BETWEEN {from:Date} AND {to:Date}, days)) AS visitors
+        FROM visitor_days FINAL
+        WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
         GROUP BY channel, campaign
+        HAVING visitors > 0
     ),
     money AS
     (
