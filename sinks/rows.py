@@ -82,6 +82,14 @@ ROLLUP_TABLES: dict[str, tuple[Column, ...]] = {
         ("campaign", "String"), ("credit", "AggregateFunction(sum, Decimal(12, 9))"),
         ("revenue", "AggregateFunction(sum, Decimal(18, 2))"), ("conversions", "AggregateFunction(uniqExact, String)"),
     ),
+    "visitor_days": _cols(
+        ("grouping", LC), ("channel", LC), ("campaign", "String"), ("visitor_id", "String"),
+        ("days", "SimpleAggregateFunction(groupUniqArrayArray, Array(Date))"),
+    ),
+    "credit_versions": _cols(
+        ("model", LC), ("conversion_id", "String"), ("oldest", "SimpleAggregateFunction(min, UInt32)"),
+        ("newest", "SimpleAggregateFunction(max, UInt32)"),
+    ),
 }
 
 
