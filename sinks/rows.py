@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from schemas.events import CLICK_ID_FIELDS, CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
+from sinks import fastrows
 
 TIME = "DateTime64(3, 'UTC')"
 LC = "LowCardinality(String)"
@@ -136,8 +138,9 @@ class Erasure:
     lead_id: str
 
 
-@dataclass(frozen=True)
-class Provenance:
+class Provenance(NamedTuple):
+    """Where a record was read: stored with each raw event (a named tuple: one is made per record)."""
+
     topic: str
     partition: int
     offset: int
@@ -223,12 +226,39 @@ _OUTPUTS = {
 _UINT32_MAX = 2**32 - 1
 
 
+_FAST = {
+    RecordKind.TOUCH: ("touches", fastrows.touch_row),
+    RecordKind.IDENTITY_LINK: ("identity_links", fastrows.identity_link_row),
+    RecordKind.LEAD: ("leads", fastrows.lead_row),
+    RecordKind.CONVERSION: ("conversions", fastrows.conversion_row),
+    RecordKind.CREDIT: ("credits", fastrows.credit_row),
+}
+
+
 def rows_for(kind: RecordKind, value: bytes | None, where: Provenance, key: str | None = None) -> list[TableRow] | Erasure:
-    """The rows one record becomes, or an :class:`Erasure` for a leads tombstone; RecordError when it does not fit."""
+    """The rows one record becomes, or an :class:`Erasure` for a leads tombstone; RecordError when it does not fit.
+
+    A record in canonical form (as ``serde.dumps`` writes it) is decoded by ``sinks.fastrows`` without building a
+    model; any other record is validated by its pydantic model, which decides and explains.
+    """
     if value is None:
         if kind is RecordKind.LEAD and key:
             return Erasure(key)
         raise RecordError(f"empty record (no value) on {where.topic}: only the leads topic takes tombstones")
+    try:
+        data = orjson.loads(value)
+        if type(data) is dict:
+            if kind is RecordKind.SOURCE:
+                return fastrows.page_view_rows(data, where.topic, where.partition, where.offset)
+            table, fast_row = _FAST[kind]
+            return [(table, fast_row(data))]
+    except (fastrows.NotCanonical, orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # not canonical: the model decides below
+    return model_rows(kind, value, where)
+
+
+def model_rows(kind: RecordKind, value: bytes, where: Provenance) -> list[TableRow]:
+    """The rows of a record validated by its pydantic model (every record the fast path does not take)."""
     try:
         if kind is RecordKind.SOURCE:
             return event_rows(Envelope.model_validate_json(value), where)

@@ -15,7 +15,7 @@ class SinkSettings(PipelineSettings):
     sink_batch_seconds: float = Field(1.0, gt=0, le=300, description="...or after this many seconds.")
     sink_retry_initial_seconds: float = Field(0.2, gt=0, description="First back-off when ClickHouse fails.")
     sink_retry_max_seconds: float = Field(10.0, gt=0, description="Back-off ceiling; retries never give up.")
-    sink_max_poll_records: int = Field(5_000, ge=1, description="Records fetched per poll.")
+    sink_max_poll_records: int = Field(10_000, ge=1, description="Records taken per poll.")
     sink_metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus metrics port; unset = off.")
     clickhouse_connect_timeout: float = Field(5.0, gt=0)
     clickhouse_query_timeout: float = Field(300.0, gt=0)

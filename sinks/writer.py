@@ -59,17 +59,6 @@ class SinkMetrics:
         return sum(self.rows_written.values())
 
 
-@dataclass(frozen=True)
-class _Source:
-    """Where a pending row came from: enough to dead-letter it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: bytes | None
-
-
 class SinkWriter:
     """Consume, batch, insert, commit. ``run()`` until ``stop()``; ``poll_once()`` + ``flush()`` for tests."""
 
@@ -87,7 +76,7 @@ class SinkWriter:
         self._client: Client | None = None
         self._stop = threading.Event()
         self._rows: dict[str, list[tuple]] = {}
-        self._sources: dict[str, list[_Source]] = {}
+        self._sources: dict[str, list] = {}  # table -> the Kafka message of each pending row (to dead-letter it)
         self._dead: list[DeadLetter] = []
         self._pending_records = 0
         self._batch_started: float | None = None
@@ -98,6 +87,10 @@ class SinkWriter:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=settings.sink_max_poll_records,
+            # Large fetches: fewer round trips and bigger record batches per poll (the broker's default caps
+            # a partition at 1 MiB per fetch).
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
             # A long ClickHouse outage keeps us in the retry loop without polling: stay in the group meanwhile.
             max_poll_interval_ms=30 * 60 * 1000,
         )
@@ -138,10 +131,12 @@ class SinkWriter:
         """Poll once and add the records to the batch; returns how many records came."""
         polled = self._consumer.poll(timeout_ms=timeout_ms)
         count = 0
+        add = self._add
         for messages in polled.values():
             for message in messages:
-                self._add(message)
-                count += 1
+                add(message)
+            count += len(messages)
+        self.metrics.records += count
         return count
 
     def _due(self) -> bool:
@@ -153,20 +148,21 @@ class SinkWriter:
         )
 
     def _add(self, message) -> None:
+        # Per-record work is kept to the conversion itself: the key is decoded and the dead-letter source built
+        # only when needed (the message object itself is kept as the source of its rows).
         if self._batch_started is None:
             self._batch_started = time.monotonic()
         self._pending_records += 1
-        self.metrics.records += 1
-        key = serde.decode_key(message.key)
-        source = _Source(message.topic, message.partition, message.offset, key, message.value)
-        where = Provenance(message.topic, message.partition, message.offset)
+        value = message.value
         try:
-            result = rows_for(self._kinds[message.topic], message.value, where, key)
+            result = rows_for(self._kinds[message.topic], value,
+                              Provenance(message.topic, message.partition, message.offset),
+                              serde.decode_key(message.key) if value is None else None)
         except RecordError as exc:
-            self._dead.append(_dead_letter(source, str(exc)))
+            self._dead.append(_dead_letter(message, str(exc)))
             return
         except Exception as exc:  # noqa: BLE001 - a record must never stop the sink; it is dead-lettered
-            self._dead.append(_dead_letter(source, f"unexpected {type(exc).__name__}: {exc}"))
+            self._dead.append(_dead_letter(message, f"unexpected {type(exc).__name__}: {exc}"))
             return
         if isinstance(result, Erasure):
             # Erasures are rare: write what came before, then delete, so a later re-identification survives.
@@ -174,8 +170,12 @@ class SinkWriter:
             self._erase(result.lead_id)
             return
         for table, row in result:
-            self._rows.setdefault(table, []).append(row)
-            self._sources.setdefault(table, []).append(source)
+            rows = self._rows.get(table)
+            if rows is None:
+                rows = self._rows[table] = []
+                self._sources[table] = []
+            rows.append(row)
+            self._sources[table].append(message)
 
     def flush(self) -> None:
         """Write the batch (retrying while ClickHouse is unreachable), publish dead letters, then commit."""
@@ -210,7 +210,7 @@ class SinkWriter:
         self._rows.clear()
         self._sources.clear()
 
-    def _insert(self, table: str, rows: list[tuple], sources: list[_Source]) -> None:
+    def _insert(self, table: str, rows: list[tuple], sources: list) -> None:
         """Insert rows; on a data error split the rows to find those that do not fit and dead-letter them."""
         if not rows:
             return
@@ -311,15 +311,16 @@ def _is_unavailable(exc: DatabaseError) -> bool:
     return not (match and int(match.group(1)) in _DATA_ERROR_CODES)
 
 
-def _dead_letter(source: _Source, reason: str) -> DeadLetter:
-    value = "" if source.value is None else source.value.decode("utf-8", errors="replace")
+def _dead_letter(message, reason: str) -> DeadLetter:
+    """A dead letter for a Kafka message (anything with topic, partition, offset, key and value)."""
+    value = "" if message.value is None else message.value.decode("utf-8", errors="replace")
     return DeadLetter(
         component=COMPONENT,
         reason=reason[:2000],
-        topic=source.topic,
-        partition=source.partition,
-        offset=source.offset,
-        key=source.key,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=serde.decode_key(message.key),
         value=value,
         failed_at=datetime.now(timezone.utc),
     )

@@ -10,9 +10,11 @@ import pytest
 
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
-from schemas.outputs import Conversion, Credit, Lead, Touch
+from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
-from sinks.rows import TABLES, Erasure, Provenance, RecordError, RecordKind, insert_columns, rows_for, topic_kinds
+from sinks import fastrows
+from sinks.rows import (TABLES, Erasure, Provenance, RecordError, RecordKind, insert_columns, model_rows, rows_for,
+                        topic_kinds)
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 WHERE = Provenance("p.events", 3, 42)
@@ -121,3 +123,114 @@ def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
     topics = Topics("p")
     assert set(topic_kinds(topics)) == set(topics.source_topics()) | set(topics.output_topics())
     assert set(TABLES) == {"events", "touches", "identity_links", "leads", "conversions", "credits", "spend"}
+
+
+# -- the fast path (sinks/fastrows.py) gives exactly the model path's rows, and leaves the rest to the model ------
+
+
+def _fast_and_model(kind: RecordKind, value: bytes) -> tuple:
+    return rows_for(kind, value, WHERE), model_rows(kind, value, WHERE)
+
+
+def _canonical_records() -> list[tuple[RecordKind, bytes]]:
+    touch = Touch(touch_id="t1", visitor_id="v1", lead_id="L1", site_id="s", occurred_at=T0.replace(microsecond=5),
+                  channel="Paid Search", source="google", medium="cpc", campaign="spring", click_id="gclid",
+                  event_id="e1")
+    credit = Credit(conversion_id="c1", lead_id="L1", stage="customer", model="w_shaped", touch_id="t1",
+                    touch_index=2, touch_at=T0, converted_at=T0, channel="Email", source="nl", medium="email",
+                    campaign="", credit=Decimal("0.333333334"), revenue=Decimal("-12.50"), currency="EUR", version=3)
+    return [
+        (RecordKind.SOURCE, _envelope(PageView(occurred_at=T0, visitor_id="v1", title="Pricing",
+                                               referrer="https://www.bing.com/",
+                                               url="https://ex.com/p?utm_source=bing&msclkid=x&fbclid=y"))),
+        (RecordKind.SOURCE, serde.dumps(Envelope(event_id="e2", site_id="s", received_at=T0, sent_at=T0,
+                                                 event=PageView(occurred_at=T0, visitor_id="v2", url="http://ex.com")))),
+        (RecordKind.TOUCH, serde.dumps(touch)),
+        (RecordKind.TOUCH, serde.dumps(touch.model_copy(update={"lead_id": None}))),
+        (RecordKind.CREDIT, serde.dumps(credit)),
+        (RecordKind.CREDIT, serde.dumps(credit.model_copy(update={"touch_at": None, "currency": None,
+                                                                   "credit": Decimal("1"), "revenue": Decimal("0")}))),
+        (RecordKind.CONVERSION, serde.dumps(Conversion(conversion_id="c1", lead_id="L1", stage="customer",
+                                                       occurred_at=T0, revenue=Decimal("1200.50"), currency="USD",
+                                                       touch_count=4, event_id="e9", version=2))),
+        (RecordKind.IDENTITY_LINK, serde.dumps(IdentityLink(visitor_id="v1", lead_id="L1", linked_at=T0,
+                                                            event_id="e2", form_id="demo"))),
+        (RecordKind.LEAD, serde.dumps(Lead(lead_id="L1", email="a@b.co", first_identified_at=T0))),
+    ]
+
+
+@pytest.mark.parametrize("kind, value", _canonical_records())
+def test_canonical_records_take_the_fast_path_with_the_model_paths_rows(kind, value):
+    data = orjson.loads(value)
+    fast = (fastrows.page_view_rows(data, *WHERE) if kind is RecordKind.SOURCE
+            else [(table, row) for table, row in [(None, _FAST_ROW[kind](data))]])
+    fast_rows, model = _fast_and_model(kind, value)
+    assert fast_rows == model
+    assert [row for _, row in fast] == [row for _, row in model]
+
+
+_FAST_ROW = {RecordKind.TOUCH: fastrows.touch_row, RecordKind.CREDIT: fastrows.credit_row,
+             RecordKind.CONVERSION: fastrows.conversion_row, RecordKind.IDENTITY_LINK: fastrows.identity_link_row,
+             RecordKind.LEAD: fastrows.lead_row}
+
+
+def _edit(value: bytes, path: tuple, new) -> bytes:
+    data = orjson.loads(value)
+    target = data
+    for step in path[:-1]:
+        target = target[step]
+    if new is _DROP:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = new
+    return orjson.dumps(data)
+
+
+_DROP = object()
+_PAGE = _envelope(PageView(occurred_at=T0, visitor_id="v1", url="https://ex.com/p?utm_source=google"))
+_TOUCH = serde.dumps(Touch(touch_id="t1", visitor_id="v1", site_id="s", occurred_at=T0, channel="Direct",
+                           source="(direct)", medium="(none)", event_id="e1"))
+_CREDIT = _canonical_records()[4][1]
+
+
+@pytest.mark.parametrize(
+    "kind, value",
+    [
+        # Not canonical but valid: the model fills, strips, coerces; the rows must be the model's.
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "url"), "https://ex.com/p?utm_source=google&utm_term=%20shoes")),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "url"), "https://ex.com/p?gclid=abc")),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "path"), None)),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "title"), "  Pricing  ")),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "occurred_at"), "2024-03-01T13:00:00+01:00")),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "screen"), _DROP)),
+        (RecordKind.TOUCH, _edit(_TOUCH, ("campaign",), _DROP)),
+        (RecordKind.TOUCH, _edit(_TOUCH, ("occurred_at",), "2024-03-01 12:00:00")),
+        (RecordKind.CREDIT, _edit(_CREDIT, ("credit",), 0.5)),
+        (RecordKind.CREDIT, _edit(_CREDIT, ("revenue",), "1E+2")),
+    ],
+)
+def test_other_valid_records_get_the_models_rows(kind, value):
+    fast, model = _fast_and_model(kind, value)
+    assert fast == model
+
+
+@pytest.mark.parametrize(
+    "kind, value, reason",
+    [
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "visitor_id"), "undefined"), "not a valid source record: event"),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "url"), "/relative"), "not a valid source record: event"),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "title"), "x" * 513), "not a valid source record: event"),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event_id",), ""), "not a valid source record: event_id"),
+        (RecordKind.TOUCH, _edit(_TOUCH, ("extra",), 1), "not a valid touch record: extra"),
+        (RecordKind.TOUCH, _edit(_TOUCH, ("occurred_at",), "2024-02-30T00:00:00Z"), "not a valid touch record"),
+        (RecordKind.CREDIT, _edit(_CREDIT, ("credit",), "1.5"), "not a valid credit record: credit"),
+        (RecordKind.CREDIT, _edit(_CREDIT, ("model",), "nope"), "not a valid credit record: model"),
+        (RecordKind.CREDIT, _edit(_CREDIT, ("currency",), "eur"), "not a valid credit record: currency"),
+        (RecordKind.CREDIT, _edit(_CREDIT, ("version",), 0), "not a valid credit record: version"),
+        (RecordKind.CREDIT, _edit(_CREDIT, ("version",), 2**32), "credit version or touch_index exceeds UInt32"),
+    ],
+)
+def test_invalid_records_are_rejected_with_the_models_reason(kind, value, reason):
+    with pytest.raises(RecordError) as info:
+        rows_for(kind, value, WHERE)
+    assert str(info.value).startswith(reason)
