@@ -17,6 +17,7 @@ ClickHouse endpoint in a temporary directory on free ports and stops them (by PI
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import subprocess
 import tempfile
@@ -47,12 +48,12 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 MODELS = [m.value for m in AttributionModel]
 
 
-def _wait(condition, timeout: float, what: str) -> None:
+def _wait(condition, timeout: float, what: str, poll: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.2)
+        time.sleep(poll)
     raise TimeoutError(f"timed out waiting for {what}")
 
 
@@ -111,20 +112,63 @@ def _truncate(settings: SinkSettings) -> None:
     client.close()
 
 
+def _sink_process(settings_json: str, stop) -> None:
+    """One member of the sink's consumer group, in its own process (bench_sink_processes)."""
+    writer = SinkWriter(SinkSettings.model_validate_json(settings_json))
+    threading.Thread(target=lambda: (stop.wait(), writer.stop()), daemon=True).start()
+    try:
+        writer.run()
+    finally:
+        writer.close()
+
+
+def bench_sink_processes(settings: SinkSettings, count: int, processes: int) -> dict:
+    """Like bench_sink with ``processes`` SinkWriter processes in one consumer group (they share the partitions).
+
+    The clock stops when ClickHouse holds every row (each record of the mix is one row); a process commits its
+    offsets right after its insert.
+    """
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    client = connect(settings)
+    sql = ("SELECT sum(rows) FROM system.parts WHERE database = currentDatabase() AND active "
+           "AND table IN ('events', 'touches', 'credits', 'conversions')")
+    started = time.perf_counter()
+    children = [context.Process(target=_sink_process, args=(settings.model_dump_json(), stop))
+                for _ in range(processes)]
+    for child in children:
+        child.start()
+    try:
+        _wait(lambda: int(client.query(sql).result_rows[0][0] or 0) >= count, 3600, "every row in ClickHouse")
+        seconds = time.perf_counter() - started
+    finally:
+        stop.set()
+        for child in children:
+            child.join(timeout=120)
+            if child.is_alive():
+                child.terminate()
+        client.close()
+    return {"records": count, "processes": processes, "seconds": seconds, "rows_per_second": count / seconds}
+
+
 def bench_sink(settings: SinkSettings, count: int) -> dict:
     """Run a SinkWriter of a fresh consumer group until all ``count`` records are written; rows/s."""
     writer = SinkWriter(settings)
     thread = threading.Thread(target=writer.run, daemon=True)
     started = time.perf_counter()
     thread.start()
+    _wait(lambda: writer.metrics.records > 0, 120, "the first record", poll=0.01)
+    first_record = time.perf_counter() - started
     _wait(lambda: writer.metrics.records >= count and writer.metrics.lag == 0 and writer.metrics.batches > 0
-          and not writer._pending_records, 3600, "the sink to write every record")
+          and not writer._pending_records, 3600, "the sink to write every record",
+          poll=0.01)
     seconds = time.perf_counter() - started
     writer.stop()
     thread.join(timeout=120)
     writer.close()
     return {"records": count, "rows": writer.metrics.total_rows, "seconds": seconds,
-            "rows_per_second": writer.metrics.total_rows / seconds, "batches": writer.metrics.batches,
+            "rows_per_second": writer.metrics.total_rows / seconds, "first_record_after": round(first_record, 2),
+            "after_first_record": round(writer.metrics.total_rows / (seconds - first_record)), "batches": writer.metrics.batches,
             "dead_letters": writer.metrics.dead_letters}
 
 
@@ -253,6 +297,8 @@ def main() -> None:
     parser.add_argument("--sink-records", type=int, default=200_000)
     parser.add_argument("--skip-sink", action="store_true")
     parser.add_argument("--skip-reports", action="store_true")
+    parser.add_argument("--sink-processes", type=int, default=1,
+                        help="SinkWriter processes in the consumer group (1: one writer in this process)")
     parser.add_argument("--sink-runs", type=int, default=1,
                         help="repeat the sink measurement (fresh consumer group each time) and report the median")
     args = parser.parse_args()
@@ -282,8 +328,9 @@ def main() -> None:
                 rates = []
                 for run in range(args.sink_runs):
                     _truncate(settings)  # each run writes into empty tables, as the first did
-                    sink = bench_sink(settings.model_copy(update={"sink_consumer_group": f"bench-sink-{run}"}),
-                                      len(records))
+                    run_settings = settings.model_copy(update={"sink_consumer_group": f"bench-sink-{run}"})
+                    sink = (bench_sink(run_settings, len(records)) if args.sink_processes == 1
+                            else bench_sink_processes(run_settings, len(records), args.sink_processes))
                     rates.append(sink["rows_per_second"])
                     print(f"  run {run + 1}: {sink}", flush=True)
                 print(f"  median: {statistics.median(rates):,.0f} rows/s of {[round(r) for r in rates]}", flush=True)
@@ -303,6 +350,17 @@ def main() -> None:
                 client.command(f"OPTIMIZE TABLE {table} FINAL")
             print("report latency after OPTIMIZE FINAL (median of 5, after one warm-up):", flush=True)
             time_reports(client)
+            # A live sink keeps adding small parts that background merges fold in later: time the channel
+            # report with one fresh sink-sized part on top of the merged ones (10,000 touches of existing
+            # visitors; credits untouched).
+            client.command(f"""
+                INSERT INTO touches SELECT concat('tx', toString(number)),
+                       concat('v', toString(cityHash64(number) % {args.events // 20})), '', 0, 'site',
+                       toDateTime64('2024-06-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 15),
+                       {CHANNEL_ARRAY}[1 + number % {len(CHANNELS)}], 'google', 'cpc', 'c1', '', '', '', '', '/', ''
+                FROM numbers(10000)""")
+            print("report latency with one fresh 10,000-touch part (median of 5, after one warm-up):", flush=True)
+            time_reports(client, only="channels")
             client.close()
         finally:
             if broker is not None:
