@@ -136,39 +136,44 @@ class Pipeline:
         envelope = serde.loads(event.value, Envelope)
         payload = envelope.event
         if isinstance(payload, PageView):
-            await self._on_page_view(envelope, payload)
+            await self._on_page_view(envelope, payload, event.message.offset)
         elif isinstance(payload, Identify):
-            await self._on_identify(envelope, payload)
+            await self._on_identify(envelope, payload, event.message.offset)
         else:
             await self.dead_letters.send(event, f"a {payload.type!r} event on the events topic: only page_view "
                                                 f"and identify belong there (CRM changes go to the crm topic)")
 
-    async def _on_page_view(self, envelope: Envelope, page_view: PageView) -> None:
+    async def _on_page_view(self, envelope: Envelope, page_view: PageView, offset: int) -> None:
         s = self.settings
         visitor_id = page_view.visitor_id
-        state, touch = visitor_rules.apply_page_view(
-            self.visitors.get(visitor_id), envelope, self.rules,
-            timeout=s.session_timeout, touch_limit=s.visitor_touch_limit,
-        )
-        self.visitors[visitor_id] = state
-        if touch is None:
+        before = self.visitors.get(visitor_id)
+        if before is not None and before.applied(offset):
             return
-        await self.touches.send(key=_key(visitor_id), value=serde.dumps(touch))
-        if touch.lead_id is not None:
-            lead_event = LeadEvent(kind="touch", lead_id=touch.lead_id, touches=(touch,), event_id=envelope.event_id)
-            await self.lead_events.send(key=_key(touch.lead_id), value=serde.dumps(lead_event))
+        state, touch = visitor_rules.apply_page_view(
+            before, envelope, self.rules, timeout=s.session_timeout, touch_limit=s.visitor_touch_limit,
+        )
+        # Outputs are queued before the table write, so the changelog never gets ahead of what was sent.
+        if touch is not None:
+            await self.touches.send(key=_key(visitor_id), value=serde.dumps(touch))
+            if touch.lead_id is not None:
+                lead_event = LeadEvent(kind="touch", lead_id=touch.lead_id, touches=(touch,),
+                                       event_id=envelope.event_id)
+                await self.lead_events.send(key=_key(touch.lead_id), value=serde.dumps(lead_event))
+        self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
-    async def _on_identify(self, envelope: Envelope, identify: Identify) -> None:
+    async def _on_identify(self, envelope: Envelope, identify: Identify, offset: int) -> None:
         lead_id = lead_id_for(identify.email, self.key)
         visitor_id = identify.visitor_id
-        state, link, carried = visitor_rules.apply_identify(self.visitors.get(visitor_id), envelope, lead_id)
-        if link is None:
+        before = self.visitors.get(visitor_id)
+        if before is not None and before.applied(offset):
             return
-        self.visitors[visitor_id] = state
-        await self.identity_links.send(key=_key(lead_id), value=serde.dumps(link))
-        lead_event = LeadEvent(kind="link", lead_id=lead_id, link=link, email=identify.email,
-                               touches=tuple(carried), event_id=envelope.event_id)
-        await self.lead_events.send(key=_key(lead_id), value=serde.dumps(lead_event))
+        state, link, carried = visitor_rules.apply_identify(before, envelope, lead_id)
+        if link is not None:
+            await self.identity_links.send(key=_key(lead_id), value=serde.dumps(link))
+            lead_event = LeadEvent(kind="link", lead_id=lead_id, link=link, email=identify.email,
+                                   touches=tuple(carried), event_id=envelope.event_id)
+            await self.lead_events.send(key=_key(lead_id), value=serde.dumps(lead_event))
+        self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
     # -- CRM and contacts -------------------------------------------------------------------------------------
 

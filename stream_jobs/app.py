@@ -1,19 +1,28 @@
 """The Faust app factory: ``create_app(settings)`` builds the worker's app with its agents, tables and web pages.
 
 Configuration, and why
-    - ``processing_guarantee``: ``exactly_once`` by default. The embedded broker (noida-db) supports Kafka
-      transactions: a probe with a table and an output topic, consumed ``read_committed``, delivered every record
-      once, and the restart test (SIGKILL mid-stream) ends with the same credits as an uninterrupted run. With
-      exactly_once, a table update, the records it causes and the source offset commit are one transaction, so a
-      crash can neither double-count a counter nor lose a changelog write. ``at_least_once`` remains available
-      (``CLOSEDLOOP_PROCESSING_GUARANTEE``) for brokers without transactions; outputs are idempotent downstream
-      either way (stable ``conversion_id`` / ``touch_id``, ``version``).
+    - ``processing_guarantee``: ``at_least_once`` by default (``CLOSEDLOOP_PROCESSING_GUARANTEE``). We tried
+      ``exactly_once`` on the embedded broker (noida-db 0.2.3): transactions work in a steady state (a probe
+      consumed ``read_committed`` saw every record once, the journey test passes), but after a SIGKILL the
+      restarted worker reported highwater -1 on every changelog and made no progress for minutes: the dead
+      producer's open transactions were not aborted/fenced, blocking read_committed recovery. Crash recovery
+      matters more than transactions here, because every output is idempotent downstream (stable
+      ``touch_id`` / ``conversion_id``, ``version``) and every state transition is replay-safe: the visitors
+      table records the last applied offset and skips redelivered records (sessionisation is order-dependent);
+      leads and contacts merge by id with earliest-wins rules, so a replay changes nothing. Counters may count a
+      conversion twice after a crash (they are a live view, not a report). Use ``exactly_once`` on a broker
+      whose transaction coordinator fences dead producers (Apache Kafka, Redpanda).
     - ``store="memory://"``: tables live in memory and are rebuilt from their changelog topics at start. No
       RocksDB dependency; recovery reads the compacted changelogs (see bench/worker.md for the time it takes).
     - ``topic_allow_declare=False``, ``topic_disable_leader=True``: the worker creates no topic itself; every
       topic comes from ``schemas.topics`` or ``stream_jobs.topology.internal_topics`` and exists before start.
     - Keys and values are raw bytes on every topic: the agents decode with ``schemas.serde`` themselves, so a bad
       record becomes a dead letter instead of an agent crash.
+    - ``consumer_group_instance_id`` (static membership, ``WorkerSettings.instance_id``): after a SIGKILL the
+      embedded broker keeps the dead member in the group and elects it leader again, so a restarted worker with
+      a new member id loops in JoinGroup/SyncGroup forever (seen with noida-db 0.2.3; a real broker would evict
+      it after the session timeout). With a stable instance id the restarted worker replaces its dead self at
+      once. Several workers of one app need distinct ``CLOSEDLOOP_WORKER_INSTANCE_ID`` values.
     - ``consumer_auto_offset_reset="earliest"``: a new worker group reads its topics from the beginning.
 """
 
@@ -60,6 +69,7 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
         web_port=settings.worker_web_port,
         web_in_thread=False,
         table_standby_replicas=0,
+        consumer_group_instance_id=settings.instance_id,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
         autodiscover=False,

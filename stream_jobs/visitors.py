@@ -10,7 +10,8 @@ change it. The visitors agent only moves records in and out; everything it decid
   before the first form (their oldest ones are then not attributed);
 - ``pages``: a page sequence summary: page view count, first/last seen, the last :data:`RECENT_PATHS` paths
   (repeats of the same path in a row collapsed);
-- ``links``: the visitor's identity links (see :mod:`stream_jobs.identity` for the shared-computer rule).
+- ``links``: the visitor's identity links (see :mod:`stream_jobs.identity` for the shared-computer rule);
+- ``offset``: the last source offset applied, so that records redelivered after a crash are skipped.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ class VisitorState(BaseModel):
     touches: tuple[Touch, ...] = ()
     pages: PageSummary = PageSummary()
     links: tuple[VisitorLink, ...] = ()
+    offset: int = -1  # offset of the last events-topic record applied (all of a visitor's events share a partition)
+
+    def applied(self, offset: int) -> bool:
+        """True when the record at ``offset`` was applied already: a redelivery after a crash (at least once).
+
+        Sessionisation depends on order, so replaying an old page view through a newer state could make a touch
+        that the first pass did not; such records are skipped instead.
+        """
+        return 0 <= offset <= self.offset
 
     @property
     def lead_id(self) -> str | None:
