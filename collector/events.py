@@ -11,17 +11,16 @@ Valid events of a batch are accepted even when others are not; the others are re
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from collector.errors import ApiError, validation_errors
 from collector.spool import SpoolRecord
-from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.topics import Topics
 
@@ -86,16 +85,41 @@ def parse_events(
     received_at: datetime,
     user_agent: str | None,
 ) -> ParsedBatch:
-    """Validate every item; envelopes for the good ones, ``{"index", "errors"}`` for the others."""
+    """Validate every item; envelopes for the good ones, ``{"index", "errors"}`` for the others.
+
+    The envelopes of a batch are validated in one pydantic call (one TypeAdapter over the list), which saves the
+    per-call overhead of validating them one by one; when that call finds any error, the items are validated
+    one at a time instead, so each rejection names its own index and fields exactly as before.
+    """
     batch = ParsedBatch()
+    candidates: list[tuple[int, dict[str, Any], list[dict[str, str]]]] = []
+    ids = _EventIds(len(items))
     for index, item in enumerate(items):
         try:
-            batch.envelopes.append(
-                _envelope(item, site_id=site_id, allowed=allowed_types, received_at=received_at, user_agent=user_agent)
-            )
+            fields, errors = _prepare(item, site_id, allowed_types, received_at, user_agent, ids)
         except _Rejected as exc:
             batch.rejected.append({"index": index, "errors": exc.errors})
+            continue
+        candidates.append((index, fields, errors))
+    if not candidates:
+        return batch
+    if not any(errors for _, _, errors in candidates):
+        try:
+            batch.envelopes = _ENVELOPES.validate_python([fields for _, fields, _ in candidates])
+            return batch
+        except ValidationError:
+            pass  # at least one is invalid: find which, one by one
+    for index, fields, errors in candidates:
+        try:
+            batch.envelopes.append(_validate(fields, errors))
+        except _Rejected as exc:
+            batch.rejected.append({"index": index, "errors": exc.errors})
+    batch.rejected.sort(key=lambda rejection: rejection["index"])
     return batch
+
+
+_ENVELOPES: TypeAdapter[list[Envelope]] = TypeAdapter(list[Envelope])
+_ENVELOPE_JSON = Envelope.__pydantic_serializer__
 
 
 class _Rejected(Exception):
@@ -103,9 +127,38 @@ class _Rejected(Exception):
         self.errors = errors
 
 
-def _envelope(
-    item: Any, *, site_id: str, allowed: frozenset[str], received_at: datetime, user_agent: str | None
-) -> Envelope:
+class _EventIds:
+    """UUID4 hex ids for events sent without one, from one ``os.urandom`` call per request.
+
+    ``uuid.uuid4()`` makes a getrandom syscall per id, which cost about 5 us an event here; the bytes are the
+    same kind (the kernel's CSPRNG), with the version and variant bits set as uuid4 sets them.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._pool = b""
+        self._next = 0
+
+    def new(self) -> str:
+        if self._next >= len(self._pool):
+            self._pool = os.urandom(16 * max(1, min(self._count, 1024)))
+            self._next = 0
+        raw = bytearray(self._pool[self._next:self._next + 16])
+        self._next += 16
+        raw[6] = (raw[6] & 0x0F) | 0x40
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        return raw.hex()
+
+
+def _prepare(
+    item: Any,
+    site_id: str,
+    allowed: frozenset[str],
+    received_at: datetime,
+    user_agent: str | None,
+    ids: _EventIds,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The envelope fields of one item, and the errors found before pydantic runs; raise _Rejected early."""
     if not isinstance(item, dict):
         raise _Rejected([{"loc": "", "msg": f"expected an event object, got {type(item).__name__}"}])
     fields = dict(item)
@@ -124,7 +177,7 @@ def _envelope(
     errors: list[dict[str, str]] = []
     event_id = fields.pop("event_id", None)
     if event_id is None:
-        event_id = uuid.uuid4().hex
+        event_id = ids.new()
     elif not isinstance(event_id, str) or not 1 <= len(event_id.strip()) <= 128:
         errors.append({"loc": "event_id", "msg": "must be a string of 1 to 128 characters (or left out)"})
         event_id = "invalid"
@@ -132,12 +185,17 @@ def _envelope(
     fields.setdefault("occurred_at", received_at)
     if event_type == "page_view" and user_agent and fields.get("user_agent") is None:
         fields["user_agent"] = user_agent[:512]
-    # One validation pass over the whole envelope: the contract's validators run once per event.
+    envelope = {
+        "event_id": event_id.strip() if isinstance(event_id, str) else event_id,
+        "site_id": site_id, "sent_at": sent_at, "received_at": received_at, "event": fields,
+    }
+    return envelope, errors
+
+
+def _validate(envelope_fields: dict[str, Any], errors: list[dict[str, str]]) -> Envelope:
+    """One validation pass over the whole envelope: the contract's validators run once per event."""
     try:
-        envelope = Envelope.model_validate({
-            "event_id": event_id.strip() if isinstance(event_id, str) else event_id,
-            "site_id": site_id, "sent_at": sent_at, "received_at": received_at, "event": fields,
-        })
+        envelope = Envelope.model_validate(envelope_fields)
     except ValidationError as exc:
         for error in validation_errors(exc):
             loc = error["loc"]
@@ -166,4 +224,6 @@ def record_for(envelope: Envelope, topics: Topics) -> SpoolRecord:
         topic, key = topics.spend, event.spend_key
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"no topic for {type(event).__name__}")
-    return SpoolRecord(topic, key.encode("utf-8"), serde.dumps(envelope))
+    # The same bytes as schemas.serde.dumps (orjson of model_dump(mode="json"); a unit test holds them equal),
+    # written by pydantic-core straight from the model: half the cost, no intermediate dict.
+    return SpoolRecord(topic, key.encode("utf-8"), _ENVELOPE_JSON.to_json(envelope))

@@ -362,3 +362,63 @@ def test_tracker_min_is_built_from_the_source_and_small() -> None:
     assert first_line == f"/*! closedloop tracker, source sha256:{hashlib.sha256(source).hexdigest()} */", \
         "tracker.min.js is stale: run collector/static/build.sh"
     assert len(gzip.compress(minified, 9)) < 4096
+
+
+# -- the fast paths keep the contract ----------------------------------------------------------------------------
+
+
+def test_record_values_are_the_serde_bytes_and_generated_ids_are_uuid4() -> None:
+    import uuid
+    from datetime import datetime, timezone
+
+    from collector import events as event_parsing
+    from schemas import serde
+    from schemas.topics import Topics
+
+    items = [
+        {**PAGE, "title": "  Prix  ", "referrer": "https://www.google.com/", "sent_at": "2024-05-01T12:00:00+02:00"},
+        {"type": "identify", "visitor_id": "vis-1", "email": " Ana@Example.COM ", "fields": {"name": "Ana Ñ"}},
+        {"type": "crm_status", "crm": "generic", "crm_object_id": "d-1", "email": "b@x.io", "stage": "customer",
+         "deal_value": "1200.50", "currency": "EUR", "occurred_at": "2024-05-01T10:00:00"},
+        {"type": "spend", "date": "2024-05-01", "channel": "paid_search", "cost": "12.3", "currency": "USD"},
+    ]
+    batch = event_parsing.parse_events(
+        items, site_id="s", allowed_types=event_parsing.SERVER_TYPES,
+        received_at=datetime(2024, 5, 1, 12, tzinfo=timezone.utc), user_agent="ua",
+    )
+    assert batch.rejected == []
+    for envelope in batch.envelopes:
+        assert event_parsing.record_for(envelope, Topics("p")).value == serde.dumps(envelope)
+        assert uuid.UUID(hex=envelope.event_id).version == 4
+    assert len({envelope.event_id for envelope in batch.envelopes}) == 4
+
+
+def test_batch_with_one_invalid_event_names_it_like_a_single_one(client) -> None:
+    bad = {**PAGE, "url": "not-a-url"}
+    single = client.post("/v1/events", headers=KEY, json=bad).json()["rejected"]
+    batched = client.post("/v1/events", headers=KEY, json=[PAGE, bad, PAGE, {"type": "nope"}]).json()
+    assert batched["accepted"] == 2
+    assert batched["rejected"] == [{"index": 1, "errors": single[0]["errors"]},
+                                   {"index": 3, "errors": [{"loc": "type", "msg": "unknown event type 'nope'; "
+                                                            "expected one of crm_status, identify, page_view, spend"}]}]
+
+
+def test_first_query_values_equals_parse_qs() -> None:
+    from urllib.parse import parse_qs
+
+    from hypothesis import given, settings, strategies as st
+
+    from schemas.events import CLICK_ID_FIELDS, UTM_FIELDS, first_query_values
+
+    names = st.sampled_from([*UTM_FIELDS, *CLICK_ID_FIELDS, "utm%5Fsource", "utm+source", "q", "", "gclid%"])
+    values = st.text(alphabet="ab +%2F0=é&;", max_size=8)
+    pairs = st.lists(st.tuples(names, st.sampled_from(["=", ""]), values), max_size=6)
+
+    @settings(max_examples=400, deadline=None)
+    @given(pairs, st.sampled_from(["&", "&&"]))
+    def check(items, separator) -> None:
+        query = separator.join(name + eq + value for name, eq, value in items)
+        expected = {name: found[0] for name, found in parse_qs(query).items() if name in UTM_FIELDS + CLICK_ID_FIELDS}
+        assert first_query_values(query) == expected
+
+    check()
