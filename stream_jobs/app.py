@@ -24,6 +24,8 @@ Configuration, and why
       it after the session timeout). With a stable instance id the restarted worker replaces its dead self at
       once. Several workers of one app need distinct ``CLOSEDLOOP_WORKER_INSTANCE_ID`` values.
     - ``consumer_auto_offset_reset="earliest"``: a new worker group reads its topics from the beginning.
+    - ``fetch_backoff.install()``: brokers that answer an empty fetch at once (noida-db) would make an idle worker
+      spin a core; the client waits out the rest of the fetch wait time instead (no effect on a real Kafka).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import faust
 
+from stream_jobs import fetch_backoff
 from stream_jobs.channels import ChannelRules
 from stream_jobs.settings import WorkerSettings
 from stream_jobs.topology import internal_topics
@@ -47,6 +50,7 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
     """A Faust app for these settings, with the pipeline's agents attached (``app.pipeline``)."""
     from stream_jobs.agents import Pipeline
 
+    fetch_backoff.install()
     rules = rules if rules is not None else ChannelRules.from_file(settings.channel_rules_file)
     datadir = settings.data_dir / "worker" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
