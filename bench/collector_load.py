@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import re
 import resource
@@ -116,37 +117,65 @@ async def closed_loop(port: int, payload: bytes, concurrency: int, seconds: floa
     return Result(len(latencies), errors, time.perf_counter() - started, latencies)
 
 
+class _Pipelined(asyncio.Protocol):
+    """One keep-alive connection of the open loop: requests are written when due (HTTP/1.1 pipelining, which
+    uvicorn serves in order), responses matched to their scheduled send times in order. No task per request:
+    the generator must stay much lighter than the collector it measures."""
+
+    def __init__(self, latencies: list[float]) -> None:
+        self.latencies = latencies
+        self.scheduled: collections.deque[float] = collections.deque()
+        self.buffer = bytearray()
+        self.errors = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, payload: bytes, scheduled: float) -> None:
+        self.scheduled.append(scheduled)
+        self.transport.write(payload)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15:head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            if head[9:12] != b"200":
+                self.errors += 1
+            del self.buffer[:end + 4 + length]
+            self.latencies.append(time.perf_counter() - self.scheduled.popleft())
+
+
 async def open_loop(port: int, payload: bytes, rate: float, seconds: float, connections: int) -> Result:
-    """Requests scheduled at a fixed rate over a pool of keep-alive connections; latency from the schedule."""
+    """Requests scheduled at a fixed rate, round-robin over keep-alive connections; latency from the schedule."""
+    loop = asyncio.get_running_loop()
     total = int(rate * seconds)
-    pool: asyncio.Queue = asyncio.Queue()
-    for _ in range(connections):
-        pool.put_nowait(await asyncio.open_connection(HOST, port))
     latencies: list[float] = []
-    errors = 0
-
-    async def one(scheduled: float) -> None:
-        nonlocal errors
-        reader, writer = await pool.get()
-        try:
-            if await exchange(reader, writer, payload) != 200:
-                errors += 1
-        finally:
-            pool.put_nowait((reader, writer))
-        latencies.append(time.perf_counter() - scheduled)
-
+    pool = [(await loop.create_connection(lambda: _Pipelined(latencies), HOST, port))[1] for _ in range(connections)]
     start = time.perf_counter()
-    tasks = []
-    for i in range(total):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
-    await asyncio.gather(*tasks)
+    sent = 0
+    while sent < total:
+        now = time.perf_counter()
+        due = min(total, int((now - start) * rate) + 1)
+        while sent < due:  # catch up on everything due: its latency still counts from its scheduled time
+            pool[sent % connections].send(payload, start + sent / rate)
+            sent += 1
+        # Ticks of at least 1 ms (finer sleeps just spin the loop); what fell due meanwhile goes out at once.
+        await asyncio.sleep(max(0.001, start + sent / rate - time.perf_counter()))
+    deadline = time.perf_counter() + 60
+    while len(latencies) < total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - start
-    while not pool.empty():
-        pool.get_nowait()[1].close()
+    for protocol in pool:
+        protocol.transport.close()  # type: ignore[union-attr]
+    errors = sum(protocol.errors for protocol in pool) + (total - len(latencies))
     return Result(len(latencies), errors, elapsed, latencies)
 
 
