@@ -35,6 +35,12 @@ from sinks.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 COMPONENT = "sink"
+# After an empty poll, wait this long (on the stop event) before polling again. A Kafka broker holds an empty
+# fetch for fetch_max_wait_ms, but some Kafka-protocol brokers (the embedded noida-db among them) answer at once,
+# and kafka-python's poll() then re-sends fetches in a loop: an idle sink spun a core. Short polls plus this wait
+# keep an idle sink near zero CPU; new records are seen within about this delay.
+IDLE_WAIT_SECONDS = 0.15
+POLL_TIMEOUT_MS = 20
 
 
 class SinkStopped(Exception):
@@ -87,6 +93,9 @@ class SinkWriter:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=settings.sink_max_poll_records,
+            # Outputs may come from transactional producers (the stream jobs under exactly_once on a real
+            # Kafka): read only committed records, never those of an aborted transaction.
+            isolation_level="read_committed",
             # Large fetches: fewer round trips and bigger record batches per poll (the broker's default caps
             # a partition at 1 MiB per fetch).
             fetch_max_bytes=64 * 1024 * 1024,
@@ -117,9 +126,14 @@ class SinkWriter:
         log.info("sink started", extra={"topics": sorted(self._kinds), "group": self.settings.sink_consumer_group})
         try:
             while not self._stop.is_set():
-                self.poll_once()
+                if self.poll_once(POLL_TIMEOUT_MS):
+                    if self._due():
+                        self.flush()
+                    continue
                 if self._due():
                     self.flush()
+                else:
+                    self._stop.wait(self._idle_wait())
             self.flush()
         except SinkStopped:
             log.warning("sink stopped with an unwritten batch; it will be read again on the next start")
@@ -138,6 +152,13 @@ class SinkWriter:
             count += len(messages)
         self.metrics.records += count
         return count
+
+    def _idle_wait(self) -> float:
+        """How long to wait after an empty poll: the idle wait, cut short when the batch falls due."""
+        if self._batch_started is None:
+            return IDLE_WAIT_SECONDS
+        due_in = self._batch_started + self.settings.sink_batch_seconds - time.monotonic()
+        return max(0.0, min(IDLE_WAIT_SECONDS, due_in))
 
     def _due(self) -> bool:
         if self._pending_records == 0:

@@ -196,3 +196,30 @@ def test_clickhouse_outage_loses_nothing(kafka_servers, tmp_path):  # noqa: F811
         assert committed == 500
     finally:
         server.stop()
+
+
+def test_read_committed_skips_aborted_transactions(kafka_servers, ch_url):  # noqa: F811
+    """Outputs of a transactional producer: committed records arrive, those of an aborted transaction never do."""
+    settings = _settings(kafka_servers, ch_url, partitions=1)
+
+    def touch(i: int) -> bytes:
+        return serde.dumps(Touch(touch_id=f"t{i}", visitor_id=f"v{i}", site_id="s", occurred_at=T0,
+                                 channel="Direct", source="(direct)", medium="(none)", event_id=f"e{i}"))
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, transactional_id=unique("tx"))
+    try:
+        producer.init_transactions()
+        for committed, ids in ((True, (1, 2)), (False, (3, 4)), (True, (5,))):
+            producer.begin_transaction()
+            for i in ids:
+                producer.send(settings.topics.touches, key=f"v{i}".encode(), value=touch(i))
+            producer.flush(timeout=30)
+            (producer.commit_transaction if committed else producer.abort_transaction)()
+    finally:
+        producer.close()
+    touch_ids = "SELECT touch_id FROM touches FINAL ORDER BY touch_id"
+    with Running(settings) as writer:
+        wait_for(lambda: _query(settings, touch_ids) == [("t1",), ("t2",), ("t5",)], 60, "the committed touches")
+        wait_for(lambda: writer.metrics.lag == 0 and not writer._pending_records, 30, "the sink to catch up")
+    assert writer.metrics.records == 3 and writer.metrics.dead_letters == 0
+    assert _query(settings, touch_ids) == [("t1",), ("t2",), ("t5",)]
