@@ -17,6 +17,7 @@ ClickHouse endpoint in a temporary directory on free ports and stops them (by PI
 from __future__ import annotations
 
 import argparse
+import os
 import multiprocessing
 import statistics
 import subprocess
@@ -46,6 +47,13 @@ CHANNELS = ["Paid Search", "Organic Search", "Paid Social", "Organic Social", "E
             "Display"]
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 MODELS = [m.value for m in AttributionModel]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (and its waited-for children) from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(condition, timeout: float, what: str, poll: float = 0.2) -> None:
@@ -122,7 +130,7 @@ def _sink_process(settings_json: str, stop) -> None:
         writer.close()
 
 
-def bench_sink_processes(settings: SinkSettings, count: int, processes: int) -> dict:
+def bench_sink_processes(settings: SinkSettings, count: int, processes: int, endpoint_pid: int) -> dict:
     """Like bench_sink with ``processes`` SinkWriter processes in one consumer group (they share the partitions).
 
     The clock stops when ClickHouse holds every row (each record of the mix is one row); a process commits its
@@ -133,6 +141,7 @@ def bench_sink_processes(settings: SinkSettings, count: int, processes: int) -> 
     client = connect(settings)
     sql = ("SELECT sum(rows) FROM system.parts WHERE database = currentDatabase() AND active "
            "AND table IN ('events', 'touches', 'credits', 'conversions')")
+    endpoint_before = cpu_seconds(endpoint_pid)
     started = time.perf_counter()
     children = [context.Process(target=_sink_process, args=(settings.model_dump_json(), stop))
                 for _ in range(processes)]
@@ -141,6 +150,8 @@ def bench_sink_processes(settings: SinkSettings, count: int, processes: int) -> 
     try:
         _wait(lambda: int(client.query(sql).result_rows[0][0] or 0) >= count, 3600, "every row in ClickHouse")
         seconds = time.perf_counter() - started
+        endpoint_cpu = cpu_seconds(endpoint_pid) - endpoint_before
+        sink_cpu = sum(cpu_seconds(child.pid) for child in children)
     finally:
         stop.set()
         for child in children:
@@ -148,13 +159,18 @@ def bench_sink_processes(settings: SinkSettings, count: int, processes: int) -> 
             if child.is_alive():
                 child.terminate()
         client.close()
-    return {"records": count, "processes": processes, "seconds": seconds, "rows_per_second": count / seconds}
+    return {"records": count, "processes": processes, "seconds": round(seconds, 2),
+            "rows_per_second": count / seconds,
+            # read while the children still run: includes their start-up (imports, group join)
+            "sink_cpu_s_per_1000": round(sink_cpu * 1000 / count, 4),
+            "endpoint_cpu_s_per_1000": round(endpoint_cpu * 1000 / count, 4)}
 
 
-def bench_sink(settings: SinkSettings, count: int) -> dict:
-    """Run a SinkWriter of a fresh consumer group until all ``count`` records are written; rows/s."""
+def bench_sink(settings: SinkSettings, count: int, endpoint_pid: int) -> dict:
+    """Run a SinkWriter of a fresh consumer group until all ``count`` records are written; rows/s and CPU."""
     writer = SinkWriter(settings)
     thread = threading.Thread(target=writer.run, daemon=True)
+    cpu_before, endpoint_before = time.process_time(), cpu_seconds(endpoint_pid)
     started = time.perf_counter()
     thread.start()
     _wait(lambda: writer.metrics.records > 0, 120, "the first record", poll=0.01)
@@ -163,10 +179,14 @@ def bench_sink(settings: SinkSettings, count: int) -> dict:
           and not writer._pending_records, 3600, "the sink to write every record",
           poll=0.01)
     seconds = time.perf_counter() - started
+    sink_cpu, endpoint_cpu = time.process_time() - cpu_before, cpu_seconds(endpoint_pid) - endpoint_before
     writer.stop()
     thread.join(timeout=120)
     writer.close()
-    return {"records": count, "rows": writer.metrics.total_rows, "seconds": seconds,
+    per_1000 = 1000 / writer.metrics.total_rows
+    return {"records": count, "rows": writer.metrics.total_rows, "seconds": round(seconds, 2),
+            "sink_cpu_s_per_1000": round(sink_cpu * per_1000, 4),
+            "endpoint_cpu_s_per_1000": round(endpoint_cpu * per_1000, 4),
             "rows_per_second": writer.metrics.total_rows / seconds, "first_record_after": round(first_record, 2),
             "after_first_record": round(writer.metrics.total_rows / (seconds - first_record)), "batches": writer.metrics.batches,
             "dead_letters": writer.metrics.dead_letters}
@@ -329,8 +349,9 @@ def main() -> None:
                 for run in range(args.sink_runs):
                     _truncate(settings)  # each run writes into empty tables, as the first did
                     run_settings = settings.model_copy(update={"sink_consumer_group": f"bench-sink-{run}"})
-                    sink = (bench_sink(run_settings, len(records)) if args.sink_processes == 1
-                            else bench_sink_processes(run_settings, len(records), args.sink_processes))
+                    sink = (bench_sink(run_settings, len(records), clickhouse.pid) if args.sink_processes == 1
+                            else bench_sink_processes(run_settings, len(records), args.sink_processes,
+                                                      clickhouse.pid))
                     rates.append(sink["rows_per_second"])
                     print(f"  run {run + 1}: {sink}", flush=True)
                 print(f"  median: {statistics.median(rates):,.0f} rows/s of {[round(r) for r in rates]}", flush=True)

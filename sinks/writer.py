@@ -41,6 +41,10 @@ COMPONENT = "sink"
 # keep an idle sink near zero CPU; new records are seen within about this delay.
 IDLE_WAIT_SECONDS = 0.15
 POLL_TIMEOUT_MS = 20
+# While the consumer has no partitions (joining or rejoining the group) it polls long and never waits: the
+# join and sync steps run inside poll(), and a member that answers late makes the broker start another
+# generation (with short polls and waits, two members rebalanced every ~170 ms on noida-db).
+JOIN_POLL_TIMEOUT_MS = 200
 
 
 class SinkStopped(Exception):
@@ -107,6 +111,11 @@ class SinkWriter:
             bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5
         )
         self._consumer.subscribe(sorted(self._kinds), listener=_FlushOnRevoke(self))
+        # clickhouse-connect imports pandas (when installed) lazily on the first insert to check the data's type:
+        # about 0.8 s here, once. Pay it at start-up instead of inside the first batch.
+        from clickhouse_connect.driver import options
+
+        options.pd  # noqa: B018 - the attribute access runs the lazy import
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -126,7 +135,8 @@ class SinkWriter:
         log.info("sink started", extra={"topics": sorted(self._kinds), "group": self.settings.sink_consumer_group})
         try:
             while not self._stop.is_set():
-                if self.poll_once(POLL_TIMEOUT_MS):
+                assigned = bool(self._consumer.assignment())
+                if self.poll_once(POLL_TIMEOUT_MS if assigned else JOIN_POLL_TIMEOUT_MS) or not assigned:
                     if self._due():
                         self.flush()
                     continue

@@ -16,7 +16,10 @@ from closedloop.commands._clickhouse_cli import clickhouse_errors_readable, cons
 @click.option("--group", default=None, help="Kafka consumer group (default closedloop-sink).")
 @click.option("--migrate/--no-migrate", default=True, show_default=True,
               help="Apply pending migrations before consuming.")
-def command(batch_rows: int | None, batch_seconds: float | None, group: str | None, migrate: bool) -> None:
+@click.option("--processes", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="Sink processes in the consumer group (each takes a share of the partitions).")
+def command(batch_rows: int | None, batch_seconds: float | None, group: str | None, migrate: bool,
+            processes: int) -> None:
     """Consume events, crm, spend, touches, identity-links, leads, conversions and credits into ClickHouse."""
     from sinks.migrate import migrate_up
     from sinks.writer import SinkWriter
@@ -28,6 +31,9 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
         if migrate:
             for label in migrate_up(settings):
                 console.print(f"applied {label}")
+        if processes > 1:
+            _run_group(settings, processes)
+            return
         writer = SinkWriter(settings)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: writer.stop())
@@ -40,6 +46,25 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
             writer.close()
         console.print(f"sink stopped: {metrics.total_rows} rows in {metrics.batches} batches, "
                       f"{metrics.retries} retries, {metrics.dead_letters} dead letters")
+
+
+def _run_group(settings, processes: int) -> None:
+    """``processes`` SinkWriter processes in one consumer group until Ctrl-C / SIGTERM."""
+    from sinks.processes import SinkGroup
+
+    if settings.sink_metrics_port:
+        raise click.UsageError("CLOSEDLOOP_SINK_METRICS_PORT serves one process's metrics: unset it with "
+                               "--processes > 1 (each process logs its rows, lag and retries per batch)")
+    group = SinkGroup(settings, processes)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: group.stop())
+    console.print(f"sink: {settings.kafka_servers} -> {settings.clickhouse_database} with {processes} processes; "
+                  "Ctrl-C stops")
+    result = group.run()
+    console.print(f"sink stopped: {result.rows} rows in {result.batches} batches, {result.retries} retries, "
+                  f"{result.dead_letters} dead letters")
+    if result.failed:
+        raise click.ClickException(f"{result.failed} of {processes} sink processes failed (see the log above)")
 
 
 def _serve_metrics(writer, port: int) -> None:
