@@ -4,28 +4,37 @@ Method (see bench/worker.md for results):
 1. start a private embedded broker (or use CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS), create the topics;
 2. pre-load the input: ``--visitors`` visitors with 4 page views each over several channels, a third of them
    identifying (half of those sharing an email with another device), CRM mql/opportunity/customer changes;
-3. start ``closedloop worker`` (one process), time from "ready" until its group has committed every input offset;
-   sample the worker's CPU time and RSS from /proc every 0.5 s;
+3. start ``--workers`` ``closedloop worker`` processes (one app, distinct static instance ids), time from "all
+   ready" until their group has committed every input offset; read each worker's CPU time (user + system) and
+   RSS from /proc, and the broker's CPU time when its PID is known (private broker, or ``--broker-pid``);
 4. state size: bytes of the newest value per key in each changelog topic (what a compacted topic keeps and
    what a restart recovers), scaled to 100,000 visitors.
 
-Run: ``.venv/bin/python bench/worker.py --visitors 20000``
+``--repeat N`` runs steps 1-3 N times on fresh topics and reports the median; ``--py-spy FILE`` records the
+first worker of the first run with py-spy (``--gil``, raw format) for a profile of where the time goes.
+
+Run: ``.venv/bin/python bench/worker.py --visitors 5000 --repeat 3``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_worker import (  # noqa: E402 - the test harness is the benchmark's harness too
-    Worker, as_records, create_all_topics, generated_stream, send, wait_idle, worker_settings,
+    Worker, as_records, create_all_topics, free_port, generated_stream, send, wait_idle, worker_settings,
 )
 
 from stream_jobs.topology import TABLES, changelog_topic  # noqa: E402
@@ -34,12 +43,11 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def proc_sample(pid: int) -> tuple[float, int]:
-    """(CPU seconds used, RSS bytes) of a process, from /proc."""
+def proc_sample(pid: int) -> tuple[float, float, int]:
+    """(user CPU seconds, system CPU seconds, RSS bytes) of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / TICKS
     rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
-    return cpu, rss
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS, rss
 
 
 def compacted_bytes(settings, topic: str) -> tuple[int, int]:
@@ -62,70 +70,151 @@ def compacted_bytes(settings, topic: str) -> tuple[int, int]:
         consumer.close()
 
 
+@dataclass
+class Run:
+    events: int
+    seconds: float
+    worker_user: float
+    worker_sys: float
+    broker_cpu: float | None
+    rss_end: int
+    rss_peak: int
+    load: str
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def worker_cpu(self) -> float:
+        return self.worker_user + self.worker_sys
+
+    def line(self) -> str:
+        broker = (f"; broker CPU {self.broker_cpu:.1f}s = {self.broker_cpu / self.events * 1000:.2f} s/1k"
+                  if self.broker_cpu is not None else "")
+        return (f"{self.events} events in {self.seconds:.1f}s = {self.rate:,.0f} events/s; worker CPU "
+                f"{self.worker_cpu:.1f}s (user {self.worker_user:.1f}, sys {self.worker_sys:.1f}) = "
+                f"{self.worker_cpu / self.events * 1000:.2f} s per 1,000 events, "
+                f"{self.worker_cpu / self.seconds * 100:.0f}% of one core{broker}; RSS end "
+                f"{self.rss_end / 2**20:.0f} MiB, peak {self.rss_peak / 2**20:.0f} MiB; load {self.load}")
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int | None) -> tuple[Run, object]:
+    settings = worker_settings(bootstrap, f"bench_{int(time.time())}_{run_no}", tmp_path / f"data{run_no}")
+    if args.partitions:
+        settings = settings.model_copy(update={"partitions": args.partitions})
+    create_all_topics(settings)
+    stream = generated_stream(args.visitors)
+    records = as_records(settings, stream)
+    kinds = {"page_view": 0, "identify": 0, "crm_status": 0}
+    for envelope in stream:
+        kinds[envelope.event.type] += 1
+    t0 = time.monotonic()
+    send(settings, records)
+    print(f"run {run_no}: loaded {len(records)} events {kinds} in {time.monotonic() - t0:.1f}s", flush=True)
+
+    workers = [
+        Worker(settings.model_copy(update={"worker_web_port": free_port()}), tmp_path / f"worker{run_no}-{i}.log",
+               extra_env={"CLOSEDLOOP_WORKER_INSTANCE_ID": f"{settings.app_id}-{i + 1}"})
+        for i in range(args.workers)
+    ]
+    # Start all, then time from the moment every one is up (the first may already be working: it counts).
+    for worker in workers:
+        worker.start()
+    pids = [worker.process.pid for worker in workers]
+    print(f"run {run_no}: worker pids {pids}", flush=True)
+    spy = None
+    if args.py_spy and run_no == 0:
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pids[0]),
+                                "-f", "raw", "-o", args.py_spy, "-r", "100", "--gil", "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = {pid: proc_sample(pid) for pid in pids}
+    broker_before = sum(proc_sample(broker_pid)[:2]) if broker_pid else None
+    start = time.monotonic()
+    peak_rss = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_rss
+        while not done.is_set():
+            peak_rss = max(peak_rss, sum(proc_sample(pid)[2] for pid in pids))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        wait_idle(settings, timeout=3600, worker=workers[0])
+        elapsed = time.monotonic() - start
+        load = load_average()
+        done.set()
+        after = {pid: proc_sample(pid) for pid in pids}
+        broker_after = sum(proc_sample(broker_pid)[:2]) if broker_pid else None
+    finally:
+        done.set()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+        for worker in workers:
+            worker.stop()
+    # wait_idle needs three quiet polls (about 1 s) after the last commit: subtract it.
+    busy = max(elapsed - 1.0, 0.001)
+    run = Run(
+        events=len(records), seconds=busy,
+        worker_user=sum(after[p][0] - before[p][0] for p in pids),
+        worker_sys=sum(after[p][1] - before[p][1] for p in pids),
+        broker_cpu=None if broker_pid is None else broker_after - broker_before,
+        rss_end=sum(after[p][2] for p in pids), rss_peak=peak_rss, load=load,
+    )
+    print(f"run {run_no}: {run.line()}", flush=True)
+    return run, settings
+
+
+def report_state(settings, visitors: int) -> None:
+    total = 0
+    for table in TABLES:
+        keys, size = compacted_bytes(settings, changelog_topic(settings.app_id, table))
+        total += size
+        print(f"  state {table:16s} {keys:8d} keys {size / 2**20:8.2f} MiB")
+    print(f"state per 100,000 visitors: {total / visitors * 100_000 / 2**20:.1f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of one app")
+    parser.add_argument("--partitions", type=int, default=0, help="partitions per topic (default 2)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs; the median is reported")
+    parser.add_argument("--broker-pid", type=int, default=None, help="PID of an external broker, for its CPU")
+    parser.add_argument("--py-spy", default=None, help="record the first worker of run 0 with py-spy into FILE")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         tmp_path = Path(tmp)
         bootstrap = os.environ.get("CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS")
+        broker_pid = args.broker_pid
         stack_settings = None
         if not bootstrap:
             from deploy import stack
             from deploy.settings import private_stack_settings
 
             stack_settings = private_stack_settings(tmp_path / "stack")
-            stack.start_service(stack_settings, "kafka")
+            broker_pid = stack.start_service(stack_settings, "kafka")
             bootstrap = stack_settings.kafka_servers
         try:
-            settings = worker_settings(bootstrap, f"bench_{int(time.time())}", tmp_path / "data")
-            create_all_topics(settings)
-            stream = generated_stream(args.visitors)
-            records = as_records(settings, stream)
-            kinds = {"page_view": 0, "identify": 0, "crm_status": 0}
-            for envelope in stream:
-                kinds[envelope.event.type] += 1
-            t0 = time.monotonic()
-            send(settings, records)
-            print(f"loaded {len(records)} events {kinds} in {time.monotonic() - t0:.1f}s", flush=True)
-
-            worker = Worker(settings, tmp_path / "worker.log")
-            worker.start()
-            pid = worker.process.pid
-            cpu0, _ = proc_sample(pid)
-            start = time.monotonic()
-            peak_rss = 0
-            try:
-                import threading
-
-                done = threading.Event()
-
-                def sample() -> None:
-                    nonlocal peak_rss
-                    while not done.is_set():
-                        peak_rss = max(peak_rss, proc_sample(pid)[1])
-                        time.sleep(0.5)
-
-                sampler = threading.Thread(target=sample, daemon=True)
-                sampler.start()
-                wait_idle(settings, timeout=3600, worker=worker)
-                elapsed = time.monotonic() - start
-                done.set()
-                cpu1, rss = proc_sample(pid)
-            finally:
-                worker.stop()
-            # wait_idle needs three quiet polls (about 1 s) after the last commit: subtract it.
-            busy = max(elapsed - 1.0, 0.001)
-            print(f"worker: {len(records)} events in {busy:.1f}s = {len(records) / busy:,.0f} events/s; "
-                  f"CPU {cpu1 - cpu0:.1f}s ({(cpu1 - cpu0) / busy * 100:.0f}% of one core); "
-                  f"RSS end {rss / 2**20:.0f} MiB, peak {peak_rss / 2**20:.0f} MiB")
-            total = 0
-            for table in TABLES:
-                keys, size = compacted_bytes(settings, changelog_topic(settings.app_id, table))
-                total += size
-                print(f"  state {table:16s} {keys:8d} keys {size / 2**20:8.2f} MiB")
-            print(f"state per 100,000 visitors: {total / args.visitors * 100_000 / 2**20:.1f} MiB")
+            runs, settings = [], None
+            for run_no in range(args.repeat):
+                run, settings = one_run(bootstrap, tmp_path, args, run_no, broker_pid)
+                runs.append(run)
+            median = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+            rates = [r.rate for r in runs]
+            print(f"median of {len(runs)} ({args.workers} worker(s)): {median.line()}")
+            print(f"rates: {', '.join(f'{r:,.0f}' for r in rates)} events/s "
+                  f"(median {statistics.median(rates):,.0f})")
+            report_state(settings, args.visitors)
         finally:
             if stack_settings is not None:
                 from deploy import stack

@@ -10,7 +10,8 @@
     {p}.lead-events ─► leads agent (table: leads) ──────► {p}.conversions, {p}.credits, {p}.leads, counters
 
 Every agent decodes its input itself, so that a bad record becomes a dead letter instead of a crashed agent.
-Keys: visitor id, lead id, contact key (``<crm>:<contact id>``), UTF-8.
+Keys: visitor id, lead id, contact key (``<crm>:<contact id>``), UTF-8. Output records go through
+:class:`stream_jobs.outputs.Outputs` (straight to the producer, the credits of a conversion in one batch).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from stream_jobs.counters import Counters
 from stream_jobs.deadletters import DeadLetters, describe
 from stream_jobs.identity import lead_id_for
 from stream_jobs.lifecycle import LeadEvent, LeadState
+from stream_jobs.outputs import Outputs, record_bytes
 from stream_jobs.settings import WorkerSettings
 from stream_jobs.topology import CONTACTS_TABLE, LEADS_TABLE, VISITORS_TABLE, crm_contacts_topic
 from stream_jobs.visitors import VisitorState
@@ -48,7 +50,7 @@ class _ModelCodec(codecs.Codec):
         self.model = model
 
     def _dumps(self, value: Any) -> bytes:
-        return serde.dumps(value)
+        return record_bytes(value)
 
     def _loads(self, data: bytes) -> Any:
         return self.model.model_validate_json(data)
@@ -95,17 +97,14 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         app, s = self.app, self.settings
-        topics = s.topics
+        topics = self.names = s.topics
         self.key = s.lead_key_bytes
         self.events = app.topic(topics.events)
         self.crm = app.topic(topics.crm)
         self.lead_events = app.topic(topics.lead_events)
-        self.crm_contacts = app.topic(crm_contacts_topic(s.app_id))
-        self.touches = app.topic(topics.touches)
-        self.identity_links = app.topic(topics.identity_links)
-        self.leads_out = app.topic(topics.leads)
-        self.conversions = app.topic(topics.conversions)
-        self.credits = app.topic(topics.credits)
+        self.crm_contacts_name = crm_contacts_topic(s.app_id)
+        self.crm_contacts = app.topic(self.crm_contacts_name)
+        self.outputs = Outputs(app, transactional=s.processing_guarantee == "exactly_once")
         self.dead_letters = DeadLetters(app.topic(topics.dead_letters))
         self.visitors = app.Table(VISITORS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_visitor"))
         self.contacts = app.Table(CONTACTS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_contact"))
@@ -154,11 +153,12 @@ class Pipeline:
         )
         # Outputs are queued before the table write, so the changelog never gets ahead of what was sent.
         if touch is not None:
-            await self.touches.send(key=_key(visitor_id), value=serde.dumps(touch))
+            await self.outputs.send(self.names.touches, _key(visitor_id), record_bytes(touch))
             if touch.lead_id is not None:
                 lead_event = LeadEvent(kind="touch", lead_id=touch.lead_id, touches=(touch,),
                                        event_id=envelope.event_id)
-                await self.lead_events.send(key=_key(touch.lead_id), value=serde.dumps(lead_event))
+                await self.outputs.send(self.names.lead_events, _key(touch.lead_id),
+                                        record_bytes(lead_event))
         self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
     async def _on_identify(self, envelope: Envelope, identify: Identify, offset: int) -> None:
@@ -169,10 +169,10 @@ class Pipeline:
             return
         state, link, carried = visitor_rules.apply_identify(before, envelope, lead_id)
         if link is not None:
-            await self.identity_links.send(key=_key(lead_id), value=serde.dumps(link))
+            await self.outputs.send(self.names.identity_links, _key(lead_id), record_bytes(link))
             lead_event = LeadEvent(kind="link", lead_id=lead_id, link=link, email=identify.email,
                                    touches=tuple(carried), event_id=envelope.event_id)
-            await self.lead_events.send(key=_key(lead_id), value=serde.dumps(lead_event))
+            await self.outputs.send(self.names.lead_events, _key(lead_id), record_bytes(lead_event))
         self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
     # -- CRM and contacts -------------------------------------------------------------------------------------
@@ -189,18 +189,18 @@ class Pipeline:
             return
         if change.email is None:
             record = ContactRecord(kind="event", contact_key=change.lead_key, envelope=envelope)
-            await self.crm_contacts.send(key=_key(record.contact_key), value=serde.dumps(record))
+            await self.outputs.send(self.crm_contacts_name, _key(record.contact_key), record_bytes(record))
             return
         lead_id = lead_id_for(change.email, self.key)
         await self._send_crm(lead_id, envelope)
         if change.crm_contact_id is not None:
             record = ContactRecord(kind="mapping", contact_key=f"{change.crm}:{change.crm_contact_id}",
                                    lead_id=lead_id)
-            await self.crm_contacts.send(key=_key(record.contact_key), value=serde.dumps(record))
+            await self.outputs.send(self.crm_contacts_name, _key(record.contact_key), record_bytes(record))
 
     async def _send_crm(self, lead_id: str, envelope: Envelope) -> None:
         lead_event = LeadEvent(kind="crm", lead_id=lead_id, crm=envelope.event, event_id=envelope.event_id)
-        await self.lead_events.send(key=_key(lead_id), value=serde.dumps(lead_event))
+        await self.outputs.send(self.names.lead_events, _key(lead_id), record_bytes(lead_event))
 
     async def _contacts_agent(self, stream: Any) -> None:
         await self._each(stream, self._on_contact_record)
@@ -234,9 +234,10 @@ class Pipeline:
         if (lead_event.email and state.first_identified_at is not None
                 and (before is None or before.first_identified_at != state.first_identified_at)):
             lead = Lead(lead_id=state.lead_id, email=lead_event.email, first_identified_at=state.first_identified_at)
-            await self.leads_out.send(key=key, value=serde.dumps(lead))
+            await self.outputs.send(self.names.leads, key, record_bytes(lead))
         for conversion in conversions:
-            await self.conversions.send(key=key, value=serde.dumps(conversion))
-            for credit in lifecycle.credits_for(state, conversion, s.lookback):
-                await self.credits.send(key=_key(credit.conversion_id), value=serde.dumps(credit))
+            await self.outputs.send(self.names.conversions, key, record_bytes(conversion))
+            credits = lifecycle.credits_for(state, conversion, s.lookback)
+            await self.outputs.send_all(self.names.credits, _key(conversion.conversion_id),
+                                        [record_bytes(credit) for credit in credits])
             self.counters.record(conversion)

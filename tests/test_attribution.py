@@ -279,3 +279,67 @@ def test_exact_shares_are_exact(case):
     for model in M:
         exact = exact_shares(model, in_window, C, milestones)
         assert (sum(exact) == 1) if in_window else (exact == [])
+
+
+def _reference_credits(touches, conv, milestones):
+    """attribute() spelled out with the public fraction functions and validated Credit models."""
+    from fractions import Fraction as F
+
+    from schemas.outputs import Credit
+
+    in_window = window(touches, conv.occurred_at)
+    common = dict(conversion_id=conv.conversion_id, lead_id=conv.lead_id, stage=conv.stage,
+                  converted_at=conv.occurred_at, currency=conv.currency, version=conv.version)
+    credits = []
+    for model in M:
+        if not in_window:
+            credits.append(Credit(**common, model=model, touch_id="(none)", touch_index=0, touch_at=None,
+                                  channel="(none)", source="(none)", medium="(none)", campaign="",
+                                  credit=round_shares([F(1)])[0], revenue=split_revenue(conv.revenue, [F(1)])[0]))
+            continue
+        exact = exact_shares(model, in_window, conv.occurred_at, milestones)
+        for index, (t, share, revenue) in enumerate(
+                zip(in_window, round_shares(exact), split_revenue(conv.revenue, exact))):
+            credits.append(Credit(**common, model=model, touch_id=t.touch_id, touch_index=index,
+                                  touch_at=t.occurred_at, channel=t.channel, source=t.source, medium=t.medium,
+                                  campaign=t.campaign, credit=share, revenue=revenue))
+    return credits
+
+
+@settings(max_examples=300, deadline=None)
+@given(journeys())
+def test_attribute_integer_path_equals_the_fraction_rules(case):
+    from schemas import serde
+
+    touches, milestones, revenue = case
+    conv = conversion() if revenue is None else conversion(str(revenue))
+    got, want = attribute(touches, conv, milestones), _reference_credits(touches, conv, milestones)
+    assert got == want
+    assert [serde.dumps(c) for c in got] == [serde.dumps(c) for c in want]
+    assert [type(c).__pydantic_serializer__.to_json(c) for c in got] == [serde.dumps(c) for c in want]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 400 * 24 * 3600 * 10**6))
+def test_cached_decay_equals_the_decimal_power(age_us):
+    from decimal import localcontext
+    from fractions import Fraction as F
+
+    from stream_jobs.attribution import TIME_DECAY_HALF_LIFE, _decay
+
+    age = timedelta(microseconds=age_us)
+    with localcontext() as context:
+        context.prec = 40
+        exponent = D(age_us) / D(TIME_DECAY_HALF_LIFE // timedelta(microseconds=1))
+        assert _decay(age) == F(D(2) ** -exponent)
+
+
+def test_integer_revenue_split_handles_refunds_like_the_fraction_rule():
+    from fractions import Fraction as F
+
+    from stream_jobs.attribution import _split_cents
+
+    for amount in (D("-10.00"), D("-0.01"), D("0.05"), D("1234.57")):
+        for weights in ([1, 1, 1], [400, 100, 400, 100], [0, 3, 7], [5]):
+            total = sum(weights)
+            assert _split_cents(amount, weights, total) == split_revenue(amount, [F(w, total) for w in weights])

@@ -171,3 +171,22 @@ def test_credits_carry_the_conversion_version_and_sum_to_one():
     for c in credits:
         by_model[c.model] = by_model.get(c.model, Decimal(0)) + c.credit
     assert set(by_model.values()) == {Decimal(1)}
+
+
+def test_output_record_bytes_equal_serde_dumps():
+    """The agents serialize with pydantic-core's to_json (stream_jobs.outputs.record_bytes): same bytes as serde."""
+    from schemas import serde
+    from schemas.outputs import Lead
+    from stream_jobs.lifecycle import LeadEvent
+    from stream_jobs.outputs import record_bytes
+
+    state, conversions = apply_link(None, link(1), [touch("t1", 0), touch("t2", 0.5, "Paid Search")])
+    state, more = apply_crm(state, crm("customer", 3, "1234.50"), lead_id=LEAD, event_id="crm-won")
+    credits = [c for conv in conversions + more for c in credits_for(state, conv)]
+    records = [*state.journey, link(1), *conversions, *more, *credits,
+               Lead(lead_id=LEAD, email="ann@example.com", first_identified_at=at(1)),
+               LeadEvent(kind="crm", lead_id=LEAD, crm=crm("mql", 2), event_id="e-1"),
+               LeadEvent(kind="link", lead_id=LEAD, link=link(1), email="a@b.c", touches=state.journey)]
+    assert len(credits) > 7
+    for record in records:
+        assert record_bytes(record) == serde.dumps(record), type(record).__name__

@@ -79,15 +79,17 @@ def get_json(url: str, timeout: float = 2.0) -> dict:
 class Worker:
     """One ``closedloop worker`` subprocess."""
 
-    def __init__(self, settings: WorkerSettings, log_path: Path) -> None:
+    def __init__(self, settings: WorkerSettings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "Worker":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "worker", "--loglevel", "info"],
-                                        cwd=ROOT, env=worker_env(self.settings), stdout=log, stderr=log)
+                                        cwd=ROOT, env={**worker_env(self.settings), **self.extra_env},
+                                        stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
