@@ -1,12 +1,15 @@
 """Benchmark: sustained events/s through the stream-jobs worker, its CPU and memory, and state size.
 
 Method (see bench/worker.md for results):
-1. start a private embedded broker (or use CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS), create the topics;
+1. start a private embedded broker, fresh for each run (or use CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS), create the
+   topics;
 2. pre-load the input: ``--visitors`` visitors with 4 page views each over several channels, a third of them
    identifying (half of those sharing an email with another device), CRM mql/opportunity/customer changes;
 3. start ``--workers`` ``closedloop worker`` processes (one app, distinct static instance ids), time from "all
    ready" until their group has committed every input offset; read each worker's CPU time (user + system) and
-   RSS from /proc, and the broker's CPU time when its PID is known (private broker, or ``--broker-pid``);
+   RSS from /proc, and the broker's CPU time when its PID is known (private broker, or ``--broker-pid``); also
+   the sustained rate on the events topic (10% to 90% of its records applied, from the visitors changelog's end
+   offsets) and when the first and last output records appeared;
 4. state size: bytes of the newest value per key in each changelog topic (what a compacted topic keeps and
    what a restart recovers), scaled to 100,000 visitors.
 
@@ -80,6 +83,9 @@ class Run:
     rss_end: int
     rss_peak: int
     load: str
+    sustained: float | None = None
+    first_output: float | None = None
+    last_output: float | None = None
 
     @property
     def rate(self) -> float:
@@ -92,11 +98,70 @@ class Run:
     def line(self) -> str:
         broker = (f"; broker CPU {self.broker_cpu:.1f}s = {self.broker_cpu / self.events * 1000:.2f} s/1k"
                   if self.broker_cpu is not None else "")
-        return (f"{self.events} events in {self.seconds:.1f}s = {self.rate:,.0f} events/s; worker CPU "
+        sustained = (f" (events topic 10%-90%: {self.sustained:,.0f}/s; first output {self.first_output:.1f}s after "
+                     f"ready, last {self.last_output or 0:.1f}s)" if self.sustained and self.first_output is not None else "")
+        return (f"{self.events} events in {self.seconds:.1f}s = {self.rate:,.0f} events/s{sustained}; worker CPU "
                 f"{self.worker_cpu:.1f}s (user {self.worker_user:.1f}, sys {self.worker_sys:.1f}) = "
                 f"{self.worker_cpu / self.events * 1000:.2f} s per 1,000 events, "
                 f"{self.worker_cpu / self.seconds * 100:.0f}% of one core{broker}; RSS end "
                 f"{self.rss_end / 2**20:.0f} MiB, peak {self.rss_peak / 2**20:.0f} MiB; load {self.load}")
+
+
+def end_offsets_total(consumer, partitions) -> int:
+    return sum(consumer.end_offsets(partitions).values())
+
+
+class Progress:
+    """Samples how many events-topic records the worker has applied (the visitors changelog gets one record per
+    page view or identify) every 0.2 s, for the sustained rate between 10% and 90% of them: the window that
+    leaves out group join, table recovery and the tail."""
+
+    def __init__(self, settings, expected: int) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.expected = expected
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
+        topic = changelog_topic(settings.app_id, "visitors")
+        self.partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        self.outputs = [TopicPartition(t, p) for t in (settings.topics.credits, settings.topics.conversions,
+                                                      topic) for p in range(settings.partitions)]
+        self.samples: list[tuple[float, int]] = []
+        self.output_samples: list[tuple[float, int]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            now = time.monotonic()
+            self.samples.append((now, end_offsets_total(self.consumer, self.partitions)))
+            self.output_samples.append((now, end_offsets_total(self.consumer, self.outputs)))
+            time.sleep(0.2)
+
+    def last_output_after(self, start: float) -> float | None:
+        """When the worker produced its last output record (credits, conversions, visitors changelog)."""
+        final = self.output_samples[-1][1] if self.output_samples else 0
+        return next((t - start for t, n in self.output_samples if n >= final), None)
+
+    def start(self) -> "Progress":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+        self.consumer.close()
+
+    def first_output_after(self, start: float) -> float | None:
+        return next((t - start for t, n in self.samples if n > 0), None)
+
+    def sustained_rate(self) -> float | None:
+        """Events-topic records per second between 10% and 90% applied."""
+        low, high = 0.1 * self.expected, 0.9 * self.expected
+        t_low = next((t, n) for t, n in self.samples if n >= low) if self.samples else None
+        t_high = next(((t, n) for t, n in self.samples if n >= high), None)
+        if not t_low or not t_high or t_high[0] <= t_low[0]:
+            return None
+        return (t_high[1] - t_low[1]) / (t_high[0] - t_low[0])
 
 
 def load_average() -> str:
@@ -117,6 +182,7 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int |
     send(settings, records)
     print(f"run {run_no}: loaded {len(records)} events {kinds} in {time.monotonic() - t0:.1f}s", flush=True)
 
+    events_topic_records = kinds["page_view"] + kinds["identify"]
     workers = [
         Worker(settings.model_copy(update={"worker_web_port": free_port()}), tmp_path / f"worker{run_no}-{i}.log",
                extra_env={"CLOSEDLOOP_WORKER_INSTANCE_ID": f"{settings.app_id}-{i + 1}"})
@@ -132,9 +198,11 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int |
         spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pids[0]),
                                 "-f", "raw", "-o", args.py_spy, "-r", "100", "--gil", "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = Progress(settings, events_topic_records)
     before = {pid: proc_sample(pid) for pid in pids}
     broker_before = sum(proc_sample(broker_pid)[:2]) if broker_pid else None
     start = time.monotonic()
+    progress.start()
     peak_rss = 0
     done = threading.Event()
 
@@ -155,6 +223,7 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int |
         broker_after = sum(proc_sample(broker_pid)[:2]) if broker_pid else None
     finally:
         done.set()
+        progress.stop()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
@@ -168,6 +237,8 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int |
         worker_sys=sum(after[p][1] - before[p][1] for p in pids),
         broker_cpu=None if broker_pid is None else broker_after - broker_before,
         rss_end=sum(after[p][2] for p in pids), rss_peak=peak_rss, load=load,
+        sustained=progress.sustained_rate(), first_output=progress.first_output_after(start),
+        last_output=progress.last_output_after(start),
     )
     print(f"run {run_no}: {run.line()}", flush=True)
     return run, settings
@@ -194,32 +265,31 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         tmp_path = Path(tmp)
-        bootstrap = os.environ.get("CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS")
-        broker_pid = args.broker_pid
-        stack_settings = None
-        if not bootstrap:
-            from deploy import stack
-            from deploy.settings import private_stack_settings
+        external = os.environ.get("CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS")
+        runs = []
+        for run_no in range(args.repeat):
+            # A fresh private broker per run: noida-db's background CPU grows with the topics it holds (bench/worker.md).
+            stack_settings, bootstrap, broker_pid = None, external, args.broker_pid
+            if not external:
+                from deploy import stack
+                from deploy.settings import private_stack_settings
 
-            stack_settings = private_stack_settings(tmp_path / "stack")
-            broker_pid = stack.start_service(stack_settings, "kafka")
-            bootstrap = stack_settings.kafka_servers
-        try:
-            runs, settings = [], None
-            for run_no in range(args.repeat):
+                stack_settings = private_stack_settings(tmp_path / f"stack{run_no}")
+                broker_pid = stack.start_service(stack_settings, "kafka")
+                bootstrap = stack_settings.kafka_servers
+            try:
                 run, settings = one_run(bootstrap, tmp_path, args, run_no, broker_pid)
                 runs.append(run)
-            median = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
-            rates = [r.rate for r in runs]
-            print(f"median of {len(runs)} ({args.workers} worker(s)): {median.line()}")
-            print(f"rates: {', '.join(f'{r:,.0f}' for r in rates)} events/s "
-                  f"(median {statistics.median(rates):,.0f})")
-            report_state(settings, args.visitors)
-        finally:
-            if stack_settings is not None:
-                from deploy import stack
-
-                stack.down(stack_settings, services=["kafka"])
+                if run_no == args.repeat - 1:
+                    report_state(settings, args.visitors)
+            finally:
+                if stack_settings is not None:
+                    stack.down(stack_settings, services=["kafka"])
+        median = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+        rates = [r.rate for r in runs]
+        print(f"median of {len(runs)} ({args.workers} worker(s)): {median.line()}")
+        print(f"rates: {', '.join(f'{r:,.0f}' for r in rates)} events/s (median {statistics.median(rates):,.0f}); "
+              f"CPU s per 1,000 events: {', '.join(f'{r.worker_cpu / r.events * 1000:.2f}' for r in runs)}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ calls, serializer look-ups, the aiokafka call); the worker sends several output 
 agents therefore hand records to the app's aiokafka producer directly:
 
 - :meth:`Outputs.send`: one record, keyed, default partitioner (the same partition Faust would choose);
-- :meth:`Outputs.send_all`: many records with one key (the credits of one conversion, keyed by its id), appended
-  to one producer batch per partition: one call instead of one per record. Still one record per credit on the
-  topic, each with its key, so consumers see exactly what ``Topic.send`` would have produced.
+- :meth:`Outputs.send_all`: many records with one key (the credits of one conversion, keyed by its id): the
+  partition is computed once and each record appended to the partition's open producer batch. Still one record
+  per credit on the topic, each with its key, so consumers see exactly what ``Topic.send`` would have produced.
+  (aiokafka's ``send_batch`` looked cheaper but waits until the partition's pending batch has been sent, one
+  broker round trip per conversion: it made the leads agent idle a third of the time.)
 
 Guarantee: unchanged. Faust's ``at_least_once`` commit awaits ``app.producer.flush()``, which flushes this same
 aiokafka producer, so an input offset is committed only after the records it produced were acknowledged.
@@ -71,15 +73,5 @@ class Outputs:
             return
         producer = self._producer()
         partition = self.app.producer.key_partition(topic, key).partition
-        batch = producer.create_batch()
         for value in values:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                # The batch is full: send it and start the next one with this record.
-                await producer.send_batch(batch, topic, partition=partition)
-                batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    # A single record larger than a batch: the plain send path handles (or rejects) it.
-                    await producer.send(topic, value, key=key, partition=partition)
-                    batch = producer.create_batch()
-        if batch.record_count():
-            await producer.send_batch(batch, topic, partition=partition)
+            await producer.send(topic, value, key=key, partition=partition)
