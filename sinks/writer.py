@@ -35,10 +35,12 @@ from sinks.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 COMPONENT = "sink"
-# After an empty poll, wait this long (on the stop event) before polling again. A Kafka broker holds an empty
-# fetch for fetch_max_wait_ms, but some Kafka-protocol brokers (the embedded noida-db among them) answer at once,
-# and kafka-python's poll() then re-sends fetches in a loop: an idle sink spun a core. Short polls plus this wait
-# keep an idle sink near zero CPU; new records are seen within about this delay.
+# After empty polls, wait (on the stop event) before polling again: 5 ms after the first, doubling up to
+# IDLE_WAIT_SECONDS. A Kafka broker holds an empty fetch for fetch_max_wait_ms, but some Kafka-protocol brokers
+# (the embedded noida-db among them) answer at once, and kafka-python's poll() then re-sends fetches in a loop: an
+# idle sink spun a core. Short polls plus these waits keep an idle sink near zero CPU; new records are seen within
+# about IDLE_WAIT_SECONDS; under load an empty poll (a fetch still in flight) costs only a few ms.
+FIRST_IDLE_WAIT_SECONDS = 0.005
 IDLE_WAIT_SECONDS = 0.15
 POLL_TIMEOUT_MS = 20
 # While the consumer has no partitions (joining or rejoining the group) it polls long and never waits: the
@@ -90,6 +92,7 @@ class SinkWriter:
         self._dead: list[DeadLetter] = []
         self._pending_records = 0
         self._batch_started: float | None = None
+        self._empty_polls = 0  # consecutive empty polls: the idle wait doubles with each
         self._consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_servers,
             group_id=settings.sink_consumer_group,
@@ -137,9 +140,11 @@ class SinkWriter:
             while not self._stop.is_set():
                 assigned = bool(self._consumer.assignment())
                 if self.poll_once(POLL_TIMEOUT_MS if assigned else JOIN_POLL_TIMEOUT_MS) or not assigned:
+                    self._empty_polls = 0
                     if self._due():
                         self.flush()
                     continue
+                self._empty_polls += 1
                 if self._due():
                     self.flush()
                 else:
@@ -164,11 +169,12 @@ class SinkWriter:
         return count
 
     def _idle_wait(self) -> float:
-        """How long to wait after an empty poll: the idle wait, cut short when the batch falls due."""
+        """How long to wait after an empty poll: doubling from the first wait, cut short when the batch falls due."""
+        wait = min(IDLE_WAIT_SECONDS, FIRST_IDLE_WAIT_SECONDS * 2 ** min(self._empty_polls - 1, 10))
         if self._batch_started is None:
-            return IDLE_WAIT_SECONDS
+            return wait
         due_in = self._batch_started + self.settings.sink_batch_seconds - time.monotonic()
-        return max(0.0, min(IDLE_WAIT_SECONDS, due_in))
+        return max(0.0, min(wait, due_in))
 
     def _due(self) -> bool:
         if self._pending_records == 0:
