@@ -20,7 +20,7 @@ from sinks.rows import ROLLUP_TABLES, TABLES
 from sinks.settings import SinkSettings
 from sink_support import ch_url, unique  # noqa: F401 - fixture
 
-VIEWS = {"touches_daily_mv", "credits_daily_mv", "visitor_days_mv", "credit_versions_mv"}
+VIEWS = {"touches_daily_mv", "credits_daily_mv", "visitor_days_mv", "credit_versions_mv", "credits_current"}
 
 
 # -- unit: files ---------------------------------------------------------------------------------------------
@@ -117,3 +117,34 @@ def test_down_one_step_and_target(ch_url):  # noqa: F811
     assert migrate_down(settings, steps=1) == ["0002_touches_identity_links"]
     assert _schema(settings)[1] == {"schema_migrations", "events"}
     assert [s.applied for s in status(settings)][:3] == [True, False, False]
+
+
+@pytest.mark.clickhouse
+def test_credits_current_keeps_only_the_newest_version_per_conversion_and_model(ch_url):  # noqa: F811
+    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('mig')}")
+    migrate_up(settings)
+    client = connect(settings)
+    try:
+        client.command(
+            "INSERT INTO credits (conversion_id, model, touch_id, version, channel, revenue) VALUES "
+            # c1 re-attributed under linear: version 1 credited touch a, version 2 credits b and c
+            "('c1', 'linear', 'a', 1, 'Email', 100), ('c1', 'linear', 'b', 2, 'Paid Search', 60), "
+            "('c1', 'linear', 'c', 2, 'Direct', 40), "
+            # c1 under first_touch was never re-attributed; its row arrives twice (a replay)
+            "('c1', 'first_touch', 'a', 1, 'Email', 100), ('c1', 'first_touch', 'a', 1, 'Email', 100), "
+            "('c2', 'linear', 'a', 1, 'Referral', 7.5)")
+        rows = client.query(
+            "SELECT model, conversion_id, touch_id, version, channel, toString(revenue) FROM credits_current "
+            "ORDER BY model, conversion_id, touch_id").result_rows
+        per_channel = dict(client.query(
+            "SELECT channel, toString(sum(revenue)) FROM credits_current WHERE model = 'linear' GROUP BY channel"
+        ).result_rows)
+    finally:
+        client.close()
+    assert rows == [
+        ("first_touch", "c1", "a", 1, "Email", "100"),
+        ("linear", "c1", "b", 2, "Paid Search", "60"),
+        ("linear", "c1", "c", 2, "Direct", "40"),
+        ("linear", "c2", "a", 1, "Referral", "7.5"),
+    ]
+    assert per_channel == {"Paid Search": "60", "Direct": "40", "Referral": "7.5"}

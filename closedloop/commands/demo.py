@@ -221,7 +221,7 @@ def _print_next(settings, processes, worker_settings, run) -> None:
     lines = [
         ("the other models", "closedloop report compare-models --from "
          f"{run.start.date()} --to {(run.end - timedelta(days=1)).date()}"),
-        ("any SQL", "closedloop sql \"SELECT channel, round(sum(revenue)) AS revenue FROM credits FINAL "
+        ("any SQL", "closedloop sql \"SELECT channel, round(sum(revenue)) AS revenue FROM credits_current "
                     "WHERE model = 'time_decay' AND stage = 'customer' GROUP BY channel ORDER BY revenue DESC\""),
         ("ClickHouse over HTTP", f"curl '{ch.scheme}://{ch.hostname}:{ch.port or 8123}"
                                  f"/?query=SELECT%20channel,count()%20FROM%20{settings.clickhouse_database}.touches"
