@@ -3,17 +3,27 @@
 Configuration, and why
     - ``processing_guarantee``: ``at_least_once`` by default (``CLOSEDLOOP_PROCESSING_GUARANTEE``). We tried
       ``exactly_once`` on the embedded broker (noida-db 0.2.3): transactions work in a steady state (a probe
-      consumed ``read_committed`` saw every record once, the journey test passes), but after a SIGKILL the
-      restarted worker reported highwater -1 on every changelog and made no progress for minutes: the dead
-      producer's open transactions were not aborted/fenced, blocking read_committed recovery. Crash recovery
-      matters more than transactions here, because every output is idempotent downstream (stable
-      ``touch_id`` / ``conversion_id``, ``version``) and every state transition is replay-safe: the visitors
+      consumed ``read_committed`` saw every record once, the journey test passes), but restarts go wrong. The
+      highwater -1 a restarted worker reported on every changelog was Faust's (a last-stable-offset cache read
+      before any fetch: recovery skipped, tables empty; fixed by ``faust_fixes``). With that fixed, a worker
+      restarted after a SIGKILL now reads the real highwaters but its recovery stalls ("need offset 8, have
+      offset -1" on every changelog partition, the SIGKILL test of tests/test_worker.py run with
+      ``exactly_once`` never drains): no record before the dead producer's aborted transaction reaches Faust's
+      recovery, whose aborted-transaction detection is itself broken in 0.15.3. noida-db fences correctly in a
+      probe (an open transaction holds the last stable offset back and is aborted when its transactional id
+      starts again or the broker restarts). Crash recovery matters more than transactions here, because every
+      output is idempotent downstream (stable ``touch_id`` / ``conversion_id``, ``version``) and every state
+      transition is replay-safe: the visitors
       table records the last applied offset and skips redelivered records (sessionisation is order-dependent);
       leads and contacts merge by id with earliest-wins rules, so a replay changes nothing. Counters may count a
-      conversion twice after a crash (they are a live view, not a report). Use ``exactly_once`` on a broker
-      whose transaction coordinator fences dead producers (Apache Kafka, Redpanda).
+      conversion twice after a crash (they are a live view, not a report). ``exactly_once`` stays selectable
+      (tests/test_recovery.py runs a graceful worker and broker restart under both guarantees), but is not
+      recommended with Faust 0.15.3 until its crash recovery is shown to work.
     - ``store="memory://"``: tables live in memory and are rebuilt from their changelog topics at start. No
       RocksDB dependency; recovery reads the compacted changelogs (see bench/worker.md for the time it takes).
+    - ``faust_fixes.install()``: two Faust 0.15.3 faults lost table state across restarts (recovery skipped
+      under ``exactly_once``; queued changelog writes dropped at a commit or a stop); see that module and
+      docs/STREAMS.md, "Restarts and recovery".
     - ``topic_allow_declare=False``, ``topic_disable_leader=True``: the worker creates no topic itself; every
       topic comes from ``schemas.topics`` or ``stream_jobs.topology.internal_topics`` and exists before start.
     - Keys and values are raw bytes on every topic: the agents decode with ``schemas.serde`` themselves, so a bad
@@ -38,7 +48,7 @@ from typing import Any
 
 import faust
 
-from stream_jobs import fetch_backoff
+from stream_jobs import faust_fixes, fetch_backoff
 from stream_jobs.channels import ChannelRules
 from stream_jobs.settings import WorkerSettings
 from stream_jobs.topology import internal_topics
@@ -55,6 +65,7 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
     from stream_jobs.agents import Pipeline
 
     fetch_backoff.install()
+    faust_fixes.install()
     rules = rules if rules is not None else ChannelRules.from_file(settings.channel_rules_file)
     datadir = settings.data_dir / "worker" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)

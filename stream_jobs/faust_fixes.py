@@ -1,0 +1,98 @@
+"""Two fixes to faust-streaming 0.15.3 that keep a worker's tables whole across a restart.
+
+The tables live in memory and are rebuilt from their changelog topics at start (``stream_jobs.app``), so
+whatever the changelog misses, or whatever recovery does not read, is state lost for good. Both faults below were
+found reproducing "conversions credited to ``(none)`` after a second ``closedloop demo``" (docs/STREAMS.md,
+*Restarts and recovery*; ``tests/test_recovery.py``).
+
+1. Recovery skipped under ``exactly_once``. Faust reads the changelog partitions up to their highwater; in a
+   transaction it takes that highwater from ``AIOKafkaConsumer.last_stable_offset(tp)``, a value aiokafka only
+   caches from fetch responses. Right after a worker starts nothing has been fetched yet, so it is ``None``, Faust
+   turns it into -1 ("nothing to read") and declares "Recovery complete" with empty tables. Whether the cache is
+   filled in time is a race; after a broker restart it lost every time here (Faust's own tracker has the same
+   log: a table of highwater -1 followed by "Recovery complete"). Fix: ask the broker, with a ListOffsets
+   request at the consumer's isolation level. For a ``read_committed`` consumer the broker answers the last
+   stable offset, which is exactly what the cache was meant to hold.
+
+2. Table writes not flushed before a commit or a stop. A table assignment queues its changelog record in Faust's
+   ``ProducerBuffer`` (``send_soon``; ``__setitem__`` cannot await). Before committing source offsets Faust
+   calls ``producer.flush()``, whose buffer part returns as soon as one record takes longer than 0.1 s to hand
+   over, so the commit can go ahead of changelog records still queued; the buffer is also flushed that way when
+   the worker stops, and what is left then is dropped. On a busy or loaded machine the offsets of processed
+   events are then committed while the table writes they caused never reach the changelog: after a restart those
+   events are not redelivered, and the table has silently lost them. Worse, on a stop the Kafka client is closed
+   *before* the buffer's own final flush, so that flush cannot send anything. Fix: ``flush()`` waits until every
+   message queued when it began was handed to the client (it still fails, as before, when the buffer is no
+   longer running), and the producer flushes its buffer before it closes the client (bounded by
+   :data:`STOP_FLUSH_TIMEOUT_S`, with an error in the log naming what could not be sent). ``flush_atmost(n)``,
+   which Faust uses for back-pressure, is unchanged.
+
+``install()`` is idempotent and called by ``create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from faust.transport import producer as faust_producer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+FLUSH_POLL_S = 0.1
+STOP_FLUSH_TIMEOUT_S = 15.0  # below the 20 s that `closedloop down` waits before SIGKILL
+
+log = logging.getLogger(__name__)
+_original_producer_on_stop = faust_aiokafka.Producer.on_stop
+_original_send_pending = faust_producer.ProducerBuffer._send_pending
+
+
+async def _highwaters_from_the_broker(self: Any, partitions: Any) -> Any:
+    """End offsets from a ListOffsets request; at ``read_committed`` the broker answers the last stable offset."""
+    consumer = self._ensure_consumer()
+    return await consumer.end_offsets(list(partitions))
+
+
+async def _send_pending_counted(self: Any, fut: Any) -> None:
+    """The buffer's send, counting messages in flight (``size`` no longer counts them) and messages sent."""
+    counts = self.__dict__
+    counts["_closedloop_in_flight"] = counts.get("_closedloop_in_flight", 0) + 1
+    try:
+        await _original_send_pending(self, fut)
+    finally:
+        counts["_closedloop_in_flight"] -= 1
+        counts["_closedloop_sent"] = counts.get("_closedloop_sent", 0) + 1
+
+
+async def _flush_until_empty(self: Any) -> None:
+    """Wait until every message queued when the flush began was handed to the client (the original stops at the
+    first slow one). Messages queued later are not waited for, so a busy worker's commit cannot wait forever."""
+    counts = self.__dict__
+    target = counts.get("_closedloop_sent", 0) + self.size + counts.get("_closedloop_in_flight", 0)
+    while counts.get("_closedloop_sent", 0) < target:
+        if self.state != "running":
+            raise RuntimeError(f"Cannot flush: Producer not Running ({self.size} messages still queued)")
+        self.message_sent.clear()
+        try:
+            await asyncio.wait_for(self.message_sent.wait(), timeout=FLUSH_POLL_S)
+        except asyncio.TimeoutError:
+            continue  # a slow send: keep waiting, never commit ahead of it
+
+
+async def _flush_then_stop(self: Any) -> None:
+    """Send what table writes are still queued while the Kafka client is open, then stop as before."""
+    if self._producer is not None and (self.buffer.size or self.buffer.__dict__.get("_closedloop_in_flight")):
+        try:
+            await asyncio.wait_for(self.buffer.flush(), timeout=STOP_FLUSH_TIMEOUT_S)
+        except (asyncio.TimeoutError, RuntimeError) as error:
+            log.error("stopping with %d queued changelog/output records not sent (%r): the tables may miss "
+                      "them after a restart", self.buffer.size, error)
+    await _original_producer_on_stop(self)
+
+
+def install() -> None:
+    """Patch Faust once per process (idempotent)."""
+    faust_aiokafka.AIOKafkaConsumerThread._highwaters = _highwaters_from_the_broker
+    faust_producer.ProducerBuffer._send_pending = _send_pending_counted
+    faust_producer.ProducerBuffer.flush = _flush_until_empty
+    faust_aiokafka.Producer.on_stop = _flush_then_stop
