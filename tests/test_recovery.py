@@ -16,7 +16,6 @@ are still queued, or a commit can go ahead of them.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,7 +92,6 @@ def own_broker(tmp_path: Path) -> Iterator[StackSettings]:
 @pytest.mark.kafka
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_tables_recover_after_the_worker_and_the_broker_restart(own_broker, unique_name, tmp_path, guarantee):
-    began = time.monotonic()
     settings = worker_settings(own_broker.kafka_servers, unique_name, tmp_path / "data").model_copy(
         update={"processing_guarantee": guarantee})
     create_all_topics(settings)
@@ -127,7 +125,6 @@ def test_tables_recover_after_the_worker_and_the_broker_restart(own_broker, uniq
     for i in range(LEADS):
         lead = lead_id_for(email(i), KEY.encode())
         assert conversions[conversion_id_for(lead, "customer")].revenue == 1000
-    assert time.monotonic() - began < 150
 
 
 def test_producer_buffer_flush_waits_for_every_queued_message():
