@@ -18,8 +18,8 @@ from fractions import Fraction
 
 import pytest
 
-from deploy.demo import PipelinePorts, PipelineProcesses, wait_group_active, wait_until_drained
-from deploy.processes import free_port
+from deploy.demo import DrainResult, PipelinePorts, PipelineProcesses, wait_group_active, wait_until_drained
+from deploy.processes import free_port, log_tail
 from deploy.simulate.model import SimulatedDays, SimulationConfig
 from deploy.simulate.senders import Endpoint, Sender
 from deploy.simulate.truth import read_truth, write_truth
@@ -230,12 +230,28 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
             assert stats.accepted == stats.events and stats.duplicates == 0 and stats.ignored == 0
             truth = read_truth(write_truth(run, tmp_path / f"truth-{first_day}-{end_day}.jsonl"))
             touches = sum(len(j["touches"]) for j in truth.journeys)
+            progress: list[DrainResult] = []  # a poll every 10 s: was the pipeline slow, or stuck?
+
+            def every_ten_seconds(result: DrainResult) -> None:
+                if result.seconds >= 10 * len(progress):
+                    progress.append(result)
+
             drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client,
-                                       expected_touches=touches, timeout=150, alive=processes.check_alive)
-            assert drain.complete, drain
+                                       expected_touches=touches, timeout=150, alive=processes.check_alive,
+                                       on_poll=every_ten_seconds)
+            assert drain.complete, _stuck_report(drain, progress, processes)
     finally:
         processes.stop()
     return client, truth
+
+
+def _stuck_report(drain, progress, processes) -> str:
+    """What a drain timeout needs for a diagnosis: the lags over time and the processes' last log lines."""
+    lines = [repr(drain), "lags over time (seconds: worker / sink):"]
+    lines += [f"  {r.seconds:6.1f}: {r.worker_lag} / {r.sink_lag}" for r in progress]
+    for name in ("worker", "sink", "collector"):
+        lines += [f"--- {name} log", log_tail(processes.log(name), 25)]
+    return "\n".join(lines)
 
 
 def _assert_clickhouse_matches_the_reference(client, truth, end: date) -> None:
