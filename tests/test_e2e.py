@@ -237,7 +237,7 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
                     progress.append(result)
 
             drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client,
-                                       expected_touches=touches, timeout=150, alive=processes.check_alive,
+                                       expected_touches=touches, timeout=300, alive=processes.check_alive,
                                        on_poll=every_ten_seconds)
             assert drain.complete, _stuck_report(drain, progress, processes)
     finally:
