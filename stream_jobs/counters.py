@@ -13,7 +13,8 @@ Choices
       that re-emit it (version 2, 3 ...) do not count it again.
     - Each worker serves the counts of the partitions it owns (one worker by default: all of them).
 
-``GET /counters/?window=1m|1h|today`` returns
+``GET /counters/?window=1m|1h|today[&at=UNIX_SECONDS]`` (``at``: a moment in an earlier window still kept, default
+now) returns
 ``{"window", "window_start", "window_end", "rows": [{"model", "stage", "channel", "conversions", "revenue"}],
 "totals": {...}, "dead_letters": n}``; ``revenue`` is a decimal string.
 """
@@ -115,7 +116,20 @@ class Counters:
         @app.page("/counters/")
         async def counters_view(web: Any, request: Any) -> Any:
             window = request.query.get("window", "1m")
+            at = request.query.get("at")
             try:
-                return web.json(counters.snapshot(window))
+                now = _unix_seconds(at) if at is not None else None
+                return web.json(counters.snapshot(window, now))
             except ValueError as error:
                 return web.json({"error": str(error)}, status=400)
+
+
+def _unix_seconds(text: str) -> float:
+    """The ``at`` parameter: seconds since the epoch, e.g. ``at=1795454400``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"at={text!r} is not a time: give seconds since 1970-01-01 UTC, e.g. at=1795454400") from None
+    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+        raise ValueError(f"at={text!r} is not a time: give seconds since 1970-01-01 UTC, e.g. at=1795454400")
+    return value

@@ -16,8 +16,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -440,19 +442,33 @@ def test_counters_json_and_watch_view_show_counts_moving(kafka_bootstrap, unique
                        cwd=ROOT, check=True, env=worker_env(settings))
         try:
             wait_for_screen(session, "(no conversions yet)")
+            sent_at = time.time()
             send(settings, as_records(settings, journey()))
             wait_idle(settings, worker=worker)
             for window in ("1m", "today"):
-                snapshot = get_json(f"{settings.web_url}/counters/?window={window}")
-                last = {(r["stage"], r["channel"]): (r["conversions"], r["revenue"])
-                        for r in snapshot["rows"] if r["model"] == "last_touch"}
-                first = {(r["stage"], r["channel"]): (r["conversions"], r["revenue"])
-                         for r in snapshot["rows"] if r["model"] == "first_touch"}
+                # Counted on the wall clock while the worker ran: if a window boundary fell in between, the
+                # counts are split between the window of the send and the current one.
+                size, now = {"1m": 60, "today": 86400}[window], time.time()
+                snapshots = {}
+                for at in [*range(int(sent_at), int(now), size), now]:
+                    snapshot = get_json(f"{settings.web_url}/counters/?window={window}&at={at}")
+                    snapshots[snapshot["window_start"]] = snapshot
+                last, first, customers = Counter(), Counter(), Counter()
+                for snapshot in snapshots.values():
+                    for r in snapshot["rows"]:
+                        counts = last if r["model"] == "last_touch" else first
+                        counts[(r["stage"], r["channel"])] += r["conversions"]
+                        if r["model"] == "last_touch" and r["stage"] == "customer":
+                            customers[r["revenue"]] += r["conversions"]
                 # Counted once each, under the channels of their first version (arrival order decides those).
-                assert sum(c for c, _ in last.values()) == 4 and sum(c for c, _ in first.values()) == 4
+                assert sum(last.values()) == 4 and sum(first.values()) == 4, snapshots
                 assert {stage for stage, _ in last} == {"lead", "mql", "opportunity", "customer"}
-                assert [v for (stage, _), v in last.items() if stage == "customer"] == [(1, "12000")]
-                assert snapshot["totals"]["customer"] == {"conversions": 1, "revenue": "12000"}
+                assert customers == Counter({"12000": 1})
+                assert [s["totals"]["customer"] for s in snapshots.values() if "customer" in s["totals"]] == [
+                    {"conversions": 1, "revenue": "12000"}]
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                get_json(f"{settings.web_url}/counters/?window=1m&at=yesterday")
+            assert refused.value.code == 400 and "seconds since 1970" in refused.value.read().decode()
             screen = wait_for_screen(session, "12,000.00")
             assert "today" in screen and "customer" in screen
         finally:
