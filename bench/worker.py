@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_worker import (  # noqa: E402 - the test harness is the benchmark's harness too
-    Worker, as_records, create_all_topics, free_port, generated_stream, send, wait_idle, worker_settings,
+    Worker, as_records, create_all_topics, free_port, generated_stream, send, topic_records, wait_idle,
+    worker_settings,
 )
 
 from stream_jobs.topology import TABLES, changelog_topic  # noqa: E402
@@ -55,22 +56,10 @@ def proc_sample(pid: int) -> tuple[float, float, int]:
 
 def compacted_bytes(settings, topic: str) -> tuple[int, int]:
     """(keys, bytes of key + newest value per key) of a topic."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        newest: dict[bytes, int] = {}
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=500, max_records=50_000).values():
-                for r in records:
-                    newest[r.key] = len(r.key or b"") + len(r.value or b"")
-        return len(newest), sum(newest.values())
-    finally:
-        consumer.close()
+    newest: dict[bytes, int] = {}
+    for r in topic_records(settings, topic, timeout=600):
+        newest[r.key] = len(r.key or b"") + len(r.value or b"")
+    return len(newest), sum(newest.values())
 
 
 @dataclass

@@ -148,8 +148,8 @@ def send(settings: WorkerSettings, records: list[tuple[str, str | None, bytes]])
         producer.close()
 
 
-def read_all(settings: WorkerSettings, topic: str) -> list[bytes]:
-    """Every committed record of a topic, from the beginning."""
+def topic_records(settings: WorkerSettings, topic: str, timeout: float = 30.0) -> Iterator:
+    """Every committed record of a topic (kafka-python ``ConsumerRecord``), from the beginning to its current end."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, isolation_level="read_committed",
@@ -159,16 +159,19 @@ def read_all(settings: WorkerSettings, topic: str) -> list[bytes]:
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
-        values: list[bytes] = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in partitions):
             if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end")
-            for records in consumer.poll(timeout_ms=500).values():
-                values.extend(record.value for record in records)
-        return values
+                raise AssertionError(f"could not read {topic} to its end within {timeout} s")
+            for records in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                yield from records
     finally:
         consumer.close()
+
+
+def read_all(settings: WorkerSettings, topic: str) -> list[bytes]:
+    """Every committed record's value of a topic, from the beginning."""
+    return [record.value for record in topic_records(settings, topic)]
 
 
 def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | None = None) -> None:
@@ -387,30 +390,10 @@ def test_bad_records_become_dead_letters_and_the_worker_goes_on(kafka_bootstrap,
         assert all(letter.topic == events and letter.component == "stream_jobs" for letter in letters)
         assert by_key["v-0"].value == b"\xff not json".decode("utf-8", errors="replace")
         assert {(letter.partition, letter.offset) for letter in letters} == {
-            (p, o) for p, o in _positions(settings, events) if (p, o) not in _positions(settings, events, key="v-2")}
+            (r.partition, r.offset) for r in topic_records(settings, events) if (r.key or b"").decode() != "v-2"}
         touches = [serde.loads(raw, Touch) for raw in read_all(settings, settings.topics.touches)]
         assert [(t.visitor_id, t.channel) for t in touches] == [("v-2", "Paid Search")]
         assert get_json(f"{settings.web_url}/counters/?window=1m")["dead_letters"] == 3
-
-
-def _positions(settings: WorkerSettings, topic: str, key: str | None = None) -> set[tuple[int, int]]:
-    """(partition, offset) of every record of a topic, or of one key's records."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        found = set()
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                found.update((tp.partition, r.offset) for r in records
-                             if key is None or (r.key or b"").decode() == key)
-        return found
-    finally:
-        consumer.close()
 
 
 def tmux_screen(session: str) -> str:
