@@ -21,6 +21,7 @@ now) returns
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -129,7 +130,7 @@ def _unix_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"at={text!r} is not a time: give seconds since 1970-01-01 UTC, e.g. at=1795454400") from None
-    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
         raise ValueError(f"at={text!r} is not a time: give seconds since 1970-01-01 UTC, e.g. at=1795454400")
     return value
