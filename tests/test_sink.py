@@ -162,6 +162,12 @@ def test_tombstone_on_leads_topic_erases_the_email(kafka_servers, ch_url):  # no
                  30, "only the other lead to remain")
 
 
+def _direct_touch(i: int, occurred_at: datetime = T0) -> bytes:
+    """The record of touch ``t{i}`` of visitor ``v{i}``: a direct visit."""
+    return serde.dumps(Touch(touch_id=f"t{i}", visitor_id=f"v{i}", site_id="s", occurred_at=occurred_at,
+                             channel="Direct", source="(direct)", medium="(none)", event_id=f"e{i}"))
+
+
 def test_clickhouse_outage_loses_nothing(kafka_servers, tmp_path):  # noqa: F811
     server = ClickHouseProcess(tmp_path / "clickhouse").start()
     try:
@@ -169,10 +175,8 @@ def test_clickhouse_outage_loses_nothing(kafka_servers, tmp_path):  # noqa: F811
                              clickhouse_connect_timeout=1.0, clickhouse_query_timeout=10.0)
 
         def touches(start: int, count: int) -> list:
-            return [(settings.topics.touches, f"v{i}", serde.dumps(Touch(
-                touch_id=f"t{i}", visitor_id=f"v{i}", site_id="s", occurred_at=T0 + timedelta(minutes=i),
-                channel="Direct", source="(direct)", medium="(none)", event_id=f"e{i}")))
-                for i in range(start, start + count)]
+            return [(settings.topics.touches, f"v{i}", _direct_touch(i, T0 + timedelta(minutes=i)))
+                    for i in range(start, start + count)]
 
         touch_count = "SELECT count() FROM touches FINAL"
         with Running(settings) as writer:
@@ -201,18 +205,13 @@ def test_clickhouse_outage_loses_nothing(kafka_servers, tmp_path):  # noqa: F811
 def test_read_committed_skips_aborted_transactions(kafka_servers, ch_url):  # noqa: F811
     """Outputs of a transactional producer: committed records arrive, those of an aborted transaction never do."""
     settings = _settings(kafka_servers, ch_url, partitions=1)
-
-    def touch(i: int) -> bytes:
-        return serde.dumps(Touch(touch_id=f"t{i}", visitor_id=f"v{i}", site_id="s", occurred_at=T0,
-                                 channel="Direct", source="(direct)", medium="(none)", event_id=f"e{i}"))
-
     producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, transactional_id=unique("tx"))
     try:
         producer.init_transactions()
         for committed, ids in ((True, (1, 2)), (False, (3, 4)), (True, (5,))):
             producer.begin_transaction()
             for i in ids:
-                producer.send(settings.topics.touches, key=f"v{i}".encode(), value=touch(i))
+                producer.send(settings.topics.touches, key=f"v{i}".encode(), value=_direct_touch(i))
             producer.flush(timeout=30)
             (producer.commit_transaction if committed else producer.abort_transaction)()
     finally:
@@ -230,9 +229,7 @@ def test_two_sink_processes_share_the_group_and_stop_cleanly(kafka_servers, ch_u
     from sinks.processes import SinkGroup
 
     settings = _settings(kafka_servers, ch_url, partitions=2)
-    _publish(settings, [(settings.topics.touches, f"v{i}", serde.dumps(Touch(
-        touch_id=f"t{i}", visitor_id=f"v{i}", site_id="s", occurred_at=T0, channel="Direct", source="(direct)",
-        medium="(none)", event_id=f"e{i}"))) for i in range(40)])
+    _publish(settings, [(settings.topics.touches, f"v{i}", _direct_touch(i)) for i in range(40)])
     group = SinkGroup(settings, 2)
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("result", group.run()), daemon=True)
