@@ -139,15 +139,11 @@ class SinkWriter:
         try:
             while not self._stop.is_set():
                 assigned = bool(self._consumer.assignment())
-                if self.poll_once(POLL_TIMEOUT_MS if assigned else JOIN_POLL_TIMEOUT_MS) or not assigned:
-                    self._empty_polls = 0
-                    if self._due():
-                        self.flush()
-                    continue
-                self._empty_polls += 1
+                polled = self.poll_once(POLL_TIMEOUT_MS if assigned else JOIN_POLL_TIMEOUT_MS)
+                self._empty_polls = 0 if polled or not assigned else self._empty_polls + 1
                 if self._due():
                     self.flush()
-                else:
+                elif self._empty_polls:
                     self._stop.wait(self._idle_wait())
             self.flush()
         except SinkStopped:
