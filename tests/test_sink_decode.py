@@ -4,7 +4,7 @@ Batches are built with kafka-python's own writer (plain, gzip, lz4; keys, null k
 batches in one fetch) and read through kafka-python's ``PartitionRecords`` twice: with its own
 ``_unpack_records`` and with ours. The records, the resume offset and the byte and record counts must be equal.
 Transactions (aborted batches, control batches under read_committed) go through kafka-python's unchanged code;
-``tests/test_sink.py::test_sink_reads_committed_records_only`` covers them against the broker.
+``tests/test_sink.py::test_read_committed_skips_aborted_transactions`` covers them against the broker.
 """
 
 from __future__ import annotations
