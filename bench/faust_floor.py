@@ -32,7 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TICKS = os.sysconf("SC_CLK_TCK")
 MODES = ("noop", "take", "table", "table_out")
 
 
@@ -69,14 +68,11 @@ def build_app():
     return app
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def measure(mode: str, events: int, bootstrap: str, broker_pid: int, admin, tmp: Path, loop: str | None) -> str:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import NewTopic
+
+    from bench.sink import cpu_seconds
 
     stamp = f"{mode}-{time.time_ns()}"
     topic, app_id = f"floor-{stamp}", f"floor-app-{stamp}"
