@@ -1,0 +1,140 @@
+"""Benchmark: the embedded broker's own produce latency as its log grows (no collector, no closedloop code).
+
+Why: the collector answers a request only after the broker acknowledged its records (acks=all), so the broker's
+latency is the floor of the collector's. This measures that floor at the rate of the collector's half-load test.
+
+Method (results in bench/collector.md, "The broker's own latency"):
+1. start a private embedded broker (noida-db) on a free loopback port in a temporary directory, create a
+   4-partition topic;
+2. optionally pre-load ``--preload`` records, to start from a log of a given size;
+3. one aiokafka producer (acks=all, lz4, 2 ms linger, as the collector's) sends ``--batch`` records per "request"
+   at ``--rate`` requests per second for ``--seconds``, on an open loop: each request is scheduled at a fixed
+   time and its latency runs from that time until every record of it is acknowledged, so a broker stall counts
+   for every request scheduled during it;
+4. print p50 / p99 / max per 2-second window, overall, and the size of the broker's data directory.
+
+Records are 600 bytes of hex from os.urandom, compressing about as little as real page-view JSON does in lz4
+batches (a constant payload would compress to almost nothing and hide the log's growth).
+
+Run: ``.venv/bin/python bench/broker_latency.py --rate 190 --batch 100 --seconds 10 [--preload 400000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import binascii
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOPIC = "latency-probe"
+
+
+def payload() -> bytes:
+    return binascii.hexlify(os.urandom(300))
+
+
+def data_size(path: Path) -> str:
+    return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True).stdout.split()[0]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] * 1000
+
+
+async def measure(bootstrap: str, args, data_dir: Path) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, compression_type="lz4",
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        for start in range(0, args.preload, 10_000):
+            acks = [await producer.send(TOPIC, payload(), key=b"k%d" % i)
+                    for i in range(start, min(args.preload, start + 10_000))]
+            await asyncio.gather(*acks)
+        print(f"pre-loaded {args.preload:,} records; data directory {data_size(data_dir)}", flush=True)
+
+        latencies: list[tuple[float, float]] = []
+
+        async def request(number: int, scheduled: float) -> None:
+            acks = [await producer.send(TOPIC, payload(), key=b"k%d" % (number * args.batch + i))
+                    for i in range(args.batch)]
+            await asyncio.gather(*acks)
+            latencies.append((scheduled, time.monotonic() - scheduled))
+
+        started = time.monotonic()
+        tasks = []
+        total = int(args.rate * args.seconds)
+        for number in range(total):
+            scheduled = started + number / args.rate
+            wait = scheduled - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(request(number, scheduled)))
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+    finally:
+        await producer.stop()
+
+    windows: dict[int, list[float]] = {}
+    for scheduled, latency in latencies:
+        windows.setdefault(int((scheduled - started) // 2), []).append(latency)
+    for window, values in sorted(windows.items()):
+        values.sort()
+        print(f"  t={window * 2:3d}-{window * 2 + 2:<3d}s  {len(values):4d} requests  p50 {percentile(values, 0.5):6.1f} ms"
+              f"  p99 {percentile(values, 0.99):6.1f} ms  max {values[-1] * 1000:6.1f} ms")
+    every = sorted(latency for _, latency in latencies)
+    print(f"all: {len(every)} requests of {args.batch} records at {args.rate:g}/s: p50 {percentile(every, 0.5):.1f} ms,"
+          f" p99 {percentile(every, 0.99):.1f} ms, max {every[-1] * 1000:.1f} ms; data directory {data_size(data_dir)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=190.0, help="requests per second")
+    parser.add_argument("--batch", type=int, default=100, help="records per request")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--preload", type=int, default=0, help="records written before the measurement")
+    args = parser.parse_args()
+    if not (0 < args.rate <= 10_000 and 0 < args.batch <= 1_000 and 0 < args.seconds <= 120
+            and 0 <= args.preload <= 5_000_000):
+        parser.error("keep it bounded: rate <= 10,000/s, batch <= 1,000, seconds <= 120, preload <= 5,000,000")
+
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from deploy.kafka_broker import broker_argv, find_binary, metadata_ok
+    from deploy.processes import free_port
+
+    tmp = Path(tempfile.mkdtemp(prefix="closedloop-broker-latency-"))
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    with open(tmp / "broker.log", "wb") as log:
+        broker = subprocess.Popen(broker_argv(find_binary(None), tmp / "kafka", "127.0.0.1", port), stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not metadata_ok(bootstrap)[0]:
+            if time.monotonic() > deadline or broker.poll() is not None:
+                raise RuntimeError(f"the broker did not start; see {tmp}/broker.log")
+            time.sleep(0.2)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic(TOPIC, 4, 1)])
+        admin.close()
+        print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        asyncio.run(measure(bootstrap, args, tmp / "kafka"))
+    finally:
+        broker.terminate()
+        try:
+            broker.wait(30)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+
+
+if __name__ == "__main__":
+    main()
