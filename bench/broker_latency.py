@@ -108,32 +108,18 @@ def main() -> None:
 
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from deploy.kafka_broker import broker_argv, find_binary, metadata_ok
-    from deploy.processes import free_port
+    from bench.collector_load import start_broker, stop
 
     tmp = Path(tempfile.mkdtemp(prefix="closedloop-broker-latency-"))
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    with open(tmp / "broker.log", "wb") as log:
-        broker = subprocess.Popen(broker_argv(find_binary(None), tmp / "kafka", "127.0.0.1", port), stdout=log,
-                                  stderr=subprocess.STDOUT)
+    broker, bootstrap = start_broker(tmp / "kafka")
     try:
-        deadline = time.monotonic() + 60
-        while not metadata_ok(bootstrap)[0]:
-            if time.monotonic() > deadline or broker.poll() is not None:
-                raise RuntimeError(f"the broker did not start; see {tmp}/broker.log")
-            time.sleep(0.2)
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics([NewTopic(TOPIC, 4, 1)])
         admin.close()
         print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
         asyncio.run(measure(bootstrap, args, tmp / "kafka"))
     finally:
-        broker.terminate()
-        try:
-            broker.wait(30)
-        except subprocess.TimeoutExpired:
-            broker.kill()
+        stop(broker)
 
 
 if __name__ == "__main__":
