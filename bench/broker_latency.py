@@ -45,12 +45,10 @@ def data_size(path: Path) -> str:
     return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True).stdout.split()[0]
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] * 1000
-
-
 async def measure(bootstrap: str, args, data_dir: Path) -> None:
     from aiokafka import AIOKafkaProducer
+
+    from bench.collector_load import Result
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, compression_type="lz4",
                                 max_batch_size=512 * 1024)
@@ -87,12 +85,12 @@ async def measure(bootstrap: str, args, data_dir: Path) -> None:
     for scheduled, latency in latencies:
         windows.setdefault(int((scheduled - started) // 2), []).append(latency)
     for window, values in sorted(windows.items()):
-        values.sort()
-        print(f"  t={window * 2:3d}-{window * 2 + 2:<3d}s  {len(values):4d} requests  p50 {percentile(values, 0.5):6.1f} ms"
-              f"  p99 {percentile(values, 0.99):6.1f} ms  max {values[-1] * 1000:6.1f} ms")
-    every = sorted(latency for _, latency in latencies)
-    print(f"all: {len(every)} requests of {args.batch} records at {args.rate:g}/s: p50 {percentile(every, 0.5):.1f} ms,"
-          f" p99 {percentile(every, 0.99):.1f} ms, max {every[-1] * 1000:.1f} ms; data directory {data_size(data_dir)}")
+        window_result = Result(len(values), 0, 2.0, values)  # the collector bench's percentiles, in ms
+        print(f"  t={window * 2:3d}-{window * 2 + 2:<3d}s  {len(values):4d} requests  p50 {window_result.pct(0.5):6.1f} ms"
+              f"  p99 {window_result.pct(0.99):6.1f} ms  max {max(values) * 1000:6.1f} ms")
+    every = Result(len(latencies), 0, args.seconds, [latency for _, latency in latencies])
+    print(f"all: {every.requests} requests of {args.batch} records at {args.rate:g}/s: p50 {every.pct(0.5):.1f} ms,"
+          f" p99 {every.pct(0.99):.1f} ms, max {max(every.latencies) * 1000:.1f} ms; data directory {data_size(data_dir)}")
 
 
 def main() -> None:

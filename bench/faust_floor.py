@@ -72,7 +72,7 @@ def measure(mode: str, events: int, bootstrap: str, broker_pid: int, admin, tmp:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import NewTopic
 
-    from bench.sink import cpu_seconds
+    from bench.collector_load import cpu_seconds
 
     stamp = f"{mode}-{time.time_ns()}"
     topic, app_id = f"floor-{stamp}", f"floor-app-{stamp}"
@@ -100,13 +100,13 @@ def measure(mode: str, events: int, bootstrap: str, broker_pid: int, admin, tmp:
         while time.monotonic() < deadline and worker.poll() is None:
             done = sum(consumer.committed(tp) or 0 for tp in partitions)
             if done and first is None:
-                first = (time.monotonic(), done, cpu_seconds(worker.pid), cpu_seconds(broker_pid))
+                first = (time.monotonic(), done, cpu_seconds([worker.pid]), cpu_seconds([broker_pid]))
             if done >= events:
                 break
             time.sleep(0.1)
         else:
             raise RuntimeError(f"{mode}: the worker did not consume {events} events; see {tmp}/worker-{mode}.log")
-        end = (time.monotonic(), done, cpu_seconds(worker.pid), cpu_seconds(broker_pid))
+        end = (time.monotonic(), done, cpu_seconds([worker.pid]), cpu_seconds([broker_pid]))
     finally:
         worker.terminate()
         worker.wait(30)

@@ -15,6 +15,7 @@ import pytest
 from kafka.consumer.fetcher import Fetcher
 from kafka.record import MemoryRecords
 from kafka.record.default_records import DefaultRecordBatchBuilder
+from kafka.record.util import calc_crc32c
 from kafka.structs import TopicPartition
 
 from sinks import fast_decode
@@ -36,7 +37,6 @@ def fetch_buffer(batches: list[tuple[int, list[tuple]]], compression: int = 0, t
         if timestamp_type:  # LogAppendTime: every record takes the batch's max timestamp
             attributes = struct.unpack_from(">h", data, 21)[0] | 0x08
             struct.pack_into(">h", data, 21, attributes)
-            from kafka.record.util import calc_crc32c
             struct.pack_into(">I", data, 17, calc_crc32c(bytes(data[21:])))
         out += data
     return bytes(out)
