@@ -27,7 +27,7 @@ from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
 from schemas.outputs import Lead
 from stream_jobs import contacts as contacts_rules
-from stream_jobs import lifecycle, visitors as visitor_rules
+from stream_jobs import diagnostics, lifecycle, visitors as visitor_rules
 from stream_jobs.channels import ChannelRules
 from stream_jobs.contacts import ContactRecord, ContactState
 from stream_jobs.counters import Counters
@@ -111,6 +111,7 @@ class Pipeline:
         self.leads = app.Table(LEADS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_lead"))
         self.counters = Counters(app, s.partitions, lambda: self.dead_letters.total)
         self.counters.install_web(app)
+        diagnostics.install_web(app)
         app.agent(self.events, name="visitors")(self._visitors_agent)
         app.agent(self.crm, name="crm")(self._crm_agent)
         app.agent(self.crm_contacts, name="contacts")(self._contacts_agent)

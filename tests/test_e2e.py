@@ -10,6 +10,8 @@ and each model's shares and revenue are computed with exact fractions, rounded a
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -247,11 +249,22 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
 
 def _stuck_report(drain, progress, processes) -> str:
     """What a drain timeout needs for a diagnosis: the lags over time and the processes' last log lines."""
-    lines = [repr(drain), "lags over time (seconds: worker / sink):"]
+    lines = ["--- the worker's own view (GET /diagnostics/)", _worker_diagnostics(processes.worker_url()),
+             repr(drain), "lags over time (seconds: worker / sink):"]
     lines += [f"  {r.seconds:6.1f}: {r.worker_lag} / {r.sink_lag}" for r in progress]
     for name in ("worker", "sink", "collector"):
         lines += [f"--- {name} log", log_tail(processes.log(name), 25)]
     return "\n".join(lines)
+
+
+def _worker_diagnostics(worker_url: str) -> str:
+    from stream_jobs.diagnostics import describe
+
+    try:
+        with urllib.request.urlopen(f"{worker_url}/diagnostics/", timeout=10) as response:
+            return describe(json.loads(response.read()))
+    except (OSError, ValueError) as error:
+        return f"no answer from {worker_url}/diagnostics/: {error!r}"
 
 
 def _assert_clickhouse_matches_the_reference(client, truth, end: date) -> None:

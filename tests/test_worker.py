@@ -32,6 +32,7 @@ from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
 from schemas.outputs import AttributionModel, Conversion, Credit, DeadLetter, Touch
 from stream_jobs.attribution import Milestones, attribute
+from stream_jobs.diagnostics import describe
 from stream_jobs.identity import lead_id_for
 from stream_jobs.lifecycle import conversion_id_for
 from stream_jobs.settings import WorkerSettings
@@ -527,3 +528,45 @@ def _is_idle(settings: WorkerSettings) -> bool:
         return True
     except AssertionError:
         return False
+
+
+def test_diagnostics_page_shows_each_partition_and_what_each_agent_awaits(kafka_bootstrap, unique_name, tmp_path):
+    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
+    create_all_topics(settings)
+    events = settings.topics.events
+    views = [page_view(f"pv-{i}", f"v-{i}", at(i), f"{SITE}/?utm_source=bing&utm_medium=cpc") for i in range(5)]
+    with running_worker(settings, tmp_path) as worker:
+        send(settings, [(events, view.event.visitor_id, serde.dumps(view)) for view in views])
+        wait_idle(settings, worker=worker)
+        diagnostics = get_json(f"{settings.web_url}/diagnostics/")
+    records = Counter(record.partition for record in topic_records(settings, events))
+    assert sum(records.values()) == 5 and len(records) == 2  # both partitions hold records
+    sources = [settings.topics.events, settings.topics.crm, settings.topics.lead_events,
+               crm_contacts_topic(settings.app_id)]
+    partitions = diagnostics["partitions"]
+    assert sorted(partitions) == sorted(f"{topic}[{p}]" for topic in sources for p in range(2))
+    for p, count in records.items():
+        assert {key: partitions[f"{events}[{p}]"][key] for key in (
+            "read", "committed", "position", "highwater", "acked_pending", "gaps", "fetching", "paused",
+            "buffered", "client_paused")} == {
+            "read": count - 1, "committed": count, "position": count, "highwater": count, "acked_pending": 0,
+            "gaps": [], "fetching": True, "paused": False, "buffered": False, "client_paused": False}
+    assert partitions[f"{settings.topics.crm}[0]"]["committed"] is None  # nothing read yet
+    assert diagnostics["streams"][events] == {"queued": 0, "maxsize": 4096}
+    assert diagnostics["app"] == {"in_recovery": False, "rebalancing": False, "flow_control_active": True,
+                                  "consumer_flow_active": True, "unacked_messages": 0}
+    # Each idle agent waits for its next record in its stream's queue, and the page shows the whole chain.
+    agents = {chain[1].split(" ")[-1]: chain for chain in (task["awaiting"] for task in diagnostics["tasks"]["worker"])
+              if len(chain) > 2 and chain[1].startswith("stream_jobs/agents.py")}
+    assert sorted(agents) == ["_contacts_agent", "_crm_agent", "_leads_agent", "_visitors_agent"]
+    for chain in agents.values():
+        assert chain[0].startswith("faust/agents/agent.py") and chain[2].startswith("stream_jobs/agents.py")
+        assert chain[2].endswith(" _each") and chain[-1].startswith("asyncio/queues.py") and chain[-1].endswith(" get")
+    fetch_loops = [task for task in diagnostics["tasks"]["consumer_thread"]
+                   if task["awaiting"][0].startswith("aiokafka/consumer/fetcher.py")]
+    assert [task["awaiting"][0].split(" ")[-1] for task in fetch_loops] == ["_fetch_requests_routine"]
+    # The summary for a person names no partition (none is behind or held back) and shows the four agents.
+    summary = describe(diagnostics).splitlines()
+    assert not [line for line in summary if " behind; " in line]
+    assert sorted(line.split(" > ")[1].split(" ")[-1] for line in summary if "stream_jobs/agents.py" in line) == [
+        "_contacts_agent", "_crm_agent", "_leads_agent", "_visitors_agent"]

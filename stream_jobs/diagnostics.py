@@ -1,0 +1,196 @@
+"""``GET /diagnostics/``: why a worker is not consuming, as JSON, from the worker's own web server.
+
+When a consumer group's lag stops falling, the broker can only say *that* the worker's committed offsets stand
+still. This page says *why*, from inside the worker, in one request:
+
+- ``partitions``: for each assigned source partition, the three views a record passes through:
+  the Kafka client's fetch position and whether it pauses the partition (``position``, ``client_paused``,
+  ``prefetched``: records fetched and not yet handed to Faust); Faust's flow control (``fetching``: among the
+  partitions Faust asks records for; ``paused``: paused by a rebalance or recovery; ``buffered``: taken out
+  because its stream's buffer was full); and Faust's bookkeeping (``read``: last offset handed to a stream,
+  ``committed``, ``acked_pending``: acknowledged but not yet committable, ``gaps``: offset ranges Faust will
+  skip).
+- ``streams``: each source topic's buffer (records waiting for their agent).
+- ``producer``: table (changelog) writes queued in Faust's producer buffer and in flight.
+- ``app``: whether the worker is in recovery or rebalancing and whether flow control lets records through.
+- ``tasks``: every asyncio task of the worker's loop and of the Kafka consumer's thread loop, with the chain of
+  ``await`` points it is suspended at (an agent stuck on a send shows the send).
+
+Everything is read without locks from structures the worker keeps changing: a snapshot may be a few
+microseconds inconsistent, which does not matter for the question it answers. The page reads private
+attributes of faust-streaming 0.15 and aiokafka 0.12; where one is missing the field reads ``null``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+from typing import Any
+
+__all__ = ["describe", "install_web", "snapshot", "task_stacks"]
+
+MAX_TASKS = 400
+MAX_AWAIT_DEPTH = 16
+_REPOSITORY = f"{Path(__file__).resolve().parents[1]}/"
+
+
+def _tp_name(tp: Any) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+def _short_path(filename: str) -> str:
+    for marker in ("/site-packages/", "/lib/python3"):
+        if marker in filename:
+            tail = filename.rsplit(marker, 1)[-1]
+            return tail.split("/", 1)[-1] if marker == "/lib/python3" else tail
+    return filename.removeprefix(_REPOSITORY)
+
+
+def _inner_awaitable(awaitable: Any) -> Any:
+    """The coroutine or async generator inside an awaitable that does not expose it as an attribute (an async
+    generator's ``asend``, a wrapper object), found among the objects it refers to."""
+    for referent in gc.get_referents(awaitable):
+        if any(hasattr(referent, name) for name in ("cr_frame", "ag_frame", "gi_frame")):
+            return referent
+    return None
+
+
+def _await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: ``file:line function`` for each coroutine (and async generator) in its
+    ``await`` chain, outermost first."""
+    chain: list[str] = []
+    while coro is not None and len(chain) < MAX_AWAIT_DEPTH:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            inner = _inner_awaitable(coro) if not isinstance(coro, asyncio.Future) else None
+            if inner is None:
+                break  # a future: the end of the chain
+            coro = inner
+            continue
+        chain.append(f"{_short_path(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+    return chain
+
+
+def task_stacks(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
+    """Each pending task of ``loop`` with its await chain (safe to call from another thread: retried if the task
+    set changes while it is read)."""
+    for _attempt in range(5):
+        try:
+            tasks = list(asyncio.all_tasks(loop))
+            break
+        except RuntimeError:  # the set changed size while it was copied from another thread
+            continue
+    else:
+        return []
+    result = []
+    for task in tasks[:MAX_TASKS]:
+        if task.done():
+            continue
+        coro = task.get_coro()
+        result.append({"task": task.get_name(), "coroutine": getattr(coro, "__qualname__", type(coro).__name__),
+                       "awaiting": _await_chain(coro)})
+    result.sort(key=lambda t: (t["coroutine"], t["task"]))
+    return result
+
+
+def _client_partitions(app: Any) -> dict[Any, dict[str, Any]]:
+    """The aiokafka consumer's view: fetch position, pause flag, prefetched records per partition."""
+    thread = getattr(app.consumer, "_thread", None)
+    client = getattr(thread, "_consumer", None)
+    if client is None:
+        return {}
+    views: dict[Any, dict[str, Any]] = {}
+    assignment = client._subscription.subscription.assignment if client._subscription.subscription else None
+    if assignment is None:
+        return {}
+    prefetched = getattr(client._fetcher, "_records", {})
+    for tp in list(assignment.tps):
+        state = assignment.state_value(tp)
+        records = prefetched.get(tp)
+        views[(tp.topic, tp.partition)] = {
+            "position": state._position,
+            "client_paused": state.paused,
+            "highwater": state.highwater,
+            "prefetched": None if records is None else len(getattr(records, "_records", []) or []),
+        }
+    return views
+
+
+def _gaps(consumer: Any, tp: Any) -> list[list[int]]:
+    tree = consumer._gap.get(tp)
+    return sorted([interval.begin, interval.end - 1] for interval in tree) if tree else []
+
+
+def snapshot(app: Any) -> dict[str, Any]:
+    """The consumer, stream and producer state of a running worker (see the module docstring)."""
+    consumer = app.consumer
+    active = consumer._active_partitions or set()
+    client = _client_partitions(app)
+    partitions = {}
+    for tp in sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition)):
+        if consumer._is_changelog_tp(tp):
+            continue
+        acked = consumer._acked.get(tp) or []
+        partitions[_tp_name(tp)] = {
+            "fetching": tp in active,
+            "paused": tp in consumer._paused_partitions,
+            "buffered": tp in consumer._buffered_partitions,
+            "read": consumer._read_offset.get(tp),
+            "committed": consumer._committed_offset.get(tp),
+            "acked_pending": len(acked),
+            "acked_pending_min": min(acked) if acked else None,
+            "gaps": _gaps(consumer, tp),
+            **client.get((tp.topic, tp.partition), {}),
+        }
+    streams = {}
+    for topic in list(app.topics._topics):
+        queue = getattr(topic, "queue", None)
+        if queue is not None:
+            streams[",".join(topic.topics)] = {"queued": queue.qsize(), "maxsize": queue.maxsize}
+    buffer = app.producer.buffer
+    thread_loop = getattr(getattr(consumer, "_thread", None), "thread_loop", None)
+    return {
+        "app": {
+            "in_recovery": bool(app.in_recovery),
+            "rebalancing": bool(app.rebalancing),
+            "flow_control_active": app.flow_control.is_active(),
+            "consumer_flow_active": consumer.flow_active,
+            "unacked_messages": len(consumer._unacked_messages),
+        },
+        "partitions": partitions,
+        "streams": streams,
+        "producer": {"queued": buffer.size, "in_flight": buffer.__dict__.get("_closedloop_in_flight", 0)},
+        "tasks": {
+            "worker": task_stacks(asyncio.get_running_loop()),
+            "consumer_thread": task_stacks(thread_loop) if thread_loop is not None else [],
+        },
+    }
+
+
+def install_web(app: Any) -> None:
+    """``GET /diagnostics/`` on the worker's web server."""
+
+    @app.page("/diagnostics/")
+    async def diagnostics_view(web: Any, request: Any) -> Any:
+        return web.json(snapshot(app))
+
+
+def describe(diagnostics: dict[str, Any]) -> str:
+    """A few lines for a person: the app flags, every partition that is behind or held back, what the agents and
+    the fetch loop await. ``diagnostics`` is a :func:`snapshot` (the page's JSON)."""
+    lines = [f"app: {diagnostics['app']}; producer buffer: {diagnostics['producer']}"]
+    for name, p in diagnostics["partitions"].items():
+        behind = (p.get("highwater") or 0) - (p["committed"] or 0)
+        held = not p["fetching"] or p["paused"] or p["buffered"] or p.get("client_paused")
+        if behind > 0 or held or p["acked_pending"] or p["gaps"]:
+            lines.append(f"{name}: {behind} behind; " + ", ".join(f"{key}={value}" for key, value in p.items()))
+    queued = {name: s["queued"] for name, s in diagnostics["streams"].items() if s["queued"]}
+    lines.append(f"stream buffers holding records: {queued or 'none'}")
+    for loop, tasks in diagnostics["tasks"].items():
+        for task in tasks:
+            chain = task["awaiting"]
+            if any("stream_jobs/" in step or "fetcher.py" in step or "_commit" in step for step in chain):
+                lines.append(f"{loop} {task['task']}: " + " > ".join(chain))
+    return "\n".join(lines)
