@@ -1,4 +1,4 @@
-"""Two fixes to faust-streaming 0.15.3 that keep a worker's tables whole across a restart.
+"""Four fixes to faust-streaming 0.15.3 that keep a worker's tables and streams whole across a restart.
 
 The tables live in memory and are rebuilt from their changelog topics at start (``stream_jobs.app``), so
 whatever the changelog misses, or whatever recovery does not read, is state lost for good. Both faults below were
@@ -27,6 +27,31 @@ found reproducing "conversions credited to ``(none)`` after a second ``closedloo
    :data:`STOP_FLUSH_TIMEOUT_S`, with an error in the log naming what could not be sent). ``flush_atmost(n)``,
    which Faust uses for back-pressure, is unchanged.
 
+3. Records dropped at the end of a rebalance. When table recovery is done, Faust resumes the stream partitions,
+   *then* seeks them to the committed offsets, then resumes flow control, which clears every stream buffer
+   (the buffers are meant to hold only records fetched before the seek). Faust's fetch loop runs while the seek
+   is awaited: records fetched at the new position in that window reach a stream buffer and are cleared with the
+   stale ones, while the Kafka client's position is already past them. They are never processed, and since Faust
+   commits only contiguous offsets, the group's committed offset stays below them for good: the worker keeps
+   processing newer records but its lag never reaches zero (seen in CI after a restart: 20 page views of one
+   partition lost, the e2e drain stuck; ``GET /diagnostics/`` shows it as ``committed`` below
+   ``acked_pending_min`` with no ``gaps``). Fix: seek first, resume the stream partitions after, with no await
+   between resuming them and resuming the flow, so nothing can be fetched into a buffer that is about to be
+   cleared. ``tests/test_worker.py`` widens the window with a slow seek (without the fix it stalled in two runs of
+   three). Faust's ``_resume_streams``, taken only by an app without tables, has the same order; this worker
+   always has tables, so it is left as it is.
+
+4. Records consumed for a partition nobody asked for. Faust's fetch loop hands the consumer thread its set of
+   active partitions *itself*, not a copy, and aiokafka's ``fetched_records(partitions)`` returns the records of
+   *every* partition when that set is empty. When recovery ends, Faust pauses the changelog partitions (the set
+   becomes empty) while a fetch waits in the thread; the fetch then takes every stream partition's records out
+   of the client, Faust drops them because their partitions are not active, and the client's position is past
+   them. A partition with a committed offset is sought back later; one without (a fresh consumer group, or a
+   worker killed before its first commit) is not, and its records are lost. Seen with fix 3 in place: after a
+   SIGKILL before any commit, the restarted worker's client stood at the end of every input partition with
+   nothing read (``GET /diagnostics/``: ``position`` = ``highwater``, ``read`` null). Fix: hand the thread a
+   copy taken when the fetch starts, and do not fetch at all when it is empty.
+
 ``install()`` is idempotent and called by ``create_app``.
 """
 
@@ -36,6 +61,8 @@ import asyncio
 import logging
 from typing import Any
 
+from faust.tables import recovery as faust_recovery
+from faust.transport import consumer as faust_consumer
 from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -90,9 +117,51 @@ async def _flush_then_stop(self: Any) -> None:
     await _original_producer_on_stop(self)
 
 
+async def _getmany_of_a_copy(self: Any, active_partitions: Any, timeout: float) -> Any:
+    """Fetch for a snapshot of the active partitions, never for none (fault 4); ``None`` still means all."""
+    if active_partitions is not None:
+        active_partitions = set(active_partitions)
+        if not active_partitions:
+            return {}
+    return await self._thread.getmany(active_partitions, timeout)
+
+
+async def _on_recovery_completed_seek_first(self: Any, generation_id: int = 0) -> None:
+    """Faust's ``Recovery.on_recovery_completed`` with the stream partitions resumed after the seek (fault 3)."""
+    app, consumer = self.app, self.app.consumer
+    self.log.info("Restore complete!")
+    await app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callbacks = [asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table],
+                                                                   self.standbys_for_table[table]))
+                 for table in self.tables.values()]
+    if callbacks:
+        await asyncio.wait(callbacks)
+    assignment = consumer.assignment()
+    if app.consumer_generation_id != generation_id:
+        self.log.warning(f"Recovery rebalancing again app id {app.consumer_generation_id} param {generation_id}")
+        return
+    if assignment:
+        self.log.info("Seek stream partitions to committed offsets.")
+        await self._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
+    # From here to resume_flow nothing awaits: the fetch loop cannot fill a buffer that flow_control clears.
+    consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+    self.completed.set()
+    app.flow_control.resume()
+    consumer.resume_flow()
+    await app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
 def install() -> None:
     """Patch Faust once per process (idempotent)."""
     faust_aiokafka.AIOKafkaConsumerThread._highwaters = _highwaters_from_the_broker
     faust_producer.ProducerBuffer._send_pending = _send_pending_counted
     faust_producer.ProducerBuffer.flush = _flush_until_empty
     faust_aiokafka.Producer.on_stop = _flush_then_stop
+    faust_recovery.Recovery.on_recovery_completed = _on_recovery_completed_seek_first
+    faust_consumer.ThreadDelegateConsumer._getmany = _getmany_of_a_copy
