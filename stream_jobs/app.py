@@ -21,8 +21,9 @@ Configuration, and why
       recommended with Faust 0.15.3 until its crash recovery is shown to work.
     - ``store="memory://"``: tables live in memory and are rebuilt from their changelog topics at start. No
       RocksDB dependency; recovery reads the compacted changelogs (see bench/worker.md for the time it takes).
-    - ``faust_fixes.install()``: two Faust 0.15.3 faults lost table state across restarts (recovery skipped
-      under ``exactly_once``; queued changelog writes dropped at a commit or a stop); see that module and
+    - ``faust_fixes.install()``: four Faust 0.15.3 faults lost table state or input records across restarts
+      (recovery skipped under ``exactly_once``; queued changelog writes dropped at a commit or a stop; records
+      cleared after the end-of-rebalance seek; records taken for partitions not asked for); see that module and
       docs/STREAMS.md, "Restarts and recovery".
     - ``topic_allow_declare=False``, ``topic_disable_leader=True``: the worker creates no topic itself; every
       topic comes from ``schemas.topics`` or ``stream_jobs.topology.internal_topics`` and exists before start.
