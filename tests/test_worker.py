@@ -194,7 +194,9 @@ def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | 
             ends = consumer.end_offsets(partitions)
             behind = {tp: ends[tp] - (consumer.committed(tp) or 0) for tp in partitions}
             # With transactions, the end offset counts the commit marker too: at most one extra per partition.
-            lagging = {tp: lag for tp, lag in behind.items() if lag > (1 if ends[tp] else 0)}
+            # Without, the committed offset must reach the end (one record short is a record never processed).
+            slack = 1 if settings.processing_guarantee == "exactly_once" else 0
+            lagging = {tp: lag for tp, lag in behind.items() if lag > (slack if ends[tp] else 0)}
             idle_rounds = idle_rounds + 1 if not lagging else 0
             if idle_rounds >= 3:
                 return
