@@ -18,7 +18,8 @@ still. This page says *why*, from inside the worker, in one request:
 
 Everything is read without locks from structures the worker keeps changing: a snapshot may be a few
 microseconds inconsistent, which does not matter for the question it answers. The page reads private
-attributes of faust-streaming 0.15 and aiokafka 0.12; where one is missing the field reads ``null``.
+attributes of faust-streaming 0.15.3 and aiokafka 0.14 (the versions ``pyproject.toml`` allows); on a version
+without one it answers 503 naming what is missing, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -174,7 +175,12 @@ def install_web(app: Any) -> None:
 
     @app.page("/diagnostics/")
     async def diagnostics_view(web: Any, request: Any) -> Any:
-        return web.json(snapshot(app))
+        try:
+            return web.json(snapshot(app))
+        except (AttributeError, KeyError, TypeError) as error:  # another Faust or aiokafka than the page knows
+            return web.json({"error": "diagnostics_unavailable",
+                             "message": f"this worker's Faust/aiokafka lack what the page reads: {error!r}"},
+                            status=503)
 
 
 def describe(diagnostics: dict[str, Any]) -> str:
