@@ -530,7 +530,7 @@ def test_records_waiting_at_a_restart_are_all_processed_even_when_the_seek_is_sl
                                                                                    tmp_path):
     """Faust 0.15.3 resumed the stream partitions before seeking them to the committed offsets, then cleared the
     stream buffers: records fetched in between were dropped, never processed, and the group's committed offset
-    stuck below them for good (seen in CI: 20 page views lost after a restart). A slow seek makes the window
+    stuck below them for good (in CI: 33 CRM records never processed after a restart). A slow seek makes the window
     wide; with the fix every record is processed once and the group catches up."""
     settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
     create_all_topics(settings)
