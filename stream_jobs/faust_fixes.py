@@ -34,9 +34,9 @@ were found reproducing "conversions credited to ``(none)`` after a second ``clos
    stale ones, while the Kafka client's position is already past them. They are never processed, and since Faust
    commits only contiguous offsets, the group's committed offset stays below them for good: the worker keeps
    processing newer records but its lag never reaches zero (in CI the end-to-end test's drain stuck after a
-   restart with 33 CRM records never processed; under load here, 20 page views of one partition; ``GET
-   /diagnostics/`` shows it as ``committed`` below
-   ``acked_pending_min`` with no ``gaps``). Fix: seek first, resume the stream partitions after, with no await
+   restart with 33 CRM records never processed; under load here, 20 page views of one partition;
+   ``GET /diagnostics/`` shows it as ``committed`` below ``acked_pending_min`` with no ``gaps``). Fix: seek
+   first, resume the stream partitions after, with no await
    between resuming them and resuming the flow, so nothing can be fetched into a buffer that is about to be
    cleared. ``tests/test_worker.py`` widens the window with a slow seek (without the fix it stalled in two runs of
    three). Faust's ``_resume_streams``, taken only by an app without tables, has the same order; this worker
