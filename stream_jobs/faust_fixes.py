@@ -36,9 +36,8 @@ were found reproducing "conversions credited to ``(none)`` after a second ``clos
    processing newer records but its lag never reaches zero (in CI the end-to-end test's drain stuck after a
    restart with 33 CRM records never processed; under load here, 20 page views of one partition;
    ``GET /diagnostics/`` shows it as ``committed`` below ``acked_pending_min`` with no ``gaps``). Fix: seek
-   first, resume the stream partitions after, with no await
-   between resuming them and resuming the flow, so nothing can be fetched into a buffer that is about to be
-   cleared. ``tests/test_worker.py`` widens the window with a slow seek (without the fix it stalled in two runs of
+   first, resume the stream partitions after, with no await between resuming them and resuming the flow, so
+   nothing can be fetched into a buffer that is about to be cleared. ``tests/test_worker.py`` widens the window with a slow seek (without the fix it stalled in two runs of
    three). Faust's ``_resume_streams``, taken only by an app without tables, has the same order; this worker
    always has tables, so it is left as it is.
 
