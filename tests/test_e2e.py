@@ -10,8 +10,6 @@ and each model's shares and revenue are computed with exact fractions, rounded a
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -25,6 +23,7 @@ from deploy.processes import free_port, log_tail
 from deploy.simulate.model import SimulatedDays, SimulationConfig
 from deploy.simulate.senders import Endpoint, Sender
 from deploy.simulate.truth import read_truth, write_truth
+from test_worker import get_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse]
 
@@ -261,8 +260,7 @@ def _worker_diagnostics(worker_url: str) -> str:
     from stream_jobs.diagnostics import describe
 
     try:
-        with urllib.request.urlopen(f"{worker_url}/diagnostics/", timeout=10) as response:
-            return describe(json.loads(response.read()))
+        return describe(get_json(f"{worker_url}/diagnostics/", timeout=10))
     except (OSError, ValueError) as error:
         return f"no answer from {worker_url}/diagnostics/: {error!r}"
 
