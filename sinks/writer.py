@@ -5,6 +5,10 @@ insert -> flush dead letters -> commit offsets. Offsets are committed only after
 ClickHouse, so a crash or an unreachable ClickHouse replays records instead of losing them; replays are harmless
 because every table is a ReplacingMergeTree on a stable id.
 
+One batch is inserted by a background thread while the next one is read and converted (the insert mostly waits
+for ClickHouse, which releases the GIL); at most one batch is in flight, and a batch's offsets are committed, in
+order, only once its insert has finished.
+
 ClickHouse unreachable (a connection error): the same batch is retried with exponential back-off, forever, and
 nothing is committed. ClickHouse rejecting rows (a data error): the batch is split in halves until the rows that
 do not fit are found; they go to the dead-letter topic like records that fail validation.
@@ -14,16 +18,16 @@ from __future__ import annotations
 
 import logging
 import re
-import struct
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
 
@@ -31,7 +35,8 @@ from schemas import serde
 from schemas.outputs import DeadLetter
 from sinks import fast_decode
 from sinks.client import connect
-from sinks.rows import Erasure, Provenance, RecordError, RecordKind, insert_columns, rows_for, topic_kinds
+from sinks.rows import Erasure, Provenance, RecordError, RecordKind, rows_for, topic_kinds
+from sinks.rows import insert as insert_rows
 from sinks.settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,17 @@ class SinkMetrics:
         return sum(self.rows_written.values())
 
 
+@dataclass
+class _Batch:
+    """A sealed batch: rows per table, the Kafka message of each row, dead letters, and the offsets to commit."""
+
+    rows: dict[str, list[tuple]]
+    sources: dict[str, list]
+    dead: list[DeadLetter]
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    sealed_at: float
+
+
 class SinkWriter:
     """Consume, batch, insert, commit. ``run()`` until ``stop()``; ``poll_once()`` + ``flush()`` for tests."""
 
@@ -91,7 +107,11 @@ class SinkWriter:
         self._rows: dict[str, list[tuple]] = {}
         self._sources: dict[str, list] = {}  # table -> the Kafka message of each pending row (to dead-letter it)
         self._dead: list[DeadLetter] = []
+        self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}  # next offset per partition read so far
         self._pending_records = 0
+        # The batch being inserted by the insert thread, and its future (result: None, or the exception).
+        self._inflight: tuple[_Batch, Future] | None = None
+        self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-insert")
         self._batch_started: float | None = None
         self._empty_polls = 0  # consecutive empty polls: the idle wait doubles with each
         fast_decode.install()  # records decoded by aiokafka's compiled reader: ~8 us less CPU per row
@@ -130,6 +150,7 @@ class SinkWriter:
 
     def close(self) -> None:
         """Close the consumer, producer and ClickHouse client (uncommitted records will be read again)."""
+        self._inserter.shutdown(wait=True)
         self._consumer.close(autocommit=False)
         self._producer.close(timeout=10)
         if self._client is not None:
@@ -143,8 +164,10 @@ class SinkWriter:
                 assigned = bool(self._consumer.assignment())
                 polled = self.poll_once(POLL_TIMEOUT_MS if assigned else JOIN_POLL_TIMEOUT_MS)
                 self._empty_polls = 0 if polled or not assigned else self._empty_polls + 1
+                if self._inflight is not None and self._inflight[1].done():
+                    self._finish_inflight()  # commit as soon as the insert is done, not at the next batch
                 if self._due():
-                    self.flush()
+                    self._seal_and_insert()
                 elif self._empty_polls:
                     self._stop.wait(self._idle_wait())
             self.flush()
@@ -159,10 +182,11 @@ class SinkWriter:
         polled = self._consumer.poll(timeout_ms=timeout_ms)
         count = 0
         add = self._add
-        for messages in polled.values():
+        for partition, messages in polled.items():
             for message in messages:
                 add(message)
             count += len(messages)
+            self._offsets[partition] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
         self.metrics.records += count
         return count
 
@@ -201,7 +225,10 @@ class SinkWriter:
             return
         if isinstance(result, Erasure):
             # Erasures are rare: write what came before, then delete, so a later re-identification survives.
-            self._write_batch()
+            # (The rows are written now; their offsets are committed with the rest of the batch.)
+            self._finish_inflight()
+            self._write(self._rows, self._sources, self._dead)
+            self._rows, self._sources = {}, {}
             self._erase(result.lead_id)
             return
         for table, row in result:
@@ -213,22 +240,38 @@ class SinkWriter:
             self._sources[table].append(message)
 
     def flush(self) -> None:
-        """Write the batch (retrying while ClickHouse is unreachable), publish dead letters, then commit."""
+        """Write the batch and any batch still in flight (retrying while ClickHouse is unreachable), publish dead
+        letters, then commit: on return everything read so far is in ClickHouse and committed."""
+        self._seal_and_insert()
+        self._finish_inflight()
+
+    def _seal_and_insert(self) -> None:
+        """Hand the pending batch to the insert thread, once the batch before it is finished and committed."""
         if self._pending_records == 0:
             return
-        started = time.monotonic()
-        self._write_batch()
-        self._publish_dead_letters()
+        batch = _Batch(self._rows, self._sources, self._dead, self._offsets, time.monotonic())
+        self._rows, self._sources, self._dead, self._offsets = {}, {}, [], {}
+        self._pending_records = 0
+        self._batch_started = None
+        self._finish_inflight()  # at most one batch in flight, and commits stay in order
+        self._inflight = (batch, self._inserter.submit(self._write, batch.rows, batch.sources, batch.dead))
+
+    def _finish_inflight(self) -> None:
+        """Wait for the batch in flight; then publish its dead letters and commit its offsets."""
+        if self._inflight is None:
+            return
+        batch, future = self._inflight
+        self._inflight = None
+        future.result()  # re-raises SinkStopped (stop during an outage) or an unexpected error: nothing committed
+        self._publish_dead_letters(batch.dead)
         try:
-            self._consumer.commit()
+            self._consumer.commit(batch.offsets)
         except CommitFailedError as exc:
             # The group rebalanced while we were writing: the rows are in ClickHouse, the records will be
             # delivered again and collapse onto the same ids.
             log.warning("offset commit failed after a rebalance; records will be replayed: %s", exc)
-        self._pending_records = 0
-        self._batch_started = None
         self.metrics.batches += 1
-        self.metrics.last_flush_seconds = time.monotonic() - started
+        self.metrics.last_flush_seconds = time.monotonic() - batch.sealed_at
         self.metrics.lag = self._lag()
         log.info(
             "batch written",
@@ -238,28 +281,26 @@ class SinkWriter:
 
     # -- ClickHouse ------------------------------------------------------------------------------------------
 
-    def _write_batch(self) -> None:
-        for table in list(self._rows):
-            self._insert(table, self._rows[table], self._sources[table])
-            self.metrics.rows_written[table] = self.metrics.rows_written.get(table, 0) + len(self._rows[table])
-        self._rows.clear()
-        self._sources.clear()
+    def _write(self, rows: dict[str, list[tuple]], sources: dict[str, list], dead: list[DeadLetter]) -> None:
+        """Insert every table's rows; rows ClickHouse rejects are added to ``dead``."""
+        for table, table_rows in rows.items():
+            self._insert(table, table_rows, sources[table], dead)
+            self.metrics.rows_written[table] = self.metrics.rows_written.get(table, 0) + len(table_rows)
 
-    def _insert(self, table: str, rows: list[tuple], sources: list) -> None:
+    def _insert(self, table: str, rows: list[tuple], sources: list, dead: list[DeadLetter]) -> None:
         """Insert rows; on a data error split the rows to find those that do not fit and dead-letter them."""
         if not rows:
             return
-        names, types = insert_columns(table)
         try:
-            self._with_retry(lambda client: client.insert(table, rows, column_names=names, column_type_names=types))
-        except (DatabaseError, TypeError, ValueError, OverflowError, struct.error) as exc:
+            self._with_retry(lambda client: insert_rows(client, table, rows))
+        except (DatabaseError, TypeError, ValueError, OverflowError) as exc:
             if len(rows) == 1:
-                self._dead.append(_dead_letter(sources[0], f"ClickHouse rejected the row for {table}: {exc}"))
+                dead.append(_dead_letter(sources[0], f"ClickHouse rejected the row for {table}: {exc}"))
                 self.metrics.rows_written[table] = self.metrics.rows_written.get(table, 0) - 1
                 return
             half = len(rows) // 2
-            self._insert(table, rows[:half], sources[:half])
-            self._insert(table, rows[half:], sources[half:])
+            self._insert(table, rows[:half], sources[:half], dead)
+            self._insert(table, rows[half:], sources[half:], dead)
 
     def _erase(self, lead_id: str) -> None:
         self._with_retry(
@@ -296,17 +337,16 @@ class SinkWriter:
 
     # -- Kafka -----------------------------------------------------------------------------------------------
 
-    def _publish_dead_letters(self) -> None:
-        if not self._dead:
+    def _publish_dead_letters(self, letters: list[DeadLetter]) -> None:
+        if not letters:
             return
         topic = self.settings.topics.dead_letters
-        for letter in self._dead:
+        for letter in letters:
             self._producer.send(topic, key=serde.encode_key(letter.key), value=serde.dumps(letter))
         # Raises on failure: then nothing is committed and the records are read (and dead-lettered) again.
         self._producer.flush(timeout=60)
-        self.metrics.dead_letters += len(self._dead)
-        log.warning("dead-lettered %d records", len(self._dead))
-        self._dead.clear()
+        self.metrics.dead_letters += len(letters)
+        log.warning("dead-lettered %d records", len(letters))
 
     def _lag(self) -> int:
         """Records behind the end of the assigned partitions, as of the last fetch."""
@@ -325,8 +365,7 @@ class _FlushOnRevoke(ConsumerRebalanceListener):
         self.writer = writer
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if self.writer._pending_records:
-            self.writer.flush()
+        self.writer.flush()  # the pending batch and the one in flight; nothing to do when there is neither
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         pass

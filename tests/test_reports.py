@@ -29,7 +29,7 @@ from sink_support import ch_url, unique  # noqa: F401 - fixture
 from sinks.client import connect
 from sinks.migrate import migrate_up
 from sinks.reports import REPORTS, ReportError, channels, run_report, to_csv, to_json
-from sinks.rows import Provenance, RecordKind, insert_columns, rows_for
+from sinks.rows import Provenance, RecordKind, insert, rows_for
 from sinks.settings import SinkSettings
 
 pytestmark = pytest.mark.clickhouse
@@ -139,8 +139,7 @@ def _load(client, data: dict[RecordKind, list]) -> None:
             for table, row in rows_for(kind, serde.dumps(record), Provenance("test", 0, offset)):
                 tables.setdefault(table, []).append(row)
     for table, rows in tables.items():
-        names, types = insert_columns(table)
-        client.insert(table, rows, column_names=names, column_type_names=types)
+        insert(client, table, rows)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendR
 from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
 from sinks import fastrows
-from sinks.rows import (TABLES, Erasure, Provenance, RecordError, RecordKind, insert_columns, model_rows, rows_for,
-                        topic_kinds)
+from sinks.rows import (TABLES, Erasure, Provenance, RecordError, RecordKind, encode, insert_columns, model_rows,
+                        rows_for, topic_kinds)
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 WHERE = Provenance("p.events", 3, 42)
@@ -24,10 +24,18 @@ def _envelope(event) -> bytes:
     return serde.dumps(Envelope(event_id="e1", site_id="site", received_at=T0, event=event))
 
 
+T0_SENT = "2024-03-01T12:00:00Z"  # T0 as the row sends it to ClickHouse
+
+
 def _row(table: str, row: tuple) -> dict:
-    names, _ = insert_columns(table)
+    """Column name -> the value ClickHouse receives (times and decimals as ISO 8601 and plain-digit strings)."""
+    names = insert_columns(table)
     assert len(row) == len(names)
-    return dict(zip(names, row))
+    return {name: column[0] for name, column in zip(names, orjson.loads(encode([row])))}
+
+
+def _sent(rows: list[tuple[str, tuple]]) -> list[tuple[str, bytes]]:
+    return [(table, encode([row])) for table, row in rows]
 
 
 def test_page_view_row_reads_utm_and_click_id_from_url():
@@ -39,7 +47,7 @@ def test_page_view_row_reads_utm_and_click_id_from_url():
     assert got["event_type"] == "page_view" and got["visitor_id"] == "v1" and got["path"] == "/p"
     assert (got["utm_source"], got["utm_medium"], got["click_id"]) == ("google", "cpc", "gclid")
     assert (got["kafka_topic"], got["kafka_partition"], got["kafka_offset"]) == ("p.events", 3, 42)
-    assert got["occurred_at"] == T0 and got["amount"] is None
+    assert got["occurred_at"] == T0_SENT and got["amount"] is None
 
 
 def test_identify_row_keeps_no_email_and_no_form_values():
@@ -58,7 +66,7 @@ def test_crm_row_carries_stage_and_deal_value():
                                       stage="customer", deal_value=Decimal("1200.50"), currency="EUR"))
     [(_, row)] = rows_for(RecordKind.SOURCE, value, WHERE)
     got = _row("events", row)
-    assert (got["crm"], got["stage"], got["amount"], got["currency"]) == ("hubspot", "customer", Decimal("1200.50"), "EUR")
+    assert (got["crm"], got["stage"], got["amount"], got["currency"]) == ("hubspot", "customer", "1200.50", "EUR")
     assert "a@b.co" not in got["event"]
 
 
@@ -68,8 +76,8 @@ def test_spend_event_becomes_an_event_row_and_a_spend_row():
     rows = rows_for(RecordKind.SOURCE, value, WHERE)
     assert [t for t, _ in rows] == ["events", "spend"]
     assert _row("spend", rows[1][1]) == {
-        "date": date(2024, 3, 1), "channel": "Paid Search", "source": "google", "medium": "cpc",
-        "campaign": "spring", "cost": Decimal("99.90"), "currency": "EUR", "received_at": T0, "event_id": "e1",
+        "date": "2024-03-01", "channel": "Paid Search", "source": "google", "medium": "cpc",
+        "campaign": "spring", "cost": "99.90", "currency": "EUR", "received_at": T0_SENT, "event_id": "e1",
     }
 
 
@@ -89,7 +97,7 @@ def test_credit_and_conversion_rows():
     [(table, row)] = rows_for(RecordKind.CREDIT, serde.dumps(credit), WHERE)
     got = _row(table, row)
     assert (table, got["model"], got["touch_at"], got["credit"], got["version"]) == (
-        "credits", "linear", None, Decimal("1"), 2)
+        "credits", "linear", None, "1", 2)
     conversion = Conversion(conversion_id="c1", lead_id="L1", stage="lead", occurred_at=T0, touch_count=0,
                             event_id="e9")
     [(table, row)] = rows_for(RecordKind.CONVERSION, serde.dumps(conversion), WHERE)
@@ -99,7 +107,8 @@ def test_credit_and_conversion_rows():
 def test_leads_tombstone_is_an_erasure_elsewhere_an_error():
     assert rows_for(RecordKind.LEAD, None, WHERE, key="L1") == Erasure("L1")
     lead = Lead(lead_id="L1", email="a@b.co", first_identified_at=T0)
-    assert rows_for(RecordKind.LEAD, serde.dumps(lead), WHERE) == [("leads", ("L1", "a@b.co", T0))]
+    [(table, row)] = rows_for(RecordKind.LEAD, serde.dumps(lead), WHERE)
+    assert (table, _row(table, row)) == ("leads", {"lead_id": "L1", "email": "a@b.co", "first_identified_at": T0_SENT})
     with pytest.raises(RecordError, match="only the leads topic takes tombstones"):
         rows_for(RecordKind.TOUCH, None, WHERE, key="v1")
 
@@ -129,7 +138,8 @@ def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
 
 
 def _fast_and_model(kind: RecordKind, value: bytes) -> tuple:
-    return rows_for(kind, value, WHERE), model_rows(kind, value, WHERE)
+    """What each path sends to ClickHouse for the record: (table, encoded row) pairs."""
+    return _sent(rows_for(kind, value, WHERE)), _sent(model_rows(kind, value, WHERE))
 
 
 def _canonical_records() -> list[tuple[RecordKind, bytes]]:
@@ -166,7 +176,7 @@ def test_canonical_records_take_the_fast_path_with_the_model_paths_rows(kind, va
             else [(table, row) for table, row in [(None, _FAST_ROW[kind](data))]])
     fast_rows, model = _fast_and_model(kind, value)
     assert fast_rows == model
-    assert [row for _, row in fast] == [row for _, row in model]
+    assert [encode([row]) for _, row in fast] == [row for _, row in model]
 
 
 _FAST_ROW = {RecordKind.TOUCH: fastrows.touch_row, RecordKind.CREDIT: fastrows.credit_row,
