@@ -41,7 +41,7 @@ from sinks.client import connect
 from sinks.migrate import migrate_up
 from sinks.reports import channels, run_report
 from sinks.settings import SinkSettings
-from sinks.writer import SinkWriter
+from sinks.writer import SinkWriter, tune_gc_for_throughput
 
 CHANNELS = ["Paid Search", "Organic Search", "Paid Social", "Organic Social", "Email", "Referral", "Direct",
             "Display"]
@@ -123,6 +123,7 @@ def _truncate(settings: SinkSettings) -> None:
 def _sink_process(settings_json: str, stop) -> None:
     """One member of the sink's consumer group, in its own process (bench_sink_processes)."""
     writer = SinkWriter(SinkSettings.model_validate_json(settings_json))
+    tune_gc_for_throughput()
     threading.Thread(target=lambda: (stop.wait(), writer.stop()), daemon=True).start()
     try:
         writer.run()
@@ -169,6 +170,7 @@ def bench_sink_processes(settings: SinkSettings, count: int, processes: int, end
 def bench_sink(settings: SinkSettings, count: int, endpoint_pid: int) -> dict:
     """Run a SinkWriter of a fresh consumer group until all ``count`` records are written; rows/s and CPU."""
     writer = SinkWriter(settings)
+    tune_gc_for_throughput()  # as `closedloop sink` does
     thread = threading.Thread(target=writer.run, daemon=True)
     cpu_before, endpoint_before = time.process_time(), cpu_seconds(endpoint_pid)
     started = time.perf_counter()

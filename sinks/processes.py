@@ -39,11 +39,12 @@ class GroupResult:
 
 def _child(settings_json: str, stop, results) -> None:
     """One member of the group: run a SinkWriter until the shared stop event is set."""
-    from sinks.writer import SinkWriter
+    from sinks.writer import SinkWriter, tune_gc_for_throughput
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     writer = SinkWriter(SinkSettings.model_validate_json(settings_json))
+    tune_gc_for_throughput()
     signal.signal(signal.SIGTERM, lambda *_: writer.stop())
     threading.Thread(target=lambda: (stop.wait(), writer.stop()), daemon=True).start()
     try:

@@ -16,6 +16,7 @@ do not fit are found; they go to the dead-letter topic like records that fail va
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import threading
@@ -28,7 +29,6 @@ from datetime import datetime, timezone
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
 
 from schemas import serde
@@ -53,6 +53,19 @@ POLL_TIMEOUT_MS = 20
 # join and sync steps run inside poll(), and a member that answers late makes the broker start another
 # generation (with short polls and waits, two members rebalanced every ~170 ms on noida-db).
 JOIN_POLL_TIMEOUT_MS = 200
+
+
+def tune_gc_for_throughput() -> None:
+    """Garbage-collector settings for a process whose main work is a SinkWriter (call once, after start-up).
+
+    The writer allocates several container objects per record (parsed dicts, the row, Kafka's record) and keeps
+    a batch of 10,000 rows alive, so with CPython's default thresholds (a collection every 700 allocations) the
+    collector kept re-scanning the growing batch and the start-up heap: 4 us of 21 per row (bench/sink.md,
+    session 5). The records make no reference cycles, so collecting less often loses nothing: freeze what
+    start-up built (never scanned again) and collect the youngest generation every 50,000 allocations.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 class SinkStopped(Exception):
@@ -85,6 +98,7 @@ class _Batch:
     sources: dict[str, list]
     dead: list[DeadLetter]
     offsets: dict[TopicPartition, OffsetAndMetadata]
+    records: int
     sealed_at: float
 
 
@@ -109,6 +123,7 @@ class SinkWriter:
         self._dead: list[DeadLetter] = []
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}  # next offset per partition read so far
         self._pending_records = 0
+        self._uncommitted = 0  # records read and not committed yet: the pending batch and the one in flight
         # The batch being inserted by the insert thread, and its future (result: None, or the exception).
         self._inflight: tuple[_Batch, Future] | None = None
         self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-insert")
@@ -135,7 +150,11 @@ class SinkWriter:
         self._producer = KafkaProducer(
             bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5
         )
-        self._consumer.subscribe(sorted(self._kinds), listener=_FlushOnRevoke(self))
+        # No rebalance listener: kafka-python 3 runs listeners on its network thread, where a blocking commit
+        # raises (and the error ends poll()). A batch read from partitions that move to another member is still
+        # written; its commit skips them, and their new owner reads those records again: replays collapse
+        # onto the same ids.
+        self._consumer.subscribe(sorted(self._kinds))
         # clickhouse-connect imports pandas (when installed) lazily on the first insert to check the data's type:
         # about 0.8 s here, once. Pay it at start-up instead of inside the first batch.
         from clickhouse_connect.driver import options
@@ -150,6 +169,7 @@ class SinkWriter:
 
     def close(self) -> None:
         """Close the consumer, producer and ClickHouse client (uncommitted records will be read again)."""
+        self._stop.set()  # an insert still retrying an unreachable ClickHouse gives up (SinkStopped)
         self._inserter.shutdown(wait=True)
         self._consumer.close(autocommit=False)
         self._producer.close(timeout=10)
@@ -188,6 +208,7 @@ class SinkWriter:
             count += len(messages)
             self._offsets[partition] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
         self.metrics.records += count
+        self._uncommitted += count
         return count
 
     def _idle_wait(self) -> float:
@@ -249,7 +270,7 @@ class SinkWriter:
         """Hand the pending batch to the insert thread, once the batch before it is finished and committed."""
         if self._pending_records == 0:
             return
-        batch = _Batch(self._rows, self._sources, self._dead, self._offsets, time.monotonic())
+        batch = _Batch(self._rows, self._sources, self._dead, self._offsets, self._pending_records, time.monotonic())
         self._rows, self._sources, self._dead, self._offsets = {}, {}, [], {}
         self._pending_records = 0
         self._batch_started = None
@@ -264,12 +285,16 @@ class SinkWriter:
         self._inflight = None
         future.result()  # re-raises SinkStopped (stop during an outage) or an unexpected error: nothing committed
         self._publish_dead_letters(batch.dead)
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in assigned}
         try:
-            self._consumer.commit(batch.offsets)
+            if offsets:
+                self._consumer.commit(offsets)
         except CommitFailedError as exc:
             # The group rebalanced while we were writing: the rows are in ClickHouse, the records will be
             # delivered again and collapse onto the same ids.
             log.warning("offset commit failed after a rebalance; records will be replayed: %s", exc)
+        self._uncommitted -= batch.records
         self.metrics.batches += 1
         self.metrics.last_flush_seconds = time.monotonic() - batch.sealed_at
         self.metrics.lag = self._lag()
@@ -349,26 +374,14 @@ class SinkWriter:
         log.warning("dead-lettered %d records", len(letters))
 
     def _lag(self) -> int:
-        """Records behind the end of the assigned partitions, as of the last fetch."""
-        lag = 0
+        """Records not committed yet: those read but not written and committed, plus those behind the end of the
+        assigned partitions as of the last fetch."""
+        lag = self._uncommitted
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             if high is not None:
                 lag += max(0, high - self._consumer.position(tp))
         return lag
-
-
-class _FlushOnRevoke(ConsumerRebalanceListener):
-    """Write and commit the batch before partitions move to another member of the group."""
-
-    def __init__(self, writer: SinkWriter) -> None:
-        self.writer = writer
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.writer.flush()  # the pending batch and the one in flight; nothing to do when there is neither
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        pass
 
 
 # Server errors caused by the rows themselves (bad value, overflow, too long): split the batch and dead-letter.

@@ -50,7 +50,14 @@ class Running:
 
     def __init__(self, settings: SinkSettings) -> None:
         self.writer = SinkWriter(settings)
-        self.thread = threading.Thread(target=self.writer.run, daemon=True)
+        self.error: BaseException | None = None  # what ended run(), if it raised
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.writer.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by __exit__
+            self.error = exc
 
     def __enter__(self) -> SinkWriter:
         self.thread.start()
@@ -61,6 +68,7 @@ class Running:
         self.thread.join(timeout=60)
         assert not self.thread.is_alive(), "the sink did not stop"
         self.writer.close()
+        assert self.error is None, f"the sink's run() raised {self.error!r}"
 
 
 def _query(settings: SinkSettings, sql: str) -> list[tuple]:
@@ -166,6 +174,29 @@ def _direct_touch(i: int, occurred_at: datetime = T0) -> bytes:
     """The record of touch ``t{i}`` of visitor ``v{i}``: a direct visit."""
     return serde.dumps(Touch(touch_id=f"t{i}", visitor_id=f"v{i}", site_id="s", occurred_at=occurred_at,
                              channel="Direct", source="(direct)", medium="(none)", event_id=f"e{i}"))
+
+
+def test_a_rebalance_while_records_wait_in_the_batch_leaves_the_sink_running(kafka_servers, ch_url):  # noqa: F811
+    """kafka-python 3 calls rebalance listeners on its network thread, where a blocking commit raises and ends
+    poll(): the sink crashed when a member joined while records waited in its batch. Now a member joins and leaves
+    while 30 touches wait (the batch is not due for 5 minutes); the sink keeps running and every touch arrives."""
+    settings = _settings(kafka_servers, ch_url, partitions=2, sink_batch_seconds=300)
+    _publish(settings, [(settings.topics.touches, f"v{i}", _direct_touch(i)) for i in range(30)])
+    running = Running(settings)
+    with running as writer:
+        wait_for(lambda: writer.metrics.records == 30, 60, "the touches read into the batch")
+        other = KafkaConsumer(settings.topics.touches, bootstrap_servers=settings.kafka_servers,
+                              group_id=settings.sink_consumer_group, enable_auto_commit=False,
+                              session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        try:
+            wait_for(lambda: other.poll(timeout_ms=200) is not None and other.assignment(), 60,
+                     "the second member to get a partition")
+        finally:
+            other.close()
+        assert running.error is None and running.thread.is_alive()
+        assert writer.metrics.batches == 0  # the touches were still waiting in the batch
+    assert _query(settings, "SELECT count(), uniqExact(touch_id) FROM touches FINAL") == [(30, 30)]
+    assert writer.metrics.dead_letters == 0
 
 
 def test_clickhouse_outage_loses_nothing(kafka_servers, tmp_path):  # noqa: F811

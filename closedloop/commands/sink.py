@@ -22,7 +22,7 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
             processes: int) -> None:
     """Consume events, crm, spend, touches, identity-links, leads, conversions and credits into ClickHouse."""
     from sinks.migrate import migrate_up
-    from sinks.writer import SinkWriter
+    from sinks.writer import SinkWriter, tune_gc_for_throughput
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with clickhouse_errors_readable():
@@ -35,6 +35,7 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
             _run_group(settings, processes)
             return
         writer = SinkWriter(settings)
+        tune_gc_for_throughput()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: writer.stop())
         if settings.sink_metrics_port:
