@@ -107,9 +107,9 @@ def insert_columns(table: str) -> list[str]:
 
 
 # Rows go to ClickHouse as JSONCompactColumns (one JSON array per column), written by orjson in one call.
-# clickhouse-connect's Native encoding builds each column in Python: 4-11 us a row here, against about 1-2 us
-# for orjson; the server's JSON parsing costs it about 3 us a row more (bench/sink.md, session 5). Times are ISO
-# 8601 with a zone, which the server reads with date_time_input_format = 'best_effort'.
+# clickhouse-connect's Native encoding builds each column in Python: 4-11 us a row here, against 1.5-3 us for
+# orjson, and the server reads these columns at about the cost of Native (bench/sink.md, session 5). Times are
+# ISO 8601 with a zone, which the server reads with date_time_input_format = 'best_effort'.
 INSERT_FORMAT = "JSONCompactColumns"
 INSERT_SETTINGS = {"date_time_input_format": "best_effort"}
 
@@ -169,7 +169,8 @@ class Erasure:
 
 
 class Provenance(NamedTuple):
-    """Where a record was read: stored with each raw event (a named tuple: one is made per record)."""
+    """Where a record was read: stored with each raw event. Kafka's own ``ConsumerRecord`` has the same three
+    attributes, so the sink passes the record itself (one object less per record)."""
 
     topic: str
     partition: int

@@ -35,7 +35,7 @@ from schemas import serde
 from schemas.outputs import DeadLetter
 from sinks import fast_decode
 from sinks.client import connect
-from sinks.rows import Erasure, Provenance, RecordError, RecordKind, rows_for, topic_kinds
+from sinks.rows import Erasure, RecordError, RecordKind, rows_for, topic_kinds
 from sinks.rows import insert as insert_rows
 from sinks.settings import SinkSettings
 
@@ -60,8 +60,8 @@ def tune_gc_for_throughput() -> None:
 
     The writer allocates several container objects per record (parsed dicts, the row, Kafka's record) and keeps
     a batch of 10,000 rows alive, so with CPython's default thresholds (a collection every 700 allocations) the
-    collector kept re-scanning the growing batch and the start-up heap: 4 us of 21 per row (bench/sink.md,
-    session 5). The records make no reference cycles, so collecting less often loses nothing: freeze what
+    collector kept re-scanning the growing batch and the start-up heap: about 3.5 of 24.5 us of sink CPU per row
+    (bench/sink.md, session 5). The records make no reference cycles, so collecting less often loses nothing: freeze what
     start-up built (never scanned again) and collect the youngest generation every 50,000 allocations.
     """
     gc.freeze()
@@ -235,8 +235,7 @@ class SinkWriter:
         self._pending_records += 1
         value = message.value
         try:
-            result = rows_for(self._kinds[message.topic], value,
-                              Provenance(message.topic, message.partition, message.offset),
+            result = rows_for(self._kinds[message.topic], value, message,  # topic, partition, offset: a Provenance
                               serde.decode_key(message.key) if value is None else None)
         except RecordError as exc:
             self._dead.append(_dead_letter(message, str(exc)))
