@@ -319,7 +319,7 @@ class SinkWriter:
             self._with_retry(lambda client: insert_rows(client, table, rows))
         except (DatabaseError, TypeError, ValueError, OverflowError) as exc:
             if len(rows) == 1:
-                dead.append(_dead_letter(sources[0], f"ClickHouse rejected the row for {table}: {exc}"))
+                dead.append(_dead_letter(sources[0], f"the row for {table} was rejected: {exc}"))
                 self.metrics.rows_written[table] = self.metrics.rows_written.get(table, 0) - 1
                 return
             half = len(rows) // 2
@@ -383,10 +383,11 @@ class SinkWriter:
         return lag
 
 
-# Server errors caused by the rows themselves (bad value, overflow, too long): split the batch and dead-letter.
+# Server errors caused by the rows themselves (bad value, overflow, too long, a CHECK constraint violated): split
+# the batch and dead-letter.
 # Any other server error (unknown table, memory, too many parts, ...) is treated like an outage and retried,
 # so that a missing migration never turns every record into a dead letter.
-_DATA_ERROR_CODES = frozenset({6, 27, 32, 33, 38, 41, 53, 69, 70, 72, 131, 190, 321, 407, 691})
+_DATA_ERROR_CODES = frozenset({6, 27, 32, 33, 38, 41, 53, 69, 70, 72, 131, 190, 321, 407, 469, 691})
 _CODE = re.compile(r"Code: (\d+)")
 
 

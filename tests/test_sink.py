@@ -156,6 +156,32 @@ def test_malformed_record_goes_to_dead_letters_and_the_rest_arrive(kafka_servers
     assert letter.reason.startswith("not a valid touch record: (record): Invalid JSON")
 
 
+def test_rows_clickhouse_rejects_are_found_in_the_batch_and_dead_lettered(kafka_servers, ch_url):  # noqa: F811
+    """A batch ClickHouse refuses because of some of its rows is split until those rows are found: they go to the
+    dead-letter topic with ClickHouse's reason, the other rows of the batch are written. The table here was changed
+    by hand so that one valid touch no longer fits (its utm_term in a UInt8 column)."""
+    settings = _settings(kafka_servers, ch_url, partitions=1)
+    client = connect(settings)
+    client.command("ALTER TABLE touches MODIFY COLUMN term UInt8")  # an empty term reads as 0
+    client.close()
+    rejected = serde.dumps(Touch(touch_id="t5", visitor_id="v5", site_id="s", occurred_at=T0, channel="Direct",
+                                 source="(direct)", medium="(none)", term="shoes", event_id="e5"))
+    _publish(settings, [(settings.topics.touches, f"v{i}", rejected if i == 5 else _direct_touch(i)) for i in range(8)])
+    with Running(settings) as writer:
+        wait_for(lambda: writer.metrics.dead_letters == 1 and writer.metrics.lag == 0 and writer.metrics.records == 8,
+                 60, "the batch written and the rejected row dead-lettered")
+    assert _query(settings, "SELECT touch_id FROM touches FINAL ORDER BY touch_id") == [
+        (f"t{i}",) for i in (0, 1, 2, 3, 4, 6, 7)]
+    assert writer.metrics.rows_written["touches"] == 7
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, auto_offset_reset="earliest",
+                             consumer_timeout_ms=10_000, enable_auto_commit=False)
+    consumer.assign([TopicPartition(settings.topics.dead_letters, 0)])
+    letters = [serde.loads(m.value, DeadLetter) for m in consumer]
+    consumer.close()
+    assert [(letter.offset, letter.key) for letter in letters] == [(5, "v5")]
+    assert letters[0].reason.startswith("the row for touches was rejected:") and "Code: 27" in letters[0].reason
+
+
 def test_tombstone_on_leads_topic_erases_the_email(kafka_servers, ch_url):  # noqa: F811
     settings = _settings(kafka_servers, ch_url, partitions=1)
     lead = Lead(lead_id="L1", email="ann@ex.com", first_identified_at=T0)
