@@ -219,6 +219,24 @@ def test_insert_compressed_native_and_read_back(client, database):
 
 
 @pytest.mark.clickhouse
+def test_text_insert_that_breaks_a_constraint_is_refused_and_stores_nothing(client, database):
+    """chDB's streaming insert reports rows that break a CHECK constraint as written and stores none; the endpoint
+    sends text-format bodies inline instead, so the client gets ClickHouse's error, as from a server."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    table = f"{database}.checked"
+    client.command(f"CREATE TABLE {table} (id UInt32, channel String, CONSTRAINT known CHECK channel != 'bad') "
+                   "ENGINE = MergeTree ORDER BY id")
+    with pytest.raises(DatabaseError) as refused:
+        client.raw_insert(table, ["id", "channel"], insert_block=b'[[1, 2], ["ok", "bad"]]', fmt="JSONCompactColumns")
+    assert "Code: 469" in str(refused.value) and "known" in str(refused.value)
+    assert client.command(f"SELECT count() FROM {table}") == 0
+    summary = client.raw_insert(table, ["id", "channel"], insert_block=b'1,"ok"\n2,"fine"\n', fmt="CSV")
+    assert summary.written_rows == 2
+    assert client.query(f"SELECT id, channel FROM {table} ORDER BY id").result_rows == [(1, "ok"), (2, "fine")]
+
+
+@pytest.mark.clickhouse
 def test_query_df_and_arrow(client, database):
     table = create_touches(client, database)
     client.insert(table, ROWS[:10], column_names=COLUMNS)

@@ -10,6 +10,7 @@ session owns one connection, locked while a request uses it, exactly like ClickH
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import re
 import threading
@@ -281,7 +282,33 @@ class Engine:
         )
 
     def insert(self, connection, statement: str, fmt: str, data: Iterable[bytes]) -> Outcome:
-        """Stream ``data`` (encoded in ``fmt``) into ``statement`` (an INSERT without FORMAT)."""
+        """Write ``data`` (encoded in ``fmt``) into ``statement`` (an INSERT without FORMAT).
+
+        chDB's streaming insert raises errors of parsing but swallows those raised while the rows are written (a
+        CHECK constraint, a materialized view that throws, a part that cannot be written): it reports the rows as
+        written and stores none. The same INSERT with its data inline raises as a server does, so a text-format
+        body up to INLINE_INSERT_MAX_BYTES takes that path; binary formats and larger bodies are streamed.
+        """
+        data = iter(data)
+        if _is_text_format(fmt):
+            head: list[bytes] = []
+            size = 0
+            for piece in data:
+                head.append(piece)
+                size += len(piece)
+                if size > INLINE_INSERT_MAX_BYTES:
+                    break
+            else:
+                try:
+                    text = b"".join(head).decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # not UTF-8: the engine reads the bytes as they are
+                else:
+                    return self.query(connection, f"{statement} FORMAT {fmt}\n{text}", "TabSeparated", {})
+            data = itertools.chain(head, data)
+        return self._stream_insert(connection, statement, fmt, data)
+
+    def _stream_insert(self, connection, statement: str, fmt: str, data: Iterable[bytes]) -> Outcome:
         started = time.perf_counter()
         try:
             inserter = connection.send_insert(statement, fmt)
@@ -315,6 +342,16 @@ class Engine:
             if acquired:
                 session.lock.release()
         self._disconnect(self._root)
+
+
+# Text-format INSERT bodies up to this size go inline (see Engine.insert); the sink's are a few MiB.
+INLINE_INSERT_MAX_BYTES = 64 * 1024 * 1024
+_TEXT_FORMAT = re.compile(r"^(?:(?:JSON|CSV|TSV|TabSeparated|CustomSeparated|Template|Regexp|LineAsString)\w*|Values)$",
+                          re.IGNORECASE)
+
+
+def _is_text_format(fmt: str) -> bool:
+    return bool(_TEXT_FORMAT.match(fmt))
 
 
 def _cancel_quietly(inserter) -> None:
