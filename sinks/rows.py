@@ -116,7 +116,7 @@ INSERT_SETTINGS = {"date_time_input_format": "best_effort"}
 
 def _json_default(value):
     if isinstance(value, Decimal):
-        return format(value, "f")  # plain digits: the server does not read exponents like 1E+2 into Decimal
+        return format(value, "f")  # plain digits, like the canonical strings of the fast path (1E+2 -> 100)
     raise TypeError(f"cannot send {type(value).__name__} to ClickHouse")
 
 
