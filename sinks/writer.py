@@ -61,8 +61,9 @@ def tune_gc_for_throughput() -> None:
     The writer allocates several container objects per record (parsed dicts, the row, Kafka's record) and keeps
     a batch of 10,000 rows alive, so with CPython's default thresholds (a collection every 700 allocations) the
     collector kept re-scanning the growing batch and the start-up heap: about 3.5 of 24.5 us of sink CPU per row
-    (bench/sink.md, session 5). The records make no reference cycles, so collecting less often loses nothing: freeze what
-    start-up built (never scanned again) and collect the youngest generation every 50,000 allocations.
+    (bench/sink.md, session 5). The records make no reference cycles, so collecting less often loses nothing:
+    freeze what start-up built (never scanned again) and collect the youngest generation every 50,000
+    allocations.
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
