@@ -219,21 +219,39 @@ def test_insert_compressed_native_and_read_back(client, database):
 
 
 @pytest.mark.clickhouse
-def test_text_insert_that_breaks_a_constraint_is_refused_and_stores_nothing(client, database):
-    """chDB's streaming insert reports rows that break a CHECK constraint as written and stores none; the endpoint
-    sends text-format bodies inline instead, so the client gets ClickHouse's error, as from a server."""
+def test_insert_that_fails_while_writing_is_refused_and_stores_nothing(client, database):
+    """chDB's streaming insert swallows errors raised while rows are written (it reported rows that break a CHECK
+    constraint as written and stored none, and raised nothing at TOO_MANY_PARTS); the endpoint's inserts give the
+    client ClickHouse's error, as a server does, in text and binary formats."""
     from clickhouse_connect.driver.exceptions import DatabaseError
 
     table = f"{database}.checked"
     client.command(f"CREATE TABLE {table} (id UInt32, channel String, CONSTRAINT known CHECK channel != 'bad') "
                    "ENGINE = MergeTree ORDER BY id")
-    with pytest.raises(DatabaseError) as refused:
+    with pytest.raises(DatabaseError) as json_refused:
         client.raw_insert(table, ["id", "channel"], insert_block=b'[[1, 2], ["ok", "bad"]]', fmt="JSONCompactColumns")
-    assert "Code: 469" in str(refused.value) and "known" in str(refused.value)
+    with pytest.raises(DatabaseError) as native_refused:
+        client.insert(table, [(3, "ok"), (4, "bad")], column_names=["id", "channel"])  # Native, lz4
+    for refused in (json_refused, native_refused):
+        assert "Code: 469" in str(refused.value) and "known" in str(refused.value)
     assert client.command(f"SELECT count() FROM {table}") == 0
-    summary = client.raw_insert(table, ["id", "channel"], insert_block=b'1,"ok"\n2,"fine"\n', fmt="CSV")
+
+    summary = client.raw_insert(table, ["id", "channel"], insert_block=b'1,"ok"\n2,"007"\n', fmt="CSV")
     assert summary.written_rows == 2
-    assert client.query(f"SELECT id, channel FROM {table} ORDER BY id").result_rows == [(1, "ok"), (2, "fine")]
+    client.raw_insert(table, ["channel", "id"], insert_block=b'{"channel": "0.10", "id": 3}\n', fmt="JSONEachRow")
+    # The column types come from the table, never from the data ("007" and "0.10" stay strings as sent).
+    assert client.query(f"SELECT id, channel FROM {table} ORDER BY id").result_rows == [
+        (1, "ok"), (2, "007"), (3, "0.10")]
+
+    crowded = f"{database}.crowded"
+    client.command(f"CREATE TABLE {crowded} (id UInt32) ENGINE = MergeTree ORDER BY id "
+                   "SETTINGS parts_to_throw_insert = 1, parts_to_delay_insert = 1")
+    client.command(f"SYSTEM STOP MERGES {crowded}")
+    client.raw_insert(crowded, ["id"], insert_block=b"1\n", fmt="CSV")
+    with pytest.raises(DatabaseError) as too_many:
+        client.raw_insert(crowded, ["id"], insert_block=b"2\n", fmt="CSV")
+    assert "Code: 252" in str(too_many.value)
+    assert client.command(f"SELECT count() FROM {crowded}") == 1
 
 
 @pytest.mark.clickhouse

@@ -10,9 +10,10 @@ session owns one connection, locked while a request uses it, exactly like ClickH
 from __future__ import annotations
 
 import fcntl
-import itertools
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -88,6 +89,7 @@ class Engine:
         import chdb  # imported late: importing chdb starts an engine and changes directory briefly
 
         self._chdb = chdb
+        self._bodies = tempfile.mkdtemp(prefix="chhttp-insert-bodies-")  # INSERT bodies on their way in
         self._connect_lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._sessions_lock = threading.Lock()
@@ -284,52 +286,28 @@ class Engine:
     def insert(self, connection, statement: str, fmt: str, data: Iterable[bytes]) -> Outcome:
         """Write ``data`` (encoded in ``fmt``) into ``statement`` (an INSERT without FORMAT).
 
-        chDB's streaming insert raises errors of parsing but swallows those raised while the rows are written (a
-        CHECK constraint, a materialized view that throws, a part that cannot be written): it reports the rows as
-        written and stores none. The same INSERT with its data inline raises as a server does, so a text-format
-        body up to INLINE_INSERT_MAX_BYTES takes that path; binary formats and larger bodies are streamed.
+        Not through chDB's streaming insert (``send_insert``): it raises errors of parsing but swallows those
+        raised while the rows are written (a CHECK constraint, TOO_MANY_PARTS, presumably a view that throws or a
+        full disk), reporting the rows as written while it stores none. The body goes to a file instead and the
+        INSERT reads it with ``file()``, taking the column types from the table as a streamed body would; that
+        runs as a query, which raises like a server, and costs about what streaming does.
         """
-        data = iter(data)
-        if _is_text_format(fmt):
-            head: list[bytes] = []
-            size = 0
-            for piece in data:
-                head.append(piece)
-                size += len(piece)
-                if size > INLINE_INSERT_MAX_BYTES:
-                    break
-            else:
-                try:
-                    text = b"".join(head).decode("utf-8")
-                except UnicodeDecodeError:
-                    pass  # not UTF-8: the engine reads the bytes as they are
-                else:
-                    return self.query(connection, f"{statement} FORMAT {fmt}\n{text}", "TabSeparated", {})
-            data = itertools.chain(head, data)
-        return self._stream_insert(connection, statement, fmt, data)
-
-    def _stream_insert(self, connection, statement: str, fmt: str, data: Iterable[bytes]) -> Outcome:
         started = time.perf_counter()
+        descriptor, path = tempfile.mkstemp(prefix="insert-", suffix=".body", dir=self._bodies)
         try:
-            inserter = connection.send_insert(statement, fmt)
-        except RuntimeError as exc:
-            raise from_engine(exc) from None
-        try:
-            for piece in data:
-                if piece:
-                    inserter.append(piece)
-            result = inserter.finish()
-        except RuntimeError as exc:
-            _cancel_quietly(inserter)
-            raise from_engine(exc) from None
-        except BaseException:
-            _cancel_quietly(inserter)
-            raise
-        return Outcome(
-            written_rows=result.rows_written,
-            written_bytes=result.bytes_written,
-            elapsed=time.perf_counter() - started,
-        )
+            with os.fdopen(descriptor, "wb") as body:
+                for piece in data:
+                    body.write(piece)
+            outcome = self.query(
+                connection,
+                f"{statement} SELECT * FROM file({_quote(path)}, {_quote(fmt)}) "
+                "SETTINGS use_structure_from_insertion_table_in_table_functions = 1",
+                "TabSeparated", {},
+            )
+        finally:
+            os.unlink(path)
+        outcome.elapsed = time.perf_counter() - started
+        return outcome
 
     def close(self) -> None:
         """Close every session and the root connection: chDB then shuts the engine down cleanly."""
@@ -342,23 +320,7 @@ class Engine:
             if acquired:
                 session.lock.release()
         self._disconnect(self._root)
-
-
-# Text-format INSERT bodies up to this size go inline (see Engine.insert); the sink's are a few MiB.
-INLINE_INSERT_MAX_BYTES = 64 * 1024 * 1024
-_TEXT_FORMAT = re.compile(r"^(?:(?:JSON|CSV|TSV|TabSeparated|CustomSeparated|Template|Regexp|LineAsString)\w*|Values)$",
-                          re.IGNORECASE)
-
-
-def _is_text_format(fmt: str) -> bool:
-    return bool(_TEXT_FORMAT.match(fmt))
-
-
-def _cancel_quietly(inserter) -> None:
-    try:
-        inserter.cancel()
-    except Exception:
-        pass
+        shutil.rmtree(self._bodies, ignore_errors=True)
 
 
 def _quote_identifier(name: str) -> str:
