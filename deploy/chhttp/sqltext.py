@@ -130,7 +130,7 @@ def produces_result(text: str) -> bool:
 class InsertHead:
     """An ``INSERT ... FORMAT name`` statement split from the data that follows it."""
 
-    statement: str  # the INSERT without its FORMAT clause, as chDB's send_insert wants it
+    statement: str  # the INSERT without its FORMAT clause (the engine appends SELECT ... FROM file() to it)
     format: str
     data_offset: int  # where the data starts in the scanned text
 
