@@ -89,7 +89,6 @@ class Engine:
         import chdb  # imported late: importing chdb starts an engine and changes directory briefly
 
         self._chdb = chdb
-        self._bodies = tempfile.mkdtemp(prefix="chhttp-insert-bodies-")  # INSERT bodies on their way in
         self._connect_lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._sessions_lock = threading.Lock()
@@ -101,6 +100,11 @@ class Engine:
             if "Cannot lock file" in str(exc) or self._status_file_locked():
                 raise DataDirLocked(self._locked_message()) from None
             raise
+        # INSERT bodies on their way in (see insert); inside the data directory, which this process now owns, so
+        # a body left by a killed endpoint goes at the next start or with the data.
+        self._bodies = os.path.join(self.path, "insert-bodies")
+        shutil.rmtree(self._bodies, ignore_errors=True)
+        os.makedirs(self._bodies)
         raw = self._root._conn
         version, timezone = raw.query("SELECT version(), timezone()", "TabSeparated", params={}).bytes().decode().split()
         self.version = version
@@ -320,7 +324,6 @@ class Engine:
             if acquired:
                 session.lock.release()
         self._disconnect(self._root)
-        shutil.rmtree(self._bodies, ignore_errors=True)
 
 
 def _quote_identifier(name: str) -> str:
