@@ -35,7 +35,7 @@ from schemas import serde
 from schemas.outputs import DeadLetter
 from sinks import fast_decode
 from sinks.client import connect
-from sinks.rows import Erasure, RecordError, RecordKind, rows_for, topic_kinds
+from sinks.rows import Erasure, RecordError, rows_for, topic_kinds
 from sinks.rows import insert as insert_rows
 from sinks.settings import SinkSettings
 
@@ -124,7 +124,6 @@ class SinkWriter:
         self._dead: list[DeadLetter] = []
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}  # next offset per partition read so far
         self._pending_records = 0
-        self._uncommitted = 0  # records read and not committed yet: the pending batch and the one in flight
         # The batch being inserted by the insert thread, and its future (result: None, or the exception).
         self._inflight: tuple[_Batch, Future] | None = None
         self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-insert")
@@ -209,7 +208,6 @@ class SinkWriter:
             count += len(messages)
             self._offsets[partition] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
         self.metrics.records += count
-        self._uncommitted += count
         return count
 
     def _idle_wait(self) -> float:
@@ -270,11 +268,11 @@ class SinkWriter:
         """Hand the pending batch to the insert thread, once the batch before it is finished and committed."""
         if self._pending_records == 0:
             return
+        self._finish_inflight()  # at most one batch in flight, and commits stay in order
         batch = _Batch(self._rows, self._sources, self._dead, self._offsets, self._pending_records, time.monotonic())
         self._rows, self._sources, self._dead, self._offsets = {}, {}, [], {}
         self._pending_records = 0
         self._batch_started = None
-        self._finish_inflight()  # at most one batch in flight, and commits stay in order
         self._inflight = (batch, self._inserter.submit(self._write, batch.rows, batch.sources, batch.dead))
 
     def _finish_inflight(self) -> None:
@@ -294,7 +292,6 @@ class SinkWriter:
             # The group rebalanced while we were writing: the rows are in ClickHouse, the records will be
             # delivered again and collapse onto the same ids.
             log.warning("offset commit failed after a rebalance; records will be replayed: %s", exc)
-        self._uncommitted -= batch.records
         self.metrics.batches += 1
         self.metrics.last_flush_seconds = time.monotonic() - batch.sealed_at
         self.metrics.lag = self._lag()
@@ -374,9 +371,9 @@ class SinkWriter:
         log.warning("dead-lettered %d records", len(letters))
 
     def _lag(self) -> int:
-        """Records not committed yet: those read but not written and committed, plus those behind the end of the
-        assigned partitions as of the last fetch."""
-        lag = self._uncommitted
+        """Records not committed yet: those read (the pending batch and the one in flight), plus those behind the
+        end of the assigned partitions as of the last fetch."""
+        lag = self._pending_records + (self._inflight[0].records if self._inflight is not None else 0)
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             if high is not None:
