@@ -29,6 +29,7 @@ from schemas.outputs import AttributionModel, Conversion, Credit, IdentityLink, 
 
 UINT16_MAX = 2**16 - 1
 UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
 
 
 class NotCanonical(Exception):
@@ -123,8 +124,9 @@ def touch_row(d: dict) -> tuple:
                                 d["landing_path"], d["event_id"])
     _strings(lead_id, touch_id, visitor_id, site_id, channel, source, medium, campaign, term, content, click_id,
              referrer_host, landing_path, event_id)
-    return (touch_id, visitor_id, lead_id, 1 if lead_id else 0, site_id, _time(d["occurred_at"]), channel, source,
-            medium, campaign, term, content, click_id, referrer_host, landing_path, event_id)
+    return (touch_id, visitor_id, _uint(d["visitor_number"], 0, UINT64_MAX), lead_id, 1 if lead_id else 0, site_id,
+            _time(d["occurred_at"]), channel, source, medium, campaign, term, content, click_id, referrer_host,
+            landing_path, event_id)
 
 
 def identity_link_row(d: dict) -> tuple:

@@ -53,8 +53,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("ingested_at", TIME, False),
     ),
     "touches": _cols(
-        ("touch_id", "String"), ("visitor_id", "String"), ("lead_id", "String"), ("lead_known", "UInt8"),
-        ("site_id", LC), ("occurred_at", TIME), ("channel", LC), ("source", "String"), ("medium", LC),
+        ("touch_id", "String"), ("visitor_id", "String"), ("visitor_number", "UInt64"), ("lead_id", "String"),
+        ("lead_known", "UInt8"), ("site_id", LC), ("occurred_at", TIME), ("channel", LC), ("source", "String"), ("medium", LC),
         ("campaign", "String"), ("term", "String"), ("content", "String"), ("click_id", LC),
         ("referrer_host", "String"), ("landing_path", "String"), ("event_id", "String"),
     ),
@@ -93,6 +93,10 @@ ROLLUP_TABLES: dict[str, tuple[Column, ...]] = {
     "visitor_days": _cols(
         ("grouping", LC), ("channel", LC), ("campaign", "String"), ("visitor_id", "String"),
         ("days", "SimpleAggregateFunction(groupUniqArrayArray, Array(Date))"),
+    ),
+    "channel_visitors": _cols(
+        ("grouping", LC), ("period", LC), ("starts", "Date"), ("channel", LC), ("campaign", "String"),
+        ("visitors", "AggregateFunction(groupBitmap, UInt64)"),
     ),
     "credit_versions": _cols(
         ("model", LC), ("conversion_id", "String"), ("oldest", "SimpleAggregateFunction(min, UInt32)"),
@@ -223,8 +227,9 @@ def event_rows(envelope: Envelope, where: Provenance) -> list[TableRow]:
 
 
 def touch_row(t: Touch) -> Row:
-    return (t.touch_id, t.visitor_id, _s(t.lead_id), 1 if t.lead_id else 0, t.site_id, t.occurred_at, t.channel,
-            t.source, t.medium, t.campaign, t.term, t.content, t.click_id, t.referrer_host, t.landing_path, t.event_id)
+    return (t.touch_id, t.visitor_id, t.visitor_number, _s(t.lead_id), 1 if t.lead_id else 0, t.site_id,
+            t.occurred_at, t.channel, t.source, t.medium, t.campaign, t.term, t.content, t.click_id, t.referrer_host,
+            t.landing_path, t.event_id)
 
 
 def identity_link_row(link: IdentityLink) -> Row:

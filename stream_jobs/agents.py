@@ -135,22 +135,24 @@ class Pipeline:
     async def _on_visitor_event(self, event: Any) -> None:
         envelope = serde.loads(event.value, Envelope)
         payload = envelope.event
+        message = event.message
         if isinstance(payload, PageView):
-            await self._on_page_view(envelope, payload, event.message.offset)
+            await self._on_page_view(envelope, payload, message.partition, message.offset)
         elif isinstance(payload, Identify):
-            await self._on_identify(envelope, payload, event.message.offset)
+            await self._on_identify(envelope, payload, message.partition, message.offset)
         else:
             await self.dead_letters.send(event, f"a {payload.type!r} event on the events topic: only page_view "
                                                 f"and identify belong there (CRM changes go to the crm topic)")
 
-    async def _on_page_view(self, envelope: Envelope, page_view: PageView, offset: int) -> None:
+    async def _on_page_view(self, envelope: Envelope, page_view: PageView, partition: int, offset: int) -> None:
         s = self.settings
         visitor_id = page_view.visitor_id
         before = self.visitors.get(visitor_id)
         if before is not None and before.applied(offset):
             return
         state, touch = visitor_rules.apply_page_view(
-            before, envelope, self.rules, timeout=s.session_timeout, touch_limit=s.visitor_touch_limit,
+            before, envelope, self.rules, number=visitor_rules.visitor_number(partition, offset),
+            timeout=s.session_timeout, touch_limit=s.visitor_touch_limit,
         )
         # Outputs are queued before the table write, so the changelog never gets ahead of what was sent.
         if touch is not None:
@@ -162,13 +164,14 @@ class Pipeline:
                                         record_bytes(lead_event))
         self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
-    async def _on_identify(self, envelope: Envelope, identify: Identify, offset: int) -> None:
+    async def _on_identify(self, envelope: Envelope, identify: Identify, partition: int, offset: int) -> None:
         lead_id = lead_id_for(identify.email, self.key)
         visitor_id = identify.visitor_id
         before = self.visitors.get(visitor_id)
         if before is not None and before.applied(offset):
             return
-        state, link, carried = visitor_rules.apply_identify(before, envelope, lead_id)
+        state, link, carried = visitor_rules.apply_identify(
+            before, envelope, lead_id, number=visitor_rules.visitor_number(partition, offset))
         if link is not None:
             await self.outputs.send(self.names.identity_links, _key(lead_id), record_bytes(link))
             lead_event = LeadEvent(kind="link", lead_id=lead_id, link=link, email=identify.email,

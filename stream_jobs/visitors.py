@@ -11,7 +11,9 @@ change it. The visitors agent only moves records in and out; everything it decid
 - ``pages``: a page sequence summary: page view count, first/last seen, the last :data:`RECENT_PATHS` paths
   (repeats of the same path in a row collapsed);
 - ``links``: the visitor's identity links (see :mod:`stream_jobs.identity` for the shared-computer rule);
-- ``offset``: the last source offset applied, so that records redelivered after a crash are skipped.
+- ``offset``: the last source offset applied, so that records redelivered after a crash are skipped;
+- ``number``: the visitor's number (:func:`visitor_number`), given when the state is created and copied onto
+  every touch, so that ClickHouse counts distinct visitors with bitmaps (``Touch.visitor_number``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ from stream_jobs.sessions import SESSION_TIMEOUT, SessionState, next_touch
 
 RECENT_PATHS = 20
 TOUCH_LIMIT = 50
+OFFSET_BITS = 40  # a partition's offsets below 2**40 - 1; partitions below 2**24
+
+
+def visitor_number(partition: int, offset: int) -> int:
+    """The number of a visitor first seen at ``offset`` of events-topic ``partition``: ``(partition << 40) +
+    offset + 1``.
+
+    Unique (one event has one visitor), never 0, and the same when a crash replays that first event. Numbers are
+    dense where a partition's events are (a few events per visitor), which keeps ClickHouse's roaring bitmaps of
+    visitors small and fast to merge. Outside the ranges above the visitor gets 0: ClickHouse then counts it
+    with the visitors from before numbers (``visitor_days``), still exactly.
+    """
+    if 0 <= partition < 2**24 and 0 <= offset < 2**OFFSET_BITS - 1:
+        return (partition << OFFSET_BITS) + offset + 1
+    return 0
 
 
 class PageSummary(BaseModel):
@@ -63,6 +80,7 @@ class VisitorState(BaseModel):
     pages: PageSummary = PageSummary()
     links: tuple[VisitorLink, ...] = ()
     offset: int = -1  # offset of the last events-topic record applied (all of a visitor's events share a partition)
+    number: int = 0  # visitor_number() of the visitor's first event; 0 for a state made before numbers existed
 
     def applied(self, offset: int) -> bool:
         """True when the record at ``offset`` was applied already: a redelivery after a crash (at least once).
@@ -83,31 +101,36 @@ def apply_page_view(
     envelope: Envelope,
     rules: ChannelRules,
     *,
+    number: int = 0,
     timeout: timedelta = SESSION_TIMEOUT,
     touch_limit: int = TOUCH_LIMIT,
 ) -> tuple[VisitorState, Touch | None]:
-    """One page view: update session and page summary; return the touch it started, with its lead if known."""
+    """One page view: update session and page summary; return the touch it started, with its lead if known.
+
+    ``number`` is the visitor's number if this page view is the first event seen of the visitor
+    (:func:`visitor_number` of its partition and offset); a known visitor keeps the number it has.
+    """
     page_view = envelope.event
     if not isinstance(page_view, PageView):
         raise TypeError(f"apply_page_view needs a page_view; event {envelope.event_id} is a {page_view.type!r}")
-    state = state or VisitorState(visitor_id=page_view.visitor_id)
+    state = state or VisitorState(visitor_id=page_view.visitor_id, number=number)
     session, touch = next_touch(state.session, envelope, rules, timeout)
     update: dict = {"session": session, "pages": state.pages.add(page_view.path or "/", page_view.occurred_at)}
     if touch is not None and any(known.touch_id == touch.touch_id for known in state.touches):
         touch = None  # a replayed page view: its touch was emitted already
     if touch is not None:
-        lead_id = lead_for(state.links, touch.occurred_at)
-        if lead_id is not None:
-            touch = touch.model_copy(update={"lead_id": lead_id})
+        touch = touch.model_copy(update={"visitor_number": state.number,
+                                         "lead_id": lead_for(state.links, touch.occurred_at)})
         touches = sorted((*state.touches, touch), key=lambda t: (t.occurred_at, t.touch_id))
         update["touches"] = tuple(touches[-touch_limit:])
     return state.model_copy(update=update), touch
 
 
 def apply_identify(
-    state: VisitorState | None, envelope: Envelope, lead_id: str
+    state: VisitorState | None, envelope: Envelope, lead_id: str, *, number: int = 0
 ) -> tuple[VisitorState, IdentityLink | None, list[Touch]]:
     """A form submit or identify call: link the visitor to ``lead_id`` under the shared-computer rule.
+    ``number`` as for :func:`apply_page_view`.
 
     Returns the new state, the identity link when it is new (else None), and the touches the link carries to the
     lead (those the link now owns, with ``lead_id`` set).
@@ -115,7 +138,7 @@ def apply_identify(
     identify = envelope.event
     if not isinstance(identify, Identify):
         raise TypeError(f"apply_identify needs an identify; event {envelope.event_id} is a {identify.type!r}")
-    state = state or VisitorState(visitor_id=identify.visitor_id)
+    state = state or VisitorState(visitor_id=identify.visitor_id, number=number)
     link = VisitorLink(lead_id=lead_id, linked_at=identify.occurred_at, event_id=envelope.event_id)
     links, is_new = add_link(state.links, link)
     if not is_new:

@@ -20,7 +20,8 @@ from sinks.rows import ROLLUP_TABLES, TABLES
 from sinks.settings import SinkSettings
 from sink_support import ch_url, unique  # noqa: F401 - fixture
 
-VIEWS = {"touches_daily_mv", "credits_daily_mv", "visitor_days_mv", "credit_versions_mv", "credits_current"}
+VIEWS = {"touches_daily_mv", "credits_daily_mv", "visitor_days_mv", "credit_versions_mv", "credits_current",
+         "channel_visitors_mv"}
 
 
 # -- unit: files ---------------------------------------------------------------------------------------------

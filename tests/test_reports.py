@@ -3,6 +3,9 @@
 The data set is inserted twice (a replay) and carries a re-attributed conversion (version 1 credited to
 '(none)', version 2 to a real touch), so the exact reports must see through both; the roll-up report shows
 which of its figures stay exact (visitors) and which do not (sums), as migrations/0006_rollups.sql documents.
+Every test runs three times: with every visitor numbered by the stream worker (visitors counted from the bitmaps
+of channel_visitors), with none numbered (visitors first seen before numbers: visitor_days), and mixed; the
+figures must not change (migrations/0009_channel_visitors.sql).
 
 Journeys (March 2024):
   v1 -> L1: t1 Paid Search/spring (03-01), t2 Email (03-05); lead 03-05, mql 03-06, customer 03-20 (1000.00)
@@ -52,10 +55,16 @@ TOUCHES = {  # touch_id: (visitor, day, month, channel, source, medium, campaign
 }
 
 
-def _touch(touch_id: str) -> Touch:
+# Visitor numbers as the stream worker gives them: (partition << 40) + offset of the visitor's first event + 1.
+NUMBERS = {"v1": (1 << 40) + 1, "v2": 5, "v3": (3 << 40) + 8, "v4": 6, "v5": (1 << 40) + 2}
+NUMBERED = {"numbered": set(NUMBERS), "before numbers": set(), "mixed": {"v1", "v4"}}
+
+
+def _touch(touch_id: str, numbered: set[str] = frozenset()) -> Touch:
     visitor, day, month, channel, source, medium, campaign = TOUCHES[touch_id]
-    return Touch(touch_id=touch_id, visitor_id=visitor, site_id="s", occurred_at=at(day, month), channel=channel,
-                 source=source, medium=medium, campaign=campaign, event_id=f"pv-{touch_id}")
+    return Touch(touch_id=touch_id, visitor_id=visitor, visitor_number=NUMBERS[visitor] if visitor in numbered else 0,
+                 site_id="s", occurred_at=at(day, month), channel=channel, source=source, medium=medium,
+                 campaign=campaign, event_id=f"pv-{touch_id}")
 
 
 def _credits(conversion_id, lead, stage, when, model, shares, revenue=None, version=1) -> list[Credit]:
@@ -76,7 +85,7 @@ def _credits(conversion_id, lead, stage, when, model, shares, revenue=None, vers
     return out
 
 
-def _data_set() -> dict[RecordKind, list]:
+def _data_set(numbered: set[str]) -> dict[RecordKind, list]:
     conversions, credits = [], []
 
     def convert(cid, lead, stage, when, journeys: dict, revenue=None, version=1):
@@ -116,7 +125,7 @@ def _data_set() -> dict[RecordKind, list]:
                               event=Identify(occurred_at=at(identified_day) + timedelta(minutes=10),
                                              visitor_id=visitor, email=f"{visitor}@ex.com")))
     return {
-        RecordKind.TOUCH: [_touch(t) for t in TOUCHES],
+        RecordKind.TOUCH: [_touch(t, numbered) for t in TOUCHES],
         RecordKind.IDENTITY_LINK: [IdentityLink(visitor_id=v, lead_id=lead, linked_at=at(day), event_id=f"id-{v}")
                                    for v, lead, day in (("v1", "L1", 5), ("v2", "L2", 2), ("v4", "L4", 10))],
         RecordKind.CONVERSION: conversions,
@@ -142,12 +151,13 @@ def _load(client, data: dict[RecordKind, list]) -> None:
         insert(client, table, rows)
 
 
-@pytest.fixture(scope="module")
-def client(ch_url):  # noqa: F811
+@pytest.fixture(scope="module", params=list(NUMBERED))
+def client(request, ch_url):  # noqa: F811
     settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('rep')}")
     migrate_up(settings)
     client = connect(settings)
-    data = _data_set()
+    client.numbered = NUMBERED[request.param]
+    data = _data_set(client.numbered)
     _load(client, data)
     _load(client, data)  # the same batch delivered twice
     yield client
@@ -210,11 +220,31 @@ def test_visitors_count_only_touches_inside_the_period(client):
     assert visitors == {("Paid Search", ""): 1, ("Email", ""): 1, ("Organic Search", ""): 1}
     april = _by_channel(channels(client, "linear", date(2024, 4, 1), date(2024, 4, 30), by_campaign=True))
     assert {k: r["visitors"] for k, r in april.items()} == {("Paid Search", "spring"): 1}
+    # A whole month with days on both sides (bitmaps: March's month bitmap, days of February and April):
+    # 20 Feb .. 2 Apr takes every touch, v1 once on Paid Search although it has its month and day rows.
+    wide = _by_channel(channels(client, "linear", date(2024, 2, 20), date(2024, 4, 2)))
+    assert {k: r["visitors"] for k, r in wide.items()} == {
+        ("Paid Search", ""): 4, ("Email", ""): 1, ("Organic Search", ""): 1}
+    # Days only, across a month's end: 2 Mar .. 1 Apr has v3 (03-03) and v4 (03-10) on Paid Search, not v1 (03-01)
+    # nor v5 (04-02).
+    edges = _by_channel(channels(client, "linear", date(2024, 3, 2), date(2024, 4, 1)))
+    assert {k: r["visitors"] for k, r in edges.items()} == {
+        ("Paid Search", ""): 2, ("Email", ""): 1, ("Organic Search", ""): 1}
     for source in ("raw", "rollup"):
         march = _by_channel(channels(client, "linear", FROM, TO, by_campaign=True, source=source))
         # (The roll-up path also shows '(none)', with no visitors, from L4's superseded credit.)
         assert {k: r["visitors"] for k, r in march.items() if k[0] != "(none)"} == {
             ("Paid Search", "spring"): 2, ("Paid Search", "brand"): 1, ("Email", ""): 1, ("Organic Search", ""): 1}
+
+
+def test_each_visitor_is_in_exactly_one_visitor_roll_up(client):
+    """Numbered visitors are in channel_visitors' bitmaps, the others in visitor_days: never both, never lost."""
+    in_bitmaps = client.query(
+        "SELECT arraySort(bitmapToArray(groupBitmapMergeState(visitors))) FROM channel_visitors "
+        "WHERE grouping = 'channel'").result_rows[0][0]
+    in_days = client.query("SELECT DISTINCT visitor_id FROM visitor_days ORDER BY visitor_id").result_rows
+    assert in_bitmaps == sorted(NUMBERS[v] for v in client.numbered)
+    assert [row[0] for row in in_days] == sorted(set(NUMBERS) - client.numbered)
 
 
 def test_rollup_visitors_exact_but_sums_count_replays_and_old_versions(client):

@@ -42,7 +42,9 @@ def run(*envelopes: Envelope, state: SessionState | None = None, timeout: timede
 def test_first_page_view_is_a_touch_with_every_field():
     state, touch = next_touch(None, envelope("e1", 0, "/pricing", "https://www.google.de/", utm_term="x"), RULES)
     assert touch.model_dump() == {
-        "touch_id": hashlib.sha1(b"v1|e1").hexdigest()[:20], "visitor_id": "v1", "lead_id": None, "site_id": "site-1",
+        # visitor_number is the visitor's (stream_jobs.visitors.apply_page_view sets it), not the session's
+        "touch_id": hashlib.sha1(b"v1|e1").hexdigest()[:20], "visitor_id": "v1", "visitor_number": 0, "lead_id": None,
+        "site_id": "site-1",
         "occurred_at": T0, "channel": "Organic Search", "source": "google", "medium": "organic", "campaign": "",
         "term": "x", "content": "", "click_id": "", "referrer_host": "www.google.de", "landing_path": "/pricing",
         "event_id": "e1",

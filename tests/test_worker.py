@@ -37,6 +37,7 @@ from stream_jobs.identity import lead_id_for
 from stream_jobs.lifecycle import conversion_id_for
 from stream_jobs.settings import WorkerSettings
 from stream_jobs.topology import crm_contacts_topic
+from stream_jobs.visitors import visitor_number
 
 pytestmark = pytest.mark.kafka
 
@@ -552,6 +553,13 @@ def test_records_waiting_at_a_restart_are_all_processed_even_when_the_seek_is_sl
     touches = [serde.loads(raw, Touch) for raw in read_all(settings, settings.topics.touches)]
     assert Counter(t.visitor_id[0] for t in touches) == {"v": 100, "w": 2000}
     assert len({t.touch_id for t in touches}) == len(touches)
+    # Every touch carries its visitor's number: the partition and offset of the visitor's first event, also for
+    # the v- visitors whose states the restarted worker recovered from the changelog.
+    first_event: dict[str, tuple[int, int]] = {}
+    for record in topic_records(settings, events):
+        first_event.setdefault(record.key.decode(), (record.partition, record.offset))
+    assert {(t.visitor_id, t.visitor_number) for t in touches} == {
+        (visitor, visitor_number(*where)) for visitor, where in first_event.items()}
 
 
 def _is_idle(settings: WorkerSettings) -> bool:

@@ -1,5 +1,6 @@
 -- Channel report, exact under replays and re-attributed (re-versioned) conversions: credits and spend from the raw
--- tables (FINAL, newest version), visitors from the replay-safe roll-up visitor_days (migration 0007).
+-- tables (FINAL, newest version), visitors from the replay-safe roll-ups channel_visitors (bitmaps of numbered
+-- visitors, migration 0009) and visitor_days (visitors first seen before numbers, migration 0007).
 -- Per channel (campaign = '' unless by_campaign = 1):
 --   visitors       distinct visitors with a touch on the channel in the period (plain count)
 --   leads .. lost  conversions of that stage in the period, credited to the channel under {model}
@@ -36,13 +37,32 @@ WITH
         -- credits is partitioned by model, which is part of its key: FINAL need not merge across partitions.
         SETTINGS do_not_merge_across_partitions_select_final = 1
     ),
+    -- The whole calendar months inside the period: [months_from, months_to).
+    if(toStartOfMonth({from:Date}) = {from:Date}, {from:Date}, toStartOfMonth({from:Date}) + INTERVAL 1 MONTH)
+        AS months_from,
+    toStartOfMonth({to:Date} + 1) AS months_to,
     visits AS
     (
-        -- One row per visitor and channel (and campaign) after FINAL: counting rows with a day in the period
-        -- counts distinct visitors without a hash set of visitor ids.
-        SELECT channel, campaign, countIf(arrayExists(d -> d BETWEEN {from:Date} AND {to:Date}, days)) AS visitors
-        FROM visitor_days FINAL
-        WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
+        -- A visitor is counted by exactly one of the two roll-ups (migration 0009), so their counts add up.
+        SELECT channel, campaign, sum(counted) AS visitors
+        FROM
+        (
+            -- Numbered visitors: the union of the bitmaps of the period's whole months and of its other days.
+            SELECT channel, campaign, groupBitmapMerge(visitors) AS counted
+            FROM channel_visitors
+            WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
+              AND ((period = 'month' AND starts >= months_from AND starts < months_to)
+                   OR (period = 'day' AND starts BETWEEN {from:Date} AND {to:Date}
+                       AND NOT (starts >= months_from AND starts < months_to)))
+            GROUP BY channel, campaign
+            UNION ALL
+            -- Visitors first seen before numbers: one row per visitor and channel (and campaign) after FINAL;
+            -- counting rows with a day in the period counts them without a hash set of visitor ids.
+            SELECT channel, campaign, countIf(arrayExists(d -> d BETWEEN {from:Date} AND {to:Date}, days))
+            FROM visitor_days FINAL
+            WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
+            GROUP BY channel, campaign
+        )
         GROUP BY channel, campaign
         HAVING visitors > 0
     ),

@@ -1,5 +1,5 @@
--- Channel report from the roll-ups (visitor_days, credits_daily): same columns as channels.sql.
--- Visitors are exact (the same visitor_days read as channels.sql). Credited counts and revenue are exact only
+-- Channel report from the roll-ups (channel_visitors and visitor_days, credits_daily): same columns as channels.sql.
+-- Visitors are exact (the same roll-ups read as channels.sql). Credited counts and revenue are exact only
 -- while every credit row was delivered once and no conversion was re-attributed (a new version): a materialized
 -- view adds every inserted block, replays and superseded versions included. Use channels.sql when it must be
 -- exact.
@@ -17,12 +17,32 @@ WITH
         WHERE model = {model:String} AND day BETWEEN {from:Date} AND {to:Date}
         GROUP BY channel, campaign
     ),
+    -- The whole calendar months inside the period: [months_from, months_to).
+    if(toStartOfMonth({from:Date}) = {from:Date}, {from:Date}, toStartOfMonth({from:Date}) + INTERVAL 1 MONTH)
+        AS months_from,
+    toStartOfMonth({to:Date} + 1) AS months_to,
     visits AS
     (
-        -- The same exact, replay-safe visitor counts as channels.sql (visitor_days, migration 0007).
-        SELECT channel, campaign, countIf(arrayExists(d -> d BETWEEN {from:Date} AND {to:Date}, days)) AS visitors
-        FROM visitor_days FINAL
-        WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
+        -- A visitor is counted by exactly one of the two roll-ups (migration 0009), so their counts add up.
+        SELECT channel, campaign, sum(counted) AS visitors
+        FROM
+        (
+            -- Numbered visitors: the union of the bitmaps of the period's whole months and of its other days.
+            SELECT channel, campaign, groupBitmapMerge(visitors) AS counted
+            FROM channel_visitors
+            WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
+              AND ((period = 'month' AND starts >= months_from AND starts < months_to)
+                   OR (period = 'day' AND starts BETWEEN {from:Date} AND {to:Date}
+                       AND NOT (starts >= months_from AND starts < months_to)))
+            GROUP BY channel, campaign
+            UNION ALL
+            -- Visitors first seen before numbers: one row per visitor and channel (and campaign) after FINAL;
+            -- counting rows with a day in the period counts them without a hash set of visitor ids.
+            SELECT channel, campaign, countIf(arrayExists(d -> d BETWEEN {from:Date} AND {to:Date}, days))
+            FROM visitor_days FINAL
+            WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
+            GROUP BY channel, campaign
+        )
         GROUP BY channel, campaign
         HAVING visitors > 0
     ),
