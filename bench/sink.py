@@ -42,6 +42,7 @@ from sinks.migrate import migrate_up
 from sinks.reports import channels, run_report
 from sinks.settings import SinkSettings
 from sinks.writer import SinkWriter, tune_gc_for_throughput
+from stream_jobs.visitors import visitor_number
 
 CHANNELS = ["Paid Search", "Organic Search", "Paid Social", "Organic Social", "Email", "Referral", "Direct",
             "Display"]
@@ -82,9 +83,11 @@ def sink_records(settings: SinkSettings, count: int) -> list[tuple[str, str, byt
                 url=f"https://example.com/p{i % 40}?utm_source=google&utm_medium=cpc&utm_campaign=c{i % 20}")))
             records.append((topics.events, f"v{i % 50_000}", value))
         elif kind < 89:
-            value = serde.dumps(Touch(touch_id=f"t{i}", visitor_id=f"v{i % 50_000}", site_id="site", occurred_at=at,
-                                      channel=channel, source="google", medium="cpc", campaign=f"c{i % 20}",
-                                      event_id=f"e{i}"))
+            visitor = i % 50_000
+            value = serde.dumps(Touch(touch_id=f"t{i}", visitor_id=f"v{visitor}",
+                                      visitor_number=visitor_number(visitor % 4, visitor // 4 * 20), site_id="site",
+                                      occurred_at=at, channel=channel, source="google", medium="cpc",
+                                      campaign=f"c{i % 20}", event_id=f"e{i}"))
             records.append((topics.touches, f"v{i % 50_000}", value))
         elif kind < 99:
             value = serde.dumps(Credit(conversion_id=f"c{i // 100}", lead_id=f"L{i // 100}", stage="lead",
@@ -200,6 +203,13 @@ REATTRIBUTED = 7  # leads with lead % 100 == 7 (1%) get a second credit version 
 CHANNEL_ARRAY = "[" + ", ".join(f"'{c}'" for c in CHANNELS) + "]"
 
 
+def visitor_number_sql(visitor: str) -> str:
+    """The stream worker's number of visitor ``v{visitor}`` (stream_jobs.visitors.visitor_number; sink_records
+    numbers its visitors the same way), as if its first event were one of every 20 of its partition's events (the data set's visitors per event, evenly spread): as
+    sparse as this data set allows, so the bitmaps are no denser than a live site's."""
+    return f"bitShiftLeft(toUInt64(({visitor}) % 4), 40) + intDiv({visitor}, 4) * 20 + 1"
+
+
 def load_full(client, events: int) -> dict:
     """Generate the data set in ClickHouse: events/20 visitors, 4 touches each, 1 in 10 visitors a lead."""
     visitors = events // 20
@@ -222,15 +232,19 @@ def load_full(client, events: int) -> dict:
                concat('/p', toString(number % 40)), 'https://www.google.com/', 'google', 'cpc',
                concat('c', toString(number % 20)), 1, '{{}}', 'bench.events', number % 4, intDiv(number, 4)
         FROM numbers({events})""")
-    run("touches", f"""
-        INSERT INTO touches (touch_id, visitor_id, lead_id, lead_known, site_id, occurred_at, channel, source, medium,
-            campaign, term, content, click_id, referrer_host, landing_path, event_id)
-        SELECT concat('t', toString(number)), concat('v', toString(number % {visitors})), '', 0, 'site',
-               toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 15),
-               {CHANNEL_ARRAY}[1 + cityHash64(number) % {len(CHANNELS)}], 'google', 'cpc',
-               concat('c', toString(cityHash64(number, 1) % 20)), '', '', '', 'www.google.com', '/',
-               concat('e', toString(number))
-        FROM numbers({touches})""")
+    # Touches in 5 inserts, each over the whole year, so the visitor roll-ups get 5 parts that overlap everywhere
+    # (what a back-fill in chunks or a sink's batches leave before merges).
+    for chunk in range(5):
+        run(f"touches {chunk + 1}/5", f"""
+            INSERT INTO touches (touch_id, visitor_id, visitor_number, lead_id, lead_known, site_id, occurred_at,
+                channel, source, medium, campaign, term, content, click_id, referrer_host, landing_path, event_id)
+            SELECT concat('t', toString(number)), concat('v', toString(number % {visitors})),
+                   {visitor_number_sql(f"number % {visitors}")}, '', 0, 'site',
+                   toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 15),
+                   {CHANNEL_ARRAY}[1 + cityHash64(number) % {len(CHANNELS)}], 'google', 'cpc',
+                   concat('c', toString(cityHash64(number, 1) % 20)), '', '', '', 'www.google.com', '/',
+                   concat('e', toString(number))
+            FROM numbers({touches}) WHERE number % 5 = {chunk}""")
     run("identity_links", f"""
         INSERT INTO identity_links SELECT concat('v', toString(number * 10)), concat('L', toString(number)),
                toDateTime64('2024-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 600), '', ''
@@ -289,6 +303,9 @@ def time_reports(client, runs: int = 5, only: str = "") -> dict[str, float]:
     cases = {
         "channels (raw, linear)": lambda: channels(client, "linear", **period),
         "channels --by campaign (raw)": lambda: channels(client, "linear", by_campaign=True, **period),
+        # Not whole months: the bitmaps of the days at both ends are merged too.
+        "channels (raw, linear, 15 Jan .. 20 Nov)": lambda: channels(client, "linear", date(2024, 1, 15),
+                                                                     date(2024, 11, 20)),
         "channels (roll-up, linear)": lambda: channels(client, "linear", source="rollup", **period),
         "channels --by campaign (roll-up)": lambda: channels(client, "linear", by_campaign=True, source="rollup",
                                                              **period),
@@ -366,10 +383,18 @@ def main() -> None:
             migrate_up(full)
             client = connect(full, query_timeout=3600)
             print(f"loading {args.events} events and their touches, conversions, credits ...", flush=True)
+            # No background merges until the first timing: the report's worst case (every part the load made).
+            client.command("SYSTEM STOP MERGES")
             print(f"  {load_full(client, args.events)}", flush=True)
-            print("report latency before any merge (median of 5, after one warm-up):", flush=True)
+            parts = client.query(
+                "SELECT table, count() FROM system.parts WHERE database = currentDatabase() AND active "
+                "AND table IN ('touches', 'credits', 'visitor_days', 'channel_visitors', 'credit_versions') "
+                "GROUP BY table ORDER BY table").result_rows
+            print(f"report latency right after the load, merges stopped (active parts: {dict(parts)}; "
+                  f"median of 5, after one warm-up):", flush=True)
             time_reports(client, only="channels")
-            for table in ("credits", "touches", "visitor_days", "credit_versions"):
+            client.command("SYSTEM START MERGES")
+            for table in ("credits", "touches", "visitor_days", "channel_visitors", "credit_versions"):
                 client.command(f"OPTIMIZE TABLE {table} FINAL")
             print("report latency after OPTIMIZE FINAL (median of 5, after one warm-up):", flush=True)
             time_reports(client)
@@ -378,7 +403,8 @@ def main() -> None:
             # visitors; credits untouched).
             client.command(f"""
                 INSERT INTO touches SELECT concat('tx', toString(number)),
-                       concat('v', toString(cityHash64(number) % {args.events // 20})), '', 0, 'site',
+                       concat('v', toString(cityHash64(number) % {args.events // 20})),
+                       {visitor_number_sql(f"cityHash64(number) % {args.events // 20}")}, '', 0, 'site',
                        toDateTime64('2024-06-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 15),
                        {CHANNEL_ARRAY}[1 + number % {len(CHANNELS)}], 'google', 'cpc', 'c1', '', '', '', '', '/', ''
                 FROM numbers(10000)""")

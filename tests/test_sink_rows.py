@@ -137,13 +137,25 @@ def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
 # -- the fast path (sinks/fastrows.py) gives exactly the model path's rows, and leaves the rest to the model ------
 
 
+def test_touch_carries_the_visitor_number_and_0_from_an_older_worker():
+    base = dict(touch_id="t1", visitor_id="v1", site_id="s", occurred_at=T0, channel="Direct", source="(direct)",
+                medium="(none)", event_id="e1")
+    [(_, numbered)] = rows_for(RecordKind.TOUCH, serde.dumps(Touch(**base, visitor_number=2**64 - 1)), WHERE)
+    older = orjson.loads(serde.dumps(Touch(**base)))
+    del older["visitor_number"]
+    [(_, unnumbered)] = rows_for(RecordKind.TOUCH, orjson.dumps(older), WHERE)
+    assert (_row("touches", numbered)["visitor_number"], _row("touches", unnumbered)["visitor_number"]) == (
+        2**64 - 1, 0)
+
+
 def _fast_and_model(kind: RecordKind, value: bytes) -> tuple:
     """What each path sends to ClickHouse for the record: (table, encoded row) pairs."""
     return _sent(rows_for(kind, value, WHERE)), _sent(model_rows(kind, value, WHERE))
 
 
 def _canonical_records() -> list[tuple[RecordKind, bytes]]:
-    touch = Touch(touch_id="t1", visitor_id="v1", lead_id="L1", site_id="s", occurred_at=T0.replace(microsecond=5),
+    touch = Touch(touch_id="t1", visitor_id="v1", visitor_number=(3 << 40) + 9, lead_id="L1", site_id="s",
+                  occurred_at=T0.replace(microsecond=5),
                   channel="Paid Search", source="google", medium="cpc", campaign="spring", click_id="gclid",
                   event_id="e1")
     credit = Credit(conversion_id="c1", lead_id="L1", stage="customer", model="w_shaped", touch_id="t1",
@@ -214,6 +226,7 @@ _CREDIT = _canonical_records()[4][1]
         (RecordKind.SOURCE, _edit(_PAGE, ("event", "occurred_at"), "2024-03-01T13:00:00+01:00")),
         (RecordKind.SOURCE, _edit(_PAGE, ("event", "screen"), _DROP)),
         (RecordKind.TOUCH, _edit(_TOUCH, ("campaign",), _DROP)),
+        (RecordKind.TOUCH, _edit(_TOUCH, ("visitor_number",), _DROP)),  # from a worker before visitor numbers
         (RecordKind.TOUCH, _edit(_TOUCH, ("occurred_at",), "2024-03-01 12:00:00")),
         (RecordKind.CREDIT, _edit(_CREDIT, ("credit",), 0.5)),
         (RecordKind.CREDIT, _edit(_CREDIT, ("revenue",), "1E+2")),
@@ -232,6 +245,9 @@ def test_other_valid_records_get_the_models_rows(kind, value):
         (RecordKind.SOURCE, _edit(_PAGE, ("event", "title"), "x" * 513), "not a valid source record: event"),
         (RecordKind.SOURCE, _edit(_PAGE, ("event_id",), ""), "not a valid source record: event_id"),
         (RecordKind.TOUCH, _edit(_TOUCH, ("extra",), 1), "not a valid touch record: extra"),
+        (RecordKind.TOUCH, _edit(_TOUCH, ("visitor_number",), -1), "not a valid touch record: visitor_number"),
+        (RecordKind.TOUCH, _TOUCH.replace(b'"visitor_number":0', b'"visitor_number":18446744073709551616'),
+         "not a valid touch record: visitor_number"),
         (RecordKind.TOUCH, _edit(_TOUCH, ("occurred_at",), "2024-02-30T00:00:00Z"), "not a valid touch record"),
         (RecordKind.CREDIT, _edit(_CREDIT, ("credit",), "1.5"), "not a valid credit record: credit"),
         (RecordKind.CREDIT, _edit(_CREDIT, ("model",), "nope"), "not a valid credit record: model"),
