@@ -205,8 +205,9 @@ CHANNEL_ARRAY = "[" + ", ".join(f"'{c}'" for c in CHANNELS) + "]"
 
 def visitor_number_sql(visitor: str) -> str:
     """The stream worker's number of visitor ``v{visitor}`` (stream_jobs.visitors.visitor_number; sink_records
-    numbers its visitors the same way), as if its first event were one of every 20 of its partition's events (the data set's visitors per event, evenly spread): as
-    sparse as this data set allows, so the bitmaps are no denser than a live site's."""
+    numbers its visitors the same way), as if its first event were one of every 20 of its partition's events
+    (the data set's visitors per event, evenly spread): as sparse as this data set allows, so the bitmaps are no
+    denser than a live site's."""
     return f"bitShiftLeft(toUInt64(({visitor}) % 4), 40) + intDiv({visitor}, 4) * 20 + 1"
 
 

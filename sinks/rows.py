@@ -54,8 +54,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
     ),
     "touches": _cols(
         ("touch_id", "String"), ("visitor_id", "String"), ("visitor_number", "UInt64"), ("lead_id", "String"),
-        ("lead_known", "UInt8"), ("site_id", LC), ("occurred_at", TIME), ("channel", LC), ("source", "String"), ("medium", LC),
-        ("campaign", "String"), ("term", "String"), ("content", "String"), ("click_id", LC),
+        ("lead_known", "UInt8"), ("site_id", LC), ("occurred_at", TIME), ("channel", LC), ("source", "String"),
+        ("medium", LC), ("campaign", "String"), ("term", "String"), ("content", "String"), ("click_id", LC),
         ("referrer_host", "String"), ("landing_path", "String"), ("event_id", "String"),
     ),
     "identity_links": _cols(

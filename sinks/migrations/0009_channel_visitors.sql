@@ -33,12 +33,12 @@ CREATE TABLE IF NOT EXISTS channel_visitors
     starts   Date                                   COMMENT 'First day of the period (UTC)',
     channel  LowCardinality(String)                 COMMENT 'Channel of the touches',
     campaign String                                 COMMENT 'Campaign of the touches; empty when grouping = channel',
-    visitors AggregateFunction(groupBitmap, UInt64) COMMENT 'Numbered visitors with a touch in the period: groupBitmapMerge'
+    visitors AggregateFunction(groupBitmap, UInt64) COMMENT 'Numbered visitors with a touch in it: groupBitmapMerge'
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (grouping, period, starts, channel, campaign)
 SETTINGS index_granularity = 1024
-COMMENT 'Bitmaps of numbered visitors per channel (and campaign), day and month; exact under replays and unmerged parts';
+COMMENT 'Bitmaps of numbered visitors per channel (and campaign), day and month; exact under replays';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS channel_visitors_mv TO channel_visitors AS
 SELECT grouping, period, starts, channel, campaign, groupBitmapState(visitor_number) AS visitors
