@@ -149,3 +149,38 @@ def test_credits_current_keeps_only_the_newest_version_per_conversion_and_model(
         ("linear", "c2", "a", 1, "Referral", "7.5"),
     ]
     assert per_channel == {"Paid Search": "60", "Direct": "40", "Referral": "7.5"}
+
+
+@pytest.mark.clickhouse
+def test_0009_counts_touches_from_before_once_and_its_down_step_keeps_every_visitor(ch_url):  # noqa: F811
+    """0009 on a database with touches: they stay counted (visitor_days), new numbered touches go to the bitmaps,
+    each visitor counted once; its down step moves the numbered visitors back into visitor_days."""
+    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('mig')}")
+    migrate_up(settings, target=8)
+    client = connect(settings)
+    visitors = "SELECT channel, campaign, visitors FROM ({}) ORDER BY channel, campaign"
+    params = {"model": "linear", "from": "2024-03-01", "to": "2024-03-31", "by_campaign": 0}
+    sql = (Path(__file__).parent.parent / "sinks" / "reports" / "channels.sql").read_text()
+    try:
+        client.command(  # before numbers: v1 and v2 on Email
+            "INSERT INTO touches (touch_id, visitor_id, site_id, occurred_at, channel) VALUES "
+            "('t1', 'v1', 's', '2024-03-02 10:00:00', 'Email'), ('t2', 'v2', 's', '2024-03-03 10:00:00', 'Email')")
+        assert migrate_up(settings) == ["0009_channel_visitors"]
+        client.command(  # after: v3 numbered on Email and Direct, v1 again without a number (first seen before)
+            "INSERT INTO touches (touch_id, visitor_id, visitor_number, site_id, occurred_at, channel) VALUES "
+            "('t3', 'v3', 7, 's', '2024-03-04 10:00:00', 'Email'), ('t4', 'v3', 7, 's', '2024-03-20 10:00:00', "
+            "'Direct'), ('t5', 'v1', 0, 's', '2024-03-21 10:00:00', 'Email')")
+        assert client.query(visitors.format(sql), parameters=params).result_rows == [
+            ("Direct", "", 1), ("Email", "", 3)]
+        assert client.query("SELECT DISTINCT visitor_id FROM visitor_days ORDER BY 1").result_rows == [
+            ("v1",), ("v2",)]
+
+        assert migrate_down(settings, steps=1) == ["0009_channel_visitors"]
+        assert client.query(
+            "SELECT grouping, channel, visitor_id FROM visitor_days FINAL ORDER BY 1, 2, 3").result_rows == [
+            ("campaign", "Direct", "v3"), ("campaign", "Email", "v1"), ("campaign", "Email", "v2"),
+            ("campaign", "Email", "v3"), ("channel", "Direct", "v3"), ("channel", "Email", "v1"),
+            ("channel", "Email", "v2"), ("channel", "Email", "v3")]
+        assert "visitor_number" not in {row[0] for row in client.query("DESCRIBE TABLE touches").result_rows}
+    finally:
+        client.close()
