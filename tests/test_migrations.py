@@ -21,7 +21,7 @@ from sinks.settings import SinkSettings
 from sink_support import ch_url, unique  # noqa: F401 - fixture
 
 VIEWS = {"touches_daily_mv", "credits_daily_mv", "visitor_days_mv", "credit_versions_mv", "credits_current",
-         "channel_visitors_mv"}
+         "channel_visitors_mv", "channel_visitor_counts"}
 
 
 # -- unit: files ---------------------------------------------------------------------------------------------

@@ -13,7 +13,10 @@
 -- same count, and reading costs about the size of the answer, not the number of parts.
 --
 -- visitor_days (migration 0007) keeps only the touches with visitor_number 0 from now on. A visitor is in one of
--- the two roll-ups, never both (its number is fixed), so the channel report adds their counts, exactly.
+-- the two roll-ups, never both (its number is fixed), so their counts add up, exactly.
+--
+-- channel_visitor_counts: a parameterized view with that count, which the channel reports read, also by hand:
+--   SELECT * FROM channel_visitor_counts(from = '2024-03-01', to = '2024-03-31', by_campaign = 0)
 --
 -- Back-fill: nothing to do: every touch stored before this migration has visitor_number 0 and is in
 -- visitor_days already. Migrate while the sink is stopped (a touch inserted between dropping and re-creating
@@ -67,7 +70,39 @@ FROM
 )
 GROUP BY grouping, channel, campaign, visitor_id;
 
+CREATE VIEW IF NOT EXISTS channel_visitor_counts AS
+WITH
+    -- The whole calendar months inside the period: [months_from, months_to).
+    if(toStartOfMonth({from:Date}) = {from:Date}, {from:Date}, toStartOfMonth({from:Date}) + INTERVAL 1 MONTH)
+        AS months_from,
+    toStartOfMonth({to:Date} + 1) AS months_to
+-- A visitor is counted by exactly one of the two roll-ups, so their counts add up.
+SELECT channel, campaign, sum(counted) AS visitors
+FROM
+(
+    -- Numbered visitors: the union of the bitmaps of the period's whole months and of its other days.
+    SELECT channel, campaign, groupBitmapMerge(visitors) AS counted
+    FROM channel_visitors
+    WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
+      AND ((period = 'month' AND starts >= months_from AND starts < months_to)
+           OR (period = 'day' AND starts BETWEEN {from:Date} AND {to:Date}
+               AND NOT (starts >= months_from AND starts < months_to)))
+    GROUP BY channel, campaign
+    UNION ALL
+    -- Visitors first seen before numbers: one row per visitor and channel (and campaign) after FINAL; counting
+    -- rows with a day in the period counts them without a hash set of visitor ids.
+    SELECT channel, campaign, countIf(arrayExists(d -> d BETWEEN {from:Date} AND {to:Date}, days))
+    FROM visitor_days FINAL
+    WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
+    GROUP BY channel, campaign
+)
+GROUP BY channel, campaign
+HAVING visitors > 0
+COMMENT 'Distinct visitors per channel (and campaign: by_campaign = 1) with a touch from `from` to `to` (days, UTC)';
+
 -- migrate:down
+DROP VIEW IF EXISTS channel_visitor_counts;
+
 -- visitor_days takes every touch again, so the numbered visitors go back into it before the bitmaps go.
 DROP VIEW IF EXISTS visitor_days_mv;
 

@@ -37,34 +37,11 @@ WITH
         -- credits is partitioned by model, which is part of its key: FINAL need not merge across partitions.
         SETTINGS do_not_merge_across_partitions_select_final = 1
     ),
-    -- The whole calendar months inside the period: [months_from, months_to).
-    if(toStartOfMonth({from:Date}) = {from:Date}, {from:Date}, toStartOfMonth({from:Date}) + INTERVAL 1 MONTH)
-        AS months_from,
-    toStartOfMonth({to:Date} + 1) AS months_to,
     visits AS
     (
-        -- A visitor is counted by exactly one of the two roll-ups (migration 0009), so their counts add up.
-        SELECT channel, campaign, sum(counted) AS visitors
-        FROM
-        (
-            -- Numbered visitors: the union of the bitmaps of the period's whole months and of its other days.
-            SELECT channel, campaign, groupBitmapMerge(visitors) AS counted
-            FROM channel_visitors
-            WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
-              AND ((period = 'month' AND starts >= months_from AND starts < months_to)
-                   OR (period = 'day' AND starts BETWEEN {from:Date} AND {to:Date}
-                       AND NOT (starts >= months_from AND starts < months_to)))
-            GROUP BY channel, campaign
-            UNION ALL
-            -- Visitors first seen before numbers: one row per visitor and channel (and campaign) after FINAL;
-            -- counting rows with a day in the period counts them without a hash set of visitor ids.
-            SELECT channel, campaign, countIf(arrayExists(d -> d BETWEEN {from:Date} AND {to:Date}, days))
-            FROM visitor_days FINAL
-            WHERE grouping = if({by_campaign:UInt8} = 1, 'campaign', 'channel')
-            GROUP BY channel, campaign
-        )
-        GROUP BY channel, campaign
-        HAVING visitors > 0
+        -- Distinct visitors, exact under replays (parameterized view, migrations/0009_channel_visitors.sql).
+        SELECT channel, campaign, visitors
+        FROM channel_visitor_counts(from = {from:Date}, to = {to:Date}, by_campaign = {by_campaign:UInt8})
     ),
     money AS
     (
