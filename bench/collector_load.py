@@ -356,6 +356,7 @@ def main() -> None:
         stop(collector)
         if broker is not None:
             stop(broker)
+        shutil.rmtree(tmp, ignore_errors=True)  # the broker's log, the spool, wrk's script
 
 
 if __name__ == "__main__":
