@@ -152,12 +152,17 @@ def _load(client, data: dict[RecordKind, list]) -> None:
 
 
 @pytest.fixture(scope="module", params=list(NUMBERED))
-def client(request, ch_url):  # noqa: F811
+def numbered(request) -> set[str]:
+    """The visitors the stream worker numbered in this run of the module (see NUMBERED)."""
+    return NUMBERED[request.param]
+
+
+@pytest.fixture(scope="module")
+def client(numbered, ch_url):  # noqa: F811
     settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('rep')}")
     migrate_up(settings)
     client = connect(settings)
-    client.numbered = NUMBERED[request.param]
-    data = _data_set(client.numbered)
+    data = _data_set(numbered)
     _load(client, data)
     _load(client, data)  # the same batch delivered twice
     yield client
@@ -241,14 +246,14 @@ def test_visitors_count_only_touches_inside_the_period(client):
             ("Paid Search", "spring"): 2, ("Paid Search", "brand"): 1, ("Email", ""): 1, ("Organic Search", ""): 1}
 
 
-def test_each_visitor_is_in_exactly_one_visitor_roll_up(client):
+def test_each_visitor_is_in_exactly_one_visitor_roll_up(client, numbered):
     """Numbered visitors are in channel_visitors' bitmaps, the others in visitor_days: never both, never lost."""
     in_bitmaps = client.query(
         "SELECT arraySort(bitmapToArray(groupBitmapMergeState(visitors))) FROM channel_visitors "
         "WHERE grouping = 'channel'").result_rows[0][0]
     in_days = client.query("SELECT DISTINCT visitor_id FROM visitor_days ORDER BY visitor_id").result_rows
-    assert in_bitmaps == sorted(NUMBERS[v] for v in client.numbered)
-    assert [row[0] for row in in_days] == sorted(set(NUMBERS) - client.numbered)
+    assert in_bitmaps == sorted(NUMBERS[v] for v in numbered)
+    assert [row[0] for row in in_days] == sorted(set(NUMBERS) - numbered)
 
 
 def test_rollup_visitors_exact_but_sums_count_replays_and_old_versions(client):
