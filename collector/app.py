@@ -135,10 +135,11 @@ def create_app(
             allowed_types=event_parsing.SERVER_TYPES if is_server else event_parsing.BROWSER_TYPES,
             received_at=event_parsing.now_utc(),
             user_agent=request.headers.get("user-agent"),
+            topics=topics,
         )
         if batch.rejected:
             metrics.rejected.labels("/v1/events", "invalid_event").inc(len(batch.rejected))
-        if not batch.envelopes:
+        if not batch.accepted:
             return JSONResponse(
                 {
                     "error": "invalid_events",
@@ -148,14 +149,14 @@ def create_app(
                 },
                 status_code=422,
             )
-        await publish([event_parsing.record_for(envelope, topics) for envelope in batch.envelopes])
-        for event_type, count in Counter(envelope.event.type for envelope in batch.envelopes).items():
+        await publish([event.record for event in batch.accepted])
+        for event_type, count in Counter(event.type for event in batch.accepted).items():
             metrics.accepted.labels("/v1/events", event_type).inc(count)
         return JSONResponse(
             {
-                "accepted": len(batch.envelopes),
+                "accepted": len(batch.accepted),
                 "rejected": batch.rejected,
-                "event_ids": [envelope.event_id for envelope in batch.envelopes],
+                "event_ids": [event.event_id for event in batch.accepted],
             }
         )
 

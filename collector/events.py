@@ -15,11 +15,12 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from collector import fastpath
 from collector.errors import ApiError, validation_errors
 from collector.spool import SpoolRecord
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
@@ -29,12 +30,19 @@ BROWSER_TYPES = frozenset({"page_view", "identify"})
 SERVER_TYPES = frozenset({"page_view", "identify", "crm_status", "spend"})
 
 
+class Accepted(NamedTuple):
+    """One accepted event: its id (answered to the client), its type (for the metrics), its Kafka record."""
+
+    event_id: str
+    type: str
+    record: SpoolRecord
+
 
 @dataclass
 class ParsedBatch:
-    """The outcome of one body: envelopes to publish, and per-index rejections."""
+    """The outcome of one body: the accepted events in the body's order, and per-index rejections."""
 
-    envelopes: list[Envelope] = field(default_factory=list)
+    accepted: list[Accepted] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -85,36 +93,51 @@ def parse_events(
     allowed_types: frozenset[str],
     received_at: datetime,
     user_agent: str | None,
+    topics: Topics,
 ) -> ParsedBatch:
-    """Validate every item; envelopes for the good ones, ``{"index", "errors"}`` for the others.
+    """Validate every item; records for the good ones, ``{"index", "errors"}`` for the others.
 
-    The envelopes of a batch are validated in one pydantic call (one TypeAdapter over the list), which saves the
-    per-call overhead of validating them one by one; when that call finds any error, the items are validated
+    Page views in the tracker's shape take ``collector.fastpath`` (the models' rules without building models).
+    The other items' envelopes are validated in one pydantic call (one TypeAdapter over the list), which saves
+    the per-call overhead of validating them one by one; when that call finds any error, the items are validated
     one at a time instead, so each rejection names its own index and fields exactly as before.
     """
     batch = ParsedBatch()
+    accepted: dict[int, Accepted] = {}
     candidates: list[tuple[int, dict[str, Any], list[dict[str, str]]]] = []
     ids = _EventIds(len(items))
+    page_views = "page_view" in allowed_types
     for index, item in enumerate(items):
+        if page_views and type(item) is dict and item.get("type") == "page_view":
+            taken = fastpath.page_view_record(
+                item, site_id=site_id, received_at=received_at, user_agent=user_agent, topic=topics.events,
+                new_event_id=ids.new,
+            )
+            if taken is not None:
+                accepted[index] = Accepted(taken[0], "page_view", taken[1])
+                continue
         try:
             fields, errors = _prepare(item, site_id, allowed_types, received_at, user_agent, ids)
         except _Rejected as exc:
             batch.rejected.append({"index": index, "errors": exc.errors})
             continue
         candidates.append((index, fields, errors))
-    if not candidates:
-        return batch
-    if not any(errors for _, _, errors in candidates):
+    envelopes: list[tuple[int, Envelope]] = []
+    if candidates and not any(errors for _, _, errors in candidates):
         try:
-            batch.envelopes = _ENVELOPES.validate_python([fields for _, fields, _ in candidates])
-            return batch
+            valid = _ENVELOPES.validate_python([fields for _, fields, _ in candidates])
+            envelopes = [(index, envelope) for (index, _, _), envelope in zip(candidates, valid)]
+            candidates = []
         except ValidationError:
             pass  # at least one is invalid: find which, one by one
     for index, fields, errors in candidates:
         try:
-            batch.envelopes.append(_validate(fields, errors))
+            envelopes.append((index, _validate(fields, errors)))
         except _Rejected as exc:
             batch.rejected.append({"index": index, "errors": exc.errors})
+    for index, envelope in envelopes:
+        accepted[index] = Accepted(envelope.event_id, envelope.event.type, record_for(envelope, topics))
+    batch.accepted = [accepted[index] for index in sorted(accepted)]
     batch.rejected.sort(key=lambda rejection: rejection["index"])
     return batch
 

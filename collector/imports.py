@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from collector.errors import validation_errors
 from collector.events import now_utc, record_for
 from collector.spool import SpoolRecord
-from schemas.events import CrmStatusChange, Envelope, LifecycleStage, SpendRow
+from schemas.events import CrmStatusChange, Envelope, LifecycleStage, SpendRow, as_utc
 from schemas.topics import Topics
 
 ImportKind = Literal["crm", "spend"]
@@ -196,8 +196,8 @@ def _when(text: str, errors: list[dict[str, str]]) -> datetime:
         if len(text) == 10:
             return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    except ValueError:
+        return as_utc(parsed)
+    except ValueError:  # as_utc's too: a time out of range in UTC
         errors.append({"loc": "date", "msg": f"{text!r} is not a date; use YYYY-MM-DD or ISO 8601 date-time"})
         return datetime.now(timezone.utc)
 

@@ -6,11 +6,12 @@ told apart by its ``type`` field.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal, Union
-from urllib.parse import unquote, urlsplit
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -44,6 +45,27 @@ def first_query_values(query: str) -> dict[str, str]:
     return found
 
 
+def absolute_http_url(url: str) -> SplitResult:
+    """The parts of an absolute http(s) URL; ValueError for anything else (a page view's ``url`` rule)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("url must be an absolute http(s) URL, e.g. https://example.com/pricing")
+    return parts
+
+
+def fields_from_url(parts: SplitResult, fields: Mapping[str, Any]) -> dict[str, str]:
+    """What a page view takes from its URL: each UTM field and click id it lacks, and its path when it has none."""
+    query = first_query_values(parts.query)
+    updates: dict[str, str] = {}
+    for name in _URL_FIELDS:
+        value = query.get(name)
+        if value and fields.get(name) is None and value.strip():
+            updates[name] = value.strip()[:512]
+    if fields.get("path") is None:
+        updates["path"] = parts.path or "/"
+    return updates
+
+
 ShortText = Annotated[str, Field(max_length=512)]
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -71,11 +93,14 @@ class LifecycleStage(StrEnum):
     DISQUALIFIED = "disqualified"
 
 
-def _utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted to UTC (ValueError past year 9999 or before 1)."""
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00; a validator must raise ValueError, not crash
+        raise ValueError("the time is out of range in UTC (years 1 to 9999)") from None
 
 
 class _Payload(BaseModel):
@@ -86,7 +111,7 @@ class _Payload(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _occurred_at_utc(cls, value: datetime) -> datetime:
-        return _utc(value)
+        return as_utc(value)
 
 
 class PageView(_Payload):
@@ -114,23 +139,12 @@ class PageView(_Payload):
     @field_validator("url")
     @classmethod
     def _absolute_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("url must be an absolute http(s) URL, e.g. https://example.com/pricing")
+        absolute_http_url(value)
         return value
 
     @model_validator(mode="after")
     def _fill_from_url(self) -> "PageView":
-        parts = urlsplit(self.url)
-        query = first_query_values(parts.query)
-        updates: dict[str, str] = {}
-        for name in _URL_FIELDS:
-            value = query.get(name)
-            if value and getattr(self, name) is None and value.strip():
-                updates[name] = value.strip()[:512]
-        if self.path is None:
-            updates["path"] = parts.path or "/"
-        for name, value in updates.items():
+        for name, value in fields_from_url(urlsplit(self.url), self.__dict__).items():
             object.__setattr__(self, name, value)
         return self
 
@@ -230,4 +244,4 @@ class Envelope(BaseModel):
     @field_validator("sent_at", "received_at")
     @classmethod
     def _times_utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _utc(value)
+        return None if value is None else as_utc(value)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.events import Currency, LifecycleStage
+from schemas.events import Currency, LifecycleStage, as_utc
 
 Share = Annotated[Decimal, Field(ge=0, le=1, max_digits=12, decimal_places=9)]
 Money = Annotated[Decimal, Field(max_digits=18, decimal_places=2)]
@@ -31,9 +31,7 @@ class _Output(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _datetimes_utc(cls, value):
-        if isinstance(value, datetime):
-            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-        return value
+        return as_utc(value) if isinstance(value, datetime) else value
 
 
 class Touch(_Output):

@@ -86,3 +86,12 @@ def test_import_publishes_to_the_broker(kafka_bootstrap: str, unique_name: str, 
     assert "3 rows: 1 published, 2 rejected" in spend.output
     assert sorted(k for k, _ in read_topic(kafka_bootstrap, settings.topics.crm, 2)) == ["ann@acme.test", "carol@acme.test"]
     assert [k for k, _ in read_topic(kafka_bootstrap, settings.topics.spend, 1)] == ["2024-05-01|Paid Social|linkedin|cpc|spring"]
+
+
+def test_a_date_out_of_range_in_utc_is_a_rejected_row(tmp_path: Path) -> None:
+    # 0001-01-01 at +01:00 is the year 0 in UTC: once an OverflowError that stopped the whole import.
+    text = "email,stage,date\nann@acme.test,lead,0001-01-01T00:00:00+01:00\nbob@acme.test,lead,2024-05-01\n"
+    summary = imports.ImportSummary()
+    records = list(imports.parse_file(write(tmp_path, "crm.csv", text), "crm", Topics("t"), summary))
+    assert [r.key for r in records] == [b"bob@acme.test"]
+    assert [(line, [e["loc"] for e in errors]) for line, errors in summary.rejected] == [(2, ["date"])]

@@ -93,6 +93,20 @@ def test_all_invalid_is_422_with_reasons(client) -> None:
     assert envelopes(client) == []
 
 
+def test_times_out_of_range_in_utc_are_rejected_by_field(client) -> None:
+    # Both are valid ISO 8601 but outside years 1-9999 once in UTC: the conversion once raised OverflowError (a 500).
+    early, late = "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"
+    response = client.post("/v1/events", headers=KEY, json=[
+        {**PAGE, "occurred_at": early}, {**PAGE, "sent_at": late}, PAGE])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["accepted"] == 1
+    assert body["rejected"] == [
+        {"index": 0, "errors": [{"loc": "occurred_at", "msg": "the time is out of range in UTC (years 1 to 9999)"}]},
+        {"index": 1, "errors": [{"loc": "sent_at", "msg": "must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z (or left out)"}]},
+    ]
+
+
 def test_unknown_field_is_named(client) -> None:
     response = client.post("/v1/events", headers=KEY, json={**PAGE, "colour": "red"})
     assert response.status_code == 422
@@ -373,6 +387,7 @@ def test_record_values_are_the_serde_bytes_and_generated_ids_are_uuid4() -> None
 
     from collector import events as event_parsing
     from schemas import serde
+    from schemas.events import Envelope
     from schemas.topics import Topics
 
     items = [
@@ -384,13 +399,16 @@ def test_record_values_are_the_serde_bytes_and_generated_ids_are_uuid4() -> None
     ]
     batch = event_parsing.parse_events(
         items, site_id="s", allowed_types=event_parsing.SERVER_TYPES,
-        received_at=datetime(2024, 5, 1, 12, tzinfo=timezone.utc), user_agent="ua",
+        received_at=datetime(2024, 5, 1, 12, tzinfo=timezone.utc), user_agent="ua", topics=Topics("p"),
     )
     assert batch.rejected == []
-    for envelope in batch.envelopes:
-        assert event_parsing.record_for(envelope, Topics("p")).value == serde.dumps(envelope)
-        assert uuid.UUID(hex=envelope.event_id).version == 4
-    assert len({envelope.event_id for envelope in batch.envelopes}) == 4
+    assert [event.type for event in batch.accepted] == ["page_view", "identify", "crm_status", "spend"]
+    for event in batch.accepted:
+        envelope = serde.loads(event.record.value, Envelope)
+        assert event.record.value == serde.dumps(envelope)
+        assert envelope.event_id == event.event_id
+        assert uuid.UUID(hex=event.event_id).version == 4
+    assert len({event.event_id for event in batch.accepted}) == 4
 
 
 def test_batch_with_one_invalid_event_names_it_like_a_single_one(client) -> None:
