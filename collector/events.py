@@ -106,13 +106,14 @@ def parse_events(
     accepted: dict[int, Accepted] = {}
     candidates: list[tuple[int, dict[str, Any], list[dict[str, str]]]] = []
     ids = _EventIds(len(items))
-    page_views = "page_view" in allowed_types
+    page_views = None
+    if "page_view" in allowed_types:
+        page_views = fastpath.PageViews(
+            site_id=site_id, received_at=received_at, user_agent=user_agent, topic=topics.events, new_event_id=ids.new
+        )
     for index, item in enumerate(items):
-        if page_views and type(item) is dict and item.get("type") == "page_view":
-            taken = fastpath.page_view_record(
-                item, site_id=site_id, received_at=received_at, user_agent=user_agent, topic=topics.events,
-                new_event_id=ids.new,
-            )
+        if page_views is not None and type(item) is dict and item.get("type") == "page_view":
+            taken = page_views.record(item)
             if taken is not None:
                 accepted[index] = Accepted(taken[0], "page_view", taken[1])
                 continue

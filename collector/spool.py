@@ -22,15 +22,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 _FRAME = struct.Struct(">II")
 _META = struct.Struct(">Hi")
 _SEGMENT_SUFFIX = ".seg"
 
 
-@dataclass(frozen=True)
-class SpoolRecord:
-    """One record waiting for the broker: exactly what would have been sent."""
+class SpoolRecord(NamedTuple):
+    """One record waiting for the broker: exactly what would have been sent. (A tuple: one is built per event.)"""
 
     topic: str
     key: bytes | None

@@ -55,11 +55,9 @@ def absolute_http_url(url: str) -> SplitResult:
 
 def fields_from_url(parts: SplitResult, fields: Mapping[str, Any]) -> dict[str, str]:
     """What a page view takes from its URL: each UTM field and click id it lacks, and its path when it has none."""
-    query = first_query_values(parts.query)
     updates: dict[str, str] = {}
-    for name in _URL_FIELDS:
-        value = query.get(name)
-        if value and fields.get(name) is None and value.strip():
+    for name, value in first_query_values(parts.query).items():
+        if fields.get(name) is None and value.strip():
             updates[name] = value.strip()[:512]
     if fields.get("path") is None:
         updates["path"] = parts.path or "/"

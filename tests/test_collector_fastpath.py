@@ -1,6 +1,6 @@
 """collector.fastpath gives exactly the record the pydantic models give, or leaves the item to them.
 
-Each item goes through both paths: the fast one (``fastpath.page_view_record``) and the models' one
+Each item goes through both paths: the fast one (``fastpath.PageViews.record``) and the models' one
 (``parse_events`` with the fast path switched off). Whenever the fast path takes an item, the models must accept
 it too, with the same event id, topic, key and record bytes.
 """
@@ -33,11 +33,11 @@ TRACKER_VIEW = {  # what tracker.js sends (collector/static/tracker.js)
 
 def both_paths(item: dict, user_agent: str | None = "Mozilla/5.0 (X11)"):
     """(the fast path's answer, the models' ParsedBatch) for one item."""
-    fast = fastpath.page_view_record(
-        item, site_id="site-1", received_at=RECEIVED, user_agent=user_agent, topic=TOPICS.events,
+    fast = fastpath.PageViews(
+        site_id="site-1", received_at=RECEIVED, user_agent=user_agent, topic=TOPICS.events,
         new_event_id=lambda: GENERATED_ID,
-    )
-    with mock.patch.object(event_parsing.fastpath, "page_view_record", return_value=None), \
+    ).record(item)
+    with mock.patch.object(event_parsing.fastpath.PageViews, "record", return_value=None), \
             mock.patch.object(event_parsing._EventIds, "new", lambda self: GENERATED_ID):
         models = event_parsing.parse_events(
             [item], site_id="site-1", allowed_types=event_parsing.SERVER_TYPES, received_at=RECEIVED,
