@@ -9,7 +9,11 @@ possible, and the handler answers 503 + Retry-After, accepting nothing. So an an
   come back as futures of the same loop. kafka-python, used before, cost about 55 us of CPU per record (its sender
   thread, per-record callbacks and pure-Python record building) against about 9 us here: see bench/collector.md.
 - Records go to the partition kafka-python's and Java's default partitioner would pick (murmur2 of the key; the
-  hash is cached per key, visitor ids repeat), passed explicitly so the producer skips its own partitioner.
+  hash is cached per key, visitor ids repeat). With the partition known, each record is appended straight to the
+  producer's batch for it (``_message_accumulator.add_message``, what ``send()`` ends in): ``send()`` first
+  re-checks topic metadata (a new set of partition ids per call), serializers, partitioner and transaction
+  state, none of which applies here; that was 4 of 17 us of the producer's CPU per record (bench/collector.md).
+  aiokafka is pinned below 0.15 in pyproject.toml for this and the stream jobs' use of its internals.
 - While the spool holds anything, new records are appended behind it, so order is kept; a replay task drains
   it in order (a chunk at a time, each chunk acknowledged before the cursor moves) once a TCP probe says the
   broker is back. Replays are at-least-once; every envelope's ``event_id`` lets downstream drop a copy.
@@ -31,6 +35,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import TopicPartition
 
 from collector.metrics import CollectorMetrics
 from collector.settings import CollectorSettings
@@ -69,6 +74,8 @@ class Publisher:
         self.spool: Spool | None = None
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
+        self._tps: dict[tuple[str, int], TopicPartition] = {}
+        self._send_timeout_s = settings.publish_timeout_s  # the producer's request_timeout_ms, as send() uses it
         self._slot_lock: int | None = None
         self._spool_lock = asyncio.Lock()
         self._spooled = asyncio.Event()
@@ -157,14 +164,18 @@ class Publisher:
             return list(range(len(records)))
         futures: list[asyncio.Future[Any]] = []
         partitions = self._partitions
+        accumulator = producer._message_accumulator
         try:
             for record in records:
                 topic_partitions = partitions.get(record.topic)
                 if topic_partitions is None:
                     topic_partitions = sorted(await producer.partitions_for(record.topic))
                     partitions[record.topic] = topic_partitions
-                partition = None if record.key is None else partition_for(record.key, topic_partitions)
-                futures.append(await producer.send(record.topic, record.value, record.key, partition))
+                if record.key is None:
+                    futures.append(await producer.send(record.topic, record.value))
+                    continue
+                tp = self._topic_partition(record.topic, partition_for(record.key, topic_partitions))
+                futures.append(await accumulator.add_message(tp, record.key, record.value, self._send_timeout_s))
         except Exception as exc:  # noqa: BLE001 - KafkaError, closed producer, buffer timeout: spool the rest
             log.warning("producer refused record %d of %d: %r", len(futures), len(records), exc)
             self._partitions = {}  # the partition count may have changed: ask again
@@ -185,6 +196,12 @@ class Publisher:
             for future in futures:
                 future.add_done_callback(_retrieve)
         return sorted(failed)
+
+    def _topic_partition(self, topic: str, partition: int) -> TopicPartition:
+        tp = self._tps.get((topic, partition))
+        if tp is None:
+            tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
+        return tp
 
     def _retire(self, producer: AIOKafkaProducer) -> None:
         """Stop a detached producer in the background; its unacknowledged records fail and get spooled."""

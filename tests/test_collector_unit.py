@@ -411,6 +411,19 @@ def test_record_values_are_the_serde_bytes_and_generated_ids_are_uuid4() -> None
     assert len({event.event_id for event in batch.accepted}) == 4
 
 
+def test_generated_event_ids_are_distinct_uuid4_across_pool_refills() -> None:
+    import uuid
+
+    from collector.events import _EventIds
+
+    ids = _EventIds(3000)  # pools of 1,024 ids: three refills
+    generated = [uuid.UUID(hex=ids.new()) for _ in range(3000)]
+    assert len(set(generated)) == 3000
+    assert {(u.version, u.variant) for u in generated} == {(4, uuid.RFC_4122)}
+    # every other hex digit stays random
+    assert all(len({u.hex[i] for u in generated}) == 16 for i in range(32) if i not in (12, 16))
+
+
 def test_batch_with_one_invalid_event_names_it_like_a_single_one(client) -> None:
     bad = {**PAGE, "url": "not-a-url"}
     single = client.post("/v1/events", headers=KEY, json=bad).json()["rejected"]
