@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from schemas.events import CLICK_ID_FIELDS, UTM_FIELDS, Envelope, LifecycleStage, PageView
+from schemas.events import CLICK_ID_FIELDS, UTM_FIELDS, Envelope, LifecycleStage, PageView, fields_from_url
 from schemas.identity import is_junk_identifier
 from schemas.outputs import AttributionModel, Conversion, Credit, IdentityLink, Lead, Touch
 
@@ -223,12 +223,14 @@ def page_view_rows(d: dict, topic: str, partition: int, offset: int) -> list[tup
             raise NotCanonical
     click_id = _click_id(event)
     # The model fills a missing UTM field or click id from the URL's query string. A canonical record was
-    # filled already, so a missing field's name does not appear in the query; if it might (or the query is
-    # percent-encoded), the model decides.
+    # filled already, so there is nothing left to fill; if there might be, the model decides. Without
+    # %-escapes a missing field's name cannot be in the query (a substring test, cheaper than parsing it);
+    # with them (most real campaign URLs) the model's own rule says whether anything is left to fill.
     query = parts.query
-    if query:
-        if "%" in query:
+    if "%" in query:
+        if fields_from_url(parts, event):
             raise NotCanonical
+    elif query:
         for name in _FILLED_FROM_URL:
             if event[name] is None and name in query:
                 raise NotCanonical

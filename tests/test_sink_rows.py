@@ -167,6 +167,10 @@ def _canonical_records() -> list[tuple[RecordKind, bytes]]:
                                                url="https://ex.com/p?utm_source=bing&msclkid=x&fbclid=y"))),
         (RecordKind.SOURCE, serde.dumps(Envelope(event_id="e2", site_id="s", received_at=T0, sent_at=T0,
                                                  event=PageView(occurred_at=T0, visitor_id="v2", url="http://ex.com")))),
+        # a percent-encoded query (most real campaign URLs): the model filled the fields, nothing is left to fill
+        (RecordKind.SOURCE, _envelope(PageView(occurred_at=T0, visitor_id="v3",
+                                               url="https://ex.com/p?utm_campaign=spring%20sale&utm_term=a+b&q=%C3%A9"
+                                                   "&gclid=x%2Fy&utm_source=%20"))),
         (RecordKind.TOUCH, serde.dumps(touch)),
         (RecordKind.TOUCH, serde.dumps(touch.model_copy(update={"lead_id": None}))),
         (RecordKind.CREDIT, serde.dumps(credit)),
@@ -212,7 +216,7 @@ _DROP = object()
 _PAGE = _envelope(PageView(occurred_at=T0, visitor_id="v1", url="https://ex.com/p?utm_source=google"))
 _TOUCH = serde.dumps(Touch(touch_id="t1", visitor_id="v1", site_id="s", occurred_at=T0, channel="Direct",
                            source="(direct)", medium="(none)", event_id="e1"))
-_CREDIT = _canonical_records()[4][1]
+_CREDIT = _canonical_records()[5][1]
 
 
 @pytest.mark.parametrize(
@@ -221,6 +225,7 @@ _CREDIT = _canonical_records()[4][1]
         # Not canonical but valid: the model fills, strips, coerces; the rows must be the model's.
         (RecordKind.SOURCE, _edit(_PAGE, ("event", "url"), "https://ex.com/p?utm_source=google&utm_term=%20shoes")),
         (RecordKind.SOURCE, _edit(_PAGE, ("event", "url"), "https://ex.com/p?gclid=abc")),
+        (RecordKind.SOURCE, _edit(_PAGE, ("event", "url"), "https://ex.com/p?utm_source=google&utm%5Fterm=shoes")),
         (RecordKind.SOURCE, _edit(_PAGE, ("event", "path"), None)),
         (RecordKind.SOURCE, _edit(_PAGE, ("event", "title"), "  Pricing  ")),
         (RecordKind.SOURCE, _edit(_PAGE, ("event", "occurred_at"), "2024-03-01T13:00:00+01:00")),
