@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import binascii
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,7 @@ def main() -> None:
         asyncio.run(measure(bootstrap, args, tmp / "kafka"))
     finally:
         stop(broker)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def main() -> None:
         admin.close()
     finally:
         stop(broker)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -300,10 +300,20 @@ class Sender:
         return {"X-Closedloop-Signature": sign(self.endpoint.crm_secret, body)}
 
     def _import_csv(self, rows: list[tuple[Journey, StageChange]], run: SimulatedDays) -> None:
-        """The spreadsheet: one export for the run, imported with ``closedloop import crm``."""
-        import tempfile
+        """The spreadsheet: one export for the run, imported with ``closedloop import crm``.
 
-        directory = self.endpoint.csv_dir or Path(tempfile.mkdtemp(prefix="closedloop-sim-"))
+        The export is kept in ``csv_dir`` when there is one; else it lives in a temporary directory, removed
+        once imported.
+        """
+        if self.endpoint.csv_dir is None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="closedloop-sim-") as directory:
+                self._write_and_import(Path(directory), rows, run)
+        else:
+            self._write_and_import(self.endpoint.csv_dir, rows, run)
+
+    def _write_and_import(self, directory: Path, rows: list[tuple[Journey, StageChange]], run: SimulatedDays) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"crm-sheet-days-{run.first_day:04d}-{run.end_day - 1:04d}.csv"
         with path.open("w", newline="", encoding="utf-8") as out:
