@@ -23,14 +23,13 @@ this module can only make an event faster, never accept what the model rejects n
 from __future__ import annotations
 
 import re
-import sys
 from datetime import datetime
 from typing import Any, Callable
 
 import orjson
 
 from collector.spool import SpoolRecord
-from schemas.events import SCHEMA_VERSION, PageView, absolute_http_url, as_utc, fields_from_url
+from schemas.events import SCHEMA_VERSION, PageView, absolute_http_url, as_utc, fields_from_url, text_limits
 from schemas.identity import is_junk_identifier
 
 
@@ -38,19 +37,7 @@ class _NotFast(Exception):
     """The item needs the pydantic models: they accept it differently or reject it with the right message."""
 
 
-def _text_fields(model: type[PageView]) -> dict[str, tuple[int, int, bool]]:
-    """``name -> (min length, max length, may be null)`` of each text field, from the model's JSON schema."""
-    limits = {}
-    for name, prop in model.model_json_schema()["properties"].items():
-        options = prop.get("anyOf", [prop])
-        texts = [o for o in options if o.get("type") == "string" and "const" not in o and "format" not in o]
-        nullable = any(o.get("type") == "null" for o in options)
-        if len(texts) == 1 and len(options) == 1 + nullable:
-            limits[name] = (texts[0].get("minLength", 0), texts[0].get("maxLength", sys.maxsize), nullable)
-    return limits
-
-
-TEXT_FIELDS = _text_fields(PageView)
+TEXT_FIELDS = text_limits(PageView)
 REQUIRED_TEXT = tuple(name for name in PageView.model_json_schema()["required"] if name in TEXT_FIELDS)
 # Field order of the records (orjson writes a dict in its order; the models write theirs in declaration order).
 PAGE_VIEW_FIELDS = tuple(PageView.model_fields)

@@ -6,6 +6,7 @@ told apart by its ``type`` field.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -62,6 +63,22 @@ def fields_from_url(parts: SplitResult, fields: Mapping[str, Any]) -> dict[str, 
     if fields.get("path") is None:
         updates["path"] = parts.path or "/"
     return updates
+
+
+def text_limits(model: type[BaseModel]) -> dict[str, tuple[int, int, bool]]:
+    """``name -> (min length, max length, may be null)`` of each text field of ``model``, from its JSON schema.
+
+    For the fast paths that check a model's rules without building it (``collector.fastpath``,
+    ``sinks.fastrows``): read from the model, the limits cannot drift from it.
+    """
+    limits = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        options = prop.get("anyOf", [prop])
+        texts = [o for o in options if o.get("type") == "string" and "const" not in o and "format" not in o]
+        nullable = any(o.get("type") == "null" for o in options)
+        if len(texts) == 1 and len(options) == 1 + nullable:
+            limits[name] = (texts[0].get("minLength", 0), texts[0].get("maxLength", sys.maxsize), nullable)
+    return limits
 
 
 ShortText = Annotated[str, Field(max_length=512)]

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from schemas.events import CLICK_ID_FIELDS, UTM_FIELDS, Envelope, LifecycleStage, PageView, fields_from_url
+from schemas.events import (CLICK_ID_FIELDS, UTM_FIELDS, Envelope, LifecycleStage, PageView, fields_from_url,
+                            text_limits)
 from schemas.identity import is_junk_identifier
 from schemas.outputs import AttributionModel, Conversion, Credit, IdentityLink, Lead, Touch
 
@@ -50,9 +51,11 @@ PAGE_VIEW_FIELDS = _fields(PageView)
 STAGES = frozenset(s.value for s in LifecycleStage)
 MODELS = frozenset(m.value for m in AttributionModel)
 _FILLED_FROM_URL = UTM_FIELDS + CLICK_ID_FIELDS
-# Optional page-view texts and their length limits (PageView's ShortText and friends).
-_OPTIONAL_TEXT = (("title", 512), ("referrer", 4096), ("user_agent", 512), ("screen", 32)) + tuple(
-    (name, 512) for name in _FILLED_FROM_URL)
+# PageView's text limits, ``name -> (min, max, may be null)``, read from the model's JSON schema.
+_PAGE_VIEW_TEXT = text_limits(PageView)
+# The optional page-view texts without rules of their own (session_id and path have theirs below).
+_OPTIONAL_TEXT = tuple((name, low, high) for name, (low, high, nullable) in _PAGE_VIEW_TEXT.items()
+                       if nullable and name not in ("session_id", "path"))
 
 # Decimal formats every value of which the models accept: Share (0..1, 9 places), Money (18 digits, 2 places).
 _SHARE = re.compile(r"(?:0(?:\.\d{1,9})?|1(?:\.0{1,9})?)")
@@ -178,9 +181,9 @@ def credit_row(d: dict) -> tuple:
 # -- source topics: page view envelopes (the bulk of the traffic); other event types take the model path ------
 
 
-def _text(value, max_length: int, min_length: int = 0) -> str:
+def _text(value, limits: tuple[int, int, bool]) -> str:
     """A stripped string within the length limits (the payload models strip whitespace before checking)."""
-    if type(value) is str and min_length <= len(value) <= max_length and value.strip() is value:
+    if type(value) is str and limits[0] <= len(value) <= limits[1] and value.strip() is value:
         return value
     raise NotCanonical
 
@@ -204,22 +207,23 @@ def page_view_rows(d: dict, topic: str, partition: int, offset: int) -> list[tup
     received_at = _time(d["received_at"])
     schema_version = _uint(d["schema_version"], 0, UINT16_MAX)
 
-    visitor_id = _text(event["visitor_id"], 128, 1)
+    visitor_id = _text(event["visitor_id"], _PAGE_VIEW_TEXT["visitor_id"])
     if is_junk_identifier(visitor_id):
         raise NotCanonical
     if event["session_id"] is not None:
-        _text(event["session_id"], 128, 1)
-    url = _text(event["url"], 4096, 1)
+        _text(event["session_id"], _PAGE_VIEW_TEXT["session_id"])
+    url = _text(event["url"], _PAGE_VIEW_TEXT["url"])
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise NotCanonical
     path = event["path"]
     if path is None:  # filled from the URL by the model
         raise NotCanonical
-    path = _text(path, 2048)
-    for name, max_length in _OPTIONAL_TEXT:
+    path = _text(path, _PAGE_VIEW_TEXT["path"])
+    for name, min_length, max_length in _OPTIONAL_TEXT:
         value = event[name]
-        if value is not None and (type(value) is not str or len(value) > max_length or value.strip() is not value):
+        if value is not None and (type(value) is not str or not min_length <= len(value) <= max_length
+                                  or value.strip() is not value):
             raise NotCanonical
     click_id = _click_id(event)
     # The model fills a missing UTM field or click id from the URL's query string. A canonical record was
