@@ -287,6 +287,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--no-wrk", action="store_true", help="drive the closed loop with the asyncio client")
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--only", choices=["single", "batch100"], help="run one mode (both by default)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -315,6 +316,8 @@ def main() -> None:
         server_pids = collector_pids + ([broker.pid] if broker is not None else [])
         runs: dict[tuple[str, str], list[tuple[float, float, float, float, int, float, float, float]]] = {}
         for label, events in (("single", 1), ("batch100", 100)):
+            if args.only and label != args.only:
+                continue
             payload = request_bytes(port, events)
             asyncio.run(closed_loop(port, payload, 8, 1.0, 10_000))  # warm-up
             for _ in range(args.repeat):
