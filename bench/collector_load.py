@@ -1,6 +1,7 @@
 """Load test of the collector publishing to the embedded broker, on loopback only, bounded in time and count.
 
     .venv/bin/python bench/collector_load.py [--workers 2] [--seconds 8] [--repeat 3] [--bootstrap HOST:PORT]
+                                             [--only single|batch100] [--fresh-broker]
 
 Starts (and stops, by PID) its own noida-db broker unless --bootstrap is given, and a collector
 (``closedloop collector``) on a free 127.0.0.1 port with a fresh topic prefix. Then, for single events and for
@@ -8,7 +9,10 @@ batches of 100: a closed loop at full concurrency (throughput; driven by ``wrk``
 far lighter than any Python one, else by the asyncio client below), and an open loop at half that rate from the
 asyncio client (latency measured from each request's scheduled send time, so a stall counts against the
 collector). Each phase runs ``--repeat`` times; the table shows the median and the range, and the CPU seconds
-the collector, the broker and the load generator used per 1,000 events. bench/collector.md records the figures.
+the collector, the broker and the load generator used per 1,000 events. With ``--fresh-broker`` every phase
+gets a new broker and collector: noida-db rewrites its whole log about once a second, so on a broker that already
+holds the earlier phases' events its stalls, not the collector, set the half-load tail. bench/collector.md records
+the figures.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -279,6 +283,52 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@dataclass
+class Servers:
+    """The broker (embedded unless --bootstrap) and the collector of one measurement, with their PIDs."""
+
+    broker: subprocess.Popen | None
+    collector: subprocess.Popen
+    port: int
+    data_dir: Path
+    collector_pids: list[int] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, args: argparse.Namespace, data_dir: Path) -> "Servers":
+        broker, bootstrap = (None, args.bootstrap) if args.bootstrap else start_broker(data_dir / "broker")
+        prefix = f"bench_{uuid.uuid4().hex[:8]}"
+        create_topics(bootstrap, prefix)
+        port = free_port()
+        env = {**os.environ, "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOSEDLOOP_TOPIC_PREFIX": prefix,
+               "CLOSEDLOOP_DATA_DIR": str(data_dir / "data")}
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "closedloop.cli", "collector", "--port", str(port), "--workers",
+             str(args.workers), "--log-level", "warning"],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers = cls(broker, collector, port, data_dir)
+        try:
+            wait_port(port, 30)
+            time.sleep(1.0)  # let every worker finish its startup (producer connected)
+        except BaseException:
+            servers.stop()
+            raise
+        servers.collector_pids = tree(collector.pid)
+        return servers
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far: (the collector's processes, the broker)."""
+        return cpu_seconds(self.collector_pids), cpu_seconds([self.broker.pid]) if self.broker else 0.0
+
+    def broker_megabytes(self) -> float:
+        files = (self.data_dir / "broker").rglob("*")
+        return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
+
+    def stop(self) -> None:
+        stop(self.collector)
+        if self.broker is not None:
+            stop(self.broker)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -288,6 +338,9 @@ def main() -> None:
     parser.add_argument("--no-wrk", action="store_true", help="drive the closed loop with the asyncio client")
     parser.add_argument("--bootstrap", default=None)
     parser.add_argument("--only", choices=["single", "batch100"], help="run one mode (both by default)")
+    parser.add_argument("--fresh-broker", action="store_true",
+                        help="run each half-load phase on a new broker and collector, so that the embedded "
+                             "broker's log (rewritten whole about once a second) holds only that phase's events")
     args = parser.parse_args()
     try:
         import uvloop
@@ -297,52 +350,57 @@ def main() -> None:
         pass
     use_wrk = shutil.which("wrk") is not None and not args.no_wrk
     tmp = Path(tempfile.mkdtemp(prefix="closedloop-collector-bench-"))
-    broker = None
-    bootstrap = args.bootstrap
-    if bootstrap is None:
-        broker, bootstrap = start_broker(tmp / "broker")
-    prefix = f"bench_{uuid.uuid4().hex[:8]}"
-    create_topics(bootstrap, prefix)
-    port = free_port()
-    env = {**os.environ, "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOSEDLOOP_TOPIC_PREFIX": prefix,
-           "CLOSEDLOOP_DATA_DIR": str(tmp / "data")}
-    collector = subprocess.Popen(
-        [sys.executable, "-m", "closedloop.cli", "collector", "--port", str(port), "--workers", str(args.workers),
-         "--log-level", "warning"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started: list[Servers] = []
+
+    def start_servers() -> Servers:
+        started.append(Servers.start(args, tmp / str(len(started))))
+        return started[-1]
+
+    def measure(servers: Servers, phase):  # -> (result, CPU seconds of collector, broker, client)
+        before = (*servers.cpu(), self_cpu())
+        result, client_cpu = phase()
+        after = servers.cpu()
+        return result, (after[0] - before[0], after[1] - before[1],
+                        self_cpu() - before[2] if client_cpu is None else client_cpu)
+
     try:
-        wait_port(port, 30)
-        time.sleep(1.0)  # let every worker finish its startup (producer connected)
-        collector_pids = tree(collector.pid)
-        server_pids = collector_pids + ([broker.pid] if broker is not None else [])
+        servers = start_servers()
         runs: dict[tuple[str, str], list[tuple[float, float, float, float, int, float, float, float]]] = {}
+        broker_mb: dict[str, list[float]] = {}
         for label, events in (("single", 1), ("batch100", 100)):
             if args.only and label != args.only:
                 continue
-            payload = request_bytes(port, events)
-            asyncio.run(closed_loop(port, payload, 8, 1.0, 10_000))  # warm-up
+            payload = request_bytes(servers.port, events)
+            asyncio.run(closed_loop(servers.port, payload, 8, 1.0, 10_000))  # warm-up
             for _ in range(args.repeat):
-                before = (cpu_seconds(collector_pids), cpu_seconds([broker.pid]) if broker else 0.0, self_cpu())
                 if use_wrk:
-                    peak, client_cpu = wrk_closed_loop(port, payload, args.concurrency, args.seconds, tmp)
+                    peak, used = measure(servers, lambda: wrk_closed_loop(
+                        servers.port, payload, args.concurrency, args.seconds, tmp))
                 else:
-                    peak = asyncio.run(closed_loop(port, payload, args.concurrency, args.seconds, 2_000_000))
-                    client_cpu = self_cpu() - before[2]
-                used = (cpu_seconds(collector_pids) - before[0],
-                        (cpu_seconds([broker.pid]) if broker else 0.0) - before[1], client_cpu)
+                    peak, used = measure(servers, lambda: (asyncio.run(closed_loop(
+                        servers.port, payload, args.concurrency, args.seconds, 2_000_000)), None))
                 req_rate = peak.requests / peak.seconds
                 per_k = [1000 * u / max(1, peak.requests * events) for u in used]
                 runs.setdefault((label, "max"), []).append(
                     (req_rate, req_rate * events, peak.pct(0.5), peak.pct(0.99), peak.errors, *per_k))
-                before = (cpu_seconds(collector_pids), cpu_seconds([broker.pid]) if broker else 0.0, self_cpu())
-                half = asyncio.run(open_loop(port, payload, req_rate / 2, args.seconds, args.concurrency))
-                used = (cpu_seconds(collector_pids) - before[0],
-                        (cpu_seconds([broker.pid]) if broker else 0.0) - before[1], self_cpu() - before[2])
+                if args.fresh_broker:
+                    servers.stop()
+                    servers = start_servers()
+                    payload = request_bytes(servers.port, events)
+                half, used = measure(servers, lambda: (asyncio.run(open_loop(
+                    servers.port, payload, req_rate / 2, args.seconds, args.concurrency)), None))
+                broker_mb.setdefault(label, []).append(servers.broker_megabytes())
                 per_k = [1000 * u / max(1, half.requests * events) for u in used]
                 runs.setdefault((label, "half"), []).append(
                     (half.requests / half.seconds, half.requests * events / half.seconds, half.pct(0.5),
                      half.pct(0.99), half.errors, *per_k))
+                if args.fresh_broker:  # the next max phase on yet another broker, like the first
+                    servers.stop()
+                    servers = start_servers()
+                    payload = request_bytes(servers.port, events)
         print(f"collector workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} "
-              f"repeat={args.repeat} cpus={os.cpu_count()} closed loop by {'wrk' if use_wrk else 'asyncio client'}; "
+              f"repeat={args.repeat} cpus={os.cpu_count()} closed loop by {'wrk' if use_wrk else 'asyncio client'}"
+              f"{'; a fresh broker for each phase' if args.fresh_broker else ''}; "
               f"load average {os.getloadavg()[0]:.2f}")
         print("median [min-max] of the runs; cpu = CPU seconds per 1,000 events (collector / broker / client)")
         print(f"{'mode':<9} {'load':<5} {'req/s':>22} {'events/s':>24} {'p50 ms':>20} {'p99 ms':>22} "
@@ -355,11 +413,14 @@ def main() -> None:
             cpu = " / ".join(f"{statistics.median(row[i] for row in rows):.2f}" for i in (5, 6, 7))
             print(f"{label:<9} {load:<5} {col(0, ',.0f'):>22} {col(1, ',.0f'):>24} {col(2, '.1f'):>20} "
                   f"{col(3, '.1f'):>22} {errors:>6}  {cpu}")
+        if not args.bootstrap:
+            for label, sizes in broker_mb.items():
+                print(f"{label}: the broker's data at the end of each half-load phase: "
+                      + ", ".join(f"{size:.0f} MB" for size in sizes))
     finally:
-        stop(collector)
-        if broker is not None:
-            stop(broker)
-        shutil.rmtree(tmp, ignore_errors=True)  # the broker's log, the spool, wrk's script
+        for servers in started:
+            servers.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the brokers' logs, the spools, wrk's script
 
 
 if __name__ == "__main__":

@@ -135,3 +135,19 @@ def test_an_unexpected_error_is_a_500_with_a_json_body(tmp_path: Path, lane: boo
         "message": "the collector failed on this request; nothing was accepted, retry later",
     }
     assert 'closedloop_collector_events_rejected_total{endpoint="/v1/events",reason="internal_error"} 1.0' in metrics
+
+
+def test_a_served_app_leaves_its_start_up_heap_out_of_garbage_collections(tmp_path: Path) -> None:
+    import gc
+
+    from collector.app import CollectorApp, create_served_app
+
+    assert gc.get_freeze_count() == 0
+    try:
+        app = create_served_app(collector_settings(tmp_path))
+        assert isinstance(app, CollectorApp) and app.events_lane is not None
+        # Everything alive at that point, the app's routes and the publisher included, is frozen.
+        assert gc.get_freeze_count() > 10_000
+        assert all(obj is not app for obj in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()

@@ -39,9 +39,9 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
     common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools", log_level=log_level,
                   proxy_headers=settings.trust_forwarded_headers, server_header=False, access_log=False)
     if settings.workers == 1:
-        from collector.app import create_app
+        from collector.app import create_served_app
 
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_served_app(settings), **common)
     else:
         # Workers are separate processes: each re-reads the same settings from the environment.
         for name, value in overrides.items():
