@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from collector.app import create_app
 from collector.settings import DEMO_WRITE_KEY
-from tests.collector_support import SERVER_KEY, collector_settings
+from collector_support import SERVER_KEY, collector_settings
 
 PAGE = {"type": "page_view", "visitor_id": "v-1", "url": "https://acme.test/?utm_source=linkedin"}
 IDENTIFY = {"type": "identify", "visitor_id": "v-1", "email": "ada@acme.test"}
