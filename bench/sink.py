@@ -134,7 +134,8 @@ def _sink_process(settings_json: str, stop) -> None:
         writer.close()
 
 
-def bench_sink_processes(settings: SinkSettings, count: int, processes: int, endpoint_pid: int) -> dict:
+def bench_sink_processes(settings: SinkSettings, count: int, processes: int, endpoint_pid: int,
+                         broker_pid: int) -> dict:
     """Like bench_sink with ``processes`` SinkWriter processes in one consumer group (they share the partitions).
 
     The clock stops when ClickHouse holds every row (each record of the mix is one row); a process commits its
@@ -145,7 +146,7 @@ def bench_sink_processes(settings: SinkSettings, count: int, processes: int, end
     client = connect(settings)
     sql = ("SELECT sum(rows) FROM system.parts WHERE database = currentDatabase() AND active "
            "AND table IN ('events', 'touches', 'credits', 'conversions')")
-    endpoint_before = cpu_seconds(endpoint_pid)
+    endpoint_before, broker_before = cpu_seconds(endpoint_pid), cpu_seconds(broker_pid)
     started = time.perf_counter()
     children = [context.Process(target=_sink_process, args=(settings.model_dump_json(), stop))
                 for _ in range(processes)]
@@ -155,6 +156,7 @@ def bench_sink_processes(settings: SinkSettings, count: int, processes: int, end
         _wait(lambda: int(client.query(sql).result_rows[0][0] or 0) >= count, 3600, "every row in ClickHouse")
         seconds = time.perf_counter() - started
         endpoint_cpu = cpu_seconds(endpoint_pid) - endpoint_before
+        broker_cpu = cpu_seconds(broker_pid) - broker_before
         sink_cpu = sum(cpu_seconds(child.pid) for child in children)
     finally:
         stop.set()
@@ -167,15 +169,16 @@ def bench_sink_processes(settings: SinkSettings, count: int, processes: int, end
             "rows_per_second": count / seconds,
             # read while the children still run: includes their start-up (imports, group join)
             "sink_cpu_s_per_1000": round(sink_cpu * 1000 / count, 4),
-            "endpoint_cpu_s_per_1000": round(endpoint_cpu * 1000 / count, 4)}
+            "endpoint_cpu_s_per_1000": round(endpoint_cpu * 1000 / count, 4),
+            "broker_cpu_s_per_1000": round(broker_cpu * 1000 / count, 4)}
 
 
-def bench_sink(settings: SinkSettings, count: int, endpoint_pid: int) -> dict:
+def bench_sink(settings: SinkSettings, count: int, endpoint_pid: int, broker_pid: int) -> dict:
     """Run a SinkWriter of a fresh consumer group until all ``count`` records are written; rows/s and CPU."""
     writer = SinkWriter(settings)
     tune_gc_for_throughput()  # as `closedloop sink` does
     thread = threading.Thread(target=writer.run, daemon=True)
-    cpu_before, endpoint_before = time.process_time(), cpu_seconds(endpoint_pid)
+    cpu_before, endpoint_before, broker_before = time.process_time(), cpu_seconds(endpoint_pid), cpu_seconds(broker_pid)
     started = time.perf_counter()
     thread.start()
     _wait(lambda: writer.metrics.records > 0, 120, "the first record", poll=0.01)
@@ -185,6 +188,7 @@ def bench_sink(settings: SinkSettings, count: int, endpoint_pid: int) -> dict:
           poll=0.01)
     seconds = time.perf_counter() - started
     sink_cpu, endpoint_cpu = time.process_time() - cpu_before, cpu_seconds(endpoint_pid) - endpoint_before
+    broker_cpu = cpu_seconds(broker_pid) - broker_before
     writer.stop()
     thread.join(timeout=120)
     writer.close()
@@ -192,6 +196,7 @@ def bench_sink(settings: SinkSettings, count: int, endpoint_pid: int) -> dict:
     return {"records": count, "rows": writer.metrics.total_rows, "seconds": round(seconds, 2),
             "sink_cpu_s_per_1000": round(sink_cpu * per_1000, 4),
             "endpoint_cpu_s_per_1000": round(endpoint_cpu * per_1000, 4),
+            "broker_cpu_s_per_1000": round(broker_cpu * per_1000, 4),
             "rows_per_second": writer.metrics.total_rows / seconds, "first_record_after": round(first_record, 2),
             "after_first_record": round(writer.metrics.total_rows / (seconds - first_record)), "batches": writer.metrics.batches,
             "dead_letters": writer.metrics.dead_letters}
@@ -369,9 +374,10 @@ def main() -> None:
                 for run in range(args.sink_runs):
                     _truncate(settings)  # each run writes into empty tables, as the first did
                     run_settings = settings.model_copy(update={"sink_consumer_group": f"bench-sink-{run}"})
-                    sink = (bench_sink(run_settings, len(records), clickhouse.pid) if args.sink_processes == 1
+                    sink = (bench_sink(run_settings, len(records), clickhouse.pid, broker.pid)
+                            if args.sink_processes == 1
                             else bench_sink_processes(run_settings, len(records), args.sink_processes,
-                                                      clickhouse.pid))
+                                                      clickhouse.pid, broker.pid))
                     rates.append(sink["rows_per_second"])
                     print(f"  run {run + 1}: {sink}", flush=True)
                 print(f"  median: {statistics.median(rates):,.0f} rows/s of {[round(r) for r in rates]}", flush=True)
