@@ -65,10 +65,11 @@ class RecordPublisher(Protocol):
 class CollectorApp(Starlette):
     """The collector's Starlette app, with ``POST /v1/events`` answered before the middleware stack.
 
-    That endpoint carries nearly all of the traffic, and Starlette's stack around it (the error middleware,
-    CORS, the exception middleware, the router, the request/response wrappers) cost about 40 of the 115 us an
-    accepted single event took in process (bench/collector.md, session 8). ``events_lane`` gives the endpoint the
-    same answers without them: see ``create_app``. Every other request, a preflight to /v1/events included, and
+    That endpoint carries nearly all of the traffic, and Starlette's stack around it (the error middleware, the
+    CORS middleware, the exception middleware, the router, the request/response wrappers) cost about 20-25 of the
+    90 us an accepted single event took in process, and a quarter of single-event throughput under load
+    (bench/collector.md, session 8). ``events_lane`` gives the endpoint the same answers without them (CORS
+    headers included): see ``create_app``. Every other request, a preflight to /v1/events included, and
     the lifespan, go through Starlette as before.
     """
 
