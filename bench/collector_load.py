@@ -363,6 +363,19 @@ def main() -> None:
         return result, (after[0] - before[0], after[1] - before[1],
                         self_cpu() - before[2] if client_cpu is None else client_cpu)
 
+    def row(result: Result, used: tuple[float, float, float], events: int) -> tuple:
+        """(req/s, events/s, p50, p99, errors, CPU s per 1,000 events of collector, broker, client)."""
+        rate = result.requests / result.seconds
+        return (rate, rate * events, result.pct(0.5), result.pct(0.99), result.errors,
+                *(1000 * u / max(1, result.requests * events) for u in used))
+
+    def next_phase(servers: Servers, events: int) -> tuple[Servers, bytes]:
+        """The servers and request bytes of the next phase: with --fresh-broker, a new broker and collector."""
+        if args.fresh_broker:
+            servers.stop()
+            servers = start_servers()
+        return servers, request_bytes(servers.port, events)
+
     try:
         servers = start_servers()
         runs: dict[tuple[str, str], list[tuple[float, float, float, float, int, float, float, float]]] = {}
@@ -379,25 +392,14 @@ def main() -> None:
                 else:
                     peak, used = measure(servers, lambda: (asyncio.run(closed_loop(
                         servers.port, payload, args.concurrency, args.seconds, 2_000_000)), None))
+                runs.setdefault((label, "max"), []).append(row(peak, used, events))
                 req_rate = peak.requests / peak.seconds
-                per_k = [1000 * u / max(1, peak.requests * events) for u in used]
-                runs.setdefault((label, "max"), []).append(
-                    (req_rate, req_rate * events, peak.pct(0.5), peak.pct(0.99), peak.errors, *per_k))
-                if args.fresh_broker:
-                    servers.stop()
-                    servers = start_servers()
-                    payload = request_bytes(servers.port, events)
+                servers, payload = next_phase(servers, events)
                 half, used = measure(servers, lambda: (asyncio.run(open_loop(
                     servers.port, payload, req_rate / 2, args.seconds, args.concurrency)), None))
                 broker_mb.setdefault(label, []).append(servers.broker_megabytes())
-                per_k = [1000 * u / max(1, half.requests * events) for u in used]
-                runs.setdefault((label, "half"), []).append(
-                    (half.requests / half.seconds, half.requests * events / half.seconds, half.pct(0.5),
-                     half.pct(0.99), half.errors, *per_k))
-                if args.fresh_broker:  # the next max phase on yet another broker, like the first
-                    servers.stop()
-                    servers = start_servers()
-                    payload = request_bytes(servers.port, events)
+                runs.setdefault((label, "half"), []).append(row(half, used, events))
+                servers, payload = next_phase(servers, events)  # the next max phase: a fresh broker, like the first
         print(f"collector workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} "
               f"repeat={args.repeat} cpus={os.cpu_count()} closed loop by {'wrk' if use_wrk else 'asyncio client'}"
               f"{'; a fresh broker for each phase' if args.fresh_broker else ''}; "

@@ -178,7 +178,7 @@ def create_app(
             topics=topics,
         )
         if batch.rejected:
-            metrics.rejected.labels("/v1/events", "invalid_event").inc(len(batch.rejected))
+            metrics.rejected.labels(EVENTS_PATH, "invalid_event").inc(len(batch.rejected))
         if not batch.accepted:
             return JSONResponse(
                 {
@@ -191,7 +191,7 @@ def create_app(
             )
         await publish([event.record for event in batch.accepted])
         for event_type, count in Counter(event.type for event in batch.accepted).items():
-            metrics.accepted.labels("/v1/events", event_type).inc(count)
+            metrics.accepted.labels(EVENTS_PATH, event_type).inc(count)
         return JSONResponse(
             {
                 "accepted": len(batch.accepted),
