@@ -9,6 +9,12 @@ One batch is inserted by a background thread while the next one is read and conv
 for ClickHouse, which releases the GIL); at most one batch is in flight, and a batch's offsets are committed, in
 order, only once its insert has finished.
 
+While records keep coming, the offsets of written batches are committed at most every
+``sink_commit_interval_seconds``, as Kafka Connect's ``offset.flush.interval.ms`` and Vector's
+``commit_interval_ms`` do: a commit is a blocking round trip, and the embedded broker rewrites its log after each
+(bench/sink.md, session 9). Once the sink has caught up (an empty poll, nothing pending or in flight), and on a
+flush or stop, it commits at once. A crash replays at most the interval's records, onto the same ids.
+
 ClickHouse unreachable (a connection error): the same batch is retried with exponential back-off, forever, and
 nothing is committed. ClickHouse rejecting rows (a data error): the batch is split in halves until the rows that
 do not fit are found; they go to the dead-letter topic like records that fail validation.
@@ -124,6 +130,10 @@ class SinkWriter:
         self._dead: list[DeadLetter] = []
         self._offsets: dict[TopicPartition, OffsetAndMetadata] = {}  # next offset per partition read so far
         self._pending_records = 0
+        # Offsets of batches already in ClickHouse, not committed yet (see sink_commit_interval_seconds).
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._uncommitted_records = 0
+        self._last_commit = time.monotonic()
         # The batch being inserted by the insert thread, and its future (result: None, or the exception).
         self._inflight: tuple[_Batch, Future] | None = None
         self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-insert")
@@ -189,9 +199,12 @@ class SinkWriter:
                 if self._due():
                     self._seal_and_insert()
                 elif self._empty_polls:
+                    if self._pending_records == 0 and self._inflight is None:
+                        self._commit()  # caught up: nothing to wait for
                     self._stop.wait(self._idle_wait())
             self.flush()
         except SinkStopped:
+            self._commit()  # the batches written before the one that could not be
             log.warning("sink stopped with an unwritten batch; it will be read again on the next start")
         return self.metrics
 
@@ -263,9 +276,10 @@ class SinkWriter:
         letters, then commit: on return everything read so far is in ClickHouse and committed."""
         self._seal_and_insert()
         self._finish_inflight()
+        self._commit()
 
     def _seal_and_insert(self) -> None:
-        """Hand the pending batch to the insert thread, once the batch before it is finished and committed."""
+        """Hand the pending batch to the insert thread, once the batch before it is finished (at most one in flight)."""
         if self._pending_records == 0:
             return
         self._finish_inflight()  # at most one batch in flight, and commits stay in order
@@ -276,24 +290,20 @@ class SinkWriter:
         self._inflight = (batch, self._inserter.submit(self._write, batch.rows, batch.sources, batch.dead))
 
     def _finish_inflight(self) -> None:
-        """Wait for the batch in flight; then publish its dead letters and commit its offsets."""
+        """Wait for the batch in flight; then publish its dead letters and commit its offsets (or, within
+        sink_commit_interval_seconds of the last commit, keep them for the next one)."""
         if self._inflight is None:
             return
         batch, future = self._inflight
         self._inflight = None
         future.result()  # re-raises SinkStopped (stop during an outage) or an unexpected error: nothing committed
         self._publish_dead_letters(batch.dead)
-        assigned = self._consumer.assignment()
-        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in assigned}
-        try:
-            if offsets:
-                self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced while we were writing: the rows are in ClickHouse, the records will be
-            # delivered again and collapse onto the same ids.
-            log.warning("offset commit failed after a rebalance; records will be replayed: %s", exc)
+        self._uncommitted.update(batch.offsets)  # offsets only grow: a later batch's replace an earlier one's
+        self._uncommitted_records += batch.records
         self.metrics.batches += 1
         self.metrics.last_flush_seconds = time.monotonic() - batch.sealed_at
+        if time.monotonic() - self._last_commit >= self.settings.sink_commit_interval_seconds:
+            self._commit()
         self.metrics.lag = self._lag()
         log.info(
             "batch written",
@@ -370,10 +380,28 @@ class SinkWriter:
         self.metrics.dead_letters += len(letters)
         log.warning("dead-lettered %d records", len(letters))
 
+    def _commit(self) -> None:
+        """Commit the offsets of every batch already in ClickHouse (partitions still assigned to us only)."""
+        if not self._uncommitted:
+            return
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+        self._uncommitted, self._uncommitted_records = {}, 0
+        self._last_commit = time.monotonic()
+        try:
+            if offsets:
+                self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced while we were writing: the rows are in ClickHouse, the records will be
+            # delivered again and collapse onto the same ids.
+            log.warning("offset commit failed after a rebalance; records will be replayed: %s", exc)
+        self.metrics.lag = self._lag()
+
     def _lag(self) -> int:
-        """Records not committed yet: those read (the pending batch and the one in flight), plus those behind the
-        end of the assigned partitions as of the last fetch."""
-        lag = self._pending_records + (self._inflight[0].records if self._inflight is not None else 0)
+        """Records not committed yet: those read (the pending batch, the one in flight, those written but not
+        committed), plus those behind the end of the assigned partitions as of the last fetch."""
+        lag = self._pending_records + self._uncommitted_records
+        lag += self._inflight[0].records if self._inflight is not None else 0
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             if high is not None:

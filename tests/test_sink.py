@@ -79,6 +79,15 @@ def _query(settings: SinkSettings, sql: str) -> list[tuple]:
         client.close()
 
 
+def _committed(settings: SinkSettings, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=settings.sink_consumer_group,
+                             enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(settings.partitions))
+    finally:
+        consumer.close()
+
+
 def _one_of_each(settings: SinkSettings) -> list[tuple[str, str | None, bytes | None]]:
     topics = settings.topics
 
@@ -249,14 +258,61 @@ def test_clickhouse_outage_loses_nothing(kafka_servers, tmp_path):  # noqa: F811
         assert _query(settings, "SELECT min(touch_id), max(toUInt32(substring(touch_id, 2))) FROM touches") == [
             ("t0", 499)]
         # Offsets were committed only up to what is in ClickHouse: all of it now.
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=settings.sink_consumer_group,
-                                 enable_auto_commit=False)
-        partitions = [TopicPartition(settings.topics.touches, p) for p in range(settings.partitions)]
-        committed = sum(consumer.committed(tp) or 0 for tp in partitions)
-        consumer.close()
-        assert committed == 500
+        assert _committed(settings, settings.topics.touches) == 500
     finally:
         server.stop()
+
+
+def _read_and_write(writer: SinkWriter, records: int) -> None:
+    """What run() does, one step at a time: poll until ``records`` more are read, seal, wait for the insert."""
+    target = writer.metrics.records + records
+    wait_for(lambda: writer.poll_once(200) >= 0 and writer.metrics.records >= target, 30, f"{records} records read")
+    assert writer.metrics.records == target
+    writer._seal_and_insert()
+    writer._finish_inflight()
+
+
+def test_offsets_wait_for_the_commit_interval_under_load_and_a_caught_up_sink_commits(kafka_servers, ch_url):  # noqa: F811
+    """While batches keep coming, offsets wait for sink_commit_interval_seconds (rows never wait); a crash then
+    replays the written records onto the same ids. A sink that has caught up commits at once, as does a flush."""
+    settings = _settings(kafka_servers, ch_url, sink_batch_rows=10, sink_commit_interval_seconds=300)
+    topic, touch_count = settings.topics.touches, "SELECT count() FROM touches FINAL"
+
+    def touches(start: int, count: int) -> list:
+        return [(topic, f"v{i}", _direct_touch(i, T0)) for i in range(start, start + count)]
+
+    writer = SinkWriter(settings)
+    try:
+        _publish(settings, touches(0, 30))
+        _read_and_write(writer, 30)
+        assert _query(settings, touch_count) == [(30,)]
+        assert _committed(settings, topic) == 0 and writer.metrics.lag == 30  # written, not committed yet
+        _publish(settings, touches(30, 12))
+        _read_and_write(writer, 12)
+        assert _query(settings, touch_count) == [(42,)]
+        assert _committed(settings, topic) == 0 and writer.metrics.lag == 42
+    finally:
+        writer.close()  # as a crash would: nothing committed
+
+    with Running(settings) as writer:  # a restart replays the 42 records, then has caught up and commits
+        wait_for(lambda: _committed(settings, topic) == 42, 30, "the caught-up sink to commit")
+        assert writer.metrics.records == 42 and writer.metrics.lag == 0
+    assert _query(settings, "SELECT count(), uniqExact(touch_id) FROM touches FINAL") == [(42, 42)]
+
+    settings = _settings(kafka_servers, ch_url, sink_batch_rows=10, sink_commit_interval_seconds=0)
+    topic = settings.topics.touches
+    writer = SinkWriter(settings)
+    try:
+        _publish(settings, touches(0, 15))
+        _read_and_write(writer, 15)
+        assert _committed(settings, topic) == 15  # interval 0: every batch commits
+        _publish(settings, touches(15, 5))
+        wait_for(lambda: writer.poll_once(200) >= 0 and writer.metrics.records == 20, 30, "5 more records read")
+        assert _committed(settings, topic) == 15
+        writer.flush()
+        assert _committed(settings, topic) == 20 and writer.metrics.lag == 0
+    finally:
+        writer.close()
 
 
 def test_read_committed_skips_aborted_transactions(kafka_servers, ch_url):  # noqa: F811
