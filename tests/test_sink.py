@@ -272,7 +272,7 @@ def _read_and_write(writer: SinkWriter, records: int) -> None:
     writer._finish_inflight()
 
 
-def test_offsets_wait_for_the_commit_interval_under_load_and_a_caught_up_sink_commits(kafka_servers, ch_url):  # noqa: F811
+def test_offsets_wait_for_the_interval_under_load_and_commit_once_caught_up(kafka_servers, ch_url):  # noqa: F811
     """While batches keep coming, offsets wait for sink_commit_interval_seconds (rows never wait); a crash then
     replays the written records onto the same ids. A sink that has caught up commits at once, as does a flush."""
     settings = _settings(kafka_servers, ch_url, sink_batch_rows=10, sink_commit_interval_seconds=300)
