@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import orjson
 
-from schemas.events import (CLICK_ID_FIELDS, UTM_FIELDS, Envelope, LifecycleStage, PageView, fields_from_url,
-                            text_limits)
+from schemas.events import (CLICK_ID_FIELDS, UTM_FIELDS, Envelope, LifecycleStage, PageView, absolute_http_url,
+                            fields_from_url, text_limits)
 from schemas.identity import is_junk_identifier
 from schemas.outputs import AttributionModel, Conversion, Credit, IdentityLink, Lead, Touch
 
@@ -213,9 +212,7 @@ def page_view_rows(d: dict, topic: str, partition: int, offset: int) -> list[tup
     if event["session_id"] is not None:
         _text(event["session_id"], _PAGE_VIEW_TEXT["session_id"])
     url = _text(event["url"], _PAGE_VIEW_TEXT["url"])
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise NotCanonical
+    parts = absolute_http_url(url)  # the model's url rule; its ValueError sends the record to the model
     path = event["path"]
     if path is None:  # filled from the URL by the model
         raise NotCanonical
