@@ -282,13 +282,14 @@ def rows_for(kind: RecordKind, value: bytes | None, where: Provenance, key: str 
             return Erasure(key)
         raise RecordError(f"empty record (no value) on {where.topic}: only the leads topic takes tombstones")
     try:
+        if kind is RecordKind.SOURCE:
+            return fastrows.page_view_rows(value, where.topic, where.partition, where.offset)
         data = orjson.loads(value)
         if type(data) is dict:
-            if kind is RecordKind.SOURCE:
-                return fastrows.page_view_rows(data, where.topic, where.partition, where.offset)
             table, fast_row = _FAST[kind]
             return [(table, fast_row(data))]
-    except (fastrows.NotCanonical, orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError):
+    except (fastrows.NotCanonical, fastrows.DecodeError, orjson.JSONDecodeError, ValueError, KeyError, TypeError,
+            AttributeError):
         pass  # not canonical: the model decides below
     return model_rows(kind, value, where)
 
