@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pydantic import ValidationError
 
+from page_view_strategies import EDGES, mostly, page_views, times, values
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
 from sinks import fastrows
-from page_view_strategies import EDGES, mostly, page_views, times, values
 from sinks.rows import (TABLES, Erasure, Provenance, RecordError, RecordKind, encode, insert_columns, model_rows,
                         rows_for, topic_kinds)
 
