@@ -69,12 +69,13 @@ def text_limits(model: type[BaseModel]) -> dict[str, tuple[int, int, bool]]:
     """``name -> (min length, max length, may be null)`` of each text field of ``model``, from its JSON schema.
 
     For the fast paths that check a model's rules without building it (``collector.fastpath``,
-    ``sinks.fastrows``): read from the model, the limits cannot drift from it.
+    ``sinks.fastrows``): read from the model, the limits cannot drift from it. A field whose text has any other
+    rule (a format such as date-time, a pattern, a constant) is not listed: lengths alone would not check it.
     """
     limits = {}
     for name, prop in model.model_json_schema()["properties"].items():
         options = prop.get("anyOf", [prop])
-        texts = [o for o in options if o.get("type") == "string" and "const" not in o and "format" not in o]
+        texts = [o for o in options if o.get("type") == "string" and not {"const", "format", "pattern"} & o.keys()]
         nullable = any(o.get("type") == "null" for o in options)
         if len(texts) == 1 and len(options) == 1 + nullable:
             limits[name] = (texts[0].get("minLength", 0), texts[0].get("maxLength", sys.maxsize), nullable)

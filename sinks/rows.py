@@ -284,12 +284,9 @@ def rows_for(kind: RecordKind, value: bytes | None, where: Provenance, key: str 
     try:
         if kind is RecordKind.SOURCE:
             return fastrows.page_view_rows(value, where.topic, where.partition, where.offset)
-        data = orjson.loads(value)
-        if type(data) is dict:
-            table, fast_row = _FAST[kind]
-            return [(table, fast_row(data))]
-    except (fastrows.NotCanonical, fastrows.DecodeError, orjson.JSONDecodeError, ValueError, KeyError, TypeError,
-            AttributeError):
+        table, fast_row = _FAST[kind]
+        return [(table, fast_row(value))]
+    except (fastrows.NotCanonical, fastrows.DecodeError, ValueError):
         pass  # not canonical: the model decides below
     return model_rows(kind, value, where)
 

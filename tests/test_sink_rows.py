@@ -158,9 +158,10 @@ def _fast_and_model(kind: RecordKind, value: bytes) -> tuple:
 
 
 def _reversed(value: bytes) -> bytes:
-    """The envelope with its fields, and its event's, in reverse order."""
+    """The record with its fields (and an envelope's event its fields) in reverse order."""
     data = orjson.loads(value)
-    data["event"] = dict(reversed(data["event"].items()))
+    if type(data.get("event")) is dict:
+        data["event"] = dict(reversed(data["event"].items()))
     return orjson.dumps(dict(reversed(data.items())))
 
 
@@ -188,6 +189,7 @@ def _canonical_records() -> list[tuple[RecordKind, bytes]]:
                                       )),
         (RecordKind.TOUCH, serde.dumps(touch)),
         (RecordKind.TOUCH, serde.dumps(touch.model_copy(update={"lead_id": None}))),
+        (RecordKind.TOUCH, _reversed(serde.dumps(touch))),
         (RecordKind.CREDIT, serde.dumps(credit)),
         (RecordKind.CREDIT, serde.dumps(credit.model_copy(update={"touch_at": None, "currency": None,
                                                                    "credit": Decimal("1"), "revenue": Decimal("0")}))),
@@ -203,7 +205,7 @@ def _canonical_records() -> list[tuple[RecordKind, bytes]]:
 @pytest.mark.parametrize("kind, value", _canonical_records())
 def test_canonical_records_take_the_fast_path_with_the_model_paths_rows(kind, value):
     fast = (fastrows.page_view_rows(value, *WHERE) if kind is RecordKind.SOURCE
-            else [(None, _FAST_ROW[kind](orjson.loads(value)))])
+            else [(None, _FAST_ROW[kind](value))])
     fast_rows, model = _fast_and_model(kind, value)
     assert fast_rows == model
     assert [encode([row]) for _, row in fast] == [row for _, row in model]
@@ -345,3 +347,36 @@ def test_any_page_view_record_gets_the_models_rows_or_is_left_to_the_model(value
     except (fastrows.NotCanonical, fastrows.DecodeError, ValueError):
         return  # left to the model
     assert _sent(fast) == _sent(model_rows(RecordKind.SOURCE, value, WHERE))  # raises RecordError if it rejects
+
+
+_ODD = [None, 0, -1, 1.0, True, 2**32 - 1, 2**32, 2**64 - 1, "", " x ", "x", "0.5", "1E+2", "1.0000000000",
+        "12.345", "-0", "EUR", "eur", "first_touch", "customer", "2024-03-01T12:00:00.000000Z", "2024-03-01 12:00:00Z",
+        "2024-03-01T12:00:00+01:00", "2024-02-30T00:00:00Z", [], {}]
+
+
+def _output_variants():
+    """Every canonical output record with each field (and one extra) replaced by each odd value or dropped, in
+    the model's field order and reversed."""
+    for kind, value in _canonical_records():
+        if kind is RecordKind.SOURCE:
+            continue
+        data = orjson.loads(value)
+        for name in [*data, "extra"]:
+            for new in [*_ODD, _DROP]:
+                variant = {k: v for k, v in data.items() if not (k == name and new is _DROP)}
+                if new is not _DROP:
+                    variant[name] = new
+                yield kind, orjson.dumps(variant)
+                yield kind, _reversed(orjson.dumps(variant))
+
+
+def test_any_output_record_gets_the_models_rows_or_is_left_to_the_model():
+    taken = 0
+    for kind, value in _output_variants():
+        try:
+            fast = _FAST_ROW[kind](value)
+        except (fastrows.NotCanonical, fastrows.DecodeError, ValueError):
+            continue  # left to the model
+        assert _sent([(None, fast)]) == [(None, row) for _, row in _sent(model_rows(kind, value, WHERE))], value
+        taken += 1
+    assert taken > 1000  # the variants the fast path takes (same type, other value) are compared too
