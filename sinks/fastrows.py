@@ -207,8 +207,8 @@ def _page_view_decoder() -> msgspec.json.Decoder:
 
 
 _PAGE_VIEW_DECODER = _page_view_decoder()
-# Positions in msgspec.structs.astuple(event) of the fields read by position below.
-_CLICK_IDS_AT = tuple(PAGE_VIEW_FIELDS.index(name) for name in CLICK_ID_FIELDS)
+# (name, position in msgspec.structs.astuple(event)) of the fields read by position below.
+_CLICK_IDS_AT = tuple((name, PAGE_VIEW_FIELDS.index(name)) for name in CLICK_ID_FIELDS)
 _FILLED_FROM_URL_AT = tuple((name, PAGE_VIEW_FIELDS.index(name)) for name in _FILLED_FROM_URL)
 DecodeError = msgspec.DecodeError  # what the decoder raises for a record it does not take (ValidationError too)
 
@@ -240,7 +240,7 @@ def page_view_rows(value: bytes, topic: str, partition: int, offset: int) -> lis
             if values[i] is None and name in query:
                 raise NotCanonical
     click_id = ""
-    for name, i in zip(CLICK_ID_FIELDS, _CLICK_IDS_AT):  # rows.event_rows' rule: the first click id present
+    for name, i in _CLICK_IDS_AT:  # rows.event_rows' rule: the first click id present
         if values[i]:
             click_id = name
             break
