@@ -366,7 +366,7 @@ def main() -> None:
                                                           kafka_port), stdout=log, stderr=subprocess.STDOUT,
                                               start_new_session=True)
                 _wait(lambda: metadata_ok(settings.kafka_servers)[0], 30, "the broker")
-                create_topics(settings.kafka_servers, settings.topics.specs(), settings.partitions)
+                create_topics(settings, settings.topics.specs())
                 print(f"sink: {args.sink_records} records through Kafka ...", flush=True)
                 records = sink_records(settings, args.sink_records)
                 print(f"  published in {publish(settings, records):.1f} s", flush=True)

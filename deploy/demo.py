@@ -60,12 +60,18 @@ def pipeline_environment(settings: PipelineSettings, ports: PipelinePorts, extra
         "CLOSEDLOOP_CLICKHOUSE_URL": settings.clickhouse,
         "CLOSEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
         "CLOSEDLOOP_PARTITIONS": str(settings.partitions),
-        "CLOSEDLOOP_REPLICATION_FACTOR": str(settings.replication_factor),
+        # the topic settings too: a worker reconciles the topics' configs to its own settings at start
+        "CLOSEDLOOP_RETENTION_HOURS": str(settings.retention_hours),
+        "CLOSEDLOOP_RETENTION_MB_PER_PARTITION": str(settings.retention_mb_per_partition),
+        "CLOSEDLOOP_DEAD_LETTER_RETENTION_HOURS": str(settings.dead_letter_retention_hours),
+        "CLOSEDLOOP_COMPACTION_SEGMENT_HOURS": str(settings.compaction_segment_hours),
         "CLOSEDLOOP_HOST": "127.0.0.1",
         "CLOSEDLOOP_PORT": str(ports.collector),
         "PYTHONUNBUFFERED": "1",
         **demo_collector_environment(),
     })
+    if settings.replication_factor is not None:
+        env["CLOSEDLOOP_REPLICATION_FACTOR"] = str(settings.replication_factor)
     env.update(extra)
     return env
 
@@ -399,13 +405,17 @@ def wait_group_active(bootstrap_servers: str, group: str, timeout: float = 90.0,
                       alive: Callable[[], None] = lambda: None) -> float:
     """Wait until a consumer group has members and a stable assignment (a worker has started); returns seconds."""
     from kafka import KafkaAdminClient
+    from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="closedloop-demo-groups")
     started = time.monotonic()
     try:
         def active() -> bool:
             alive()
-            description = admin.describe_groups([group]).get(group) or {}
+            try:
+                description = admin.describe_groups([group]).get(group) or {}
+            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+                return False  # a new broker creates its offsets topic at the first group's request
             return description.get("group_state") == "Stable" and bool(description.get("members"))
 
         wait_until(active, timeout, f"consumer group {group} to be active", interval=0.3)

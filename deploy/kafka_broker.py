@@ -1,102 +1,353 @@
-"""The embedded Kafka-protocol broker: noida-db from its wheel, one process per data directory.
+"""The embedded broker: Apache Kafka itself, in KRaft combined mode (each node a broker and a controller), on
+127.0.0.1, one node or a three-node cluster.
 
-``noida-db start --data-dir DIR --only kafka --kafka-port PORT`` runs in the foreground; it keeps the log in memory,
-saves it to ``DIR/kafka.json`` every few seconds and on SIGTERM/SIGINT, and reads it back at start. We run the
-binary itself rather than the ``noida-db`` console script, because the script is a Python wrapper around a child
-process: the PID we record must be the broker's, so that stopping it by PID lets it save its data.
+Kafka's jars come from Maven Central through ``deploy/kafka/pom.xml`` into a versioned cache outside the data
+directory (``~/.cache/closedloop/kafka-<version>/lib``), fetched once and shared by every data directory and test
+session. Each node has its own folder under the data directory's ``kafka/``::
+
+    kafka/cluster.json         the cluster id, the node count and the Kafka version it was formatted with
+    kafka/node-<id>/server.properties, log4j2.properties
+    kafka/node-<id>/data/      the node's log directory (formatted once with kafka.tools.StorageTool)
+
+Node ``k`` (0-based) listens for clients on ``embedded_kafka_port + 2k`` and for the controller quorum on the port
+after it, so one setting places the whole cluster. The quorum's voters are static (``controller.quorum.voters``):
+a node may come back on other ports and still find its quorum.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.processes import StackError
+from deploy.settings import EMBEDDED_HOST, StackSettings
 
-BINARY_HINT = "Install it with `pip install noida-db` (it is a dependency of closedloop), or set CLOSEDLOOP_NOIDA_DB_BINARY."
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+MIN_JAVA = 17
+JAVA_HINT = ("Install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless), or point "
+             "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS at an existing Kafka instead.")
+MAVEN_HINT = ("Install Apache Maven (Debian: apt-get install maven) so that the first start can fetch Kafka's jars "
+              "from Maven Central, or point CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS at an existing Kafka instead.")
 
 
-def find_binary(configured: str | None) -> Path:
-    """The noida-db broker executable: the configured path, else the binary inside the noida-db wheel, else
-    ``noida-db`` on PATH. Raises StackError saying how to install it when none exists."""
-    if configured:
-        path = Path(configured).expanduser()
-        if not path.is_file():
-            found = shutil.which(configured)
-            if found is None:
-                raise StackError(f"The broker binary {configured} (CLOSEDLOOP_NOIDA_DB_BINARY) does not exist. "
-                                 f"{BINARY_HINT}")
-            path = Path(found)
-        return _executable(path)
+@dataclass(frozen=True)
+class KafkaNode:
+    """One node of the embedded cluster: its id, ports and files."""
+
+    node_id: int
+    client_port: int
+    controller_port: int
+    root: Path  # kafka/node-<id>
+
+    @property
+    def properties(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def log_config(self) -> Path:
+        return self.root / "log4j2.properties"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{EMBEDDED_HOST}:{self.client_port}"
+
+
+def nodes(settings: StackSettings) -> list[KafkaNode]:
+    base = settings.embedded_kafka_port
+    return [KafkaNode(node_id=k + 1, client_port=base + 2 * k, controller_port=base + 2 * k + 1,
+                      root=settings.kafka_dir / f"node-{k + 1}")
+            for k in range(settings.kafka_nodes)]
+
+
+def node_markers(node: KafkaNode) -> tuple[str, ...]:
+    """What /proc/PID/cmdline must contain for a PID to be this node's broker."""
+    return ("kafka.Kafka", str(node.properties))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Java and the jars
+
+
+def java_binary() -> str:
+    """The ``java`` to run Kafka with (``$JAVA_HOME/bin/java``, else the one on PATH), checked to be 17 or newer."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").is_file() else shutil.which("java")
+    if java is None:
+        raise StackError(f"Apache Kafka needs Java, and no `java` was found. {JAVA_HINT}")
     try:
-        from importlib.resources import files
-
-        shipped = Path(str(files("noida_db").joinpath("noida-db")))
-        if shipped.is_file():
-            return _executable(shipped)
-    except ModuleNotFoundError:
-        pass
-    found = shutil.which("noida-db")
-    if found is None:
-        raise StackError(f"The Kafka broker binary noida-db was not found. {BINARY_HINT}")
-    return Path(found)
+        shown = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise StackError(f"Cannot run {java} -version ({error}). {JAVA_HINT}") from None
+    major = java_major(shown)
+    if major is None or major < MIN_JAVA:
+        first = shown.strip().splitlines()[0] if shown.strip() else "no version printed"
+        raise StackError(f"Apache Kafka needs Java {MIN_JAVA} or newer; {java} is {first!r}. {JAVA_HINT}")
+    return java
 
 
-def _executable(path: Path) -> Path:
-    """Wheels do not always keep the executable bit; the noida-db wrapper sets it too."""
-    if not os.access(path, os.X_OK):
-        try:
-            path.chmod(path.stat().st_mode | 0o111)
-        except OSError:
-            raise StackError(f"The broker binary {path} is not executable and cannot be made so: chmod +x it.") from None
-    return path.resolve()
-
-
-def broker_argv(binary: Path, data_dir: Path, host: str, port: int) -> list[str]:
-    return [str(binary), "start", "--data-dir", str(data_dir), "--host", host, "--only", "kafka",
-            "--kafka-port", str(port)]
-
-
-def broker_markers(data_dir: Path) -> tuple[str, ...]:
-    """What /proc/PID/cmdline must contain for a PID to be this stack's broker."""
-    return ("noida-db", "start", str(data_dir))
-
-
-def foreign_owner(data_dir: Path) -> int | None:
-    """The PID of a live noida-db that owns ``data_dir`` (from its ``noida.control.json``), if any."""
-    try:
-        control = json.loads((data_dir / "noida.control.json").read_text())
-        pid = int(control["pid"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
+def java_major(version_output: str) -> int | None:
+    """The major version from ``java -version``'s output: 'version "17.0.15"' -> 17, 'version "1.8.0_392"' -> 8."""
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if match is None:
         return None
-    from deploy.processes import process_matches
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
 
-    return pid if process_matches(pid, ("noida-db",)) else None
+
+def jar_dir(settings: StackSettings) -> Path:
+    return settings.kafka_cache_root / f"kafka-{settings.kafka_version}" / "lib"
 
 
-def metadata_ok(bootstrap_servers: str, timeout: float = 2.0) -> tuple[bool, str]:
-    """Whether the broker answers a Kafka metadata request: (ok, detail)."""
-    from kafka import KafkaConsumer
+def ensure_jars(settings: StackSettings, report: Callable[[str], None]) -> Path:
+    """Kafka's jars for ``settings.kafka_version``, fetched with Maven on first use. A lock file keeps two
+    processes from fetching at once; the folder appears only once complete (fetched beside it, then renamed)."""
+    lib = jar_dir(settings)
+    if (lib / ".complete").exists():
+        return lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(f"Apache Kafka {settings.kafka_version}'s jars are not in {lib} yet, and no `mvn` was "
+                         f"found to fetch them. {MAVEN_HINT}")
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    with open(lib.parent.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (lib / ".complete").exists():  # another process fetched them while we waited
+            return lib
+        report(f"kafka: fetching Apache Kafka {settings.kafka_version}'s jars with Maven into {lib} (once)")
+        staging = Path(tempfile.mkdtemp(prefix="lib-", dir=lib.parent))
+        try:
+            done = subprocess.run(
+                [mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
+                 f"-Dkafka.version={settings.kafka_version}", f"-DoutputDirectory={staging}"],
+                capture_output=True, text=True, timeout=900, cwd=lib.parent,
+            )
+            if done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+                output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+                raise StackError(f"Maven could not fetch Apache Kafka {settings.kafka_version} "
+                                 f"(CLOSEDLOOP_KAFKA_VERSION): exit {done.returncode}.\n{output}\nCheck that Maven "
+                                 f"Central is reachable and that the version exists.")
+            (staging / ".complete").write_text(settings.kafka_version + "\n")
+            shutil.rmtree(lib, ignore_errors=True)
+            staging.rename(lib)
+        except subprocess.TimeoutExpired:
+            raise StackError("Maven did not finish fetching Kafka's jars within 15 minutes.") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return lib
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration and storage
+
+
+def server_properties(settings: StackSettings, node: KafkaNode) -> str:
+    """The node's server.properties. Replication follows the cluster size: 3 copies with 2 in sync on three
+    nodes, 1 on one; Kafka's own topics get few partitions (the defaults, 50, slow every start)."""
+    cluster = nodes(settings)
+    replicas = min(3, len(cluster))
+    min_isr = 2 if replicas >= 3 else 1
+    voters = ",".join(f"{other.node_id}@{EMBEDDED_HOST}:{other.controller_port}" for other in cluster)
+    values = {
+        "process.roles": "broker,controller",
+        "node.id": node.node_id,
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://{EMBEDDED_HOST}:{node.client_port},CONTROLLER://{EMBEDDED_HOST}:"
+                     f"{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{EMBEDDED_HOST}:{node.client_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": node.log_dir,
+        "auto.create.topics.enable": "false",  # every topic is created with its configs by deploy.topics
+        "num.partitions": settings.partitions,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
+        "offsets.topic.num.partitions": 8,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "transaction.state.log.num.partitions": 8,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "group.initial.rebalance.delay.ms": 0,
+        "unclean.leader.election.enable": "false",
+        "num.network.threads": 2,
+        "num.io.threads": 4,
+        "background.threads": 4,
+        "num.recovery.threads.per.data.dir": 1,
+        "num.replica.fetchers": 1,
+        "log.cleaner.threads": 1,
+        "log.cleaner.dedupe.buffer.size": 8 * 1024 * 1024,
+        "log.retention.check.interval.ms": 300_000,
+    }
+    lines = ["# Written by closedloop (deploy/kafka_broker.py) at each start; edit the settings, not this file."]
+    lines += [f"{key}={value}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def log4j_properties(log_file: Path) -> str:
+    """Kafka's own log: INFO and above, rotated at 20 MB, five files kept."""
+    return "\n".join([
+        "rootLogger.level=INFO",
+        "rootLogger.appenderRef.file.ref=file",
+        "appender.file.type=RollingFile",
+        "appender.file.name=file",
+        f"appender.file.fileName={log_file}",
+        f"appender.file.filePattern={log_file}.%i",
+        "appender.file.layout.type=PatternLayout",
+        "appender.file.layout.pattern=[%d] %p %m (%c)%n",
+        "appender.file.policies.type=Policies",
+        "appender.file.policies.size.type=SizeBasedTriggeringPolicy",
+        "appender.file.policies.size.size=20MB",
+        "appender.file.strategy.type=DefaultRolloverStrategy",
+        "appender.file.strategy.max=5",
+        # The controller's and the state change logs repeat every metadata change at INFO: keep them quiet.
+        "logger.controller.name=kafka.controller",
+        "logger.controller.level=WARN",
+        "logger.statechange.name=state.change.logger",
+        "logger.statechange.level=WARN",
+        "",
+    ])
+
+
+def _cluster_file(settings: StackSettings) -> Path:
+    return settings.kafka_dir / "cluster.json"
+
+
+def cluster_id(settings: StackSettings, java: str, lib: Path) -> str:
+    """The data directory's cluster id (made once); refuses a directory formatted for another node count."""
+    path = _cluster_file(settings)
+    try:
+        known = json.loads(path.read_text())
+    except FileNotFoundError:
+        known = None
+    except ValueError:
+        raise StackError(f"{path} is not valid JSON: remove the data directory's kafka/ folder (its topics are "
+                         f"lost) or restore the file.") from None
+    if known is not None:
+        if known.get("nodes") != settings.kafka_nodes:
+            raise StackError(
+                f"The broker data in {settings.kafka_dir} belongs to a {known.get('nodes')}-node cluster, but "
+                f"CLOSEDLOOP_KAFKA_BROKERS (or --kafka-brokers) asks for {settings.kafka_nodes}. Use "
+                f"another data directory (CLOSEDLOOP_DATA_DIR), or `closedloop down` and remove {settings.kafka_dir}.")
+        return str(known["cluster_id"])
+    made = subprocess.run([java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "random-uuid"],
+                          capture_output=True, text=True, timeout=120)
+    new_id = made.stdout.strip().splitlines()[-1] if made.returncode == 0 and made.stdout.strip() else ""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{22}", new_id):
+        raise StackError(f"kafka.tools.StorageTool random-uuid failed: {(made.stderr or made.stdout).strip()[-500:]}")
+    settings.kafka_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cluster_id": new_id, "nodes": settings.kafka_nodes,
+                                "kafka_version": settings.kafka_version}) + "\n")
+    return new_id
+
+
+def prepare_node(settings: StackSettings, node: KafkaNode, java: str, lib: Path, logs_dir: Path) -> None:
+    """Write the node's configuration and format its storage unless already formatted."""
+    identity = cluster_id(settings, java, lib)
+    node.root.mkdir(parents=True, exist_ok=True)
+    node.properties.write_text(server_properties(settings, node))
+    node.log_config.write_text(log4j_properties(logs_dir / f"{node_log_name(settings, node)}.log"))
+    if (node.log_dir / "meta.properties").exists():
+        return
+    formatted = subprocess.run(
+        [java, "-Xmx256m", f"-Dlog4j2.configurationFile={node.log_config}", "-cp", f"{lib}/*",
+         "kafka.tools.StorageTool", "format", "-t", identity, "-c", str(node.properties), "--ignore-formatted"],
+        capture_output=True, text=True, timeout=120,
+    )
+    if formatted.returncode != 0:
+        raise StackError(f"Formatting the Kafka storage in {node.log_dir} failed:\n"
+                         f"{(formatted.stderr or formatted.stdout).strip()[-1500:]}")
+
+
+def node_log_name(settings: StackSettings, node: KafkaNode) -> str:
+    """``kafka`` for a single node, ``kafka-<id>`` in a cluster: the name of its PID file, log and status row."""
+    return "kafka" if settings.kafka_nodes == 1 else f"kafka-{node.node_id}"
+
+
+def node_argv(settings: StackSettings, node: KafkaNode, java: str, lib: Path) -> list[str]:
+    heap = settings.kafka_heap_mb
+    return [
+        java, f"-Xms{min(256, heap)}m", f"-Xmx{heap}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={node.log_config}",
+        f"-Dclosedloop.kafka.version={settings.kafka_version}", f"-Dclosedloop.kafka.port={node.client_port}",
+        "-cp", f"{lib}/*", "kafka.Kafka", str(node.properties),
+    ]
+
+
+def running_version(argv: list[str]) -> str | None:
+    for arg in argv:
+        if arg.startswith("-Dclosedloop.kafka.version="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def running_port(argv: list[str]) -> int | None:
+    for arg in argv:
+        if arg.startswith("-Dclosedloop.kafka.port="):
+            try:
+                return int(arg.split("=", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def data_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512  # index files are sparse
+            except OSError:
+                pass
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Health
+
+
+def cluster_state(bootstrap_servers: str, timeout: float = 3.0) -> tuple[bool, str, dict]:
+    """Whether the cluster answers a metadata request: (ok, detail, facts); facts has ``brokers`` (node ids),
+    ``topics`` (count, without Kafka's own) and ``cluster_id``."""
+    from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
     timeout_ms = int(timeout * 1000)
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers.split(","),
-            request_timeout_ms=max(timeout_ms, 1000) + 500,
-            bootstrap_timeout_ms=timeout_ms,
-            connections_max_idle_ms=max(timeout_ms, 1000) + 1000,
-            metadata_max_age_ms=timeout_ms,
-            reconnect_backoff_max_ms=200,
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers.split(","), request_timeout_ms=max(timeout_ms, 1000) + 500,
+            bootstrap_timeout_ms=timeout_ms, reconnect_backoff_max_ms=200, client_id="closedloop-health",
         )
     except (KafkaError, OSError, ValueError) as error:
-        return False, f"{type(error).__name__}: {error}"
+        return False, f"{type(error).__name__}: {error}", {}
     try:
-        topics = consumer.topics()
-        return True, f"{len(topics)} topics"
+        described = admin.describe_cluster()
+        topics = [name for name in admin.list_topics() if not name.startswith("__")]
+        brokers = sorted(int(broker["broker_id"]) for broker in described.get("brokers", [])
+                         if not broker.get("is_fenced"))
+        facts = {"brokers": brokers, "topics": len(topics), "cluster_id": described.get("cluster_id")}
+        return True, f"{len(brokers)} broker{'s' if len(brokers) != 1 else ''}, {len(topics)} topics", facts
     except (KafkaError, OSError) as error:
-        return False, f"{type(error).__name__}: {error}"
+        return False, f"{type(error).__name__}: {error}", {}
     finally:
-        consumer.close()
+        admin.close()
+
+
+def metadata_ok(bootstrap_servers: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether the broker answers a Kafka metadata request: (ok, detail)."""
+    ok, detail, _ = cluster_state(bootstrap_servers, timeout)
+    return ok, detail

@@ -11,6 +11,7 @@ import fcntl
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -176,6 +177,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def free_port_run(count: int, host: str = "127.0.0.1", avoid: Sequence[int] = ()) -> int:
+    """The first of ``count`` consecutive ports that are all free now (an embedded Kafka node takes two)."""
+    for _ in range(200):
+        first = free_port(host)
+        ports = range(first, first + count)
+        if first + count <= 65535 and not set(ports) & set(avoid) and all(port_is_free(host, p) for p in ports):
+            return first
+    raise RuntimeError(f"no run of {count} free ports found on {host}")
+
+
 def port_owner(port: int) -> int | None:
     """The PID listening on a local TCP port, from /proc (None when unknown or not visible to us)."""
     inodes: set[str] = set()
@@ -204,7 +215,7 @@ def port_owner(port: int) -> int | None:
 
 
 def describe_port_owner(port: int) -> str:
-    """'process 123 (noida-db start ...)' or 'another process', for error messages."""
+    """'process 123 (java ... kafka.Kafka ...)' or 'another process', for error messages."""
     pid = port_owner(port)
     if pid is None:
         return "another process"
@@ -274,6 +285,22 @@ class DataDirLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def lockf_holder(path: Path) -> int | None:
+    """The PID holding a POSIX record lock on ``path`` (as Kafka does on each log directory's ``.lock``, through
+    Java's FileChannel.tryLock), or None when nobody does or the file is absent."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        return None
+    try:
+        query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        lock_type, _whence, _start, _length, pid = struct.unpack("hhqqi", answer)
+        return None if lock_type == fcntl.F_UNLCK else pid
+    finally:
+        os.close(fd)
 
 
 def flock_holder(path: Path) -> str | None:

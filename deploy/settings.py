@@ -1,13 +1,15 @@
 """Settings of the single-machine stack (``closedloop up / down / status``): read once in the CLI command.
 
-On top of the shared connection settings, the stack needs to know where the broker binary is and how long to wait
-for things. Environment variables carry the ``CLOSEDLOOP_`` prefix: ``CLOSEDLOOP_DATA_DIR``,
-``CLOSEDLOOP_EMBEDDED_KAFKA_PORT``, ``CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT``, ``CLOSEDLOOP_NOIDA_DB_BINARY``,
+On top of the shared connection settings, the stack needs to know which Kafka to run, where its jars are cached,
+and how long to wait for things. Environment variables carry the ``CLOSEDLOOP_`` prefix: ``CLOSEDLOOP_DATA_DIR``,
+``CLOSEDLOOP_EMBEDDED_KAFKA_PORT``, ``CLOSEDLOOP_KAFKA_BROKERS``, ``CLOSEDLOOP_KAFKA_VERSION``,
+``CLOSEDLOOP_KAFKA_CACHE_DIR``, ``CLOSEDLOOP_KAFKA_HEAP_MB``, ``CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT``,
 ``CLOSEDLOOP_START_TIMEOUT_SECONDS``, ``CLOSEDLOOP_STOP_TIMEOUT_SECONDS``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,16 +23,27 @@ EMBEDDED_HOST = "127.0.0.1"  # the embedded services never listen on anything el
 class StackSettings(PipelineSettings):
     """Where the embedded broker and ClickHouse endpoint keep their data, and how they are started and stopped."""
 
-    noida_db_binary: str | None = Field(
-        None,
-        description="Path of the noida-db broker binary; unset = the one shipped in the noida-db wheel.",
+    kafka_version: str = Field(
+        "4.4.0", pattern=r"^4\.\d+\.\d+$", description="The Apache Kafka release the embedded broker runs (4.x).",
     )
+    kafka_cache_dir: Path | None = Field(
+        None, description="Where Kafka's jars are cached once fetched; unset = $XDG_CACHE_HOME/closedloop, else "
+                          "~/.cache/closedloop.",
+    )
+    kafka_heap_mb: int = Field(768, ge=256, le=8192, description="Maximum Java heap of each embedded Kafka node.")
     start_timeout_seconds: float = Field(
         60.0, gt=0, description="How long `up` waits for a service to answer before giving up."
     )
     stop_timeout_seconds: float = Field(
-        20.0, gt=0, description="How long `down` waits for a clean exit (the broker saves its data) before SIGKILL."
+        20.0, gt=0, description="How long `down` waits for a clean exit (Kafka's controlled shutdown) before SIGKILL."
     )
+
+    @property
+    def kafka_cache_root(self) -> Path:
+        if self.kafka_cache_dir is not None:
+            return self.kafka_cache_dir.expanduser().resolve()
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "closedloop"
 
     @property
     def data_root(self) -> Path:
@@ -87,11 +100,14 @@ def private_stack_settings(data_dir: Path, **overrides: object) -> StackSettings
     """Settings for a private embedded stack in ``data_dir`` on free ports (never the defaults 9092/8123, so a
     stack someone else runs is never touched), ignoring real-server settings from the environment. For tests and
     side-by-side stacks."""
-    from deploy.processes import free_port
+    from deploy.processes import free_port_run
 
+    nodes = int(overrides.get("kafka_brokers") or 1)
+    kafka_port = free_port_run(2 * nodes)
     values: dict[str, object] = dict(
         data_dir=data_dir, kafka_bootstrap_servers=None, clickhouse_url=None,
-        embedded_kafka_port=free_port(), embedded_clickhouse_port=free_port(),
+        embedded_kafka_port=kafka_port, kafka_brokers=nodes,
+        embedded_clickhouse_port=free_port_run(1, avoid=range(kafka_port, kafka_port + 2 * nodes)),
     )
     values.update(overrides)
     return StackSettings(**values)

@@ -4,16 +4,15 @@ not point at real servers), waits until they answer, creates the topics and appl
 
 Layout under the data directory (``.closedloop/`` by default)::
 
-    kafka/           the broker's data (noida-db)
+    kafka/           Apache Kafka's data: cluster.json and node-<id>/ per node (see deploy.kafka_broker)
     clickhouse/      the chDB data directory
     run/*.pid        PIDs of the processes ``up`` started; run/stack.lock while up/down work
-    logs/*.log       their output
+    logs/*.log       their logs (Kafka's rotated by log4j; *.out holds a process's own output)
 """
 
 from __future__ import annotations
 
 import base64
-import importlib
 import importlib.util
 import os
 import subprocess
@@ -22,6 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from deploy.processes import (
     StackError,
     describe_port_owner,
     flock_holder,
+    lockf_holder,
     log_tail,
     port_is_free,
     process_cmdline,
@@ -40,7 +41,8 @@ from deploy.processes import (
     wait_until,
 )
 from deploy.settings import EMBEDDED_HOST, StackSettings
-from deploy.topics import create_topics, pipeline_topic_specs
+from deploy.topics import create_topics
+from sinks.migrate import migrate_up
 
 SERVICES = ("kafka", "clickhouse")
 Report = Callable[[str], None]
@@ -60,40 +62,64 @@ def _quiet(message: str) -> None:
 
 @dataclass(frozen=True)
 class EmbeddedService:
+    """One process of the stack: the ClickHouse endpoint, or one Kafka node (``kafka``, or ``kafka-<id>`` in a
+    cluster)."""
+
     name: str
+    service: str  # "kafka" or "clickhouse": the part of the stack it belongs to
     port: int
     port_setting: str
     data_dir: Path
     pid_file: PidFile
-    log: Path
+    log: Path      # the log a person reads (Kafka's own, rotated)
+    output: Path   # where the process's stdout and stderr go
+    node: kafka_broker.KafkaNode | None = None
+    extra_ports: tuple[int, ...] = ()
 
     def running_port(self, pid: int) -> int | None:
         """The port the running process was started with (it may differ from today's settings)."""
         argv = process_cmdline(pid) or []
-        flag = "--kafka-port" if self.name == "kafka" else "--port"
-        if flag in argv[:-1]:
+        if self.node is not None:
+            return kafka_broker.running_port(argv)
+        if "--port" in argv[:-1]:
             try:
-                return int(argv[argv.index(flag) + 1])
+                return int(argv[argv.index("--port") + 1])
             except ValueError:
                 return None
         return None
 
 
-def embedded_service(settings: StackSettings, name: str) -> EmbeddedService:
+def embedded_processes(settings: StackSettings, name: str) -> list[EmbeddedService]:
+    """The processes of one part of the stack: one per Kafka node, or the ClickHouse endpoint."""
     if name == "kafka":
-        data_dir = settings.kafka_dir
-        markers = kafka_broker.broker_markers(data_dir)
-        port, port_setting = settings.embedded_kafka_port, "CLOSEDLOOP_EMBEDDED_KAFKA_PORT"
-    elif name == "clickhouse":
+        processes = []
+        for node in kafka_broker.nodes(settings):
+            label = kafka_broker.node_log_name(settings, node)
+            processes.append(EmbeddedService(
+                name=label, service="kafka", port=node.client_port, port_setting="CLOSEDLOOP_EMBEDDED_KAFKA_PORT",
+                data_dir=node.root, pid_file=PidFile(settings.run_dir / f"{label}.pid", kafka_broker.node_markers(node)),
+                log=settings.logs_dir / f"{label}.log", output=settings.logs_dir / f"{label}.out", node=node,
+                extra_ports=(node.controller_port,),
+            ))
+        return processes
+    if name == "clickhouse":
         data_dir = settings.clickhouse_dir
-        markers = ("deploy.clickhouse_server", str(data_dir))
-        port, port_setting = settings.embedded_clickhouse_port, "CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT"
-    else:
-        raise ValueError(f"unknown service {name!r}; expected one of {SERVICES}")
-    return EmbeddedService(
-        name=name, port=port, port_setting=port_setting, data_dir=data_dir,
-        pid_file=PidFile(settings.run_dir / f"{name}.pid", markers), log=settings.logs_dir / f"{name}.log",
-    )
+        log = settings.logs_dir / "clickhouse.log"
+        return [EmbeddedService(
+            name="clickhouse", service="clickhouse", port=settings.embedded_clickhouse_port,
+            port_setting="CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT", data_dir=data_dir,
+            pid_file=PidFile(settings.run_dir / "clickhouse.pid", ("deploy.clickhouse_server", str(data_dir))),
+            log=log, output=log,
+        )]
+    raise ValueError(f"unknown service {name!r}; expected one of {SERVICES}")
+
+
+def embedded_service(settings: StackSettings, name: str) -> EmbeddedService:
+    """The process called ``name`` (``clickhouse``, ``kafka``, ``kafka-2``, ...)."""
+    for process in embedded_processes(settings, "clickhouse" if name == "clickhouse" else "kafka"):
+        if process.name == name:
+            return process
+    raise ValueError(f"unknown process {name!r}")
 
 
 def is_embedded(settings: StackSettings, name: str) -> bool:
@@ -135,134 +161,178 @@ def clickhouse_health(url: str, timeout: float = 2.0) -> tuple[bool, str]:
 
 
 def service_health(settings: StackSettings, name: str) -> tuple[bool, str]:
-    if name == "kafka":
-        return kafka_broker.metadata_ok(settings.kafka_servers)
-    return clickhouse_health(settings.clickhouse)
+    """(healthy, detail) of a part of the stack, ``kafka`` (every broker) or ``clickhouse``."""
+    if name == "clickhouse":
+        return clickhouse_health(settings.clickhouse)
+    return kafka_broker.metadata_ok(settings.kafka_servers)
+
+
+def process_health(settings: StackSettings, process: EmbeddedService) -> tuple[bool, str]:
+    """(healthy, detail) of one embedded process."""
+    if process.node is None:
+        return clickhouse_health(settings.clickhouse)
+    return _node_health(settings, process, process.node)
+
+
+def _node_health(settings: StackSettings, process: EmbeddedService, node: kafka_broker.KafkaNode) -> tuple[bool, str]:
+    """A node is ready when it answers metadata and sees every node of its cluster registered."""
+    ok, detail, facts = kafka_broker.cluster_state(node.bootstrap)
+    if not ok:
+        return False, detail
+    expected = settings.kafka_nodes
+    if len(facts["brokers"]) < expected:
+        return False, f"{len(facts['brokers'])} of {expected} nodes registered"
+    size = kafka_broker.data_size(node.log_dir) / 1e6
+    pid = process.pid_file.running_pid()
+    version = kafka_broker.running_version(process_cmdline(pid) or []) if pid else None
+    return True, (f"Apache Kafka {version or settings.kafka_version}, node {node.node_id} of "
+                  f"{len(facts['brokers'])}, {facts['topics']} topics, data {size:.1f} MB")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Starting
 
 
-def _launch(settings: StackSettings, service: EmbeddedService, check: Callable[[], None],
-            die_with_parent: bool) -> subprocess.Popen:
-    """Start the service's process (after ``check``); returns its Popen."""
-    env = None
-    if service.name == "kafka":
-        binary = kafka_broker.find_binary(settings.noida_db_binary)
-        argv = kafka_broker.broker_argv(binary, service.data_dir, EMBEDDED_HOST, service.port)
-    else:
-        if importlib.util.find_spec("deploy.clickhouse_server") is None:
-            raise StackError("The ClickHouse endpoint module deploy.clickhouse_server is missing from this install. "
-                             "Reinstall closedloop (`pip install -e .`).")
-        # The endpoint's documented entry point; run here rather than through its start_server_process so that
-        # test fixtures can tie its life to theirs.
-        argv = [sys.executable, "-m", "deploy.clickhouse_server", "--path", str(service.data_dir),
-                "--host", EMBEDDED_HOST, "--port", str(service.port)]
-        repo_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])))
-    check()
-    service.data_dir.mkdir(parents=True, exist_ok=True)
-    return start_detached(argv, service.log, cwd=settings.data_root, env=env, die_with_parent=die_with_parent)
+def _launch_clickhouse(settings: StackSettings, process: EmbeddedService, die_with_parent: bool) -> subprocess.Popen:
+    if importlib.util.find_spec("deploy.clickhouse_server") is None:
+        raise StackError("The ClickHouse endpoint module deploy.clickhouse_server is missing from this install. "
+                         "Reinstall closedloop (`pip install -e .`).")
+    # The endpoint's documented entry point; run here rather than through its start_server_process so that
+    # test fixtures can tie its life to theirs.
+    argv = [sys.executable, "-m", "deploy.clickhouse_server", "--path", str(process.data_dir),
+            "--host", EMBEDDED_HOST, "--port", str(process.port)]
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])))
+    _check_can_start(process)
+    process.data_dir.mkdir(parents=True, exist_ok=True)
+    return start_detached(argv, process.output, cwd=settings.data_root, env=env, die_with_parent=die_with_parent)
 
 
-def _check_can_start(service: EmbeddedService) -> None:
-    """Clear errors before starting: data directory owned by a process we did not start, port taken."""
-    if service.name == "kafka":
-        owner = kafka_broker.foreign_owner(service.data_dir)
-        if owner is not None:
-            raise StackError(
-                f"The broker data directory {service.data_dir} is locked by another process (PID {owner}, see "
-                f"{service.data_dir / 'noida.control.json'}), not started by this stack. Stop process {owner}, "
-                f"or use another data directory (CLOSEDLOOP_DATA_DIR)."
-            )
-    else:
-        holder = flock_holder(service.data_dir / "status")
+def _check_can_start(process: EmbeddedService) -> None:
+    """Clear errors before starting: data directory held by a process we did not start, port taken."""
+    if process.node is not None:
+        holder = lockf_holder(process.node.log_dir / ".lock")
         if holder is not None:
             raise StackError(
-                f"The ClickHouse data directory {service.data_dir} is locked by another process (PID {holder}, "
-                f"lock file {service.data_dir / 'status'}); chDB allows one process per directory. Stop process "
+                f"The broker data directory {process.node.log_dir} is locked by another process (PID {holder}), "
+                f"not started by this stack. Stop process {holder}, or use another data directory "
+                f"(CLOSEDLOOP_DATA_DIR)."
+            )
+    else:
+        holder = flock_holder(process.data_dir / "status")
+        if holder is not None:
+            raise StackError(
+                f"The ClickHouse data directory {process.data_dir} is locked by another process (PID {holder}, "
+                f"lock file {process.data_dir / 'status'}); chDB allows one process per directory. Stop process "
                 f"{holder}, or use another data directory (CLOSEDLOOP_DATA_DIR)."
             )
-    if not port_is_free(EMBEDDED_HOST, service.port):
-        raise StackError(
-            f"Port {service.port} for the embedded {service.name} is already in use by "
-            f"{describe_port_owner(service.port)}. Stop that process, or choose a free port with "
-            f"{service.port_setting}=<port>."
-        )
-
-
-def start_service(settings: StackSettings, name: str, report: Report = _quiet, die_with_parent: bool = False) -> int:
-    """Start one embedded service unless it already runs; wait until it answers. Returns its PID.
-    ``die_with_parent`` (test fixtures) stops it with the calling process even if that one is killed."""
-    service = embedded_service(settings, name)
-    pid = service.pid_file.running_pid()
-    if pid is not None:
-        port = service.running_port(pid)
-        if port is not None and port != service.port:
+    for port in (process.port, *process.extra_ports):
+        if not port_is_free(EMBEDDED_HOST, port):
+            what = "" if port == process.port else " (its controller port, the client port + 1)"
             raise StackError(
-                f"The embedded {name} already runs (PID {pid}) on port {port}, but {service.port_setting} says "
-                f"{service.port}. Run `closedloop down` first to restart it on the new port."
+                f"Port {port} for the embedded {process.name}{what} is already in use by "
+                f"{describe_port_owner(port)}. Stop that process, or choose a free port with "
+                f"{process.port_setting}=<port>."
             )
-        report(f"{name}: already running (PID {pid}, port {service.port})")
-        _wait_healthy(settings, service, pid)
-        return pid
+
+
+def start_service(settings: StackSettings, name: str, report: Report = _quiet,
+                  die_with_parent: bool = False) -> dict[str, int]:
+    """Start the processes of one part of the stack (``kafka``: every node at once, since a cluster's quorum
+    needs a majority; ``clickhouse``) that do not run yet, and wait until each answers. Returns process name ->
+    PID. ``die_with_parent`` (test fixtures) stops them with the calling process even if that one is killed."""
+    processes = embedded_processes(settings, name)
+    pids: dict[str, int] = {}
+    launched: dict[str, subprocess.Popen] = {}
+    for process in processes:
+        pid = process.pid_file.running_pid()
+        if pid is None:
+            continue
+        port = process.running_port(pid)
+        if port is not None and port != process.port:
+            raise StackError(
+                f"The embedded {process.name} already runs (PID {pid}) on port {port}, but {process.port_setting} "
+                f"says {process.port}. Run `closedloop down` first to restart it on the new port."
+            )
+        report(f"{process.name}: already running (PID {pid}, port {process.port})")
+        pids[process.name] = pid
+    to_start = [process for process in processes if process.name not in pids]
     settings.data_root.mkdir(parents=True, exist_ok=True)
-    process = _launch(settings, service, lambda: _check_can_start(service), die_with_parent)
-    service.pid_file.write(process.pid)
-    _children[process.pid] = process
-    report(f"{name}: started (PID {process.pid}, port {service.port}, log {service.log})")
     try:
-        _wait_healthy(settings, service, process.pid, process)
-    except StackError:
-        _stop(settings, service, process.pid)
+        if to_start and name == "kafka":
+            java = kafka_broker.java_binary()
+            lib = kafka_broker.ensure_jars(settings, report)
+            for process in to_start:
+                _check_can_start(process)
+            for process in to_start:
+                node = process.node
+                assert node is not None
+                kafka_broker.prepare_node(settings, node, java, lib, settings.logs_dir)
+                launched[process.name] = start_detached(
+                    kafka_broker.node_argv(settings, node, java, lib), process.output, cwd=settings.data_root,
+                    die_with_parent=die_with_parent)
+        elif to_start:
+            launched[to_start[0].name] = _launch_clickhouse(settings, to_start[0], die_with_parent)
+        for process in to_start:
+            child = launched[process.name]
+            process.pid_file.write(child.pid)
+            _children[child.pid] = child
+            pids[process.name] = child.pid
+            report(f"{process.name}: started (PID {child.pid}, port {process.port}, log {process.log})")
+        for process in processes:
+            _wait_healthy(settings, process, pids[process.name], launched.get(process.name))
+    except BaseException:
+        for process in to_start:
+            if process.name in launched:
+                _stop(settings, process, launched[process.name].pid)
         raise
-    return process.pid
+    return pids
 
 
-def _wait_healthy(settings: StackSettings, service: EmbeddedService, pid: int,
-                  process: subprocess.Popen | None = None) -> None:
+def _wait_healthy(settings: StackSettings, process: EmbeddedService, pid: int,
+                  child: subprocess.Popen | None = None) -> None:
     last = ["no answer yet"]
 
     def still_running() -> bool:
         # Right after the fork, /proc/PID/cmdline still shows our own command line, so a child we just started
         # is checked through its Popen, not its markers.
-        if process is not None:
-            return process.poll() is None
-        return service.pid_file.running_pid() == pid
+        if child is not None:
+            return child.poll() is None
+        return process.pid_file.running_pid() == pid
 
     def answered() -> bool:
         if not still_running():
-            raise StackError(f"The embedded {service.name} exited while starting. Its log ({service.log}) ends "
-                             f"with:\n{log_tail(service.log)}")
-        ok, detail = service_health(settings, service.name)
+            raise StackError(f"The embedded {process.name} exited while starting. Its log ({process.log}) ends "
+                             f"with:\n{log_tail(process.log)}\n{log_tail(process.output, 5)}")
+        ok, detail = process_health(settings, process)
         last[0] = detail
         return ok
 
     try:
-        wait_until(answered, settings.start_timeout_seconds, f"the embedded {service.name}", interval=0.2)
+        wait_until(answered, settings.start_timeout_seconds, f"the embedded {process.name}", interval=0.2)
     except TimeoutError:
         raise StackError(
-            f"The embedded {service.name} (PID {pid}) did not answer within {settings.start_timeout_seconds:.0f} s "
-            f"(last check: {last[0]}). See its log {service.log}; raise CLOSEDLOOP_START_TIMEOUT_SECONDS on a slow "
+            f"The embedded {process.name} (PID {pid}) did not answer within {settings.start_timeout_seconds:.0f} s "
+            f"(last check: {last[0]}). See its log {process.log}; raise CLOSEDLOOP_START_TIMEOUT_SECONDS on a slow "
             f"machine."
         ) from None
 
 
 @dataclass
 class UpResult:
-    started: dict[str, int] = field(default_factory=dict)      # service -> PID started now
+    started: dict[str, int] = field(default_factory=dict)      # process -> PID started now
     already_running: dict[str, int] = field(default_factory=dict)
     external: list[str] = field(default_factory=list)
     topics_created: list[str] = field(default_factory=list)
+    topics_reconciled: list[str] = field(default_factory=list)
     migrations: str = ""
 
 
 def up(settings: StackSettings, services: Sequence[str] = SERVICES, topics: bool = True, migrate: bool = True,
        report: Report = _quiet) -> UpResult:
     """Bring the stack up (idempotent): start what is embedded and not running, check what is external, then
-    create the topics and apply the migrations."""
+    create the topics (reconciling the configs of existing ones) and apply the migrations."""
     result = UpResult()
     with DataDirLock(settings.run_dir / "stack.lock"):
         for name in services:
@@ -275,32 +345,22 @@ def up(settings: StackSettings, services: Sequence[str] = SERVICES, topics: bool
                 report(f"{name}: using the external server ({detail})")
                 result.external.append(name)
                 continue
-            before = embedded_service(settings, name).pid_file.running_pid()
-            pid = start_service(settings, name, report)
-            (result.already_running if before == pid else result.started)[name] = pid
+            before = {process.name: process.pid_file.running_pid() for process in embedded_processes(settings, name)}
+            for process_name, pid in start_service(settings, name, report).items():
+                (result.already_running if before.get(process_name) == pid else result.started)[process_name] = pid
     if topics and "kafka" in services:
-        created = create_topics(settings.kafka_servers, pipeline_topic_specs(settings), settings.partitions,
-                                settings.replication_factor)
+        created = create_topics(settings)
         result.topics_created = created.created
-        report(f"topics: {len(created.created)} created, {len(created.existing)} already there")
+        result.topics_reconciled = created.reconciled
+        report(f"topics: {len(created.created)} created, {len(created.reconciled)} reconciled, "
+               f"{len(created.existing) - len(created.reconciled)} already as configured")
     if migrate and "clickhouse" in services:
         result.migrations = apply_migrations(settings, report)
     return result
 
 
 def apply_migrations(settings: StackSettings, report: Report = _quiet) -> str:
-    """Apply the ClickHouse migrations (``sinks.migrate.migrate_up``, which creates the database too). Until
-    the sinks package provides it, only the database is created, with a notice."""
-    migrate_up = _find_migrate_up()
-    if migrate_up is None:
-        database = settings.clickhouse_database
-        try:
-            clickhouse_request(settings.clickhouse, f"CREATE DATABASE IF NOT EXISTS `{database}`", timeout=30)
-        except urllib.error.HTTPError as error:
-            raise StackError(f"Cannot create the ClickHouse database {database}: "
-                             f"{error.read().decode(errors='replace').strip()[:300]}") from None
-        report(f"migrations: not available yet (no sinks.migrate.migrate_up); created database {database} only")
-        return "skipped"
+    """Apply the ClickHouse migrations (``sinks.migrate.migrate_up``, which creates the database too)."""
     try:
         applied = migrate_up(settings)
     except Exception as error:  # noqa: BLE001 - any migration failure is reported with its reason, not a traceback
@@ -309,20 +369,6 @@ def apply_migrations(settings: StackSettings, report: Report = _quiet) -> str:
     labels = list(applied or [])
     report(f"migrations: {len(labels)} applied" + (f" ({', '.join(map(str, labels))})" if labels else ", up to date"))
     return f"{len(labels)} applied"
-
-
-def _find_migrate_up() -> Callable[[StackSettings], object] | None:
-    for module_name in ("sinks.migrate", "sinks.migrations"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name not in (module_name, "sinks"):
-                raise
-            continue
-        function = getattr(module, "migrate_up", None)
-        if callable(function):
-            return function
-    return None
 
 
 def _redacted(url: str) -> str:
@@ -338,29 +384,31 @@ def _redacted(url: str) -> str:
 
 
 def down(settings: StackSettings, services: Sequence[str] = SERVICES, report: Report = _quiet) -> dict[str, int]:
-    """Stop the embedded services ``up`` started (by PID, verified), keep their data. Returns service -> PID."""
+    """Stop the embedded processes ``up`` started (by PID, verified), keep their data. Returns process -> PID.
+    A cluster's nodes get SIGTERM together: one stopped after the others could not reach a controller quorum
+    for its controlled shutdown and would wait for SIGKILL."""
     stopped: dict[str, int] = {}
     with DataDirLock(settings.run_dir / "stack.lock"):
-        # ClickHouse first: nothing depends on it stopping late, and the broker's final save takes the longest.
+        # ClickHouse first: nothing depends on it stopping late.
         for name in reversed(services):
-            service = embedded_service(settings, name)
-            pid = service.pid_file.running_pid()
-            if pid is None:
-                report(f"{name}: not running")
-                continue
-            _stop(settings, service, pid)
-            stopped[name] = pid
-            report(f"{name}: stopped (PID {pid}); data kept in {service.data_dir}")
+            running = []
+            for process in embedded_processes(settings, name):
+                pid = process.pid_file.running_pid()
+                if pid is None:
+                    report(f"{process.name}: not running")
+                else:
+                    running.append((process, pid))
+            with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+                list(pool.map(lambda item: _stop(settings, *item), running))
+            for process, pid in running:
+                stopped[process.name] = pid
+                report(f"{process.name}: stopped (PID {pid}); data kept in {process.data_dir}")
     return stopped
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Status
-
-
-def _stop(settings: StackSettings, service: EmbeddedService, pid: int) -> None:
+def _stop(settings: StackSettings, process: EmbeddedService, pid: int) -> None:
     child = _children.pop(pid, None)
-    if not stop_pid(pid, service.pid_file.markers, settings.stop_timeout_seconds) and child is not None:
+    if not stop_pid(pid, process.pid_file.markers, settings.stop_timeout_seconds) and child is not None:
         # Our own child that has not exec'd yet (or never will): its Popen is proof enough that it is ours.
         child.terminate()
         try:
@@ -369,7 +417,11 @@ def _stop(settings: StackSettings, service: EmbeddedService, pid: int) -> None:
             child.kill()
     if child is not None:
         child.wait(timeout=10)
-    service.pid_file.remove()
+    process.pid_file.remove()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Status
 
 
 @dataclass
@@ -400,7 +452,7 @@ class StackStatus:
 
 
 def status(settings: StackSettings) -> StackStatus:
-    """What runs, where, with which PID, and whether it answers."""
+    """What runs, where, with which PID, and whether it answers: one row per process (each Kafka node)."""
     services = []
     for name in SERVICES:
         if not is_embedded(settings, name):
@@ -408,14 +460,15 @@ def status(settings: StackSettings) -> StackStatus:
             address = settings.kafka_servers if name == "kafka" else _redacted(settings.clickhouse)
             services.append(ServiceStatus(name, "external", address, running=ok, healthy=ok, detail=detail))
             continue
-        service = embedded_service(settings, name)
-        pid = service.pid_file.running_pid()
-        port = (service.running_port(pid) if pid else None) or service.port
-        address = f"{EMBEDDED_HOST}:{port}" if name == "kafka" else f"http://{EMBEDDED_HOST}:{port}"
-        if pid is None:
-            ok, detail = False, "not running (start it with `closedloop up`)"
-        else:
-            ok, detail = service_health(settings, name)
-        services.append(ServiceStatus(name, "embedded", address, running=pid is not None, healthy=ok,
-                                      detail=detail, pid=pid, data_dir=str(service.data_dir), log=str(service.log)))
+        for process in embedded_processes(settings, name):
+            pid = process.pid_file.running_pid()
+            port = (process.running_port(pid) if pid else None) or process.port
+            address = f"{EMBEDDED_HOST}:{port}" if name == "kafka" else f"http://{EMBEDDED_HOST}:{port}"
+            if pid is None:
+                ok, detail = False, "not running (start it with `closedloop up`)"
+            else:
+                ok, detail = process_health(settings, process)
+            services.append(ServiceStatus(process.name, "embedded", address, running=pid is not None, healthy=ok,
+                                          detail=detail, pid=pid, data_dir=str(process.data_dir),
+                                          log=str(process.log)))
     return StackStatus(data_dir=str(settings.data_root), services=services)

@@ -1,90 +1,129 @@
-"""Create every topic the pipeline uses, before anything produces: idempotent, compacted where state lives.
+"""Create every topic the pipeline uses, before anything produces, with the configs of its kind; reconcile the
+configs of topics that already exist.
 
-Nothing in closedloop relies on broker-side auto-creation: a topic created by accident gets the broker's default
-partition count and cleanup policy, and a typo in a topic name would silently create a new one.
+Nothing in closedloop relies on broker-side auto-creation (the embedded Kafka has it off): a topic created by
+accident gets the broker's default partition count and cleanup policy, and a typo in a topic name would silently
+create a new one. The retention of each kind of topic comes from the settings (``schemas.settings``):
+
+- source, internal and output topics keep ``retention_hours`` and ``retention_mb_per_partition``;
+- dead letters keep ``dead_letter_retention_hours``;
+- state topics (table changelogs, leads) are compacted, rolling a segment every ``compaction_segment_hours``;
+  windowed tables' changelogs also delete expired windows.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from schemas.settings import PipelineSettings
-from schemas.topics import TopicSpec
+from schemas.topics import DEAD_LETTERS, TopicSpec
+from stream_jobs.topology import internal_topics
+
+HOUR_MS = 3_600_000
+TOMBSTONE_RETENTION_MS = 24 * HOUR_MS  # a deleted key's tombstone stays a day, so every reader sees the delete
 
 
 @dataclass(frozen=True)
 class TopicsResult:
     created: list[str]
-    existing: list[str]
+    reconciled: list[str]  # existing topics whose configs were changed to the settings'
+    existing: list[str]    # every topic that was there already (reconciled or not)
 
 
 def pipeline_topic_specs(settings: PipelineSettings) -> list[TopicSpec]:
-    """The contract's topics plus the stream jobs' internal ones (Faust changelogs), when that module exists."""
-    specs = list(settings.topics.specs())
-    specs.extend(_internal_specs(settings))
-    seen: set[str] = set()
-    unique = []
-    for spec in specs:
-        if spec.name not in seen:
-            seen.add(spec.name)
-            unique.append(spec)
-    return unique
+    """The contract's topics plus the stream jobs' internal ones (changelogs, repartition topics)."""
+    specs: dict[str, TopicSpec] = {}
+    for spec in [*settings.topics.specs(), *internal_topics(settings)]:
+        specs.setdefault(spec.name, spec)
+    return list(specs.values())
 
 
-def _internal_specs(settings: PipelineSettings) -> list[TopicSpec]:
-    try:
-        topology = importlib.import_module("stream_jobs.topology")
-    except ModuleNotFoundError as error:
-        if error.name not in ("stream_jobs.topology", "stream_jobs"):
-            raise
-        return []
-    internal_topics = getattr(topology, "internal_topics", None)
-    if internal_topics is None:
-        return []
-    return [_as_spec(item) for item in internal_topics(settings)]
+def topic_configs(spec: TopicSpec, settings: PipelineSettings) -> dict[str, str]:
+    """The topic-level configs a topic of this kind gets."""
+    if spec.compacted:
+        configs = {"cleanup.policy": "compact", "segment.ms": str(int(settings.compaction_segment_hours * HOUR_MS)),
+                   "delete.retention.ms": str(TOMBSTONE_RETENTION_MS)}
+        if spec.retention_seconds is not None:
+            configs["cleanup.policy"] = "compact,delete"
+            configs["retention.ms"] = str(int(spec.retention_seconds * 1000))
+        return configs
+    hours = settings.dead_letter_retention_hours if spec.kind == DEAD_LETTERS else settings.retention_hours
+    retention_ms = int(hours * HOUR_MS)
+    # Retention deletes whole segments: with Kafka's week-long segments a record could outlive its bound by a week.
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms),
+            "retention.bytes": str(settings.retention_mb_per_partition * 1024 * 1024),
+            "segment.ms": str(min(retention_ms, 24 * HOUR_MS))}
 
 
-def _as_spec(item: object) -> TopicSpec:
-    """Accept a TopicSpec, a bare name (changelogs are compacted), or anything with name/compacted attributes."""
-    if isinstance(item, TopicSpec):
-        return item
-    if isinstance(item, str):
-        return TopicSpec(item, "table key", compacted=item.endswith("-changelog"), doc="stream jobs internal")
-    name = getattr(item, "name")
-    return TopicSpec(name, getattr(item, "key", ""), compacted=bool(getattr(item, "compacted", False)))
-
-
-def create_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], partitions: int,
-                  replication_factor: int = 1, timeout: float = 15.0) -> TopicsResult:
-    """Create the topics that do not exist yet; existing ones are left as they are (their data too)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+def create_topics(settings: PipelineSettings, specs: Iterable[TopicSpec] | None = None,
+                  timeout: float = 15.0) -> TopicsResult:
+    """Create the topics that do not exist yet (``specs``, default: every pipeline topic) with the partitions,
+    replication and configs of the settings; set the configs of existing topics where they differ. Existing data
+    is kept; partition counts are never changed (that would move keys between partitions)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    specs = list(specs)
+    specs = list(pipeline_topic_specs(settings) if specs is None else specs)
+    wanted = {spec.name: topic_configs(spec, settings) for spec in specs}
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers.split(","),
+        bootstrap_servers=settings.kafka_servers.split(","),
         request_timeout_ms=int(timeout * 1000),
         bootstrap_timeout_ms=int(timeout * 1000),
         client_id="closedloop-topics",
     )
     try:
         present = set(admin.list_topics())
-        missing = [spec for spec in specs if spec.name not in present]
         created: list[str] = []
-        for spec in missing:
-            configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+        for spec in specs:
+            if spec.name in present:
+                continue
             try:
                 admin.create_topics(
-                    [NewTopic(spec.name, partitions, replication_factor, topic_configs=configs)],
+                    [NewTopic(spec.name, settings.partitions, settings.topic_replication_factor,
+                              topic_configs=wanted[spec.name])],
                     timeout_ms=int(timeout * 1000),
                 )
                 created.append(spec.name)
             except TopicAlreadyExistsError:
-                # Another process created it between our listing and our request: that is fine.
-                present.add(spec.name)
+                pass  # another process created it between our listing and our request: reconciled below
         existing = [spec.name for spec in specs if spec.name not in created]
-        return TopicsResult(created=created, existing=existing)
+        reconciled = _reconcile(admin, {name: wanted[name] for name in existing}, ConfigResource, ConfigResourceType)
+        return TopicsResult(created=created, reconciled=reconciled, existing=existing)
     finally:
         admin.close()
+
+
+def _reconcile(admin, wanted: dict[str, dict[str, str]], ConfigResource, ConfigResourceType) -> list[str]:  # noqa: N803
+    """Set the configs that differ from ``wanted`` on existing topics; returns the topics changed."""
+    if not wanted:
+        return []
+    names = list(wanted)
+    current = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
+                                     config_filter="all").get("topic", {})
+    changes = []
+    for name in names:
+        have = {key: (entry or {}).get("value") for key, entry in (current.get(name) or {}).items()}
+        differing = {key: value for key, value in wanted[name].items() if have.get(key) != value}
+        if differing:
+            changes.append(ConfigResource(ConfigResourceType.TOPIC, name, configs=differing))
+    if changes:
+        results = admin.alter_configs(changes, raise_on_unknown=False, incremental=True).get("topic", {})
+        failed = {name: result for name, result in results.items() if result != "OK"}
+        if failed:
+            raise RuntimeError(f"Kafka refused the topic configs: {failed}")
+    return sorted(change.name for change in changes)
+
+
+def describe_topic_configs(settings: PipelineSettings, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The retention and compaction configs of topics as the broker reports them (for status and tests)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    keys = ("cleanup.policy", "retention.ms", "retention.bytes", "segment.ms", "delete.retention.ms")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers.split(","), client_id="closedloop-topics")
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
+                                           config_filter="all").get("topic", {})
+    finally:
+        admin.close()
+    return {name: {key: (entries.get(key) or {}).get("value") for key in keys} for name, entries in described.items()}

@@ -6,7 +6,9 @@ library code never reads the environment itself.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -31,11 +33,30 @@ class PipelineSettings(BaseSettings):
     clickhouse_url: str | None = Field(
         None, description="http://user:password@host:8123/database; unset = embedded."
     )
-    embedded_kafka_port: int = Field(9092, ge=1, le=65535)
+    embedded_kafka_port: int = Field(9092, ge=1, le=65525, description="Client port of the first embedded node.")
+    kafka_brokers: Literal[1, 3] | None = Field(
+        None, description="Nodes of the embedded Kafka: 1, or a 3-node cluster on one machine; unset = as many as "
+                          "the data directory's cluster has, else 1 (ignored with a real Kafka).",
+    )
     embedded_clickhouse_port: int = Field(8123, ge=1, le=65535)
     topic_prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic the pipeline creates.")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int | None = Field(
+        None, ge=1, description="Replicas of every topic the pipeline creates; unset = 3 on a cluster of three "
+                                "or more embedded nodes, 1 on one, the broker's default.replication.factor on a "
+                                "real Kafka.",
+    )
+    retention_hours: float = Field(
+        168.0, gt=0, description="How long source, internal and output topics keep records (time bound).",
+    )
+    retention_mb_per_partition: int = Field(
+        1024, ge=1, description="How much each partition of those topics keeps, in MiB (size bound).",
+    )
+    dead_letter_retention_hours: float = Field(720.0, gt=0, description="How long dead letters are kept.")
+    compaction_segment_hours: float = Field(
+        6.0, gt=0, description="State topics roll a segment this often, so compaction reaches recent records "
+                               "(and an erased lead's tombstone replaces its email) within about this time.",
+    )
 
     @property
     def kafka_is_embedded(self) -> bool:
@@ -47,8 +68,27 @@ class PipelineSettings(BaseSettings):
 
     @property
     def kafka_servers(self) -> str:
-        """The bootstrap servers to connect to, embedded or real."""
-        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.embedded_kafka_port}"
+        """The bootstrap servers to connect to, embedded (node k listens on the first port + 2k) or real."""
+        if self.kafka_bootstrap_servers:
+            return self.kafka_bootstrap_servers
+        return ",".join(f"127.0.0.1:{self.embedded_kafka_port + 2 * k}" for k in range(self.kafka_nodes))
+
+    @property
+    def kafka_nodes(self) -> int:
+        """Nodes of the embedded Kafka: the setting, else what the data directory was formatted with, else 1."""
+        if self.kafka_brokers is not None:
+            return self.kafka_brokers
+        try:
+            return int(json.loads((self.data_dir / "kafka" / "cluster.json").read_text())["nodes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1
+
+    @property
+    def topic_replication_factor(self) -> int:
+        """The replication factor to create topics with; -1 asks a real Kafka for its own default."""
+        if self.replication_factor is not None:
+            return self.replication_factor
+        return min(3, self.kafka_nodes) if self.kafka_is_embedded else -1
 
     @property
     def clickhouse(self) -> str:

@@ -1,6 +1,8 @@
-"""Every Kafka topic the pipeline uses, its partition key and its cleanup policy: defined once, here.
+"""Every Kafka topic the pipeline uses, its partition key and its kind: defined once, here.
 
-Topic names carry a prefix so that tests (and several pipelines on one cluster) never share a topic.
+Topic names carry a prefix so that tests (and several pipelines on one cluster) never share a topic. The kind
+decides the topic's retention (``deploy.topics.topic_configs``): source, internal and output topics keep a bounded
+time and size, dead letters longer, and state topics are compacted (the newest record per key is kept).
 """
 
 from __future__ import annotations
@@ -10,12 +12,29 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = "closedloop"
 
 
+SOURCE = "source"            # written by the collector and importers
+INTERNAL = "internal"        # the stream jobs' repartition topics
+OUTPUT = "output"            # the stream jobs' results, read by the sink
+STATE = "state"              # newest record per key is the truth: table changelogs, leads
+DEAD_LETTERS = "dead-letters"
+KINDS = (SOURCE, INTERNAL, OUTPUT, STATE, DEAD_LETTERS)
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     key: str  # what the partition key is, in words; the producers use exactly this
-    compacted: bool = False
+    kind: str = OUTPUT
     doc: str = ""
+    retention_seconds: float | None = None  # a state topic whose keys expire (windowed tables): also deleted
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"topic {self.name}: kind {self.kind!r} is not one of {KINDS}")
+
+    @property
+    def compacted(self) -> bool:
+        return self.kind == STATE
 
 
 @dataclass(frozen=True)
@@ -75,16 +94,16 @@ class Topics:
     def specs(self) -> list[TopicSpec]:
         """Every topic ``closedloop up`` creates, in the order data flows."""
         return [
-            TopicSpec(self.events, "visitor_id", doc="page views and identify events"),
-            TopicSpec(self.crm, "lead key (email or crm:contact id)", doc="CRM status changes"),
-            TopicSpec(self.spend, "date|channel|source|medium|campaign", doc="marketing spend"),
-            TopicSpec(self.lead_events, "lead_id", doc="stream jobs' repartition by lead"),
-            TopicSpec(self.touches, "visitor_id", doc="touches (session starts)"),
-            TopicSpec(self.identity_links, "lead_id", doc="visitor -> lead links"),
-            TopicSpec(self.leads, "lead_id", compacted=True, doc="lead id -> raw email"),
-            TopicSpec(self.conversions, "lead_id", doc="lifecycle milestones"),
-            TopicSpec(self.credits, "conversion_id", doc="attribution credits"),
-            TopicSpec(self.dead_letters, "source key", doc="records that could not be processed"),
+            TopicSpec(self.events, "visitor_id", SOURCE, doc="page views and identify events"),
+            TopicSpec(self.crm, "lead key (email or crm:contact id)", SOURCE, doc="CRM status changes"),
+            TopicSpec(self.spend, "date|channel|source|medium|campaign", SOURCE, doc="marketing spend"),
+            TopicSpec(self.lead_events, "lead_id", INTERNAL, doc="stream jobs' repartition by lead"),
+            TopicSpec(self.touches, "visitor_id", OUTPUT, doc="touches (session starts)"),
+            TopicSpec(self.identity_links, "lead_id", OUTPUT, doc="visitor -> lead links"),
+            TopicSpec(self.leads, "lead_id", STATE, doc="lead id -> raw email"),
+            TopicSpec(self.conversions, "lead_id", OUTPUT, doc="lifecycle milestones"),
+            TopicSpec(self.credits, "conversion_id", OUTPUT, doc="attribution credits"),
+            TopicSpec(self.dead_letters, "source key", DEAD_LETTERS, doc="records that could not be processed"),
         ]
 
     def source_topics(self) -> list[str]:

@@ -28,10 +28,10 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from schemas.outputs import Conversion
+from stream_jobs.topology import COUNTER_EXPIRES as EXPIRES
 from stream_jobs.topology import COUNTER_WINDOWS, counter_table
 
 MODELS = ("last_touch", "first_touch")
-EXPIRES = {"1m": 3600.0, "1h": 2 * 86400.0, "today": 8 * 86400.0}  # how long closed windows are kept
 
 
 def _wall_clock(event: Any = None) -> float:

@@ -16,12 +16,13 @@ partitions as the topic its agent consumes):
 from __future__ import annotations
 
 from schemas.settings import PipelineSettings
-from schemas.topics import TopicSpec
+from schemas.topics import INTERNAL, STATE, TopicSpec
 
 VISITORS_TABLE = "visitors"
 CONTACTS_TABLE = "contacts"
 LEADS_TABLE = "leads"
 COUNTER_WINDOWS = {"1m": 60.0, "1h": 3600.0, "today": 86400.0}  # window name -> tumbling size in seconds
+COUNTER_EXPIRES = {"1m": 3600.0, "1h": 2 * 86400.0, "today": 8 * 86400.0}  # how long closed windows are kept
 
 
 def counter_table(window: str) -> str:
@@ -51,16 +52,19 @@ def internal_topics(settings: PipelineSettings) -> list[TopicSpec]:
     """Every topic the worker uses that ``settings.topics.specs()`` does not list, to create before it starts."""
     app_id = app_id_for(settings)
     specs = [
-        TopicSpec(changelog_topic(app_id, VISITORS_TABLE), "visitor_id", compacted=True,
+        TopicSpec(changelog_topic(app_id, VISITORS_TABLE), "visitor_id", STATE,
                   doc="visitors table: session, recent touches, page summary, identity links"),
-        TopicSpec(changelog_topic(app_id, CONTACTS_TABLE), "<crm>:<contact id>", compacted=True,
+        TopicSpec(changelog_topic(app_id, CONTACTS_TABLE), "<crm>:<contact id>", STATE,
                   doc="contacts table: CRM contact -> lead id, and CRM events waiting for it"),
-        TopicSpec(changelog_topic(app_id, LEADS_TABLE), "lead_id", compacted=True,
+        TopicSpec(changelog_topic(app_id, LEADS_TABLE), "lead_id", STATE,
                   doc="leads table: merged journey, stages, emitted conversion versions"),
     ]
     for window in COUNTER_WINDOWS:
+        # A window's keys never come back once it has expired: the changelog deletes them too, as Faust's own
+        # windowed changelogs do, or it would grow by every closed window forever.
         specs.append(TopicSpec(changelog_topic(app_id, counter_table(window)), "(model, stage, channel), window",
-                               compacted=True, doc=f"conversion counters, {window} tumbling windows"))
-    specs.append(TopicSpec(crm_contacts_topic(app_id), "<crm>:<contact id>",
+                               STATE, doc=f"conversion counters, {window} tumbling windows",
+                               retention_seconds=COUNTER_WINDOWS[window] + COUNTER_EXPIRES[window]))
+    specs.append(TopicSpec(crm_contacts_topic(app_id), "<crm>:<contact id>", INTERNAL,
                            doc="CRM records re-keyed by contact id (internal)"))
     return specs

@@ -81,7 +81,7 @@ def pipeline_settings(kafka_bootstrap: str, clickhouse_http_url: str, unique_nam
     """Settings on the test services with this test's own topics (all created) and database (created, dropped
     afterwards)."""
     from deploy.stack import clickhouse_request
-    from deploy.topics import create_topics, pipeline_topic_specs
+    from deploy.topics import create_topics
 
     settings = PipelineSettings(
         data_dir=tmp_path / "data",
@@ -89,8 +89,7 @@ def pipeline_settings(kafka_bootstrap: str, clickhouse_http_url: str, unique_nam
         clickhouse_url=f"{clickhouse_http_url}/{unique_name}",
         topic_prefix=unique_name,
     )
-    create_topics(kafka_bootstrap, pipeline_topic_specs(settings), settings.partitions,
-                  settings.replication_factor)
+    create_topics(settings)
     clickhouse_request(settings.clickhouse, f"CREATE DATABASE IF NOT EXISTS `{unique_name}`", timeout=30)
     yield settings
     try:

@@ -30,7 +30,7 @@ def _settings(kafka: str, clickhouse: str, **overrides) -> SinkSettings:
     values = dict(kafka_bootstrap_servers=kafka, clickhouse_url=f"{clickhouse}/{name}", topic_prefix=name,
                   sink_consumer_group=name, sink_batch_seconds=0.2, partitions=2)
     settings = SinkSettings(**(values | overrides))
-    create_topics(kafka, settings.topics.specs(), settings.partitions)
+    create_topics(settings, settings.topics.specs())
     migrate_up(settings)
     return settings
 

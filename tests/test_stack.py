@@ -186,13 +186,34 @@ def test_port_taken_is_a_clear_error(stack_settings: StackSettings) -> None:
     assert not (stack_settings.run_dir / "kafka.pid").exists()
 
 
-def test_missing_binary_is_a_clear_error(stack_settings: StackSettings) -> None:
-    result = run_cli("up", settings=stack_settings, env={"CLOSEDLOOP_NOIDA_DB_BINARY": "/nonexistent/noida-db"})
+def test_missing_java_is_a_clear_error(stack_settings: StackSettings, tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = run_cli("up", settings=stack_settings, env={"PATH": str(empty), "JAVA_HOME": ""})
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
-    assert "The broker binary /nonexistent/noida-db (CLOSEDLOOP_NOIDA_DB_BINARY) does not exist." in message
-    assert "pip install noida-db" in message
+    assert "Apache Kafka needs Java, and no `java` was found." in message
+    assert "apt-get install openjdk-17-jre-headless" in message
+    assert "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS" in message
+    assert not (stack_settings.run_dir / "kafka.pid").exists()
+
+
+def test_missing_maven_before_the_first_fetch_is_a_clear_error(stack_settings: StackSettings,
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    only_java = tmp_path / "bin"
+    only_java.mkdir()
+    (only_java / "java").symlink_to(shutil.which("java"))
+    cache = tmp_path / "empty-cache"
+    result = run_cli("up", settings=stack_settings,
+                     env={"PATH": str(only_java), "JAVA_HOME": "", "CLOSEDLOOP_KAFKA_CACHE_DIR": str(cache)})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"Apache Kafka 4.4.0's jars are not in {cache / 'kafka-4.4.0' / 'lib'} yet, and no `mvn` was found" in message
+    assert "apt-get install maven" in message
     assert not (stack_settings.run_dir / "kafka.pid").exists()
 
 
@@ -243,6 +264,6 @@ def test_bad_setting_is_printed_readably() -> None:
     assert "Traceback" not in result.stderr
     lines = [" ".join(line.split()) for line in result.stderr.splitlines()]
     assert lines[0] == "Invalid settings:"
-    assert "CLOSEDLOOP_EMBEDDED_KAFKA_PORT='70000': Input should be less than or equal to 65535" in lines
+    assert "CLOSEDLOOP_EMBEDDED_KAFKA_PORT='70000': Input should be less than or equal to 65525" in lines
     assert ("CLOSEDLOOP_PARTITIONS='many': Input should be a valid integer, unable to parse string as an integer"
             in lines)

@@ -16,6 +16,8 @@ from deploy.processes import (
     PidFile,
     StackError,
     flock_holder,
+    free_port_run,
+    lockf_holder,
     port_is_free,
     port_owner,
     process_matches,
@@ -23,8 +25,9 @@ from deploy.processes import (
 )
 from deploy.settings import SettingsError, StackSettings, describe_validation_error, read_settings
 from deploy.stack import _redacted
-from deploy.topics import _as_spec, pipeline_topic_specs
-from schemas.topics import TopicSpec
+from deploy import kafka_broker
+from deploy.topics import pipeline_topic_specs, topic_configs
+from schemas.settings import PipelineSettings
 
 
 def test_validation_error_names_each_variable_and_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,7 +70,7 @@ def test_pid_file_accepts_only_a_live_process_with_the_markers(tmp_path: Path) -
         wait_until(lambda: process_matches(child.pid, ("-c", marker)), 10.0, "the child to exec", interval=0.01)
         assert ours.running_pid() == child.pid
         # Same PID, other markers: a reused PID must not pass for ours, and the stale file goes.
-        other = PidFile(tmp_path / "other.pid", ("noida-db", marker))
+        other = PidFile(tmp_path / "other.pid", ("kafka.Kafka", marker))
         other.write(child.pid)
         assert other.running_pid() is None
         assert not other.path.exists()
@@ -125,9 +128,94 @@ def test_topic_specs_include_internal_topics_once() -> None:
     names = [spec.name for spec in specs]
     assert len(names) == len(set(names))
     assert names[:10] == [spec.name for spec in settings.topics.specs()]
-    assert [spec.name for spec in specs if spec.compacted][0] == "unit.leads"
-    assert _as_spec("app-visitors-changelog") == TopicSpec(
-        "app-visitors-changelog", "table key", compacted=True, doc="stream jobs internal")
+    assert [spec.name for spec in specs if spec.compacted] == [
+        "unit.leads", "unit-worker-visitors-changelog", "unit-worker-contacts-changelog",
+        "unit-worker-leads-changelog", "unit-worker-counters-1m-changelog", "unit-worker-counters-1h-changelog",
+        "unit-worker-counters-today-changelog"]
+    assert [spec.kind for spec in specs if not spec.compacted] == [
+        "source", "source", "source", "internal", "output", "output", "output", "output", "dead-letters",
+        "internal"]
+
+
+def test_topic_configs_follow_the_kind_and_the_settings() -> None:
+    settings = PipelineSettings(topic_prefix="unit", retention_hours=48, retention_mb_per_partition=100,
+                                dead_letter_retention_hours=240, compaction_segment_hours=2)
+    by_name = {spec.name: topic_configs(spec, settings) for spec in pipeline_topic_specs(settings)}
+    day, hour = 86_400_000, 3_600_000
+    assert by_name["unit.events"] == {"cleanup.policy": "delete", "retention.ms": str(48 * hour),
+                                      "retention.bytes": str(100 * 1024 * 1024), "segment.ms": str(day)}
+    assert by_name["unit.credits"] == by_name["unit.events"]
+    assert by_name["unit.dead-letters"] == {"cleanup.policy": "delete", "retention.ms": str(240 * hour),
+                                            "retention.bytes": str(100 * 1024 * 1024), "segment.ms": str(day)}
+    assert by_name["unit.leads"] == {"cleanup.policy": "compact", "segment.ms": str(2 * hour),
+                                     "delete.retention.ms": str(day)}
+    assert by_name["unit-worker-visitors-changelog"] == by_name["unit.leads"]
+    # windowed counters also forget expired windows: size + expiry of the 1-minute windows
+    assert by_name["unit-worker-counters-1m-changelog"] == {
+        "cleanup.policy": "compact,delete", "segment.ms": str(2 * hour), "delete.retention.ms": str(day),
+        "retention.ms": str((60 + 3600) * 1000)}
+    short = PipelineSettings(topic_prefix="unit", retention_hours=3)
+    assert topic_configs(short.topics.specs()[0], short)["segment.ms"] == str(3 * hour)
+
+
+def test_replication_follows_the_cluster_size(tmp_path: Path) -> None:
+    assert PipelineSettings(data_dir=tmp_path).topic_replication_factor == 1
+    assert PipelineSettings(data_dir=tmp_path, kafka_brokers=3).topic_replication_factor == 3
+    assert PipelineSettings(data_dir=tmp_path, kafka_brokers=3, replication_factor=2).topic_replication_factor == 2
+    assert PipelineSettings(kafka_bootstrap_servers="k:9092").topic_replication_factor == -1  # the broker's default
+    # unset: as many nodes as the data directory's cluster was formatted with
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "cluster.json").write_text('{"cluster_id": "x", "nodes": 3}')
+    settings = PipelineSettings(data_dir=tmp_path, embedded_kafka_port=9200)
+    assert settings.kafka_nodes == 3
+    assert settings.kafka_servers == "127.0.0.1:9200,127.0.0.1:9202,127.0.0.1:9204"
+
+
+def test_kafka_node_properties_place_the_cluster_on_consecutive_ports(tmp_path: Path) -> None:
+    settings = StackSettings(data_dir=tmp_path, embedded_kafka_port=9300, kafka_brokers=3, partitions=2)
+    nodes = kafka_broker.nodes(settings)
+    assert [(n.node_id, n.client_port, n.controller_port) for n in nodes] == [
+        (1, 9300, 9301), (2, 9302, 9303), (3, 9304, 9305)]
+    lines = kafka_broker.server_properties(settings, nodes[1]).splitlines()
+    assert "node.id=2" in lines
+    assert "controller.quorum.voters=1@127.0.0.1:9301,2@127.0.0.1:9303,3@127.0.0.1:9305" in lines
+    assert "listeners=PLAINTEXT://127.0.0.1:9302,CONTROLLER://127.0.0.1:9303" in lines
+    assert f"log.dirs={tmp_path.resolve() / 'kafka' / 'node-2' / 'data'}" in lines
+    for expected in ("default.replication.factor=3", "min.insync.replicas=2", "offsets.topic.replication.factor=3",
+                     "transaction.state.log.min.isr=2", "auto.create.topics.enable=false", "num.partitions=2"):
+        assert expected in lines
+    single = StackSettings(data_dir=tmp_path / "one", embedded_kafka_port=9300)
+    lines = kafka_broker.server_properties(single, kafka_broker.nodes(single)[0]).splitlines()
+    assert "controller.quorum.voters=1@127.0.0.1:9301" in lines
+    assert "min.insync.replicas=1" in lines and "transaction.state.log.replication.factor=1" in lines
+
+
+def test_java_versions_are_read_from_java_version_output() -> None:
+    assert kafka_broker.java_major('openjdk version "17.0.15" 2025-04-15') == 17
+    assert kafka_broker.java_major('openjdk version "21" 2023-09-19') == 21
+    assert kafka_broker.java_major('java version "1.8.0_392"') == 8
+    assert kafka_broker.java_major("bash: java: command not found") is None
+
+
+def test_a_foreign_lockf_lock_is_named_by_its_pid(tmp_path: Path) -> None:
+    lock = tmp_path / ".lock"
+    assert lockf_holder(lock) is None
+    lock.write_text("")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); sys.stdin.read()", str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert lockf_holder(lock) == holder.pid
+    finally:
+        holder.communicate("", timeout=10)
+    assert lockf_holder(lock) is None
+
+
+def test_free_port_run_finds_consecutive_free_ports() -> None:
+    first = free_port_run(6)
+    assert all(port_is_free("127.0.0.1", port) for port in range(first, first + 6))
 
 
 def test_passwords_are_redacted_in_messages() -> None:

@@ -134,9 +134,9 @@ def running_worker(settings: WorkerSettings, tmp_path: Path) -> Iterator[Worker]
 
 
 def create_all_topics(settings: WorkerSettings) -> None:
-    from deploy.topics import create_topics, pipeline_topic_specs
+    from deploy.topics import create_topics
 
-    create_topics(settings.kafka_servers, pipeline_topic_specs(settings), settings.partitions)
+    create_topics(settings)
 
 
 def send(settings: WorkerSettings, records: list[tuple[str, str | None, bytes]]) -> None:

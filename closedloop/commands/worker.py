@@ -21,7 +21,7 @@ def command(web_port: int | None, loglevel: str) -> None:
     _use_uvloop()
     from pydantic import ValidationError
 
-    from deploy.topics import create_topics, pipeline_topic_specs
+    from deploy.topics import create_topics
     from stream_jobs.settings import WorkerSettings
 
     try:
@@ -31,8 +31,7 @@ def command(web_port: int | None, loglevel: str) -> None:
         raise click.ClickException(f"invalid worker settings (CLOSEDLOOP_* environment variables): {error}")
 
     try:
-        result = create_topics(settings.kafka_servers, pipeline_topic_specs(settings), settings.partitions,
-                               settings.replication_factor)
+        result = create_topics(settings)
     except Exception as error:  # kafka-python raises several unrelated types for an unreachable broker
         raise click.ClickException(
             f"cannot create topics on the broker at {settings.kafka_servers}: {error}. "
