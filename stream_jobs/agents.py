@@ -232,8 +232,6 @@ class Pipeline:
         before = self.leads.get(lead_event.lead_id)
         state, conversions = lifecycle.apply(before, lead_event, lookback=s.lookback,
                                              journey_limit=s.journey_touch_limit)
-        if state is not before:
-            self.leads[lead_event.lead_id] = state
         key = _key(state.lead_id)
         if (lead_event.email and state.first_identified_at is not None
                 and (before is None or before.first_identified_at != state.first_identified_at)):
@@ -245,3 +243,7 @@ class Pipeline:
             await self.outputs.send_all(self.names.credits, _key(conversion.conversion_id),
                                         [record_bytes(credit) for credit in credits])
             self.counters.record(conversion)
+        # After the outputs, as in the visitors agent: a state that records a conversion as emitted must not be
+        # written when sending it failed, or no later event would re-emit it.
+        if state is not before:
+            self.leads[lead_event.lead_id] = state

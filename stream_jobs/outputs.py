@@ -72,6 +72,9 @@ class Outputs:
                 await faust_topic.send(key=key, value=value)
             return
         producer = self._producer()
+        # key_partition reads the producer's metadata without fetching it: ask for the topic first (a no-op once
+        # known). A Kafka broker answers metadata for the topics asked, so the credits topic is unknown until then.
+        await producer.partitions_for(topic)
         partition = self.app.producer.key_partition(topic, key).partition
         for value in values:
             await producer.send(topic, value, key=key, partition=partition)
