@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 
 from schemas import serde
 from schemas.outputs import DeadLetter
@@ -47,18 +47,9 @@ from sinks.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 COMPONENT = "sink"
-# After empty polls, wait (on the stop event) before polling again: 5 ms after the first, doubling up to
-# IDLE_WAIT_SECONDS. A Kafka broker holds an empty fetch for fetch_max_wait_ms, but some Kafka-protocol brokers
-# (the embedded noida-db among them) answer at once, and kafka-python's poll() then re-sends fetches in a loop: an
-# idle sink spun a core. Short polls plus these waits keep an idle sink near zero CPU; new records are seen within
-# about IDLE_WAIT_SECONDS; under load an empty poll (a fetch still in flight) costs only a few ms.
-FIRST_IDLE_WAIT_SECONDS = 0.005
-IDLE_WAIT_SECONDS = 0.15
-POLL_TIMEOUT_MS = 20
-# While the consumer has no partitions (joining or rejoining the group) it polls long and never waits: the
-# join and sync steps run inside poll(), and a member that answers late makes the broker start another
-# generation (with short polls and waits, two members rebalanced every ~170 ms on noida-db).
-JOIN_POLL_TIMEOUT_MS = 200
+# The longest one poll blocks when nothing comes (Kafka holds an empty fetch for fetch_max_wait_ms): how soon a
+# stop request or a batch falling due is noticed by an idle sink.
+POLL_TIMEOUT_MS = 200
 
 
 def tune_gc_for_throughput() -> None:
@@ -138,7 +129,6 @@ class SinkWriter:
         self._inflight: tuple[_Batch, Future] | None = None
         self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-insert")
         self._batch_started: float | None = None
-        self._empty_polls = 0  # consecutive empty polls: the idle wait doubles with each
         fast_decode.install()  # records decoded by aiokafka's compiled reader: ~8 us less CPU per row
         self._consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_servers,
@@ -191,17 +181,13 @@ class SinkWriter:
         log.info("sink started", extra={"topics": sorted(self._kinds), "group": self.settings.sink_consumer_group})
         try:
             while not self._stop.is_set():
-                assigned = bool(self._consumer.assignment())
-                polled = self.poll_once(POLL_TIMEOUT_MS if assigned else JOIN_POLL_TIMEOUT_MS)
-                self._empty_polls = 0 if polled or not assigned else self._empty_polls + 1
+                polled = self.poll_once(self._poll_timeout_ms())
                 if self._inflight is not None and self._inflight[1].done():
                     self._finish_inflight()  # commit as soon as the insert is done, not at the next batch
                 if self._due():
                     self._seal_and_insert()
-                elif self._empty_polls:
-                    if self._pending_records == 0 and self._inflight is None:
-                        self._commit()  # caught up: nothing to wait for
-                    self._stop.wait(self._idle_wait())
+                elif not polled and self._pending_records == 0 and self._inflight is None:
+                    self._commit()  # caught up: nothing to wait for
             self.flush()
         except SinkStopped:
             self._commit()  # the batches written before the one that could not be
@@ -223,13 +209,12 @@ class SinkWriter:
         self.metrics.records += count
         return count
 
-    def _idle_wait(self) -> float:
-        """How long to wait after an empty poll: doubling from the first wait, cut short when the batch falls due."""
-        wait = min(IDLE_WAIT_SECONDS, FIRST_IDLE_WAIT_SECONDS * 2 ** min(self._empty_polls - 1, 10))
+    def _poll_timeout_ms(self) -> int:
+        """How long the next poll may block: POLL_TIMEOUT_MS, cut short when the pending batch falls due."""
         if self._batch_started is None:
-            return wait
+            return POLL_TIMEOUT_MS
         due_in = self._batch_started + self.settings.sink_batch_seconds - time.monotonic()
-        return max(0.0, min(wait, due_in))
+        return max(0, min(POLL_TIMEOUT_MS, int(due_in * 1000)))
 
     def _due(self) -> bool:
         if self._pending_records == 0:
@@ -391,9 +376,9 @@ class SinkWriter:
         try:
             if offsets:
                 self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced while we were writing: the rows are in ClickHouse, the records will be
-            # delivered again and collapse onto the same ids.
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            # The group rebalanced (or is rebalancing) while we were writing: the rows are in ClickHouse, the
+            # records will be delivered again and collapse onto the same ids.
             log.warning("offset commit failed after a rebalance; records will be replayed: %s", exc)
         self.metrics.lag = self._lag()
 

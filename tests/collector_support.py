@@ -1,13 +1,10 @@
 """Helpers for the collector tests: settings, an offline app (records land in the real spool), signing,
-reading topics, and a private broker that a test can stop and restart by PID."""
+reading topics (the private broker a test can stop and restart is ``kafka_support.EmbeddedKafka``)."""
 
 from __future__ import annotations
 
 import base64
-import os
-import signal
 import socket
-import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,58 +116,3 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.
     out.sort(key=lambda row: (row[0], row[1]))  # partition order, then offsets: per-key order is kept
     return [(key, value) for _, _, key, value in out]
 
-
-class PrivateBroker:
-    """A noida-db Kafka broker of the test's own, stopped and restarted by PID on the same port and data."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        import noida_db
-
-        # The wheel's binary itself: the console script is a wrapper whose child would survive a kill by PID.
-        binary = Path(noida_db.__file__).parent / "noida-db"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "broker.log", "ab")
-        self.process = subprocess.Popen(
-            [str(binary), "start", "--data-dir", str(self.data_dir / "nd"), "--only", "kafka",
-             "--kafka-port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout_s
-        from kafka import KafkaAdminClient
-
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"broker exited: see {self.data_dir / 'broker.log'}")
-            try:
-                KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000).close()
-                return
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.1)
-        raise TimeoutError("broker did not answer metadata requests in time")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        self.process = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the port must be free before a restart binds it again
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
-            time.sleep(0.05)

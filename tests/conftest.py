@@ -1,7 +1,7 @@
 """Shared fixtures: the real services the integration tests run against, and fresh names for isolation.
 
-- ``kafka_bootstrap`` (session): the embedded broker (noida-db) on a free port in a temporary data directory, or
-  ``CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS`` when set (then nothing starts).
+- ``kafka_bootstrap`` (session): the embedded Apache Kafka (one KRaft node) on free ports in a temporary data
+  directory, or ``CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS`` when set (then nothing starts).
 - ``clickhouse_http_url`` (session): ``http://127.0.0.1:PORT`` of the embedded chDB endpoint started the same way,
   or ``CLOSEDLOOP_CLICKHOUSE_URL`` (without its database part) when set.
 - ``pipeline_settings`` (function): a ``PipelineSettings`` on both services with a unique topic prefix (every
@@ -9,8 +9,7 @@
 - ``unique_name`` (function): a fresh name usable as a topic prefix, consumer group or database.
 
 A service starts only when a selected test asks for it, and stops at the end of the session. Unit tests use none
-of these. Consumers in tests join groups faster with short session timeouts (``session_timeout_ms=6000``,
-``heartbeat_interval_ms=1000``); the broker honours them.
+of these. A test that stops, kills or restarts a broker has its own (``kafka_support.EmbeddedKafka``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import pytest
 
 from deploy.clickhouse_server import start_server_process, wait_until_ready
 from deploy.processes import free_port
+from kafka_support import EmbeddedKafka
 
 
 def unique(prefix: str = "t") -> str:
@@ -62,41 +63,6 @@ class ClickHouseProcess:
         self.process = None
 
 
-class BrokerProcess:
-    """An embedded Kafka-protocol broker (noida-db) we own, stopped by PID."""
-
-    def __init__(self, data_dir: Path) -> None:
-        from deploy.kafka_broker import broker_argv, find_binary
-
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.argv = broker_argv(find_binary(None), data_dir, "127.0.0.1", self.port)
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> "BrokerProcess":
-        from deploy.kafka_broker import metadata_ok
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir.parent / "broker.log", "ab")
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
-        wait_for(lambda: metadata_ok(self.bootstrap)[0], 30, "the embedded broker to answer")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def ch_url(request, tmp_path_factory) -> Iterator[str]:
     """``http://host:port`` of a ClickHouse HTTP endpoint."""
@@ -114,13 +80,13 @@ def ch_url(request, tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kafka_servers(request, tmp_path_factory) -> Iterator[str]:
-    """Bootstrap servers of a Kafka-protocol broker."""
+    """Bootstrap servers of a Kafka broker."""
     try:
         yield request.getfixturevalue("kafka_bootstrap")
         return
     except pytest.FixtureLookupError:
         pass
-    broker = BrokerProcess(tmp_path_factory.mktemp("broker") / "data").start()
+    broker = EmbeddedKafka(tmp_path_factory.mktemp("broker")).start()
     try:
         yield broker.bootstrap
     finally:

@@ -10,7 +10,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from collector.app import create_app
-from collector_support import PrivateBroker, collector_settings, create_source_topics, read_topic
+from collector_support import collector_settings, create_source_topics, read_topic
+from kafka_support import EmbeddedKafka
 
 pytestmark = pytest.mark.kafka
 
@@ -33,15 +34,14 @@ def wait_until(condition, timeout_s: float, what: str) -> None:
 
 @pytest.fixture
 def broker(tmp_path: Path):
-    broker = PrivateBroker(tmp_path / "broker")
-    broker.start()
+    broker = EmbeddedKafka(tmp_path / "broker").start()
     try:
         yield broker
     finally:
         broker.stop()
 
 
-def test_outage_spools_and_replays_in_order_once(broker: PrivateBroker, tmp_path: Path) -> None:
+def test_outage_spools_and_replays_in_order_once(broker: EmbeddedKafka, tmp_path: Path) -> None:
     settings = collector_settings(tmp_path / "collector", bootstrap=broker.bootstrap, prefix="outage",
                                   publish_timeout_s=3.0)
     create_source_topics(broker.bootstrap, settings)

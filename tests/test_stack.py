@@ -83,7 +83,8 @@ def test_up_twice_starts_nothing_twice_and_status_json(stack_settings: StackSett
     assert (kafka["name"], kafka["mode"], kafka["running"], kafka["healthy"], kafka["pid"]) == (
         "kafka", "embedded", True, True, pids["kafka"])
     assert kafka["address"] == f"127.0.0.1:{stack_settings.embedded_kafka_port}"
-    assert kafka["data_dir"] == str(stack_settings.kafka_dir)
+    assert kafka["data_dir"] == str(stack_settings.kafka_dir / "node-1")
+    assert kafka["detail"].startswith("Apache Kafka 4.4.0, node 1 of 1, ")
     assert kafka["log"] == str(stack_settings.logs_dir / "kafka.log")
     assert (clickhouse["name"], clickhouse["mode"], clickhouse["healthy"], clickhouse["pid"]) == (
         "clickhouse", "embedded", True, pids["clickhouse"])
