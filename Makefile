@@ -9,12 +9,12 @@ VENV := .venv
 STAMP := $(VENV)/.closedloop-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv system-deps up down status clean-venv
+.PHONY: demo test venv system-deps java-deps up down status clean-venv
 
-demo: venv
+demo: venv java-deps
 	$(VENV)/bin/closedloop demo
 
-test: venv system-deps
+test: venv system-deps java-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 up down status: venv
@@ -58,6 +58,27 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
 	    echo "Missing:$$missing. Install them (Debian: sudo apt-get install$$missing), or the tests that need them fail." >&2; \
+	  fi; \
+	fi
+
+# The embedded Kafka needs Java 17+ and, for its first start, Maven (it fetches Kafka's jars from Maven Central).
+# Installed only when missing and when we may (root); not needed when CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS points
+# at a Kafka of your own.
+java-deps:
+	@set -euo pipefail; \
+	if [ -n "$${CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS:-}" ]; then exit 0; fi; \
+	java_major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\)\.\{0,1\}\([0-9]*\).*/\1 \2/p' | head -1 | \
+	  awk '{ print ($$1 == 1 ? $$2 : $$1) }'); \
+	missing=""; \
+	if [ -z "$$java_major" ] || [ "$$java_major" -lt 17 ]; then missing="openjdk-17-jre-headless"; fi; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing:$$missing (the embedded Apache Kafka runs on Java 17+; Maven fetches its jars once)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "Missing:$$missing. The embedded Apache Kafka needs Java 17+ and Maven (Debian: sudo apt-get install$$missing), or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS to a Kafka of your own." >&2; \
 	  fi; \
 	fi
 

@@ -10,11 +10,15 @@ from deploy.settings import StackSettings, read_settings
 
 @click.command("up")
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply the ClickHouse migrations.")
-def command(migrate: bool) -> None:
+@click.option("--kafka-brokers", type=click.Choice(["1", "3"]), default=None,
+              help="Nodes of the embedded Kafka (CLOSEDLOOP_KAFKA_BROKERS); default: what the data directory has, "
+                   "else 1.")
+def command(migrate: bool, kafka_brokers: str | None) -> None:
     """Start the single-machine stack (idempotent: what already runs is left running)."""
     from deploy import stack
 
     with stack_errors_readable():
-        settings = read_settings(StackSettings)
+        overrides = {"kafka_brokers": int(kafka_brokers)} if kafka_brokers else {}
+        settings = read_settings(StackSettings, **overrides)
         stack.up(settings, migrate=migrate, report=report_line)
         print_status(stack.status(settings))
