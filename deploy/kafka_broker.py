@@ -83,7 +83,8 @@ def node_markers(node: KafkaNode) -> tuple[str, ...]:
 def java_binary() -> str:
     """The ``java`` to run Kafka with (``$JAVA_HOME/bin/java``, else the one on PATH), checked to be 17 or newer."""
     home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").is_file() else shutil.which("java")
+    in_home = Path(home) / "bin" / "java" if home else None
+    java = str(in_home) if in_home is not None and in_home.is_file() else shutil.which("java")
     if java is None:
         raise StackError(f"Apache Kafka needs Java, and no `java` was found. {JAVA_HINT}")
     try:
@@ -226,8 +227,9 @@ def _cluster_file(settings: StackSettings) -> Path:
     return settings.kafka_dir / "cluster.json"
 
 
-def cluster_id(settings: StackSettings, java: str, lib: Path) -> str:
-    """The data directory's cluster id (made once); refuses a directory formatted for another node count."""
+def recorded_cluster(settings: StackSettings) -> dict | None:
+    """What ``kafka/cluster.json`` says (None before the first start); refuses a data directory made for
+    another node count than the settings ask for."""
     path = _cluster_file(settings)
     try:
         known = json.loads(path.read_text())
@@ -242,6 +244,13 @@ def cluster_id(settings: StackSettings, java: str, lib: Path) -> str:
                 f"The broker data in {settings.kafka_dir} belongs to a {known.get('nodes')}-node cluster, but "
                 f"CLOSEDLOOP_KAFKA_BROKERS (or --kafka-brokers) asks for {settings.kafka_nodes}. Use "
                 f"another data directory (CLOSEDLOOP_DATA_DIR), or `closedloop down` and remove {settings.kafka_dir}.")
+    return known
+
+
+def cluster_id(settings: StackSettings, java: str, lib: Path) -> str:
+    """The data directory's cluster id, made once."""
+    known = recorded_cluster(settings)
+    if known is not None:
         return str(known["cluster_id"])
     made = subprocess.run([java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "random-uuid"],
                           capture_output=True, text=True, timeout=120)
@@ -249,7 +258,7 @@ def cluster_id(settings: StackSettings, java: str, lib: Path) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]{22}", new_id):
         raise StackError(f"kafka.tools.StorageTool random-uuid failed: {(made.stderr or made.stdout).strip()[-500:]}")
     settings.kafka_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cluster_id": new_id, "nodes": settings.kafka_nodes,
+    _cluster_file(settings).write_text(json.dumps({"cluster_id": new_id, "nodes": settings.kafka_nodes,
                                 "kafka_version": settings.kafka_version}) + "\n")
     return new_id
 

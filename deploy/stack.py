@@ -97,7 +97,8 @@ def embedded_processes(settings: StackSettings, name: str) -> list[EmbeddedServi
             label = kafka_broker.node_log_name(settings, node)
             processes.append(EmbeddedService(
                 name=label, service="kafka", port=node.client_port, port_setting="CLOSEDLOOP_EMBEDDED_KAFKA_PORT",
-                data_dir=node.root, pid_file=PidFile(settings.run_dir / f"{label}.pid", kafka_broker.node_markers(node)),
+                data_dir=node.root,
+                pid_file=PidFile(settings.run_dir / f"{label}.pid", kafka_broker.node_markers(node)),
                 log=settings.logs_dir / f"{label}.log", output=settings.logs_dir / f"{label}.out", node=node,
                 extra_ports=(node.controller_port,),
             ))
@@ -242,6 +243,8 @@ def start_service(settings: StackSettings, name: str, report: Report = _quiet,
     """Start the processes of one part of the stack (``kafka``: every node at once, since a cluster's quorum
     needs a majority; ``clickhouse``) that do not run yet, and wait until each answers. Returns process name ->
     PID. ``die_with_parent`` (test fixtures) stops them with the calling process even if that one is killed."""
+    if name == "kafka":
+        kafka_broker.recorded_cluster(settings)  # a data directory made for another node count: say so first
     processes = embedded_processes(settings, name)
     pids: dict[str, int] = {}
     launched: dict[str, subprocess.Popen] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from deploy import stack
-from deploy.processes import StackError, process_cmdline
+from deploy.processes import StackError, process_cmdline, wait_until
 from deploy.settings import StackSettings
 from deploy.settings import private_stack_settings as embedded_settings
 
@@ -169,6 +169,86 @@ def test_real_server_settings_start_nothing_embedded(kafka_bootstrap: str, click
     stack.clickhouse_request(settings.clickhouse, f"DROP DATABASE `{unique_name}`")
 
 
+@pytest.mark.kafka
+def test_topics_get_the_configs_of_their_kind_and_up_reconciles_them(stack_settings: StackSettings) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    stack.up(stack_settings, services=["kafka"])
+    topics = stack_settings.topics
+    changelog = f"{stack_settings.topic_prefix}-worker-visitors-changelog"
+    names = [topics.events, topics.dead_letters, topics.leads, changelog]
+
+    def configs() -> dict[str, tuple[str, ...]]:
+        keys = ("cleanup.policy", "retention.ms", "retention.bytes")
+        admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka_servers)
+        try:
+            def described() -> dict:
+                # right after creation a topic's configs may not be described yet: wait for every one
+                found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
+                                               config_filter="all").get("topic", {})
+                return found if all(key in found.get(name, {}) for name in names for key in keys) else {}
+
+            found = wait_until(described, 15, "the topics' configs")
+        finally:
+            admin.close()
+        return {name: tuple(found[name][key]["value"] for key in keys) for name in names}
+
+    week, month, gib = str(168 * 3_600_000), str(720 * 3_600_000), str(1024 * 1024 * 1024)
+    assert configs() == {topics.events: ("delete", week, gib), topics.dead_letters: ("delete", month, gib),
+                         topics.leads: ("compact", week, "-1"), changelog: ("compact", week, "-1")}
+
+    # Another retention in the settings: the next `up` sets it on the existing topics, data kept.
+    changed = stack_settings.model_copy(update={"retention_hours": 24.0, "retention_mb_per_partition": 10})
+    result = stack.up(changed, services=["kafka"])
+    assert result.topics_created == []
+    assert topics.events in result.topics_reconciled and topics.leads not in result.topics_reconciled
+    # the brokers apply a config change from the metadata log, a moment after the answer
+    reconciled = ("delete", str(24 * 3_600_000), str(10 * 1024 * 1024))
+    wait_until(lambda: configs()[topics.events] == reconciled, 15, "the new retention on the events topic")
+    assert stack.up(changed, services=["kafka"]).topics_reconciled == []
+
+
+@pytest.mark.kafka
+def test_a_three_node_cluster_replicates_every_topic_and_comes_back(tmp_path: Path) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    settings = embedded_settings(tmp_path / "stack", kafka_brokers=3)
+    try:
+        started = run_cli("up", "--kafka-brokers", "3", settings=settings)
+        assert started.returncode == 0, started.stderr
+        # later commands find the node count in the data directory, without the option
+        shown = run_cli("status", "--json", settings=settings)
+        rows = [s for s in json.loads(shown.stdout)["services"] if s["name"].startswith("kafka")]
+        assert [(s["name"], s["healthy"], s["address"]) for s in rows] == [
+            (f"kafka-{k + 1}", True, f"127.0.0.1:{settings.embedded_kafka_port + 2 * k}") for k in range(3)]
+        assert [s["detail"].split(",")[:2] for s in rows] == [
+            ["Apache Kafka 4.4.0", f" node {k + 1} of 3"] for k in range(3)]
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
+        try:
+            described = admin.describe_topics([settings.topics.events])[0]["partitions"]
+            assert sorted(len(p["replica_nodes"]) for p in described) == [3, 3, 3, 3]
+            assert sorted(len(p["isr_nodes"]) for p in described) == [3, 3, 3, 3]
+            configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topics.events)],
+                                             config_filter="all")["topic"][settings.topics.events]
+            assert configs["min.insync.replicas"]["value"] == "2"
+        finally:
+            admin.close()
+        # a smaller cluster on the same data is refused with a way out
+        refused = run_cli("up", "--kafka-brokers", "1", settings=settings)
+        assert refused.returncode == 1
+        assert "belongs to a 3-node cluster" in " ".join(refused.stderr.split())
+        stopped = run_cli("down", settings=settings)
+        assert stopped.returncode == 0, stopped.stderr
+        stopped_nodes = [line.split(":")[0].strip() for line in stopped.stdout.splitlines()
+                         if "kafka-" in line and "stopped" in line]
+        assert stopped_nodes == ["kafka-1", "kafka-2", "kafka-3"]
+        again = run_cli("up", settings=settings)
+        assert again.returncode == 0, again.stderr
+        assert "topics: 0 created" in again.stdout
+    finally:
+        stack.down(settings)
+
+
 # -----------------------------------------------------------------------------------------------------------
 # Errors: nothing must start, and the message must say what to do
 
@@ -213,7 +293,8 @@ def test_missing_maven_before_the_first_fetch_is_a_clear_error(stack_settings: S
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
-    assert f"Apache Kafka 4.4.0's jars are not in {cache / 'kafka-4.4.0' / 'lib'} yet, and no `mvn` was found" in message
+    lib = cache / "kafka-4.4.0" / "lib"
+    assert f"Apache Kafka 4.4.0's jars are not in {lib} yet, and no `mvn` was found" in message
     assert "apt-get install maven" in message
     assert not (stack_settings.run_dir / "kafka.pid").exists()
 
