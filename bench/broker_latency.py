@@ -4,14 +4,15 @@ Why: the collector answers a request only after the broker acknowledged its reco
 latency is the floor of the collector's. This measures that floor at the rate of the collector's half-load test.
 
 Method (results in bench/collector.md, "The broker's own latency"):
-1. start a private embedded broker (noida-db) on a free loopback port in a temporary directory, create a
-   4-partition topic;
+1. start a private Apache Kafka node (``deploy.stack``, as ``closedloop up`` runs it) on free loopback ports in a
+   temporary directory, create a 4-partition topic;
 2. optionally pre-load ``--preload`` records, to start from a log of a given size;
 3. one aiokafka producer (acks=all, lz4, 2 ms linger, as the collector's) sends ``--batch`` records per "request"
    at ``--rate`` requests per second for ``--seconds``, on an open loop: each request is scheduled at a fixed
    time and its latency runs from that time until every record of it is acknowledged, so a broker stall counts
    for every request scheduled during it;
-4. print p50 / p99 / max per 2-second window, overall, and the size of the broker's data directory.
+4. print p50 / p99 / max per 2-second window, overall, the broker's CPU per record, its data on disk and its
+   resident memory.
 
 Records are 600 bytes of hex from os.urandom, compressing about as little as real page-view JSON does in lz4
 batches (a constant payload would compress to almost nothing and hide the log's growth).
@@ -26,7 +27,6 @@ import asyncio
 import binascii
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,14 +42,16 @@ def payload() -> bytes:
     return binascii.hexlify(os.urandom(300))
 
 
-def data_size(path: Path) -> str:
-    return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True).stdout.split()[0]
-
-
-async def measure(bootstrap: str, args, data_dir: Path) -> None:
+async def measure(broker, args) -> None:
     from aiokafka import AIOKafkaProducer
 
     from bench.collector_load import Result
+    from bench.support import cpu_seconds, rss_bytes
+
+    bootstrap = broker.stack.bootstrap
+
+    def data_size() -> str:
+        return f"{broker.stack.kafka_data_bytes() / 1e6:.1f} MB"
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, compression_type="lz4",
                                 max_batch_size=512 * 1024)
@@ -59,7 +61,7 @@ async def measure(bootstrap: str, args, data_dir: Path) -> None:
             acks = [await producer.send(TOPIC, payload(), key=b"k%d" % i)
                     for i in range(start, min(args.preload, start + 10_000))]
             await asyncio.gather(*acks)
-        print(f"pre-loaded {args.preload:,} records; data directory {data_size(data_dir)}", flush=True)
+        print(f"pre-loaded {args.preload:,} records; data directory {data_size()}", flush=True)
 
         latencies: list[tuple[float, float]] = []
 
@@ -69,6 +71,7 @@ async def measure(bootstrap: str, args, data_dir: Path) -> None:
             await asyncio.gather(*acks)
             latencies.append((scheduled, time.monotonic() - scheduled))
 
+        cpu_before = cpu_seconds(broker.pid)
         started = time.monotonic()
         tasks = []
         total = int(args.rate * args.seconds)
@@ -79,6 +82,7 @@ async def measure(bootstrap: str, args, data_dir: Path) -> None:
                 await asyncio.sleep(wait)
             tasks.append(asyncio.create_task(request(number, scheduled)))
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+        broker_cpu = cpu_seconds(broker.pid) - cpu_before
     finally:
         await producer.stop()
 
@@ -91,7 +95,9 @@ async def measure(bootstrap: str, args, data_dir: Path) -> None:
               f"  p99 {window_result.pct(0.99):6.1f} ms  max {max(values) * 1000:6.1f} ms")
     every = Result(len(latencies), 0, args.seconds, [latency for _, latency in latencies])
     print(f"all: {every.requests} requests of {args.batch} records at {args.rate:g}/s: p50 {every.pct(0.5):.1f} ms,"
-          f" p99 {every.pct(0.99):.1f} ms, max {max(every.latencies) * 1000:.1f} ms; data directory {data_size(data_dir)}")
+          f" p99 {every.pct(0.99):.1f} ms, max {max(every.latencies) * 1000:.1f} ms; broker CPU "
+          f"{broker_cpu * 1e6 / (total * args.batch):.1f} us a record; data directory {data_size()}, broker resident "
+          f"{rss_bytes(broker.pid) / 1e6:.0f} MB")
 
 
 def main() -> None:
@@ -100,25 +106,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="records per request")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--preload", type=int, default=0, help="records written before the measurement")
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="wait at most this many seconds for a load average under 1.5 before measuring")
     args = parser.parse_args()
     if not (0 < args.rate <= 10_000 and 0 < args.batch <= 1_000 and 0 < args.seconds <= 120
-            and 0 <= args.preload <= 5_000_000):
+            and 0 <= args.preload <= 5_000_000 and 0 <= args.quiet_wait <= 600):
         parser.error("keep it bounded: rate <= 10,000/s, batch <= 1,000, seconds <= 120, preload <= 5,000,000")
 
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from bench.collector_load import start_broker, stop
+    from bench.collector_load import start_broker
+    from bench.support import wait_for_quiet
 
     tmp = Path(tempfile.mkdtemp(prefix="closedloop-broker-latency-"))
-    broker, bootstrap = start_broker(tmp / "kafka")
+    broker, bootstrap = start_broker(tmp / "stack")
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics([NewTopic(TOPIC, 4, 1)])
         admin.close()
-        print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
-        asyncio.run(measure(bootstrap, args, tmp / "kafka"))
+        wait_for_quiet(args.quiet_wait)
+        asyncio.run(measure(broker, args))
     finally:
-        stop(broker)
+        broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -1,18 +1,28 @@
-"""Load test of the collector publishing to the embedded broker, on loopback only, bounded in time and count.
+"""Load test of the collector on the embedded Apache Kafka, beside its two ceilings, on loopback only, bounded in
+time and count.
 
     .venv/bin/python bench/collector_load.py [--workers 2] [--seconds 8] [--repeat 3] [--bootstrap HOST:PORT]
-                                             [--only single|batch100] [--fresh-broker]
+                                             [--only single|batch100] [--targets collector,bare,producer]
 
-Starts (and stops, by PID) its own noida-db broker unless --bootstrap is given, and a collector
-(``closedloop collector``) on a free 127.0.0.1 port with a fresh topic prefix. Then, for single events and for
-batches of 100: a closed loop at full concurrency (throughput; driven by ``wrk`` when it is installed, a C client
-far lighter than any Python one, else by the asyncio client below), and an open loop at half that rate from the
-asyncio client (latency measured from each request's scheduled send time, so a stall counts against the
-collector). Each phase runs ``--repeat`` times; the table shows the median and the range, and the CPU seconds
-the collector, the broker and the load generator used per 1,000 events. With ``--fresh-broker`` every phase
-gets a new broker and collector: noida-db rewrites its whole log about once a second, so on a broker that already
-holds the earlier phases' events its stalls, not the collector, set the half-load tail. bench/collector.md records
-the figures.
+Starts (and stops, by PID) a private Apache Kafka node unless --bootstrap is given, creates the source topics
+(4 partitions) under a fresh prefix, and measures three targets with the same requests, in the same run:
+
+- **collector**: ``closedloop collector`` on a free 127.0.0.1 port (every request answered after the broker's
+  acks);
+- **bare**: ``bench/bare_collector.py`` under the same uvicorn (workers, uvloop, httptools), answering the same
+  POST with a body of the collector's shape and no Kafka: the HTTP ceiling;
+- **producer**: aiokafka producers with the collector's producer settings (acks=all, idempotent, lz4, 2 ms
+  linger), one process per collector worker, publishing the records the collector makes of the same requests,
+  each "request" waiting for its records' acks: the Kafka ceiling, no HTTP.
+
+For single events and for batches of 100: a closed loop at full concurrency (throughput; driven by ``wrk`` when
+it is installed, else by the asyncio client below; the producer target runs the same number of concurrent
+requests), then an open loop at half the collector's max rate of that round, for every target (latency measured
+from each request's scheduled send time, so a stall counts against the target). Each round measures the
+collector first (its max sets the half rate), then the two ceilings in an order that alternates from round to
+round. The table shows the median and range over ``--repeat`` rounds, the CPU seconds of the target, the broker
+and the load generator per 1,000 events, and the collector's ratios to its ceilings, taken round by round.
+bench/collector.md records the figures.
 """
 
 from __future__ import annotations
@@ -20,13 +30,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import multiprocessing
 import os
 import re
 import resource
 import shutil
-import statistics
 import signal
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,30 +48,34 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+sys.path.insert(0, str(ROOT))
+
+from bench.support import (  # the repository root is on the path first when run as a script
+    HOST,
+    EmbeddedStack,
+    children,
+    cpu_seconds,
+    free_port,
+    load_average,
+    others_busy,
+    process_table,
+    rss_bytes,
+    wait_for_quiet,
+    wait_port,
+)
+
+TARGETS = ("collector", "bare", "producer")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {HOST}:{port}")
+def request_body(events: int, start: int = 0) -> bytes:
+    batch = [{"type": "page_view", "visitor_id": f"bench-{i % 64}",
+              "url": f"https://bench.test/p/{i}?utm_source=google&utm_medium=cpc&utm_campaign=load"}
+             for i in range(start, start + events)]
+    return orjson.dumps(batch[0] if events == 1 else batch)
 
 
 def request_bytes(port: int, events: int) -> bytes:
-    batch = [{"type": "page_view", "visitor_id": f"bench-{i % 64}",
-              "url": f"https://bench.test/p/{i}?utm_source=google&utm_medium=cpc&utm_campaign=load"}
-             for i in range(events)]
-    body = orjson.dumps(batch[0] if events == 1 else batch)
+    body = request_body(events)
     head = (f"POST /v1/events HTTP/1.1\r\nHost: {HOST}:{port}\r\nX-Closedloop-Key: demo-write-key\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     return head + body
@@ -219,129 +233,268 @@ def wrk_closed_loop(port: int, payload: bytes, concurrency: int, seconds: float,
     return result, usage.ru_utime + usage.ru_stime
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of these processes (all threads), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def tree(pid: int) -> list[int]:
-    """A process and its children (the collector's uvicorn workers)."""
-    pids = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def start_broker(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    import noida_db
-
-    port = free_port()
-    binary = Path(noida_db.__file__).parent / "noida-db"  # the real binary, so its PID is the broker's
-    proc = subprocess.Popen([str(binary), "start", "--data-dir", str(data_dir), "--only", "kafka",
-                             "--kafka-port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    wait_port(port, 30)
-    return proc, f"{HOST}:{port}"
-
-
-def create_topics(bootstrap: str, prefix: str) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    from schemas.topics import Topics
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(t, 4, 1) for t in Topics(prefix).source_topics()])
-    finally:
-        admin.close()
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# -- the broker ----------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Servers:
-    """The broker (embedded unless --bootstrap) and the collector of one measurement, with their PIDs."""
+class Broker:
+    """A private Apache Kafka node (``deploy.stack``), with the handle other bench scripts expect."""
 
-    broker: subprocess.Popen | None
-    collector: subprocess.Popen
-    port: int
-    data_dir: Path
-    collector_pids: list[int] = field(default_factory=list)
+    stack: EmbeddedStack
 
-    @classmethod
-    def start(cls, args: argparse.Namespace, data_dir: Path) -> "Servers":
-        broker, bootstrap = (None, args.bootstrap) if args.bootstrap else start_broker(data_dir / "broker")
-        prefix = f"bench_{uuid.uuid4().hex[:8]}"
-        create_topics(bootstrap, prefix)
-        port = free_port()
-        env = {**os.environ, "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOSEDLOOP_TOPIC_PREFIX": prefix,
-               "CLOSEDLOOP_DATA_DIR": str(data_dir / "data")}
-        collector = subprocess.Popen(
-            [sys.executable, "-m", "closedloop.cli", "collector", "--port", str(port), "--workers",
-             str(args.workers), "--log-level", "warning"],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        servers = cls(broker, collector, port, data_dir)
-        try:
-            wait_port(port, 30)
-            time.sleep(1.0)  # let every worker finish its startup (producer connected)
-        except BaseException:
-            servers.stop()
-            raise
-        servers.collector_pids = tree(collector.pid)
-        return servers
-
-    def cpu(self) -> tuple[float, float]:
-        """CPU seconds so far: (the collector's processes, the broker)."""
-        return cpu_seconds(self.collector_pids), cpu_seconds([self.broker.pid]) if self.broker else 0.0
-
-    def broker_megabytes(self) -> float:
-        files = (self.data_dir / "broker").rglob("*")
-        return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
+    @property
+    def pid(self) -> int:
+        return self.stack.kafka_pid
 
     def stop(self) -> None:
-        stop(self.collector)
-        if self.broker is not None:
-            stop(self.broker)
+        self.stack.stop()
+
+
+def start_broker(data_dir: Path) -> tuple[Broker, str]:
+    """Start a private one-node Apache Kafka in ``data_dir``: (broker, bootstrap servers). bench/faust_floor.py
+    uses this, ``stop`` and ``cpu_seconds`` from here too."""
+    broker = Broker(EmbeddedStack(data_dir).start("kafka"))
+    return broker, broker.stack.bootstrap
+
+
+def create_topics(bootstrap: str, prefix: str) -> None:
+    """The source topics under ``prefix``, 4 partitions, with the pipeline's configs (deploy.topics)."""
+    from deploy.topics import create_topics as create
+    from schemas.settings import PipelineSettings
+
+    settings = PipelineSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=4)
+    sources = set(settings.topics.source_topics())
+    create(settings, [spec for spec in settings.topics.specs() if spec.name in sources])
+
+
+def stop(process) -> None:
+    """Stop a process this script started: a Popen (SIGTERM, SIGKILL after 20 s) or a Broker."""
+    if isinstance(process, Broker):
+        process.stop()
+        return
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- the targets ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HttpServer:
+    """A uvicorn server (the collector, or the bare app) with its worker PIDs."""
+
+    process: subprocess.Popen
+    port: int
+    pids: list[int] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], workers: int) -> HttpServer:
+        port = free_port()
+        process = subprocess.Popen([*argv, "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        server = cls(process, port)
+        try:
+            wait_port(port, 60)
+            deadline = time.monotonic() + 30  # every worker up (and, for the collector, its producer connected)
+            while len(children(process.pid)) < 1 + (workers if workers > 1 else 0) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)
+        except BaseException:
+            stop(process)
+            raise
+        server.pids = children(process.pid)
+        return server
+
+
+def collector_server(bootstrap: str, prefix: str, workers: int, data_dir: Path) -> HttpServer:
+    env = {**os.environ, "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOSEDLOOP_TOPIC_PREFIX": prefix,
+           "CLOSEDLOOP_DATA_DIR": str(data_dir)}
+    return HttpServer.start([sys.executable, "-m", "closedloop.cli", "collector", "--workers", str(workers),
+                             "--log-level", "warning"], env, workers)
+
+
+def bare_server(workers: int) -> HttpServer:
+    argv = [sys.executable, "-m", "uvicorn", "bench.bare_collector:app", "--host", HOST, "--loop", "uvloop",
+            "--http", "httptools", "--no-access-log", "--log-level", "warning", "--no-server-header"]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    return HttpServer.start(argv, {**os.environ, "PYTHONPATH": str(ROOT)}, workers)
+
+
+def collector_records(events: int, requests: int, prefix: str) -> list[list[tuple[str, bytes | None, bytes]]]:
+    """The records the collector makes of ``requests`` requests of ``events`` page views each (its own parsing,
+    fresh event ids and received times), for the producer target."""
+    from collector import events as parsing
+    from schemas.topics import Topics
+
+    topics = Topics(prefix)
+    made = []
+    for number in range(requests):
+        items = parsing.event_items(parsing.parse_json(request_body(events, number * events)), 500)
+        batch = parsing.parse_events(items, site_id="demo", allowed_types=parsing.BROWSER_TYPES,
+                                     received_at=parsing.now_utc(), user_agent="wrk", topics=topics)
+        made.append([(event.record.topic, event.record.key, event.record.value) for event in batch.accepted])
+    return made
+
+
+def _producer_process(bootstrap: str, requests: dict, commands, results) -> None:
+    """One producer process: on ("run", label, mode, concurrency, rate, seconds) run one phase, put its result."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_producer_main(bootstrap, requests, commands, results))
+
+
+async def _producer_main(bootstrap: str, requests: dict, commands, results) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    # The collector's producer (collector/publisher.py, Publisher._new_producer).
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap.split(","), client_id=f"bench-producer-{os.getpid()}",
+                                acks="all", enable_idempotence=True, linger_ms=2, max_batch_size=512 * 1024,
+                                max_request_size=4 * 1024 * 1024, compression_type="lz4", request_timeout_ms=10_000,
+                                retry_backoff_ms=100)
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        for topic in {record[0] for batches in requests.values() for batch in batches for record in batch}:
+            await producer.partitions_for(topic)
+        results.put(("ready", os.getpid()))
+        while True:
+            command = await loop.run_in_executor(None, commands.get)
+            if command[0] == "stop":
+                return
+            _, label, mode, concurrency, rate, seconds = command
+            cpu_before = time.process_time()
+            requests_done, errors, elapsed, latencies = await _producer_phase(
+                producer, requests[label], mode, concurrency, rate, seconds)
+            results.put(("done", requests_done, errors, elapsed, latencies, time.process_time() - cpu_before))
+    finally:
+        await producer.stop()
+
+
+async def _producer_phase(producer, batches: list, mode: str, concurrency: int, rate: float,
+                          seconds: float) -> tuple[int, int, float, list[float]]:
+    """One phase of "requests" (a batch of records sent, then all their acks awaited): a closed loop of
+    ``concurrency`` clients (max) or an open loop at ``rate`` (latency from the scheduled time)."""
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+
+    async def one(scheduled: float) -> None:
+        nonlocal errors, sent
+        batch = batches[sent % len(batches)]
+        sent += 1
+        try:
+            futures = [await producer.send(topic, value, key=key) for topic, key, value in batch]
+            await asyncio.gather(*futures)
+        except Exception:  # noqa: BLE001 - counted, as an HTTP error would be
+            errors += 1
+        latencies.append(time.perf_counter() - scheduled)
+
+    started = time.perf_counter()
+    if mode == "max":
+        deadline = started + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                await one(time.perf_counter())
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    else:
+        tasks = []
+        for number in range(int(rate * seconds)):
+            scheduled = started + number / rate
+            wait = scheduled - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(one(scheduled)))
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+    return len(latencies), errors, time.perf_counter() - started, latencies
+
+
+class Producers:
+    """``workers`` producer processes (as many as the collector's workers) kept for the whole run."""
+
+    def __init__(self, bootstrap: str, requests: dict, workers: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.commands = [context.Queue() for _ in range(workers)]
+        self.results = context.Queue()
+        self.processes = [context.Process(target=_producer_process, args=(bootstrap, requests, queue, self.results),
+                                          daemon=True) for queue in self.commands]
+        for process in self.processes:
+            process.start()
+        self.pids = [self.results.get(timeout=120)[1] for _ in self.processes]
+
+    def run(self, label: str, mode: str, concurrency: int, rate: float, seconds: float) -> tuple[Result, float]:
+        """One phase on every process at once: (their merged result, their CPU seconds)."""
+        share = len(self.processes)
+        for queue in self.commands:
+            queue.put(("run", label, mode, max(1, concurrency // share), rate / share, seconds))
+        done = [self.results.get(timeout=seconds + 180) for _ in self.processes]
+        latencies = [latency for item in done for latency in item[4]]
+        result = Result(sum(item[1] for item in done), sum(item[2] for item in done),
+                        max(item[3] for item in done), latencies)
+        return result, sum(item[5] for item in done)
+
+    def stop(self) -> None:
+        for queue in self.commands:
+            queue.put(("stop",))
+        for process in self.processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=10)
+
+
+# -- the run -------------------------------------------------------------------------------------------------
+
+Row = tuple[float, float, float, float, int, float, float, float]  # req/s, events/s, p50, p99, errors, 3 CPUs
+
+
+def row(result: Result, used: tuple[float, float, float], events: int) -> Row:
+    """(req/s, events/s, p50, p99, errors, CPU s per 1,000 events of target, broker, client)."""
+    rate = result.requests / result.seconds
+    return (rate, rate * events, result.pct(0.5), result.pct(0.99), result.errors,
+            *(1000 * u / max(1, result.requests * events) for u in used))
+
+
+def column(rows: list[Row], index: int, fmt: str) -> str:
+    """Median [min-max] of one figure over the rounds."""
+    values = [row[index] for row in rows]
+    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each phase; the median is reported")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every phase; the median is reported")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--no-wrk", action="store_true", help="drive the closed loop with the asyncio client")
-    parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--bootstrap", default=None, help="an existing broker (then its CPU is not measured)")
     parser.add_argument("--only", choices=["single", "batch100"], help="run one mode (both by default)")
-    parser.add_argument("--fresh-broker", action="store_true",
-                        help="run each half-load phase on a new broker and collector, so that the embedded "
-                             "broker's log (rewritten whole about once a second) holds only that phase's events")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help="comma-separated subset of collector,bare,producer (the collector is always run)")
+    parser.add_argument("--quiet-wait", type=float, default=180.0,
+                        help="wait at most this many seconds for a load average under 1.5 before starting")
     args = parser.parse_args()
+    if not (1 <= args.workers <= 8 and 0 < args.seconds <= 60 and 1 <= args.repeat <= 10
+            and 1 <= args.concurrency <= 512 and 0 <= args.quiet_wait <= 600):
+        parser.error("keep it bounded: workers <= 8, seconds <= 60, repeat <= 10, concurrency <= 512")
+    targets = ["collector"] + [t for t in args.targets.split(",") if t in TARGETS and t != "collector"]
     try:
         import uvloop
 
@@ -350,79 +503,115 @@ def main() -> None:
         pass
     use_wrk = shutil.which("wrk") is not None and not args.no_wrk
     tmp = Path(tempfile.mkdtemp(prefix="closedloop-collector-bench-"))
-    started: list[Servers] = []
-
-    def start_servers() -> Servers:
-        started.append(Servers.start(args, tmp / str(len(started))))
-        return started[-1]
-
-    def measure(servers: Servers, phase):  # -> (result, CPU seconds of collector, broker, client)
-        before = (*servers.cpu(), self_cpu())
-        result, client_cpu = phase()
-        after = servers.cpu()
-        return result, (after[0] - before[0], after[1] - before[1],
-                        self_cpu() - before[2] if client_cpu is None else client_cpu)
-
-    def row(result: Result, used: tuple[float, float, float], events: int) -> tuple:
-        """(req/s, events/s, p50, p99, errors, CPU s per 1,000 events of collector, broker, client)."""
-        rate = result.requests / result.seconds
-        return (rate, rate * events, result.pct(0.5), result.pct(0.99), result.errors,
-                *(1000 * u / max(1, result.requests * events) for u in used))
-
-    def next_phase(servers: Servers, events: int) -> tuple[Servers, bytes]:
-        """The servers and request bytes of the next phase: with --fresh-broker, a new broker and collector."""
-        if args.fresh_broker:
-            servers.stop()
-            servers = start_servers()
-        return servers, request_bytes(servers.port, events)
-
+    labels = [(label, events) for label, events in (("single", 1), ("batch100", 100))
+              if not args.only or label == args.only]
+    started: list = []
     try:
-        servers = start_servers()
-        runs: dict[tuple[str, str], list[tuple[float, float, float, float, int, float, float, float]]] = {}
-        broker_mb: dict[str, list[float]] = {}
-        for label, events in (("single", 1), ("batch100", 100)):
-            if args.only and label != args.only:
-                continue
-            payload = request_bytes(servers.port, events)
-            asyncio.run(closed_loop(servers.port, payload, 8, 1.0, 10_000))  # warm-up
-            for _ in range(args.repeat):
-                if use_wrk:
-                    peak, used = measure(servers, lambda: wrk_closed_loop(
-                        servers.port, payload, args.concurrency, args.seconds, tmp))
-                else:
-                    peak, used = measure(servers, lambda: (asyncio.run(closed_loop(
-                        servers.port, payload, args.concurrency, args.seconds, 2_000_000)), None))
-                runs.setdefault((label, "max"), []).append(row(peak, used, events))
-                req_rate = peak.requests / peak.seconds
-                servers, payload = next_phase(servers, events)
-                half, used = measure(servers, lambda: (asyncio.run(open_loop(
-                    servers.port, payload, req_rate / 2, args.seconds, args.concurrency)), None))
-                broker_mb.setdefault(label, []).append(servers.broker_megabytes())
-                runs.setdefault((label, "half"), []).append(row(half, used, events))
-                servers, payload = next_phase(servers, events)  # the next max phase: a fresh broker, like the first
-        print(f"collector workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} "
-              f"repeat={args.repeat} cpus={os.cpu_count()} closed loop by {'wrk' if use_wrk else 'asyncio client'}"
-              f"{'; a fresh broker for each phase' if args.fresh_broker else ''}; "
-              f"load average {os.getloadavg()[0]:.2f}")
-        print("median [min-max] of the runs; cpu = CPU seconds per 1,000 events (collector / broker / client)")
-        print(f"{'mode':<9} {'load':<5} {'req/s':>22} {'events/s':>24} {'p50 ms':>20} {'p99 ms':>22} "
-              f"{'errors':>6}  cpu")
-        for (label, load), rows in runs.items():
-            def col(i: int, fmt: str) -> str:
-                values = [row[i] for row in rows]
-                return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
+        broker, bootstrap = (None, args.bootstrap) if args.bootstrap else start_broker(tmp / "stack")
+        if broker is not None:
+            started.append(broker)
+        prefix = f"bench_{uuid.uuid4().hex[:8]}"
+        create_topics(bootstrap, prefix)
+        servers: dict[str, HttpServer] = {}
+        servers["collector"] = collector_server(bootstrap, prefix, args.workers, tmp / "data")
+        started.append(servers["collector"].process)
+        if "bare" in targets:
+            servers["bare"] = bare_server(args.workers)
+            started.append(servers["bare"].process)
+        producers = None
+        if "producer" in targets:
+            # Enough distinct requests that lz4 sees as little repetition as the collector's own records.
+            requests = {label: collector_records(events, 4000 if events == 1 else 200, prefix)
+                        for label, events in labels}
+            producers = Producers(bootstrap, requests, args.workers)
+            started.append(producers)
+        own = {os.getpid(), *(broker.stack.pids.values() if broker else ()),
+               *(pid for server in servers.values() for pid in server.pids), *(producers.pids if producers else ())}
+        state_before = wait_for_quiet(args.quiet_wait)
+
+        def broker_cpu() -> float:
+            return cpu_seconds([broker.pid]) if broker else 0.0
+
+        def measure_http(target: str, events: int, mode: str, rate: float) -> tuple[Result, tuple]:
+            server = servers[target]
+            payload = request_bytes(server.port, events)
+            before = (cpu_seconds(server.pids), broker_cpu(), self_cpu())
+            if mode == "max" and use_wrk:
+                result, client = wrk_closed_loop(server.port, payload, args.concurrency, args.seconds, tmp)
+            elif mode == "max":
+                result, client = asyncio.run(closed_loop(server.port, payload, args.concurrency, args.seconds,
+                                                         2_000_000)), None
+            else:
+                result, client = asyncio.run(open_loop(server.port, payload, rate, args.seconds,
+                                                       args.concurrency)), None
+            used = (cpu_seconds(server.pids) - before[0], broker_cpu() - before[1],
+                    self_cpu() - before[2] if client is None else client)
+            return result, used
+
+        def measure_producer(label: str, mode: str, rate: float) -> tuple[Result, tuple]:
+            before = broker_cpu()
+            result, producer_cpu = producers.run(label, mode, args.concurrency, rate, args.seconds)
+            return result, (producer_cpu, broker_cpu() - before, 0.0)
+
+        runs: dict[tuple[str, str, str], list[Row]] = {}
+        ratios: dict[tuple[str, str], list[float]] = {}
+        during: list[str] = []
+        for label, events in labels:
+            for server in servers.values():  # warm-up: connections, the producers' first batches
+                asyncio.run(closed_loop(server.port, request_bytes(server.port, events), 8, 1.0, 10_000))
+            if producers:
+                producers.run(label, "max", 8, 0, 1.0)
+            for round_no in range(args.repeat):
+                table, round_started = process_table(), time.monotonic()
+                peak, used = measure_http("collector", events, "max", 0)
+                runs.setdefault((label, "collector", "max"), []).append(row(peak, used, events))
+                half_rate = peak.requests / peak.seconds / 2
+                ceilings = targets[1:] if round_no % 2 == 0 else targets[:0:-1]
+                for target in ["collector", *ceilings]:
+                    for mode in ("max", "half") if target != "collector" else ("half",):
+                        if target == "producer":
+                            result, used = measure_producer(label, mode, half_rate)
+                        else:
+                            result, used = measure_http(target, events, mode, half_rate)
+                        runs.setdefault((label, target, mode), []).append(row(result, used, events))
+                during.append(f"{label} round {round_no + 1}: " + others_busy(
+                    table, process_table(), time.monotonic() - round_started, own))
+                collector_max = runs[(label, "collector", "max")][-1][1]
+                for target in ceilings:
+                    ceiling_max = runs[(label, target, "max")][-1][1]
+                    ratios.setdefault((label, f"collector / {target}, max events/s"), []).append(
+                        collector_max / ceiling_max)
+                    ratios.setdefault((label, f"collector / {target}, CPU per event (collector + broker)"), []).append(
+                        sum(runs[(label, "collector", "max")][-1][5:7]) / max(1e-9, sum(runs[(label, target, "max")][-1][5:7])))
+        print(f"workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} repeat={args.repeat} "
+              f"cpus={os.cpu_count()}; closed loop by {'wrk' if use_wrk else 'asyncio client'}; "
+              f"broker {'Apache Kafka (private, one node)' if broker else bootstrap}")
+        print(f"before: {state_before}")
+        print(f"after: load average {load_average()}; beside the bench, per round: " + " | ".join(during))
+        print("median [min-max] of the rounds; half = an open loop at half the collector's max rate of the round; "
+              "cpu = CPU seconds per 1,000 events (target / broker / client)")
+        print(f"{'mode':<9} {'target':<10} {'load':<5} {'req/s':>22} {'events/s':>26} {'p50 ms':>18} "
+              f"{'p99 ms':>22} {'errors':>6}  cpu")
+        for (label, target, load), rows in sorted(runs.items(), key=lambda item: (
+                item[0][0] != "single", TARGETS.index(item[0][1]), item[0][2] != "max")):
             errors = sum(row[4] for row in rows)
-            cpu = " / ".join(f"{statistics.median(row[i] for row in rows):.2f}" for i in (5, 6, 7))
-            print(f"{label:<9} {load:<5} {col(0, ',.0f'):>22} {col(1, ',.0f'):>24} {col(2, '.1f'):>20} "
-                  f"{col(3, '.1f'):>22} {errors:>6}  {cpu}")
-        if not args.bootstrap:
-            for label, sizes in broker_mb.items():
-                print(f"{label}: the broker's data at the end of each half-load phase: "
-                      + ", ".join(f"{size:.0f} MB" for size in sizes))
+            cpu = " / ".join(f"{statistics.median(row[i] for row in rows):.3f}" for i in (5, 6, 7))
+            print(f"{label:<9} {target:<10} {load:<5} {column(rows, 0, ',.0f'):>22} "
+                  f"{column(rows, 1, ',.0f'):>26} {column(rows, 2, '.1f'):>18} {column(rows, 3, '.1f'):>22} "
+                  f"{errors:>6}  {cpu}")
+        print("ratios, round by round (median [min-max]):")
+        for (label, what), values in ratios.items():
+            print(f"  {label:<9} {what}: {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]")
+        if broker:
+            print(f"broker at the end: data {broker.stack.kafka_data_bytes() / 1e6:.0f} MB on disk, resident "
+                  f"{rss_bytes(broker.pid) / 1e6:.0f} MB")
     finally:
-        for servers in started:
-            servers.stop()
-        shutil.rmtree(tmp, ignore_errors=True)  # the brokers' logs, the spools, wrk's script
+        for process in reversed(started):
+            if isinstance(process, Producers):
+                process.stop()
+            else:
+                stop(process)
+        shutil.rmtree(tmp, ignore_errors=True)  # the broker's log, the spools, wrk's script
 
 
 if __name__ == "__main__":

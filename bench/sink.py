@@ -1,26 +1,30 @@
-"""Benchmark of the ClickHouse side: sink throughput through Kafka, and report latency at full size.
+"""Benchmark of the ClickHouse side: sink throughput through Kafka beside a raw insert of the same rows, and report
+latency at full size.
 
-Two measurements (method and results in bench/sink.md):
+Three measurements (method and results in bench/sink.md):
 
 1. Sink rows/s: publish a mix of records (page views, touches, conversions, credits in the proportions of the
-   full data set) to the embedded broker, run ``SinkWriter`` from a fresh consumer group until every row is in
-   ClickHouse, and divide.
-2. Report latency: load the full-size data set (``--events``, default 10 million page views, plus touches,
+   full data set) to the embedded Apache Kafka, run ``SinkWriter`` from a fresh consumer group until every row is
+   in ClickHouse, and divide.
+2. Its ceiling, in the same run: the same records converted to rows beforehand (untimed), in batches of the
+   sink's size, then inserted with the sink's own insert (clickhouse-connect, JSONCompactColumns) one batch after
+   another, no Kafka: what the ClickHouse endpoint takes of these rows. Sink and raw runs alternate.
+3. Report latency: load the full-size data set (``--events``, default 10 million page views, plus touches,
    identity links, conversions, credits of 7 models, spend) into the embedded ClickHouse with server-side
    ``INSERT ... SELECT FROM numbers()`` (the materialized views fill the roll-ups as they would from the sink),
    then time every report from the raw tables and the channel report from the roll-ups (median of 5 runs).
 
-Run: ``.venv/bin/python -m bench.sink --events 10000000 --sink-records 200000``. It starts its own broker and
-ClickHouse endpoint in a temporary directory on free ports and stops them (by PID) at the end.
+Run: ``.venv/bin/python -m bench.sink --events 10000000 --sink-records 300000 --sink-runs 3``. It starts its own
+Kafka node and ClickHouse endpoint (``deploy.stack``, as ``closedloop up`` runs them) in a temporary directory on
+free ports and stops them by PID at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import multiprocessing
+import os
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -30,9 +34,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from deploy.clickhouse_server import start_server_process, wait_until_ready
-from deploy.kafka_broker import broker_argv, find_binary, metadata_ok
-from deploy.processes import free_port
+from bench.support import EmbeddedStack, rss_bytes, wait_for_quiet
 from deploy.topics import create_topics
 from schemas import serde
 from schemas.events import Envelope, PageView
@@ -40,6 +42,8 @@ from schemas.outputs import AttributionModel, Conversion, Credit, Touch
 from sinks.client import connect
 from sinks.migrate import migrate_up
 from sinks.reports import channels, run_report
+from sinks.rows import Provenance, rows_for, topic_kinds
+from sinks.rows import insert as insert_rows
 from sinks.settings import SinkSettings
 from sinks.writer import SinkWriter, tune_gc_for_throughput
 from stream_jobs.visitors import visitor_number
@@ -202,6 +206,41 @@ def bench_sink(settings: SinkSettings, count: int, endpoint_pid: int, broker_pid
             "dead_letters": writer.metrics.dead_letters}
 
 
+def prepared_batches(settings: SinkSettings, records: list[tuple[str, str, bytes]]) -> list[dict[str, list[tuple]]]:
+    """The rows the sink makes of ``records``, in batches of ``sink_batch_rows`` records (table -> rows), made the
+    way the writer makes them (``rows_for``), with made-up partitions and offsets."""
+    kinds = topic_kinds(settings.topics)
+    batches: list[dict[str, list[tuple]]] = []
+    size = settings.sink_batch_rows
+    for start in range(0, len(records), size):
+        batch: dict[str, list[tuple]] = {}
+        for offset, (topic, _key, value) in enumerate(records[start:start + size], start):
+            for table, row in rows_for(kinds[topic], value, Provenance(topic, offset % 4, offset)):
+                batch.setdefault(table, []).append(row)
+        batches.append(batch)
+    return batches
+
+
+def bench_raw_insert(settings: SinkSettings, batches: list[dict[str, list[tuple]]], endpoint_pid: int) -> dict:
+    """The sink's ceiling: insert prepared rows batch after batch (the sink's own insert: clickhouse-connect,
+    JSONCompactColumns), no Kafka, no conversion; rows/s and CPU per row of this process (JSON encoding, HTTP)
+    and the endpoint."""
+    client = connect(settings)
+    rows = sum(len(table_rows) for batch in batches for table_rows in batch.values())
+    cpu_before, endpoint_before = time.process_time(), cpu_seconds(endpoint_pid)
+    started = time.perf_counter()
+    for batch in batches:
+        for table, table_rows in batch.items():
+            insert_rows(client, table, table_rows)
+    seconds = time.perf_counter() - started
+    client_cpu, endpoint_cpu = time.process_time() - cpu_before, cpu_seconds(endpoint_pid) - endpoint_before
+    client.close()
+    per_1000 = 1000 / rows
+    return {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": rows / seconds,
+            "client_cpu_s_per_1000": round(client_cpu * per_1000, 4),
+            "endpoint_cpu_s_per_1000": round(endpoint_cpu * per_1000, 4)}
+
+
 # -- 2. full-size data set, server-side ---------------------------------------------------------------------
 
 REATTRIBUTED = 7  # leads with lead % 100 == 7 (1%) get a second credit version on other touches
@@ -346,47 +385,57 @@ def main() -> None:
                         help="SinkWriter processes in the consumer group (1: one writer in this process)")
     parser.add_argument("--sink-runs", type=int, default=1,
                         help="repeat the sink measurement (fresh consumer group each time) and report the median")
+    parser.add_argument("--no-raw-insert", dest="raw_insert", action="store_false",
+                        help="skip the ceiling (the same rows inserted without Kafka) after each sink run")
+    parser.add_argument("--quiet-wait", type=float, default=180.0,
+                        help="wait at most this many seconds for a load average under 1.5 before measuring")
     args = parser.parse_args()
+    if not (0 < args.sink_records <= 2_000_000 and 1 <= args.sink_runs <= 10 and 0 <= args.quiet_wait <= 600
+            and 0 < args.events <= 50_000_000):
+        parser.error("keep it bounded: sink records <= 2,000,000, runs <= 10, events <= 50,000,000")
 
     with tempfile.TemporaryDirectory(prefix="closedloop-bench-") as tmp:
-        tmp_path = Path(tmp)
-        ch_port, kafka_port = free_port(), free_port()
-        clickhouse = start_server_process(str(tmp_path / "clickhouse"), ch_port)
-        broker = None
+        stack = EmbeddedStack(Path(tmp) / "stack")
         try:
-            wait_until_ready(clickhouse, ch_port, timeout=60)
-            settings = SinkSettings(clickhouse_url=f"http://default:@127.0.0.1:{ch_port}/bench",
-                                    kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}", topic_prefix="bench",
+            stack.start("clickhouse", *(() if args.skip_sink else ("kafka",)))
+            settings = SinkSettings(clickhouse_url=stack.clickhouse_url("bench"),
+                                    kafka_bootstrap_servers=stack.bootstrap, topic_prefix="bench",
                                     sink_consumer_group="bench-sink", partitions=4)
             migrate_up(settings)
             if not args.skip_sink:
-                (tmp_path / "kafka").mkdir()
-                with open(tmp_path / "broker.log", "ab") as log:
-                    broker = subprocess.Popen(broker_argv(find_binary(None), tmp_path / "kafka", "127.0.0.1",
-                                                          kafka_port), stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True)
-                _wait(lambda: metadata_ok(settings.kafka_servers)[0], 30, "the broker")
                 create_topics(settings, settings.topics.specs())
                 print(f"sink: {args.sink_records} records through Kafka ...", flush=True)
                 records = sink_records(settings, args.sink_records)
                 print(f"  published in {publish(settings, records):.1f} s", flush=True)
-                rates = []
+                batches = prepared_batches(settings, records) if args.raw_insert else []
+                wait_for_quiet(args.quiet_wait)
+                rates, raw_rates, ratios = [], [], []
                 for run in range(args.sink_runs):
                     _truncate(settings)  # each run writes into empty tables, as the first did
                     run_settings = settings.model_copy(update={"sink_consumer_group": f"bench-sink-{run}"})
-                    sink = (bench_sink(run_settings, len(records), clickhouse.pid, broker.pid)
+                    sink = (bench_sink(run_settings, len(records), stack.clickhouse_pid, stack.kafka_pid)
                             if args.sink_processes == 1
                             else bench_sink_processes(run_settings, len(records), args.sink_processes,
-                                                      clickhouse.pid, broker.pid))
+                                                      stack.clickhouse_pid, stack.kafka_pid))
                     rates.append(sink["rows_per_second"])
-                    print(f"  run {run + 1}: {sink}", flush=True)
+                    print(f"  run {run + 1}: {sink}; load average {os.getloadavg()[0]:.2f}", flush=True)
+                    if batches:
+                        _truncate(settings)
+                        raw = bench_raw_insert(settings, batches, stack.clickhouse_pid)
+                        raw_rates.append(raw["rows_per_second"])
+                        ratios.append(sink["rows_per_second"] / raw["rows_per_second"])
+                        print(f"  raw insert {run + 1}: {raw}; load average {os.getloadavg()[0]:.2f}", flush=True)
                 print(f"  median: {statistics.median(rates):,.0f} rows/s of {[round(r) for r in rates]}", flush=True)
-                broker.terminate()
-                broker.wait(timeout=30)
-                broker = None
+                if raw_rates:
+                    print(f"  raw insert median: {statistics.median(raw_rates):,.0f} rows/s of "
+                          f"{[round(r) for r in raw_rates]}; sink / raw, run by run: "
+                          f"{statistics.median(ratios):.2f} of {[round(r, 2) for r in ratios]}", flush=True)
+                print(f"  broker at the end: data {stack.kafka_data_bytes() / 1e6:.0f} MB on disk, resident "
+                      f"{rss_bytes(stack.kafka_pid) / 1e6:.0f} MB", flush=True)
+                stack.stop("kafka")  # the reports need only ClickHouse
             if args.skip_reports:
                 return
-            full = SinkSettings(clickhouse_url=f"http://default:@127.0.0.1:{ch_port}/bench_full")
+            full = SinkSettings(clickhouse_url=stack.clickhouse_url("bench_full"))
             migrate_up(full)
             client = connect(full, query_timeout=3600)
             print(f"loading {args.events} events and their touches, conversions, credits ...", flush=True)
@@ -419,11 +468,7 @@ def main() -> None:
             time_reports(client, only="channels")
             client.close()
         finally:
-            if broker is not None:
-                broker.terminate()
-                broker.wait(timeout=30)
-            clickhouse.terminate()
-            clickhouse.wait(timeout=60)
+            stack.stop()
 
 
 if __name__ == "__main__":
