@@ -13,7 +13,8 @@ Starts (and stops, by PID) a private Apache Kafka node unless --bootstrap is giv
   POST with a body of the collector's shape and no Kafka: the HTTP ceiling;
 - **producer**: aiokafka producers with the collector's producer settings (acks=all, idempotent, lz4, 2 ms
   linger), one process per collector worker, publishing the records the collector makes of the same requests,
-  each "request" waiting for its records' acks: the Kafka ceiling, no HTTP.
+  each "request" waiting for its records' acks: the Kafka ceiling, no HTTP. (``--linger-ms`` sets both the
+  collector's and these producers' linger.)
 
 For single events and for batches of 100: a closed loop at full concurrency (throughput; driven by ``wrk`` when
 it is installed, else by the asyncio client below; the producer target runs the same number of concurrent
@@ -316,9 +317,9 @@ class HttpServer:
         return server
 
 
-def collector_server(bootstrap: str, prefix: str, workers: int, data_dir: Path) -> HttpServer:
+def collector_server(bootstrap: str, prefix: str, workers: int, data_dir: Path, linger_ms: int) -> HttpServer:
     env = {**os.environ, "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOSEDLOOP_TOPIC_PREFIX": prefix,
-           "CLOSEDLOOP_DATA_DIR": str(data_dir)}
+           "CLOSEDLOOP_DATA_DIR": str(data_dir), "CLOSEDLOOP_LINGER_MS": str(linger_ms)}
     return HttpServer.start([sys.executable, "-m", "closedloop.cli", "collector", "--workers", str(workers),
                              "--log-level", "warning"], env, workers)
 
@@ -347,7 +348,7 @@ def collector_records(events: int, requests: int, prefix: str) -> list[list[tupl
     return made
 
 
-def _producer_process(bootstrap: str, requests: dict, commands, results) -> None:
+def _producer_process(bootstrap: str, linger_ms: int, requests: dict, commands, results) -> None:
     """One producer process: on ("run", label, mode, concurrency, rate, seconds) run one phase, put its result."""
     try:
         import uvloop
@@ -355,15 +356,15 @@ def _producer_process(bootstrap: str, requests: dict, commands, results) -> None
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_producer_main(bootstrap, requests, commands, results))
+    asyncio.run(_producer_main(bootstrap, linger_ms, requests, commands, results))
 
 
-async def _producer_main(bootstrap: str, requests: dict, commands, results) -> None:
+async def _producer_main(bootstrap: str, linger_ms: int, requests: dict, commands, results) -> None:
     from aiokafka import AIOKafkaProducer
 
     # The collector's producer (collector/publisher.py, Publisher._new_producer).
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap.split(","), client_id=f"bench-producer-{os.getpid()}",
-                                acks="all", enable_idempotence=True, linger_ms=2, max_batch_size=512 * 1024,
+                                acks="all", enable_idempotence=True, linger_ms=linger_ms, max_batch_size=512 * 1024,
                                 max_request_size=4 * 1024 * 1024, compression_type="lz4", request_timeout_ms=10_000,
                                 retry_backoff_ms=100)
     await producer.start()
@@ -428,11 +429,11 @@ async def _producer_phase(producer, batches: list, mode: str, concurrency: int, 
 class Producers:
     """``workers`` producer processes (as many as the collector's workers) kept for the whole run."""
 
-    def __init__(self, bootstrap: str, requests: dict, workers: int) -> None:
+    def __init__(self, bootstrap: str, linger_ms: int, requests: dict, workers: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.commands = [context.Queue() for _ in range(workers)]
         self.results = context.Queue()
-        self.processes = [context.Process(target=_producer_process, args=(bootstrap, requests, queue, self.results),
+        self.processes = [context.Process(target=_producer_process, args=(bootstrap, linger_ms, requests, queue, self.results),
                                           daemon=True) for queue in self.commands]
         for process in self.processes:
             process.start()
@@ -488,10 +489,12 @@ def main() -> None:
     parser.add_argument("--only", choices=["single", "batch100"], help="run one mode (both by default)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help="comma-separated subset of collector,bare,producer (the collector is always run)")
+    parser.add_argument("--linger-ms", type=int, default=2,
+                        help="the producers' linger (CLOSEDLOOP_LINGER_MS for the collector; 2 is its default)")
     parser.add_argument("--quiet-wait", type=float, default=180.0,
                         help="wait at most this many seconds for a load average under 1.5 before starting")
     args = parser.parse_args()
-    if not (1 <= args.workers <= 8 and 0 < args.seconds <= 60 and 1 <= args.repeat <= 10
+    if not (0 <= args.linger_ms <= 100 and 1 <= args.workers <= 8 and 0 < args.seconds <= 60 and 1 <= args.repeat <= 10
             and 1 <= args.concurrency <= 512 and 0 <= args.quiet_wait <= 600):
         parser.error("keep it bounded: workers <= 8, seconds <= 60, repeat <= 10, concurrency <= 512")
     targets = ["collector"] + [t for t in args.targets.split(",") if t in TARGETS and t != "collector"]
@@ -513,7 +516,7 @@ def main() -> None:
         prefix = f"bench_{uuid.uuid4().hex[:8]}"
         create_topics(bootstrap, prefix)
         servers: dict[str, HttpServer] = {}
-        servers["collector"] = collector_server(bootstrap, prefix, args.workers, tmp / "data")
+        servers["collector"] = collector_server(bootstrap, prefix, args.workers, tmp / "data", args.linger_ms)
         started.append(servers["collector"].process)
         if "bare" in targets:
             servers["bare"] = bare_server(args.workers)
@@ -523,7 +526,7 @@ def main() -> None:
             # Enough distinct requests that lz4 sees as little repetition as the collector's own records.
             requests = {label: collector_records(events, 4000 if events == 1 else 200, prefix)
                         for label, events in labels}
-            producers = Producers(bootstrap, requests, args.workers)
+            producers = Producers(bootstrap, args.linger_ms, requests, args.workers)
             started.append(producers)
         own = {os.getpid(), *(broker.stack.pids.values() if broker else ()),
                *(pid for server in servers.values() for pid in server.pids), *(producers.pids if producers else ())}
@@ -584,6 +587,7 @@ def main() -> None:
                     ratios.setdefault((label, f"collector / {target}, CPU per event (collector + broker)"), []).append(
                         sum(runs[(label, "collector", "max")][-1][5:7]) / max(1e-9, sum(runs[(label, target, "max")][-1][5:7])))
         print(f"workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} repeat={args.repeat} "
+              f"linger_ms={args.linger_ms} "
               f"cpus={os.cpu_count()}; closed loop by {'wrk' if use_wrk else 'asyncio client'}; "
               f"broker {'Apache Kafka (private, one node)' if broker else bootstrap}")
         print(f"before: {state_before}")
