@@ -16,14 +16,18 @@ a node may come back on other ports and still find its quorum.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,33 +251,47 @@ def recorded_cluster(settings: StackSettings) -> dict | None:
     return known
 
 
-def cluster_id(settings: StackSettings, java: str, lib: Path) -> str:
+def new_cluster_id() -> str:
+    """A cluster id as Kafka's StorageTool random-uuid makes one (16 random bytes, URL-safe base64 without
+    padding, never starting with '-'), without starting a JVM for it."""
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
+
+
+def cluster_id(settings: StackSettings) -> str:
     """The data directory's cluster id, made once."""
     known = recorded_cluster(settings)
     if known is not None:
         return str(known["cluster_id"])
-    made = subprocess.run([java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "random-uuid"],
-                          capture_output=True, text=True, timeout=120)
-    new_id = made.stdout.strip().splitlines()[-1] if made.returncode == 0 and made.stdout.strip() else ""
-    if not re.fullmatch(r"[A-Za-z0-9_-]{22}", new_id):
-        raise StackError(f"kafka.tools.StorageTool random-uuid failed: {(made.stderr or made.stdout).strip()[-500:]}")
+    new_id = new_cluster_id()
     settings.kafka_dir.mkdir(parents=True, exist_ok=True)
     _cluster_file(settings).write_text(json.dumps({"cluster_id": new_id, "nodes": settings.kafka_nodes,
-                                "kafka_version": settings.kafka_version}) + "\n")
+                                                   "kafka_version": settings.kafka_version}) + "\n")
     return new_id
 
 
-def prepare_node(settings: StackSettings, node: KafkaNode, java: str, lib: Path, logs_dir: Path) -> None:
-    """Write the node's configuration and format its storage unless already formatted."""
-    identity = cluster_id(settings, java, lib)
-    node.root.mkdir(parents=True, exist_ok=True)
-    node.properties.write_text(server_properties(settings, node))
-    node.log_config.write_text(log4j_properties(logs_dir / f"{node_log_name(settings, node)}.log"))
-    if (node.log_dir / "meta.properties").exists():
-        return
+def prepare_nodes(settings: StackSettings, chosen: list[KafkaNode], java: str, lib: Path, logs_dir: Path) -> None:
+    """Write each node's configuration and format its storage unless already formatted (the nodes at once:
+    each format is a JVM start)."""
+    identity = cluster_id(settings)
+    to_format = []
+    for node in chosen:
+        node.root.mkdir(parents=True, exist_ok=True)
+        node.properties.write_text(server_properties(settings, node))
+        node.log_config.write_text(log4j_properties(logs_dir / f"{node_log_name(settings, node)}.log"))
+        if not (node.log_dir / "meta.properties").exists():
+            to_format.append(node)
+    with ThreadPoolExecutor(max_workers=max(1, len(to_format))) as pool:
+        list(pool.map(lambda node: _format(node, identity, java, lib), to_format))
+
+
+def _format(node: KafkaNode, identity: str, java: str, lib: Path) -> None:
     formatted = subprocess.run(
-        [java, "-Xmx256m", f"-Dlog4j2.configurationFile={node.log_config}", "-cp", f"{lib}/*",
-         "kafka.tools.StorageTool", "format", "-t", identity, "-c", str(node.properties), "--ignore-formatted"],
+        [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={node.log_config}",
+         "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format", "-t", identity, "-c", str(node.properties),
+         "--ignore-formatted"],
         capture_output=True, text=True, timeout=120,
     )
     if formatted.returncode != 0:
@@ -286,15 +304,77 @@ def node_log_name(settings: StackSettings, node: KafkaNode) -> str:
     return "kafka" if settings.kafka_nodes == 1 else f"kafka-{node.node_id}"
 
 
-def node_argv(settings: StackSettings, node: KafkaNode, java: str, lib: Path) -> list[str]:
+def node_argv(settings: StackSettings, node: KafkaNode, java: str, lib: Path, archive: Path | None = None,
+              dump_archive: Path | None = None) -> list[str]:
     heap = settings.kafka_heap_mb
+    sharing = ([f"-XX:SharedArchiveFile={archive}"] if archive else []) + (
+        [f"-XX:ArchiveClassesAtExit={dump_archive}"] if dump_archive else [])
     return [
-        java, f"-Xms{min(256, heap)}m", f"-Xmx{heap}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        java, *sharing, "-Xlog:cds=off", "-Xlog:cds+dynamic=off",
+        f"-Xms{min(256, heap)}m", f"-Xmx{heap}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
         "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={node.log_config}",
         f"-Dclosedloop.kafka.version={settings.kafka_version}", f"-Dclosedloop.kafka.port={node.client_port}",
         "-cp", f"{lib}/*", "kafka.Kafka", str(node.properties),
     ]
+
+
+def class_archive(settings: StackSettings, java: str, lib: Path, report: Callable[[str], None]) -> Path | None:
+    """A class-data-sharing archive of the broker's classes, so that a node starts without parsing and
+    verifying them again (bench/kafka.md has the start times). Made once per Kafka version and Java: a
+    throw-away node starts, serves one record and stops, and the JVM writes the classes it loaded at exit.
+    None when it cannot be made; a node then starts without one."""
+    stamp = hashlib.sha1(f"{os.path.realpath(java)}|{lib}".encode()).hexdigest()[:10]
+    archive = lib.parent / f"classes-{stamp}.jsa"
+    if archive.exists():
+        return archive
+    with open(lib.parent.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if archive.exists():
+            return archive
+        report("kafka: making a class-data archive for faster starts (once)")
+        try:
+            _train_archive(settings, java, lib, archive)
+        except (OSError, StackError, subprocess.SubprocessError, TimeoutError) as error:
+            report(f"kafka: no class-data archive ({error}); nodes start without one")
+    return archive if archive.exists() else None
+
+
+def _train_archive(settings: StackSettings, java: str, lib: Path, archive: Path) -> None:
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from deploy.processes import free_port_run, wait_until
+
+    with tempfile.TemporaryDirectory(prefix="closedloop-kafka-cds-") as scratch:
+        trainee = StackSettings(data_dir=Path(scratch), embedded_kafka_port=free_port_run(2), kafka_brokers=1,
+                                kafka_version=settings.kafka_version, kafka_cache_dir=settings.kafka_cache_root,
+                                kafka_bootstrap_servers=None, clickhouse_url=None)
+        node = nodes(trainee)[0]
+        prepare_nodes(trainee, [node], java, lib, Path(scratch) / "logs")
+        partial = archive.with_suffix(f".{os.getpid()}.tmp")
+        with open(Path(scratch) / "out.log", "wb") as out:
+            process = subprocess.Popen(node_argv(trainee, node, java, lib, dump_archive=partial), stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: process.poll() is not None or metadata_ok(node.bootstrap, 1.0)[0],
+                       settings.start_timeout_seconds, "the class-data training node", interval=0.2)
+            admin = KafkaAdminClient(bootstrap_servers=node.bootstrap)
+            try:
+                admin.create_topics([NewTopic("warm-up", 1, 1)])
+            finally:
+                admin.close()
+            producer = KafkaProducer(bootstrap_servers=node.bootstrap, acks="all")
+            producer.send("warm-up", b"{}").get(timeout=30)
+            producer.close()
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            process.wait(timeout=120)
+        if process.returncode in (0, 128 + 15) and partial.exists():  # 143: the JVM's exit after SIGTERM
+            partial.rename(archive)
+        else:
+            partial.unlink(missing_ok=True)
 
 
 def running_version(argv: list[str]) -> str | None:

@@ -266,15 +266,15 @@ def start_service(settings: StackSettings, name: str, report: Report = _quiet,
         if to_start and name == "kafka":
             java = kafka_broker.java_binary()
             lib = kafka_broker.ensure_jars(settings, report)
+            archive = kafka_broker.class_archive(settings, java, lib, report)
             for process in to_start:
                 _check_can_start(process)
-            for process in to_start:
-                node = process.node
-                assert node is not None
-                kafka_broker.prepare_node(settings, node, java, lib, settings.logs_dir)
+            chosen = [process.node for process in to_start if process.node is not None]
+            kafka_broker.prepare_nodes(settings, chosen, java, lib, settings.logs_dir)
+            for process, node in zip(to_start, chosen):
                 launched[process.name] = start_detached(
-                    kafka_broker.node_argv(settings, node, java, lib), process.output, cwd=settings.data_root,
-                    die_with_parent=die_with_parent)
+                    kafka_broker.node_argv(settings, node, java, lib, archive), process.output,
+                    cwd=settings.data_root, die_with_parent=die_with_parent)
         elif to_start:
             launched[to_start[0].name] = _launch_clickhouse(settings, to_start[0], die_with_parent)
         for process in to_start:
