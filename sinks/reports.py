@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -35,15 +35,17 @@ class ReportSpec:
     file: str
     params: tuple[str, ...]
     description: str
+    fixed: dict[str, object] = field(default_factory=dict)  # parameters the report sets itself
 
 
 REPORTS: dict[str, ReportSpec] = {
     spec.name: spec
     for spec in (
-        ReportSpec("channels", "channels.sql", ("model", "from", "to", "by_campaign"),
-                   "per channel: visitors, credited leads/MQLs/SQLs/customers, revenue, spend, CPL, CAC, ROAS"),
-        ReportSpec("channels-rollup", "channels_rollup.sql", ("model", "from", "to", "by_campaign"),
-                   "the channel report from the roll-ups (fast; sums not replay-exact)"),
+        ReportSpec("channels", "channels.sql", ("model", "from", "to", "by_campaign", "exact"),
+                   "per channel: visitors, credited leads/MQLs/SQLs/customers, revenue, spend, CPL, CAC, ROAS",
+                   {"exact": 1}),
+        ReportSpec("channels-rollup", "channels.sql", ("model", "from", "to", "by_campaign", "exact"),
+                   "the channel report from the roll-ups (fast; sums not replay-exact)", {"exact": 0}),
         ReportSpec("funnel", "funnel.sql", ("model", "from", "to"), "stage to stage by channel"),
         ReportSpec("paths", "paths.sql", ("stage", "from", "to", "limit"),
                    "most common channel paths of converting leads"),
@@ -97,6 +99,7 @@ def check_model(model: str) -> str:
 def run_report(client: Client, name: str, **params) -> ReportResult:
     """Run report ``name`` with its parameters (``date_from``/``date_to`` are passed as ``from``/``to``)."""
     spec = _spec(name)
+    params = {**params, **spec.fixed}
     if "date_from" in params:
         params["from"] = params.pop("date_from")
     if "date_to" in params:

@@ -1,6 +1,10 @@
--- Channel report, exact under replays and re-attributed (re-versioned) conversions: credits and spend from the raw
--- tables (FINAL, newest version), visitors from the replay-safe roll-ups channel_visitors (bitmaps of numbered
--- visitors, migration 0009) and visitor_days (visitors first seen before numbers, migration 0007).
+-- Channel report, one text for both sources ({exact:UInt8}): the arithmetic below exists once.
+--   exact = 1: credits and spend from the raw tables (FINAL, newest version): exact under replays and
+--              re-attributed (re-versioned) conversions.
+--   exact = 0: credits from the roll-up credits_daily (fast; a materialized view adds every inserted block, so
+--              replays and superseded versions are counted too: use exact = 1 when it must be exact).
+-- Visitors come from the replay-safe roll-ups channel_visitors (bitmaps of numbered visitors, migration 0009) and
+-- visitor_days (visitors first seen before numbers, migration 0007) in both.
 -- Per channel (campaign = '' unless by_campaign = 1):
 --   visitors       distinct visitors with a touch on the channel in the period (plain count)
 --   leads .. lost  conversions of that stage in the period, credited to the channel under {model}
@@ -10,7 +14,7 @@
 --   spend          marketing spend in the period
 -- and the derived figures cost_per_lead, cac, roas, lead_to_customer, lost_share (NULL when undefined).
 -- By hand: clickhouse-client --param_model=linear --param_from=2024-01-01 --param_to=2024-03-31
---          --param_by_campaign=0 --queries-file sinks/reports/channels.sql
+--          --param_by_campaign=0 --param_exact=1 --queries-file sinks/reports/channels.sql
 WITH
     -- Conversions whose credits came in more than one version (re-attributed): only their newest version
     -- counts. Usually none or few, so the filter below stays cheap (no set over every conversion).
@@ -18,10 +22,11 @@ WITH
     (
         SELECT conversion_id, newest
         FROM credit_versions FINAL
-        WHERE model = {model:String} AND oldest < newest
+        WHERE {exact:UInt8} = 1 AND model = {model:String} AND oldest < newest
     ),
     credited AS
     (
+        -- The source not chosen has a constant false filter: ClickHouse reads nothing of it.
         SELECT channel, if({by_campaign:UInt8} = 1, campaign, '') AS campaign,
                sumIf(credit, stage = 'lead') AS leads,
                sumIf(credit, stage = 'mql') AS mqls,
@@ -30,12 +35,24 @@ WITH
                sumIf(credit, stage IN ('lost', 'disqualified')) AS lost,
                sumIf(revenue, stage = 'customer') AS revenue
         FROM credits FINAL
-        WHERE model = {model:String} AND toDate(converted_at) BETWEEN {from:Date} AND {to:Date}
+        WHERE {exact:UInt8} = 1
+          AND model = {model:String} AND toDate(converted_at) BETWEEN {from:Date} AND {to:Date}
           AND (conversion_id NOT IN (SELECT conversion_id FROM reattributed)
                OR (conversion_id, version) IN (SELECT conversion_id, newest FROM reattributed))
         GROUP BY channel, campaign
         -- credits is partitioned by model, which is part of its key: FINAL need not merge across partitions.
         SETTINGS do_not_merge_across_partitions_select_final = 1
+        UNION ALL
+        SELECT channel, if({by_campaign:UInt8} = 1, campaign, '') AS campaign,
+               sumMergeIf(credit, stage = 'lead') AS leads,
+               sumMergeIf(credit, stage = 'mql') AS mqls,
+               sumMergeIf(credit, stage = 'sql') AS sqls,
+               sumMergeIf(credit, stage = 'customer') AS customers,
+               sumMergeIf(credit, stage IN ('lost', 'disqualified')) AS lost,
+               sumMergeIf(revenue, stage = 'customer') AS revenue
+        FROM credits_daily
+        WHERE {exact:UInt8} = 0 AND model = {model:String} AND day BETWEEN {from:Date} AND {to:Date}
+        GROUP BY channel, campaign
     ),
     visits AS
     (
