@@ -9,12 +9,12 @@ VENV := .venv
 STAMP := $(VENV)/.closedloop-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv system-deps java-deps up down status clean-venv
+.PHONY: demo test venv system-deps java-deps kafka up down status clean-venv
 
-demo: venv java-deps
+demo: venv java-deps kafka
 	$(VENV)/bin/closedloop demo
 
-test: venv system-deps java-deps
+test: venv system-deps java-deps kafka
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 up down status: venv
@@ -81,6 +81,10 @@ java-deps:
 	    echo "Missing:$$missing. The embedded Apache Kafka needs Java 17+ and Maven (Debian: sudo apt-get install$$missing), or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS to a Kafka of your own." >&2; \
 	  fi; \
 	fi
+
+# Kafka's jars (Maven) and its class-data archive, once per machine (~/.cache/closedloop), before anything times it.
+kafka: venv java-deps
+	@if [ -z "$${CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(VENV)/bin/python -m deploy.kafka_broker; fi
 
 clean-venv:
 	rm -rf $(VENV)

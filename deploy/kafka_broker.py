@@ -440,3 +440,24 @@ def metadata_ok(bootstrap_servers: str, timeout: float = 3.0) -> tuple[bool, str
     """Whether the broker answers a Kafka metadata request: (ok, detail)."""
     ok, detail, _ = cluster_state(bootstrap_servers, timeout)
     return ok, detail
+
+
+def prepare(settings: StackSettings, report: Callable[[str], None]) -> None:
+    """Everything a first start would fetch or make: Kafka's jars and the class-data archive."""
+    java = java_binary()
+    lib = ensure_jars(settings, report)
+    archive = class_archive(settings, java, lib, report)
+    report(f"kafka: Apache Kafka {settings.kafka_version} ready in {lib.parent}"
+           + ("" if archive else " (without a class-data archive)"))
+
+
+if __name__ == "__main__":  # `python -m deploy.kafka_broker`: `make demo` and `make test` prepare Kafka first
+    import sys
+
+    from deploy.settings import SettingsError, read_settings
+
+    try:
+        prepare(read_settings(StackSettings), lambda line: print(line, flush=True))
+    except (SettingsError, StackError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
