@@ -13,7 +13,8 @@ While records keep coming, the offsets of written batches are committed at most 
 ``sink_commit_interval_seconds``, as Kafka Connect's ``offset.flush.interval.ms`` and Vector's
 ``commit_interval_ms`` do: a commit is a blocking round trip, and the embedded broker rewrites its log after each
 (bench/sink.md, session 9). Once the sink has caught up (an empty poll, nothing pending or in flight), and on a
-flush or stop, it commits at once. A crash replays at most the interval's records, onto the same ids.
+flush or stop, it commits at once. A crash replays at most the interval's records, onto the same ids. A commit
+that fails because the broker (or the group's coordinator) is away keeps its offsets for the next commit.
 
 ClickHouse unreachable (a connection error): the same batch is retried with exponential back-off, forever, and
 nothing is committed. ClickHouse rejecting rows (a data error): the batch is split in halves until the rows that
@@ -35,7 +36,7 @@ from datetime import datetime, timezone
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
 from schemas import serde
 from schemas.outputs import DeadLetter
@@ -371,6 +372,7 @@ class SinkWriter:
             return
         assigned = self._consumer.assignment()
         offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+        records = self._uncommitted_records
         self._uncommitted, self._uncommitted_records = {}, 0
         self._last_commit = time.monotonic()
         try:
@@ -380,6 +382,15 @@ class SinkWriter:
             # The group rebalanced (or is rebalancing) while we were writing: the rows are in ClickHouse, the
             # records will be delivered again and collapse onto the same ids.
             log.warning("offset commit failed after a rebalance; records will be replayed: %s", exc)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            # The broker or the group's coordinator is away (the commit gives up after request_timeout_ms): the
+            # rows are in ClickHouse, so keep the offsets and commit them with the next commit; offsets of
+            # batches written meanwhile supersede them.
+            self._uncommitted = {**offsets, **self._uncommitted}
+            self._uncommitted_records += records
+            log.warning("offset commit failed, broker unreachable; will commit again: %r", exc)
         self.metrics.lag = self._lag()
 
     def _lag(self) -> int:
