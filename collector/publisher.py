@@ -162,6 +162,7 @@ class Publisher:
         producer = self._producer
         if producer is None:
             return list(range(len(records)))
+        started = asyncio.get_running_loop().time()
         futures: list[asyncio.Future[Any]] = []
         partitions = self._partitions
         accumulator = producer._message_accumulator
@@ -183,18 +184,25 @@ class Publisher:
                 self._producer = None
                 self._retire(producer)
         failed = list(range(len(futures), len(records)))
-        try:
-            # Futures resolve batch by batch: only the first wait of a request usually suspends.
-            async with asyncio.timeout(2 * self.settings.publish_timeout_s + 5):
-                for index, future in enumerate(futures):
-                    try:
-                        await future
-                    except Exception:  # noqa: BLE001 - not acknowledged: this record goes to the spool
-                        failed.append(index)
-        except TimeoutError:  # the producer's own batch expiry should have fired first
-            failed = list(range(len(records)))
-            for future in futures:
-                future.add_done_callback(_retrieve)
+        # aiokafka never expires the batches of an idempotent producer: it retries them until the broker takes
+        # them (however long a node stays down or a new leader takes to be elected). So the wait is bounded here:
+        # a record not acknowledged within publish_timeout_s of the hand-over goes to the spool. The producer may
+        # still deliver it later (cancelling its future would not take it out of the batch); its event_id lets
+        # downstream drop that copy.
+        loop = asyncio.get_running_loop()
+        deadline = started + self.settings.publish_timeout_s
+        for index, future in enumerate(futures):
+            if not future.done():
+                # Futures resolve batch by batch: only the first wait of a request usually suspends.
+                remaining = deadline - loop.time()
+                if remaining > 0:
+                    await asyncio.wait((future,), timeout=remaining)
+                if not future.done():
+                    failed.append(index)
+                    future.add_done_callback(_retrieve)
+                    continue
+            if future.cancelled() or future.exception() is not None:
+                failed.append(index)
         return sorted(failed)
 
     def _topic_partition(self, topic: str, partition: int) -> TopicPartition:
@@ -245,7 +253,8 @@ class Publisher:
         return True
 
     def _new_producer(self) -> AIOKafkaProducer:
-        # A batch (and a produce request) expires after request_timeout_ms: the records go to the spool then.
+        # request_timeout_ms bounds each produce request; a batch is retried until acknowledged (idempotence),
+        # so _send bounds the wait for acks itself.
         return AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_servers.split(","),
             client_id=f"closedloop-collector-{os.getpid()}",
