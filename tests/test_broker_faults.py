@@ -1,0 +1,525 @@
+"""Broker faults under load, end to end from HTTP to ClickHouse: a real collector process (uvicorn) takes a steady
+stream of page views while a Kafka node is SIGKILLed and restarted; a sink writes the events topic into a
+ClickHouse database of the test's own. Every event the collector answered 200 for must be in ClickHouse once.
+
+- Three nodes (replication factor 3, min.insync.replicas 2): the node leading most of the events topic's
+  partitions dies; the others take over, the node comes back.
+- One node: the broker dies, the collector spools to disk and keeps answering, the broker comes back, the spool
+  drains; per visitor the events stand in the topic in the order they were accepted.
+
+Deliveries are at least once by design: a record not acknowledged within the publish timeout is spooled and
+replayed, and the producer may still deliver its own copy once the broker is back. The events table is a
+ReplacingMergeTree on the event id, so the checks read it with FINAL; the copies in the topic are counted and
+reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self, TypeVar
+
+import orjson
+import pytest
+from collector_support import read_topic
+from kafka_support import EmbeddedKafka
+
+from deploy.processes import free_port, log_tail, start_detached
+from deploy.stack import clickhouse_request
+from deploy.topics import create_topics
+from sinks.client import connect
+from sinks.migrate import migrate_up
+from sinks.settings import SinkSettings
+from sinks.writer import SinkWriter
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+WRITE_KEY = "demo-write-key"
+BATCH_SIZES = (1, 1, 1, 4)  # a visitor's requests: mostly single page views, every fourth a batch
+PUBLISH_TIMEOUT_S = 10.0    # the collector's default: a record not acknowledged by then is spooled
+ANSWER_MARGIN_S = 5.0       # on top of it: the spool's fsync and a busy machine
+ANSWER_TIMEOUT_S = 60.0     # the client's own bound
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The collector, as `closedloop collector` runs it
+
+
+class CollectorProcess:
+    """``closedloop collector`` on a free loopback port with its own data (and so spool) directory."""
+
+    def __init__(self, root: Path, bootstrap: str, prefix: str) -> None:
+        self.root = root
+        self.port = free_port(HOST)
+        self.log = root / "collector.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+        env.update(CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS=bootstrap, CLOSEDLOOP_TOPIC_PREFIX=prefix,
+                   CLOSEDLOOP_DATA_DIR=str(root), CLOSEDLOOP_SPOOL_DIR=str(root / "spool"),
+                   CLOSEDLOOP_PUBLISH_TIMEOUT_S=str(PUBLISH_TIMEOUT_S), PYTHONUNBUFFERED="1")
+        self._argv = [sys.executable, "-m", "closedloop.cli", "collector", "--host", HOST, "--port",
+                      str(self.port), "--log-level", "warning"]
+        self._env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> CollectorProcess:
+        self.process = start_detached(self._argv, self.log, cwd=ROOT, env=self._env, die_with_parent=True)
+        wait_for(lambda: self.ready() or self._check_alive(), 60, "the collector to answer /readyz")
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def _check_alive(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, \
+            f"the collector exited ({self.process and self.process.returncode}):\n{log_tail(self.log, 30)}"
+        return False
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        import http.client
+
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def ready(self) -> bool:
+        try:
+            return self._get("/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def metrics(self) -> dict[str, float]:
+        """The collector's counters, summed per metric name (labels dropped)."""
+        status, body = self._get("/metrics")
+        assert status == 200
+        values: dict[str, float] = collections.defaultdict(float)
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name.split("{")[0]] += float(value)
+        return values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The load
+
+
+@dataclass
+class Answer:
+    sent_at: float       # time.monotonic() when the request went out
+    seconds: float
+    status: int | None   # None: no answer (connection lost, client timeout)
+    events: int
+    reason: str = ""
+
+
+@dataclass
+class Load:
+    """What the load generator saw: accepted events in the order accepted, the ids refused, every answer."""
+
+    accepted: list[tuple[str, str]] = field(default_factory=list)  # (visitor, event id)
+    refused: set[str] = field(default_factory=set)                 # answered with a status other than 200
+    unanswered: set[str] = field(default_factory=set)              # no answer at all: fate unknown to the client
+    answers: list[Answer] = field(default_factory=list)
+
+    def reasons(self) -> collections.Counter:
+        return collections.Counter(f"{a.status} {a.reason}".strip() for a in self.answers if a.status != 200)
+
+    def max_seconds(self, start: float = float("-inf"), end: float = float("inf")) -> float:
+        """The longest answer among the requests under way at some moment between ``start`` and ``end``."""
+        return max((a.seconds for a in self.answers if a.sent_at <= end and a.sent_at + a.seconds >= start),
+                   default=0.0)
+
+
+class LoadGenerator:
+    """Visitors posting page views with unique event ids over keep-alive HTTP/1.1 connections, from a thread.
+
+    Each visitor has one request out at a time, so the order in which its events were accepted is defined; each
+    paces itself to ``requests_per_second`` (a blocked request delays only its own visitor). Bounded by
+    ``max_seconds`` and ``max_events`` whatever happens to ``stop()``.
+    """
+
+    def __init__(self, port: int, visitors: int = 20, requests_per_second: float = 10.0,
+                 max_seconds: float = 150.0, max_events: int = 150_000) -> None:
+        self.port = port
+        self.visitors = visitors
+        self.interval = 1.0 / requests_per_second
+        self.max_seconds = max_seconds
+        self.max_events = max_events
+        self.load = Load()
+        self._sent = 0
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> Load:
+        self._stop.set()
+        self._thread.join(timeout=ANSWER_TIMEOUT_S + 30)
+        assert not self._thread.is_alive(), "the load generator did not stop"
+        if self._error is not None:
+            raise AssertionError(f"the load generator failed: {self._error!r}") from self._error
+        return self.load
+
+    def accepted_count(self) -> int:
+        return len(self.load.accepted)
+
+    def answered_after(self, moment: float) -> bool:
+        """Whether a request sent at ``moment`` or later has been answered (the load went on until then)."""
+        return any(answer.sent_at >= moment for answer in reversed(self.load.answers[-200:]))
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as error:  # noqa: BLE001 - reported by stop()
+            self._error = error
+
+    async def _main(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        await asyncio.gather(*(self._visitor(f"vis-{n:02d}", deadline) for n in range(self.visitors)))
+
+    def _request(self, visitor: str, ids: list[str]) -> bytes:
+        pages = [{"type": "page_view", "visitor_id": visitor, "event_id": event_id,
+                  "url": f"https://acme.test/p/{event_id}?utm_source=google&utm_medium=cpc"} for event_id in ids]
+        body = orjson.dumps(pages[0] if len(pages) == 1 else pages)
+        head = (f"POST /v1/events HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nX-Closedloop-Key: {WRITE_KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        return head + body
+
+    async def _visitor(self, visitor: str, deadline: float) -> None:
+        load = self.load
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        seq = requests = 0
+        next_at = time.monotonic() + random.random() * self.interval
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline and self._sent < self.max_events:
+                pause = next_at - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                next_at = max(next_at + self.interval, time.monotonic())
+                size = BATCH_SIZES[requests % len(BATCH_SIZES)]
+                requests += 1
+                ids = [f"{visitor}-{seq + i:06d}" for i in range(size)]
+                seq += size
+                self._sent += size
+                sent_at = time.monotonic()
+                try:
+                    if writer is None:
+                        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 5)
+                    assert reader is not None
+                    status, body = await asyncio.wait_for(
+                        _exchange(reader, writer, self._request(visitor, ids)), ANSWER_TIMEOUT_S)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+                    load.unanswered.update(ids)
+                    load.answers.append(Answer(sent_at, time.monotonic() - sent_at, None, size,
+                                               type(error).__name__))
+                    if writer is not None:
+                        writer.close()
+                    reader = writer = None
+                    continue
+                seconds = time.monotonic() - sent_at
+                answer = orjson.loads(body) if body else {}
+                if status == 200:
+                    assert answer.get("event_ids") == ids, f"a 200 that does not accept {ids}: {answer!r}"
+                    load.accepted.extend((visitor, event_id) for event_id in ids)
+                    load.answers.append(Answer(sent_at, seconds, 200, size))
+                else:
+                    load.refused.update(ids)
+                    load.answers.append(Answer(sent_at, seconds, status, size, str(answer.get("error", ""))))
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return status, await reader.readexactly(length)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sink and ClickHouse
+
+
+class RunningSink:
+    """A SinkWriter running in a thread; ``check()`` fails the test if run() ended or raised."""
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.writer = SinkWriter(settings)
+        self.error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="sink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.writer.run()
+        except BaseException as error:  # noqa: BLE001 - reported by check()
+            self.error = error
+
+    def check(self) -> None:
+        assert self.error is None, f"the sink's run() raised:\n{self._trace()}"
+        assert self._thread.is_alive(), "the sink's run() returned without being stopped"
+
+    def stop(self) -> None:
+        """Stop run() (it flushes and commits first) and close the writer; again: nothing more."""
+        if not self._closed:
+            self.writer.stop()
+            self._thread.join(timeout=60)
+            assert not self._thread.is_alive(), "the sink did not stop"
+            self._closed = True
+            self.writer.close()
+        assert self.error is None, f"the sink's run() raised:\n{self._trace()}"
+
+    def _trace(self) -> str:
+        return "".join(traceback.format_exception(self.error)) if self.error else ""
+
+
+def _query(settings: SinkSettings, sql: str) -> list[tuple]:
+    client = connect(settings)
+    try:
+        return client.query(sql).result_rows
+    finally:
+        client.close()
+
+
+@dataclass
+class Stack:
+    broker: EmbeddedKafka
+    settings: SinkSettings
+    collector: CollectorProcess
+    sink: RunningSink
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path, clickhouse_http_url: str, unique_name: str):
+    """Builds the stack of one test: a private Kafka of ``nodes`` nodes with every pipeline topic, the
+    ClickHouse migrations in a database of the test's own, a collector process and a sink thread. Everything
+    is stopped (and the database dropped) afterwards."""
+    cleanups: list[Callable[[], None]] = []
+
+    def build(nodes: int) -> Stack:
+        broker = EmbeddedKafka(tmp_path / "kafka", nodes=nodes)
+        cleanups.append(broker.kill_all)  # its data goes with tmp_path: no controlled shutdown needed
+        broker.start()
+        settings = SinkSettings(kafka_bootstrap_servers=broker.bootstrap, replication_factor=nodes,
+                                clickhouse_url=f"{clickhouse_http_url}/{unique_name}", topic_prefix=unique_name,
+                                sink_consumer_group=f"{unique_name}-sink", sink_batch_seconds=0.5)
+        create_topics(settings)
+        cleanups.append(lambda: clickhouse_request(settings.clickhouse, f"DROP DATABASE IF EXISTS `{unique_name}`",
+                                                   timeout=30))
+        migrate_up(settings)
+        collector = CollectorProcess(tmp_path / "collector", broker.bootstrap, unique_name)
+        cleanups.append(collector.stop)
+        collector.start()
+        sink = RunningSink(settings)
+        cleanups.append(sink.stop)
+        return Stack(broker, settings, collector, sink)
+
+    try:
+        yield build
+    finally:
+        errors = []
+        for cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception as error:  # noqa: BLE001 - every cleanup runs; the first failure is raised
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+
+def check_answer_times(load: Load) -> None:
+    """Every request was answered, and none waited much longer than the publish timeout: a record the broker
+    does not acknowledge in time is spooled, and the request answered from there."""
+    slowest = load.max_seconds()
+    assert slowest <= PUBLISH_TIMEOUT_S + ANSWER_MARGIN_S, f"an answer took {slowest:.1f} s"
+    assert not load.unanswered, f"{len(load.unanswered)} events got no answer: {load.reasons()}"
+
+
+def check_clickhouse(stack: Stack, load: Load) -> tuple[set[str], int]:
+    """Wait until every accepted event is in ClickHouse, then compare the sets: each accepted id once, none
+    missing, none refused. Returns the ids stored and the raw row count (copies not yet merged away)."""
+    accepted = {event_id for _, event_id in load.accepted}
+    assert len(accepted) == len(load.accepted), "the load generator sent an event id twice"
+    assert not accepted & load.refused, "an event id was both accepted and refused"
+    settings = stack.settings
+
+    def arrived() -> bool:
+        stack.sink.check()
+        return _query(settings, "SELECT uniqExact(event_id) FROM events")[0][0] >= len(accepted)
+
+    wait_for(arrived, 120, f"{len(accepted)} accepted events in ClickHouse", interval=0.5)
+    stack.sink.stop()  # flushes and commits what it read: nothing more is coming
+    [(rows, unique)] = _query(settings, "SELECT count(), uniqExact(event_id) FROM events FINAL")
+    [(raw_rows,)] = _query(settings, "SELECT count() FROM events")
+    stored = {row[0] for row in _query(settings, "SELECT event_id FROM events FINAL")}
+    missing = accepted - stored
+    assert not missing, f"{len(missing)} accepted events never reached ClickHouse, e.g. {sorted(missing)[:5]}"
+    refused = stored & load.refused
+    assert not refused, f"{len(refused)} events answered with an error are in ClickHouse, e.g. {sorted(refused)[:5]}"
+    assert stored == accepted, f"ClickHouse holds events nobody sent: {sorted(stored - accepted)[:5]}"
+    assert rows == unique == len(accepted), (rows, unique, len(accepted))
+    assert stack.sink.writer.metrics.dead_letters == 0, "the sink dead-lettered events"
+    return stored, raw_rows
+
+
+def check_topic_order(stack: Stack, load: Load, stored: set[str]) -> int:
+    """Per visitor, the events topic holds the accepted events in the order they were accepted. An event spooled
+    after the publish timeout may be there twice (the producer's copy and the spool's replay): the first copy
+    counts. Returns how many copies the topic holds."""
+    records = read_topic(stack.broker.bootstrap, stack.settings.topics.events, len(stored), timeout_s=60)
+    in_topic: dict[str, list[str]] = collections.defaultdict(list)
+    seen: set[str] = set()
+    copies = 0
+    for key, value in records:
+        event_id = value["event_id"]
+        if event_id in seen:
+            copies += 1
+            continue
+        seen.add(event_id)
+        in_topic[key].append(event_id)
+    assert seen == stored, "the events topic and ClickHouse hold different events"
+    accepted: dict[str, list[str]] = collections.defaultdict(list)
+    for visitor, event_id in load.accepted:
+        accepted[visitor].append(event_id)
+    assert set(in_topic) == set(accepted)
+    for visitor, ids in accepted.items():
+        assert in_topic[visitor] == ids, f"{visitor}'s events are not in the order they were accepted"
+    return copies
+
+
+def report(title: str, load: Load, **facts: object) -> None:
+    not_ok = sum(1 for answer in load.answers if answer.status != 200)
+    lines = [(f"{title}: {len(load.accepted)} events accepted in {len(load.answers)} requests; {not_ok} answers "
+             f"not 200 {dict(load.reasons())}")]
+    lines += [f"  {key}: {value}" for key, value in facts.items()]
+    print("\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tests
+
+
+def test_three_nodes_leader_killed_under_load(stack_factory) -> None:
+    stack = stack_factory(3)
+    broker, collector = stack.broker, stack.collector
+    topic = stack.settings.topics.events
+    with LoadGenerator(collector.port) as generator:
+        wait_for(lambda: generator.accepted_count() >= 500, 30, "the first 500 accepted events")
+        leaders = collections.Counter(state.leader for state in broker.partitions(topic).values())
+        victim = leaders.most_common(1)[0][0]
+        killed_at = time.monotonic()
+        broker.kill(victim)
+        wait_for(lambda: all(s.leader not in (victim, -1) for s in broker.partitions(topic).values()), 30,
+                 f"every partition of {topic} to have a leader other than node {victim}")
+        elected_s = time.monotonic() - killed_at
+        stack.sink.check()
+        wait_for(lambda: generator.answered_after(killed_at + 20), 90, "20 s of load with the node down")
+        broker.start()
+        restarted_at = time.monotonic()
+        wait_for(lambda: all(victim in s.isr for s in broker.partitions(topic).values()), 60,
+                 f"node {victim} back in the ISR of every partition of {topic}")
+        in_sync_s = time.monotonic() - restarted_at
+        before = generator.accepted_count()
+        wait_for(lambda: generator.accepted_count() >= before + 1000, 30, "1000 more events on the healed cluster")
+        load = generator.stop()
+    check_answer_times(load)
+    wait_for(lambda: collector.metrics()["closedloop_collector_spool_bytes"] == 0, 60, "the spool to drain")
+    metrics = collector.metrics()
+    stored, raw_rows = check_clickhouse(stack, load)
+    copies = check_topic_order(stack, load, stored)
+    report("3 nodes, leader killed", load,
+           killed_node=f"{victim} (led {leaders[victim]} of {sum(leaders.values())} partitions of {topic})",
+           leaders_moved_after_s=round(elected_s, 1), back_in_isr_after_restart_s=round(in_sync_s, 1),
+           max_answer_s_during_failover=round(load.max_seconds(killed_at, restarted_at), 2),
+           max_answer_s_overall=round(load.max_seconds(), 2),
+           spooled=metrics["closedloop_collector_records_spooled_total"],
+           replayed=metrics["closedloop_collector_records_replayed_total"],
+           copies_in_topic=copies, events_rows_without_final=raw_rows)
+
+
+def test_single_broker_killed_under_load_spools_and_replays_in_order(stack_factory) -> None:
+    stack = stack_factory(1)
+    broker, collector = stack.broker, stack.collector
+    with LoadGenerator(collector.port) as generator:
+        wait_for(lambda: generator.accepted_count() >= 500, 30, "the first 500 accepted events")
+        killed_at = time.monotonic()
+        broker.kill(1)
+        # The broker is gone: requests wait out the publish timeout, then everything goes to the spool and is
+        # answered from there.
+        wait_for(lambda: collector.metrics()["closedloop_collector_records_spooled_total"] > 0, 30,
+                 "the collector to spool")
+        before = generator.accepted_count()
+        wait_for(lambda: generator.accepted_count() >= before + 1000, 30, "1000 more events accepted while spooling")
+        stack.sink.check()
+        broker.start()
+        restarted_at = time.monotonic()
+        wait_for(lambda: collector.metrics()["closedloop_collector_spool_bytes"] == 0, 60, "the spool to drain")
+        drained_s = time.monotonic() - restarted_at
+        before = generator.accepted_count()
+        wait_for(lambda: generator.accepted_count() >= before + 500, 30, "500 more events accepted after the replay")
+        load = generator.stop()
+    check_answer_times(load)
+    metrics = collector.metrics()
+    assert metrics["closedloop_collector_spool_bytes"] == 0
+    assert metrics["closedloop_collector_records_replayed_total"] == metrics["closedloop_collector_records_spooled_total"]
+    stored, raw_rows = check_clickhouse(stack, load)
+    copies = check_topic_order(stack, load, stored)
+    report("1 node, broker killed", load,
+           outage_s=round(restarted_at - killed_at, 1), spool_drained_after_restart_s=round(drained_s, 1),
+           max_answer_s_during_outage=round(load.max_seconds(killed_at, restarted_at), 2),
+           max_answer_s_overall=round(load.max_seconds(), 2),
+           spooled=metrics["closedloop_collector_records_spooled_total"],
+           replayed=metrics["closedloop_collector_records_replayed_total"],
+           copies_in_topic=copies, events_rows_without_final=raw_rows)
