@@ -5,11 +5,11 @@ Method (see bench/worker.md for results):
    topics;
 2. pre-load the input: ``--visitors`` visitors with 4 page views each over several channels, a third of them
    identifying (half of those sharing an email with another device), CRM mql/opportunity/customer changes;
-3. start ``--workers`` ``closedloop worker`` processes (one app, distinct static instance ids), time from "all
-   ready" until their group has committed every input offset; read each worker's CPU time (user + system) and
-   RSS from /proc, and the broker's CPU time when its PID is known (private broker, or ``--broker-pid``); also
-   the sustained rate on the events topic (10% to 90% of its records applied, from the visitors changelog's end
-   offsets) and when the first and last output records appeared;
+3. start ``--workers`` ``closedloop worker`` processes (one app), time from "all ready" until their group has
+   committed every input offset; read each worker's CPU time (user + system) and RSS from /proc, and the
+   broker's CPU time when its PIDs are known (private broker, or ``--broker-pid``); also the sustained rate on the
+   events topic (10% to 90% of its records applied, from the visitors changelog's end offsets) and when the first
+   and last output records appeared;
 4. state size: bytes of the newest value per key in each changelog topic (what a compacted topic keeps and
    what a restart recovers), scaled to 100,000 visitors.
 
@@ -114,6 +114,9 @@ class Progress:
         self.partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
         self.outputs = [TopicPartition(t, p) for t in (settings.topics.credits, settings.topics.conversions,
                                                       topic) for p in range(settings.partitions)]
+        # Assigned (never polled) so that the client keeps these topics' metadata: kafka-python 3.0 answered
+        # end_offsets of topics it had no metadata for with a KeyError, which ended the sampling thread.
+        self.consumer.assign(self.partitions + self.outputs)
         self.samples: list[tuple[float, int]] = []
         self.output_samples: list[tuple[float, int]] = []
         self.done = threading.Event()
@@ -146,18 +149,23 @@ class Progress:
     def sustained_rate(self) -> float | None:
         """Events-topic records per second between 10% and 90% applied."""
         low, high = 0.1 * self.expected, 0.9 * self.expected
-        t_low = next((t, n) for t, n in self.samples if n >= low) if self.samples else None
+        t_low = next(((t, n) for t, n in self.samples if n >= low), None)
         t_high = next(((t, n) for t, n in self.samples if n >= high), None)
         if not t_low or not t_high or t_high[0] <= t_low[0]:
             return None
         return (t_high[1] - t_low[1]) / (t_high[0] - t_low[0])
 
 
+def broker_cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds of the broker's processes (every node of a cluster), None when unknown."""
+    return sum(sum(proc_sample(pid)[:2]) for pid in pids) if pids else None
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int | None) -> tuple[Run, object]:
+def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pids: list[int]) -> tuple[Run, object]:
     settings = worker_settings(bootstrap, f"bench_{int(time.time())}_{run_no}", tmp_path / f"data{run_no}")
     if args.partitions:
         settings = settings.model_copy(update={"partitions": args.partitions})
@@ -173,8 +181,7 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int |
 
     events_topic_records = kinds["page_view"] + kinds["identify"]
     workers = [
-        Worker(settings.model_copy(update={"worker_web_port": free_port()}), tmp_path / f"worker{run_no}-{i}.log",
-               extra_env={"CLOSEDLOOP_WORKER_INSTANCE_ID": f"{settings.app_id}-{i + 1}"})
+        Worker(settings.model_copy(update={"worker_web_port": free_port()}), tmp_path / f"worker{run_no}-{i}.log")
         for i in range(args.workers)
     ]
     # Start all, then time from the moment every one is up (the first may already be working: it counts).
@@ -189,7 +196,7 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int |
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = Progress(settings, events_topic_records)
     before = {pid: proc_sample(pid) for pid in pids}
-    broker_before = sum(proc_sample(broker_pid)[:2]) if broker_pid else None
+    broker_before = broker_cpu_seconds(broker_pids)
     start = time.monotonic()
     progress.start()
     peak_rss = 0
@@ -209,7 +216,7 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int |
         load = load_average()
         done.set()
         after = {pid: proc_sample(pid) for pid in pids}
-        broker_after = sum(proc_sample(broker_pid)[:2]) if broker_pid else None
+        broker_after = broker_cpu_seconds(broker_pids)
     finally:
         done.set()
         progress.stop()
@@ -224,7 +231,7 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pid: int |
         events=len(records), seconds=busy,
         worker_user=sum(after[p][0] - before[p][0] for p in pids),
         worker_sys=sum(after[p][1] - before[p][1] for p in pids),
-        broker_cpu=None if broker_pid is None else broker_after - broker_before,
+        broker_cpu=None if not broker_pids else broker_after - broker_before,
         rss_end=sum(after[p][2] for p in pids), rss_peak=peak_rss, load=load,
         sustained=progress.sustained_rate(), first_output=progress.first_output_after(start),
         last_output=progress.last_output_after(start),
@@ -257,17 +264,18 @@ def main() -> None:
         external = os.environ.get("CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS")
         runs = []
         for run_no in range(args.repeat):
-            # A fresh private broker per run: noida-db's background CPU grows with the topics it holds (bench/worker.md).
-            stack_settings, bootstrap, broker_pid = None, external, args.broker_pid
+            # A fresh private broker per run: no run pays for the topics of the ones before it.
+            stack_settings, bootstrap = None, external
+            broker_pids = [args.broker_pid] if args.broker_pid else []
             if not external:
                 from deploy import stack
                 from deploy.settings import private_stack_settings
 
                 stack_settings = private_stack_settings(tmp_path / f"stack{run_no}")
-                broker_pid = stack.start_service(stack_settings, "kafka")
+                broker_pids = list(stack.start_service(stack_settings, "kafka").values())
                 bootstrap = stack_settings.kafka_servers
             try:
-                run, settings = one_run(bootstrap, tmp_path, args, run_no, broker_pid)
+                run, settings = one_run(bootstrap, tmp_path, args, run_no, broker_pids)
                 runs.append(run)
                 if run_no == args.repeat - 1:
                     report_state(settings, args.visitors)
