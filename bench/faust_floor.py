@@ -4,11 +4,10 @@ Why: the stream-jobs target is 5,000 events/s on 2 cores (bench/worker.md). This
 the embedded broker cost per event *before* any of our work, so the target can be judged against what is possible.
 
 Method (results in bench/worker.md, "The framework's floor"):
-1. start a private embedded broker (noida-db) on a free loopback port in a temporary directory;
+1. start a private embedded broker on a free loopback port in a temporary directory;
 2. per mode, pre-load ``--events`` page-view-sized records (about 400 bytes, 5,000 distinct keys) on a fresh
    2-partition topic, then start one Faust worker (this file, ``app`` argument) with the settings of
-   ``stream_jobs/app.py`` that matter here: at_least_once, memory store, 512 KiB producer batches, 5 ms linger,
-   and the same fetch pacing (``stream_jobs.fetch_backoff``);
+   ``stream_jobs/app.py`` that matter here: at_least_once, memory store, 512 KiB producer batches, 5 ms linger;
 3. from the group's first committed offset to the last, measure the rate and the CPU time (user + system, from
    /proc) of the worker and of the broker per event.
 
@@ -40,9 +39,6 @@ def build_app():
     """The Faust app a worker subprocess runs (configured from the environment the parent sets)."""
     import faust
 
-    from stream_jobs import fetch_backoff
-
-    fetch_backoff.install()
     mode = os.environ["FLOOR_MODE"]
     app = faust.App(os.environ["FLOOR_APP_ID"], broker="kafka://" + os.environ["FLOOR_BOOTSTRAP"],
                     store="memory://", processing_guarantee="at_least_once", topic_partitions=2, web_enabled=False,

@@ -29,14 +29,14 @@ Configuration, and why
       topic comes from ``schemas.topics`` or ``stream_jobs.topology.internal_topics`` and exists before start.
     - Keys and values are raw bytes on every topic: the agents decode with ``schemas.serde`` themselves, so a bad
       record becomes a dead letter instead of an agent crash.
-    - ``consumer_group_instance_id`` (static membership, ``WorkerSettings.instance_id``): after a SIGKILL the
-      embedded broker keeps the dead member in the group and elects it leader again, so a restarted worker with
-      a new member id loops in JoinGroup/SyncGroup forever (seen with noida-db 0.2.3; a real broker would evict
-      it after the session timeout). With a stable instance id the restarted worker replaces its dead self at
-      once. Several workers of one app need distinct ``CLOSEDLOOP_WORKER_INSTANCE_ID`` values.
+    - Dynamic group membership (no ``consumer_group_instance_id``): a restarted worker joins with a new member id,
+      and Kafka evicts a SIGKILLed one after ``broker_session_timeout`` (10 s), so a restart after a crash waits
+      at most that long for its partitions; a stopped worker leaves the group at once. Static membership was
+      needed only for the embedded noida-db, which never evicted a dead member (docs/STREAMS.md).
     - ``consumer_auto_offset_reset="earliest"``: a new worker group reads its topics from the beginning.
-    - ``fetch_backoff.install()``: brokers that answer an empty fetch at once (noida-db) would make an idle worker
-      spin a core; the client waits out the rest of the fetch wait time instead (no effect on a real Kafka).
+    - Fetches as aiokafka makes them: Kafka holds a fetch that finds nothing new for up to Faust's 1.5 s fetch
+      wait, so an idle worker costs about 0.5% of a core (the client-side back-off written for noida-db, which
+      answered at once, is gone; docs/STREAMS.md).
     - ``producer_linger=0.005``, ``producer_max_batch_size=512 KiB``: aiokafka keeps one produce request in flight
       per broker, and a full batch makes ``send`` wait until it is drained; with the 16 KiB default a busy
       partition (visitors changelog, credits) filled its batch long before the request came back, and the agents
@@ -49,7 +49,7 @@ from typing import Any
 
 import faust
 
-from stream_jobs import faust_fixes, fetch_backoff
+from stream_jobs import faust_fixes
 from stream_jobs.channels import ChannelRules
 from stream_jobs.settings import WorkerSettings
 from stream_jobs.topology import internal_topics
@@ -65,7 +65,6 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
     """A Faust app for these settings, with the pipeline's agents attached (``app.pipeline``)."""
     from stream_jobs.agents import Pipeline
 
-    fetch_backoff.install()
     faust_fixes.install()
     rules = rules if rules is not None else ChannelRules.from_file(settings.channel_rules_file)
     datadir = settings.data_dir / "worker" / settings.app_id
@@ -89,7 +88,6 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
         web_port=settings.worker_web_port,
         web_in_thread=False,
         table_standby_replicas=0,
-        consumer_group_instance_id=settings.instance_id,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
         autodiscover=False,

@@ -42,10 +42,6 @@ class WorkerSettings(PipelineSettings):
     worker_app_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9._-]+$", description="Faust app id (consumer group); default '{prefix}-worker'."
     )
-    worker_instance_id: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9._-]+$",
-        description="Static group membership id; default '{app_id}-1'. Give each worker of one app its own.",
-    )
     visitor_touch_limit: int = Field(
         50, ge=1, le=1000, description="Touches kept per visitor (the newest); older ones were already sent."
     )
@@ -57,11 +53,6 @@ class WorkerSettings(PipelineSettings):
     def app_id(self) -> str:
         """The Faust app id: consumer group and prefix of the changelog topics."""
         return self.worker_app_id or f"{self.topic_prefix}-worker"
-
-    @property
-    def instance_id(self) -> str:
-        """The consumer group instance id (static membership): a restarted worker takes its own place back."""
-        return self.worker_instance_id or f"{self.app_id}-1"
 
     @property
     def lookback(self) -> timedelta:
