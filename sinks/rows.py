@@ -12,7 +12,9 @@ identical bytes (``tests/test_sink_rows.py`` compares them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timezone
 from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple
@@ -133,6 +135,60 @@ def insert(client: Client, table: str, rows: list[tuple]) -> None:
     """Insert rows (tuples in the order of ``insert_columns(table)``) into ``table``."""
     client.raw_insert(table, insert_columns(table), insert_block=encode(rows), settings=INSERT_SETTINGS,
                       fmt=INSERT_FORMAT)
+
+
+# ClickHouse refuses an INSERT whose block spans more partitions than ``max_partitions_per_insert_block`` (100 by
+# default, Code 252): one batch of page views from 500 months did, and being retried as an outage it wedged the
+# sink for good. The writer sends each table's rows in blocks of at most this many partitions instead.
+MAX_PARTITIONS_PER_INSERT = 100
+
+
+def _month(value) -> str:
+    """The ``toYYYYMM`` partition of a time as the rows carry it, ``YYYY-MM``: from a canonical UTC string, or
+    from a datetime (naive = UTC)."""
+    if type(value) is str:
+        return value[:7]
+    value = value.astimezone(timezone.utc) if value.tzinfo is not None else value
+    return f"{value.year:04d}-{value.month:02d}"
+
+
+def _partition_of(table: str) -> Callable[[tuple], object] | None:
+    """How to read a row's partition key for a table partitioned by month of ``occurred_at`` or by ``model``
+    (sinks/migrations: events and touches by toYYYYMM(occurred_at), credits by model; the others have none)."""
+    names = insert_columns(table)
+    if table in ("events", "touches"):
+        position = names.index("occurred_at")
+        return lambda row: _month(row[position])
+    if table == "credits":
+        position = names.index("model")
+        return lambda row: row[position]
+    return None
+
+
+PARTITION_KEYS: dict[str, Callable[[tuple], object]] = {
+    table: key for table in TABLES if (key := _partition_of(table)) is not None
+}
+
+
+def partition_blocks(table: str, rows: list[tuple], limit: int = MAX_PARTITIONS_PER_INSERT) -> list[list[int]] | None:
+    """Row positions grouped into insert blocks of at most ``limit`` partitions each, or None when all the rows
+    fit in one block (the usual case: a batch spans a few months). Rows keep their order within a partition.
+
+    The key is read in Python, so a time ClickHouse stores differently (years outside DateTime64's range are
+    clamped) can only make two keys land in one partition, never one key in two: the blocks never hold more
+    partitions than counted.
+    """
+    key = PARTITION_KEYS.get(table)
+    if key is None:
+        return None
+    keys = [key(row) for row in rows]
+    if len(set(keys)) <= limit:
+        return None
+    groups: dict[object, list[int]] = {}
+    for position, value in enumerate(keys):
+        groups.setdefault(value, []).append(position)
+    members = list(groups.values())
+    return [[p for group in members[i:i + limit] for p in group] for i in range(0, len(members), limit)]
 
 
 class RecordKind(StrEnum):

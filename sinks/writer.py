@@ -16,9 +16,20 @@ While records keep coming, the offsets of written batches are committed at most 
 flush or stop, it commits at once. A crash replays at most the interval's records, onto the same ids. A commit
 that fails because the broker (or the group's coordinator) is away keeps its offsets for the next commit.
 
-ClickHouse unreachable (a connection error): the same batch is retried with exponential back-off, forever, and
-nothing is committed. ClickHouse rejecting rows (a data error): the batch is split in halves until the rows that
-do not fit are found; they go to the dead-letter topic like records that fail validation.
+Each table's rows go in blocks of at most 100 partitions (``rows.partition_blocks``), ClickHouse's
+``max_partitions_per_insert_block``: a batch of page views from 500 months is five inserts, not a refusal.
+
+Three ways an insert can fail, told apart in the logs and the metrics:
+
+- ClickHouse unreachable (no answer: connection refused, reset, timed out, an HTTP error without a ClickHouse
+  code): the same block is retried with exponential back-off, forever, and nothing is committed
+  ("ClickHouse unreachable", ``unreachable_retries``).
+- ClickHouse refusing because of its own state (a table or column missing, memory, too many parts, read-only,
+  credentials: ``_SERVER_STATE_CODES``): retried the same way, never dead-lettered, so that a missing migration
+  does not turn every record into a dead letter ("ClickHouse refused the insert", ``refused_retries``).
+- ClickHouse rejecting the request's rows (any other error with a ClickHouse code): the block is split in halves
+  until the rows that do not fit are found; they go to the dead-letter topic with ClickHouse's reason, like
+  records that fail validation, and the rest is written ("rows rejected", ``rejected_rows``).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
@@ -42,7 +54,7 @@ from schemas import serde
 from schemas.outputs import DeadLetter
 from sinks import fast_decode
 from sinks.client import connect
-from sinks.rows import Erasure, RecordError, rows_for, topic_kinds
+from sinks.rows import Erasure, RecordError, partition_blocks, rows_for, topic_kinds
 from sinks.rows import insert as insert_rows
 from sinks.settings import SinkSettings
 
@@ -78,7 +90,10 @@ class SinkMetrics:
     records: int = 0
     rows_written: dict[str, int] = field(default_factory=dict)
     batches: int = 0
-    retries: int = 0
+    retries: int = 0  # unreachable_retries + refused_retries
+    unreachable_retries: int = 0  # ClickHouse did not answer
+    refused_retries: int = 0  # ClickHouse answered no because of its own state (a missing table, memory, ...)
+    rejected_rows: int = 0  # rows ClickHouse rejected, dead-lettered with its reason
     dead_letters: int = 0
     erasures: int = 0
     lag: int = 0
@@ -294,7 +309,9 @@ class SinkWriter:
         log.info(
             "batch written",
             extra={"rows": self.metrics.total_rows, "batches": self.metrics.batches, "lag": self.metrics.lag,
-                   "retries": self.metrics.retries, "dead_letters": self.metrics.dead_letters},
+                   "unreachable_retries": self.metrics.unreachable_retries,
+                   "refused_retries": self.metrics.refused_retries, "rejected_rows": self.metrics.rejected_rows,
+                   "dead_letters": self.metrics.dead_letters},
         )
 
     # -- ClickHouse ------------------------------------------------------------------------------------------
@@ -302,18 +319,30 @@ class SinkWriter:
     def _write(self, rows: dict[str, list[tuple]], sources: dict[str, list], dead: list[DeadLetter]) -> None:
         """Insert every table's rows; rows ClickHouse rejects are added to ``dead``."""
         for table, table_rows in rows.items():
-            self._insert(table, table_rows, sources[table], dead)
+            table_sources = sources[table]
+            blocks = partition_blocks(table, table_rows)
+            if blocks is None:
+                self._insert(table, table_rows, table_sources, dead)
+            else:
+                for block in blocks:
+                    self._insert(table, [table_rows[p] for p in block], [table_sources[p] for p in block], dead)
             self.metrics.rows_written[table] = self.metrics.rows_written.get(table, 0) + len(table_rows)
 
     def _insert(self, table: str, rows: list[tuple], sources: list, dead: list[DeadLetter]) -> None:
-        """Insert rows; on a data error split the rows to find those that do not fit and dead-letter them."""
+        """Insert rows; when ClickHouse rejects them, split the rows to find those that do not fit and
+        dead-letter them with its reason (a block it refuses for spanning too many partitions splits as well)."""
         if not rows:
             return
         try:
             self._with_retry(lambda client: insert_rows(client, table, rows))
         except (DatabaseError, TypeError, ValueError, OverflowError) as exc:
             if len(rows) == 1:
-                dead.append(_dead_letter(sources[0], f"the row for {table} was rejected: {exc}"))
+                reason = f"the row for {table} was rejected: {exc}"
+                log.warning("ClickHouse rejected a row; dead-lettered: %s", reason[:500],
+                            extra={"table": table, "topic": sources[0].topic, "partition": sources[0].partition,
+                                   "offset": sources[0].offset})
+                dead.append(_dead_letter(sources[0], reason))
+                self.metrics.rejected_rows += 1
                 self.metrics.rows_written[table] = self.metrics.rows_written.get(table, 0) - 1
                 return
             half = len(rows) // 2
@@ -336,11 +365,18 @@ class SinkWriter:
                     self._client = self._client_factory()
                 return operation(self._client)
             except DatabaseError as exc:
-                if not _is_unavailable(exc):
+                failure = classify(exc)
+                if failure is Failure.REJECTED:
                     raise
                 self._drop_client()
                 self.metrics.retries += 1
-                log.warning("ClickHouse unreachable, retrying in %.1fs: %s", delay, exc)
+                if failure is Failure.UNREACHABLE:
+                    self.metrics.unreachable_retries += 1
+                    log.warning("ClickHouse unreachable, retrying in %.1fs: %s", delay, exc)
+                else:
+                    self.metrics.refused_retries += 1
+                    log.warning("ClickHouse refused the insert (its own state, not the rows), retrying in %.1fs: %s",
+                                delay, exc)
             if self._stop.wait(delay):
                 raise SinkStopped()
             delay = min(delay * 2, self.settings.sink_retry_max_seconds)
@@ -405,19 +441,50 @@ class SinkWriter:
         return lag
 
 
-# Server errors caused by the rows themselves (bad value, overflow, too long, a CHECK constraint violated): split
-# the batch and dead-letter.
-# Any other server error (unknown table, memory, too many parts, ...) is treated like an outage and retried,
-# so that a missing migration never turns every record into a dead letter.
-_DATA_ERROR_CODES = frozenset({6, 27, 32, 33, 38, 41, 53, 69, 70, 72, 131, 190, 321, 407, 469, 691})
+class Failure(Enum):
+    """What a failed ClickHouse request means for the sink (see the module docstring)."""
+
+    UNREACHABLE = "unreachable"  # no answer: retry
+    REFUSED = "refused"  # an answer about the server's state: retry
+    REJECTED = "rejected"  # an answer about the rows: split, dead-letter what does not fit
+
+
+# Server errors about the server's own state, not the rows sent: the same insert can succeed later (after a
+# migration, a merge, more memory or disk, a fixed password), so they are retried and nothing is dead-lettered.
+# Every other error with a ClickHouse code is about the request (a bad value, overflow, too many partitions in
+# the block, ...): it used to be retried as an outage unless its code was on a list of data errors, and an
+# unlisted one (Code 252, too many partitions for a single INSERT block) wedged the sink forever.
+_SERVER_STATE_CODES = frozenset({
+    16,  # NO_SUCH_COLUMN_IN_TABLE: a migration not applied
+    47,  # UNKNOWN_IDENTIFIER
+    60,  # UNKNOWN_TABLE
+    81,  # UNKNOWN_DATABASE
+    159, 160, 209, 210,  # TIMEOUT_EXCEEDED, TOO_SLOW, SOCKET_TIMEOUT, NETWORK_ERROR
+    164, 242,  # READONLY, TABLE_IS_READ_ONLY
+    173, 241,  # CANNOT_ALLOCATE_MEMORY, MEMORY_LIMIT_EXCEEDED
+    192, 193, 194, 195, 497, 516,  # unknown user, wrong password, access denied, authentication failed
+    202, 203,  # TOO_MANY_SIMULTANEOUS_QUERIES, NO_FREE_CONNECTION
+    225, 285, 319, 999,  # replication and Keeper unavailable, unknown status of the insert
+    236, 394, 473,  # ABORTED, QUERY_WAS_CANCELLED, DEADLOCK_AVOIDED
+    243,  # NOT_ENOUGH_SPACE
+    252,  # TOO_MANY_PARTS (merges behind) - but not "too many partitions for single INSERT block", below
+    425, 439,  # SYSTEM_ERROR, CANNOT_SCHEDULE_TASK
+})
 _CODE = re.compile(r"Code: (\d+)")
+_TOO_MANY_PARTITIONS = "Too many partitions for single INSERT block"
 
 
-def _is_unavailable(exc: DatabaseError) -> bool:
+def classify(exc: DatabaseError) -> Failure:
+    """Whether a ClickHouse error means unreachable, refused for its own state, or the rows rejected."""
     if isinstance(exc, OperationalError):
-        return True
-    match = _CODE.search(str(exc))
-    return not (match and int(match.group(1)) in _DATA_ERROR_CODES)
+        return Failure.UNREACHABLE
+    text = str(exc)
+    match = _CODE.search(text)
+    if match is None:
+        return Failure.UNREACHABLE  # an HTTP error from something in between (a proxy), not ClickHouse's answer
+    if _TOO_MANY_PARTITIONS in text:
+        return Failure.REJECTED  # about the block: halves of it go in
+    return Failure.REFUSED if int(match.group(1)) in _SERVER_STATE_CODES else Failure.REJECTED
 
 
 def _dead_letter(message, reason: str) -> DeadLetter:

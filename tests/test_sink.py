@@ -182,6 +182,9 @@ def test_rows_clickhouse_rejects_are_found_in_the_batch_and_dead_lettered(kafka_
     assert _query(settings, "SELECT touch_id FROM touches FINAL ORDER BY touch_id") == [
         (f"t{i}",) for i in (0, 1, 2, 3, 4, 6, 7)]
     assert writer.metrics.rows_written["touches"] == 7
+    # "ClickHouse said no" is not "ClickHouse is unreachable": counted as a rejected row, never retried.
+    assert (writer.metrics.rejected_rows, writer.metrics.unreachable_retries, writer.metrics.refused_retries,
+            writer.metrics.retries) == (1, 0, 0, 0)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, auto_offset_reset="earliest",
                              consumer_timeout_ms=10_000, enable_auto_commit=False)
     consumer.assign([TopicPartition(settings.topics.dead_letters, 0)])
@@ -362,3 +365,52 @@ def test_two_sink_processes_share_the_group_and_stop_cleanly(kafka_servers, ch_u
     # A rebalance while the second member joins may replay a batch (it collapses onto the same touch ids).
     assert result.failed == 0 and result.dead_letters == 0 and result.rows >= 40
     assert _query(settings, "SELECT count(), uniqExact(touch_id) FROM touches FINAL") == [(40, 40)]
+
+
+def _page_view_in_month(i: int) -> bytes:
+    """Page view ``pv{i}`` of visitor ``v{i}``, in the i-th month after January 1990 (500 of them reach 2031)."""
+    occurred_at = datetime(1990 + i // 12, 1 + i % 12, 15, 12, tzinfo=timezone.utc)
+    return serde.dumps(Envelope(event_id=f"pv{i}", site_id="site", received_at=T0, event=PageView(
+        occurred_at=occurred_at, visitor_id=f"v{i}", url=f"https://ex.com/p{i}")))
+
+
+def test_a_batch_spanning_500_months_is_written_whole_and_later_batches_follow(kafka_servers, ch_url):  # noqa: F811
+    """ClickHouse refuses an INSERT block spanning more than 100 partitions (Code 252); events are partitioned
+    by month. One request's page views from 500 months used to make every later insert fail, retried forever as
+    "ClickHouse unreachable". Now the batch goes in as blocks of at most 100 months: every row, no dead letter."""
+    settings = _settings(kafka_servers, ch_url, partitions=1, sink_batch_seconds=2.0)
+    _publish(settings, [(settings.topics.events, f"v{i}", _page_view_in_month(i)) for i in range(500)])
+    with Running(settings) as writer:
+        wait_for(lambda: writer.metrics.batches >= 1 and writer.metrics.lag == 0, 60, "the 500 page views")
+        assert (writer.metrics.records, writer.metrics.batches) == (500, 1)  # one batch of 500 months, as in the issue
+        _publish(settings, [(settings.topics.touches, "v1", _direct_touch(1))])
+        wait_for(lambda: _query(settings, "SELECT count() FROM touches FINAL") == [(1,)], 60, "a later batch")
+    assert _query(settings, "SELECT count(), uniqExact(toYYYYMM(occurred_at)) FROM events FINAL") == [(500, 500)]
+    assert (writer.metrics.dead_letters, writer.metrics.rejected_rows, writer.metrics.retries) == (0, 0, 0)
+    assert writer.metrics.rows_written["events"] == 500
+
+
+def test_a_ten_year_monthly_spend_import_is_stored_and_the_sink_goes_on(kafka_servers, ch_url, tmp_path):  # noqa: F811
+    """``closedloop import spend`` of 120 monthly rows (ten years): 0 rejected by the import, 120 spend rows and
+    120 events rows in ClickHouse (the events table is partitioned by month: 120 > 100 partitions)."""
+    from collector.imports import ImportSummary, parse_file
+
+    settings = _settings(kafka_servers, ch_url, partitions=1, sink_batch_seconds=2.0)
+    today = datetime.now(timezone.utc).date()
+    months = [(today.year - 10 + (today.month - 1 + i) // 12, 1 + (today.month - 1 + i) % 12) for i in range(1, 121)]
+    csv_file = tmp_path / "spend.csv"
+    csv_file.write_text("date,channel,source,medium,cost,currency\n" + "".join(
+        f"{year:04d}-{month:02d}-01,Paid Search,google,cpc,{100 + i}.50,EUR\n" for i, (year, month) in enumerate(months)))
+    summary = ImportSummary()
+    records = list(parse_file(csv_file, "spend", settings.topics, summary))
+    assert (summary.rows, summary.accepted, summary.rejected) == (120, 120, [])
+    _publish(settings, [(r.topic, r.key.decode(), r.value) for r in records])
+    with Running(settings) as writer:
+        wait_for(lambda: writer.metrics.batches >= 1 and writer.metrics.lag == 0, 60, "the 120 spend records")
+        assert writer.metrics.records == 120
+        _publish(settings, [(settings.topics.touches, "v1", _direct_touch(1))])
+        wait_for(lambda: _query(settings, "SELECT count() FROM touches FINAL") == [(1,)], 60, "a later batch")
+    assert _query(settings, "SELECT count(), sum(cost) FROM spend FINAL") == [
+        (120, sum(Decimal(f"{100 + i}.50") for i in range(120)))]
+    assert _query(settings, "SELECT count() FROM events FINAL WHERE event_type = 'spend'") == [(120,)]
+    assert (writer.metrics.dead_letters, writer.metrics.retries) == (0, 0)

@@ -18,7 +18,7 @@ from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
 from sinks import fastrows
 from sinks.rows import (TABLES, Erasure, Provenance, RecordError, RecordKind, encode, insert_columns, model_rows,
-                        rows_for, topic_kinds)
+                        partition_blocks, rows_for, topic_kinds)
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 WHERE = Provenance("p.events", 3, 42)
@@ -382,3 +382,46 @@ def test_any_output_record_gets_the_models_rows_or_is_left_to_the_model():
         assert _sent([(None, fast)]) == [(None, row) for _, row in _sent(model_rows(kind, value, WHERE))], value
         taken += 1
     assert taken > 1000  # the variants the fast path takes (same type, other value) are compared too
+
+
+# -- insert blocks and what ClickHouse's answers mean --------------------------------------------------------
+
+def _event_row(occurred_at) -> tuple:
+    row = [""] * len(insert_columns("events"))
+    row[insert_columns("events").index("occurred_at")] = occurred_at
+    return tuple(row)
+
+
+def test_rows_of_many_months_go_in_blocks_of_at_most_100_partitions():
+    months = [f"{1990 + i // 12:04d}-{1 + i % 12:02d}-15T12:00:00Z" for i in range(250)]
+    rows = [_event_row(m) for m in months] + [_event_row(months[0])]  # a second row in the first month
+    blocks = partition_blocks("events", rows)
+    assert [len({rows[p][3][:7] for p in block}) for block in blocks] == [100, 100, 50]
+    assert sorted(p for block in blocks for p in block) == list(range(251))
+    assert blocks[0][:2] == [0, 250]  # the first month's rows together, in their order
+    # A datetime and its canonical string are the same month; naive = UTC, aware converted to UTC.
+    same = [_event_row(datetime(2024, 3, 31, 23, tzinfo=timezone.utc)), _event_row("2024-03-01T00:00:00Z")]
+    assert partition_blocks("events", same, limit=1) is None
+    assert partition_blocks("events", rows[:100]) is None  # up to 100 months: one insert, as before
+    assert partition_blocks("leads", [("L", "e", "2024-03-01T00:00:00Z")] * 3, limit=1) is None  # unpartitioned
+
+
+def test_clickhouse_errors_are_told_apart():
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    from sinks.writer import Failure, classify
+
+    def said(text: str) -> Failure:
+        return classify(DatabaseError(f"HTTPDriver for http://ch:8123 received ClickHouse error code {text}"))
+
+    assert classify(OperationalError("Error HTTPConnectionPool: Connection refused")) is Failure.UNREACHABLE
+    assert classify(DatabaseError("HTTP driver received HTTP status 502")) is Failure.UNREACHABLE  # a proxy
+    assert said("252\n Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). "
+                "(TOO_MANY_PARTS)") is Failure.REJECTED
+    assert said("252\n Code: 252. DB::Exception: Too many parts (3001). Merges are processing significantly "
+                "slower than inserts. (TOO_MANY_PARTS)") is Failure.REFUSED
+    assert said("60\n Code: 60. DB::Exception: Table db.touches does not exist. (UNKNOWN_TABLE)") is Failure.REFUSED
+    assert said("241\n Code: 241. DB::Exception: Memory limit exceeded. (MEMORY_LIMIT_EXCEEDED)") is Failure.REFUSED
+    assert said("27\n Code: 27. DB::Exception: Cannot parse input. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)") \
+        is Failure.REJECTED
+    assert said("117\n Code: 117. DB::Exception: Unknown field found. (INCORRECT_DATA)") is Failure.REJECTED

@@ -69,7 +69,8 @@ def _run_group(settings, processes: int) -> None:
 
 
 def _serve_metrics(writer, port: int) -> None:
-    """Prometheus metrics on 127.0.0.1:port: rows written, batches, retries, dead letters, lag."""
+    """Prometheus metrics on 127.0.0.1:port: rows written, batches, retries (unreachable or refused), rows
+    rejected, dead letters, lag."""
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
     registry = CollectorRegistry()
@@ -77,7 +78,13 @@ def _serve_metrics(writer, port: int) -> None:
     for name, doc, read in (
         ("closedloop_sink_rows_written", "Rows inserted into ClickHouse", lambda: m.total_rows),
         ("closedloop_sink_batches", "Batches written and committed", lambda: m.batches),
-        ("closedloop_sink_retries", "ClickHouse retries after failures", lambda: m.retries),
+        ("closedloop_sink_retries", "ClickHouse retries after failures (unreachable + refused)", lambda: m.retries),
+        ("closedloop_sink_unreachable_retries", "Retries because ClickHouse did not answer",
+         lambda: m.unreachable_retries),
+        ("closedloop_sink_refused_retries", "Retries because ClickHouse refused for its own state (missing table, "
+         "memory, too many parts)", lambda: m.refused_retries),
+        ("closedloop_sink_rejected_rows", "Rows ClickHouse rejected, dead-lettered with its reason",
+         lambda: m.rejected_rows),
         ("closedloop_sink_dead_letters", "Records sent to the dead-letter topic", lambda: m.dead_letters),
         ("closedloop_sink_lag", "Records behind the end of the assigned partitions", lambda: m.lag),
     ):
