@@ -6,9 +6,10 @@ Three measurements (method and results in bench/sink.md):
 1. Sink rows/s: publish a mix of records (page views, touches, conversions, credits in the proportions of the
    full data set) to the embedded Apache Kafka, run ``SinkWriter`` from a fresh consumer group until every row is
    in ClickHouse, and divide.
-2. Its ceiling, in the same run: the same records converted to rows beforehand (untimed), in batches of the
-   sink's size, then inserted with the sink's own insert (clickhouse-connect, JSONCompactColumns) one batch after
-   another, no Kafka: what the ClickHouse endpoint takes of these rows. Sink and raw runs alternate.
+2. Its ceiling, in the same run: the same records converted to rows beforehand (untimed), grouped by table in
+   inserts of the sink's batch size, then inserted with the sink's own insert (clickhouse-connect,
+   JSONCompactColumns) one after another, no Kafka: what the ClickHouse endpoint takes of these rows. Sink and
+   raw runs alternate.
 3. Report latency: load the full-size data set (``--events``, default 10 million page views, plus touches,
    identity links, conversions, credits of 7 models, spend) into the embedded ClickHouse with server-side
    ``INSERT ... SELECT FROM numbers()`` (the materialized views fill the roll-ups as they would from the sink),
@@ -206,37 +207,37 @@ def bench_sink(settings: SinkSettings, count: int, endpoint_pid: int, broker_pid
             "dead_letters": writer.metrics.dead_letters}
 
 
-def prepared_batches(settings: SinkSettings, records: list[tuple[str, str, bytes]]) -> list[dict[str, list[tuple]]]:
-    """The rows the sink makes of ``records``, in batches of ``sink_batch_rows`` records (table -> rows), made the
-    way the writer makes them (``rows_for``), with made-up partitions and offsets."""
+def prepared_inserts(settings: SinkSettings, records: list[tuple[str, str, bytes]]) -> list[tuple[str, list[tuple]]]:
+    """The rows the sink makes of ``records`` (``rows_for``, made-up partitions and offsets), grouped by table and
+    cut into inserts of ``sink_batch_rows`` rows: the fewest inserts of the sink's size for these rows.
+
+    (Batches cut in the records' order, every table in each, cost the endpoint about twice the CPU a row: an
+    insert's fixed cost is 10-50 ms whatever its size, and the credits' 1,000 rows a batch paid it 30 times. The
+    sink's own batches follow Kafka's fetches, a partition at a time, so one topic fills most of a batch.)"""
     kinds = topic_kinds(settings.topics)
-    batches: list[dict[str, list[tuple]]] = []
+    tables: dict[str, list[tuple]] = {}
+    for offset, (topic, _key, value) in enumerate(records):
+        for table, row in rows_for(kinds[topic], value, Provenance(topic, offset % 4, offset)):
+            tables.setdefault(table, []).append(row)
     size = settings.sink_batch_rows
-    for start in range(0, len(records), size):
-        batch: dict[str, list[tuple]] = {}
-        for offset, (topic, _key, value) in enumerate(records[start:start + size], start):
-            for table, row in rows_for(kinds[topic], value, Provenance(topic, offset % 4, offset)):
-                batch.setdefault(table, []).append(row)
-        batches.append(batch)
-    return batches
+    return [(table, rows[start:start + size]) for table, rows in tables.items() for start in range(0, len(rows), size)]
 
 
-def bench_raw_insert(settings: SinkSettings, batches: list[dict[str, list[tuple]]], endpoint_pid: int) -> dict:
-    """The sink's ceiling: insert prepared rows batch after batch (the sink's own insert: clickhouse-connect,
+def bench_raw_insert(settings: SinkSettings, inserts: list[tuple[str, list[tuple]]], endpoint_pid: int) -> dict:
+    """The sink's ceiling: insert prepared rows one insert after another (the sink's own insert: clickhouse-connect,
     JSONCompactColumns), no Kafka, no conversion; rows/s and CPU per row of this process (JSON encoding, HTTP)
     and the endpoint."""
     client = connect(settings)
-    rows = sum(len(table_rows) for batch in batches for table_rows in batch.values())
+    rows = sum(len(table_rows) for _, table_rows in inserts)
     cpu_before, endpoint_before = time.process_time(), cpu_seconds(endpoint_pid)
     started = time.perf_counter()
-    for batch in batches:
-        for table, table_rows in batch.items():
-            insert_rows(client, table, table_rows)
+    for table, table_rows in inserts:
+        insert_rows(client, table, table_rows)
     seconds = time.perf_counter() - started
     client_cpu, endpoint_cpu = time.process_time() - cpu_before, cpu_seconds(endpoint_pid) - endpoint_before
     client.close()
     per_1000 = 1000 / rows
-    return {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": rows / seconds,
+    return {"rows": rows, "inserts": len(inserts), "seconds": round(seconds, 2), "rows_per_second": rows / seconds,
             "client_cpu_s_per_1000": round(client_cpu * per_1000, 4),
             "endpoint_cpu_s_per_1000": round(endpoint_cpu * per_1000, 4)}
 
@@ -407,7 +408,7 @@ def main() -> None:
                 print(f"sink: {args.sink_records} records through Kafka ...", flush=True)
                 records = sink_records(settings, args.sink_records)
                 print(f"  published in {publish(settings, records):.1f} s", flush=True)
-                batches = prepared_batches(settings, records) if args.raw_insert else []
+                inserts = prepared_inserts(settings, records) if args.raw_insert else []
                 wait_for_quiet(args.quiet_wait)
                 rates, raw_rates, ratios = [], [], []
                 for run in range(args.sink_runs):
@@ -419,9 +420,9 @@ def main() -> None:
                                                       stack.clickhouse_pid, stack.kafka_pid))
                     rates.append(sink["rows_per_second"])
                     print(f"  run {run + 1}: {sink}; load average {os.getloadavg()[0]:.2f}", flush=True)
-                    if batches:
+                    if inserts:
                         _truncate(settings)
-                        raw = bench_raw_insert(settings, batches, stack.clickhouse_pid)
+                        raw = bench_raw_insert(settings, inserts, stack.clickhouse_pid)
                         raw_rates.append(raw["rows_per_second"])
                         ratios.append(sink["rows_per_second"] / raw["rows_per_second"])
                         print(f"  raw insert {run + 1}: {raw}; load average {os.getloadavg()[0]:.2f}", flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 import socket
 import subprocess
 import time
@@ -74,6 +75,35 @@ def children(pid: int) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+SECTIONS = ["blog", "pricing", "docs", "product", "customers", "careers", "integrations", "compare"]
+REFERRERS = ["https://www.google.com/", "https://www.bing.com/", "https://www.linkedin.com/", "https://t.co/x1",
+             "https://news.ycombinator.com/", "https://duckduckgo.com/", None, None]
+CAMPAIGNS = [{}, {}, {}, {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "brand-search"},
+             {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "2026-11-digest"},
+             {"utm_source": "linkedin", "utm_medium": "paid_social", "utm_campaign": "q4-launch", "utm_content": "v2"}]
+USER_AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+]
+
+
+def tracker_page_view(rng: random.Random, visitors: int = 20_000) -> tuple[dict, str]:
+    """A page view as ``collector/static/tracker.js`` sends it (random 32-hex ids, a page of a marketing site, a
+    referrer, UTM parameters on some URLs, the screen), and the user agent of the request that carries it."""
+    visitor = rng.randrange(visitors)
+    section = rng.choice(SECTIONS)
+    campaign = rng.choice(CAMPAIGNS)
+    query = "&".join(f"{name}={value}" for name, value in campaign.items())
+    url = f"https://www.example-shop.com/{section}/{rng.randrange(400)}-{section}-page" + (f"?{query}" if query else "")
+    event = {"type": "page_view", "visitor_id": f"{visitor:08x}" + rng.getrandbits(96).to_bytes(12).hex(),
+             "session_id": rng.getrandbits(128).to_bytes(16).hex(), "url": url,
+             "title": f"{section.title()} {rng.randrange(400)} | Example Shop", "referrer": rng.choice(REFERRERS),
+             "screen": rng.choice(["1920x1080", "1440x900", "390x844", "2560x1440"]), **campaign}
+    return event, USER_AGENTS[visitor % len(USER_AGENTS)]
 
 
 def load_average() -> str:
