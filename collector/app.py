@@ -113,6 +113,7 @@ def create_app(
     metrics = metrics or CollectorMetrics()
     publisher = publisher or Publisher(settings, metrics)
     topics = settings.topics
+    accepted_times = settings.accepted_times
     seen: dict[str, SeenDeliveries] = {}
     tracker = _Static("tracker.min.js")
     tracker_source = _Static("tracker.js")
@@ -176,6 +177,7 @@ def create_app(
             received_at=event_parsing.now_utc(),
             user_agent=headers.get("user-agent"),
             topics=topics,
+            accepted_times=accepted_times,
         )
         if batch.rejected:
             metrics.rejected.labels(EVENTS_PATH, "invalid_event").inc(len(batch.rejected))

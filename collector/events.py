@@ -3,7 +3,8 @@
 The body is one event object, a JSON array of them, or ``{"batch": [...]}``. An event is the payload fields of
 one ``schemas`` event with its ``type``, plus the optional ``event_id`` (client-made, kept on resends so
 downstream drops the copy; else the collector makes a UUID) and ``sent_at`` (the client's clock).
-``occurred_at`` defaults to the time the collector received the event.
+``occurred_at`` defaults to the time the collector received the event; one outside the accepted times
+(``collector.window``: by default five years back to a day ahead) is rejected naming the field and the window.
 
 Browser write keys may send ``page_view`` and ``identify`` only; ``crm_status`` and ``spend`` need a server key.
 Valid events of a batch are accepted even when others are not; the others are reported by index.
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from collector import fastpath
+from collector import fastpath, window
 from collector.errors import ApiError, validation_errors
 from collector.spool import SpoolRecord
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
@@ -94,6 +95,7 @@ def parse_events(
     received_at: datetime,
     user_agent: str | None,
     topics: Topics,
+    accepted_times: window.AcceptedTimes = window.DEFAULT,
 ) -> ParsedBatch:
     """Validate every item; records for the good ones, ``{"index", "errors"}`` for the others.
 
@@ -109,7 +111,8 @@ def parse_events(
     page_views = None
     if "page_view" in allowed_types:
         page_views = fastpath.PageViews(
-            site_id=site_id, received_at=received_at, user_agent=user_agent, topic=topics.events, new_event_id=ids.new
+            site_id=site_id, received_at=received_at, user_agent=user_agent, topic=topics.events, new_event_id=ids.new,
+            accepted_times=accepted_times,
         )
     for index, item in enumerate(items):
         if page_views is not None and type(item) is dict and item.get("type") == "page_view":
@@ -137,6 +140,10 @@ def parse_events(
         except _Rejected as exc:
             batch.rejected.append({"index": index, "errors": exc.errors})
     for index, envelope in envelopes:
+        problem = accepted_times.problem(envelope.event.occurred_at, envelope.received_at)
+        if problem is not None:
+            batch.rejected.append({"index": index, "errors": [{"loc": "occurred_at", "msg": problem}]})
+            continue
         accepted[index] = Accepted(envelope.event_id, envelope.event.type, record_for(envelope, topics))
     batch.accepted = [accepted[index] for index in sorted(accepted)]
     batch.rejected.sort(key=lambda rejection: rejection["index"])

@@ -10,7 +10,9 @@ model's own rules and builds the Kafka record straight from the item:
   from the model's JSON schema, so they cannot drift from it;
 - ``visitor_id`` is not a placeholder; ``url`` is an absolute http(s) URL; UTM fields, click ids and the path are
   taken from the URL by the same function the model uses (``schemas.events.fields_from_url``);
-- times are converted to UTC as the model converts them; ``occurred_at`` defaults to the time received, the user
+- times are converted to UTC as the model converts them; an ``occurred_at`` outside the accepted times
+  (``collector.window``) is left to the models' path, which rejects it naming the window; ``occurred_at``
+  defaults to the time received, the user
   agent to the request's header, ``event_id`` to a new id, as in ``collector.events``.
 
 Anything else (a number, list or object where text is expected, an unknown or misspelt field, another time
@@ -28,6 +30,7 @@ from typing import Any, Callable
 
 import orjson
 
+from collector import window
 from collector.spool import SpoolRecord
 from schemas.events import SCHEMA_VERSION, PageView, absolute_http_url, as_utc, fields_from_url, text_limits
 from schemas.identity import is_junk_identifier
@@ -60,12 +63,14 @@ class PageViews:
         user_agent: str | None,
         topic: str,
         new_event_id: Callable[[], str],
+        accepted_times: window.AcceptedTimes = window.DEFAULT,
     ) -> None:
         self._usable = 1 <= len(site_id) <= 128
         self._site_id = site_id
         self._topic = topic
         self._new_event_id = new_event_id
         self._received_at = as_utc(received_at)
+        self._earliest, self._latest = accepted_times.bounds(self._received_at)
         # The default occurred_at: orjson writes a datetime and its own text of it the same way.
         self._template: dict[str, Any] = dict.fromkeys(PAGE_VIEW_FIELDS)
         self._template["type"] = "page_view"
@@ -103,7 +108,10 @@ class PageViews:
                 if value != "page_view":
                     raise _NotFast
             elif name == "occurred_at":
-                event[name] = _time(value)
+                occurred_at = _time(value)
+                if not self._earliest <= occurred_at <= self._latest:
+                    raise _NotFast  # the models' path answers with the window
+                event[name] = occurred_at
             elif name == "sent_at":
                 sent_at = None if value is None else _time(value)
             elif name == "event_id":

@@ -4,7 +4,8 @@ webhooks and the spend model produce.
 ``crm`` columns: ``email`` (or ``contact_id``), ``stage``, ``date``; optional ``value``, ``currency``, ``id``
 (the row's record id in your sheet; defaults to the email). ``spend`` columns: ``date``, ``channel``, ``cost``,
 ``currency``; optional ``source``, ``medium``, ``campaign``. Headers are case-insensitive; extra columns are
-ignored. A bad row is reported with its line number and never stops the good ones.
+ignored. A bad row is reported with its line number and never stops the good ones; so is a date outside the
+accepted times (``collector.window``: by default twenty years back to a day ahead).
 
 Event ids are derived from the row's content, so importing the same file twice produces records downstream
 recognises as the same events.
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator, Literal
 
 from pydantic import ValidationError
 
+from collector import window
 from collector.errors import validation_errors
 from collector.events import now_utc, record_for
 from collector.spool import SpoolRecord
@@ -88,14 +90,15 @@ def missing_columns(path: Path, kind: ImportKind) -> list[str]:
     return missing
 
 
-def crm_envelope(row: dict[str, str], received_at: datetime) -> Envelope:
+def crm_envelope(row: dict[str, str], received_at: datetime,
+                 accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT) -> Envelope:
     """One CRM row -> an envelope with a ``CrmStatusChange`` from the ``spreadsheet`` CRM."""
     errors: list[dict[str, str]] = []
     stage = STAGE_NAMES.get(" ".join(row.get("stage", "").lower().replace("_", " ").split()))
     if stage is None:
         errors.append({"loc": "stage", "msg": f"unknown stage {row.get('stage', '')!r}; use one of "
                        + ", ".join(s.value for s in LifecycleStage) + " (or won, closed won, closed lost)"})
-    occurred_at = _when(row.get("date", ""), errors)
+    occurred_at = _when(row.get("date", ""), errors, received_at, accepted_times)
     value = _amount(row.get("value", ""), "value", errors)
     email, contact = row.get("email") or None, row.get("contact_id") or None
     if email is None and contact is None:
@@ -119,10 +122,11 @@ def crm_envelope(row: dict[str, str], received_at: datetime) -> Envelope:
     return Envelope(event_id=f"spreadsheet:{digest}", site_id="spreadsheet", received_at=received_at, event=change)
 
 
-def spend_envelope(row: dict[str, str], received_at: datetime) -> Envelope:
+def spend_envelope(row: dict[str, str], received_at: datetime,
+                   accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT) -> Envelope:
     """One spend row -> an envelope with a ``SpendRow``."""
     errors: list[dict[str, str]] = []
-    occurred_at = _when(row.get("date", ""), errors)
+    occurred_at = _when(row.get("date", ""), errors, received_at, accepted_times)
     cost = _amount(row.get("cost", ""), "cost", errors)
     if errors:
         raise RowRejected(errors)
@@ -150,6 +154,7 @@ def spend_envelope(row: dict[str, str], received_at: datetime) -> Envelope:
 def parse_file(
     path: Path, kind: ImportKind, topics: Topics, summary: ImportSummary,
     on_row: Callable[[int], None] = lambda line: None,
+    accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
 ) -> Iterator[SpoolRecord]:
     """The Kafka records of every good row; bad rows are added to ``summary.rejected`` with their line."""
     make = crm_envelope if kind == "crm" else spend_envelope
@@ -157,7 +162,7 @@ def parse_file(
     for line, row in read_rows(path):
         summary.rows += 1
         try:
-            envelope = make(row, received_at)
+            envelope = make(row, received_at, accepted_times)
         except RowRejected as exc:
             summary.rejected.append((line, exc.errors))
         else:
@@ -169,6 +174,7 @@ def parse_file(
 def publish_file(
     path: Path, kind: ImportKind, bootstrap_servers: str, topics: Topics,
     on_row: Callable[[int], None] = lambda line: None, timeout_s: float = 60.0,
+    accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
 ) -> ImportSummary:
     """Parse and publish (acks=all); returns once every record is acknowledged or failed."""
     from kafka import KafkaProducer
@@ -178,7 +184,7 @@ def publish_file(
                              compression_type="lz4", enable_idempotence=True)
     futures = []
     try:
-        for record in parse_file(path, kind, topics, summary, on_row):
+        for record in parse_file(path, kind, topics, summary, on_row, accepted_times):
             futures.append(producer.send(record.topic, key=record.key, value=record.value))
         producer.flush(timeout=timeout_s)
     finally:
@@ -191,15 +197,20 @@ def publish_file(
     return summary
 
 
-def _when(text: str, errors: list[dict[str, str]]) -> datetime:
+def _when(text: str, errors: list[dict[str, str]], received_at: datetime,
+          accepted_times: window.AcceptedTimes) -> datetime:
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return as_utc(parsed)
+            when = datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
+        else:
+            when = as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError:  # as_utc's too: a time out of range in UTC
         errors.append({"loc": "date", "msg": f"{text!r} is not a date; use YYYY-MM-DD or ISO 8601 date-time"})
-        return datetime.now(timezone.utc)
+        return received_at
+    problem = accepted_times.problem(when, received_at, setting="CLOSEDLOOP_IMPORT_ACCEPT_PAST_DAYS")
+    if problem is not None:
+        errors.append({"loc": "date", "msg": problem})
+    return when
 
 
 def _amount(text: str, column: str, errors: list[dict[str, str]]) -> Decimal | None:

@@ -7,10 +7,12 @@ Read once by ``closedloop collector`` (environment variables ``CLOSEDLOOP_*``) a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from collector import window
 from schemas.events import LifecycleStage
 from schemas.settings import PipelineSettings
 
@@ -51,6 +53,20 @@ class CollectorSettings(PipelineSettings):
 
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
     max_batch_events: int = Field(500, ge=1, le=100_000, description="Most events in one POST /v1/events.")
+
+    accept_past_days: int = Field(
+        window.DEFAULT_PAST_DAYS, ge=0, le=36_500,
+        description="Oldest occurred_at POST /v1/events accepts, in days before the collector's clock; older = 422.",
+    )
+    accept_future_hours: int = Field(
+        window.DEFAULT_FUTURE_HOURS, ge=0, le=8_760,
+        description="Latest occurred_at accepted (events and imports), in hours after the collector's clock.",
+    )
+    import_accept_past_days: int = Field(
+        window.DEFAULT_IMPORT_PAST_DAYS, ge=0, le=36_500,
+        description="Oldest date a CSV import (closedloop import) accepts, in days before today "
+        "(imports carry history).",
+    )
 
     spool_dir: Path | None = Field(None, description="On-disk spool; unset = {data_dir}/collector/spool.")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=4096, description="Spool bound; full = 503.")
@@ -96,6 +112,17 @@ class CollectorSettings(PipelineSettings):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         return [origin.rstrip("/") for origin in value]
+
+    @property
+    def accepted_times(self) -> window.AcceptedTimes:
+        """The window of ``occurred_at`` accepted on POST /v1/events."""
+        return window.AcceptedTimes(timedelta(days=self.accept_past_days), timedelta(hours=self.accept_future_hours))
+
+    @property
+    def import_accepted_times(self) -> window.AcceptedTimes:
+        """The window of dates accepted by CSV imports."""
+        return window.AcceptedTimes(timedelta(days=self.import_accept_past_days),
+                                    timedelta(hours=self.accept_future_hours))
 
     @property
     def spool_path(self) -> Path:

@@ -123,3 +123,20 @@ def test_any_page_view_gets_the_models_record_or_is_left_to_them(item: dict, use
     fast, models = both_paths(item, user_agent)
     if fast is not None:
         assert_same_record(fast, models)
+
+
+@pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2019-05-01T12:30:15Z",
+                                         "2024-05-02T12:30:16Z", "2024-05-02T12:30:15.250Z",
+                                         "2019-05-02T12:30:15.250Z"])
+def test_the_accepted_times_are_the_same_on_both_paths(occurred_at: str) -> None:
+    # The default window around RECEIVED (2024-05-01T12:30:15.25Z): 1826 days back (2019-05-02T12:30:15.25Z) to
+    # 24 hours ahead, both edges included. Outside it the fast path leaves the item, and the models reject it.
+    item = {**TRACKER_VIEW, "occurred_at": occurred_at}
+    fast, models = both_paths(item)
+    inside = occurred_at.startswith(("2024-05-02T12:30:15.250", "2019-05-02T12:30:15.250"))
+    if inside:
+        assert fast is not None
+        assert_same_record(fast, models)
+    else:
+        assert fast is None
+        assert [error["loc"] for rejection in models.rejected for error in rejection["errors"]] == ["occurred_at"]

@@ -95,3 +95,21 @@ def test_a_date_out_of_range_in_utc_is_a_rejected_row(tmp_path: Path) -> None:
     records = list(imports.parse_file(write(tmp_path, "crm.csv", text), "crm", Topics("t"), summary))
     assert [r.key for r in records] == [b"bob@acme.test"]
     assert [(line, [e["loc"] for e in errors]) for line, errors in summary.rejected] == [(2, ["date"])]
+
+
+def test_dates_outside_the_accepted_times_are_rejected_rows_with_their_line(tmp_path: Path) -> None:
+    # Imports carry history: twenty years back by default (a ten-year monthly spend sheet goes in whole), but not
+    # the year 1 or 9999 (a typo), nor more than a day ahead.
+    from datetime import date, timedelta
+
+    ten_years_ago = date.today() - timedelta(days=3653)
+    in_three_days = date.today() + timedelta(days=3)
+    text = ("date,channel,cost,currency\n0001-01-01,Paid Search,5,EUR\n9999-12-31,Paid Search,5,EUR\n"
+            f"{ten_years_ago.isoformat()},Paid Search,5,EUR\n{in_three_days.isoformat()},Paid Search,5,EUR\n")
+    summary = imports.ImportSummary()
+    records = list(imports.parse_file(write(tmp_path, "spend.csv", text), "spend", Topics("t"), summary))
+    assert len(records) == 1
+    assert [(line, [e["loc"] for e in errors]) for line, errors in summary.rejected] == [
+        (2, ["date"]), (3, ["date"]), (5, ["date"])]
+    assert "outside the accepted times" in summary.rejected[0][1][0]["msg"]
+    assert "CLOSEDLOOP_IMPORT_ACCEPT_PAST_DAYS" in summary.rejected[0][1][0]["msg"]

@@ -453,3 +453,39 @@ def test_first_query_values_equals_parse_qs() -> None:
         assert first_query_values(query) == expected
 
     check()
+
+
+@pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "0001-01-01", "9999-12-31"])
+@pytest.mark.parametrize("path", ["fast", "models"])
+def test_times_outside_the_accepted_window_are_422_naming_the_field_and_the_window(
+        client, occurred_at: str, path: str) -> None:
+    # Years 1 and 9999 were stored (ClickHouse clamps them) and made a touch today. A plain page view takes the
+    # fast path; one whose title starts with U+001C (stripped by Python, not by pydantic) the models' path.
+    item = {**PAGE, "occurred_at": occurred_at}
+    if path == "models":
+        item["title"] = "\x1cPricing"
+    response = client.post("/v1/events", headers=KEY, json=item)
+    assert response.status_code == 422
+    [rejection] = response.json()["rejected"]
+    [error] = rejection["errors"]
+    assert error["loc"] == "occurred_at"
+    assert "outside the accepted times" in error["msg"]
+    assert "1826 days before to 24 hours after the collector's clock" in error["msg"]
+    assert envelopes(client) == []
+
+
+def test_the_window_is_a_setting_and_its_edges_are_accepted(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    settings = collector_settings(tmp_path, accept_past_days=30, accept_future_hours=1)
+    now = datetime.now(timezone.utc)
+    within = [(now - timedelta(days=29)).isoformat(), (now + timedelta(minutes=50)).isoformat()]
+    outside = [(now - timedelta(days=31)).isoformat(), (now + timedelta(hours=2)).isoformat()]
+    with offline_client(settings) as client:
+        response = client.post("/v1/events", headers=KEY, json=[{**PAGE, "occurred_at": t} for t in within + outside])
+        assert response.status_code == 200
+        body = response.json()
+        assert body["accepted"] == 2
+        assert [(r["index"], r["errors"][0]["loc"]) for r in body["rejected"]] == [
+            (2, "occurred_at"), (3, "occurred_at")]
+        assert "30 days before to 1 hours after" in body["rejected"][0]["errors"][0]["msg"]

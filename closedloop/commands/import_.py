@@ -42,11 +42,13 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
         advance = lambda line: progress.advance(task)  # noqa: E731 - a tiny callback
         if dry_run:
             summary = imports.ImportSummary()
-            for _ in imports.parse_file(file, kind, settings.topics, summary, advance):  # type: ignore[arg-type]
+            for _ in imports.parse_file(file, kind, settings.topics, summary, advance,  # type: ignore[arg-type]
+                                        settings.import_accepted_times):
                 pass
         else:
             try:
-                summary = imports.publish_file(file, kind, settings.kafka_servers, settings.topics, advance)  # type: ignore[arg-type]
+                summary = imports.publish_file(file, kind, settings.kafka_servers, settings.topics,  # type: ignore[arg-type]
+                                               advance, accepted_times=settings.import_accepted_times)
             except Exception as error:  # kafka-python raises several unrelated types for an unreachable broker
                 console.print(f"[red]cannot publish to the broker at {settings.kafka_servers}: {error}[/]. "
                               "Is it running? (`closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS)")
