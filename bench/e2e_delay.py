@@ -6,11 +6,11 @@ Method (results in bench/kafka.md):
    them) in a temporary directory on free loopback ports; create the pipeline's topics (4 partitions) and apply
    the migrations;
 2. run ``closedloop collector`` and ``closedloop sink`` as the production commands, with their default settings
-   (the sink's batches: 10,000 rows or 1 s, whichever comes first);
+   (the sink's batches: 10,000 rows or 1 s, whichever comes first; ``--sink-batch-seconds`` changes the 1 s);
 3. warm up for ``--warmup-seconds`` at the same rate and wait until those rows are in ClickHouse;
 4. send single page views (one per request, as the tracker does) on an open loop at ``--rate`` requests per
-   second for ``--seconds`` over keep-alive connections; note each event's id (from the answer) and the wall-clock
-   time its 200 came back: the moment the collector accepted it (the broker acknowledged it);
+   second for ``--seconds`` over 64 keep-alive connections; note each event's id (from the answer) and the
+   wall-clock time its 200 came back: the moment the collector accepted it (the broker acknowledged it);
 5. meanwhile poll ClickHouse every ``--poll-ms`` for rows of the events table, noting when each event id is
    first returned (the poll's start: the row was queryable by then, and not before the poll before it), and
    the row's ``ingested_at`` (the server's clock when the sink's insert ran);
@@ -207,13 +207,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup-seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1, help="collector workers (its default is 1)")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=64,
+                        help="keep-alive connections; uvicorn answers a connection's requests one at a time, so "
+                             "this bounds the rate at connections / answer time (16 held 1,000/s back to 889)")
     parser.add_argument("--poll-ms", type=float, default=100.0)
+    parser.add_argument("--sink-batch-seconds", type=float, default=None,
+                        help="CLOSEDLOOP_SINK_BATCH_SECONDS for the sink (its default, 1 s, when not given)")
     parser.add_argument("--quiet-wait", type=float, default=180.0,
                         help="wait at most this many seconds for a load average under 1.5 before measuring")
     args = parser.parse_args()
     if not (0 < args.rate <= 5_000 and 0 < args.seconds <= 300 and 0 <= args.warmup_seconds <= 60
             and 1 <= args.workers <= 4 and 1 <= args.connections <= 256 and 20 <= args.poll_ms <= 5000
+            and (args.sink_batch_seconds is None or 0.01 <= args.sink_batch_seconds <= 60)
             and 0 <= args.quiet_wait <= 600):
         parser.error("keep it bounded: rate <= 5,000/s, seconds <= 300, warm-up <= 60 s, workers <= 4")
     try:
@@ -240,6 +245,8 @@ def main() -> None:
         env = {**os.environ, "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "CLOSEDLOOP_CLICKHOUSE_URL": url,
                "CLOSEDLOOP_TOPIC_PREFIX": PREFIX, "CLOSEDLOOP_PARTITIONS": "4", "CLOSEDLOOP_DATA_DIR": str(tmp / "data"),
                "CLOSEDLOOP_SINK_CONSUMER_GROUP": "e2e-sink"}
+        if args.sink_batch_seconds is not None:
+            env["CLOSEDLOOP_SINK_BATCH_SECONDS"] = str(args.sink_batch_seconds)
         port = free_port()
         with open(tmp / "collector.log", "wb") as log:
             processes.append(subprocess.Popen(
@@ -283,6 +290,7 @@ def main() -> None:
         beside = others_busy(table, process_table(), time.time() - started, own)
 
         events = len(accepted)
+        print(f"sink batches: {args.sink_batch_seconds or 'default'} s; collector workers: {args.workers}")
         print(f"load: {events:,} events accepted in {load_seconds:.1f} s ({events / load_seconds:,.0f}/s; asked "
               f"{args.rate:,.0f}/s for {args.seconds:.0f} s), {errors} failed requests, {missing} events not in "
               f"ClickHouse after 60 s; {poller.polls} polls", flush=True)
