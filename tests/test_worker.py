@@ -179,7 +179,12 @@ def read_all(settings: WorkerSettings, topic: str) -> list[bytes]:
 
 
 def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | None = None) -> None:
-    """Wait until the worker's group has committed every offset of all its input topics (twice in a row)."""
+    """Wait until the worker's group has committed every offset of all its input topics (three times in a row).
+
+    Transaction markers are not records: under ``exactly_once`` a partition's end offset counts the marker after
+    the worker's last transaction, which no consumer commits past. So a partition at most two offsets behind is
+    read (``read_committed``) and counts as done when no record lies in between; a record short is never slack.
+    """
     from kafka import KafkaConsumer, TopicPartition
 
     inputs = [settings.topics.events, settings.topics.crm, crm_contacts_topic(settings.app_id),
@@ -188,16 +193,16 @@ def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | 
     # A consumer with the worker's group id that never subscribes: it only fetches the group's committed offsets.
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=settings.app_id,
                              enable_auto_commit=False)
+    reader = KafkaConsumer(bootstrap_servers=settings.kafka_servers, isolation_level="read_committed",
+                           enable_auto_commit=False)
     try:
         deadline = time.monotonic() + timeout
         idle_rounds = 0
         while True:
             ends = consumer.end_offsets(partitions)
             behind = {tp: ends[tp] - (consumer.committed(tp) or 0) for tp in partitions}
-            # With transactions, the end offset counts the commit marker too: at most one extra per partition.
-            # Without, the committed offset must reach the end (one record short is a record never processed).
-            slack = 1 if settings.processing_guarantee == "exactly_once" else 0
-            lagging = {tp: lag for tp, lag in behind.items() if lag > (slack if ends[tp] else 0)}
+            lagging = {tp: lag for tp, lag in behind.items()
+                       if lag > 2 or (lag > 0 and _records_between(reader, tp, ends[tp] - lag, ends[tp]))}
             idle_rounds = idle_rounds + 1 if not lagging else 0
             if idle_rounds >= 3:
                 return
@@ -207,6 +212,20 @@ def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | 
             time.sleep(0.5)
     finally:
         consumer.close(autocommit=False)
+        reader.close()
+
+
+def _records_between(reader, tp, start: int, end: int) -> int:
+    """Committed records in offsets [start, end) of one partition (``end - start`` when it cannot tell in 2 s)."""
+    reader.assign([tp])
+    reader.seek(tp, start)
+    found = 0
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        found += sum(1 for record in reader.poll(timeout_ms=200).get(tp, []) if record.offset < end)
+        if reader.position(tp) >= end:
+            return found
+    return end - start
 
 
 def latest(records: list[bytes], model, key) -> dict:
