@@ -1,24 +1,11 @@
 """The Faust app factory: ``create_app(settings)`` builds the worker's app with its agents, tables and web pages.
 
 Configuration, and why
-    - ``processing_guarantee``: ``at_least_once`` by default (``CLOSEDLOOP_PROCESSING_GUARANTEE``). We tried
-      ``exactly_once`` on the embedded broker (noida-db 0.2.3): transactions work in a steady state (a probe
-      consumed ``read_committed`` saw every record once, the journey test passes), but restarts go wrong. The
-      highwater -1 a restarted worker reported on every changelog was Faust's (a last-stable-offset cache read
-      before any fetch: recovery skipped, tables empty; fixed by ``faust_fixes``). With that fixed, a worker
-      restarted after a SIGKILL now reads the real highwaters but its recovery stalls ("need offset 8, have
-      offset -1" on every changelog partition, the SIGKILL test of tests/test_worker.py run with
-      ``exactly_once`` never drains): no record before the dead producer's aborted transaction reaches Faust's
-      recovery, whose aborted-transaction detection is itself broken in 0.15.3. noida-db fences correctly in a
-      probe (an open transaction holds the last stable offset back and is aborted when its transactional id
-      starts again or the broker restarts). Crash recovery matters more than transactions here, because every
-      output is idempotent downstream (stable ``touch_id`` / ``conversion_id``, ``version``) and every state
-      transition is replay-safe: the visitors
-      table records the last applied offset and skips redelivered records (sessionisation is order-dependent);
-      leads and contacts merge by id with earliest-wins rules, so a replay changes nothing. Counters may count a
-      conversion twice after a crash (they are a live view, not a report). ``exactly_once`` stays selectable
-      (tests/test_recovery.py runs a graceful worker and broker restart under both guarantees), but is not
-      recommended with Faust 0.15.3 until its crash recovery is shown to work.
+    - ``processing_guarantee``: ``at_least_once`` by default (``CLOSEDLOOP_PROCESSING_GUARANTEE``). Every output
+      is idempotent downstream (stable ``touch_id`` / ``conversion_id``, ``version``) and every state transition
+      is replay-safe, so a replay after a crash changes nothing but the live counters. ``exactly_once`` is
+      selectable and tested through a graceful restart; it becomes the default once the SIGKILL restart test
+      holds under it run after run (docs/STREAMS.md has the history and the open check).
     - ``store="memory://"``: tables live in memory and are rebuilt from their changelog topics at start. No
       RocksDB dependency; recovery reads the compacted changelogs (see bench/worker.md for the time it takes).
     - ``faust_fixes.install()``: four Faust 0.15.3 faults lost table state or input records across restarts
@@ -31,12 +18,10 @@ Configuration, and why
       record becomes a dead letter instead of an agent crash.
     - Dynamic group membership (no ``consumer_group_instance_id``): a restarted worker joins with a new member id,
       and Kafka evicts a SIGKILLed one after ``broker_session_timeout`` (10 s), so a restart after a crash waits
-      at most that long for its partitions; a stopped worker leaves the group at once. Static membership was
-      needed only for the embedded noida-db, which never evicted a dead member (docs/STREAMS.md).
+      at most that long for its partitions; a stopped worker leaves the group at once (docs/STREAMS.md).
     - ``consumer_auto_offset_reset="earliest"``: a new worker group reads its topics from the beginning.
     - Fetches as aiokafka makes them: Kafka holds a fetch that finds nothing new for up to Faust's 1.5 s fetch
-      wait, so an idle worker costs about 0.5% of a core (the client-side back-off written for noida-db, which
-      answered at once, is gone; docs/STREAMS.md).
+      wait, so an idle worker costs about 0.5% of a core (docs/STREAMS.md).
     - ``producer_linger=0.005``, ``producer_max_batch_size=512 KiB``: aiokafka keeps one produce request in flight
       per broker, and a full batch makes ``send`` wait until it is drained; with the 16 KiB default a busy
       partition (visitors changelog, credits) filled its batch long before the request came back, and the agents

@@ -90,7 +90,7 @@ def own_broker(tmp_path: Path) -> Iterator[StackSettings]:
 
 
 @pytest.mark.kafka
-# exactly_once (the default) was a non-strict xfail on noida-db: in one of about twenty runs a lead's return visit
+# exactly_once was a non-strict xfail on the old embedded broker: in one of about twenty runs a lead's return visit
 # was credited without its Email touch. On Kafka 4.4.0 it passed 12 runs of 12, so it is an ordinary case again.
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_tables_recover_after_the_worker_and_the_broker_restart(own_broker, unique_name, tmp_path, guarantee):
