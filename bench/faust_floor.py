@@ -7,7 +7,7 @@ Method (results in bench/worker.md, "The framework's floor"):
 1. start a private embedded broker on a free loopback port in a temporary directory;
 2. per mode, pre-load ``--events`` page-view-sized records (about 400 bytes, 5,000 distinct keys) on a fresh
    2-partition topic, then start one Faust worker (this file, ``app`` argument) with the settings of
-   ``stream_jobs/app.py`` that matter here: at_least_once, memory store, 512 KiB producer batches, 5 ms linger;
+   ``stream_jobs/runtime/app.py`` that matter here: at_least_once, memory store, 512 KiB producer batches, 5 ms linger;
 3. from the group's first committed offset to the last, measure the rate and the CPU time (user + system, from
    /proc) of the worker and of the broker per event.
 

@@ -47,7 +47,7 @@ from sinks.rows import Provenance, rows_for, topic_kinds
 from sinks.rows import insert as insert_rows
 from sinks.settings import SinkSettings
 from sinks.writer import SinkWriter, tune_gc_for_throughput
-from stream_jobs.visitors import visitor_number
+from stream_jobs.rules.visitors import visitor_number
 
 CHANNELS = ["Paid Search", "Organic Search", "Paid Social", "Organic Social", "Email", "Referral", "Direct",
             "Display"]
@@ -249,7 +249,7 @@ CHANNEL_ARRAY = "[" + ", ".join(f"'{c}'" for c in CHANNELS) + "]"
 
 
 def visitor_number_sql(visitor: str) -> str:
-    """The stream worker's number of visitor ``v{visitor}`` (stream_jobs.visitors.visitor_number; sink_records
+    """The stream worker's number of visitor ``v{visitor}`` (stream_jobs.rules.visitors.visitor_number; sink_records
     numbers its visitors the same way), as if its first event were one of every 20 of its partition's events
     (the data set's visitors per event, evenly spread): as sparse as this data set allows, so the bitmaps are no
     denser than a live site's."""

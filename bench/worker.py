@@ -41,7 +41,7 @@ from test_worker import (  # noqa: E402 - the test harness is the benchmark's ha
     worker_settings,
 )
 
-from stream_jobs.topology import TABLES, changelog_topic  # noqa: E402
+from stream_jobs.runtime.topology import TABLES, changelog_topic  # noqa: E402
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -21,7 +21,9 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from collector import fastpath, window
+from collector import window
+
+from collector import page_view_records
 from collector.errors import ApiError, validation_errors
 from collector.spool import SpoolRecord
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
@@ -99,7 +101,7 @@ def parse_events(
 ) -> ParsedBatch:
     """Validate every item; records for the good ones, ``{"index", "errors"}`` for the others.
 
-    Page views in the tracker's shape take ``collector.fastpath`` (the models' rules without building models).
+    Page views in the tracker's shape take ``collector.page_view_records`` (the models' rules without building models).
     The other items' envelopes are validated in one pydantic call (one TypeAdapter over the list), which saves
     the per-call overhead of validating them one by one; when that call finds any error, the items are validated
     one at a time instead, so each rejection names its own index and fields exactly as before.
@@ -110,7 +112,7 @@ def parse_events(
     ids = _EventIds(len(items))
     page_views = None
     if "page_view" in allowed_types:
-        page_views = fastpath.PageViews(
+        page_views = page_view_records.PageViews(
             site_id=site_id, received_at=received_at, user_agent=user_agent, topic=topics.events, new_event_id=ids.new,
             accepted_times=accepted_times,
         )

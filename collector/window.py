@@ -5,7 +5,7 @@ stores such times clamped to the ends of its range, and the stream jobs made a t
 collector answers 422 naming ``occurred_at`` and the window (the CSV import names the row's line and ``date``)
 instead of passing it on. The window is read from the settings (``CLOSEDLOOP_ACCEPT_PAST_DAYS``,
 ``CLOSEDLOOP_ACCEPT_FUTURE_HOURS``; ``CLOSEDLOOP_IMPORT_ACCEPT_PAST_DAYS`` for CSV imports, which carry
-history) and applied the same way by the models' path and the fast path (``collector.fastpath``).
+history) and applied the same way by the models' path and the fast path (``collector.page_view_records``).
 """
 
 from __future__ import annotations

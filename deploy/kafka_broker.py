@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.processes import StackError
+from deploy.daemons import StackError
 from deploy.settings import EMBEDDED_HOST, StackSettings
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -344,7 +344,7 @@ def _train_archive(settings: StackSettings, java: str, lib: Path, archive: Path)
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from deploy.processes import free_port_run, wait_until
+    from deploy.daemons import free_port_run, wait_until
 
     with tempfile.TemporaryDirectory(prefix="closedloop-kafka-cds-") as scratch:
         trainee = StackSettings(data_dir=Path(scratch), embedded_kafka_port=free_port_run(2), kafka_brokers=1,

@@ -100,7 +100,7 @@ def private_stack_settings(data_dir: Path, **overrides: object) -> StackSettings
     """Settings for a private embedded stack in ``data_dir`` on free ports (never the defaults 9092/8123, so a
     stack someone else runs is never touched), ignoring real-server settings from the environment. For tests and
     side-by-side stacks."""
-    from deploy.processes import free_port_run
+    from deploy.daemons import free_port_run
 
     nodes = int(overrides.get("kafka_brokers") or 1)
     kafka_port = free_port_run(2 * nodes)

@@ -13,7 +13,6 @@ Layout under the data directory (``.closedloop/`` by default)::
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deploy import kafka_broker
-from deploy.processes import (
+from deploy.daemons import (
     DataDirLock,
     PidFile,
     StackError,
@@ -109,7 +108,7 @@ def embedded_processes(settings: StackSettings, name: str) -> list[EmbeddedServi
         return [EmbeddedService(
             name="clickhouse", service="clickhouse", port=settings.embedded_clickhouse_port,
             port_setting="CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT", data_dir=data_dir,
-            pid_file=PidFile(settings.run_dir / "clickhouse.pid", ("deploy.clickhouse_server", str(data_dir))),
+            pid_file=PidFile(settings.run_dir / "clickhouse.pid", ("clickhouse_endpoint.server", str(data_dir))),
             log=log, output=log,
         )]
     raise ValueError(f"unknown service {name!r}; expected one of {SERVICES}")
@@ -195,12 +194,9 @@ def _node_health(settings: StackSettings, process: EmbeddedService, node: kafka_
 
 
 def _launch_clickhouse(settings: StackSettings, process: EmbeddedService, die_with_parent: bool) -> subprocess.Popen:
-    if importlib.util.find_spec("deploy.clickhouse_server") is None:
-        raise StackError("The ClickHouse endpoint module deploy.clickhouse_server is missing from this install. "
-                         "Reinstall closedloop (`pip install -e .`).")
     # The endpoint's documented entry point; run here rather than through its start_server_process so that
     # test fixtures can tie its life to theirs.
-    argv = [sys.executable, "-m", "deploy.clickhouse_server", "--path", str(process.data_dir),
+    argv = [sys.executable, "-m", "clickhouse_endpoint.server", "--path", str(process.data_dir),
             "--host", EMBEDDED_HOST, "--port", str(process.port)]
     repo_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONUNBUFFERED="1",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from schemas.settings import PipelineSettings
 from schemas.topics import DEAD_LETTERS, TopicSpec
-from stream_jobs.topology import internal_topics
+from stream_jobs.runtime.topology import internal_topics
 
 HOUR_MS = 3_600_000
 TOMBSTONE_RETENTION_MS = 24 * HOUR_MS  # a deleted key's tombstone stays a day, so every reader sees the delete

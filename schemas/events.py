@@ -68,8 +68,8 @@ def fields_from_url(parts: SplitResult, fields: Mapping[str, Any]) -> dict[str, 
 def text_limits(model: type[BaseModel]) -> dict[str, tuple[int, int, bool]]:
     """``name -> (min length, max length, may be null)`` of each text field of ``model``, from its JSON schema.
 
-    For the fast paths that check a model's rules without building it (``collector.fastpath``,
-    ``sinks.fastrows``): read from the model, the limits cannot drift from it. A field whose text has any other
+    For the fast paths that check a model's rules without building it (``collector.page_view_records``,
+    ``sinks.canonical_rows``): read from the model, the limits cannot drift from it. A field whose text has any other
     rule (a format such as date-time, a pattern, a constant) is not listed: lengths alone would not check it.
     """
     limits = {}

@@ -5,7 +5,7 @@ saying why the record does not fit; ``insert(client, table, rows)`` sends rows. 
 declaration of the schema the writer inserts into; a test checks the migrated database against them.
 
 A row is a tuple in the table's column order. Times may be ``datetime`` objects (rows built from a pydantic
-model) or the record's own canonical ISO 8601 strings (rows built by ``sinks.fastrows``, which checked them);
+model) or the record's own canonical ISO 8601 strings (rows built by ``sinks.canonical_rows``, which checked them);
 decimals likewise ``Decimal`` or canonical strings. ``encode`` writes both the same way, so the two paths send
 identical bytes (``tests/test_sink_rows.py`` compares them).
 """
@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from schemas.events import CLICK_ID_FIELDS, CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
-from sinks import fastrows
+from sinks import canonical_rows
 
 TIME = "DateTime64(3, 'UTC')"
 LC = "LowCardinality(String)"
@@ -319,18 +319,18 @@ _UINT32_MAX = 2**32 - 1
 
 
 _FAST = {
-    RecordKind.TOUCH: ("touches", fastrows.touch_row),
-    RecordKind.IDENTITY_LINK: ("identity_links", fastrows.identity_link_row),
-    RecordKind.LEAD: ("leads", fastrows.lead_row),
-    RecordKind.CONVERSION: ("conversions", fastrows.conversion_row),
-    RecordKind.CREDIT: ("credits", fastrows.credit_row),
+    RecordKind.TOUCH: ("touches", canonical_rows.touch_row),
+    RecordKind.IDENTITY_LINK: ("identity_links", canonical_rows.identity_link_row),
+    RecordKind.LEAD: ("leads", canonical_rows.lead_row),
+    RecordKind.CONVERSION: ("conversions", canonical_rows.conversion_row),
+    RecordKind.CREDIT: ("credits", canonical_rows.credit_row),
 }
 
 
 def rows_for(kind: RecordKind, value: bytes | None, where: Provenance, key: str | None = None) -> list[TableRow] | Erasure:
     """The rows one record becomes, or an :class:`Erasure` for a leads tombstone; RecordError when it does not fit.
 
-    A record in canonical form (as ``serde.dumps`` writes it) is decoded by ``sinks.fastrows`` without building a
+    A record in canonical form (as ``serde.dumps`` writes it) is decoded by ``sinks.canonical_rows`` without building a
     model; any other record is validated by its pydantic model, which decides and explains.
     """
     if value is None:
@@ -339,10 +339,10 @@ def rows_for(kind: RecordKind, value: bytes | None, where: Provenance, key: str 
         raise RecordError(f"empty record (no value) on {where.topic}: only the leads topic takes tombstones")
     try:
         if kind is RecordKind.SOURCE:
-            return fastrows.page_view_rows(value, where.topic, where.partition, where.offset)
+            return canonical_rows.page_view_rows(value, where.topic, where.partition, where.offset)
         table, fast_row = _FAST[kind]
         return [(table, fast_row(value))]
-    except (fastrows.NotCanonical, fastrows.DecodeError, ValueError):
+    except (canonical_rows.NotCanonical, canonical_rows.DecodeError, ValueError):
         pass  # not canonical: the model decides below
     return model_rows(kind, value, where)
 

@@ -34,7 +34,7 @@ class WorkerSettings(PipelineSettings):
     worker_web_host: str = Field("127.0.0.1", description="Interface of the worker's web server (counters JSON).")
     worker_web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server.")
     channel_rules_file: Path | None = Field(
-        None, description="JSON file with user channel rules and extra site lists (see stream_jobs.channels)."
+        None, description="JSON file with user channel rules and extra site lists (see stream_jobs.rules.channels)."
     )
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "at_least_once", description="Kafka transactions (exactly_once) or plain commits (at_least_once)."

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import stack
-from deploy.processes import process_cmdline, wait_until
+from deploy.daemons import process_cmdline, wait_until
 from deploy.settings import private_stack_settings
 
 

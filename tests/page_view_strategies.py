@@ -1,6 +1,6 @@
 """Hypothesis strategies for page views as trackers and producers might send them, valid and not.
 
-Shared by the fast-path tests of the collector (``tests/test_collector_fastpath.py``) and of the sink
+Shared by the fast-path tests of the collector (``tests/test_page_view_records.py``) and of the sink
 (``tests/test_sink_rows.py``): each fast path must give what the models give, or leave the item to them.
 """
 

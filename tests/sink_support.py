@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.clickhouse_server import start_server_process, wait_until_ready
-from deploy.processes import free_port
+from clickhouse_endpoint.server import start_server_process, wait_until_ready
+from deploy.daemons import free_port
 from kafka_support import EmbeddedKafka
 
 

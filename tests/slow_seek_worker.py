@@ -2,7 +2,7 @@
 followed by ``CLOSEDLOOP_TEST_SEEK_DELAY_S`` seconds more before Faust goes on, as on a loaded machine.
 
 Run as ``python -m tests.slow_seek_worker worker ...`` by ``tests/test_worker.py``; it widens the window in which
-Faust 0.15.3 delivered records to the streams after the seek and then cleared them (``stream_jobs.faust_fixes``,
+Faust 0.15.3 delivered records to the streams after the seek and then cleared them (``compat.faust_patches``,
 fault 3). Test-only: the worker's own code is unchanged.
 """
 

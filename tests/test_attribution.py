@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from schemas.outputs import AttributionModel as M
 from schemas.outputs import Conversion, Touch
-from stream_jobs.attribution import (
+from stream_jobs.rules.attribution import (
     DEFAULT_LOOKBACK,
     Milestones,
     attribute,
@@ -325,7 +325,7 @@ def test_cached_decay_equals_the_decimal_power(age_us):
     from decimal import localcontext
     from fractions import Fraction as F
 
-    from stream_jobs.attribution import TIME_DECAY_HALF_LIFE, _decay
+    from stream_jobs.rules.attribution import TIME_DECAY_HALF_LIFE, _decay
 
     age = timedelta(microseconds=age_us)
     with localcontext() as context:
@@ -337,7 +337,7 @@ def test_cached_decay_equals_the_decimal_power(age_us):
 def test_integer_revenue_split_handles_refunds_like_the_fraction_rule():
     from fractions import Fraction as F
 
-    from stream_jobs.attribution import _split_cents
+    from stream_jobs.rules.attribution import _split_cents
 
     for amount in (D("-10.00"), D("-0.01"), D("0.05"), D("1234.57")):
         for weights in ([1, 1, 1], [400, 100, 400, 100], [0, 3, 7], [5]):

@@ -35,7 +35,7 @@ import pytest
 from collector_support import read_topic
 from kafka_support import EmbeddedKafka
 
-from deploy.processes import free_port, log_tail, start_detached
+from deploy.daemons import free_port, log_tail, start_detached
 from deploy.stack import clickhouse_request
 from deploy.topics import create_topics
 from sinks.client import connect

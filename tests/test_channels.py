@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 import pytest
 
 from schemas.events import PageView
-from stream_jobs.channels import ChannelRules, Classification, campaign_signature, classify
-from stream_jobs.sitelists import SiteCategory, SiteLists, registrable_domain
+from stream_jobs.rules.channels import ChannelRules, Classification, campaign_signature, classify
+from stream_jobs.rules.sitelists import SiteCategory, SiteLists, registrable_domain
 
 DEFAULT = ChannelRules()
 T0 = "2026-03-01T10:00:00Z"

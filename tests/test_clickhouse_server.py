@@ -1,4 +1,4 @@
-"""The embedded ClickHouse endpoint (deploy/clickhouse_server.py) against the clients that use it.
+"""The embedded ClickHouse endpoint (clickhouse_endpoint/server.py) against the clients that use it.
 
 Integration tests (marker ``clickhouse``) start the real server as a child process on a free port with
 a temporary chDB data directory and talk to it with clickhouse-connect, curl and plain HTTP. The SQL
@@ -23,8 +23,8 @@ from decimal import Decimal
 
 import pytest
 
-from deploy.chhttp import sqltext
-from deploy.clickhouse_server import StartupError, ping, start_server_process, wait_until_ready
+from clickhouse_endpoint import sqltext
+from clickhouse_endpoint.server import StartupError, ping, start_server_process, wait_until_ready
 
 HOST = "127.0.0.1"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -155,7 +155,7 @@ def test_errors_are_clickhouse_errors(endpoint):
 
 @pytest.mark.clickhouse
 def test_error_codes_the_endpoint_raises_match_the_engine(client):
-    from deploy.chhttp.errors import codes
+    from clickhouse_endpoint.errors import codes
 
     rows = client.query(
         "SELECT DISTINCT name, code FROM system.errors WHERE name IN {names:Array(String)}",

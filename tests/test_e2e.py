@@ -18,11 +18,11 @@ from fractions import Fraction
 
 import pytest
 
-from deploy.demo import DrainResult, PipelinePorts, PipelineProcesses, wait_group_active, wait_until_drained
-from deploy.processes import free_port, log_tail
-from deploy.simulate.model import SimulatedDays, SimulationConfig
-from deploy.simulate.senders import Endpoint, Sender
-from deploy.simulate.truth import read_truth, write_truth
+from simulator.demo_harness import DrainResult, PipelinePorts, PipelineProcesses, wait_group_active, wait_until_drained
+from deploy.daemons import free_port, log_tail
+from simulator.model import SimulatedDays, SimulationConfig
+from simulator.senders import Endpoint, Sender
+from simulator.truth import read_truth, write_truth
 from test_worker import get_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse]
@@ -257,10 +257,10 @@ def _stuck_report(drain, progress, processes) -> str:
 
 
 def _worker_diagnostics(worker_url: str) -> str:
-    from stream_jobs.diagnostics import describe
+    from stream_jobs.runtime.diagnostics import summarize
 
     try:
-        return describe(get_json(f"{worker_url}/diagnostics/", timeout=10))
+        return summarize(get_json(f"{worker_url}/diagnostics/", timeout=10))
     except (OSError, ValueError) as error:
         return f"no answer from {worker_url}/diagnostics/: {error!r}"
 

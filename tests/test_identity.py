@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from schemas.outputs import Touch
-from stream_jobs.identity import VisitorLink, add_link, lead_for, lead_id_for, touches_to_carry
+from stream_jobs.rules.identity import VisitorLink, add_link, lead_for, lead_id_for, touches_to_carry
 
 KEY = b"test-key"
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from schemas.events import CrmStatusChange, LifecycleStage
 from schemas.outputs import Conversion, IdentityLink, Touch
-from stream_jobs.lifecycle import apply_crm, apply_link, apply_touch, conversion_id_for, credits_for
+from stream_jobs.rules.lifecycle import apply_crm, apply_link, apply_touch, conversion_id_for, credits_for
 
 LEAD = "lead-1"
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
@@ -174,11 +174,11 @@ def test_credits_carry_the_conversion_version_and_sum_to_one():
 
 
 def test_output_record_bytes_equal_serde_dumps():
-    """The agents serialize with pydantic-core's to_json (stream_jobs.outputs.record_bytes): same bytes as serde."""
+    """The agents serialize with pydantic-core's to_json (stream_jobs.runtime.outputs.record_bytes): same bytes as serde."""
     from schemas import serde
     from schemas.outputs import Lead
-    from stream_jobs.lifecycle import LeadEvent
-    from stream_jobs.outputs import record_bytes
+    from stream_jobs.rules.lifecycle import LeadEvent
+    from stream_jobs.runtime.outputs import record_bytes
 
     state, conversions = apply_link(None, link(1), [touch("t1", 0), touch("t2", 0.5, "Paid Search")])
     state, more = apply_crm(state, crm("customer", 3, "1234.50"), lead_id=LEAD, event_id="crm-won")

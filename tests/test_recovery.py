@@ -6,7 +6,7 @@ The essential condition is the broker restart between the two phases (the SIGKIL
 the two-run e2e test keep their broker running). Under ``exactly_once``, Faust 0.15.3 took the
 changelog highwater from a last-stable-offset cache that is still empty right after a start, read nothing, and
 ran with empty tables: every later CRM stage was credited to ``(none)`` and contact-id-only updates waited for a
-mapping forever (``stream_jobs.faust_fixes``, docs/STREAMS.md "Restarts and recovery"). Each test runs its own
+mapping forever (``compat.faust_patches``, docs/STREAMS.md "Restarts and recovery"). Each test runs its own
 broker in a temporary directory, so that it can stop and start it; nothing else uses it.
 
 Also a unit test (no service) of the other fix: Faust's producer buffer flush must not return while table writes
@@ -26,8 +26,8 @@ import pytest
 from deploy import stack
 from deploy.settings import StackSettings, private_stack_settings
 from schemas.outputs import Conversion
-from stream_jobs.identity import lead_id_for
-from stream_jobs.lifecycle import conversion_id_for
+from stream_jobs.rules.identity import lead_id_for
+from stream_jobs.rules.lifecycle import conversion_id_for
 from test_worker import (
     KEY,
     SITE,
@@ -134,9 +134,9 @@ def test_producer_buffer_flush_waits_for_every_queued_message():
     import faust
     from faust.transport.producer import ProducerBuffer
 
-    from stream_jobs import faust_fixes
+    from compat import faust_patches
 
-    faust_fixes.install()
+    faust_patches.install()
     sent: list[int] = []
 
     async def scenario() -> int:

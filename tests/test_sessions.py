@@ -10,8 +10,8 @@ import pytest
 
 from schemas.events import Envelope, Identify
 from schemas.serde import dumps, loads
-from stream_jobs.channels import ChannelRules
-from stream_jobs.sessions import SESSION_TIMEOUT, SessionState, next_touch, touch_id_for
+from stream_jobs.rules.channels import ChannelRules
+from stream_jobs.rules.sessions import SESSION_TIMEOUT, SessionState, next_touch, touch_id_for
 
 RULES = ChannelRules()
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
@@ -42,7 +42,7 @@ def run(*envelopes: Envelope, state: SessionState | None = None, timeout: timede
 def test_first_page_view_is_a_touch_with_every_field():
     state, touch = next_touch(None, envelope("e1", 0, "/pricing", "https://www.google.de/", utm_term="x"), RULES)
     assert touch.model_dump() == {
-        # visitor_number is the visitor's (stream_jobs.visitors.apply_page_view sets it), not the session's
+        # visitor_number is the visitor's (stream_jobs.rules.visitors.apply_page_view sets it), not the session's
         "touch_id": hashlib.sha1(b"v1|e1").hexdigest()[:20], "visitor_id": "v1", "visitor_number": 0, "lead_id": None,
         "site_id": "site-1",
         "occurred_at": T0, "channel": "Organic Search", "source": "google", "medium": "organic", "campaign": "",

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from deploy.simulate.model import (
+from simulator.model import (
     MAX_SPAN_DAYS,
     FormSubmit,
     PageVisit,
@@ -20,10 +20,10 @@ from deploy.simulate.model import (
     journeys_between,
     spend_lines,
 )
-from deploy.simulate.truth import read_truth, summarize, truth_records, write_truth
+from simulator.truth import read_truth, summarize, truth_records, write_truth
 from schemas.events import Envelope, PageView
-from stream_jobs.channels import ChannelRules
-from stream_jobs.sessions import next_touch
+from stream_jobs.rules.channels import ChannelRules
+from stream_jobs.rules.sessions import next_touch
 
 CONFIG = SimulationConfig(seed=11, epoch=date(2025, 3, 3), visitors_per_day=60, lead_rate_scale=2.0,
                           sales_cycle_scale=0.5)
@@ -206,8 +206,8 @@ def test_day_events_are_in_time_order_and_inside_the_day():
 
 
 def test_runs_continue_from_the_cursor_and_stop_at_today(tmp_path):
-    from deploy.simulate.runs import SimulationError, load_cursor, plan_run, record_run
-    from deploy.simulate.senders import SendStats
+    from simulator.runs import SimulationError, load_cursor, plan_run, record_run
+    from simulator.senders import SendStats
 
     today = date(2025, 6, 30)
     cursor, run = plan_run(tmp_path, 10, seed=5, visitors_per_day=20, today=today)

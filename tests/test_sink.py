@@ -342,7 +342,7 @@ def test_read_committed_skips_aborted_transactions(kafka_servers, ch_url):  # no
 
 def test_two_sink_processes_share_the_group_and_stop_cleanly(kafka_servers, ch_url):  # noqa: F811
     """``closedloop sink --processes 2``: both members write their partitions' rows and commit; stop is clean."""
-    from sinks.processes import SinkGroup
+    from sinks.process_group import SinkGroup
 
     settings = _settings(kafka_servers, ch_url, partitions=2)
     _publish(settings, [(settings.topics.touches, f"v{i}", _direct_touch(i)) for i in range(40)])

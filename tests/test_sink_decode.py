@@ -1,4 +1,4 @@
-"""sinks.fast_decode: the compiled record reader yields exactly what kafka-python's own loop yields.
+"""compat.kafka_python_fetcher: the compiled record reader yields exactly what kafka-python's own loop yields.
 
 Batches are built with kafka-python's own writer (plain, gzip, lz4; keys, null keys and values, headers; several
 batches in one fetch) and read through kafka-python's ``PartitionRecords`` twice: with its own
@@ -18,7 +18,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.util import calc_crc32c
 from kafka.structs import TopicPartition
 
-from sinks import fast_decode
+from compat import kafka_python_fetcher
 
 TP = TopicPartition("closedloop.touches", 3)
 GZIP, LZ4 = 1, 3
@@ -46,9 +46,9 @@ def read(buffer: bytes, fetch_offset: int, compiled: bool) -> tuple[list, int, i
     """(records, next fetch offset, records read) as kafka-python's fetcher would see them (its bytes-read
     metric is checked apart: ours counts the batches as fetched, kafka-python the decoded records)."""
     if compiled:
-        assert fast_decode.install()
+        assert kafka_python_fetcher.install()
     else:
-        fast_decode.uninstall()
+        kafka_python_fetcher.uninstall()
     try:
         partition = Fetcher.PartitionRecords(fetch_offset, TP, MemoryRecords(buffer))
         records = partition.take()
@@ -57,7 +57,7 @@ def read(buffer: bytes, fetch_offset: int, compiled: bool) -> tuple[list, int, i
             assert partition.bytes_read == len(buffer)
         return records, partition.next_fetch_offset, partition.records_read
     finally:
-        fast_decode.uninstall()
+        kafka_python_fetcher.uninstall()
 
 
 RECORDS = [

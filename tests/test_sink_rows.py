@@ -16,7 +16,7 @@ from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
-from sinks import fastrows
+from sinks import canonical_rows
 from sinks.rows import (TABLES, Erasure, Provenance, RecordError, RecordKind, encode, insert_columns, model_rows,
                         partition_blocks, rows_for, topic_kinds)
 
@@ -138,7 +138,7 @@ def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
     assert set(TABLES) == {"events", "touches", "identity_links", "leads", "conversions", "credits", "spend"}
 
 
-# -- the fast path (sinks/fastrows.py) gives exactly the model path's rows, and leaves the rest to the model ------
+# -- the fast path (sinks/canonical_rows.py) gives exactly the model path's rows, and leaves the rest to the model ------
 
 
 def test_touch_carries_the_visitor_number_and_0_from_an_older_worker():
@@ -204,16 +204,16 @@ def _canonical_records() -> list[tuple[RecordKind, bytes]]:
 
 @pytest.mark.parametrize("kind, value", _canonical_records())
 def test_canonical_records_take_the_fast_path_with_the_model_paths_rows(kind, value):
-    fast = (fastrows.page_view_rows(value, *WHERE) if kind is RecordKind.SOURCE
+    fast = (canonical_rows.page_view_rows(value, *WHERE) if kind is RecordKind.SOURCE
             else [(None, _FAST_ROW[kind](value))])
     fast_rows, model = _fast_and_model(kind, value)
     assert fast_rows == model
     assert [encode([row]) for _, row in fast] == [row for _, row in model]
 
 
-_FAST_ROW = {RecordKind.TOUCH: fastrows.touch_row, RecordKind.CREDIT: fastrows.credit_row,
-             RecordKind.CONVERSION: fastrows.conversion_row, RecordKind.IDENTITY_LINK: fastrows.identity_link_row,
-             RecordKind.LEAD: fastrows.lead_row}
+_FAST_ROW = {RecordKind.TOUCH: canonical_rows.touch_row, RecordKind.CREDIT: canonical_rows.credit_row,
+             RecordKind.CONVERSION: canonical_rows.conversion_row, RecordKind.IDENTITY_LINK: canonical_rows.identity_link_row,
+             RecordKind.LEAD: canonical_rows.lead_row}
 
 
 def _edit(value: bytes, path: tuple, new) -> bytes:
@@ -299,12 +299,12 @@ def test_the_event_json_is_written_as_the_model_path_writes_it_for_every_charact
 
 
 def test_the_fast_path_knows_every_page_view_and_envelope_field():
-    # A field added to PageView or Envelope must be taught to sinks/fastrows.py (its decoder refuses to build).
+    # A field added to PageView or Envelope must be taught to sinks/canonical_rows.py (its decoder refuses to build).
     with pytest.raises(RuntimeError, match=r"\['colour'\] of PageViewRecord"):
-        fastrows._record_struct("PageViewRecord", (*fastrows.PAGE_VIEW_FIELDS, "colour"),
-                                {"occurred_at": str, "type": str}, fastrows._PAGE_VIEW_TEXT)
-    assert set(fastrows.PAGE_VIEW_FIELDS) - set(fastrows._PAGE_VIEW_TEXT) == {"occurred_at", "type"}
-    assert fastrows.ENVELOPE_FIELDS == ("event_id", "site_id", "sent_at", "received_at", "schema_version", "event")
+        canonical_rows._record_struct("PageViewRecord", (*canonical_rows.PAGE_VIEW_FIELDS, "colour"),
+                                {"occurred_at": str, "type": str}, canonical_rows._PAGE_VIEW_TEXT)
+    assert set(canonical_rows.PAGE_VIEW_FIELDS) - set(canonical_rows._PAGE_VIEW_TEXT) == {"occurred_at", "type"}
+    assert canonical_rows.ENVELOPE_FIELDS == ("event_id", "site_id", "sent_at", "received_at", "schema_version", "event")
     decorators = PageView.__pydantic_decorators__
     assert sorted(decorators.field_validators) + sorted(decorators.model_validators) == [
         "_absolute_url", "_occurred_at_utc", "_fill_from_url"]
@@ -345,8 +345,8 @@ def page_view_records(draw) -> bytes:
 @given(page_view_records())
 def test_any_page_view_record_gets_the_models_rows_or_is_left_to_the_model(value: bytes):
     try:
-        fast = fastrows.page_view_rows(value, *WHERE)
-    except (fastrows.NotCanonical, fastrows.DecodeError, ValueError):
+        fast = canonical_rows.page_view_rows(value, *WHERE)
+    except (canonical_rows.NotCanonical, canonical_rows.DecodeError, ValueError):
         return  # left to the model
     assert _sent(fast) == _sent(model_rows(RecordKind.SOURCE, value, WHERE))  # raises RecordError if it rejects
 
@@ -377,7 +377,7 @@ def test_any_output_record_gets_the_models_rows_or_is_left_to_the_model():
     for kind, value in _output_variants():
         try:
             fast = _FAST_ROW[kind](value)
-        except (fastrows.NotCanonical, fastrows.DecodeError, ValueError):
+        except (canonical_rows.NotCanonical, canonical_rows.DecodeError, ValueError):
             continue  # left to the model
         assert _sent([(None, fast)]) == [(None, row) for _, row in _sent(model_rows(kind, value, WHERE))], value
         taken += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from deploy import stack
-from deploy.processes import StackError, process_cmdline, wait_until
+from deploy.daemons import StackError, process_cmdline, wait_until
 from deploy.settings import StackSettings
 from deploy.settings import private_stack_settings as embedded_settings
 

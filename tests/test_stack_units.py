@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from deploy.processes import (
+from deploy.daemons import (
     DataDirLock,
     PidFile,
     StackError,

@@ -8,8 +8,8 @@ import pytest
 
 from schemas.events import Envelope, Identify
 from schemas.serde import dumps, loads
-from stream_jobs.channels import ChannelRules
-from stream_jobs.visitors import VisitorState, apply_identify, apply_page_view, visitor_number
+from stream_jobs.rules.channels import ChannelRules
+from stream_jobs.rules.visitors import VisitorState, apply_identify, apply_page_view, visitor_number
 from test_sessions import T0, envelope
 
 RULES = ChannelRules()

@@ -31,13 +31,13 @@ import pytest
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
 from schemas.outputs import AttributionModel, Conversion, Credit, DeadLetter, Touch
-from stream_jobs.attribution import Milestones, attribute
-from stream_jobs.diagnostics import describe
-from stream_jobs.identity import lead_id_for
-from stream_jobs.lifecycle import conversion_id_for
+from stream_jobs.rules.attribution import Milestones, attribute
+from stream_jobs.runtime.diagnostics import summarize
+from stream_jobs.rules.identity import lead_id_for
+from stream_jobs.rules.lifecycle import conversion_id_for
 from stream_jobs.settings import WorkerSettings
-from stream_jobs.topology import crm_contacts_topic
-from stream_jobs.visitors import visitor_number
+from stream_jobs.runtime.topology import crm_contacts_topic
+from stream_jobs.rules.visitors import visitor_number
 
 pytestmark = pytest.mark.kafka
 
@@ -309,7 +309,7 @@ def journey() -> list[Envelope]:
 
 
 def expected_touches() -> list[tuple[str, str]]:
-    from stream_jobs.sessions import touch_id_for
+    from stream_jobs.rules.sessions import touch_id_for
 
     return [(touch_id_for(LAPTOP, "pv-1"), "Paid Search"), (touch_id_for(PHONE, "pv-3"), "Organic Social"),
             (touch_id_for(LAPTOP, "pv-4"), "Email"), (touch_id_for(PHONE, "pv-5"), "Direct")]
@@ -625,10 +625,10 @@ def test_diagnostics_page_shows_each_partition_and_what_each_agent_awaits(kafka_
                                   "consumer_flow_active": True, "unacked_messages": 0}
     # Each idle agent waits for its next record in its stream's queue, and the page shows the whole chain.
     agents = {chain[1].split(" ")[-1]: chain for chain in (task["awaiting"] for task in diagnostics["tasks"]["worker"])
-              if len(chain) > 2 and chain[1].startswith("stream_jobs/agents.py")}
+              if len(chain) > 2 and chain[1].startswith("stream_jobs/runtime/agents.py")}
     assert sorted(agents) == ["_contacts_agent", "_crm_agent", "_leads_agent", "_visitors_agent"]
     for chain in agents.values():
-        assert chain[0].startswith("faust/agents/agent.py") and chain[2].startswith("stream_jobs/agents.py")
+        assert chain[0].startswith("faust/agents/agent.py") and chain[2].startswith("stream_jobs/runtime/agents.py")
         assert chain[2].endswith(" _each") and chain[-1].startswith("asyncio/queues.py") and chain[-1].endswith(" get")
     fetch_loops = [task for task in diagnostics["tasks"]["consumer_thread"]
                    if task["awaiting"][0].startswith("aiokafka/consumer/fetcher.py")]
@@ -636,7 +636,7 @@ def test_diagnostics_page_shows_each_partition_and_what_each_agent_awaits(kafka_
     fetch_tasks = sorted(task["awaiting"][0].split(" ")[-1] for task in fetch_loops)
     assert fetch_tasks in (["_fetch_requests_routine"], ["_fetch_requests_routine", "_proc_fetch_request"])
     # The summary for a person names no partition (none is behind or held back) and shows the four agents.
-    summary = describe(diagnostics).splitlines()
+    summary = summarize(diagnostics).splitlines()
     assert not [line for line in summary if " behind; " in line]
-    assert sorted(line.split(" > ")[1].split(" ")[-1] for line in summary if "stream_jobs/agents.py" in line) == [
+    assert sorted(line.split(" > ")[1].split(" ")[-1] for line in summary if "stream_jobs/runtime/agents.py" in line) == [
         "_contacts_agent", "_crm_agent", "_leads_agent", "_visitors_agent"]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.table import Table
 
-from deploy.processes import StackError
+from deploy.daemons import StackError
 from deploy.settings import SettingsError
 
 console = Console()

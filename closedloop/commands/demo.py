@@ -43,9 +43,9 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, workers: 
     """Run a simulated month of marketing through the pipeline and print the attribution report."""
     from collector.settings import CollectorSettings
     from deploy import stack
-    from deploy.demo import PipelinePorts, PipelineProcesses
+    from simulator.demo_harness import PipelinePorts, PipelineProcesses
     from deploy.settings import StackSettings, read_settings
-    from deploy.simulate.runs import SimulationError, plan_run
+    from simulator.runs import SimulationError, plan_run
     from sinks.settings import SinkSettings
     from stream_jobs.settings import WorkerSettings
 
@@ -74,16 +74,16 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, workers: 
 
 
 def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout: float) -> None:
-    from deploy.demo import (
+    from simulator.demo_harness import (
         DelayProbe,
         delay_summary,
         wait_group_active,
         wait_until_drained,
     )
-    from deploy.processes import StackError
-    from deploy.simulate.runs import record_run, send_run, simulation_dir
-    from deploy.simulate.senders import Endpoint, SendError, Sender
-    from deploy.simulate.truth import read_truth, summarize, write_truth
+    from deploy.daemons import StackError
+    from simulator.runs import record_run, send_run, simulation_dir
+    from simulator.senders import Endpoint, SendError, Sender
+    from simulator.truth import read_truth, summarize, write_truth
     from sinks.client import connect
 
     processes.start(report=lambda line: console.print(f"   {line}"))

@@ -13,7 +13,7 @@ def command() -> None:
     """Stop the demo's collector, worker and sink, then the embedded broker and ClickHouse endpoint started by
     `closedloop up` (data is kept)."""
     from deploy import stack
-    from deploy.demo import stop_demo_processes
+    from simulator.demo_harness import stop_demo_processes
 
     with stack_errors_readable():
         settings = read_settings(StackSettings)

@@ -16,7 +16,7 @@ import click
 def endpoint_from_settings(collector_url: str | None, concurrency: int = 8, batch: int = 20):
     """The sender's endpoint: the collector's URL and credentials from the collector's own settings."""
     from collector.settings import CollectorSettings
-    from deploy.simulate import senders
+    from simulator import senders
 
     settings = CollectorSettings()
     secret = lambda value, default: value.get_secret_value() if value is not None else default  # noqa: E731
@@ -38,7 +38,7 @@ def endpoint_from_settings(collector_url: str | None, concurrency: int = 8, batc
 
 def print_summary(console, run, stats, truth_path) -> None:
     """What was sent, the collector's verdict, and where the ground truth is."""
-    from deploy.simulate.truth import read_truth, summarize
+    from simulator.truth import read_truth, summarize
 
     kinds = ", ".join(f"{count:,} {kind}" for kind, count in stats.sent.items() if count)
     console.print(f"Sent {stats.events:,} events ({kinds}) in {stats.requests:,} requests, {stats.seconds:.1f} s: "
@@ -72,8 +72,8 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, start_dat
     from pydantic import ValidationError
     from rich.console import Console
 
-    from deploy.simulate.runs import SimulationError, simulate
-    from deploy.simulate.senders import SendError
+    from simulator.runs import SimulationError, simulate
+    from simulator.senders import SendError
 
     console = Console()
     try:

@@ -51,7 +51,7 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
 
 def _run_group(settings, processes: int) -> None:
     """``processes`` SinkWriter processes in one consumer group until Ctrl-C / SIGTERM."""
-    from sinks.processes import SinkGroup
+    from sinks.process_group import SinkGroup
 
     if settings.sink_metrics_port:
         raise click.UsageError("CLOSEDLOOP_SINK_METRICS_PORT serves one process's metrics: unset it with "

@@ -1,6 +1,6 @@
 """``closedloop watch``: a live terminal view of conversions per channel and stage, refreshed every second.
 
-Reads the worker's counters JSON (``GET /counters/?window=...``, see ``stream_jobs.counters``): the current
+Reads the worker's counters JSON (``GET /counters/?window=...``, see ``stream_jobs.runtime.counters``): the current
 window (1 minute by default) and today, last-touch channels (``--model first_touch`` for first touch).
 """
 

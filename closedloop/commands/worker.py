@@ -41,7 +41,7 @@ def command(web_port: int | None, loglevel: str) -> None:
         click.echo(f"created {len(result.created)} topics", err=True)
 
     try:
-        from stream_jobs.app import create_app
+        from stream_jobs.runtime.app import create_app
 
         app = create_app(settings)
     except (OSError, ValueError) as error:

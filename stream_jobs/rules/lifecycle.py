@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import CrmStatusChange, LifecycleStage
 from schemas.outputs import Conversion, Credit, IdentityLink, Touch
-from stream_jobs.attribution import Milestones, attribute
+from stream_jobs.rules.attribution import Milestones, attribute
 
 JOURNEY_LIMIT = 500
 DEFAULT_LOOKBACK = timedelta(days=90)

@@ -8,12 +8,12 @@ Configuration, and why
       holds under it run after run (docs/STREAMS.md has the history and the open check).
     - ``store="memory://"``: tables live in memory and are rebuilt from their changelog topics at start. No
       RocksDB dependency; recovery reads the compacted changelogs (see bench/worker.md for the time it takes).
-    - ``faust_fixes.install()``: four Faust 0.15.3 faults lost table state or input records across restarts
+    - ``faust_patches.install()``: four Faust 0.15.3 faults lost table state or input records across restarts
       (recovery skipped under ``exactly_once``; queued changelog writes dropped at a commit or a stop; records
       cleared after the end-of-rebalance seek; records taken for partitions not asked for); see that module and
       docs/STREAMS.md, "Restarts and recovery".
     - ``topic_allow_declare=False``, ``topic_disable_leader=True``: the worker creates no topic itself; every
-      topic comes from ``schemas.topics`` or ``stream_jobs.topology.internal_topics`` and exists before start.
+      topic comes from ``schemas.topics`` or ``stream_jobs.runtime.topology.internal_topics`` and exists before start.
     - Keys and values are raw bytes on every topic: the agents decode with ``schemas.serde`` themselves, so a bad
       record becomes a dead letter instead of an agent crash.
     - Dynamic group membership (no ``consumer_group_instance_id``): a restarted worker joins with a new member id,
@@ -34,10 +34,10 @@ from typing import Any
 
 import faust
 
-from stream_jobs import faust_fixes
-from stream_jobs.channels import ChannelRules
+from compat import faust_patches
+from stream_jobs.rules.channels import ChannelRules
 from stream_jobs.settings import WorkerSettings
-from stream_jobs.topology import internal_topics
+from stream_jobs.runtime.topology import internal_topics
 
 __all__ = ["changelog_topics", "create_app"]
 
@@ -48,9 +48,9 @@ def _broker_urls(servers: str) -> list[str]:
 
 def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> Any:
     """A Faust app for these settings, with the pipeline's agents attached (``app.pipeline``)."""
-    from stream_jobs.agents import Pipeline
+    from stream_jobs.runtime.agents import Pipeline
 
-    faust_fixes.install()
+    faust_patches.install()
     rules = rules if rules is not None else ChannelRules.from_file(settings.channel_rules_file)
     datadir = settings.data_dir / "worker" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)

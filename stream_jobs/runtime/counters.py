@@ -28,8 +28,8 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from schemas.outputs import Conversion
-from stream_jobs.topology import COUNTER_EXPIRES as EXPIRES
-from stream_jobs.topology import COUNTER_WINDOWS, counter_table
+from stream_jobs.runtime.topology import COUNTER_EXPIRES as EXPIRES
+from stream_jobs.runtime.topology import COUNTER_WINDOWS, counter_table
 
 MODELS = ("last_touch", "first_touch")
 

@@ -29,7 +29,7 @@ import gc
 from pathlib import Path
 from typing import Any
 
-__all__ = ["describe", "install_web", "snapshot", "task_stacks"]
+__all__ = ["summarize", "install_web", "snapshot", "task_stacks"]
 
 MAX_TASKS = 400
 MAX_AWAIT_DEPTH = 16
@@ -183,7 +183,7 @@ def install_web(app: Any) -> None:
                             status=503)
 
 
-def describe(diagnostics: dict[str, Any]) -> str:
+def summarize(diagnostics: dict[str, Any]) -> str:
     """A few lines for a person: the app flags, every partition that is behind or held back, what the agents and
     the fetch loop await. ``diagnostics`` is a :func:`snapshot` (the page's JSON)."""
     lines = [f"app: {diagnostics['app']}; producer buffer: {diagnostics['producer']}"]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.processes import (
+from deploy.daemons import (
     PidFile,
     StackError,
     log_tail,
@@ -35,7 +35,7 @@ from deploy.processes import (
     stop_pid,
     wait_until,
 )
-from deploy.simulate.senders import demo_collector_environment
+from simulator.senders import demo_collector_environment
 from schemas.settings import PipelineSettings
 
 PROCESS_NAMES = ("collector", "worker", "sink")
@@ -297,7 +297,7 @@ def wait_until_drained(settings, worker_group: str, sink_group: str, client, exp
     """Wait until the worker and the sink have consumed everything, ClickHouse holds ``expected_touches``
     touches, and no row count has moved for ``stable_for`` seconds (late re-emissions settle). Returns the state
     at that point; ``complete`` is False when ``timeout`` came first."""
-    from stream_jobs.topology import crm_contacts_topic
+    from stream_jobs.runtime.topology import crm_contacts_topic
 
     topics = settings.topics
     worker_topics = [topics.events, topics.crm, topics.lead_events, crm_contacts_topic(worker_group)]

@@ -3,11 +3,11 @@
 chDB allows one process per data directory, so this process owns it and every other process (the
 sinks, the CLI, curl, any ClickHouse tool) talks to it over HTTP as to a ClickHouse server::
 
-    python -m deploy.clickhouse_server --path .closedloop/clickhouse --host 127.0.0.1 --port 8123
+    python -m clickhouse_endpoint.server --path .closedloop/clickhouse --host 127.0.0.1 --port 8123
 
 A threaded HTTP/1.1 server: each connection has its own thread and chDB runs queries in parallel
 without the GIL, so a slow query never holds up ``/ping`` or other clients. Request parsing, body
-codecs and chDB sessions live in ``deploy/chhttp/``.
+codecs and chDB sessions live in ``clickhouse_endpoint/``.
 
 User ``default``; its password is empty unless ``CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PASSWORD`` is set.
 Results use UTC: the process sets ``TZ=UTC`` before chDB starts, and ``X-ClickHouse-Timezone`` always
@@ -33,10 +33,12 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from deploy.chhttp import codec, sqltext
-from deploy.chhttp.engine import DataDirLocked, Engine
-from deploy.chhttp.errors import ClickHouseError, codes
-from deploy.chhttp.request import RequestParams, Statement, credentials, read_multipart, read_statement
+from clickhouse_endpoint import codec
+
+from clickhouse_endpoint import sqltext
+from clickhouse_endpoint.engine import DataDirLocked, Engine
+from clickhouse_endpoint.errors import ClickHouseError, codes
+from clickhouse_endpoint.request import RequestParams, Statement, credentials, read_multipart, read_statement
 
 log = logging.getLogger("closedloop.clickhouse_server")
 
@@ -442,7 +444,7 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = 
 def start_server_process(
     path: str, port: int, host: str = "127.0.0.1", log_path: str | None = None, password: str = ""
 ) -> subprocess.Popen:
-    """Start ``python -m deploy.clickhouse_server`` as a child process; pair with ``wait_until_ready``.
+    """Start ``python -m clickhouse_endpoint.server`` as a child process; pair with ``wait_until_ready``.
 
     Its output goes to ``log_path`` (appended; default ``<path>.log``). The returned Popen carries
     ``log_path`` and ``log_offset`` so ``wait_until_ready`` can quote the reason of an early exit.
@@ -450,7 +452,7 @@ def start_server_process(
     path = os.path.abspath(path)
     log_path = os.path.abspath(log_path or f"{path.rstrip(os.sep)}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    command = [sys.executable, "-m", "deploy.clickhouse_server", "--path", path, "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "clickhouse_endpoint.server", "--path", path, "--host", host, "--port", str(port)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if password:
         env["CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PASSWORD"] = password
@@ -504,7 +506,7 @@ def _log_tail(process: subprocess.Popen) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: ``python -m deploy.clickhouse_server --path DIR [--host H] [--port P]``."""
+    """CLI entry point: ``python -m clickhouse_endpoint.server --path DIR [--host H] [--port P]``."""
     parser = argparse.ArgumentParser(description="Serve ClickHouse's HTTP interface on a chDB data directory.")
     parser.add_argument("--path", required=True, help="chDB data directory (created if missing)")
     parser.add_argument("--host", default="127.0.0.1")

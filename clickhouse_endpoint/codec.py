@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from deploy.chhttp.errors import ClickHouseError, codes
+from clickhouse_endpoint.errors import ClickHouseError, codes
 
 READ_SIZE = 1 << 20
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import httpx
 
-from deploy.simulate.model import FormSubmit, Journey, PageVisit, SimulatedDays, SpendLine, StageChange
-from deploy.simulate.truth import iso
+from simulator.model import FormSubmit, Journey, PageVisit, SimulatedDays, SpendLine, StageChange
+from simulator.truth import iso
 
 # Credentials the demo configures on its collector and uses here (never use them outside a demo).
 DEMO_WRITE_KEY = "demo-write-key"

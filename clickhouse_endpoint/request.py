@@ -14,8 +14,8 @@ from email import policy
 from email.parser import BytesParser
 from urllib.parse import parse_qsl
 
-from deploy.chhttp import sqltext
-from deploy.chhttp.errors import ClickHouseError, codes
+from clickhouse_endpoint import sqltext
+from clickhouse_endpoint.errors import ClickHouseError, codes
 
 # URL parameters ClickHouse's HTTP handler consumes itself (reserved names), plus the settings
 # that only steer the HTTP layer: none of them is applied to the engine.

@@ -13,7 +13,7 @@ Host patterns:
   engine ``google``.
 
 Bare names (no dot) are matched exactly against a ``utm_source`` such as ``fb`` or ``ig``. Every comparison is
-case-insensitive. Users add their own entries through :meth:`SiteLists.with_additions` (see ``stream_jobs.rules``).
+case-insensitive. Users add their own entries through :meth:`SiteLists.with_additions` (see ``stream_jobs.rules.channel_rules_file``).
 """
 
 from __future__ import annotations

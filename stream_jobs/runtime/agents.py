@@ -11,7 +11,7 @@
 
 Every agent decodes its input itself, so that a bad record becomes a dead letter instead of a crashed agent.
 Keys: visitor id, lead id, contact key (``<crm>:<contact id>``), UTF-8. Output records go through
-:class:`stream_jobs.outputs.Outputs` (straight to the producer, the credits of a conversion in one batch).
+:class:`stream_jobs.runtime.outputs.Outputs` (straight to the producer, the credits of a conversion in one batch).
 """
 
 from __future__ import annotations
@@ -26,18 +26,20 @@ from faust.serializers import codecs
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
 from schemas.outputs import Lead
-from stream_jobs import contacts as contacts_rules
-from stream_jobs import diagnostics, lifecycle, visitors as visitor_rules
-from stream_jobs.channels import ChannelRules
-from stream_jobs.contacts import ContactRecord, ContactState
-from stream_jobs.counters import Counters
-from stream_jobs.deadletters import DeadLetters, describe
-from stream_jobs.identity import lead_id_for
-from stream_jobs.lifecycle import LeadEvent, LeadState
-from stream_jobs.outputs import Outputs, record_bytes
+from stream_jobs.rules import contacts as contacts_rules
+from stream_jobs.runtime import diagnostics
+from stream_jobs.rules import lifecycle
+from stream_jobs.rules import visitors as visitor_rules
+from stream_jobs.rules.channels import ChannelRules
+from stream_jobs.rules.contacts import ContactRecord, ContactState
+from stream_jobs.runtime.counters import Counters
+from stream_jobs.runtime.deadletters import DeadLetters, error_reason
+from stream_jobs.rules.identity import lead_id_for
+from stream_jobs.rules.lifecycle import LeadEvent, LeadState
+from stream_jobs.runtime.outputs import Outputs, record_bytes
 from stream_jobs.settings import WorkerSettings
-from stream_jobs.topology import CONTACTS_TABLE, LEADS_TABLE, VISITORS_TABLE, crm_contacts_topic
-from stream_jobs.visitors import VisitorState
+from stream_jobs.runtime.topology import CONTACTS_TABLE, LEADS_TABLE, VISITORS_TABLE, crm_contacts_topic
+from stream_jobs.rules.visitors import VisitorState
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ class Pipeline:
             except Exception as error:  # noqa: BLE001 - one bad record must not stop the worker
                 log.exception("failed to process %s[%d]@%d", event.message.topic, event.message.partition,
                               event.message.offset)
-                await self.dead_letters.send(event, describe(error))
+                await self.dead_letters.send(event, error_reason(error))
 
     # -- visitors ---------------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ COMPONENT = "stream_jobs"
 MAX_VALUE_CHARS = 100_000
 
 
-def describe(error: Exception) -> str:
+def error_reason(error: Exception) -> str:
     """A short, helpful reason: the field paths and messages of a validation error, else the exception."""
     if isinstance(error, ValidationError):
         problems = []

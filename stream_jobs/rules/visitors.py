@@ -3,14 +3,14 @@ change it. The visitors agent only moves records in and out; everything it decid
 
 :class:`VisitorState` (one per visitor id, a changelog-backed table value):
 
-- ``session``: the sessionisation state (:class:`stream_jobs.sessions.SessionState`);
+- ``session``: the sessionisation state (:class:`stream_jobs.rules.sessions.SessionState`);
 - ``touches``: the visitor's newest touches, at most ``touch_limit`` (``WorkerSettings.visitor_touch_limit``,
   default 50), in time order. They are what an identify carries to the lead; touches after the visitor is
   identified go to the lead as they happen, so the bound only matters for a visitor with more than 50 sessions
   before the first form (their oldest ones are then not attributed);
 - ``pages``: a page sequence summary: page view count, first/last seen, the last :data:`RECENT_PATHS` paths
   (repeats of the same path in a row collapsed);
-- ``links``: the visitor's identity links (see :mod:`stream_jobs.identity` for the shared-computer rule);
+- ``links``: the visitor's identity links (see :mod:`stream_jobs.rules.identity` for the shared-computer rule);
 - ``offset``: the last source offset applied, so that records redelivered after a crash are skipped;
 - ``number``: the visitor's number (:func:`visitor_number`), given when the state is created and copied onto
   every touch, so that ClickHouse counts distinct visitors with bitmaps (``Touch.visitor_number``).
@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict
 
 from schemas.events import Envelope, Identify, PageView
 from schemas.outputs import IdentityLink, Touch
-from stream_jobs.channels import ChannelRules
-from stream_jobs.identity import VisitorLink, add_link, lead_for, touches_to_carry
-from stream_jobs.sessions import SESSION_TIMEOUT, SessionState, next_touch
+from stream_jobs.rules.channels import ChannelRules
+from stream_jobs.rules.identity import VisitorLink, add_link, lead_for, touches_to_carry
+from stream_jobs.rules.sessions import SESSION_TIMEOUT, SessionState, next_touch
 
 RECENT_PATHS = 20
 TOUCH_LIMIT = 50

@@ -1,6 +1,6 @@
 """Four fixes to faust-streaming 0.15.3 that keep a worker's tables and streams whole across a restart.
 
-The tables live in memory and are rebuilt from their changelog topics at start (``stream_jobs.app``), so
+The tables live in memory and are rebuilt from their changelog topics at start (``stream_jobs.runtime.app``), so
 whatever the changelog misses, or whatever recovery does not read, is state lost for good. The first two faults
 were found reproducing "conversions credited to ``(none)`` after a second ``closedloop demo``" (docs/STREAMS.md,
 *Restarts and recovery*; ``tests/test_recovery.py``).

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from deploy.simulate.model import Journey, SimulatedDays, SpendLine, spend_lines
+from simulator.model import Journey, SimulatedDays, SpendLine, spend_lines
 
 
 def iso(value: datetime) -> str:
@@ -134,7 +134,7 @@ def read_truth(path: Path) -> Truth:
             elif kind == "spend":
                 spend.append(record)
     if run is None:
-        raise ValueError(f"{path}: no 'run' header line; was it written by deploy.simulate.truth?")
+        raise ValueError(f"{path}: no 'run' header line; was it written by simulator.truth?")
     return Truth(run, journeys, spend)
 
 

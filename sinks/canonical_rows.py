@@ -112,7 +112,7 @@ def _record_struct(name: str, fields: tuple[str, ...], types: dict, texts: dict[
     """
     unknown = [field for field in fields if field not in types and field not in texts]
     if unknown:
-        raise RuntimeError(f"sinks.fastrows does not know how to check the fields {unknown} of {name}")
+        raise RuntimeError(f"sinks.canonical_rows does not know how to check the fields {unknown} of {name}")
 
     def text(limits: tuple[int, int, bool]):
         low, high, nullable = limits

@@ -23,7 +23,7 @@
   other, ``example.co.uk`` counts as one domain; customers of shared hosts such as ``*.github.io`` are not), or a
   host listed in ``internal_hosts`` or a subdomain of one (for a site spread over several domains).
 
-**The channel** is then the first user rule that matches (``stream_jobs.rules``), else the first default rule,
+**The channel** is then the first user rule that matches (``stream_jobs.rules.channel_rules_file``), else the first default rule,
 in this order (Google Analytics 4's default channel group; every comparison is case-insensitive; PAID means the
 medium matches ``^(.*cp.*|ppc|retargeting|paid.*)$``; "search source" etc. means the source is on that site list):
 
@@ -41,8 +41,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from schemas.events import CLICK_ID_FIELDS, PageView
-from stream_jobs.rules import ChannelConfig, UserRule, load_config, parse_config
-from stream_jobs.sitelists import SiteCategory, SiteLists, normalize_host, registrable_domain
+from stream_jobs.rules.channel_rules_file import ChannelConfig, UserRule, load_config, parse_config
+from stream_jobs.rules.sitelists import SiteCategory, SiteLists, normalize_host, registrable_domain
 
 DIRECT_SOURCE = "(direct)"
 NONE_MEDIUM = "(none)"
@@ -99,7 +99,7 @@ class ChannelRules:
 
     @classmethod
     def from_config(cls, config: ChannelConfig | Mapping | Sequence | None) -> "ChannelRules":
-        """Rules from a parsed :class:`ChannelConfig` or the raw JSON shape (see ``stream_jobs.rules``)."""
+        """Rules from a parsed :class:`ChannelConfig` or the raw JSON shape (see ``stream_jobs.rules.channel_rules_file``)."""
         if config is None:
             return cls()
         if not isinstance(config, ChannelConfig):

@@ -19,7 +19,7 @@ Anything else (a number, list or object where text is expected, an unknown or mi
 format, a value that breaks a rule, whitespace pydantic and Python strip differently) returns None, and the caller
 validates the item with the pydantic models as before: the model decides, and its error is the one reported. So
 this module can only make an event faster, never accept what the model rejects nor write it differently;
-``tests/test_collector_fastpath.py`` checks that both paths give the same record bytes and key.
+``tests/test_page_view_records.py`` checks that both paths give the same record bytes and key.
 """
 
 from __future__ import annotations

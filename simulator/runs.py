@@ -23,9 +23,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from deploy.simulate.model import SimulatedDays, SimulationConfig
-from deploy.simulate.senders import Endpoint, Sender, SendStats
-from deploy.simulate.truth import write_truth
+from simulator.model import SimulatedDays, SimulationConfig
+from simulator.senders import Endpoint, Sender, SendStats
+from simulator.truth import write_truth
 
 RUNS_IN_THE_PAST = 3
 
@@ -159,7 +159,7 @@ def check_collector(endpoint: Endpoint) -> None:
     """Raise SendError unless the collector answers /healthz (before any progress bar is drawn)."""
     import httpx
 
-    from deploy.simulate.senders import SendError
+    from simulator.senders import SendError
 
     try:
         answer = httpx.get(f"{endpoint.collector_url.rstrip('/')}/healthz", timeout=5)

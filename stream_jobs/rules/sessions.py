@@ -18,13 +18,13 @@ Rules, in the order they are checked:
 3. **30 minutes of inactivity** (``occurred_at - last_seen_at >= timeout``; the timeout is a parameter,
    ``WorkerSettings.session_timeout``) start a new session.
 4. **New campaign parameters** start a new session: a non-empty campaign signature (UTM fields and click ids, see
-   :func:`stream_jobs.channels.campaign_signature`) that differs from the current session's. A reload of the same
+   :func:`stream_jobs.rules.channels.campaign_signature`) that differs from the current session's. A reload of the same
    campaign link, or a later page without parameters, continues the session. A changed referrer alone (the visitor
    went to Google and came back within 30 minutes) does not start one: like a direct visit within an active
    session, it is no new touch.
 5. Anything else continues the session: ``last_seen_at`` moves forward, no touch.
 
-A new session is a touch unless :func:`~stream_jobs.channels.classify` says its referrer is internal (no
+A new session is a touch unless :func:`~stream_jobs.rules.channels.classify` says its referrer is internal (no
 campaign parameters, referrer on the site's own hosts): then the session starts without a touch and the visit
 stays credited to the visitor's previous touch (a tab left open for an hour, then a click on a link; or a site
 where only some pages carry the tracker).
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from schemas.events import Envelope, PageView
 from schemas.outputs import Touch
-from stream_jobs.channels import ChannelRules, campaign_signature, classify
+from stream_jobs.rules.channels import ChannelRules, campaign_signature, classify
 
 SESSION_TIMEOUT = timedelta(minutes=30)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from deploy.chhttp.errors import ClickHouseError, codes, from_engine, status_table
+from clickhouse_endpoint.errors import ClickHouseError, codes, from_engine, status_table
 
 
 class DataDirLocked(RuntimeError):

@@ -1,6 +1,6 @@
-"""collector.fastpath gives exactly the record the pydantic models give, or leaves the item to them.
+"""collector.page_view_records gives exactly the record the pydantic models give, or leaves the item to them.
 
-Each item goes through both paths: the fast one (``fastpath.PageViews.record``) and the models' one
+Each item goes through both paths: the fast one (``page_view_records.PageViews.record``) and the models' one
 (``parse_events`` with the fast path switched off). Whenever the fast path takes an item, the models must accept
 it too, with the same event id, topic, key and record bytes.
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from collector import events as event_parsing
-from collector import fastpath
+from collector import page_view_records
 from page_view_strategies import page_views
 from schemas.events import PageView
 from schemas.topics import Topics
@@ -34,11 +34,11 @@ TRACKER_VIEW = {  # what tracker.js sends (collector/static/tracker.js)
 
 def both_paths(item: dict, user_agent: str | None = "Mozilla/5.0 (X11)"):
     """(the fast path's answer, the models' ParsedBatch) for one item."""
-    fast = fastpath.PageViews(
+    fast = page_view_records.PageViews(
         site_id="site-1", received_at=RECEIVED, user_agent=user_agent, topic=TOPICS.events,
         new_event_id=lambda: GENERATED_ID,
     ).record(item)
-    with mock.patch.object(event_parsing.fastpath.PageViews, "record", return_value=None), \
+    with mock.patch.object(event_parsing.page_view_records.PageViews, "record", return_value=None), \
             mock.patch.object(event_parsing._EventIds, "new", lambda self: GENERATED_ID):
         models = event_parsing.parse_events(
             [item], site_id="site-1", allowed_types=event_parsing.SERVER_TYPES, received_at=RECEIVED,
@@ -105,14 +105,14 @@ def test_other_shapes_are_left_to_the_models(item: dict, accepted: bool) -> None
 
 
 def test_the_fast_path_knows_every_page_view_field_and_validator() -> None:
-    # A field or validator added to PageView must be taught to collector/fastpath.py (or this test changed).
-    assert set(PageView.model_fields) - set(fastpath.TEXT_FIELDS) == {"occurred_at", "type"}
-    assert fastpath.REQUIRED_TEXT == ("visitor_id", "url")
+    # A field or validator added to PageView must be taught to collector/page_view_records.py (or this test changed).
+    assert set(PageView.model_fields) - set(page_view_records.TEXT_FIELDS) == {"occurred_at", "type"}
+    assert page_view_records.REQUIRED_TEXT == ("visitor_id", "url")
     decorators = PageView.__pydantic_decorators__
     assert sorted(decorators.field_validators) + sorted(decorators.model_validators) == [
         "_absolute_url", "_occurred_at_utc", "_fill_from_url"]
-    assert fastpath.TEXT_FIELDS["visitor_id"] == (1, 128, False)
-    assert fastpath.TEXT_FIELDS["screen"] == (0, 32, True)
+    assert page_view_records.TEXT_FIELDS["visitor_id"] == (1, 128, False)
+    assert page_view_records.TEXT_FIELDS["screen"] == (0, 32, True)
 
 
 # -- property: any item, both paths ----------------------------------------------------------------------------

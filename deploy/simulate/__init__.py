@@ -1,6 +1,0 @@
-"""A seeded, reproducible simulation of a company's marketing, sent through the collector as websites and CRMs would.
-
-- :mod:`deploy.simulate.model`: the pure model (journeys, touches, page views, forms, CRM stages, spend);
-- :mod:`deploy.simulate.truth`: the ground truth of a run, as JSON lines;
-- :mod:`deploy.simulate.senders`: the HTTP senders (events API, HubSpot / Pipedrive / generic webhooks, CSV import).
-"""
