@@ -91,7 +91,7 @@ def _zstd_factory():
     try:
         from backports import zstd
     except ImportError:  # Python 3.14+
-        from compression import zstd  # type: ignore[no-redef]
+        from compression import zstd
     return zstd.ZstdDecompressor()
 
 

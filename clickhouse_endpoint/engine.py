@@ -20,11 +20,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from compat.chdb import raw_connection as chdb_raw
 from clickhouse_endpoint.errors import ClickHouseError, codes, from_engine, status_table
 
 
 class DataDirLocked(RuntimeError):
     """Another process has the chDB data directory open."""
+
+
+def _setting_row(line: str) -> tuple[str, str]:
+    name, value = line.split("\t", 1)
+    return name, value
 
 
 def _quote(value: str) -> str:
@@ -105,7 +111,7 @@ class Engine:
         self._bodies = os.path.join(self.path, "insert-bodies")
         shutil.rmtree(self._bodies, ignore_errors=True)
         os.makedirs(self._bodies)
-        raw = self._root._conn
+        raw = chdb_raw(self._root)
         version, timezone = raw.query("SELECT version(), timezone()", "TabSeparated", params={}).bytes().decode().split()
         self.version = version
         self.timezone = timezone
@@ -226,7 +232,7 @@ class Engine:
         (``overridden``) and puts them back when a later request stops sending them; clients send the
         same settings with every request, so the usual cost is nothing.
         """
-        raw = connection._conn
+        raw = chdb_raw(connection)
         if database and (session is None or session.database != database):
             self._run_raw(raw, f"USE {_quote_identifier(database)}")
             if session is not None:
@@ -241,7 +247,7 @@ class Engine:
         if new_names:
             names = ", ".join(_quote(name) for name in new_names)
             rows = self._run_raw(raw, f"SELECT name, value FROM system.settings WHERE name IN ({names})").decode()
-            session.overridden.update(line.split("\t", 1) for line in rows.splitlines())
+            session.overridden.update(_setting_row(line) for line in rows.splitlines())
         if restore or changed:
             self._run_raw(raw, set_statement({**restore, **changed}))
         for name in restore:
@@ -253,7 +259,7 @@ class Engine:
         """Put back every session value URL settings replaced (before a session's own SET runs)."""
         if session is None or not session.overridden:
             return
-        self._run_raw(connection._conn, set_statement(session.overridden))
+        self._run_raw(chdb_raw(connection), set_statement(session.overridden))
         session.overridden.clear()
         session.applied.clear()
 
@@ -266,7 +272,7 @@ class Engine:
     def is_mutating(self, connection, sql: str) -> bool:
         """True when chDB classifies the statement as changing data or schema (refused on GET)."""
         try:
-            info = connection._conn.classify_query(sql)
+            info = chdb_raw(connection).classify_query(sql)
         except Exception:
             return False
         return int(info["query_class"]) == 1
@@ -275,7 +281,7 @@ class Engine:
         """Run one statement; its result comes back in ``default_format`` unless the SQL names one."""
         started = time.perf_counter()
         try:
-            result = connection._conn.query(sql, default_format, params=params)
+            result = chdb_raw(connection).query(sql, default_format, params=params)
         except RuntimeError as exc:
             raise from_engine(exc) from None
         return Outcome(

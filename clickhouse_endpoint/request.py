@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
+from email.utils import collapse_rfc2231_value
 from urllib.parse import parse_qsl
 
 from clickhouse_endpoint import sqltext
@@ -93,7 +94,8 @@ def read_multipart(content_type: str, body: bytes, params: RequestParams) -> str
         raise ClickHouseError(codes.BAD_ARGUMENTS, "Malformed multipart/form-data body", "BAD_ARGUMENTS")
     query = params.get("query")
     for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
+        raw_name = part.get_param("name", header="content-disposition")
+        name = collapse_rfc2231_value(raw_name) if isinstance(raw_name, tuple) else raw_name
         if part.get_filename() is not None:
             raise ClickHouseError(
                 codes.NOT_IMPLEMENTED,
@@ -101,7 +103,8 @@ def read_multipart(content_type: str, body: bytes, params: RequestParams) -> str
                 "insert the data into a table first",
                 "NOT_IMPLEMENTED",
             )
-        value = (part.get_payload(decode=True) or b"").decode("utf-8")
+        payload = part.get_payload(decode=True)
+        value = payload.decode("utf-8") if isinstance(payload, bytes) else ""
         if name == "query":
             query += value
         elif name:

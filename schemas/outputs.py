@@ -30,7 +30,7 @@ class _Output(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _datetimes_utc(cls, value):
+    def _datetimes_utc(cls, value: object) -> object:
         return as_utc(value) if isinstance(value, datetime) else value
 
 

@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def dumps(record: BaseModel) -> bytes:
@@ -20,7 +21,7 @@ def loads(data: bytes | str, model: type[M]) -> M:
     return model.model_validate_json(data)
 
 
-def loads_as(data: bytes | str, adapter: TypeAdapter):
+def loads_as(data: bytes | str, adapter: TypeAdapter[T]) -> T:
     """Parse with a TypeAdapter (for unions)."""
     return adapter.validate_json(data)
 

@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deploy.daemons import (
     PidFile,
@@ -50,7 +51,7 @@ class PipelinePorts:
     worker_web: int = 6066  # the first worker's counters; worker n listens on worker_web + n
 
 
-def pipeline_environment(settings: PipelineSettings, ports: PipelinePorts, extra: Mapping[str, str] = ()) -> dict:
+def pipeline_environment(settings: PipelineSettings, ports: PipelinePorts, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the demo's subprocesses: where the broker, ClickHouse and topics are, the collector's
     demo credentials, and the ports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
@@ -72,7 +73,7 @@ def pipeline_environment(settings: PipelineSettings, ports: PipelinePorts, extra
     })
     if settings.replication_factor is not None:
         env["CLOSEDLOOP_REPLICATION_FACTOR"] = str(settings.replication_factor)
-    env.update(extra)
+    env.update(extra or {})
     return env
 
 
@@ -331,7 +332,7 @@ def wait_until_drained(settings, worker_group: str, sink_group: str, client, exp
 class DelayProbe:
     """Polls ClickHouse for touches sent and not yet queryable; records when each became visible."""
 
-    def __init__(self, client_factory: Callable[[], object], sent_at: Mapping[str, float], interval: float = 0.25,
+    def __init__(self, client_factory: Callable[[], Any], sent_at: Mapping[str, float], interval: float = 0.25,
                  batch: int = 2000) -> None:
         self._client_factory = client_factory
         self.sent_at = sent_at  # touch id -> accepted time; filled by the sender while it runs

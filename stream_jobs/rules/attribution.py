@@ -190,6 +190,7 @@ def _decay_digits(age_us: int) -> tuple[int, int]:
         context.prec = 40
         power = Decimal(2) ** -(Decimal(age_us) / Decimal(_HALF_LIFE_US))
     sign, digits, exponent = power.as_tuple()
+    assert isinstance(exponent, int)  # a finite power of two, never NaN or infinite
     mantissa = int("".join(map(str, digits)))
     return (-mantissa if sign else mantissa), exponent
 

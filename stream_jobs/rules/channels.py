@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+from typing import Any
 
 from schemas.events import CLICK_ID_FIELDS, PageView
 from stream_jobs.rules.channel_rules_file import ChannelConfig, UserRule, load_config, parse_config
@@ -98,7 +99,7 @@ class ChannelRules:
     user_rules: tuple[UserRule, ...] = ()
 
     @classmethod
-    def from_config(cls, config: ChannelConfig | Mapping | Sequence | None) -> "ChannelRules":
+    def from_config(cls, config: ChannelConfig | Mapping[str, Any] | Sequence[Any] | None) -> "ChannelRules":
         """Rules from a parsed :class:`ChannelConfig` or the raw JSON shape (see ``stream_jobs.rules.channel_rules_file``)."""
         if config is None:
             return cls()

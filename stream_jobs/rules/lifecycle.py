@@ -36,7 +36,7 @@ from bisect import insort
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -227,7 +227,7 @@ def apply_link(
     state = state or new_lead(link.lead_id)
     journey = _merge(state.journey, touches, journey_limit)
     first = state.first_identified_at
-    update: dict = {"journey": journey}
+    update: dict[str, Any] = {"journey": journey}
     if first is None or link.linked_at < first:
         update["first_identified_at"] = link.linked_at
     state = state.model_copy(update=update)

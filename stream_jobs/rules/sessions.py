@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -113,7 +114,7 @@ def _late(
     if not signature or signature == state.campaign_signature:
         return state, None
     touch = _touch(envelope, page_view, rules)
-    update: dict = {}
+    update: dict[str, Any] = {}
     at = page_view.occurred_at
     if at > state.session_started_at - timeout:  # in order, it would have started the current session
         update.update(session_started_at=at, campaign_signature=signature)

@@ -234,6 +234,7 @@ class SiteLists:
 
     sites: SiteEntries = field(default_factory=lambda: DEFAULT_SITES)
     additions: SiteEntries = field(default_factory=dict)
+    _indexes: tuple[_Index, _Index] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_indexes", (_Index(self.additions), _Index(self.sites)))
@@ -246,7 +247,7 @@ class SiteLists:
         if "://" in value:  # someone put a URL in utm_source
             value = value.split("://", 1)[1].split("/", 1)[0]
         host = normalize_host(value)
-        for index in self._indexes:  # type: ignore[attr-defined]
+        for index in self._indexes:
             hit = index.names.get(value) or (index.match_host(host) if "." in host else None)
             if hit is not None:
                 return hit
@@ -272,10 +273,11 @@ class SiteLists:
             except ValueError:
                 known = ", ".join(c.value for c in SiteCategory)
                 raise ValueError(f"sites.{category_name} is not a site list; use one of: {known}") from None
+            named: dict[str, set[str]]
             if isinstance(entries, Mapping):
                 named = {str(n).strip().lower(): _patterns(h, f"sites.{category}.{n}") for n, h in entries.items()}
             else:
-                named: dict[str, set[str]] = {}
+                named = {}
                 for host in _patterns(entries, f"sites.{category}"):
                     named.setdefault(_brand_of(host), set()).add(host)
             target = merged.setdefault(category, {})

@@ -19,6 +19,7 @@ change it. The visitors agent only moves records in and out; everything it decid
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -115,7 +116,7 @@ def apply_page_view(
         raise TypeError(f"apply_page_view needs a page_view; event {envelope.event_id} is a {page_view.type!r}")
     state = state or VisitorState(visitor_id=page_view.visitor_id, number=number)
     session, touch = next_touch(state.session, envelope, rules, timeout)
-    update: dict = {"session": session, "pages": state.pages.add(page_view.path or "/", page_view.occurred_at)}
+    update: dict[str, Any] = {"session": session, "pages": state.pages.add(page_view.path or "/", page_view.occurred_at)}
     if touch is not None and any(known.touch_id == touch.touch_id for known in state.touches):
         touch = None  # a replayed page view: its touch was emitted already
     if touch is not None:

@@ -17,9 +17,9 @@ still. This page says *why*, from inside the worker, in one request:
   ``await`` points it is suspended at (an agent stuck on a send shows the send).
 
 Everything is read without locks from structures the worker keeps changing: a snapshot may be a few
-microseconds inconsistent, which does not matter for the question it answers. The page reads private
-attributes of faust-streaming 0.15.3 and aiokafka 0.14 (the versions ``pyproject.toml`` allows); on a version
-without one it answers 503 naming what is missing, and the worker goes on.
+microseconds inconsistent, which does not matter for the question it answers. The state comes from private
+attributes of Faust and aiokafka, read in ``compat.faust_internals``; on a version without one the page answers
+503 naming what is missing, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -29,15 +29,13 @@ import gc
 from pathlib import Path
 from typing import Any
 
+from compat import faust_internals
+
 __all__ = ["summarize", "install_web", "snapshot", "task_stacks"]
 
 MAX_TASKS = 400
 MAX_AWAIT_DEPTH = 16
 _REPOSITORY = f"{Path(__file__).resolve().parents[1]}/"
-
-
-def _tp_name(tp: Any) -> str:
-    return f"{tp.topic}[{tp.partition}]"
 
 
 def _short_path(filename: str) -> str:
@@ -96,73 +94,12 @@ def task_stacks(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
     return result
 
 
-def _client_partitions(app: Any) -> dict[Any, dict[str, Any]]:
-    """The aiokafka consumer's view: fetch position, pause flag, prefetched records per partition."""
-    thread = getattr(app.consumer, "_thread", None)
-    client = getattr(thread, "_consumer", None)
-    if client is None:
-        return {}
-    views: dict[Any, dict[str, Any]] = {}
-    assignment = client._subscription.subscription.assignment if client._subscription.subscription else None
-    if assignment is None:
-        return {}
-    prefetched = getattr(client._fetcher, "_records", {})
-    for tp in list(assignment.tps):
-        state = assignment.state_value(tp)
-        records = prefetched.get(tp)
-        views[(tp.topic, tp.partition)] = {
-            "position": state._position,
-            "client_paused": state.paused,
-            "highwater": state.highwater,
-            "prefetched": None if records is None else len(getattr(records, "_records", []) or []),
-        }
-    return views
-
-
-def _gaps(consumer: Any, tp: Any) -> list[list[int]]:
-    tree = consumer._gap.get(tp)
-    return sorted([interval.begin, interval.end - 1] for interval in tree) if tree else []
-
-
 def snapshot(app: Any) -> dict[str, Any]:
     """The consumer, stream and producer state of a running worker (see the module docstring)."""
-    consumer = app.consumer
-    active = consumer._active_partitions or set()
-    client = _client_partitions(app)
-    partitions = {}
-    for tp in sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition)):
-        if consumer._is_changelog_tp(tp):
-            continue
-        acked = consumer._acked.get(tp) or []
-        partitions[_tp_name(tp)] = {
-            "fetching": tp in active,
-            "paused": tp in consumer._paused_partitions,
-            "buffered": tp in consumer._buffered_partitions,
-            "read": consumer._read_offset.get(tp),
-            "committed": consumer._committed_offset.get(tp),
-            "acked_pending": len(acked),
-            "acked_pending_min": min(acked) if acked else None,
-            "gaps": _gaps(consumer, tp),
-            **client.get((tp.topic, tp.partition), {}),
-        }
-    streams = {}
-    for topic in list(app.topics._topics):
-        queue = getattr(topic, "queue", None)
-        if queue is not None:
-            streams[",".join(topic.topics)] = {"queued": queue.qsize(), "maxsize": queue.maxsize}
-    buffer = app.producer.buffer
-    thread_loop = getattr(getattr(consumer, "_thread", None), "thread_loop", None)
+    state = faust_internals.worker_state(app)
+    thread_loop = faust_internals.consumer_thread_loop(app)
     return {
-        "app": {
-            "in_recovery": bool(app.in_recovery),
-            "rebalancing": bool(app.rebalancing),
-            "flow_control_active": app.flow_control.is_active(),
-            "consumer_flow_active": consumer.flow_active,
-            "unacked_messages": len(consumer._unacked_messages),
-        },
-        "partitions": partitions,
-        "streams": streams,
-        "producer": {"queued": buffer.size, "in_flight": buffer.__dict__.get("_closedloop_in_flight", 0)},
+        **state,
         "tasks": {
             "worker": task_stacks(asyncio.get_running_loop()),
             "consumer_thread": task_stacks(thread_loop) if thread_loop is not None else [],

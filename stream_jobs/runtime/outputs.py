@@ -30,6 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from compat import faust_internals
+
 __all__ = ["Outputs", "record_bytes"]
 
 
@@ -52,8 +54,7 @@ class Outputs:
         return self._topics[topic]
 
     def _producer(self) -> Any:
-        # The aiokafka producer under Faust's; Faust starts it before any agent runs.
-        return self.app.producer._ensure_producer()
+        return faust_internals.aiokafka_producer(self.app)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Queue one record (returns once it is in the producer's buffer, not when it is acknowledged)."""
