@@ -1,6 +1,9 @@
 # The two commands of the README:
 #   make demo   create .venv, install closedloop, run the demo on the embedded stack
 #   make test   create/update .venv, install what the tests need, run the whole suite
+# and for contributors:
+#   make lint   ruff (lint and format check) and mypy, as CI runs them first
+#   make unit   the tests that need no service (no Kafka, no ClickHouse, no browser), in under a minute
 # Installing is skipped when .venv already holds this pyproject.toml (a stamp keyed on its hash).
 
 SHELL := /bin/bash
@@ -9,13 +12,23 @@ VENV := .venv
 STAMP := $(VENV)/.closedloop-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv system-deps java-deps kafka up down status clean-venv
+UNIT_MARKERS := not kafka and not clickhouse and not e2e and not browser
+
+.PHONY: demo test lint unit venv system-deps java-deps kafka up down status clean-venv
 
 demo: venv java-deps kafka
 	$(VENV)/bin/closedloop demo
 
 test: venv system-deps java-deps kafka
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest -q -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
 
 up down status: venv
 	$(VENV)/bin/closedloop $@
