@@ -3,7 +3,7 @@
 chDB hosts one embedded ClickHouse per process, bound to one path; any number of connections to it
 may run queries in parallel (they release the GIL), and each connection keeps its own session state
 (current database, SET settings). So: a root connection keeps the engine open for the server's
-lifetime, a request without ``session_id`` gets a fresh connection (about 0.2 ms), and an HTTP
+lifetime, a request without ``session_id`` gets a fresh connection (they are cheap), and an HTTP
 session owns one connection, locked while a request uses it, exactly like ClickHouse's sessions.
 """
 

