@@ -104,7 +104,7 @@ def parse_events(
     Page views in the tracker's shape take ``collector.page_view_records`` (the models' rules without building models).
     The other items' envelopes are validated in one pydantic call (one TypeAdapter over the list), which saves
     the per-call overhead of validating them one by one; when that call finds any error, the items are validated
-    one at a time instead, so each rejection names its own index and fields exactly as before.
+    one at a time instead, so that each rejection names its own index and fields.
     """
     batch = ParsedBatch()
     accepted: dict[int, Accepted] = {}
@@ -169,9 +169,10 @@ _UUID4_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
 class _EventIds:
     """UUID4 hex ids for events sent without one, from one ``os.urandom`` call per request.
 
-    ``uuid.uuid4()`` makes a getrandom syscall per id, which cost about 5 us an event here; the bytes are the
-    same kind (the kernel's CSPRNG), with the version and variant bits set as uuid4 sets them, for the whole
-    pool in two ``translate`` calls, and the pool turned to hex once: an id is then a slice of that text.
+    ``uuid.uuid4()`` makes a getrandom syscall per id, a cost paid for every event of a batch (docs/COLLECTOR.md,
+    "Why the hot path looks this way"); the bytes are the same kind (the kernel's CSPRNG), with the version and
+    variant bits set as uuid4 sets them, for the whole pool in two ``translate`` calls, and the pool turned to hex
+    once: an id is then a slice of that text.
     """
 
     def __init__(self, count: int) -> None:
@@ -269,11 +270,12 @@ def record_for(envelope: Envelope, topics: Topics) -> SpoolRecord:
 
 
 def envelope_json(envelope: Envelope) -> bytes:
-    """The same bytes as ``schemas.serde.dumps(envelope)`` (a unit test holds them equal), at a fifth of the cost.
+    """The same bytes as ``schemas.serde.dumps(envelope)`` (a unit test holds them equal), from the models' fields.
 
-    The validated models hold only JSON-ready values: str, int, None, dicts of str, enums, dates, UTC datetimes
-    (orjson writes them as pydantic does with ``OPT_UTC_Z``) and Decimals. Anything else (a field type added
-    later) makes orjson give up, and pydantic-core writes the record instead.
+    Dumping the model first was one of the costliest steps of an event (docs/COLLECTOR.md, "Why the hot path
+    looks this way"). The validated models hold only JSON-ready values: str, int, None, dicts of str, enums,
+    dates, UTC datetimes (orjson writes them as pydantic does with ``OPT_UTC_Z``) and Decimals. Anything else (a
+    field type added later) makes orjson give up, and pydantic-core writes the record instead.
     """
     fields = dict(envelope.__dict__)
     fields["event"] = envelope.event.__dict__

@@ -1,10 +1,11 @@
 """Page views in the tracker's shape, checked and serialized without building pydantic models.
 
 Page views are nearly all of a site's events, and validating each through ``Envelope`` (pydantic-core plus the
-page view's Python validators) and then serializing the models took about two fifths of the collector's CPU for a
-batch. For a page view whose values are plain JSON strings (or null where the model allows it) and whose times
-are ISO 8601 as the tracker writes them (``2024-05-01T12:00:00.123Z``), :class:`PageViews` applies the
-model's own rules and builds the Kafka record straight from the item:
+page view's Python validators) and then serializing the models was the largest part of the collector's CPU for a
+batch (docs/COLLECTOR.md, "Why the hot path looks this way"). For a page view whose values are plain JSON strings
+(or null where the model allows it) and whose times are ISO 8601 as the tracker writes them
+(``2024-05-01T12:00:00.123Z``), :class:`PageViews` applies the model's own rules and builds the Kafka record
+straight from the item:
 
 - every text field: stripped as pydantic strips (``str_strip_whitespace``), then its length limits, which are read
   from the model's JSON schema, so they cannot drift from it;
@@ -12,13 +13,13 @@ model's own rules and builds the Kafka record straight from the item:
   taken from the URL by the same function the model uses (``schemas.events.fields_from_url``);
 - times are converted to UTC as the model converts them; an ``occurred_at`` outside the accepted times
   (``collector.window``) is left to the models' path, which rejects it naming the window; ``occurred_at``
-  defaults to the time received, the user
-  agent to the request's header, ``event_id`` to a new id, as in ``collector.events``.
+  defaults to the time received, the user agent to the request's header, ``event_id`` to a new id, as in
+  ``collector.events``.
 
 Anything else (a number, list or object where text is expected, an unknown or misspelt field, another time
 format, a value that breaks a rule, whitespace pydantic and Python strip differently) returns None, and the caller
-validates the item with the pydantic models as before: the model decides, and its error is the one reported. So
-this module can only make an event faster, never accept what the model rejects nor write it differently;
+validates the item with the pydantic models: the model decides, and its error is the one reported. So this
+module can only make an event faster, never accept what the model rejects nor write it differently;
 ``tests/test_page_view_records.py`` checks that both paths give the same record bytes and key.
 """
 

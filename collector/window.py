@@ -1,7 +1,7 @@
 """The times the collector accepts: ``occurred_at`` within a window around its own clock.
 
 An event from year 1 or 9999 (a client's broken clock, a typo in a CSV) is not data anyone can use: ClickHouse
-stores such times clamped to the ends of its range, and the stream jobs made a touch of it today. So the
+stores such times clamped to the ends of its range, and the stream jobs would make a touch of it today. So the
 collector answers 422 naming ``occurred_at`` and the window (the CSV import names the row's line and ``date``)
 instead of passing it on. The window is read from the settings (``CLOSEDLOOP_ACCEPT_PAST_DAYS``,
 ``CLOSEDLOOP_ACCEPT_FUTURE_HOURS``; ``CLOSEDLOOP_IMPORT_ACCEPT_PAST_DAYS`` for CSV imports, which carry
