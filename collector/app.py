@@ -30,7 +30,7 @@ from collector.errors import ApiError
 from collector.metrics import CollectorMetrics
 from collector.openapi import openapi_document
 from collector.publisher import Publisher
-from collector.settings import CollectorSettings
+from collector.settings import LOOPBACK_ORIGIN, CollectorSettings
 
 ROUTES = [
     Route(EVENTS_PATH, endpoints.post_events, methods=["POST"]),
@@ -133,6 +133,7 @@ def create_app(
     metrics = metrics or CollectorMetrics()
     cors_rules: dict[str, Any] = {
         "allow_origins": settings.allowed_origins,
+        "allow_origin_regex": LOOPBACK_ORIGIN.pattern,
         "allow_methods": ["GET", "POST", "OPTIONS"],
         "allow_headers": ["Content-Type", KEY_HEADER],
         "max_age": 86400,

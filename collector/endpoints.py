@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +105,11 @@ def first_header_values(request: Request) -> dict[str, str]:
 
 
 async def read_body(request: Request, limit: int, headers: dict[str, str] | None = None) -> bytes:
-    """The whole body, refused (413) as soon as it is known to pass ``limit`` bytes."""
-    declared = (headers if headers is not None else request.headers).get("content-length")
+    """The whole body, decoded from its ``Content-Encoding``; refused (413) as soon as it is known to pass
+    ``limit`` bytes, sent or decoded (a small gzip body must not unpack into gigabytes)."""
+    headers = headers if headers is not None else {key: value for key, value in request.headers.items()}
+    coding = content_coding(headers.get("content-encoding"))
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise body_too_large(limit)
     chunks, size = [], 0
@@ -117,7 +121,38 @@ async def read_body(request: Request, limit: int, headers: dict[str, str] | None
             chunks.append(chunk)
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away before the body was complete") from None
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    return body if coding is None else decode_body(body, coding, limit)
+
+
+# gzip and deflate: what HTTP clients and server-side senders compress with; anything else gets 415
+CONTENT_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def content_coding(header: str | None) -> str | None:
+    """The body's coding (None: sent as it is), or 415 naming the ones the collector decodes."""
+    coding = (header or "").strip().lower()
+    if coding in ("", "identity"):
+        return None
+    if coding not in CONTENT_CODINGS:
+        raise ApiError(415, "unsupported_content_encoding",
+                       f"Content-Encoding {header!r} is not supported; send the body as it is, or with gzip or "
+                       "deflate")
+    return coding
+
+
+def decode_body(body: bytes, coding: str, limit: int) -> bytes:
+    decoder = zlib.decompressobj(CONTENT_CODINGS[coding])
+    try:
+        decoded = decoder.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise ApiError(400, "invalid_content_encoding",
+                       f"the body is not valid {coding} ({error}); check the Content-Encoding header") from None
+    if len(decoded) > limit:
+        raise body_too_large(limit)
+    if not decoder.eof:
+        raise ApiError(400, "invalid_content_encoding", f"the {coding} body ends before its end marker")
+    return decoded
 
 
 async def publish(collector: CollectorState, records: list[SpoolRecord]) -> None:

@@ -7,6 +7,7 @@ Read once by ``closedloop collector`` (environment variables ``CLOSEDLOOP_*``) a
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +30,10 @@ HUBSPOT_LIFECYCLE_STAGES: dict[str, LifecycleStage] = {
     "evangelist": LifecycleStage.CUSTOMER,
 }
 
+# A page served from this machine (a developer's test page, the demo): always allowed, so that only the sites'
+# own origins need configuring. Same pattern for the CORS middleware and the Origin check.
+LOOPBACK_ORIGIN = re.compile(r"https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?")
+
 
 class CollectorSettings(PipelineSettings):
     """Everything ``closedloop collector`` needs beyond the shared connection settings."""
@@ -47,8 +52,9 @@ class CollectorSettings(PipelineSettings):
         "on POST /v1/events. Never put one in a web page.",
     )
     allowed_origins: list[str] = Field(
-        ["*"],
-        description="Origins (scheme://host[:port]) allowed to send browser events; ['*'] allows any.",
+        [],
+        description="Origins (scheme://host[:port]) of your sites, allowed to send browser events; pages on this "
+        "machine (localhost, 127.0.0.0/8, [::1]) always are; ['*'] allows any origin.",
     )
 
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
@@ -144,4 +150,7 @@ class CollectorSettings(PipelineSettings):
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Requests without an Origin header (servers, curl) are not browser requests: allowed."""
-        return origin is None or "*" in self.allowed_origins or origin.rstrip("/") in self.allowed_origins
+        if origin is None or "*" in self.allowed_origins:
+            return True
+        origin = origin.rstrip("/")
+        return origin in self.allowed_origins or LOOPBACK_ORIGIN.fullmatch(origin) is not None

@@ -3,7 +3,9 @@ accepted record lands in the real on-disk spool, which the tests read back."""
 
 from __future__ import annotations
 
+import gzip
 import time
+import zlib
 from pathlib import Path
 
 import orjson
@@ -148,6 +150,53 @@ def test_keys_and_origins(tmp_path: Path) -> None:
             "Access-Control-Request-Headers": "content-type,x-closedloop-key"})
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://acme.test"
+
+
+def test_by_default_only_pages_on_this_machine_may_send_browser_events(tmp_path: Path) -> None:
+    with offline_client(collector_settings(tmp_path)) as client:
+        foreign = client.post("/v1/events", headers={**KEY, "Origin": "https://evil.test"}, json=PAGE)
+        assert (foreign.status_code, foreign.json()["error"]) == (403, "origin_not_allowed")
+        assert "access-control-allow-origin" not in foreign.headers
+        preflight = client.options("/v1/events", headers={
+            "Origin": "https://evil.test", "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 400 and "access-control-allow-origin" not in preflight.headers
+        for origin in ("http://localhost:8000", "http://127.0.0.1", "https://[::1]:8443"):
+            local = client.post("/v1/events", headers={**KEY, "Origin": origin}, json=PAGE)
+            assert local.status_code == 200, origin
+            assert local.headers["access-control-allow-origin"] == origin
+        # a look-alike host is not this machine
+        lookalike = client.post("/v1/events", headers={**KEY, "Origin": "http://localhost.evil.test"}, json=PAGE)
+        assert lookalike.status_code == 403
+    with offline_client(collector_settings(tmp_path / "any", allowed_origins=["*"])) as client:
+        assert client.post("/v1/events", headers={**KEY, "Origin": "https://evil.test"}, json=PAGE).status_code == 200
+
+
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate", "identity", "GZip"])
+def test_compressed_bodies_are_decoded(client, coding: str) -> None:
+    body = orjson.dumps([PAGE, PAGE])
+    if coding.lower() in ("gzip", "x-gzip"):
+        body = gzip.compress(body)
+    elif coding == "deflate":
+        body = zlib.compress(body)
+    response = client.post("/v1/events", headers={**KEY, "Content-Encoding": coding}, content=body)
+    assert (response.status_code, response.json()["accepted"]) == (200, 2)
+
+
+def test_a_body_the_collector_cannot_decode_is_refused(tmp_path: Path) -> None:
+    with offline_client(collector_settings(tmp_path, max_body_bytes=2048)) as client:
+        unknown = client.post("/v1/events", headers={**KEY, "Content-Encoding": "br"}, content=b"\x0b\x02\x80")
+        assert (unknown.status_code, unknown.json()["error"]) == (415, "unsupported_content_encoding")
+        assert "gzip" in unknown.json()["message"]
+        broken = client.post("/v1/events", headers={**KEY, "Content-Encoding": "gzip"}, content=b"not gzip")
+        assert (broken.status_code, broken.json()["error"]) == (400, "invalid_content_encoding")
+        cut = client.post("/v1/events", headers={**KEY, "Content-Encoding": "gzip"},
+                          content=gzip.compress(orjson.dumps(PAGE))[:-12])
+        assert (cut.status_code, cut.json()["error"]) == (400, "invalid_content_encoding")
+        bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")  # 1 kB that unpacks to 1 MB
+        assert len(bomb) < 2048
+        big = client.post("/v1/events", headers={**KEY, "Content-Encoding": "gzip"}, content=bomb)
+        assert (big.status_code, big.json()["error"]) == (413, "body_too_large")
+        assert client.get("/metrics").status_code == 200  # nothing above took the process down
 
 
 def test_crm_and_spend_need_a_server_key(client) -> None:
