@@ -145,7 +145,7 @@ def _text_value(value: Any) -> str:
         text = json.dumps(_jsonable(value), default=str, separators=(",", ":"))
     else:
         text = str(value)
-    if not text or any(char.isspace() or char in '="' for char in text):
+    if not text or text.startswith('"') or any(char.isspace() or char == "=" for char in text):
         return json.dumps(text)  # quoted, so the pairs still split on spaces
     return text
 
