@@ -142,6 +142,16 @@ def test_a_readable_line_ends_with_the_traceback() -> None:
     assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "KeyError: 'conversion'"
 
 
+def test_a_stream_record_s_ids_are_read_for_its_log_lines_without_validating_it() -> None:
+    from stream_jobs.runtime.deadletters import record_ids
+
+    envelope = {"event_id": "ev-1", "event": {"type": "page_view"}}
+    assert record_ids(json.dumps(envelope).encode()) == {"event_id": "ev-1"}
+    assert record_ids(b'{"kind": "crm", "lead_id": "L1", "event_id": "ev-2"}') == {"event_id": "ev-2", "lead_id": "L1"}
+    assert record_ids(json.dumps({"kind": "event", "envelope": envelope}).encode()) == {"event_id": "ev-1"}
+    assert record_ids(b"not json") == record_ids(b"[1]") == record_ids(None) == record_ids(b'{"event_id": 7}') == {}
+
+
 # -- the settings ------------------------------------------------------------------------------------------------
 
 

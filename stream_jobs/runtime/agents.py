@@ -243,7 +243,7 @@ class Pipeline:
             await self.outputs.send(self.names.leads, key, record_bytes(lead))
         for conversion in conversions:
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("conversion", extra={"conversion_id": conversion.conversion_id, "lead_id": state.lead_id,
+                log.debug("conversion emitted", extra={"conversion_id": conversion.conversion_id, "lead_id": state.lead_id,
                                                "stage": conversion.stage.value, "version": conversion.version,
                                                "event_id": conversion.event_id})
             await self.outputs.send(self.names.conversions, key, record_bytes(conversion))

@@ -42,14 +42,14 @@ def record_ids(value: bytes | None) -> dict[str, str]:
     envelope, a lead event or a contact record's envelope) and ``lead_id``. Empty when it is not JSON."""
     try:
         record = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, TypeError):  # on the failure path: it must not fail itself
         return {}
     if not isinstance(record, dict):
         return {}
     envelope = record.get("envelope")
     ids = {"event_id": record.get("event_id") or (envelope.get("event_id") if isinstance(envelope, dict) else None),
            "lead_id": record.get("lead_id")}
-    return {name: value for name, value in ids.items() if isinstance(value, str) and value}
+    return {name: found for name, found in ids.items() if isinstance(found, str) and found}
 
 
 def dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None,
