@@ -11,7 +11,8 @@ codecs and chDB sessions live in ``clickhouse_endpoint/``.
 
 User ``default``; its password is empty unless ``CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PASSWORD`` is set.
 Results use UTC: the process sets ``TZ=UTC`` before chDB starts, and ``X-ClickHouse-Timezone`` always
-names the engine's ``timezone()``.
+names the engine's ``timezone()``. It logs like the pipeline's processes (``schemas.logs``: JSON lines unless
+stderr is a terminal, ``CLOSEDLOOP_LOG_LEVEL``, ``CLOSEDLOOP_LOG_FORMAT``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from clickhouse_endpoint import sqltext
 from clickhouse_endpoint.engine import DataDirLocked, Engine
 from clickhouse_endpoint.errors import ClickHouseError, codes
 from clickhouse_endpoint.request import RequestParams, Statement, credentials, read_multipart, read_statement
+from schemas.logs import LEVEL_ENV, LogSettingError, LogSettings, configure_logging
 
 log = logging.getLogger("closedloop.clickhouse_server")
 
@@ -139,8 +141,13 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self.server.track(self.connection, False)
         super().finish()
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):  # once per request: build nothing when nobody reads it
+            log.debug("request", extra={"client": self.address_string(), "request": self.requestline,
+                                        "status": code, "bytes": size})
+
     def log_message(self, format, *args) -> None:  # noqa: A002 - signature from the base class
-        log.debug("%s %s", self.address_string(), format % args)
+        log.debug(format, *args, extra={"client": self.address_string()})  # the base class's errors and timeouts
 
     def version_string(self) -> str:
         return "ClickHouse (chDB)"
@@ -219,7 +226,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             self._drain_body(body)
             self._reply_error(error, query_id)
         except Exception as exc:  # a bug here must still answer like a server, not drop the connection
-            log.exception("unexpected error serving a query")
+            log.exception("unexpected error serving a query", extra={"query_id": query_id})
             self._drain_body(body)
             self._reply_error(ClickHouseError(codes.UNKNOWN_EXCEPTION, f"{type(exc).__name__}: {exc}"), query_id)
 
@@ -414,7 +421,8 @@ class EmbeddedClickHouse:
         self.server.shutdown()
         finished = self.server.drain(grace)
         if not finished:
-            log.warning("requests still running after %.0f s; closing chDB anyway", grace)
+            log.warning("requests still running after the grace period; closing chDB anyway",
+                        extra={"grace_seconds": grace})
         self.server.server_close()
         self.server.engine.close()
 
@@ -426,16 +434,15 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    log.info(
-        "ClickHouse %s (chDB) serving %s on %s, time zone %s",
-        endpoint.server.engine.version, endpoint.server.engine.path, endpoint.url, endpoint.server.engine.timezone,
-    )
+    engine = endpoint.server.engine
+    log.info("ClickHouse endpoint serving", extra={"version": f"{engine.version} (chDB)", "path": str(engine.path),
+                                                   "url": endpoint.url, "timezone": engine.timezone})
     try:
         while not stop.wait(1.0):
             pass
     finally:
         endpoint.stop()
-        log.info("stopped; data directory %s closed", endpoint.server.engine.path)
+        log.info("ClickHouse endpoint stopped; data directory closed", extra={"path": str(engine.path)})
 
 
 # -- for the stack and the tests: run it as a child process ---------------------------------------
@@ -511,9 +518,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", required=True, help="chDB data directory (created if missing)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV, "8123")))
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default=None, help="debug, info, warning or error (default from "
+                                                          f"{LEVEL_ENV}, else info)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configure_logging(LogSettings.from_env(os.environ, level=args.log_level))
+    except LogSettingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         serve(args.path, args.host, args.port, os.environ.get("CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PASSWORD", ""))
     except StartupError as exc:

@@ -15,12 +15,15 @@ supervisor sees the failure instead of a silently smaller group.
 from __future__ import annotations
 
 import logging
+import logging.config
 import multiprocessing
 import queue
 import signal
 import threading
 from dataclasses import dataclass
+from typing import Any
 
+from schemas.logs import LogSettings, logging_config
 from sinks.settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -37,12 +40,12 @@ class GroupResult:
     failed: int = 0  # children that exited with an error
 
 
-def _child(settings_json: str, stop, results) -> None:
+def _child(settings_json: str, stop, results, log_config: dict[str, Any]) -> None:
     """One member of the group: run a SinkWriter until the shared stop event is set."""
     from sinks.writer import SinkWriter, tune_gc_for_throughput
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.config.dictConfig(log_config)  # a spawned child starts with no logging set up: the parent's setup
     writer = SinkWriter(SinkSettings.model_validate_json(settings_json))
     tune_gc_for_throughput()
     signal.signal(signal.SIGTERM, lambda *_: writer.stop())
@@ -57,15 +60,18 @@ def _child(settings_json: str, stop, results) -> None:
 class SinkGroup:
     """``processes`` SinkWriter processes of one consumer group; ``run()`` blocks until they stop."""
 
-    def __init__(self, settings: SinkSettings, processes: int) -> None:
+    def __init__(self, settings: SinkSettings, processes: int, log_config: dict[str, Any] | None = None) -> None:
+        """``log_config``: the parent's ``schemas.logs.logging_config``, applied in every child (default: the
+        default settings, info as JSON)."""
         if processes < 1:
             raise ValueError(f"processes must be at least 1, got {processes}")
         self.settings = settings
         context = multiprocessing.get_context("spawn")  # no forked kafka/HTTP client state
         self._stop = context.Event()
         self._results = context.Queue()
+        log_config = log_config or logging_config(LogSettings())
         self._children = [
-            context.Process(target=_child, args=(settings.model_dump_json(), self._stop, self._results),
+            context.Process(target=_child, args=(settings.model_dump_json(), self._stop, self._results, log_config),
                             name=f"closedloop-sink-{i + 1}")
             for i in range(processes)
         ]
@@ -91,8 +97,8 @@ class SinkGroup:
                     continue
                 running.remove(child)
                 if child.exitcode != 0 and not self._stop.is_set():
-                    log.error("sink process %s (pid %s) exited with code %s; stopping the others",
-                              child.name, child.pid, child.exitcode)
+                    log.error("a sink process exited; stopping the others",
+                              extra={"child": child.name, "child_pid": child.pid, "exit_code": child.exitcode})
                     self._stop.set()
                 if child.exitcode != 0:
                     result.failed += 1

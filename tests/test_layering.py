@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "collector": {"schemas", "compat"},
     "stream_jobs": {"schemas", "compat"},
     "sinks": {"schemas", "compat"},
-    "clickhouse_endpoint": {"compat"},
+    "clickhouse_endpoint": {"schemas", "compat"},  # schemas.logs only: it logs like every other process
     "simulator": {"schemas", "collector", "stream_jobs", "deploy"},
     "deploy": {"schemas", "stream_jobs", "sinks"},
     "closedloop": {"schemas", "compat", "collector", "stream_jobs", "sinks", "clickhouse_endpoint", "simulator",

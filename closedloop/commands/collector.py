@@ -6,23 +6,30 @@ default 127.0.0.1:8000, one worker); the options override them. See docs/COLLECT
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
+
+log = logging.getLogger("closedloop.collector")
 
 
 @click.command("collector")
 @click.option("--host", default=None, help="Bind address (default from CLOSEDLOOP_HOST, else 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default from CLOSEDLOOP_PORT, else 8000).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default from CLOSEDLOOP_WORKERS, else 1).")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def command(host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
+@click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log level (default from CLOSEDLOOP_LOG_LEVEL, else info).")
+def command(host: str | None, port: int | None, workers: int | None, log_level: str | None) -> None:
     """Receive website events and CRM webhooks and publish them to Kafka."""
     import uvicorn
     from pydantic import ValidationError
 
+    from closedloop.commands._logs_cli import setup_logging
     from collector.settings import CollectorSettings
+    from schemas.logs import logging_config
+
+    logs = setup_logging(log_level)
 
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     try:
@@ -32,11 +39,14 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
     missing = [name for name, value in [("CLOSEDLOOP_HUBSPOT_CLIENT_SECRET", settings.hubspot_client_secret),
                                         ("CLOSEDLOOP_PIPEDRIVE_USER", settings.pipedrive_user),
                                         ("CLOSEDLOOP_CRM_WEBHOOK_SECRET", settings.crm_webhook_secret)] if value is None]
-    click.echo(f"collector on http://{settings.host}:{settings.port} ({settings.workers} worker(s)) -> "
-               f"{settings.kafka_servers}, topics {settings.topic_prefix}.*; spool {settings.spool_path}", err=True)
+    log.info("collector starting", extra={"url": f"http://{settings.host}:{settings.port}",
+                                          "workers": settings.workers, "kafka_servers": settings.kafka_servers,
+                                          "topic_prefix": settings.topic_prefix, "spool": str(settings.spool_path)})
     if missing:
-        click.echo(f"webhooks disabled until set: {', '.join(missing)}", err=True)
-    common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools", log_level=log_level,
+        log.warning("webhooks disabled until set", extra={"missing": missing})
+    # uvicorn applies log_config again in each worker process, so its loggers and the app's share the setup.
+    common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                  log_config=logging_config(logs), log_level=logs.level.lower(),
                   proxy_headers=settings.trust_forwarded_headers, server_header=False, access_log=False)
     if settings.workers == 1:
         from collector.app import create_served_app

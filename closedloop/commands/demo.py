@@ -41,6 +41,7 @@ MODELS = (("first_touch", "first"), ("last_touch", "last"), ("linear", "linear")
 def command(days: int, seed: int | None, visitors_per_day: int | None, workers: int, once: bool,
             timeout: float) -> None:
     """Run a simulated month of marketing through the pipeline and print the attribution report."""
+    from closedloop.commands._logs_cli import log_environment, setup_logging
     from collector.settings import CollectorSettings
     from deploy import stack
     from simulator.demo_harness import PipelinePorts, PipelineProcesses
@@ -49,6 +50,7 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, workers: 
     from sinks.settings import SinkSettings
     from stream_jobs.settings import WorkerSettings
 
+    setup_logging(quiet_default=True)
     with stack_errors_readable():
         settings = read_settings(StackSettings)
         worker_settings = read_settings(WorkerSettings)
@@ -62,8 +64,10 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, workers: 
         console.print("[bold]1. The stack[/bold] (embedded Kafka broker and ClickHouse endpoint)")
         stack.up(settings, report=lambda line: console.print(f"   {line}"))
         console.print("[bold]2. The pipeline[/bold] (collector -> Kafka -> stream worker -> sink -> ClickHouse)")
+        # The children get an environment of their own: the log settings are handed on explicitly.
         processes = PipelineProcesses(
-            settings, PipelinePorts(collector_settings.port, worker_settings.worker_web_port), workers)
+            settings, PipelinePorts(collector_settings.port, worker_settings.worker_web_port), workers,
+            extra_env=log_environment())
         try:
             _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout)
         finally:

@@ -12,7 +12,10 @@ from deploy.settings import StackSettings, read_settings
 def command() -> None:
     """Stop the demo's collector, worker and sink, then the embedded broker and ClickHouse endpoint started by
     `closedloop up` (data is kept)."""
+    from closedloop.commands._logs_cli import setup_logging
     from deploy import stack
+
+    setup_logging(quiet_default=True)
     from simulator.demo_harness import stop_demo_processes
 
     with stack_errors_readable():

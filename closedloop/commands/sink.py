@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 
 import click
@@ -21,10 +20,12 @@ from closedloop.commands._clickhouse_cli import clickhouse_errors_readable, cons
 def command(batch_rows: int | None, batch_seconds: float | None, group: str | None, migrate: bool,
             processes: int) -> None:
     """Consume events, crm, spend, touches, identity-links, leads, conversions and credits into ClickHouse."""
+    from closedloop.commands._logs_cli import setup_logging
+    from schemas.logs import logging_config
     from sinks.migrate import migrate_up
     from sinks.writer import SinkWriter, tune_gc_for_throughput
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs = setup_logging()
     with clickhouse_errors_readable():
         settings = sink_settings(sink_batch_rows=batch_rows, sink_batch_seconds=batch_seconds,
                                  sink_consumer_group=group)
@@ -32,7 +33,7 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
             for label in migrate_up(settings):
                 console.print(f"applied {label}")
         if processes > 1:
-            _run_group(settings, processes)
+            _run_group(settings, processes, logging_config(logs))
             return
         writer = SinkWriter(settings)
         tune_gc_for_throughput()
@@ -49,14 +50,15 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
                       f"{metrics.retries} retries, {metrics.dead_letters} dead letters")
 
 
-def _run_group(settings, processes: int) -> None:
-    """``processes`` SinkWriter processes in one consumer group until Ctrl-C / SIGTERM."""
+def _run_group(settings, processes: int, log_config: dict) -> None:
+    """``processes`` SinkWriter processes in one consumer group until Ctrl-C / SIGTERM; each applies
+    ``log_config``, this process's log setup."""
     from sinks.process_group import SinkGroup
 
     if settings.sink_metrics_port:
         raise click.UsageError("CLOSEDLOOP_SINK_METRICS_PORT serves one process's metrics: unset it with "
                                "--processes > 1 (each process logs its rows, lag and retries per batch)")
-    group = SinkGroup(settings, processes)
+    group = SinkGroup(settings, processes, log_config=log_config)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: group.stop())
     console.print(f"sink: {settings.kafka_servers} -> {settings.clickhouse_database} with {processes} processes; "

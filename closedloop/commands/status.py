@@ -15,7 +15,10 @@ from deploy.settings import StackSettings, read_settings
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def command(as_json: bool) -> None:
     """Show the stack's services and their health; exit code 1 when something is not healthy."""
+    from closedloop.commands._logs_cli import setup_logging
     from deploy import stack
+
+    setup_logging(quiet_default=True)
 
     with stack_errors_readable():
         settings = read_settings(StackSettings)

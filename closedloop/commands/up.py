@@ -15,7 +15,10 @@ from deploy.settings import StackSettings, read_settings
                    "else 1.")
 def command(migrate: bool, kafka_brokers: str | None) -> None:
     """Start the single-machine stack (idempotent: what already runs is left running)."""
+    from closedloop.commands._logs_cli import setup_logging
     from deploy import stack
+
+    setup_logging(quiet_default=True)
 
     with stack_errors_readable():
         overrides = {"kafka_brokers": int(kafka_brokers)} if kafka_brokers else {}

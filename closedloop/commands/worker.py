@@ -7,22 +7,27 @@ SIGTERM/SIGINT. Settings come from ``CLOSEDLOOP_*`` environment variables (see `
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
+
+log = logging.getLogger("closedloop.worker")
 
 
 @click.command("worker")
 @click.option("--web-port", type=int, default=None, help="Port of the worker's web server (counters JSON).")
-@click.option("--loglevel", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]), help="Log level of the worker.")
-def command(web_port: int | None, loglevel: str) -> None:
+@click.option("--loglevel", default=None, type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log level of the worker (default from CLOSEDLOOP_LOG_LEVEL, else info).")
+def command(web_port: int | None, loglevel: str | None) -> None:
     """Run the stream jobs: touches, identity stitching, conversions, credits and live counters."""
     _use_uvloop()
     from pydantic import ValidationError
 
+    from closedloop.commands._logs_cli import setup_logging
     from deploy.topics import create_topics
+    from schemas.logs import logging_config
     from stream_jobs.settings import WorkerSettings
+
+    logs = setup_logging(loglevel, level_source="--loglevel")
 
     try:
         overrides = {"worker_web_port": web_port} if web_port is not None else {}
@@ -38,7 +43,7 @@ def command(web_port: int | None, loglevel: str) -> None:
             f"Is it running? Start the embedded one with `closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS."
         )
     if result.created:
-        click.echo(f"created {len(result.created)} topics", err=True)
+        log.info("topics created", extra={"count": len(result.created)})
 
     try:
         from stream_jobs.runtime.app import create_app
@@ -49,10 +54,14 @@ def command(web_port: int | None, loglevel: str) -> None:
 
     import faust
 
-    click.echo(f"worker {settings.app_id} on {settings.kafka_servers}, counters at {settings.web_url}/counters/",
-               err=True)
-    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr)
-    worker = faust.Worker(app, loglevel=loglevel, logfile=None, quiet=True)
+    log.info("worker starting", extra={"app_id": settings.app_id, "kafka_servers": settings.kafka_servers,
+                                       "counters": f"{settings.web_url}/counters/"})
+    # mode (Faust's service library) sets logging up again when the worker starts: with this setup's dict, so
+    # Faust's lines share its format instead of mode's coloured ones on stdout.
+    worker = faust.Worker(app, loglevel=logs.level, logfile=None, quiet=True, logging_config=logging_config(logs))
+    # No terminal spinner: at warning level and above it would set the root logger to DEBUG to be told of every
+    # line, so every library's debug line would be built and dropped.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

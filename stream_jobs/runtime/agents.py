@@ -33,7 +33,7 @@ from stream_jobs.rules import visitors as visitor_rules
 from stream_jobs.rules.channels import ChannelRules
 from stream_jobs.rules.contacts import ContactRecord, ContactState
 from stream_jobs.runtime.counters import Counters
-from stream_jobs.runtime.deadletters import DeadLetters, error_reason
+from stream_jobs.runtime.deadletters import DeadLetters, error_reason, record_ids
 from stream_jobs.rules.identity import lead_id_for
 from stream_jobs.rules.lifecycle import LeadEvent, LeadState
 from stream_jobs.runtime.outputs import Outputs, record_bytes
@@ -125,8 +125,10 @@ class Pipeline:
             try:
                 await handler(event)
             except Exception as error:  # noqa: BLE001 - one bad record must not stop the worker
-                log.exception("failed to process %s[%d]@%d", event.message.topic, event.message.partition,
-                              event.message.offset)
+                message = event.message
+                log.exception("failed to process a record; dead-lettered",
+                              extra={"topic": message.topic, "partition": message.partition,
+                                     "offset": message.offset, **record_ids(message.value)})
                 await self.dead_letters.send(event, error_reason(error))
 
     # -- visitors ---------------------------------------------------------------------------------------------
@@ -240,6 +242,10 @@ class Pipeline:
             lead = Lead(lead_id=state.lead_id, email=lead_event.email, first_identified_at=state.first_identified_at)
             await self.outputs.send(self.names.leads, key, record_bytes(lead))
         for conversion in conversions:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("conversion emitted", extra={"conversion_id": conversion.conversion_id, "lead_id": state.lead_id,
+                                               "stage": conversion.stage.value, "version": conversion.version,
+                                               "event_id": conversion.event_id})
             await self.outputs.send(self.names.conversions, key, record_bytes(conversion))
             credits = lifecycle.credits_for(state, conversion, s.lookback)
             await self.outputs.send_all(self.names.credits, _key(conversion.conversion_id),

@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from schemas import serde
@@ -34,6 +35,21 @@ def error_reason(error: Exception) -> str:
         more = f" (+{error.error_count() - 5} more)" if error.error_count() > 5 else ""
         return f"invalid {error.title}: " + "; ".join(problems) + more
     return f"{type(error).__name__}: {error}"
+
+
+def record_ids(value: bytes | None) -> dict[str, str]:
+    """The ids a source record names, read without validating it, for the log lines about it: ``event_id`` (of an
+    envelope, a lead event or a contact record's envelope) and ``lead_id``. Empty when it is not JSON."""
+    try:
+        record = orjson.loads(value or b"")
+    except (orjson.JSONDecodeError, TypeError):  # on the failure path: it must not fail itself
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    envelope = record.get("envelope")
+    ids = {"event_id": record.get("event_id") or (envelope.get("event_id") if isinstance(envelope, dict) else None),
+           "lead_id": record.get("lead_id")}
+    return {name: found for name, found in ids.items() if isinstance(found, str) and found}
 
 
 def dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None,
@@ -68,5 +84,6 @@ class DeadLetters:
         message = event.message
         record = dead_letter(reason, message.topic, message.partition, message.offset, message.key, message.value)
         self.counts[message.topic] += 1
-        log.warning("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+        log.warning("dead letter", extra={"reason": reason, "topic": message.topic, "partition": message.partition,
+                                          "offset": message.offset, **record_ids(message.value)})
         await self.topic.send(key=message.key, value=serde.dumps(record))
