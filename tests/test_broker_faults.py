@@ -399,7 +399,10 @@ def check_clickhouse(stack: Stack, load: Load) -> tuple[set[str], int]:
         stack.sink.check()
         return _query(settings, "SELECT uniqExact(event_id) FROM events")[0][0] >= len(accepted)
 
-    wait_for(arrived, 120, f"{len(accepted)} accepted events in ClickHouse", interval=0.5)
+    try:
+        wait_for(arrived, 120, f"{len(accepted)} accepted events in ClickHouse", interval=0.5)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}; {where_missing(stack, accepted)}") from None
     stack.sink.stop()  # flushes and commits what it read: nothing more is coming
     [(rows, unique)] = _query(settings, "SELECT count(), uniqExact(event_id) FROM events FINAL")
     [(raw_rows,)] = _query(settings, "SELECT count() FROM events")
@@ -412,6 +415,18 @@ def check_clickhouse(stack: Stack, load: Load) -> tuple[set[str], int]:
     assert rows == unique == len(accepted), (rows, unique, len(accepted))
     assert stack.sink.writer.metrics.dead_letters == 0, "the sink dead-lettered events"
     return stored, raw_rows
+
+
+def where_missing(stack: Stack, accepted: set[str]) -> str:
+    """Why a wait for ClickHouse timed out: how many accepted events are missing, and whether the events topic
+    holds them (the sink is behind or stuck) or not (the collector lost them)."""
+    stored = {row[0] for row in _query(stack.settings, "SELECT event_id FROM events")}
+    missing = accepted - stored
+    in_topic = {value["event_id"] for _, value in read_topic(stack.broker.bootstrap, stack.settings.topics.events,
+                                                               len(accepted), timeout_s=30)}
+    metrics = stack.sink.writer.metrics
+    return (f"{len(missing)} missing, of which {len(missing & in_topic)} are in the events topic and "
+            f"{len(missing - in_topic)} are not (e.g. {sorted(missing)[:3]}); sink metrics {vars(metrics)}")
 
 
 def check_topic_order(stack: Stack, load: Load, stored: set[str]) -> int:
