@@ -1,10 +1,9 @@
 """Helpers for the collector tests: settings, an offline app (records land in the real spool), signing,
-reading topics (the private broker a test can stop and restart is ``kafka_support.EmbeddedKafka``)."""
+reading topics. Services, ports, names and waiting come from ``harness.py``."""
 
 from __future__ import annotations
 
 import base64
-import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,12 +71,6 @@ def hubspot_headers(body: bytes, url: str, secret: str = HUBSPOT_SECRET, timesta
 
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def create_source_topics(bootstrap: str, settings: CollectorSettings, partitions: int = 2) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real services the integration tests run against, and fresh names for isolation.
+"""Shared fixtures: the real services the integration tests run against, and fresh names for isolation. They are
+built on ``harness.py`` (the launchers, ``wait_for``, ``free_port``, ``unique``), which test files import from.
 
 - ``kafka_bootstrap`` (session): the embedded Apache Kafka (one KRaft node) on free ports in a temporary data
   directory, or ``CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS`` when set (then nothing starts).
@@ -7,23 +8,24 @@
 - ``pipeline_settings`` (function): a ``PipelineSettings`` on both services with a unique topic prefix (every
   topic created) and a unique, existing database.
 - ``unique_name`` (function): a fresh name usable as a topic prefix, consumer group or database.
+- ``own_broker`` (function): a one-node Kafka of the test alone (``harness.EmbeddedKafka``), which it may stop,
+  kill and restart.
 
-A service starts only when a selected test asks for it, and stops at the end of the session. Unit tests use none
-of these. A test that stops, kills or restarts a broker has its own (``kafka_support.EmbeddedKafka``).
+A service starts only when a selected test asks for it, and stops at the end of the session (``own_broker``: of
+the test). Unit tests use none of these. A test that needs another private service (a cluster, an endpoint to
+stop) builds it from ``harness.EmbeddedKafka`` / ``harness.EmbeddedClickHouse``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import EmbeddedClickHouse, EmbeddedKafka, unique
 
-from deploy.settings import private_stack_settings as embedded_settings
 from schemas.settings import PipelineSettings
 
 KAFKA_ENV = "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS"
@@ -37,14 +39,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    from deploy import stack
-
-    settings = embedded_settings(tmp_path_factory.mktemp("kafka-stack"))
+    broker = EmbeddedKafka(tmp_path_factory.mktemp("kafka-stack"))
     try:
-        stack.start_service(settings, "kafka", die_with_parent=True)
-        yield settings.kafka_servers
+        yield broker.start().bootstrap
     finally:
-        stack.down(settings, services=["kafka"])
+        broker.stop()
 
 
 @pytest.fixture(scope="session")
@@ -55,23 +54,27 @@ def clickhouse_http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         parts = urllib.parse.urlsplit(external)
         yield urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
         return
-    from deploy import stack
-
-    settings = embedded_settings(tmp_path_factory.mktemp("clickhouse-stack"))
+    endpoint = EmbeddedClickHouse(tmp_path_factory.mktemp("clickhouse-stack"))
     try:
-        stack.start_service(settings, "clickhouse", die_with_parent=True)
-        yield f"http://127.0.0.1:{settings.embedded_clickhouse_port}"
+        yield endpoint.start().url
     finally:
-        stack.down(settings, services=["clickhouse"])
+        endpoint.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedKafka]:
+    """A one-node Kafka in ``tmp_path`` that nothing else uses: the test may stop, kill and restart it."""
+    broker = EmbeddedKafka(tmp_path / "own-broker")
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
 
 
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A fresh name from the test's own name plus random hex: valid as topic prefix, group id and database."""
-    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:24] or "t"
-    if stem[0].isdigit():
-        stem = f"t_{stem}"
-    return f"{stem}_{uuid.uuid4().hex[:8]}"
+    return unique(request.node.name)
 
 
 @pytest.fixture

@@ -28,14 +28,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Self
 
 import orjson
 import pytest
 from collector_support import read_topic
-from kafka_support import EmbeddedKafka
+from harness import EmbeddedKafka, free_port, wait_for
 
-from deploy.daemons import free_port, log_tail, start_detached
+from deploy.daemons import log_tail, start_detached
 from deploy.stack import clickhouse_request
 from deploy.topics import create_topics
 from sinks.client import connect
@@ -52,20 +52,6 @@ BATCH_SIZES = (1, 1, 1, 4)  # a visitor's requests: mostly single page views, ev
 PUBLISH_TIMEOUT_S = 10.0    # the collector's default: a record not acknowledged by then is spooled
 ANSWER_MARGIN_S = 5.0       # on top of it: the spool's fsync and a busy machine
 ANSWER_TIMEOUT_S = 60.0     # the client's own bound
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # The collector, as `closedloop collector` runs it

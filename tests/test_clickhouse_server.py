@@ -11,29 +11,22 @@ import datetime
 import gzip
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from decimal import Decimal
 
 import pytest
+from harness import free_port, unique
 
 from clickhouse_endpoint import sqltext
 from clickhouse_endpoint.server import StartupError, ping, start_server_process, wait_until_ready
 
 HOST = "127.0.0.1"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def stop(process: subprocess.Popen) -> int:
@@ -72,7 +65,7 @@ def client(endpoint):
 
 @pytest.fixture
 def database(client):
-    name = f"t_{uuid.uuid4().hex[:10]}"
+    name = unique("t")
     client.command(f"CREATE DATABASE {name}")
     yield name
     client.command(f"DROP DATABASE IF EXISTS {name}")
@@ -537,7 +530,7 @@ def test_url_settings_reach_streamed_inserts(endpoint, client, database):
 @pytest.mark.clickhouse
 def test_a_session_runs_one_request_at_a_time(endpoint):
     _, port, _, _ = endpoint
-    session = f"/?session_id=s-{uuid.uuid4().hex}"
+    session = f"/?session_id={unique('s')}"
     slow = threading.Thread(target=http, args=(port, session, b"SELECT sleep(1.5)"))
     slow.start()
     try:

@@ -3,7 +3,6 @@ broker is back, in order, none twice. Uses a broker of its own, stopped and rest
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from starlette.testclient import TestClient
 
 from collector.app import create_app
 from collector_support import collector_settings, create_source_topics, read_topic
-from kafka_support import EmbeddedKafka
+from harness import EmbeddedKafka, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -23,25 +22,8 @@ def page(seq: int) -> dict:
             "url": f"https://acme.test/p/{seq}"}
 
 
-def wait_until(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def broker(tmp_path: Path):
-    broker = EmbeddedKafka(tmp_path / "broker").start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-def test_outage_spools_and_replays_in_order_once(broker: EmbeddedKafka, tmp_path: Path) -> None:
+def test_outage_spools_and_replays_in_order_once(own_broker: EmbeddedKafka, tmp_path: Path) -> None:
+    broker = own_broker
     settings = collector_settings(tmp_path / "collector", bootstrap=broker.bootstrap, prefix="outage",
                                   publish_timeout_s=3.0)
     create_source_topics(broker.bootstrap, settings)
@@ -70,7 +52,7 @@ def test_outage_spools_and_replays_in_order_once(broker: EmbeddedKafka, tmp_path
         post(client, 5)
         broker.start()
         post(client, 5)  # queued behind the spool until it drains: order is kept
-        wait_until(lambda: client.app.state.publisher.spool.empty, 60, "the spool to drain")
+        wait_for(lambda: client.app.state.publisher.spool.empty, 60, "the spool to drain")
         post(client, 5)  # direct again
         assert client.get("/readyz").status_code == 200
 

@@ -17,9 +17,10 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 
 import pytest
+from harness import free_port
 
 from simulator.demo_harness import DrainResult, PipelinePorts, PipelineProcesses, wait_group_active, wait_until_drained
-from deploy.daemons import free_port, log_tail
+from deploy.daemons import log_tail
 from simulator.model import SimulatedDays, SimulationConfig
 from simulator.senders import Endpoint, Sender
 from simulator.truth import read_truth, write_truth

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness import unique
 
 from sinks.client import connect
 from sinks.migrate import (
@@ -18,7 +19,6 @@ from sinks.migrate import (
 )
 from sinks.rows import ROLLUP_TABLES, TABLES
 from sinks.settings import SinkSettings
-from sink_support import ch_url, unique  # noqa: F401 - fixture
 
 VIEWS = {"touches_daily_mv", "credits_daily_mv", "visitor_days_mv", "credit_versions_mv", "credits_current",
          "channel_visitors_mv", "channel_visitor_counts"}
@@ -83,8 +83,8 @@ def _schema(settings: SinkSettings) -> tuple[dict, set]:
 
 
 @pytest.mark.clickhouse
-def test_apply_reverse_apply_and_schema_matches_declaration(ch_url):  # noqa: F811
-    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('mig')}")
+def test_apply_reverse_apply_and_schema_matches_declaration(clickhouse_http_url):
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('mig')}")
     labels = [m.label for m in load_migrations()]
 
     assert migrate_up(settings, dry_run=True) == labels
@@ -110,8 +110,8 @@ def test_apply_reverse_apply_and_schema_matches_declaration(ch_url):  # noqa: F8
 
 
 @pytest.mark.clickhouse
-def test_down_one_step_and_target(ch_url):  # noqa: F811
-    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('mig')}")
+def test_down_one_step_and_target(clickhouse_http_url):
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('mig')}")
     assert migrate_up(settings, target=2) == ["0001_events", "0002_touches_identity_links"]
     assert migrate_down(settings, steps=1, dry_run=True) == ["0002_touches_identity_links"]
     assert "touches" in _schema(settings)[1]
@@ -121,8 +121,8 @@ def test_down_one_step_and_target(ch_url):  # noqa: F811
 
 
 @pytest.mark.clickhouse
-def test_credits_current_keeps_only_the_newest_version_per_conversion_and_model(ch_url):  # noqa: F811
-    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('mig')}")
+def test_credits_current_keeps_only_the_newest_version_per_conversion_and_model(clickhouse_http_url):
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('mig')}")
     migrate_up(settings)
     client = connect(settings)
     try:
@@ -152,10 +152,10 @@ def test_credits_current_keeps_only_the_newest_version_per_conversion_and_model(
 
 
 @pytest.mark.clickhouse
-def test_0009_counts_touches_from_before_once_and_its_down_step_keeps_every_visitor(ch_url):  # noqa: F811
+def test_0009_counts_touches_from_before_once_and_its_down_step_keeps_every_visitor(clickhouse_http_url):
     """0009 on a database with touches: they stay counted (visitor_days), new numbered touches go to the bitmaps,
     each visitor counted once; its down step moves the numbered visitors back into visitor_days."""
-    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('mig')}")
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('mig')}")
     migrate_up(settings, target=8)
     client = connect(settings)
     march = ("SELECT channel, campaign, visitors FROM channel_visitor_counts(from = '2024-03-01', "

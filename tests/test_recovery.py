@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from deploy import stack
-from deploy.settings import StackSettings, private_stack_settings
 from schemas.outputs import Conversion
 from stream_jobs.rules.identity import lead_id_for
 from stream_jobs.rules.lifecycle import conversion_id_for
@@ -78,23 +74,12 @@ def second_run() -> list:
     return events
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[StackSettings]:
-    """An embedded broker of this test alone, in ``tmp_path``: the test restarts it."""
-    settings = private_stack_settings(tmp_path / "stack")
-    try:
-        stack.start_service(settings, "kafka", die_with_parent=True)
-        yield settings
-    finally:
-        stack.down(settings, services=["kafka"])
-
-
 @pytest.mark.kafka
 # exactly_once was a non-strict xfail on the old embedded broker: in one of about twenty runs a lead's return visit
 # was credited without its Email touch. On Kafka 4.4.0 it passed 12 runs of 12, so it is an ordinary case again.
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_tables_recover_after_the_worker_and_the_broker_restart(own_broker, unique_name, tmp_path, guarantee):
-    settings = worker_settings(own_broker.kafka_servers, unique_name, tmp_path / "data").model_copy(
+    settings = worker_settings(own_broker.bootstrap, unique_name, tmp_path / "data").model_copy(
         update={"processing_guarantee": guarantee})
     create_all_topics(settings)
     env = {"CLOSEDLOOP_PROCESSING_GUARANTEE": guarantee}
@@ -105,8 +90,8 @@ def test_tables_recover_after_the_worker_and_the_broker_restart(own_broker, uniq
         wait_idle(settings, worker=worker)
     finally:
         worker.stop()  # SIGTERM, like `closedloop down`
-    stack.down(own_broker, services=["kafka"])  # the broker saves its log and stops
-    stack.start_service(own_broker, "kafka", die_with_parent=True)
+    own_broker.stop()  # the broker saves its log and stops
+    own_broker.start()
 
     worker = Worker(settings, tmp_path / "worker-2.log", env).start()
     try:

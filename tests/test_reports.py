@@ -24,11 +24,11 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from harness import unique
 
 from schemas import serde
 from schemas.events import Envelope, Identify, PageView, SpendRow
 from schemas.outputs import Conversion, Credit, IdentityLink, Touch
-from sink_support import ch_url, unique  # noqa: F401 - fixture
 from sinks.client import connect
 from sinks.migrate import migrate_up
 from sinks.reports import REPORTS, ReportError, channels, run_report, to_csv, to_json
@@ -158,8 +158,8 @@ def numbered(request) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def client(numbered, ch_url):  # noqa: F811
-    settings = SinkSettings(clickhouse_url=f"{ch_url}/{unique('rep')}")
+def client(numbered, clickhouse_http_url):
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('rep')}")
     migrate_up(settings)
     client = connect(settings)
     data = _data_set(numbered)

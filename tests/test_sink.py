@@ -8,13 +8,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from harness import EmbeddedClickHouse, unique, wait_for
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from deploy.topics import create_topics
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outputs import Conversion, Credit, DeadLetter, IdentityLink, Lead, Touch
-from sink_support import ClickHouseProcess, ch_url, kafka_servers, unique, wait_for  # noqa: F401 - fixtures
 from sinks.client import connect
 from sinks.migrate import migrate_up
 from sinks.settings import SinkSettings
@@ -126,8 +126,8 @@ COUNTS = """SELECT
     (SELECT count() FROM conversions FINAL), (SELECT count() FROM credits FINAL)"""
 
 
-def test_records_become_rows_and_a_replay_leaves_one_row_per_id(kafka_servers, ch_url):  # noqa: F811
-    settings = _settings(kafka_servers, ch_url)
+def test_records_become_rows_and_a_replay_leaves_one_row_per_id(kafka_bootstrap, clickhouse_http_url):
+    settings = _settings(kafka_bootstrap, clickhouse_http_url)
     batch = _one_of_each(settings)
     _publish(settings, batch)
     with Running(settings) as writer:
@@ -146,8 +146,8 @@ def test_records_become_rows_and_a_replay_leaves_one_row_per_id(kafka_servers, c
     assert _query(settings, "SELECT count() FROM events WHERE position(event, 'ann@ex.com') > 0") == [(0,)]
 
 
-def test_malformed_record_goes_to_dead_letters_and_the_rest_arrive(kafka_servers, ch_url):  # noqa: F811
-    settings = _settings(kafka_servers, ch_url, partitions=1)
+def test_malformed_record_goes_to_dead_letters_and_the_rest_arrive(kafka_bootstrap, clickhouse_http_url):
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1)
     good = [r for r in _one_of_each(settings) if r[0] == settings.topics.touches][0]
     _publish(settings, [(settings.topics.touches, "v9", b'{"touch_id": "broken"'), good])
     with Running(settings) as writer:
@@ -165,11 +165,11 @@ def test_malformed_record_goes_to_dead_letters_and_the_rest_arrive(kafka_servers
     assert letter.reason.startswith("not a valid touch record: (record): Invalid JSON")
 
 
-def test_rows_clickhouse_rejects_are_found_in_the_batch_and_dead_lettered(kafka_servers, ch_url):  # noqa: F811
+def test_rows_clickhouse_rejects_are_found_in_the_batch_and_dead_lettered(kafka_bootstrap, clickhouse_http_url):
     """A batch ClickHouse refuses because of some of its rows is split until those rows are found: they go to the
     dead-letter topic with ClickHouse's reason, the other rows of the batch are written. The table here was changed
     by hand so that one valid touch no longer fits (its utm_term in a UInt8 column)."""
-    settings = _settings(kafka_servers, ch_url, partitions=1)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1)
     client = connect(settings)
     client.command("ALTER TABLE touches MODIFY COLUMN term UInt8")  # an empty term reads as 0
     client.close()
@@ -194,8 +194,8 @@ def test_rows_clickhouse_rejects_are_found_in_the_batch_and_dead_lettered(kafka_
     assert letters[0].reason.startswith("the row for touches was rejected:") and "Code: 27" in letters[0].reason
 
 
-def test_tombstone_on_leads_topic_erases_the_email(kafka_servers, ch_url):  # noqa: F811
-    settings = _settings(kafka_servers, ch_url, partitions=1)
+def test_tombstone_on_leads_topic_erases_the_email(kafka_bootstrap, clickhouse_http_url):
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1)
     lead = Lead(lead_id="L1", email="ann@ex.com", first_identified_at=T0)
     other = Lead(lead_id="L2", email="bob@ex.com", first_identified_at=T0)
     _publish(settings, [(settings.topics.leads, "L1", serde.dumps(lead)),
@@ -214,11 +214,11 @@ def _direct_touch(i: int, occurred_at: datetime = T0) -> bytes:
                              channel="Direct", source="(direct)", medium="(none)", event_id=f"e{i}"))
 
 
-def test_a_rebalance_while_records_wait_in_the_batch_leaves_the_sink_running(kafka_servers, ch_url):  # noqa: F811
+def test_a_rebalance_while_records_wait_in_the_batch_leaves_the_sink_running(kafka_bootstrap, clickhouse_http_url):
     """kafka-python 3 calls rebalance listeners on its network thread, where a blocking commit raises and ends
     poll(): the sink crashed when a member joined while records waited in its batch. Now a member joins and leaves
     while 30 touches wait (the batch is not due for 5 minutes); the sink keeps running and every touch arrives."""
-    settings = _settings(kafka_servers, ch_url, partitions=2, sink_batch_seconds=300)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=2, sink_batch_seconds=300)
     _publish(settings, [(settings.topics.touches, f"v{i}", _direct_touch(i)) for i in range(30)])
     running = Running(settings)
     with running as writer:
@@ -237,10 +237,10 @@ def test_a_rebalance_while_records_wait_in_the_batch_leaves_the_sink_running(kaf
     assert writer.metrics.dead_letters == 0
 
 
-def test_clickhouse_outage_loses_nothing(kafka_servers, tmp_path):  # noqa: F811
-    server = ClickHouseProcess(tmp_path / "clickhouse").start()
+def test_clickhouse_outage_loses_nothing(kafka_bootstrap, tmp_path):
+    server = EmbeddedClickHouse(tmp_path / "clickhouse").start()
     try:
-        settings = _settings(kafka_servers, server.url, sink_retry_initial_seconds=0.1, sink_retry_max_seconds=0.5,
+        settings = _settings(kafka_bootstrap, server.url, sink_retry_initial_seconds=0.1, sink_retry_max_seconds=0.5,
                              clickhouse_connect_timeout=1.0, clickhouse_query_timeout=10.0)
 
         def touches(start: int, count: int) -> list:
@@ -275,10 +275,10 @@ def _read_and_write(writer: SinkWriter, records: int) -> None:
     writer._finish_inflight()
 
 
-def test_offsets_wait_for_the_interval_under_load_and_commit_once_caught_up(kafka_servers, ch_url):  # noqa: F811
+def test_offsets_wait_for_the_interval_under_load_and_commit_once_caught_up(kafka_bootstrap, clickhouse_http_url):
     """While batches keep coming, offsets wait for sink_commit_interval_seconds (rows never wait); a crash then
     replays the written records onto the same ids. A sink that has caught up commits at once, as does a flush."""
-    settings = _settings(kafka_servers, ch_url, sink_batch_rows=10, sink_commit_interval_seconds=300)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, sink_batch_rows=10, sink_commit_interval_seconds=300)
     topic, touch_count = settings.topics.touches, "SELECT count() FROM touches FINAL"
 
     def touches(start: int, count: int) -> list:
@@ -302,7 +302,7 @@ def test_offsets_wait_for_the_interval_under_load_and_commit_once_caught_up(kafk
         assert writer.metrics.records == 42 and writer.metrics.lag == 0
     assert _query(settings, "SELECT count(), uniqExact(touch_id) FROM touches FINAL") == [(42, 42)]
 
-    settings = _settings(kafka_servers, ch_url, sink_batch_rows=10, sink_commit_interval_seconds=0)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, sink_batch_rows=10, sink_commit_interval_seconds=0)
     topic = settings.topics.touches
     writer = SinkWriter(settings)
     try:
@@ -318,9 +318,9 @@ def test_offsets_wait_for_the_interval_under_load_and_commit_once_caught_up(kafk
         writer.close()
 
 
-def test_read_committed_skips_aborted_transactions(kafka_servers, ch_url):  # noqa: F811
+def test_read_committed_skips_aborted_transactions(kafka_bootstrap, clickhouse_http_url):
     """Outputs of a transactional producer: committed records arrive, those of an aborted transaction never do."""
-    settings = _settings(kafka_servers, ch_url, partitions=1)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, transactional_id=unique("tx"))
     try:
         producer.init_transactions()
@@ -340,11 +340,11 @@ def test_read_committed_skips_aborted_transactions(kafka_servers, ch_url):  # no
     assert _query(settings, touch_ids) == [("t1",), ("t2",), ("t5",)]
 
 
-def test_two_sink_processes_share_the_group_and_stop_cleanly(kafka_servers, ch_url):  # noqa: F811
+def test_two_sink_processes_share_the_group_and_stop_cleanly(kafka_bootstrap, clickhouse_http_url):
     """``closedloop sink --processes 2``: both members write their partitions' rows and commit; stop is clean."""
     from sinks.process_group import SinkGroup
 
-    settings = _settings(kafka_servers, ch_url, partitions=2)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=2)
     _publish(settings, [(settings.topics.touches, f"v{i}", _direct_touch(i)) for i in range(40)])
     group = SinkGroup(settings, 2)
     outcome = {}
@@ -374,11 +374,11 @@ def _page_view_in_month(i: int) -> bytes:
         occurred_at=occurred_at, visitor_id=f"v{i}", url=f"https://ex.com/p{i}")))
 
 
-def test_a_batch_spanning_500_months_is_written_whole_and_later_batches_follow(kafka_servers, ch_url):  # noqa: F811
+def test_a_batch_spanning_500_months_is_written_whole_and_later_batches_follow(kafka_bootstrap, clickhouse_http_url):
     """ClickHouse refuses an INSERT block spanning more than 100 partitions (Code 252); events are partitioned
     by month. One request's page views from 500 months used to make every later insert fail, retried forever as
     "ClickHouse unreachable". Now the batch goes in as blocks of at most 100 months: every row, no dead letter."""
-    settings = _settings(kafka_servers, ch_url, partitions=1, sink_batch_seconds=2.0)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1, sink_batch_seconds=2.0)
     _publish(settings, [(settings.topics.events, f"v{i}", _page_view_in_month(i)) for i in range(500)])
     with Running(settings) as writer:
         wait_for(lambda: writer.metrics.batches >= 1 and writer.metrics.lag == 0, 60, "the 500 page views")
@@ -390,12 +390,12 @@ def test_a_batch_spanning_500_months_is_written_whole_and_later_batches_follow(k
     assert writer.metrics.rows_written["events"] == 500
 
 
-def test_a_ten_year_monthly_spend_import_is_stored_and_the_sink_goes_on(kafka_servers, ch_url, tmp_path):  # noqa: F811
+def test_a_ten_year_monthly_spend_import_is_stored_and_the_sink_goes_on(kafka_bootstrap, clickhouse_http_url, tmp_path):
     """``closedloop import spend`` of 120 monthly rows (ten years): 0 rejected by the import, 120 spend rows and
     120 events rows in ClickHouse (the events table is partitioned by month: 120 > 100 partitions)."""
     from collector.imports import ImportSummary, parse_file
 
-    settings = _settings(kafka_servers, ch_url, partitions=1, sink_batch_seconds=2.0)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1, sink_batch_seconds=2.0)
     today = datetime.now(timezone.utc).date()
     months = [(today.year - 10 + (today.month - 1 + i) // 12, 1 + (today.month - 1 + i) % 12) for i in range(1, 121)]
     csv_file = tmp_path / "spend.csv"

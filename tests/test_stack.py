@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import wait_for
 
 from deploy import stack
-from deploy.daemons import StackError, process_cmdline, wait_until
+from deploy.daemons import StackError, process_cmdline
 from deploy.settings import StackSettings
 from deploy.settings import private_stack_settings as embedded_settings
 
@@ -188,7 +189,7 @@ def test_topics_get_the_configs_of_their_kind_and_up_reconciles_them(stack_setti
                                                config_filter="all").get("topic", {})
                 return found if all(key in found.get(name, {}) for name in names for key in keys) else {}
 
-            found = wait_until(described, 15, "the topics' configs")
+            found = wait_for(described, 15, "the topics' configs")
         finally:
             admin.close()
         return {name: tuple(found[name][key]["value"] for key in keys) for name in names}
@@ -204,7 +205,7 @@ def test_topics_get_the_configs_of_their_kind_and_up_reconciles_them(stack_setti
     assert topics.events in result.topics_reconciled and topics.leads not in result.topics_reconciled
     # the brokers apply a config change from the metadata log, a moment after the answer
     reconciled = ("delete", str(24 * 3_600_000), str(10 * 1024 * 1024))
-    wait_until(lambda: configs()[topics.events] == reconciled, 15, "the new retention on the events topic")
+    wait_for(lambda: configs()[topics.events] == reconciled, 15, "the new retention on the events topic")
     assert stack.up(changed, services=["kafka"]).topics_reconciled == []
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +16,8 @@ import pytest
 import uvicorn
 
 from collector.app import create_app
-from collector_support import collector_settings, create_source_topics, free_port, read_topic
+from collector_support import collector_settings, create_source_topics, read_topic
+from harness import free_port, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 
@@ -76,10 +76,7 @@ def site(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Iterator[tup
     httpd = ThreadingHTTPServer(("127.0.0.1", page_port), Handler)
     page_thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     page_thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "the collector did not start"
+    wait_for(lambda: server.started, 15, "the collector to start", interval=0.02)
     try:
         yield site_origin, settings
     finally:

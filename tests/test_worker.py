@@ -12,13 +12,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from harness import free_port, unique, wait_for
 
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
@@ -48,12 +47,6 @@ SITE = "https://shop.example.com"
 
 
 # -- harness ------------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def worker_settings(bootstrap: str, prefix: str, data_dir: Path) -> WorkerSettings:
@@ -96,16 +89,17 @@ class Worker:
         self.process = subprocess.Popen([sys.executable, "-m", self.module, "worker", "--loglevel", "info"],
                                         cwd=ROOT, env={**worker_env(self.settings), **self.extra_env},
                                         stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                get_json(f"{self.settings.web_url}/counters/?window=1m", timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"worker web server not up within {timeout}s:\n{self.log_tail()}")
+        wait_for(self._answers, timeout, lambda: f"the worker's web server:\n{self.log_tail()}", interval=0.2)
+        return self
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            get_json(f"{self.settings.web_url}/counters/?window=1m", timeout=1)
+            return True
+        except OSError:
+            return False
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -195,21 +189,21 @@ def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | 
                              enable_auto_commit=False)
     reader = KafkaConsumer(bootstrap_servers=settings.kafka_servers, isolation_level="read_committed",
                            enable_auto_commit=False)
+    lagging: dict = {}
+    idle_rounds = 0
+
+    def idle() -> bool:
+        nonlocal lagging, idle_rounds
+        ends = consumer.end_offsets(partitions)
+        behind = {tp: ends[tp] - (consumer.committed(tp) or 0) for tp in partitions}
+        lagging = {tp: lag for tp, lag in behind.items()
+                   if lag > 2 or (lag > 0 and _records_between(reader, tp, ends[tp] - lag, ends[tp]))}
+        idle_rounds = idle_rounds + 1 if not lagging else 0
+        return idle_rounds >= 3
+
     try:
-        deadline = time.monotonic() + timeout
-        idle_rounds = 0
-        while True:
-            ends = consumer.end_offsets(partitions)
-            behind = {tp: ends[tp] - (consumer.committed(tp) or 0) for tp in partitions}
-            lagging = {tp: lag for tp, lag in behind.items()
-                       if lag > 2 or (lag > 0 and _records_between(reader, tp, ends[tp] - lag, ends[tp]))}
-            idle_rounds = idle_rounds + 1 if not lagging else 0
-            if idle_rounds >= 3:
-                return
-            if time.monotonic() > deadline:
-                tail = worker.log_tail() if worker else ""
-                raise AssertionError(f"worker still behind after {timeout}s: {lagging}\n{tail}")
-            time.sleep(0.5)
+        tail = worker.log_tail if worker else lambda: ""
+        wait_for(idle, timeout, lambda: f"the worker to catch up (behind: {lagging})\n{tail()}", interval=0.5)
     finally:
         consumer.close(autocommit=False)
         reader.close()
@@ -430,21 +424,21 @@ def tmux_screen(session: str) -> str:
 
 
 def wait_for_screen(session: str, text: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
     screen = ""
-    while time.monotonic() < deadline:
+
+    def shown() -> str | None:
+        nonlocal screen
         screen = tmux_screen(session)
-        if text in screen:
-            return screen
-        time.sleep(0.3)
-    raise AssertionError(f"{text!r} not on the screen within {timeout}s:\n{screen}")
+        return screen if text in screen else None
+
+    return wait_for(shown, timeout, lambda: f"{text!r} on the screen, which shows:\n{screen}", interval=0.3)
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install -y tmux)")
 def test_counters_json_and_watch_view_show_counts_moving(kafka_bootstrap, unique_name, tmp_path):
     settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
     create_all_topics(settings)
-    session = f"watch-{uuid.uuid4().hex[:8]}"
+    session = unique("watch")
     with running_worker(settings, tmp_path) as worker:
         empty = get_json(f"{settings.web_url}/counters/?window=1m")
         assert (empty["window"], empty["rows"], empty["dead_letters"]) == ("1m", [], 0)
@@ -536,10 +530,8 @@ def test_restart_after_sigkill_recovers_tables_and_ends_with_the_same_credits(ka
     worker = Worker(settings, tmp_path / "killed-worker.log").start()
     try:
         send(settings, as_records(settings, stream))
-        deadline = time.monotonic() + 120
-        while not read_all(settings, settings.topics.conversions):
-            assert time.monotonic() < deadline, worker.log_tail()
-            time.sleep(0.2)
+        wait_for(lambda: read_all(settings, settings.topics.conversions), 120,
+                 lambda: f"the first conversions:\n{worker.log_tail()}", interval=0.2)
         worker.kill()  # SIGKILL by PID, in the middle of the stream
         assert not _is_idle(settings), "the worker finished before it was killed: make the stream longer"
     finally:

@@ -1,17 +1,62 @@
-"""A private embedded Apache Kafka (one node or a three-node cluster) that a test can stop, SIGKILL and restart by
-PID on the same ports and data: the same launcher as ``closedloop up`` (``deploy.stack``), in the test's own
-temporary directory."""
+"""The test harness: the one way tests start a broker or a ClickHouse endpoint, wait for a condition, take a free
+port and name what they create. ``conftest.py`` builds the shared session fixtures on it; test files import from
+here and define none of their own, so a fix to waiting or isolation reaches every test.
+
+- :func:`wait_for`: poll a condition, fail with what was awaited (never a fixed sleep where a condition can be
+  polled).
+- :func:`free_port`: a loopback port nobody listens on.
+- :func:`unique`: a fresh name for a topic prefix, consumer group, database or session.
+- :class:`EmbeddedKafka` / :class:`EmbeddedClickHouse`: a private service in a directory of its own on free ports,
+  started with the launcher of ``closedloop up`` (``deploy.stack``), so a test can stop, kill and restart it by PID.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from deploy import stack
-from deploy.daemons import process_cmdline, wait_until
+from deploy.daemons import free_port, process_cmdline
 from deploy.settings import private_stack_settings
+
+__all__ = ["EmbeddedClickHouse", "EmbeddedKafka", "PartitionState", "free_port", "unique", "wait_for"]
+
+T = TypeVar("T")
+
+# free_port is the stack's own (deploy.daemons): the harness re-exports it so tests have one place to look.
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str | Callable[[], str], interval: float = 0.1) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that. After ``timeout`` seconds raise
+    AssertionError naming ``what`` (a callable is asked only then, e.g. for a log tail) and the last value.
+
+    The condition is asked at least once, and may itself raise to fail at once (a process that died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = condition()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            awaited = what() if callable(what) else what
+            seen = "" if last is None or last is False else f" (last: {last!r})"
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {awaited}{seen}")
+        time.sleep(interval)
+
+
+def unique(stem: str = "t") -> str:
+    """``stem`` plus random hex, valid as a Kafka topic prefix, consumer group, ClickHouse database or tmux session:
+    lower case, ``[a-z0-9_]`` only, at most 24 characters of stem, never starting with a digit."""
+    stem = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")[:24] or "t"
+    if stem[0].isdigit():
+        stem = f"t_{stem}"
+    return f"{stem}_{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -23,6 +68,9 @@ class PartitionState:
 
 
 class EmbeddedKafka:
+    """A private Apache Kafka (one node or a three-node cluster) in ``root``: stop, SIGKILL and restart by PID on
+    the same ports and data."""
+
     def __init__(self, root: Path, nodes: int = 1) -> None:
         self.settings = private_stack_settings(root, kafka_brokers=nodes)
 
@@ -52,7 +100,7 @@ class EmbeddedKafka:
         pid = self.pid(node_id)
         os.kill(pid, signal.SIGKILL)
         stack._children.pop(pid).wait(timeout=30)
-        wait_until(lambda: process_cmdline(pid) is None, 30, f"{process.name} to exit")
+        wait_for(lambda: process_cmdline(pid) is None, 30, f"{process.name} to exit")
         process.pid_file.remove()
 
     def kill_all(self) -> None:
@@ -92,3 +140,24 @@ class EmbeddedKafka:
 
     def _process(self, node_id: int) -> stack.EmbeddedService:
         return next(p for p in stack.embedded_processes(self.settings, "kafka") if p.node and p.node.node_id == node_id)
+
+
+class EmbeddedClickHouse:
+    """A private ClickHouse HTTP endpoint (chDB) in ``root``: stop and restart by PID on the same port and data."""
+
+    def __init__(self, root: Path) -> None:
+        self.settings = private_stack_settings(root)
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``, without a database part."""
+        return f"http://127.0.0.1:{self.settings.embedded_clickhouse_port}"
+
+    def start(self) -> EmbeddedClickHouse:
+        """Start the endpoint unless it runs; wait until it answers."""
+        stack.start_service(self.settings, "clickhouse", die_with_parent=True)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after the stop timeout; the data stays (a no-op when it does not run)."""
+        stack.down(self.settings, services=["clickhouse"])
