@@ -144,7 +144,7 @@ class SinkWriter:
         # The batch being inserted by the insert thread, and its future (result: None, or the exception).
         self._inflight: tuple[_Batch, Future] | None = None
         self._inserter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-insert")
-        kafka_python_fetcher.install()  # records decoded by aiokafka's compiled reader (docs/COMPAT.md)
+        kafka_python_fetcher.install()  # records decoded by aiokafka's compiled reader (compat/kafka_python_fetcher.py)
         self._consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_servers,
             group_id=settings.sink_consumer_group,
