@@ -4,17 +4,18 @@ Every topic the sink reads is written by this pipeline with ``schemas.serde.dump
 envelope, the stream jobs emit pydantic models), so nearly every record is in *canonical form*: exactly the
 model's fields, strings already stripped, times as ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``, decimals as plain strings.
 For such a record the checks below are the model's own constraints (types, lengths, enums, ranges, identifiers,
-absolute URL) and the row is built straight from the decoded record, two to five times faster than
-``model_validate_json``. msgspec decodes each record into a Struct typed from its model and checks in compiled
-code what a type can say (the fields, JSON types, lengths, enums, most integer ranges); the rest is checked in
-Python after it. Checked times and decimals stay the record's strings: ``sinks.rows.encode`` writes a model's
-``datetime`` and ``Decimal`` as exactly those strings, so no object is built for them.
+absolute URL) and the row is built straight from the decoded record, several times faster than
+``model_validate_json`` (bench/sink.md, session 10). msgspec decodes each record into a Struct typed from its
+model and checks in compiled code what a type can say (the fields, JSON types, lengths, enums, most integer
+ranges); the rest is checked in Python after it. Checked times and decimals stay the record's strings:
+``sinks.rows.encode`` writes a model's ``datetime`` and ``Decimal`` as exactly those strings, so no object is
+built for them.
 
 Anything else (a missing or extra field, another time or number format, a value pydantic would coerce or reject,
 an envelope that is not a page view) raises :class:`NotCanonical` (or msgspec's ``DecodeError``), and the caller
-validates the record with the pydantic model as before: the model decides, and its error is the dead-letter
-reason. So this module can only make a record faster, never accept what the model rejects or store it
-differently; ``tests/test_sink_rows.py`` checks that both paths give the same rows, on generated records too.
+validates the record with the pydantic model: the model decides, and its error is the dead-letter reason. So this
+module can only make a record faster, never accept what the model rejects or store it differently;
+``tests/test_sink_rows.py`` checks that both paths give the same rows, on generated records too.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def _record_struct(name: str, fields: tuple[str, ...], types: dict, texts: dict[
 #
 # Times, decimals and currencies arrive as text and are checked by the functions above; msgspec's integer bounds
 # stop at int64, so the UInt64 visitor number is checked here too. Field order does not matter (the row is built
-# from the Struct). About 1.6 us a touch against 3.5 for orjson plus the same checks on a dict.
+# from the Struct).
 
 _UINT32 = Annotated[int, msgspec.Meta(ge=0, le=UINT32_MAX)]
 _VERSION = Annotated[int, msgspec.Meta(ge=1, le=UINT32_MAX)]  # the models' ge=1, the column's UInt32
@@ -188,7 +189,6 @@ def credit_row(value: bytes) -> tuple:
 #
 # msgspec checks every field present and no other, JSON strings where the model has text, the length limits, the
 # schema version's range and type == "page_view"; the rest of the model's rules are checked in Python after it.
-# About 5 us a page view against 9 us for orjson plus the same checks on a dict (bench/sink.md, session 10).
 # Field order does not matter: the event JSON is written from the Struct, in the model's field order, as
 # ``redacted_event_json`` writes it from the model (msgspec and orjson write every string the same way;
 # ``tests/test_sink_rows.py`` checks every code point).

@@ -1,7 +1,7 @@
 """Several sink processes in one consumer group (``closedloop sink --processes N``).
 
-One Python process converts and encodes about 30,000-40,000 rows/s (kafka-python's record decoding and the row
-conversion are CPU-bound and hold the GIL), so more throughput needs more processes. Each child runs its own
+One Python process uses at most one core (record decoding and row conversion are CPU-bound and hold the GIL;
+its rows/s are in bench/sink.md), so more throughput needs more processes. Each child runs its own
 ``SinkWriter`` in the same consumer group: Kafka spreads the partitions over them, and each commits its own
 offsets after its own inserts, so the guarantees of one writer (commit after insert, no loss, dead letters,
 replays collapse) hold per partition. Partitions are the unit of parallelism: more processes than partitions of

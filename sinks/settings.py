@@ -12,13 +12,18 @@ class SinkSettings(PipelineSettings):
 
     sink_consumer_group: str = Field("closedloop-sink", min_length=1, description="Kafka consumer group of the sink.")
     sink_batch_rows: int = Field(10_000, ge=1, le=1_000_000, description="Flush after this many rows...")
-    sink_batch_seconds: float = Field(1.0, gt=0, le=300, description="...or after this many seconds.")
+    sink_batch_seconds: float = Field(1.0, gt=0, le=300, description="...or after this many seconds...")
+    sink_batch_bytes: int | None = Field(
+        None, ge=1, description="...or once its records' values hold this many bytes (unset: no byte bound)."
+    )
     sink_commit_interval_seconds: float = Field(
         5.0, ge=0, le=300,
         description="Commit offsets at most this often while records keep coming (0 = after every batch); "
         "a sink that has caught up, and a stop, commit at once. A crash replays at most this much.",
     )
-    sink_retry_initial_seconds: float = Field(0.2, gt=0, description="First back-off when ClickHouse fails.")
+    sink_retry_initial_seconds: float = Field(
+        0.2, gt=0, description="First back-off when ClickHouse fails, or an offset commit cannot reach the broker."
+    )
     sink_retry_max_seconds: float = Field(10.0, gt=0, description="Back-off ceiling; retries never give up.")
     sink_max_poll_records: int = Field(10_000, ge=1, description="Records taken per poll.")
     sink_metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus metrics port; unset = off.")

@@ -237,6 +237,17 @@ def test_a_rebalance_while_records_wait_in_the_batch_leaves_the_sink_running(kaf
     assert writer.metrics.dead_letters == 0
 
 
+def test_a_batch_is_sealed_by_its_bytes_when_they_are_bounded(kafka_bootstrap, clickhouse_http_url):
+    """CLOSEDLOOP_SINK_BATCH_BYTES: with rows and seconds out of reach (10,000 rows, 5 minutes), a batch whose
+    records' values reach the byte bound is written at once."""
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1, sink_batch_seconds=300,
+                         sink_batch_bytes=1)
+    _publish(settings, [(settings.topics.touches, f"v{i}", _direct_touch(i)) for i in range(5)])
+    with Running(settings) as writer:
+        wait_for(lambda: writer.metrics.batches >= 1 and writer.metrics.lag == 0, 60, "a batch sealed by its bytes")
+    assert _query(settings, "SELECT count() FROM touches FINAL") == [(5,)]
+
+
 def test_clickhouse_outage_loses_nothing(kafka_bootstrap, tmp_path):
     server = EmbeddedClickHouse(tmp_path / "clickhouse").start()
     try:
