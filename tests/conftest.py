@@ -2,8 +2,9 @@
 
 - ``kafka_bootstrap`` (session): the embedded Apache Kafka (one KRaft node) on free ports in a temporary data
   directory, or ``CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS`` when set (then nothing starts).
-- ``clickhouse_http_url`` (session): ``http://127.0.0.1:PORT`` of the embedded chDB endpoint started the same way,
-  or ``CLOSEDLOOP_CLICKHOUSE_URL`` (without its database part) when set.
+- ``clickhouse_http_url`` (session): ``http://default:PASSWORD@127.0.0.1:PORT`` of the embedded chDB endpoint
+  started the same way (its data directory's password), or ``CLOSEDLOOP_CLICKHOUSE_URL`` (without its database
+  part) when set.
 - ``pipeline_settings`` (function): a ``PipelineSettings`` on both services with a unique topic prefix (every
   topic created) and a unique, existing database.
 - ``unique_name`` (function): a fresh name usable as a topic prefix, consumer group or database.
@@ -60,7 +61,7 @@ def clickhouse_http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     settings = embedded_settings(tmp_path_factory.mktemp("clickhouse-stack"))
     try:
         stack.start_service(settings, "clickhouse", die_with_parent=True)
-        yield f"http://127.0.0.1:{settings.embedded_clickhouse_port}"
+        yield settings.clickhouse.rsplit("/", 1)[0]  # the embedded URL with the password, without the database
     finally:
         stack.down(settings, services=["clickhouse"])
 

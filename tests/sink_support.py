@@ -45,7 +45,9 @@ class ClickHouseProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """With the password the endpoint keeps in its data directory (made at its first start)."""
+        password = (self.path / "password").read_text().strip()
+        return f"http://default:{password}@127.0.0.1:{self.port}"
 
     def start(self) -> "ClickHouseProcess":
         self.process = start_server_process(str(self.path), self.port)
@@ -65,7 +67,7 @@ class ClickHouseProcess:
 
 @pytest.fixture(scope="session")
 def ch_url(request, tmp_path_factory) -> Iterator[str]:
-    """``http://host:port`` of a ClickHouse HTTP endpoint."""
+    """``http://user:password@host:port`` of a ClickHouse HTTP endpoint."""
     try:
         yield request.getfixturevalue("clickhouse_http_url")
         return
