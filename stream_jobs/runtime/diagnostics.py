@@ -44,7 +44,7 @@ __all__ = ["summarize", "install_web", "snapshot", "task_stacks"]
 
 MAX_TASKS = 400
 MAX_AWAIT_DEPTH = 16
-_REPOSITORY = f"{Path(__file__).resolve().parents[1]}/"
+_REPOSITORY = f"{Path(__file__).resolve().parents[2]}/"  # the repository root: paths read stream_jobs/...
 
 
 def _short_path(filename: str) -> str:
