@@ -174,3 +174,33 @@ def test_a_statement_that_does_not_parse_keeps_the_engines_message_about_it():
     assert cleaned.code == 62
     assert cleaned.message == ("DB::Exception: Syntax error: failed at position 1 (SELEC): SELEC 1. Expected one "
                                "of: ... (SYNTAX_ERROR)")
+
+
+# -- the commands that create the data directory ----------------------------------------------------------------
+
+
+def test_the_collector_command_makes_the_data_directory_and_the_spool_private(tmp_path, capsys):
+    from closedloop.commands.collector import _private_directories
+    from collector.settings import CollectorSettings
+
+    data = tmp_path / "data"
+    spool = tmp_path / "elsewhere" / "spool"
+    spool.mkdir(parents=True)
+    spool.chmod(0o755)
+    _private_directories(CollectorSettings(data_dir=data, spool_dir=spool))
+    assert mode(data) == 0o700 and mode(spool) == 0o700
+    assert f"{spool}: was open to other users (mode 0755), now 0700" in capsys.readouterr().err
+
+
+def test_the_demo_processes_find_the_embedded_password_in_the_data_directory_not_in_their_environment(tmp_path):
+    from simulator.demo_harness import PipelinePorts, pipeline_environment
+
+    embedded = PipelineSettings(data_dir=tmp_path / "data", clickhouse_url=None, embedded_clickhouse_port=8125)
+    password = ensure_local_password(embedded.local_password_file)
+    env = pipeline_environment(embedded, PipelinePorts())
+    assert "CLOSEDLOOP_CLICKHOUSE_URL" not in env and env["CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT"] == "8125"
+    assert not any(password in value for value in env.values())
+    assert PipelineSettings(data_dir=Path(env["CLOSEDLOOP_DATA_DIR"]), embedded_clickhouse_port=8125,
+                            clickhouse_url=None).clickhouse == embedded.clickhouse
+    real = PipelineSettings(data_dir=tmp_path / "data", clickhouse_url="http://u:p@ch.example:8123/db")
+    assert pipeline_environment(real, PipelinePorts())["CLOSEDLOOP_CLICKHOUSE_URL"] == "http://u:p@ch.example:8123/db"
