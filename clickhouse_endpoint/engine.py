@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from dataclasses import dataclass, field
 from compat.chdb import raw_connection as chdb_raw
 from clickhouse_endpoint import guard
 from clickhouse_endpoint.errors import ClickHouseError, codes, from_engine, status_table
+
+
+FORMATTED_KEPT = 1024  # statements whose formatted text the guard keeps (least recently used go first)
+FORMATTED_MAX_CHARS = 16384  # longer statements (inline data) are formatted each time
 
 
 class DataDirLocked(RuntimeError):
@@ -130,6 +135,10 @@ class Engine:
         self.guard = guard.Guard(
             catalogue["table_functions"], catalogue["table_engines"], catalogue["database_engines"]
         )
+        # Statements come again and again (the sink's INSERT heads, reports, health checks): their formatted text is
+        # kept, so the guard costs an engine query only the first time.
+        self._formatted: OrderedDict[str, str] = OrderedDict()
+        self._formatted_lock = threading.Lock()
 
     def _status_file_locked(self) -> bool:
         """True when another process holds the flock ClickHouse keeps on ``<path>/status``."""
@@ -280,14 +289,24 @@ class Engine:
     def check(self, connection, sql: str, binds: dict[str, str]) -> None:
         """Refuse (ACCESS_DENIED) a statement that would reach outside the engine's data (``guard``); run on the
         request's own connection, so it parses the statement with the settings it will run with."""
-        try:
-            canonical = chdb_raw(connection).query(
-                "SELECT formatQuerySingleLine({statement:String})", "TabSeparatedRaw",
-                params={"statement": _escaped(sql)},
-            ).bytes().decode().rstrip("\n")
-        except RuntimeError as exc:  # the statement does not parse: the engine's own error, refused as it is
-            raise guard.format_error(from_engine(exc)) from None
-        self.guard.check(canonical, binds)
+        with self._formatted_lock:
+            canonical = self._formatted.get(sql)
+            if canonical is not None:
+                self._formatted.move_to_end(sql)
+        if canonical is None:
+            try:
+                canonical = chdb_raw(connection).query(
+                    "SELECT formatQuerySingleLine({statement:String})", "TabSeparatedRaw",
+                    params={"statement": _escaped(sql)},
+                ).bytes().decode().rstrip("\n")
+            except RuntimeError as exc:  # the statement does not parse: the engine's own error, refused as it is
+                raise guard.format_error(from_engine(exc)) from None
+            if len(sql) <= FORMATTED_MAX_CHARS:
+                with self._formatted_lock:
+                    self._formatted[sql] = canonical
+                    if len(self._formatted) > FORMATTED_KEPT:
+                        self._formatted.popitem(last=False)
+        self.guard.check(canonical, binds)  # every time: the binds of an Identifier parameter may change
 
     def is_mutating(self, connection, sql: str) -> bool:
         """True when chDB classifies the statement as changing data or schema (refused on GET)."""
