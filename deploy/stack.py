@@ -410,6 +410,7 @@ def down(settings: StackSettings, services: Sequence[str] = SERVICES, report: Re
     A cluster's nodes get SIGTERM together: one stopped after the others could not reach a controller quorum
     for its controlled shutdown and would wait for SIGKILL."""
     stopped: dict[str, int] = {}
+    settings.ensure_data_dir()  # the lock below would otherwise create it with the default mode
     with DataDirLock(settings.run_dir / "stack.lock"):
         # ClickHouse first: nothing depends on it stopping late.
         for name in reversed(services):

@@ -316,6 +316,20 @@ def test_ways_out_through_parameters_settings_and_streamed_inserts_are_refused(e
 
 
 @pytest.mark.clickhouse
+def test_a_bare_table_name_never_reads_a_file_of_the_directory_the_endpoint_was_started_in(tmp_path, monkeypatch):
+    # chDB's default database reads a table name it does not know as a file relative to the working directory
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.csv").write_text("kept\n")
+    port = free_port()
+    process = started(tmp_path / "data", port)
+    try:
+        status, headers, body = http(port, "/", b"SELECT * FROM default.`secret.csv`")
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (404, "60") and b"kept" not in body
+    finally:
+        assert stop(process) == 0
+
+
+@pytest.mark.clickhouse
 def test_ordinary_statements_still_run(client, database):
     table = f"{database}.pages"
     client.command(f"CREATE TABLE {table} (url String COMMENT 'a page', file String, at DateTime) "
