@@ -217,7 +217,8 @@ class EmbeddedStack:
         return self.settings.kafka_servers
 
     def clickhouse_url(self, database: str) -> str:
-        return f"http://default:@{HOST}:{self.settings.embedded_clickhouse_port}/{database}"
+        """The embedded endpoint's URL with the data directory's password, for ``database``."""
+        return f"{self.settings.clickhouse.rsplit('/', 1)[0]}/{database}"
 
     def kafka_data_bytes(self) -> int:
         """The broker's data on disk (blocks allocated: its index files are sparse)."""

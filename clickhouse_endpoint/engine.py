@@ -16,12 +16,18 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from compat.chdb import raw_connection as chdb_raw
+from clickhouse_endpoint import guard
 from clickhouse_endpoint.errors import ClickHouseError, codes, from_engine, status_table
+
+
+FORMATTED_KEPT = 1024  # statements whose formatted text the guard keeps (least recently used go first)
+FORMATTED_MAX_CHARS = 16384  # longer statements (inline data) are formatted each time
 
 
 class DataDirLocked(RuntimeError):
@@ -91,7 +97,7 @@ class Engine:
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
-        os.makedirs(self.path, exist_ok=True)
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
         import chdb  # imported late: importing chdb starts an engine and changes directory briefly
 
         self._chdb = chdb
@@ -122,6 +128,17 @@ class Engine:
         ).bytes()
         self.code_by_name = {name: int(code) for name, code in (line.split("\t") for line in rows.decode().splitlines())}
         self.status_by_code = status_table(self.code_by_name)
+        catalogue = {
+            table: raw.query(f"SELECT name FROM system.{table}", "TabSeparatedRaw", params={}).bytes().decode().split()
+            for table in ("table_functions", "table_engines", "database_engines")
+        }
+        self.guard = guard.Guard(
+            catalogue["table_functions"], catalogue["table_engines"], catalogue["database_engines"]
+        )
+        # Statements come again and again (the sink's INSERT heads, reports, health checks): their formatted text is
+        # kept, so the guard costs an engine query only the first time.
+        self._formatted: OrderedDict[str, str] = OrderedDict()
+        self._formatted_lock = threading.Lock()
 
     def _status_file_locked(self) -> bool:
         """True when another process holds the flock ClickHouse keeps on ``<path>/status``."""
@@ -269,6 +286,28 @@ class Engine:
         except RuntimeError as exc:
             raise from_engine(exc) from None
 
+    def check(self, connection, sql: str, binds: dict[str, str]) -> None:
+        """Refuse (ACCESS_DENIED) a statement that would reach outside the engine's data (``guard``); run on the
+        request's own connection, so it parses the statement with the settings it will run with."""
+        with self._formatted_lock:
+            canonical = self._formatted.get(sql)
+            if canonical is not None:
+                self._formatted.move_to_end(sql)
+        if canonical is None:
+            try:
+                canonical = chdb_raw(connection).query(
+                    "SELECT formatQuerySingleLine({statement:String})", "TabSeparatedRaw",
+                    params={"statement": _escaped(sql)},
+                ).bytes().decode().rstrip("\n")
+            except RuntimeError as exc:  # the statement does not parse: the engine's own error, refused as it is
+                raise guard.format_error(from_engine(exc)) from None
+            if len(sql) <= FORMATTED_MAX_CHARS:
+                with self._formatted_lock:
+                    self._formatted[sql] = canonical
+                    if len(self._formatted) > FORMATTED_KEPT:
+                        self._formatted.popitem(last=False)
+        self.guard.check(canonical, binds)  # every time: the binds of an Identifier parameter may change
+
     def is_mutating(self, connection, sql: str) -> bool:
         """True when chDB classifies the statement as changing data or schema (refused on GET)."""
         try:
@@ -330,6 +369,11 @@ class Engine:
             if acquired:
                 session.lock.release()
         self._disconnect(self._root)
+
+
+def _escaped(value: str) -> str:
+    """A query parameter value as ClickHouse reads it (TSV escaping: backslash, tab and line breaks escaped)."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _quote_identifier(name: str) -> str:

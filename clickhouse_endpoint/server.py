@@ -9,10 +9,12 @@ A threaded HTTP/1.1 server: each connection has its own thread and chDB runs que
 without the GIL, so a slow query never holds up ``/ping`` or other clients. Request parsing, body
 codecs and chDB sessions live in ``clickhouse_endpoint/``.
 
-User ``default``; its password is empty unless ``CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PASSWORD`` is set.
-Results use UTC: the process sets ``TZ=UTC`` before chDB starts, and ``X-ClickHouse-Timezone`` always
-names the engine's ``timezone()``. It logs like the pipeline's processes (``schemas.logs``: JSON lines unless
-stderr is a terminal, ``CLOSEDLOOP_LOG_LEVEL``, ``CLOSEDLOOP_LOG_FORMAT``).
+User ``default``, with the password in ``--password-file`` (made when missing; ``clickhouse_endpoint.access``).
+Only requests addressed to a loopback name are answered, and statements that would reach files, hosts or
+programs outside the data are refused (``clickhouse_endpoint.guard``). Results use UTC: the process sets
+``TZ=UTC`` before chDB starts, and ``X-ClickHouse-Timezone`` always names the engine's ``timezone()``. It logs
+like the pipeline's processes (``schemas.logs``: JSON lines unless stderr is a terminal, ``CLOSEDLOOP_LOG_LEVEL``,
+``CLOSEDLOOP_LOG_FORMAT``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from clickhouse_endpoint import codec
+from clickhouse_endpoint import access, codec, guard
 
 from clickhouse_endpoint import sqltext
 from clickhouse_endpoint.engine import DataDirLocked, Engine
@@ -82,13 +84,14 @@ class EndpointServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, engine: Engine, password: str = ""):
+    def __init__(self, address, engine: Engine, password: str, password_file: str = ""):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, ClickHouseHandler)
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.engine = engine
         self.password = password
+        self.password_file = password_file  # named in the answer to a wrong password
         self.stopping = False
         self._in_flight = 0
         self._idle = threading.Condition()
@@ -162,11 +165,23 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         self._serve()
 
     def do_OPTIONS(self) -> None:
-        self._reply(204, b"", {"Allow": "GET, POST, HEAD, OPTIONS"})
+        if not self._refused_origin():
+            self._reply(204, b"", {"Allow": "GET, POST, HEAD, OPTIONS"})
 
     # -- request flow ----------------------------------------------------------------------------
 
+    def _refused_origin(self) -> bool:
+        """Answer 403 (and say so) when the request's Host or Origin is not this machine (``access``)."""
+        reason = access.request_refusal(self.headers.get("Host"), self.headers.get("Origin"), self.server.server_port)
+        if reason is None:
+            return False
+        self._drain_body()
+        self._reply_error(ClickHouseError(codes.ACCESS_DENIED, reason, "ACCESS_DENIED"), "")
+        return True
+
     def _serve(self) -> None:
+        if self._refused_origin():
+            return
         if self.server.stopping:
             self.close_connection = True
             self._reply(503, b"The ClickHouse endpoint is shutting down.\n", {"Connection": "close"})
@@ -232,10 +247,12 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
 
     def _authenticate(self, params: RequestParams) -> None:
         user, password = credentials(self.headers, params)
-        if user != "default" or password != self.server.password:
+        if user != "default" or not access.password_matches(password, self.server.password):
+            where = f" The embedded endpoint's user is default, its password in {self.server.password_file}." if (
+                self.server.password_file) else ""
             raise ClickHouseError(
                 codes.AUTHENTICATION_FAILED,
-                f"{user}: Authentication failed: password is incorrect, or there is no user with such name.",
+                f"{user}: Authentication failed: password is incorrect, or there is no user with such name.{where}",
                 "AUTHENTICATION_FAILED",
             )
 
@@ -252,6 +269,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             )
         database = self.headers.get("X-ClickHouse-Database") or params.get("database") or None
         default_format = self.headers.get("X-ClickHouse-Format") or params.get("default_format") or "TabSeparated"
+        engine.guard.check_settings(params.settings)
         with engine.lease(session_id, timeout, params.flag("session_check")) as (connection, session):
             if self.command != "POST" and engine.is_mutating(connection, statement.sql):
                 raise ClickHouseError(
@@ -265,6 +283,8 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                 engine.reset_overrides(connection, session)  # the session's own SET, on its own values
             else:
                 engine.prepare(connection, session, database, params.settings)
+            insert_format = statement.insert.format if statement.insert is not None else None
+            engine.check(connection, guard.statement_for_check(statement.sql, insert_format), params.binds)
             if statement.insert is not None:
                 outcome = engine.insert(connection, statement.sql, statement.insert.format, statement.data)
                 result_format = None
@@ -358,8 +378,11 @@ def _prefer_utc() -> None:
         time.tzset()
 
 
-def create_server(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "") -> EndpointServer:
+def create_server(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "",
+                  password_file: str = "") -> EndpointServer:
     """Bind ``host:port`` and open the chDB data directory; raise StartupError with a clear reason."""
+    if not password:
+        raise StartupError("the endpoint needs a password: without one anyone on this machine could use it")
     _prefer_utc()
     probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -380,7 +403,7 @@ def create_server(path: str, host: str = "127.0.0.1", port: int = 8123, password
     except Exception as exc:
         raise StartupError(f"cannot open the chDB data directory {path}: {exc}") from None
     try:
-        return EndpointServer((host, port), engine, password)
+        return EndpointServer((host, port), engine, password, password_file)
     except OSError as exc:
         engine.close()
         raise StartupError(
@@ -392,8 +415,9 @@ def create_server(path: str, host: str = "127.0.0.1", port: int = 8123, password
 class EmbeddedClickHouse:
     """The endpoint running in this process, in a background thread: ``start()``, ``url``, ``stop()``."""
 
-    def __init__(self, path: str, host: str = "127.0.0.1", port: int = 8123, password: str = ""):
-        self.server = create_server(path, host, port, password)
+    def __init__(self, path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "",
+                 password_file: str = ""):
+        self.server = create_server(path, host, port, password, password_file)
         self.host, self.port = self.server.server_address[:2]
         self._thread = threading.Thread(target=self._run, name="clickhouse-http", daemon=True)
 
@@ -427,9 +451,9 @@ class EmbeddedClickHouse:
         self.server.engine.close()
 
 
-def serve(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "") -> None:
+def serve(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "", password_file: str = "") -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly (requests finished, chDB closed)."""
-    endpoint = EmbeddedClickHouse(path, host, port, password).start()
+    endpoint = EmbeddedClickHouse(path, host, port, password, password_file).start()
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -449,20 +473,21 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = 
 
 
 def start_server_process(
-    path: str, port: int, host: str = "127.0.0.1", log_path: str | None = None, password: str = ""
+    path: str, port: int, host: str = "127.0.0.1", log_path: str | None = None, password_file: str | None = None
 ) -> subprocess.Popen:
     """Start ``python -m clickhouse_endpoint.server`` as a child process; pair with ``wait_until_ready``.
 
     Its output goes to ``log_path`` (appended; default ``<path>.log``). The returned Popen carries
-    ``log_path`` and ``log_offset`` so ``wait_until_ready`` can quote the reason of an early exit.
+    ``log_path`` and ``log_offset`` so ``wait_until_ready`` can quote the reason of an early exit. The password is
+    in ``password_file`` (default ``<path>/password``, made by the endpoint when missing).
     """
     path = os.path.abspath(path)
     log_path = os.path.abspath(log_path or f"{path.rstrip(os.sep)}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     command = [sys.executable, "-m", "clickhouse_endpoint.server", "--path", path, "--host", host, "--port", str(port)]
+    if password_file:
+        command += ["--password-file", os.path.abspath(password_file)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if password:
-        env["CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PASSWORD"] = password
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
     with open(log_path, "ab") as log_file:
@@ -518,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", required=True, help="chDB data directory (created if missing)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV, "8123")))
+    parser.add_argument("--password-file", default=None,
+                        help=f"file with the password of user default (default PATH/{access.PASSWORD_FILE}); "
+                             "a random one is written there when it is missing")
     parser.add_argument("--log-level", default=None, help="debug, info, warning or error (default from "
                                                           f"{LEVEL_ENV}, else info)")
     args = parser.parse_args(argv)
@@ -526,8 +554,19 @@ def main(argv: list[str] | None = None) -> int:
     except LogSettingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    path = os.path.abspath(args.path)
+    password_file = os.path.abspath(args.password_file or os.path.join(path, access.PASSWORD_FILE))
     try:
-        serve(args.path, args.host, args.port, os.environ.get("CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PASSWORD", ""))
+        password = access.load_password(password_file)
+    except OSError as exc:
+        print(f"error: cannot read or create the password file {password_file}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        # chDB's default database reads a table name as a file relative to the working directory: make that the
+        # engine's own directory, never the directory it was started from.
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chdir(path)
+        serve(path, args.host, args.port, password, password_file)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -6,6 +6,7 @@ Layout under the data directory (``.closedloop/`` by default)::
 
     kafka/           Apache Kafka's data: cluster.json and node-<id>/ per node (see deploy.kafka_broker)
     clickhouse/      the chDB data directory
+    local-password   the embedded ClickHouse's password (user default; mode 0600), also the worker's /diagnostics/
     run/*.pid        PIDs of the processes ``up`` started; run/stack.lock while up/down work
     logs/*.log       their logs (Kafka's rotated by log4j; *.out holds a process's own output)
 """
@@ -41,6 +42,7 @@ from deploy.daemons import (
 )
 from deploy.settings import EMBEDDED_HOST, StackSettings
 from deploy.topics import create_topics
+from schemas.settings import ensure_local_password
 from sinks.migrate import migrate_up
 
 SERVICES = ("kafka", "clickhouse")
@@ -147,6 +149,9 @@ def clickhouse_request(url: str, query: str | None = None, timeout: float = 2.0)
         return response.read().decode(errors="replace")
 
 
+AUTHENTICATION_FAILED = "516"  # ClickHouse's code for a wrong user or password (X-ClickHouse-Exception-Code)
+
+
 def clickhouse_health(url: str, timeout: float = 2.0) -> tuple[bool, str]:
     """(healthy, detail): /ping answers 'Ok.' and the server tells its version."""
     try:
@@ -155,6 +160,8 @@ def clickhouse_health(url: str, timeout: float = 2.0) -> tuple[bool, str]:
         version = clickhouse_request(url, "SELECT version()", timeout=timeout).strip()
         return True, f"ClickHouse {version}"
     except urllib.error.HTTPError as error:
+        if error.headers.get("X-ClickHouse-Exception-Code") == AUTHENTICATION_FAILED:
+            return False, "refuses the password (Code: 516, AUTHENTICATION_FAILED)"
         return False, f"HTTP {error.code}: {error.read().decode(errors='replace').strip()[:200]}"
     except OSError as error:
         return False, f"not reachable: {getattr(error, 'reason', error)}"
@@ -197,13 +204,19 @@ def _launch_clickhouse(settings: StackSettings, process: EmbeddedService, die_wi
     # The endpoint's documented entry point; run here rather than through its start_server_process so that
     # test fixtures can tie its life to theirs.
     argv = [sys.executable, "-m", "clickhouse_endpoint.server", "--path", str(process.data_dir),
-            "--host", EMBEDDED_HOST, "--port", str(process.port)]
+            "--host", EMBEDDED_HOST, "--port", str(process.port), "--password-file", str(password_file(settings))]
     repo_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])))
     _check_can_start(process)
+    ensure_local_password(password_file(settings))
     process.data_dir.mkdir(parents=True, exist_ok=True)
     return start_detached(argv, process.output, cwd=settings.data_root, env=env, die_with_parent=die_with_parent)
+
+
+def password_file(settings: StackSettings) -> Path:
+    """The data directory's password file (``schemas.settings.LOCAL_PASSWORD_FILE``), as an absolute path."""
+    return settings.data_root / settings.local_password_file.name
 
 
 def _check_can_start(process: EmbeddedService) -> None:
@@ -257,7 +270,7 @@ def start_service(settings: StackSettings, name: str, report: Report = _quiet,
         report(f"{process.name}: already running (PID {pid}, port {process.port})")
         pids[process.name] = pid
     to_start = [process for process in processes if process.name not in pids]
-    settings.data_root.mkdir(parents=True, exist_ok=True)
+    settings.ensure_data_dir()
     try:
         if to_start and name == "kafka":
             java = kafka_broker.java_binary()
@@ -306,6 +319,11 @@ def _wait_healthy(settings: StackSettings, process: EmbeddedService, pid: int,
                              f"with:\n{log_tail(process.log)}\n{log_tail(process.output, 5)}")
         ok, detail = process_health(settings, process)
         last[0] = detail
+        if process.node is None and "Code: 516" in detail:
+            raise StackError(
+                f"The embedded {process.name} (PID {pid}) refuses the password in {password_file(settings)}: it was "
+                f"started with another one (or, before this version, with none). Restart it with `closedloop down` "
+                f"and `closedloop up`.")
         return ok
 
     try:
@@ -333,6 +351,11 @@ def up(settings: StackSettings, services: Sequence[str] = SERVICES, topics: bool
     """Bring the stack up (idempotent): start what is embedded and not running, check what is external, then
     create the topics (reconciling the configs of existing ones) and apply the migrations."""
     result = UpResult()
+    loose = settings.ensure_data_dir()
+    if loose is not None:
+        report(f"data directory {settings.data_root}: was open to other users (mode {loose:04o}), now 0700 (owner "
+               f"only: it holds raw events, the spool and the local password)")
+    ensure_local_password(password_file(settings))
     with DataDirLock(settings.run_dir / "stack.lock"):
         for name in services:
             if not is_embedded(settings, name):
@@ -387,6 +410,7 @@ def down(settings: StackSettings, services: Sequence[str] = SERVICES, report: Re
     A cluster's nodes get SIGTERM together: one stopped after the others could not reach a controller quorum
     for its controlled shutdown and would wait for SIGKILL."""
     stopped: dict[str, int] = {}
+    settings.ensure_data_dir()  # the lock below would otherwise create it with the default mode
     with DataDirLock(settings.run_dir / "stack.lock"):
         # ClickHouse first: nothing depends on it stopping late.
         for name in reversed(services):

@@ -7,9 +7,12 @@ library code never reads the environment itself.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import stat
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.topics import DEFAULT_PREFIX, Topics
 
 DEFAULT_DATABASE = "closedloop"
+LOCAL_PASSWORD_FILE = "local-password"  # in the data directory: the embedded ClickHouse's and /diagnostics/' password
+EMBEDDED_CLICKHOUSE_USER = "default"
 
 
 class PipelineSettings(BaseSettings):
@@ -91,9 +96,20 @@ class PipelineSettings(BaseSettings):
         return min(3, self.kafka_nodes) if self.kafka_is_embedded else -1
 
     @property
+    def local_password_file(self) -> Path:
+        """The data directory's password: user ``default`` of the embedded ClickHouse, and the worker's
+        ``/diagnostics/``. Created by ``closedloop up`` (``ensure_local_password``)."""
+        return self.data_dir.expanduser() / LOCAL_PASSWORD_FILE
+
+    @property
     def clickhouse(self) -> str:
-        """The ClickHouse HTTP URL to connect to, embedded or real."""
-        return self.clickhouse_url or f"http://default:@127.0.0.1:{self.embedded_clickhouse_port}/{DEFAULT_DATABASE}"
+        """The ClickHouse HTTP URL to connect to: ``clickhouse_url`` as given, or the embedded endpoint with the
+        data directory's password (empty while ``closedloop up`` has not made one: the endpoint then says so)."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        password = quote(read_local_password(self.local_password_file) or "", safe="")
+        return (f"http://{EMBEDDED_CLICKHOUSE_USER}:{password}@127.0.0.1:{self.embedded_clickhouse_port}"
+                f"/{DEFAULT_DATABASE}")
 
     @property
     def clickhouse_database(self) -> str:
@@ -102,3 +118,59 @@ class PipelineSettings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    def ensure_data_dir(self) -> int | None:
+        """Create the data directory readable by its owner only, or tighten it (see ``make_private_dir``)."""
+        return make_private_dir(self.data_dir.expanduser())
+
+
+def make_private_dir(path: Path) -> int | None:
+    """Create ``path`` with mode 0700, or set an existing one to 0700: it holds raw events, the spool, logs and the
+    local password. Returns the old mode when an existing directory was looser (for the caller to say so), else
+    None."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o700)
+        return mode
+    return None
+
+
+def read_local_password(path: Path) -> str | None:
+    """The password kept in ``path``, or None when the file is missing, empty or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def ensure_local_password(path: Path) -> str:
+    """The password in ``path``; a new random one (mode 0600, in a 0700 directory) when there is none.
+
+    Written to a temporary file and linked into place, so two processes starting at once agree on one password and
+    nobody reads a half-written file.
+    """
+    make_private_dir(path.parent)
+    existing = read_local_password(path)
+    if existing:
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)
+        return existing
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            if read_local_password(path) is None:  # an empty file left by hand: replace it
+                os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    password = read_local_password(path)
+    if password is None:
+        raise OSError(f"cannot read the password in {path}")
+    return password

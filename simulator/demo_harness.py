@@ -58,7 +58,6 @@ def pipeline_environment(settings: PipelineSettings, ports: PipelinePorts, extra
     env.update({
         "CLOSEDLOOP_DATA_DIR": str(settings.data_dir.expanduser().resolve()),
         "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_servers,
-        "CLOSEDLOOP_CLICKHOUSE_URL": settings.clickhouse,
         "CLOSEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
         "CLOSEDLOOP_PARTITIONS": str(settings.partitions),
         # the topic settings too: a worker reconciles the topics' configs to its own settings at start
@@ -73,6 +72,10 @@ def pipeline_environment(settings: PipelineSettings, ports: PipelinePorts, extra
     })
     if settings.replication_factor is not None:
         env["CLOSEDLOOP_REPLICATION_FACTOR"] = str(settings.replication_factor)
+    if settings.clickhouse_url:
+        env["CLOSEDLOOP_CLICKHOUSE_URL"] = settings.clickhouse_url
+    else:  # the embedded endpoint: each process reads its password in the data directory, not in its environment
+        env["CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT"] = str(settings.embedded_clickhouse_port)
     env.update(extra or {})
     return env
 

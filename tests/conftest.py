@@ -3,8 +3,9 @@ built on ``harness.py`` (the launchers, ``wait_for``, ``free_port``, ``unique``)
 
 - ``kafka_bootstrap`` (session): the embedded Apache Kafka (one KRaft node) on free ports in a temporary data
   directory, or ``CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS`` when set (then nothing starts).
-- ``clickhouse_http_url`` (session): ``http://127.0.0.1:PORT`` of the embedded chDB endpoint started the same way,
-  or ``CLOSEDLOOP_CLICKHOUSE_URL`` (without its database part) when set.
+- ``clickhouse_http_url`` (session): ``http://default:PASSWORD@127.0.0.1:PORT`` of the embedded chDB endpoint
+  started the same way (its data directory's password), or ``CLOSEDLOOP_CLICKHOUSE_URL`` (without its database
+  part) when set.
 - ``pipeline_settings`` (function): a ``PipelineSettings`` on both services with a unique topic prefix (every
   topic created) and a unique, existing database.
 - ``unique_name`` (function): a fresh name usable as a topic prefix, consumer group or database.

@@ -150,8 +150,8 @@ class EmbeddedClickHouse:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``, without a database part."""
-        return f"http://127.0.0.1:{self.settings.embedded_clickhouse_port}"
+        """``http://default:PASSWORD@127.0.0.1:PORT`` (the data directory's password), without a database part."""
+        return self.settings.clickhouse.rsplit("/", 1)[0]
 
     def start(self) -> EmbeddedClickHouse:
         """Start the endpoint unless it runs; wait until it answers."""

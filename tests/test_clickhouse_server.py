@@ -1,15 +1,18 @@
 """The embedded ClickHouse endpoint (clickhouse_endpoint/server.py) against the clients that use it.
 
 Integration tests (marker ``clickhouse``) start the real server as a child process on a free port with
-a temporary chDB data directory and talk to it with clickhouse-connect, curl and plain HTTP. The SQL
+a temporary chDB data directory and talk to it with clickhouse-connect, curl and plain HTTP, with the password the
+endpoint made in its data directory (``PASSWORDS``; ``http`` and ``curl`` send it unless told otherwise). The SQL
 scanning tests at the end need no service.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import gzip
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -27,6 +30,26 @@ from clickhouse_endpoint.server import StartupError, ping, start_server_process,
 
 HOST = "127.0.0.1"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+PASSWORDS: dict[int, str] = {}  # port -> the password of the endpoint listening there
+
+
+def started(data_dir, port: int, timeout: float = 90) -> subprocess.Popen:
+    """An endpoint on ``data_dir`` and ``port``, ready, its password (``<data_dir>/password``) in ``PASSWORDS``."""
+    process = start_server_process(str(data_dir), port)
+    try:
+        wait_until_ready(process, port, timeout=timeout)
+    except BaseException:
+        stop(process)
+        raise
+    PASSWORDS[port] = (data_dir / "password").read_text().strip()
+    return process
+
+
+def connect(port: int, **kwargs):
+    """A clickhouse-connect client of the endpoint on ``port``, with its password."""
+    import clickhouse_connect
+
+    return clickhouse_connect.get_client(host=HOST, port=port, username="default", password=PASSWORDS[port], **kwargs)
 
 
 def stop(process: subprocess.Popen) -> int:
@@ -47,9 +70,8 @@ def endpoint(tmp_path_factory):
     """(host, port, data_dir, process) of a server started for this module."""
     data_dir = tmp_path_factory.mktemp("chdb") / "data"
     port = free_port()
-    process = start_server_process(str(data_dir), port)
+    process = started(data_dir, port)
     try:
-        wait_until_ready(process, port, timeout=90)
         yield HOST, port, data_dir, process
     finally:
         assert stop(process) == 0
@@ -57,10 +79,8 @@ def endpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(endpoint):
-    import clickhouse_connect
-
-    host, port, _, _ = endpoint
-    return clickhouse_connect.get_client(host=host, port=port, username="default", password="")
+    _, port, _, _ = endpoint
+    return connect(port)
 
 
 @pytest.fixture
@@ -71,9 +91,18 @@ def database(client):
     client.command(f"DROP DATABASE IF EXISTS {name}")
 
 
-def http(port: int, path: str = "/", body: bytes | None = None, headers: dict | None = None, method=None):
-    """(status, headers, body) of one plain HTTP request; errors are returned, not raised."""
-    request = urllib.request.Request(f"http://{HOST}:{port}{path}", data=body, headers=headers or {}, method=method)
+def basic_auth(password: str, user: str = "default") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def http(port: int, path: str = "/", body: bytes | None = None, headers: dict | None = None, method=None,
+         auth: bool = True):
+    """(status, headers, body) of one plain HTTP request (with the endpoint's password unless ``auth`` is False or
+    ``headers`` carry credentials); errors are returned, not raised."""
+    headers = dict(headers or {})
+    if auth and port in PASSWORDS and not {"Authorization", "X-ClickHouse-User", "X-ClickHouse-Key"} & set(headers):
+        headers.update(basic_auth(PASSWORDS[port]))
+    request = urllib.request.Request(f"http://{HOST}:{port}{path}", data=body, headers=headers, method=method)
     try:
         with DIRECT.open(request, timeout=60) as response:
             return response.status, dict(response.headers), response.read()
@@ -82,7 +111,11 @@ def http(port: int, path: str = "/", body: bytes | None = None, headers: dict | 
 
 
 def curl(*args: str) -> str:
-    return subprocess.run(["curl", "-s", "--noproxy", "*", *args], capture_output=True, check=True, timeout=60).stdout.decode()
+    """curl's output; with the password of the endpoint whose port the URL names."""
+    port = next(int(m.group(1)) for arg in args if (m := re.match(rf"http://{HOST}:(\d+)/", arg)))
+    auth = ["-u", f"default:{PASSWORDS[port]}"] if port in PASSWORDS else []
+    return subprocess.run(["curl", "-s", "--noproxy", "*", *auth, *args], capture_output=True, check=True,
+                          timeout=60).stdout.decode()
 
 
 def q(text: str) -> str:
@@ -156,6 +189,157 @@ def test_error_codes_the_endpoint_raises_match_the_engine(client):
         settings={"system_events_show_zero_values": 1},
     ).result_rows
     assert dict(rows) == vars(codes)
+
+
+# -- access: the password, loopback names, statements that reach outside ---------------------------
+
+
+@pytest.mark.clickhouse
+def test_every_query_needs_the_password_the_endpoint_keeps_in_its_data_directory(endpoint, client):
+    _, port, data_dir, _ = endpoint
+    password_file = data_dir / "password"
+    assert password_file.stat().st_mode & 0o777 == 0o600 and len(PASSWORDS[port]) >= 24
+    client.command("CREATE TABLE IF NOT EXISTS guarded (n UInt8) ENGINE = Memory")
+    for headers in ({}, basic_auth("wrong"), basic_auth(PASSWORDS[port], user="other"),
+                    {"X-ClickHouse-User": "default", "X-ClickHouse-Key": "wrong"}):
+        status, answer, body = http(port, "/", b"DROP TABLE guarded", headers=headers, auth=False)
+        assert (status, answer["X-ClickHouse-Exception-Code"]) == (403, "516"), body
+        assert body.startswith(b"Code: 516. DB::Exception: ") and b"(AUTHENTICATION_FAILED)" in body
+    assert f"its password in {password_file}".encode() in body  # the answer says where the password is
+    assert client.command("EXISTS TABLE guarded") == 1  # nothing ran
+    # the three ways ClickHouse's HTTP interface takes credentials
+    assert http(port, "/?query=SELECT%201", headers=basic_auth(PASSWORDS[port]))[::2] == (200, b"1\n")
+    assert http(port, "/?query=SELECT%202", headers={"X-ClickHouse-User": "default",
+                                                      "X-ClickHouse-Key": PASSWORDS[port]})[::2] == (200, b"2\n")
+    assert http(port, f"/?user=default&password={q(PASSWORDS[port])}&query=SELECT%203", auth=False)[::2] == (
+        200, b"3\n")
+    assert http(port, "/ping", auth=False)[::2] == (200, b"Ok.\n")  # health checks need none, as on a server
+    client.command("DROP TABLE guarded")
+
+
+@pytest.mark.clickhouse
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8123", "127.0.0.1.nip.io", "10.0.0.1", "[::2]:1"])
+def test_a_request_not_addressed_to_a_loopback_name_is_refused(endpoint, host):
+    _, port, _, _ = endpoint
+    for path, body in (("/?query=SELECT%201", None), ("/", b"SELECT 1"), ("/ping", None)):
+        status, headers, answer = http(port, path, body, headers={"Host": host})
+        assert (status, headers.get("X-ClickHouse-Exception-Code")) == (403, "497"), answer
+        assert b"DNS rebinding" in answer and f"Host: {host}".encode() in answer
+
+
+@pytest.mark.clickhouse
+def test_a_cross_site_request_is_refused_and_loopback_names_are_answered(endpoint, client):
+    _, port, _, _ = endpoint
+    client.command("CREATE TABLE IF NOT EXISTS kept_from_pages (n UInt8) ENGINE = Memory")
+    # What a page on another site can send without a preflight: a text/plain POST, here even with the password.
+    status, headers, answer = http(port, "/", b"DROP TABLE kept_from_pages",
+                                   headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "497")
+    assert b"Origin: https://evil.example" in answer
+    assert http(port, "/", b"SELECT 1", headers={"Origin": "null"})[0] == 403
+    assert http(port, "/", method="OPTIONS", headers={"Origin": "https://evil.example"})[0] == 403
+    assert client.command("EXISTS TABLE kept_from_pages") == 1
+    for host in (f"localhost:{port}", "LOCALHOST", f"127.0.0.1:{port}", "127.1.2.3", f"[::1]:{port}"):
+        assert http(port, "/", b"SELECT 1", headers={"Host": host})[::2] == (200, b"1\n"), host
+    assert http(port, "/", b"SELECT 1", headers={"Origin": f"http://localhost:{port}"})[::2] == (200, b"1\n")
+    client.command("DROP TABLE kept_from_pages")
+
+
+REACHING_OUTSIDE = [
+    "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+    "SELECT file('/etc/hostname')",
+    "SELECT * FROM /* hidden? */ FILE('/etc/hostname', 'LineAsString')",
+    "SELECT * FROM `fi\\x6ce`('/etc/hostname', 'LineAsString')",
+    "SELECT * FROM url('http://127.0.0.1:9/', 'CSV', 'a String')",
+    "SELECT * FROM s3('http://127.0.0.1:9/bucket/key.csv')",
+    "SELECT * FROM remote('127.0.0.1:9000', system.one)",
+    "SELECT * FROM mysql('127.0.0.1:3306', 'db', 't', 'u', 'p')",
+    "SELECT * FROM postgresql('127.0.0.1:5432', 'db', 't', 'u', 'p')",
+    "SELECT * FROM sqlite('/etc/hostname', 't')",
+    "SELECT * FROM executable('ls', 'LineAsString', 'a String')",
+    "SELECT * FROM hdfs('hdfs://127.0.0.1:9000/x', 'CSV', 'a String')",
+    "SELECT * FROM azureBlobStorage('http://127.0.0.1:9', 'c', 'b', 'CSV')",
+    "SELECT * FROM default.`/etc/hostname`",
+    "SELECT * FROM '/etc/hostname'",
+    "SELECT 1 INTO OUTFILE 'outfile.csv'",
+    "SELECT $$ ' $$ INTO OUTFILE 'outfile.csv'",
+    "INSERT INTO FUNCTION file('written.csv', 'CSV') SELECT 1",
+    "CREATE TABLE reading (line String) ENGINE = File(LineAsString, '/etc/hostname')",
+    "CREATE TABLE fetching (a String) ENGINE = URL('http://127.0.0.1:9/', CSV)",
+    "CREATE TABLE consuming (a String) ENGINE = Kafka SETTINGS kafka_broker_list = '127.0.0.1:9', "
+    "kafka_topic_list = 't', kafka_group_name = 'g', kafka_format = 'CSV'",
+    "CREATE TABLE spread (a String) ENGINE = Distributed('c', 'db', 't')",
+    "CREATE TABLE elsewhere (a UInt8) ENGINE = MergeTree ORDER BY a SETTINGS disk = disk(type = local, path = '/tmp/')",
+    "CREATE TABLE copy AS file('/etc/hostname', 'LineAsString')",
+    "CREATE DATABASE etc ENGINE = Filesystem('/etc')",
+    "CREATE DICTIONARY lines (line String) PRIMARY KEY line SOURCE(FILE(path '/etc/hostname' format 'LineAsString')) "
+    "LAYOUT(FLAT()) LIFETIME(0)",
+    "BACKUP DATABASE default TO File('backup')",
+    "RESTORE DATABASE default FROM File('backup')",
+    "SELECT * FROM numbers(1) FORMAT Protobuf SETTINGS format_schema = '/etc/hostname:M'",
+    "SET dialect = 'prql'",
+]
+
+
+@pytest.mark.clickhouse
+@pytest.mark.parametrize("statement", REACHING_OUTSIDE)
+def test_a_statement_that_reaches_outside_the_data_is_refused(endpoint, statement):
+    _, port, data_dir, _ = endpoint
+    status, headers, body = http(port, "/", statement.encode())
+    assert (status, headers.get("X-ClickHouse-Exception-Code")) == (403, "497"), body
+    assert body.startswith(b"Code: 497. DB::Exception: The embedded ClickHouse endpoint does not run ")
+    assert body.rstrip().endswith(b"(ACCESS_DENIED) (version 26.9.2.1)")
+    assert not (data_dir / "outfile.csv").exists() and not (data_dir / "written.csv").exists()
+
+
+@pytest.mark.clickhouse
+def test_ways_out_through_parameters_settings_and_streamed_inserts_are_refused(endpoint):
+    _, port, _, _ = endpoint
+    by_name = f"/?database=system&query={q('SELECT count() FROM {t:Identifier}')}&param_t="
+    assert http(port, by_name + "one")[::2] == (200, b"1\n")
+    assert http(port, by_name + q("/etc/hostname"))[0] == 403  # the same statement again: its binds are checked
+    streamed = q("INSERT INTO FUNCTION file('streamed.csv', 'CSV', 'a String') FORMAT CSV")
+    assert http(port, f"/?query={streamed}", b"x\n")[0] == 403
+    assert http(port, "/", b"INSERT INTO FUNCTION file('streamed.csv', 'CSV', 'a String') FORMAT CSV\nx\n")[0] == 403
+    for setting in ("format_schema=%2Fetc%2Fhostname%3AM", "dialect=kusto", "output_format_schema=%2Ftmp%2Fx"):
+        status, headers, _ = http(port, f"/?{setting}", b"SELECT 1")
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "497"), setting
+    status, headers, body = http(port, "/", b"SELECT 1; SELECT * FROM numbers(1)")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "62") and b"Multi-statements" in body
+
+
+@pytest.mark.clickhouse
+def test_a_bare_table_name_never_reads_a_file_of_the_directory_the_endpoint_was_started_in(tmp_path, monkeypatch):
+    # chDB's default database reads a table name it does not know as a file relative to the working directory
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.csv").write_text("kept\n")
+    port = free_port()
+    process = started(tmp_path / "data", port)
+    try:
+        status, headers, body = http(port, "/", b"SELECT * FROM default.`secret.csv`")
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (404, "60") and b"kept" not in body
+    finally:
+        assert stop(process) == 0
+
+
+@pytest.mark.clickhouse
+def test_ordinary_statements_still_run(client, database):
+    table = f"{database}.pages"
+    client.command(f"CREATE TABLE {table} (url String COMMENT 'a page', file String, at DateTime) "
+                   "ENGINE = ReplacingMergeTree ORDER BY url SETTINGS index_granularity = 1024 COMMENT 'pages'")
+    client.command(f"INSERT INTO {table} VALUES ('/pricing', '/etc/hostname', '2024-03-01 00:00:00')")
+    client.raw_insert(table, ["url", "file", "at"], insert_block=b'"/a","b","2024-03-02 00:00:00"\n', fmt="CSV")
+    client.command(f"INSERT INTO {table} SELECT concat('/p', toString(number)), '', now() FROM numbers(3)")
+    client.command(f"CREATE MATERIALIZED VIEW {database}.per_day ENGINE = SummingMergeTree ORDER BY day "
+                   f"AS SELECT toDate(at) AS day, count() AS pages FROM {table} GROUP BY day")
+    client.command(f"CREATE VIEW {database}.by_prefix AS SELECT count() AS n FROM {table} "
+                   "WHERE startsWith(url, {prefix:String})")
+    assert client.command(f"SELECT n FROM {database}.by_prefix(prefix = '/p')") == 4  # /pricing, /p0, /p1, /p2
+    rows = client.query(f"SELECT url, file FROM {table} FINAL WHERE url IN {{urls:Array(String)}} ORDER BY url",
+                        parameters={"urls": ["/pricing", "/a"]}).result_rows
+    assert rows == [("/a", "b"), ("/pricing", "/etc/hostname")]  # paths as values are data, not a way out
+    assert client.command("SELECT count() FROM format(CSV, 'a String', '1\n2')") == 2
+    assert client.command(f"SELECT count() FROM merge('{database}', '^pages$')") == 5
 
 
 # -- clickhouse-connect ------------------------------------------------------------------------------
@@ -296,11 +480,9 @@ def test_database_errors_carry_the_clickhouse_code(client):
 
 @pytest.mark.clickhouse
 def test_session_settings_and_per_request_settings(endpoint):
-    import clickhouse_connect
-
-    host, port, _, _ = endpoint
-    session = clickhouse_connect.get_client(host=host, port=port)
-    other = clickhouse_connect.get_client(host=host, port=port)
+    _, port, _, _ = endpoint
+    session = connect(port)
+    other = connect(port)
     session.command("SET max_threads = 3")
     assert session.command("SELECT getSetting('max_threads')") == 3
     assert other.command("SELECT getSetting('max_threads')") != 3
@@ -314,12 +496,10 @@ def test_session_settings_and_per_request_settings(endpoint):
 
 @pytest.mark.clickhouse
 def test_database_parameter_selects_the_database(endpoint, client, database):
-    import clickhouse_connect
-
-    host, port, _, _ = endpoint
+    _, port, _, _ = endpoint
     table = create_touches(client, database)
     client.insert(table, ROWS[:5], column_names=COLUMNS)
-    scoped = clickhouse_connect.get_client(host=host, port=port, database=database)
+    scoped = connect(port, database=database)
     assert scoped.command("SELECT currentDatabase()") == database
     scoped.insert("touches", ROWS[5:8], column_names=COLUMNS)
     assert scoped.command("SELECT count() FROM touches") == 8
@@ -368,7 +548,8 @@ def test_lz4_frames_split_across_chunks(endpoint, client, database):
         for start in range(0, len(frames), 7):  # chunk edges fall inside frames and headers
             yield frames[start:start + 7]
 
-    request = urllib.request.Request(f"http://{HOST}:{port}/", data=chunks(), headers={"Content-Encoding": "lz4"})
+    request = urllib.request.Request(f"http://{HOST}:{port}/", data=chunks(),
+                                     headers={"Content-Encoding": "lz4", **basic_auth(PASSWORDS[port])})
     with DIRECT.open(request, timeout=60) as response:
         assert response.status == 200
     assert client.command(f"SELECT sum(n) FROM {database}.nums") == 15
@@ -379,15 +560,13 @@ def test_lz4_frames_split_across_chunks(endpoint, client, database):
 
 @pytest.mark.clickhouse
 def test_concurrent_inserts_and_queries(endpoint, client, database):
-    import clickhouse_connect
-
-    host, port, _, _ = endpoint
+    _, port, _, _ = endpoint
     table = create_touches(client, database)
     errors: list[BaseException] = []
 
     def writer(worker: int) -> None:
         try:
-            own = clickhouse_connect.get_client(host=host, port=port)
+            own = connect(port)
             for batch in range(5):
                 rows = [(worker * 10_000 + batch * 1000 + i, *ROWS[i][1:]) for i in range(1000)]
                 own.insert(table, rows, column_names=COLUMNS)
@@ -396,7 +575,7 @@ def test_concurrent_inserts_and_queries(endpoint, client, database):
 
     def reader() -> None:
         try:
-            own = clickhouse_connect.get_client(host=host, port=port)
+            own = connect(port)
             for _ in range(20):
                 assert own.command(f"SELECT count() FROM {table}") % 1000 == 0
         except BaseException as exc:  # noqa: BLE001
@@ -445,14 +624,11 @@ def test_port_taken_is_reported(endpoint, tmp_path):
 
 @pytest.mark.clickhouse
 def test_restart_keeps_data_and_second_server_on_the_directory_fails(tmp_path):
-    import clickhouse_connect
-
     data_dir = tmp_path / "data"
     port = free_port()
-    first = start_server_process(str(data_dir), port)
+    first = started(data_dir, port)
     try:
-        wait_until_ready(first, port, timeout=90)
-        writer = clickhouse_connect.get_client(host=HOST, port=port)
+        writer = connect(port)
         writer.command("CREATE TABLE kept (n UInt32) ENGINE = MergeTree ORDER BY n")
         writer.insert("kept", [(i,) for i in range(1234)], column_names=["n"])
 
@@ -471,10 +647,9 @@ def test_restart_keeps_data_and_second_server_on_the_directory_fails(tmp_path):
         assert stop(first) == 0
     assert not ping(HOST, port, timeout=0.5)
 
-    again = start_server_process(str(data_dir), port)
+    again = started(data_dir, port)  # the same password: it stays in the data directory
     try:
-        wait_until_ready(again, port, timeout=90)
-        reader = clickhouse_connect.get_client(host=HOST, port=port)
+        reader = connect(port)
         assert reader.query("SELECT count(), sum(n) FROM kept").result_rows == [(1234, sum(range(1234)))]
     finally:
         assert stop(again) == 0

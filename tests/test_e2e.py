@@ -249,7 +249,8 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
 
 def _stuck_report(drain, progress, processes) -> str:
     """What a drain timeout needs for a diagnosis: the lags over time and the processes' last log lines."""
-    lines = ["--- the worker's own view (GET /diagnostics/)", _worker_diagnostics(processes.worker_url()),
+    lines = ["--- the worker's own view (GET /diagnostics/)",
+             _worker_diagnostics(processes.worker_url(), processes.settings.local_password_file),
              repr(drain), "lags over time (seconds: worker / sink):"]
     lines += [f"  {r.seconds:6.1f}: {r.worker_lag} / {r.sink_lag}" for r in progress]
     for name in ("worker", "sink", "collector"):
@@ -257,11 +258,12 @@ def _stuck_report(drain, progress, processes) -> str:
     return "\n".join(lines)
 
 
-def _worker_diagnostics(worker_url: str) -> str:
+def _worker_diagnostics(worker_url: str, password_file) -> str:
     from stream_jobs.runtime.diagnostics import summarize
 
     try:
-        return summarize(get_json(f"{worker_url}/diagnostics/", timeout=10))
+        password = password_file.read_text().strip()
+        return summarize(get_json(f"{worker_url}/diagnostics/", timeout=10, password=password))
     except (OSError, ValueError) as error:
         return f"no answer from {worker_url}/diagnostics/: {error!r}"
 

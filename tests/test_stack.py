@@ -341,6 +341,46 @@ def test_clickhouse_dir_held_by_a_foreign_process_is_a_clear_error(stack_setting
     assert not (stack_settings.run_dir / "clickhouse.pid").exists()
 
 
+@pytest.mark.clickhouse
+def test_up_makes_the_data_directory_private_and_every_client_uses_its_password(stack_settings: StackSettings) -> None:
+    import urllib.error
+
+    stack_settings.data_root.mkdir(mode=0o755, parents=True)
+    stack_settings.data_root.chmod(0o755)
+    lines: list[str] = []
+    stack.up(stack_settings, services=["clickhouse"], report=lines.append)
+    assert stack_settings.data_root.stat().st_mode & 0o777 == 0o700
+    assert any("was open to other users (mode 0755), now 0700" in line for line in lines), lines
+    password_file = stack_settings.data_root / "local-password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert f"default:{password}@" in stack_settings.clickhouse
+
+    # The CLI finds the password in the data directory when CLOSEDLOOP_CLICKHOUSE_URL is unset.
+    shown = run_cli("sql", "SELECT count() AS n FROM schema_migrations", "--format", "csv", settings=stack_settings)
+    assert (shown.returncode, shown.stdout.splitlines()[0]) == (0, "n"), shown.stderr
+    healthy = run_cli("status", "--json", settings=stack_settings)
+    assert json.loads(healthy.stdout)["services"][1]["healthy"] is True, healthy.stdout
+    address = f"http://127.0.0.1:{stack_settings.embedded_clickhouse_port}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        stack.clickhouse_request(address, "SELECT 1")
+    assert refused.value.code == 403 and refused.value.headers["X-ClickHouse-Exception-Code"] == "516"
+
+    # A password that no longer matches the running endpoint is said at once, not after the start timeout.
+    password_file.write_text("another\n")
+    started = time.monotonic()
+    with pytest.raises(StackError) as mismatch:
+        stack.up(stack_settings, services=["clickhouse"], migrate=False)
+    assert time.monotonic() - started < stack_settings.start_timeout_seconds / 2
+    assert f"refuses the password in {password_file}" in str(mismatch.value)
+    assert "closedloop down" in str(mismatch.value)
+    password_file.write_text(password + "\n")
+
+    stack.down(stack_settings, services=["clickhouse"])
+    stack.up(stack_settings, services=["clickhouse"], migrate=False)  # restarted: the same password
+    assert stack.clickhouse_request(stack_settings.clickhouse, "SELECT 1").strip() == "1"
+
+
 def test_bad_setting_is_printed_readably() -> None:
     result = run_cli("status", env={"CLOSEDLOOP_PARTITIONS": "many", "CLOSEDLOOP_EMBEDDED_KAFKA_PORT": "70000"})
     assert result.returncode == 2

@@ -68,9 +68,27 @@ def worker_env(settings: WorkerSettings) -> dict[str, str]:
     return env
 
 
-def get_json(url: str, timeout: float = 2.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def get_json(url: str, timeout: float = 2.0, password: str | None = None) -> dict:
+    """The JSON at ``url``; with ``password`` sent as HTTP Basic auth (the worker's /diagnostics/ asks for it)."""
+    request = urllib.request.Request(url, headers=basic_auth(password) if password is not None else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def basic_auth(password: str, user: str = "default") -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def web_status(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, bytes]:
+    """(status, body) of one request to the worker's web server; HTTP errors are returned, not raised."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}, method=method),
+                                    timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 class Worker:
@@ -418,6 +436,35 @@ def test_bad_records_become_dead_letters_and_the_worker_goes_on(kafka_bootstrap,
         assert get_json(f"{settings.web_url}/counters/?window=1m")["dead_letters"] == 3
 
 
+def test_the_web_port_serves_counters_and_health_to_anyone_diagnostics_with_the_password_and_nothing_else(
+        kafka_bootstrap, unique_name, tmp_path):
+    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
+    create_all_topics(settings)
+    with running_worker(settings, tmp_path) as worker:
+        send(settings, as_records(settings, journey()))  # the contacts table gets a ContactState for EMAIL
+        wait_idle(settings, worker=worker)
+        base = settings.web_url
+        password = settings.local_password_file.read_text().strip()
+        assert settings.local_password_file.stat().st_mode & 0o777 == 0o600  # made by the worker at start
+        assert settings.data_dir.stat().st_mode & 0o777 == 0o700
+        assert web_status(f"{base}/")[0] == 200  # Faust's index: {"status": "OK"}, the health check
+        assert web_status(f"{base}/counters/?window=1m")[0] == 200
+        assert web_status(f"{base}/counters/?window=never")[0] == 400
+        status, body = web_status(f"{base}/diagnostics/")
+        assert status == 401 and str(settings.local_password_file.resolve()).encode() in body
+        assert web_status(f"{base}/diagnostics/", basic_auth("wrong"))[0] == 401
+        assert web_status(f"{base}/diagnostics/", {"Authorization": "Basic !!"})[0] == 401
+        assert web_status(f"{base}/diagnostics/", basic_auth(password))[0] == 200
+        # Faust's own pages: table data, the cluster's layout, statistics, the service graph
+        for path in ("/table/", "/table/contacts/", f"/table/contacts/{EMAIL}/", "/table/visitors/laptop-1/",
+                     "/router/", "/router/contacts/", f"/router/contacts/{EMAIL}/", "/graph/", "/stats/",
+                     "/assignment/", "/performance/", "/nowhere/"):
+            assert web_status(f"{base}{path}")[0] == 404, path
+        assert web_status(f"{base}/counters/", method="POST")[0] == 405
+        worker.stop()
+        assert "Traceback" not in worker.log_tail(400)
+
+
 def tmux_screen(session: str) -> str:
     return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
                           check=True).stdout
@@ -598,7 +645,8 @@ def test_diagnostics_page_shows_each_partition_and_what_each_agent_awaits(kafka_
     with running_worker(settings, tmp_path) as worker:
         send(settings, [(events, view.event.visitor_id, serde.dumps(view)) for view in views])
         wait_idle(settings, worker=worker)
-        diagnostics = get_json(f"{settings.web_url}/diagnostics/")
+        password = settings.local_password_file.read_text().strip()
+        diagnostics = get_json(f"{settings.web_url}/diagnostics/", password=password)
     records = Counter(record.partition for record in topic_records(settings, events))
     assert sum(records.values()) == 5 and len(records) == 2  # both partitions hold records
     sources = [settings.topics.events, settings.topics.crm, settings.topics.lead_events,

@@ -36,6 +36,7 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
         settings = CollectorSettings(**overrides)
     except ValidationError as error:
         raise click.ClickException(f"invalid collector settings (CLOSEDLOOP_* environment variables): {error}")
+    _private_directories(settings)
     missing = [name for name, value in [("CLOSEDLOOP_HUBSPOT_CLIENT_SECRET", settings.hubspot_client_secret),
                                         ("CLOSEDLOOP_PIPEDRIVE_USER", settings.pipedrive_user),
                                         ("CLOSEDLOOP_CRM_WEBHOOK_SECRET", settings.crm_webhook_secret)] if value is None]
@@ -57,3 +58,14 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
         for name, value in overrides.items():
             os.environ[f"CLOSEDLOOP_{name.upper()}"] = str(value)
         uvicorn.run("collector.app:app_from_env", factory=True, workers=settings.workers, **common)
+
+
+def _private_directories(settings) -> None:
+    """The data directory and the spool hold every raw event: owner only (0700), an open one tightened and said."""
+    from schemas.settings import make_private_dir
+
+    for directory in (settings.data_dir.expanduser(), settings.spool_path):
+        loose = make_private_dir(directory)
+        if loose is not None:
+            click.echo(f"{directory}: was open to other users (mode {loose:04o}), now 0700 (owner only: it holds "
+                       f"raw events)", err=True)

@@ -217,6 +217,16 @@ def _print_report(client, cursor, run) -> None:
                   soft_wrap=True)
 
 
+def _credentials_hint(settings) -> str:
+    """What to give curl's -u: the data directory's password file for the embedded endpoint (the password itself
+    stays out of the terminal's scrollback), the URL's user otherwise."""
+    from urllib.parse import urlsplit
+
+    if settings.clickhouse_is_embedded:
+        return f'"default:$(cat {settings.local_password_file.resolve()})"'
+    return f"'{urlsplit(settings.clickhouse).username or 'default'}:...'"
+
+
 def _print_next(settings, processes, worker_settings, run) -> None:
     from urllib.parse import urlsplit
 
@@ -227,7 +237,8 @@ def _print_next(settings, processes, worker_settings, run) -> None:
          f"{run.start.date()} --to {(run.end - timedelta(days=1)).date()}"),
         ("any SQL", "closedloop sql \"SELECT channel, round(sum(revenue)) AS revenue FROM credits_current "
                     "WHERE model = 'time_decay' AND stage = 'customer' GROUP BY channel ORDER BY revenue DESC\""),
-        ("ClickHouse over HTTP", f"curl '{ch.scheme}://{ch.hostname}:{ch.port or 8123}"
+        ("ClickHouse over HTTP", f"curl -u {_credentials_hint(settings)} "
+                                 f"'{ch.scheme}://{ch.hostname}:{ch.port or 8123}"
                                  f"/?query=SELECT%20channel,count()%20FROM%20{settings.clickhouse_database}.touches"
                                  "%20GROUP%20BY%20channel'"),
         ("send an event", f"curl -X POST {processes.collector_url}/v1/events -H 'X-Closedloop-Key: demo-write-key' "

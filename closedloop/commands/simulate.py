@@ -72,6 +72,7 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, start_dat
     from pydantic import ValidationError
     from rich.console import Console
 
+    from schemas.settings import make_private_dir
     from simulator.runs import SimulationError, simulate
     from simulator.senders import SendError
 
@@ -81,6 +82,7 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, start_dat
     except ValidationError as error:
         raise click.ClickException(f"invalid settings (CLOSEDLOOP_* environment variables): {error}")
     epoch = start_date.date() if start_date else None
+    make_private_dir(data_dir.expanduser())  # the ground truth holds every simulated email
     try:
         run, stats, truth = simulate(data_dir, days, endpoint, console, seed=seed,
                                      visitors_per_day=visitors_per_day, epoch=epoch)

@@ -113,7 +113,7 @@ class Pipeline:
         self.leads = app.Table(LEADS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_lead"))
         self.counters = Counters(app, s.partitions, lambda: self.dead_letters.total)
         self.counters.install_web(app)
-        diagnostics.install_web(app)
+        diagnostics.install_web(app, s.local_password_file)
         app.agent(self.events, name="visitors")(self._visitors_agent)
         app.agent(self.crm, name="crm")(self._crm_agent)
         app.agent(self.crm_contacts, name="contacts")(self._contacts_agent)

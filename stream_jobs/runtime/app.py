@@ -22,6 +22,11 @@ Configuration, and why
     - ``consumer_auto_offset_reset="earliest"``: a new worker group reads its topics from the beginning.
     - Fetches as aiokafka makes them: Kafka holds a fetch that finds nothing new for up to Faust's 1.5 s fetch
       wait, so an idle worker costs about 0.5% of a core (docs/STREAMS.md).
+    - The web server serves our pages only: ``/counters/`` and Faust's index ``/`` (``{"status": "OK"}``, the
+      health check) to anyone, ``/diagnostics/`` with the data directory's password (``diagnostics``). Faust's own
+      pages are off: ``/table/<name>/<key>/`` handed out table data (and answered 500 for ``ContactState``,
+      which JSON cannot serialize), ``/router/`` the cluster's layout; ``@table_route`` is not used, so nothing
+      needs the router. Anything else answers 404.
     - ``producer_linger=0.005``, ``producer_max_batch_size=512 KiB``: aiokafka keeps one produce request in flight
       per broker, and a full batch makes ``send`` wait until it is drained; with the 16 KiB default a busy
       partition (visitors changelog, credits) filled its batch long before the request came back, and the agents
@@ -52,6 +57,7 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
 
     faust_patches.install()
     rules = rules if rules is not None else ChannelRules.from_file(settings.channel_rules_file)
+    settings.ensure_data_dir()
     datadir = settings.data_dir / "worker" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -72,6 +78,11 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
         web_host=settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
         table_standby_replicas=0,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
