@@ -306,14 +306,14 @@ def test_csv_and_json_keep_exact_decimals(client):
     assert '"revenue": "800.00"' in to_json(result)
 
 
-def test_cli_report_sql_and_migrate_list(client, ch_url, monkeypatch):  # noqa: F811
+def test_cli_report_sql_and_migrate_list(client, clickhouse_http_url, monkeypatch):
     import json
 
     from click.testing import CliRunner
 
     from closedloop.cli import main
 
-    url = f"{ch_url}/{client.database}"
+    url = f"{clickhouse_http_url}/{client.database}"
     monkeypatch.setenv("CLOSEDLOOP_CLICKHOUSE_URL", url)
     runner = CliRunner()
     out = runner.invoke(main, ["report", "channels", "--model", "first_touch", "--from", "2024-03-01",
