@@ -7,10 +7,11 @@ incrementally: an insert is never held in memory whole.
 
 from __future__ import annotations
 
+import io
 import gzip
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 from clickhouse_endpoint.errors import ClickHouseError, codes
 
@@ -21,7 +22,7 @@ class BodyError(ClickHouseError):
     """The request body itself is broken (framing or transport): the connection cannot be reused."""
 
 
-def iter_request_body(rfile: BinaryIO, headers) -> Iterator[bytes]:
+def iter_request_body(rfile: IO[bytes] | io.BufferedIOBase, headers) -> Iterator[bytes]:
     """Yield the raw request body, de-chunked, in pieces of at most ``READ_SIZE`` bytes."""
     transfer = (headers.get("Transfer-Encoding") or "").lower()
     if "chunked" in transfer:

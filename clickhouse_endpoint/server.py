@@ -286,7 +286,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
             insert_format = statement.insert.format if statement.insert is not None else None
             engine.check(connection, guard.statement_for_check(statement.sql, insert_format), params.binds)
             if statement.insert is not None:
-                outcome = engine.insert(connection, statement.sql, statement.insert.format, statement.data)
+                outcome = engine.insert(connection, statement.sql, statement.insert.format, statement.data or ())
                 result_format = None
             else:
                 outcome = engine.query(connection, statement.sql, default_format, params.binds)
@@ -418,7 +418,8 @@ class EmbeddedClickHouse:
     def __init__(self, path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "",
                  password_file: str = ""):
         self.server = create_server(path, host, port, password, password_file)
-        self.host, self.port = self.server.server_address[:2]
+        bound_host, self.port = self.server.server_address[:2]
+        self.host = bound_host if isinstance(bound_host, str) else bytes(bound_host).decode()
         self._thread = threading.Thread(target=self._run, name="clickhouse-http", daemon=True)
 
     @property

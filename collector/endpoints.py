@@ -85,7 +85,8 @@ def collector_of(request: Request) -> CollectorState:
     Read from the scope's lifespan state dict, which ``request.state`` wraps, because building that wrapper costs
     more than the rest of the look-up, on every request (docs/COLLECTOR.md, "Why the hot path looks this way").
     """
-    return request.scope["state"]["collector"]  # type: ignore[no-any-return]
+    state: CollectorState = request.scope["state"]["collector"]
+    return state
 
 
 class JSONResponse(StarletteJSONResponse):

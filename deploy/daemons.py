@@ -111,6 +111,12 @@ def start_detached(argv: Sequence[str], log_path: Path, cwd: Path | None = None,
             raise StackError(f"Cannot start {argv[0]}: it is not executable (chmod +x it).") from None
 
 
+def _reaped(pid: int) -> bool:
+    """Reap ``pid`` if it is our exited child; True once it is gone."""
+    _reap(pid)
+    return process_cmdline(pid) is None
+
+
 def _reap(pid: int) -> None:
     """Collect the exit status when the process is our own child, so it does not linger as a zombie."""
     try:
@@ -139,7 +145,7 @@ def stop_pid(pid: int, markers: Sequence[str], timeout: float, sig: int = signal
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        wait_until(lambda: (_reap(pid), process_cmdline(pid) is None)[1], 5.0, "process to exit after SIGKILL")
+        wait_until(lambda: _reaped(pid), 5.0, "process to exit after SIGKILL")
     return True
 
 

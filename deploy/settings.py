@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
 
@@ -88,7 +88,7 @@ def describe_validation_error(error: ValidationError, cls: type[PipelineSettings
     return "\n".join(lines)
 
 
-def read_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+def read_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Read ``cls`` from the environment once; a bad value raises ``SettingsError`` with a readable message."""
     try:
         return cls(**overrides)
@@ -96,7 +96,7 @@ def read_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
         raise SettingsError(describe_validation_error(error, cls)) from None
 
 
-def private_stack_settings(data_dir: Path, **overrides: object) -> StackSettings:
+def private_stack_settings(data_dir: Path, **overrides: Any) -> StackSettings:
     """Settings for a private embedded stack in ``data_dir`` on free ports (never the defaults 9092/8123, so a
     stack someone else runs is never touched), ignoring real-server settings from the environment. For tests and
     side-by-side stacks."""
@@ -104,7 +104,7 @@ def private_stack_settings(data_dir: Path, **overrides: object) -> StackSettings
 
     nodes = int(overrides.get("kafka_brokers") or 1)
     kafka_port = free_port_run(2 * nodes)
-    values: dict[str, object] = dict(
+    values: dict[str, Any] = dict(
         data_dir=data_dir, kafka_bootstrap_servers=None, clickhouse_url=None,
         embedded_kafka_port=kafka_port, kafka_brokers=nodes,
         embedded_clickhouse_port=free_port_run(1, avoid=range(kafka_port, kafka_port + 2 * nodes)),

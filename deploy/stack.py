@@ -222,7 +222,7 @@ def password_file(settings: StackSettings) -> Path:
 def _check_can_start(process: EmbeddedService) -> None:
     """Clear errors before starting: data directory held by a process we did not start, port taken."""
     if process.node is not None:
-        holder = lockf_holder(process.node.log_dir / ".lock")
+        holder: int | str | None = lockf_holder(process.node.log_dir / ".lock")
         if holder is not None:
             raise StackError(
                 f"The broker data directory {process.node.log_dir} is locked by another process (PID {holder}), "

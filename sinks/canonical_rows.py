@@ -133,8 +133,8 @@ def _record_struct(name: str, fields: tuple[str, ...], types: dict, texts: dict[
 
 _UINT32 = Annotated[int, msgspec.Meta(ge=0, le=UINT32_MAX)]
 _VERSION = Annotated[int, msgspec.Meta(ge=1, le=UINT32_MAX)]  # the models' ge=1, the column's UInt32
-_STAGE = Literal[tuple(sorted(STAGES))]
-_MODEL = Literal[tuple(sorted(MODELS))]
+_STAGE = Literal[tuple(sorted(STAGES))]  # type: ignore[valid-type]  # built from the models' enums at import
+_MODEL = Literal[tuple(sorted(MODELS))]  # type: ignore[valid-type]
 
 
 def _output_decoder(model, types: dict) -> msgspec.json.Decoder:

@@ -49,7 +49,11 @@ def _child(settings_json: str, stop, results, log_config: dict[str, Any]) -> Non
     writer = SinkWriter(SinkSettings.model_validate_json(settings_json))
     tune_gc_for_throughput()
     signal.signal(signal.SIGTERM, lambda *_: writer.stop())
-    threading.Thread(target=lambda: (stop.wait(), writer.stop()), daemon=True).start()
+    def stop_when_told() -> None:
+        stop.wait()
+        writer.stop()
+
+    threading.Thread(target=stop_when_told, daemon=True).start()
     try:
         metrics = writer.run()
     finally:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 from clickhouse_connect.driver.client import Client
@@ -264,7 +264,7 @@ def event_rows(envelope: Envelope, where: Provenance) -> list[TableRow]:
     rows: list[TableRow] = []
     if isinstance(event, PageView):
         click_id = next((name for name in CLICK_ID_FIELDS if getattr(event, name)), "")
-        typed = (event.visitor_id, event.url, _s(event.path), _s(event.referrer), _s(event.utm_source),
+        typed: tuple[Any, ...] = (event.visitor_id, event.url, _s(event.path), _s(event.referrer), _s(event.utm_source),
                  _s(event.utm_medium), _s(event.utm_campaign), _s(event.utm_term), _s(event.utm_content), click_id,
                  "", "", "", "", "", None, "")
     elif isinstance(event, Identify):
@@ -306,7 +306,7 @@ def credit_row(c: Credit) -> Row:
             c.converted_at, c.channel, c.source, c.medium, c.campaign, c.credit, c.revenue, _s(c.currency), c.version)
 
 
-_OUTPUTS = {
+_OUTPUTS: dict[RecordKind, tuple[Any, str, Callable[[Any], tuple[Any, ...]]]] = {
     RecordKind.TOUCH: (Touch, "touches", touch_row),
     RecordKind.IDENTITY_LINK: (IdentityLink, "identity_links", identity_link_row),
     RecordKind.LEAD: (Lead, "leads", lead_row),

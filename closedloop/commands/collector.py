@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import click
 
@@ -31,7 +32,7 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
 
     logs = setup_logging(log_level)
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     try:
         settings = CollectorSettings(**overrides)
     except ValidationError as error:
@@ -46,7 +47,7 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
     if missing:
         log.warning("webhooks disabled until set", extra={"missing": missing})
     # uvicorn applies log_config again in each worker process, so its loggers and the app's share the setup.
-    common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+    common: dict[str, Any] = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools",
                   log_config=logging_config(logs), log_level=logs.level.lower(),
                   proxy_headers=settings.trust_forwarded_headers, server_header=False, access_log=False)
     if settings.workers == 1:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 import click
 from rich.console import Console
@@ -201,7 +202,7 @@ def _print_report(client, cursor, run) -> None:
     table.add_column("channel", no_wrap=True)
     for header in ("visitors", "spend", "leads", "customers", "revenue", "ROAS"):
         table.add_column(header, justify="right", no_wrap=True)
-    total = {"visitors": 0, "spend": Decimal(0)}
+    total: dict[str, Any] = {"visitors": 0, "spend": Decimal(0)}
     for name in names:
         base = next(rows[name] for rows in by_model.values() if name in rows)
         total["visitors"] += int(base.get("visitors") or 0)

@@ -24,11 +24,11 @@ def fetch(base_url: str, window: str, timeout: float = 2.0) -> dict:
 
 def render(current: dict | None, today: dict | None, model: str, error: str | None = None):
     """The rich renderable: one table per window, channels as rows, stages as columns."""
-    from rich.console import Group
+    from rich.console import Group, RenderableType
     from rich.table import Table
     from rich.text import Text
 
-    parts = []
+    parts: list[RenderableType] = []
     for snapshot, title in ((current, "current window"), (today, "today")):
         if snapshot is None:
             continue

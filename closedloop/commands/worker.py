@@ -7,6 +7,7 @@ SIGTERM/SIGINT. Settings come from ``CLOSEDLOOP_*`` environment variables (see `
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
@@ -30,7 +31,7 @@ def command(web_port: int | None, loglevel: str | None) -> None:
     logs = setup_logging(loglevel, level_source="--loglevel")
 
     try:
-        overrides = {"worker_web_port": web_port} if web_port is not None else {}
+        overrides: dict[str, Any] = {"worker_web_port": web_port} if web_port is not None else {}
         settings = WorkerSettings(**overrides)
     except ValidationError as error:
         raise click.ClickException(f"invalid worker settings (CLOSEDLOOP_* environment variables): {error}")

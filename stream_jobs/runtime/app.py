@@ -90,7 +90,7 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
         producer_linger=0.005,
         producer_max_batch_size=512 * 1024,
     )
-    app.pipeline = Pipeline(app, settings, rules)
+    app.pipeline = Pipeline(app, settings, rules)  # type: ignore[attr-defined]  # the agents find their pipeline on the app
     return app
 
 
