@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from clickhouse_endpoint import access
+from harness import free_port
 
 from schemas.logs import (
     FORMAT_ENV,
@@ -242,12 +244,6 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize("argv", [
     [sys.executable, "-m", "closedloop.cli", "sink"],
     [sys.executable, "-m", "clickhouse_endpoint.server", "--path", "unused"],
@@ -265,7 +261,7 @@ def test_a_bad_setting_stops_an_entry_point_with_the_message_and_no_traceback(ar
 
 @pytest.mark.clickhouse
 def test_the_clickhouse_endpoint_logs_json_lines_with_its_fields(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "clickhouse_endpoint.server", "--path", str(tmp_path / "chdb"), "--port", str(port)],
         env=_env(CLOSEDLOOP_LOG_LEVEL="debug"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -276,7 +272,11 @@ def test_the_clickhouse_endpoint_logs_json_lines_with_its_fields(tmp_path: Path)
         while True:
             assert process.poll() is None, process.stderr.read()
             try:
-                with DIRECT.open(f"http://127.0.0.1:{port}/?query=SELECT%201&query_id=q-42", timeout=1) as answer:
+                # the endpoint writes its password file before it listens (clickhouse_endpoint.access)
+                password = (tmp_path / "chdb" / access.PASSWORD_FILE).read_text().strip()
+                query = urllib.request.Request(f"http://127.0.0.1:{port}/?query=SELECT%201&query_id=q-42",
+                                               headers={"X-ClickHouse-User": "default", "X-ClickHouse-Key": password})
+                with DIRECT.open(query, timeout=1) as answer:
                     assert answer.read() == b"1\n"
                 break
             except OSError:
@@ -305,8 +305,8 @@ def test_the_clickhouse_endpoint_logs_json_lines_with_its_fields(tmp_path: Path)
 
 def test_the_collector_and_its_uvicorn_workers_log_json_lines(tmp_path: Path) -> None:
     """uvicorn applies the setup again in each worker process: its lines and the app's are JSON there too."""
-    port = _free_port()
-    env = _env(CLOSEDLOOP_DATA_DIR=str(tmp_path), CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_free_port()}")
+    port = free_port()
+    env = _env(CLOSEDLOOP_DATA_DIR=str(tmp_path), CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
     process = subprocess.Popen(
         [sys.executable, "-m", "closedloop.cli", "collector", "--port", str(port), "--workers", "2"],
         env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
