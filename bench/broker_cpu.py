@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.support import (  # the repository root is on the path first when run as a script
+from bench.support import (  # the repository root is on the path first when run as a script  # noqa: E402 - after the sys.path line above
     EmbeddedStack,
     cpu_seconds,
     load_average,

@@ -51,7 +51,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.support import (  # the repository root is on the path first when run as a script
+from bench.support import (  # the repository root is on the path first when run as a script  # noqa: E402 - after the sys.path line above
     HOST,
     EmbeddedStack,
     children,

@@ -161,7 +161,7 @@ def decode_body(chunks: Iterator[bytes], encoding: str | None) -> Iterator[bytes
             out = chain.decompress(piece)
         except ClickHouseError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every codec library raises its own types; all mean a broken body
             raise ClickHouseError(codes.CANNOT_DECOMPRESS, f"Cannot decompress {encoding} request body: {exc}", "CANNOT_DECOMPRESS") from None
         if out:
             yield out

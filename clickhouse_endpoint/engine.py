@@ -312,7 +312,7 @@ class Engine:
         """True when chDB classifies the statement as changing data or schema (refused on GET)."""
         try:
             info = chdb_raw(connection).classify_query(sql)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a statement chDB cannot classify is treated as not read-only
             return False
         return int(info["query_class"]) == 1
 

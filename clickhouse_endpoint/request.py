@@ -77,7 +77,7 @@ def credentials(headers, params: RequestParams) -> tuple[str, str]:
         try:
             decoded = base64.b64decode(auth[6:].strip()).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
-            raise ClickHouseError(codes.AUTHENTICATION_FAILED, "Malformed Basic Authorization header", "AUTHENTICATION_FAILED")
+            raise ClickHouseError(codes.AUTHENTICATION_FAILED, "Malformed Basic Authorization header", "AUTHENTICATION_FAILED") from None
         user, _, password = decoded.partition(":")
     if user is None:
         user = params.raw.get("user")
@@ -125,7 +125,7 @@ def _utf8(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ClickHouseError(codes.BAD_ARGUMENTS, f"The query is not valid UTF-8 (byte {exc.start})", "BAD_ARGUMENTS")
+        raise ClickHouseError(codes.BAD_ARGUMENTS, f"The query is not valid UTF-8 (byte {exc.start})", "BAD_ARGUMENTS") from None
 
 
 def read_statement(query_param: str, body: Iterator[bytes]) -> Statement:

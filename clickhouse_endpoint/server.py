@@ -262,7 +262,7 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         try:
             timeout = float(params.get("session_timeout") or DEFAULT_SESSION_TIMEOUT)
         except ValueError:
-            raise ClickHouseError(codes.BAD_ARGUMENTS, "session_timeout must be a number of seconds", "BAD_ARGUMENTS")
+            raise ClickHouseError(codes.BAD_ARGUMENTS, "session_timeout must be a number of seconds", "BAD_ARGUMENTS") from None
         if not 0 <= timeout <= MAX_SESSION_TIMEOUT:
             raise ClickHouseError(
                 codes.BAD_ARGUMENTS, f"session_timeout must be between 0 and {MAX_SESSION_TIMEOUT:.0f}", "BAD_ARGUMENTS"
@@ -400,7 +400,7 @@ def create_server(path: str, host: str = "127.0.0.1", port: int = 8123, password
         engine = Engine(path)
     except DataDirLocked as exc:
         raise StartupError(str(exc), EXIT_DIR_LOCKED) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - chDB raises plain RuntimeErrors and more; the start fails with the reason
         raise StartupError(f"cannot open the chDB data directory {path}: {exc}") from None
     try:
         return EndpointServer((host, port), engine, password, password_file)

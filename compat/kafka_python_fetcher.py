@@ -140,4 +140,4 @@ def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
 
     except StopIteration:
         fetcher.log.exception('StopIteration raised unpacking messageset')
-        raise RuntimeError('StopIteration raised unpacking messageset')
+        raise RuntimeError('StopIteration raised unpacking messageset') from None

@@ -156,7 +156,7 @@ class PipelineProcesses:
             self.pid_file(name).write(process.pid)
             self._children[name] = process
             # Until the child has exec'd, /proc shows our own command line: the PID file would look stale.
-            wait_until(lambda: process.poll() is not None or process_matches(process.pid, self.pid_file(name).markers),
+            wait_until(lambda: process.poll() is not None or process_matches(process.pid, self.pid_file(name).markers),  # noqa: B023 - called now
                        10.0, f"the {name} to start", interval=0.02)
             running[name] = process.pid
             report(f"{name}: started (PID {process.pid}, log {self.log(name)})")
@@ -370,7 +370,7 @@ class DelayProbe:
                 try:
                     rows = client.query("SELECT touch_id FROM touches WHERE touch_id IN {ids:Array(String)}",
                                         parameters={"ids": pending}).result_rows
-                except Exception:  # a busy endpoint: try again next round
+                except Exception:  # noqa: BLE001 - a busy endpoint: try again next round
                     self.errors += 1
                     rows = []
                 seen = (began + time.time()) / 2  # visible somewhere between the query's start and its answer

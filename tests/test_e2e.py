@@ -235,8 +235,8 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
             progress: list[DrainResult] = []  # a poll every 10 s: was the pipeline slow, or stuck?
 
             def every_ten_seconds(result: DrainResult) -> None:
-                if result.seconds >= 10 * len(progress):
-                    progress.append(result)
+                if result.seconds >= 10 * len(progress):  # noqa: B023 - called while progress is this list
+                    progress.append(result)  # noqa: B023
 
             drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client,
                                        expected_touches=touches, timeout=300, alive=processes.check_alive,

@@ -168,9 +168,9 @@ def test_spend_covers_paid_campaigns_daily_in_cents():
     channels = {line.channel for line in lines}
     assert channels == {"Paid Search", "Paid Social", "Display", "Email"}
     assert all(line.cost > 0 and line.cost == line.cost.quantize(Decimal("0.01")) for line in lines)
-    keys = [(l.day, l.channel, l.source, l.medium, l.campaign) for l in lines]
+    keys = [(line.day, line.channel, line.source, line.medium, line.campaign) for line in lines]
     assert len(keys) == len(set(keys))
-    assert {l.day for l in lines} == {CONFIG.epoch + timedelta(days=d) for d in range(7)}
+    assert {line.day for line in lines} == {CONFIG.epoch + timedelta(days=d) for d in range(7)}
 
 
 def test_truth_file_round_trip_and_horizon(tmp_path):
@@ -187,7 +187,7 @@ def test_truth_file_round_trip_and_horizon(tmp_path):
             assert [s for s in journey["stages"] if s["stage"] == "customer"][0]["deal_value"] == journey["deal_value"]
     totals = summarize(truth.journeys)
     assert totals["journeys"] == len(truth.journeys) and 0 < totals["customers"] < totals["leads"] < totals["visitors"]
-    assert sum(Decimal(s["cost"]) for s in truth.spend) == sum(l.cost for l in spend_lines(CONFIG, 0, 9))
+    assert sum(Decimal(s["cost"]) for s in truth.spend) == sum(line.cost for line in spend_lines(CONFIG, 0, 9))
     (tmp_path / "bad.jsonl").write_text('{"kind": "run"}\nnot json\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         read_truth(tmp_path / "bad.jsonl")

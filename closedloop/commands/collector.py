@@ -36,7 +36,7 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
     try:
         settings = CollectorSettings(**overrides)
     except ValidationError as error:
-        raise click.ClickException(f"invalid collector settings (CLOSEDLOOP_* environment variables): {error}")
+        raise click.ClickException(f"invalid collector settings (CLOSEDLOOP_* environment variables): {error}") from None
     _private_directories(settings)
     missing = [name for name, value in [("CLOSEDLOOP_HUBSPOT_CLIENT_SECRET", settings.hubspot_client_secret),
                                         ("CLOSEDLOOP_PIPEDRIVE_USER", settings.pipedrive_user),

@@ -60,7 +60,7 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, workers: 
         try:
             cursor, run = plan_run(settings.data_root, days, seed, visitors_per_day)
         except SimulationError as error:
-            raise click.ClickException(str(error))
+            raise click.ClickException(str(error)) from None
         console.rule("[bold]closedloop demo[/bold]")
         console.print("[bold]1. The stack[/bold] (embedded Kafka broker and ClickHouse endpoint)")
         stack.up(settings, report=lambda line: console.print(f"   {line}"))

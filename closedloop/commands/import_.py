@@ -30,7 +30,7 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
     try:
         settings = CollectorSettings()
     except ValidationError as error:
-        raise click.ClickException(f"invalid settings (CLOSEDLOOP_* environment variables): {error}")
+        raise click.ClickException(f"invalid settings (CLOSEDLOOP_* environment variables): {error}") from None
     missing = imports.missing_columns(file, kind)  # type: ignore[arg-type]
     if missing:
         console.print(f"[red]{file}: missing column(s) {', '.join(missing)}[/]; expected {COLUMNS[kind]}")
@@ -49,10 +49,10 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
             try:
                 summary = imports.publish_file(file, kind, settings.kafka_servers, settings.topics,  # type: ignore[arg-type]
                                                advance, accepted_times=settings.import_accepted_times)
-            except Exception as error:  # kafka-python raises several unrelated types for an unreachable broker
+            except Exception as error:  # noqa: BLE001 - kafka-python raises several unrelated types for an unreachable broker
                 console.print(f"[red]cannot publish to the broker at {settings.kafka_servers}: {error}[/]. "
                               "Is it running? (`closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS)")
-                raise SystemExit(2)
+                raise SystemExit(2) from None
     for line, errors in summary.rejected:
         reasons = "; ".join(f"{e['loc']}: {e['msg']}" if e["loc"] else e["msg"] for e in errors)
         console.print(f"[yellow]{file}:{line}[/]: rejected: {reasons}")

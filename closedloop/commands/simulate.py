@@ -80,14 +80,14 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, start_dat
     try:
         endpoint, data_dir = endpoint_from_settings(collector_url, concurrency, batch)
     except ValidationError as error:
-        raise click.ClickException(f"invalid settings (CLOSEDLOOP_* environment variables): {error}")
+        raise click.ClickException(f"invalid settings (CLOSEDLOOP_* environment variables): {error}") from None
     epoch = start_date.date() if start_date else None
     make_private_dir(data_dir.expanduser())  # the ground truth holds every simulated email
     try:
         run, stats, truth = simulate(data_dir, days, endpoint, console, seed=seed,
                                      visitors_per_day=visitors_per_day, epoch=epoch)
     except (SimulationError, SendError) as error:
-        raise click.ClickException(str(error))
+        raise click.ClickException(str(error)) from None
     print_summary(console, run, stats, truth)
     if stats.rejected:
         raise SystemExit(1)

@@ -34,15 +34,15 @@ def command(web_port: int | None, loglevel: str | None) -> None:
         overrides: dict[str, Any] = {"worker_web_port": web_port} if web_port is not None else {}
         settings = WorkerSettings(**overrides)
     except ValidationError as error:
-        raise click.ClickException(f"invalid worker settings (CLOSEDLOOP_* environment variables): {error}")
+        raise click.ClickException(f"invalid worker settings (CLOSEDLOOP_* environment variables): {error}") from None
 
     try:
         result = create_topics(settings)
-    except Exception as error:  # kafka-python raises several unrelated types for an unreachable broker
+    except Exception as error:  # noqa: BLE001 - kafka-python raises several unrelated types for an unreachable broker
         raise click.ClickException(
             f"cannot create topics on the broker at {settings.kafka_servers}: {error}. "
             f"Is it running? Start the embedded one with `closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS."
-        )
+        ) from None
     if result.created:
         log.info("topics created", extra={"count": len(result.created)})
 
@@ -51,7 +51,7 @@ def command(web_port: int | None, loglevel: str | None) -> None:
 
         app = create_app(settings)
     except (OSError, ValueError) as error:
-        raise click.ClickException(f"cannot start the worker: {error}")
+        raise click.ClickException(f"cannot start the worker: {error}") from None
 
     import faust
 
