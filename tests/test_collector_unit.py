@@ -489,3 +489,46 @@ def test_the_window_is_a_setting_and_its_edges_are_accepted(tmp_path: Path) -> N
         assert [(r["index"], r["errors"][0]["loc"]) for r in body["rejected"]] == [
             (2, "occurred_at"), (3, "occurred_at")]
         assert "30 days before to 1 hours after" in body["rejected"][0]["errors"][0]["msg"]
+
+
+def _crm_request(crm: str, when: str, index: int) -> tuple[str, bytes, dict[str, str]]:
+    """A signed request of one CRM whose change happened at ``when`` (ISO 8601)."""
+    from datetime import datetime
+
+    if crm == "hubspot":
+        millis = int(datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() * 1000)
+        body = dumps([hubspot_event(index, subscriptionType="contact.propertyChange", objectId=5,
+                                    propertyName="lifecyclestage", propertyValue="lead", occurredAt=millis)])
+        return "/v1/webhooks/hubspot", body, hubspot_headers(body, HS_URL)
+    if crm == "pipedrive":
+        document = pipedrive_body("person", "create", {"id": 12, "emails": [{"value": "a@b.co", "primary": True}]},
+                                  meta_id=f"m-{index}")
+        document["meta"]["timestamp"] = when
+        return "/v1/webhooks/pipedrive", dumps(document), {**basic_auth(), "Content-Type": "application/json"}
+    body = dumps({"events": [{"id": f"chg-{index}", "stage": "sql", "occurred_at": when, "contact_id": "c-1"}]})
+    return "/v1/webhooks/crm", body, {"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}
+
+
+@pytest.mark.parametrize("crm, field", [("hubspot", "occurredAt"), ("pipedrive", "meta.timestamp"),
+                                        ("generic", "occurred_at")])
+def test_crm_change_times_outside_the_window_are_422_naming_the_field_and_the_window(
+        tmp_path: Path, crm: str, field: str) -> None:
+    # CRM webhooks used to publish any time (a 1971 or a next-year change became a conversion at that time).
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    settings = collector_settings(tmp_path, accept_past_days=30, accept_future_hours=1)
+    with offline_client(settings) as client:
+        for index, when in enumerate([now - timedelta(days=31), now + timedelta(hours=2)]):
+            path, body, headers = _crm_request(crm, when.isoformat().replace("+00:00", "Z"), index)
+            response = client.post(path, content=body, headers=headers)
+            assert response.status_code == 422, response.text
+            [rejection] = response.json()["rejected"]
+            [error] = rejection["errors"]
+            assert error["loc"] == field
+            assert "outside the accepted times" in error["msg"]
+            assert "30 days before to 1 hours after the collector's clock" in error["msg"]
+        assert envelopes(client) == []
+        path, body, headers = _crm_request(crm, (now - timedelta(days=29)).isoformat(), 9)
+        response = client.post(path, content=body, headers=headers)
+        assert (response.status_code, response.json()["accepted"]) == (200, 1), response.text

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from collector.window import AcceptedTimes
 from schemas.events import CrmStatusChange
 
 
@@ -77,3 +78,13 @@ def epoch_to_datetime(value: Any) -> datetime | None:
         return datetime.fromtimestamp(number, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def window_rejection(index: int, change: CrmStatusChange, accepted_times: AcceptedTimes, received_at: datetime,
+                     loc: str) -> dict[str, Any] | None:
+    """A rejection naming ``loc`` (the CRM's own field) and the window when the change's time is outside the
+    collector's accepted times (``collector.window``, as ``POST /v1/events`` applies them), else None."""
+    problem = accepted_times.problem(change.occurred_at, received_at)
+    if problem is None:
+        return None
+    return {"index": index, "errors": [{"loc": loc, "msg": problem}]}

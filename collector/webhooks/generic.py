@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collector.errors import ApiError, not_configured, validation_errors
 from collector.settings import CollectorSettings
-from collector.webhooks import CrmChange, WebhookResult
+from collector.webhooks import CrmChange, WebhookResult, window_rejection
 from schemas.events import CrmStatusChange, LifecycleStage
 
 SIGNATURE_HEADER = "X-Closedloop-Signature"
@@ -72,7 +72,10 @@ def verify(signature: str | None, body: bytes, settings: CollectorSettings) -> N
         )
 
 
-def parse(document: Any, settings: CollectorSettings) -> WebhookResult:
+def parse(document: Any, settings: CollectorSettings, received_at: datetime | None = None) -> WebhookResult:
+    """The body's events -> status changes, rejected by index when invalid or when ``occurred_at`` is outside
+    the accepted times (named with the window, as on ``POST /v1/events``)."""
+    received_at = received_at or datetime.now(timezone.utc)
     if isinstance(document, dict) and "events" in document:
         try:
             body = GenericCrmBody.model_validate(document)
@@ -104,6 +107,9 @@ def parse(document: Any, settings: CollectorSettings) -> WebhookResult:
             )
         except ValidationError as exc:
             result.rejected.append({"index": index, "errors": validation_errors(exc)})
+            continue
+        if (rejected := window_rejection(index, change, settings.accepted_times, received_at, "occurred_at")):
+            result.rejected.append(rejected)
             continue
         result.changes.append(CrmChange(f"{source}:{event.id}", f"crm:{source}", change))
     return result
