@@ -31,6 +31,10 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
         settings = CollectorSettings()
     except ValidationError as error:
         raise click.ClickException(f"invalid settings (CLOSEDLOOP_* environment variables): {error}")
+    problem = imports.header_problem(file)
+    if problem:
+        console.print(f"[red]{file}:1: {problem}[/]; expected the columns {COLUMNS[kind]}")
+        raise SystemExit(2)
     missing = imports.missing_columns(file, kind)  # type: ignore[arg-type]
     if missing:
         console.print(f"[red]{file}: missing column(s) {', '.join(missing)}[/]; expected {COLUMNS[kind]}")
