@@ -2,7 +2,7 @@
 webhooks and the spend model produce.
 
 ``crm`` columns: ``email`` (or ``contact_id``), ``stage``, ``date``; optional ``value``, ``currency``, ``id``
-(the row's record id in your sheet; defaults to the email). ``spend`` columns: ``date``, ``channel``, ``cost``,
+(the row's record id in your sheet; defaults to the lead id of the email, never the address itself). ``spend`` columns: ``date``, ``channel``, ``cost``,
 ``currency``; optional ``source``, ``medium``, ``campaign``. Headers are case-insensitive; extra columns are
 ignored. A bad row is reported with its line number and never stops the good ones; so is a date outside the
 accepted times (``collector.window``: by default twenty years back to a day ahead), a row that is not valid UTF-8
@@ -29,7 +29,10 @@ from collector import window
 from collector.errors import validation_errors
 from collector.events import now_utc, record_for
 from collector.spool import SpoolRecord
+from collector.webhooks import without_emails
 from schemas.events import CrmStatusChange, Envelope, LifecycleStage, SpendRow, as_utc
+from schemas.identity import lead_id_for
+from schemas.settings import DEV_LEAD_ID_KEY
 from schemas.topics import Topics
 
 ImportKind = Literal["crm", "spend"]
@@ -152,8 +155,14 @@ def missing_columns(path: Path, kind: ImportKind) -> list[str]:
 
 
 def crm_envelope(row: dict[str, str], received_at: datetime,
-                 accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT) -> Envelope:
-    """One CRM row -> an envelope with a ``CrmStatusChange`` from the ``spreadsheet`` CRM."""
+                 accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+                 lead_key: bytes = DEV_LEAD_ID_KEY.encode()) -> Envelope:
+    """One CRM row -> an envelope with a ``CrmStatusChange`` from the ``spreadsheet`` CRM.
+
+    The record id is the row's ``id``, else the lead id of its email (``lead_key``: ``CLOSEDLOOP_LEAD_ID_KEY``,
+    the stream jobs' key), else its contact id: an id that is an email address is stored as its lead id, since
+    the raw email is kept only in the ``leads`` table. The event id is derived from the lead id too, not from the
+    address."""
     errors: list[dict[str, str]] = []
     stage = STAGE_NAMES.get(" ".join(row.get("stage", "").lower().replace("_", " ").split()))
     if stage is None:
@@ -179,13 +188,16 @@ def crm_envelope(row: dict[str, str], received_at: datetime,
         )
     except ValidationError as exc:
         raise RowRejected(validation_errors(exc)) from None
-    digest = _digest(change.lead_key, change.stage, change.occurred_at.isoformat(), change.deal_value, change.currency)
+    change = without_emails(change, lead_key)
+    who = change.lead_key if change.email is None else lead_id_for(change.email, lead_key)
+    digest = _digest(who, change.stage, change.occurred_at.isoformat(), change.deal_value, change.currency)
     return Envelope(event_id=f"spreadsheet:{digest}", site_id="spreadsheet", received_at=received_at, event=change)
 
 
 def spend_envelope(row: dict[str, str], received_at: datetime,
-                   accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT) -> Envelope:
-    """One spend row -> an envelope with a ``SpendRow``."""
+                   accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+                   lead_key: bytes = b"") -> Envelope:
+    """One spend row -> an envelope with a ``SpendRow`` (``lead_key`` is unused: spend names nobody)."""
     errors: list[dict[str, str]] = []
     occurred_at = _when(row.get("date", ""), errors, received_at, accepted_times)
     cost = _amount(row.get("cost", ""), "cost", errors)
@@ -216,8 +228,10 @@ def parse_file(
     path: Path, kind: ImportKind, topics: Topics, summary: ImportSummary,
     on_row: Callable[[int], None] = lambda line: None,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+    lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
 ) -> Iterator[SpoolRecord]:
-    """The Kafka records of every good row; bad rows are added to ``summary.rejected`` with their line."""
+    """The Kafka records of every good row; bad rows are added to ``summary.rejected`` with their line.
+    ``lead_key`` is ``CLOSEDLOOP_LEAD_ID_KEY`` (see :func:`crm_envelope`)."""
     make = crm_envelope if kind == "crm" else spend_envelope
     received_at = now_utc()
     for line, row in read_rows(path):
@@ -227,7 +241,7 @@ def parse_file(
             on_row(line)
             continue
         try:
-            envelope = make(row, received_at, accepted_times)
+            envelope = make(row, received_at, accepted_times, lead_key)
         except RowRejected as exc:
             summary.rejected.append((line, exc.errors))
         else:
@@ -240,6 +254,7 @@ def publish_file(
     path: Path, kind: ImportKind, bootstrap_servers: str, topics: Topics,
     on_row: Callable[[int], None] = lambda line: None, timeout_s: float = 60.0,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+    lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
 ) -> ImportSummary:
     """Parse and publish (acks=all); returns once every record is acknowledged or failed."""
     from kafka import KafkaProducer
@@ -249,7 +264,7 @@ def publish_file(
                              compression_type="lz4", enable_idempotence=True)
     futures = []
     try:
-        for record in parse_file(path, kind, topics, summary, on_row, accepted_times):
+        for record in parse_file(path, kind, topics, summary, on_row, accepted_times, lead_key):
             futures.append(producer.send(record.topic, key=record.key, value=record.value))
         producer.flush(timeout=timeout_s)
     finally:

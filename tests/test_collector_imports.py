@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from collector import imports
 from collector_support import collector_settings, create_source_topics, read_topic
+from schemas.identity import lead_id_for
+from schemas.settings import DEV_LEAD_ID_KEY
 from schemas.topics import Topics
 
 CRM_CSV = """Email,Stage,Value,Currency,Date
@@ -42,7 +44,8 @@ def test_crm_rows_parse_and_rejections_carry_line_numbers(tmp_path: Path) -> Non
     assert [(r.topic, r.key) for r in records] == [("t.crm", b"ann@acme.test"), ("t.crm", b"carol@acme.test")]
     won = orjson.loads(records[0].value)
     assert won["event"] | {} == {**won["event"], "crm": "spreadsheet", "stage": "customer", "deal_value": "1200.50",
-                                  "currency": "EUR", "occurred_at": "2024-05-01T00:00:00Z", "crm_object_id": "ann@acme.test"}
+                                  "currency": "EUR", "occurred_at": "2024-05-01T00:00:00Z",
+                                  "crm_object_id": lead_id_for("ann@acme.test", DEV_LEAD_ID_KEY.encode())}
     assert orjson.loads(records[1].value)["event"]["occurred_at"] == "2024-05-03T08:30:00Z"
     # the same rows give the same event ids: a re-import is recognisable downstream
     again = list(imports.parse_file(tmp_path / "crm.csv", "crm", Topics("t"), imports.ImportSummary()))

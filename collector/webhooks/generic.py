@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collector.errors import ApiError, not_configured, validation_errors
 from collector.settings import CollectorSettings
-from collector.webhooks import CrmChange, WebhookResult, window_rejection
+from collector.webhooks import CrmChange, WebhookResult, window_rejection, without_emails
 from schemas.events import CrmStatusChange, LifecycleStage
 
 SIGNATURE_HEADER = "X-Closedloop-Signature"
@@ -42,7 +42,8 @@ class GenericCrmEvent(BaseModel):
         None, description="The CRM's id of the person; email or contact_id is required."
     )
     object_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
-        None, description="The record that changed (deal, opportunity); defaults to contact_id or email."
+        None, description="The record that changed (deal, opportunity); defaults to contact_id, else the lead id "
+                          "of email (an id that is an email address is stored as its lead id)."
     )
     value: Decimal | None = Field(None, description="Deal value, e.g. \"1200.00\"; needs currency.")
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
@@ -111,5 +112,6 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
         if (rejected := window_rejection(index, change, settings.accepted_times, received_at, "occurred_at")):
             result.rejected.append(rejected)
             continue
-        result.changes.append(CrmChange(f"{source}:{event.id}", f"crm:{source}", change))
+        result.changes.append(CrmChange(f"{source}:{event.id}", f"crm:{source}",
+                                        without_emails(change, settings.lead_key_bytes)))
     return result

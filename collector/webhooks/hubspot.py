@@ -34,7 +34,7 @@ from starlette.requests import Request
 
 from collector.errors import ApiError, not_configured, validation_errors
 from collector.settings import CollectorSettings
-from collector.webhooks import CrmChange, WebhookResult, epoch_to_datetime, money, window_rejection
+from collector.webhooks import CrmChange, WebhookResult, epoch_to_datetime, money, window_rejection, without_emails
 from schemas.events import CrmStatusChange
 
 MAX_AGE_MS = 5 * 60 * 1000
@@ -149,7 +149,8 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
             result.rejected.append(rejected)
         else:
             delivery = f"{event.portal_id}:{event.event_id}"
-            result.changes.append(CrmChange(delivery, f"hubspot:{event.portal_id}", change))
+            result.changes.append(CrmChange(delivery, f"hubspot:{event.portal_id}",
+                                            without_emails(change, settings.lead_key_bytes)))
     return result
 
 

@@ -32,7 +32,7 @@ from starlette.requests import Request
 
 from collector.errors import ApiError, not_configured, validation_errors
 from collector.settings import CollectorSettings
-from collector.webhooks import CrmChange, WebhookResult, epoch_to_datetime, money, window_rejection
+from collector.webhooks import CrmChange, WebhookResult, epoch_to_datetime, money, window_rejection, without_emails
 from schemas.events import CrmStatusChange, LifecycleStage
 
 
@@ -116,7 +116,8 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
         result.rejected.append(rejected)
         return result
     for n, change in enumerate(changes):
-        result.changes.append(CrmChange(f"{company}:{delivery_id}:{n}", f"pipedrive:{company}", change))
+        result.changes.append(CrmChange(f"{company}:{delivery_id}:{n}", f"pipedrive:{company}",
+                                        without_emails(change, settings.lead_key_bytes)))
     if not stages:
         result.ignored.append({"index": 0, "reason": reason})
     return result
