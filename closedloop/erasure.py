@@ -230,7 +230,7 @@ def _found(client: Any, address: str) -> dict[tuple[str, str, bool], int]:
         counts = ", ".join(f"countIf(positionCaseInsensitive(ifNull(toString(`{c}`), ''), {{address:String}}) > 0)"
                            for c, _ in columns)
         row = client.query(f"SELECT {counts} FROM `{table}`", parameters={"address": address}).result_rows[0]
-        for (column, is_key), count in zip(columns, row):
+        for (column, is_key), count in zip(columns, row, strict=True):
             if count:
                 found[(table, column, is_key)] = int(count)
     return found

@@ -2,8 +2,8 @@
 webhooks and the spend model produce.
 
 ``crm`` columns: ``email`` (or ``contact_id``), ``stage``, ``date``; optional ``value``, ``currency``, ``id``
-(the row's record id in your sheet; defaults to the lead id of the email, never the address itself). ``spend`` columns: ``date``, ``channel``, ``cost``,
-``currency``; optional ``source``, ``medium``, ``campaign``. Headers are case-insensitive; extra columns are
+(the row's record id in your sheet; defaults to the lead id of the email, never the address itself).
+``spend`` columns: ``date``, ``channel``, ``cost``, ``currency``; optional ``source``, ``medium``, ``campaign``. Headers are case-insensitive; extra columns are
 ignored. A bad row is reported with its line number and never stops the good ones; so is a date outside the
 accepted times (``collector.window``: by default twenty years back to a day ahead), a row that is not valid UTF-8
 (spreadsheets save in other encodings too) and a row the CSV reader cannot split (a field over its size limit).

@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
+from test_worker import send, topic_records
 
 from deploy.daemons import free_port
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope
 from schemas.identity import lead_id_for
 from schemas.settings import DEV_LEAD_ID_KEY
-from simulator.demo_harness import (PipelinePorts, PipelineProcesses, pipeline_environment, wait_group_active,
-                                    wait_until_drained)
+from simulator.demo_harness import (
+    PipelinePorts,
+    PipelineProcesses,
+    pipeline_environment,
+    wait_group_active,
+    wait_until_drained,
+)
 from simulator.senders import DEMO_CRM_SECRET, DEMO_WRITE_KEY
 from stream_jobs.runtime.topology import CONTACTS_TABLE, LEADS_TABLE, VISITORS_TABLE, changelog_topic
-from test_worker import send, topic_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse]
 

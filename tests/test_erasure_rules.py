@@ -22,8 +22,8 @@ def _envelope(event_id: str, event) -> Envelope:
 def test_the_lead_state_knows_every_visitor_and_contact_an_erasure_must_reach() -> None:
     link = IdentityLink(visitor_id="laptop", lead_id="L", linked_at=T0, event_id="form")
     state, _ = apply_link(None, link)
-    touch = Touch(touch_id="t1", visitor_id="phone", lead_id="L", site_id="s", occurred_at=T0, channel="Direct", source="(direct)", medium="(none)",
-                  event_id="pv")
+    touch = Touch(touch_id="t1", visitor_id="phone", lead_id="L", site_id="s", occurred_at=T0, channel="Direct",
+                  source="(direct)", medium="(none)", event_id="pv")
     state, _ = apply_touch(state, touch)
     change = CrmStatusChange(occurred_at=T0, crm="hubspot", crm_object_id="d1", crm_contact_id="501",
                              email="ann@acme.test", stage="mql")
@@ -48,6 +48,21 @@ def test_a_visitor_forgets_the_lead_and_keeps_its_anonymous_history() -> None:
     assert forget_lead(forgotten, "L") is forgotten
     assert forget_lead(state, "other") is state
     # A later page view of the cookie is anonymous again.
-    later, touch = apply_page_view(forgotten, _envelope(
-        "pv-2", PageView(occurred_at=T0 + timedelta(hours=2), visitor_id="v", url="https://a.test/?utm_source=x")), rules)
+    later_view = PageView(occurred_at=T0 + timedelta(hours=2), visitor_id="v", url="https://a.test/?utm_source=x")
+    later, touch = apply_page_view(forgotten, _envelope("pv-2", later_view), rules)
     assert touch is not None and touch.lead_id is None
+
+
+def test_the_erase_command_refuses_bad_input_before_doing_anything(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from closedloop.commands.erase import command
+
+    monkeypatch.setenv("CLOSEDLOOP_DATA_DIR", str(tmp_path))
+    for args, message in [([], "exactly one of --email or --lead-id"),
+                          (["--email", "a@b.co", "--lead-id", "0" * 32], "exactly one of --email or --lead-id"),
+                          (["--email", "null"], "is not an email address"),
+                          (["--lead-id", "ann@acme.test"], "32 lower-case hex characters")]:
+        result = CliRunner().invoke(command, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in " ".join(result.output.split()), (args, result.output)
