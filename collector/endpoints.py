@@ -194,6 +194,7 @@ async def post_events(request: Request) -> Response:
         user_agent=headers.get("user-agent"),
         topics=collector.topics,
         accepted_times=collector.accepted_times,
+        lead_key=settings.lead_key_bytes,
     )
     metrics = collector.metrics
     if batch.rejected:

@@ -26,7 +26,9 @@ from collector import window
 from collector import page_view_records
 from collector.errors import ApiError, validation_errors
 from collector.spool import SpoolRecord
+from collector.webhooks import without_emails
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
+from schemas.settings import DEV_LEAD_ID_KEY
 from schemas.topics import Topics
 
 BROWSER_TYPES = frozenset({"page_view", "identify"})
@@ -98,6 +100,7 @@ def parse_events(
     user_agent: str | None,
     topics: Topics,
     accepted_times: window.AcceptedTimes = window.DEFAULT,
+    lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
 ) -> ParsedBatch:
     """Validate every item; records for the good ones, ``{"index", "errors"}`` for the others.
 
@@ -105,6 +108,9 @@ def parse_events(
     The other items' envelopes are validated in one pydantic call (one TypeAdapter over the list), which saves
     the per-call overhead of validating them one by one; when that call finds any error, the items are validated
     one at a time instead, so that each rejection names its own index and fields.
+
+    A ``crm_status`` event's record and contact ids that are email addresses are replaced by their lead id
+    (``lead_key``: ``CLOSEDLOOP_LEAD_ID_KEY``), as the CRM webhooks do.
     """
     batch = ParsedBatch()
     accepted: dict[int, Accepted] = {}
@@ -146,6 +152,8 @@ def parse_events(
         if problem is not None:
             batch.rejected.append({"index": index, "errors": [{"loc": "occurred_at", "msg": problem}]})
             continue
+        if isinstance(envelope.event, CrmStatusChange):
+            envelope = envelope.model_copy(update={"event": without_emails(envelope.event, lead_key)})
         accepted[index] = Accepted(envelope.event_id, envelope.event.type, record_for(envelope, topics))
     batch.accepted = [accepted[index] for index in sorted(accepted)]
     batch.rejected.sort(key=lambda rejection: rejection["index"])

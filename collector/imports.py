@@ -2,10 +2,11 @@
 webhooks and the spend model produce.
 
 ``crm`` columns: ``email`` (or ``contact_id``), ``stage``, ``date``; optional ``value``, ``currency``, ``id``
-(the row's record id in your sheet; defaults to the email). ``spend`` columns: ``date``, ``channel``, ``cost``,
-``currency``; optional ``source``, ``medium``, ``campaign``. Headers are case-insensitive; extra columns are
+(the row's record id in your sheet; defaults to the lead id of the email, never the address itself).
+``spend`` columns: ``date``, ``channel``, ``cost``, ``currency``; optional ``source``, ``medium``, ``campaign``. Headers are case-insensitive; extra columns are
 ignored. A bad row is reported with its line number and never stops the good ones; so is a date outside the
-accepted times (``collector.window``: by default twenty years back to a day ahead).
+accepted times (``collector.window``: by default twenty years back to a day ahead), a row that is not valid UTF-8
+(spreadsheets save in other encodings too) and a row the CSV reader cannot split (a field over its size limit).
 
 Event ids are derived from the row's content, so importing the same file twice produces records downstream
 recognises as the same events.
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, TextIO
 
 from pydantic import ValidationError
 
@@ -27,7 +29,10 @@ from collector import window
 from collector.errors import validation_errors
 from collector.events import now_utc, record_for
 from collector.spool import SpoolRecord
+from collector.webhooks import without_emails
 from schemas.events import CrmStatusChange, Envelope, LifecycleStage, SpendRow, as_utc
+from schemas.identity import lead_id_for
+from schemas.settings import DEV_LEAD_ID_KEY
 from schemas.topics import Topics
 
 ImportKind = Literal["crm", "spend"]
@@ -65,24 +70,83 @@ class ImportSummary:
     publish_failures: int = 0
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row with lower-cased keys) for every data row; a BOM and blank lines are fine."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A data row that cannot be read as text columns: its rejection reasons, as a row's ``RowRejected`` has."""
+
+    errors: list[dict[str, str]]
+
+
+ENCODING_HINT = "save the file as CSV UTF-8 (in Excel: Save As > CSV UTF-8)"
+# Bytes that are not UTF-8 are read as lone surrogates (errors="surrogateescape"), which valid UTF-8 never
+# decodes to: one undecodable row is then told apart from the good ones instead of ending the whole import.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _open(path: Path) -> TextIO:
+    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
+def _undecodable(row: dict[str, str]) -> list[dict[str, str]]:
+    """A rejection per column whose text holds bytes that are not UTF-8 (naming the first such byte)."""
+    errors = []
+    for column, value in row.items():
+        found = _UNDECODABLE.search(value)
+        if found is not None:
+            byte = ord(found.group()) - 0xDC00
+            errors.append({"loc": column, "msg": f"not valid UTF-8 (byte 0x{byte:02x} at character "
+                                                 f"{found.start() + 1}); {ENCODING_HINT}"})
+    return errors
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | UnreadableRow]]:
+    """(line number, row with lower-cased keys) for every data row; a BOM and blank lines are fine. A row that
+    is not valid UTF-8 or that the CSV reader refuses comes as an :class:`UnreadableRow` with the reason."""
+    with _open(path) as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            return
+        try:
+            if reader.fieldnames is None:
+                return
+        except csv.Error:
+            return  # an unreadable header: missing_columns says so before any row is read
         reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:  # e.g. a field over csv.field_size_limit(): the reader goes on after it
+                # DictReader's own line_num moves only on success; its reader's counts the line that failed.
+                yield reader.reader.line_num, UnreadableRow([{"loc": "", "msg": f"cannot read this line as CSV: "
+                                                                                   f"{error}"}])
+                continue
             line = reader.line_num  # the physical line the row ends on (blank lines counted)
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
                 continue
-            yield line, {k: (v or "").strip() if isinstance(v, str) else "" for k, v in row.items() if k is not None}
+            values = {k: (v or "").strip() if isinstance(v, str) else "" for k, v in row.items() if k is not None}
+            errors = _undecodable(values)
+            yield line, UnreadableRow(errors) if errors else values
+
+
+def header_problem(path: Path) -> str | None:
+    """Why the header line cannot be read (not UTF-8, not CSV), or None."""
+    try:
+        with _open(path) as handle:
+            header = next(csv.reader(handle), [])
+    except csv.Error as error:
+        return f"the header line cannot be read as CSV: {error}"
+    if any(_UNDECODABLE.search(name) for name in header):
+        return f"the header line is not valid UTF-8; {ENCODING_HINT}"
+    return None
 
 
 def missing_columns(path: Path, kind: ImportKind) -> list[str]:
     """Required columns the header lacks (checked once, before any row)."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle), [])
+    try:
+        with _open(path) as handle:
+            header = next(csv.reader(handle), [])
+    except csv.Error:
+        header = []
     names = {name.strip().lower() for name in header}
     missing = [name for name in REQUIRED[kind] if name not in names]
     if kind == "crm" and not names & {"email", "contact_id"}:
@@ -91,8 +155,14 @@ def missing_columns(path: Path, kind: ImportKind) -> list[str]:
 
 
 def crm_envelope(row: dict[str, str], received_at: datetime,
-                 accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT) -> Envelope:
-    """One CRM row -> an envelope with a ``CrmStatusChange`` from the ``spreadsheet`` CRM."""
+                 accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+                 lead_key: bytes = DEV_LEAD_ID_KEY.encode()) -> Envelope:
+    """One CRM row -> an envelope with a ``CrmStatusChange`` from the ``spreadsheet`` CRM.
+
+    The record id is the row's ``id``, else the lead id of its email (``lead_key``: ``CLOSEDLOOP_LEAD_ID_KEY``,
+    the stream jobs' key), else its contact id: an id that is an email address is stored as its lead id, since
+    the raw email is kept only in the ``leads`` table. The event id is derived from the lead id too, not from the
+    address."""
     errors: list[dict[str, str]] = []
     stage = STAGE_NAMES.get(" ".join(row.get("stage", "").lower().replace("_", " ").split()))
     if stage is None:
@@ -118,13 +188,16 @@ def crm_envelope(row: dict[str, str], received_at: datetime,
         )
     except ValidationError as exc:
         raise RowRejected(validation_errors(exc)) from None
-    digest = _digest(change.lead_key, change.stage, change.occurred_at.isoformat(), change.deal_value, change.currency)
+    change = without_emails(change, lead_key)
+    who = change.lead_key if change.email is None else lead_id_for(change.email, lead_key)
+    digest = _digest(who, change.stage, change.occurred_at.isoformat(), change.deal_value, change.currency)
     return Envelope(event_id=f"spreadsheet:{digest}", site_id="spreadsheet", received_at=received_at, event=change)
 
 
 def spend_envelope(row: dict[str, str], received_at: datetime,
-                   accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT) -> Envelope:
-    """One spend row -> an envelope with a ``SpendRow``."""
+                   accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+                   lead_key: bytes = b"") -> Envelope:
+    """One spend row -> an envelope with a ``SpendRow`` (``lead_key`` is unused: spend names nobody)."""
     errors: list[dict[str, str]] = []
     occurred_at = _when(row.get("date", ""), errors, received_at, accepted_times)
     cost = _amount(row.get("cost", ""), "cost", errors)
@@ -155,14 +228,20 @@ def parse_file(
     path: Path, kind: ImportKind, topics: Topics, summary: ImportSummary,
     on_row: Callable[[int], None] = lambda line: None,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+    lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
 ) -> Iterator[SpoolRecord]:
-    """The Kafka records of every good row; bad rows are added to ``summary.rejected`` with their line."""
+    """The Kafka records of every good row; bad rows are added to ``summary.rejected`` with their line.
+    ``lead_key`` is ``CLOSEDLOOP_LEAD_ID_KEY`` (see :func:`crm_envelope`)."""
     make = crm_envelope if kind == "crm" else spend_envelope
     received_at = now_utc()
     for line, row in read_rows(path):
         summary.rows += 1
+        if isinstance(row, UnreadableRow):
+            summary.rejected.append((line, row.errors))
+            on_row(line)
+            continue
         try:
-            envelope = make(row, received_at, accepted_times)
+            envelope = make(row, received_at, accepted_times, lead_key)
         except RowRejected as exc:
             summary.rejected.append((line, exc.errors))
         else:
@@ -175,6 +254,7 @@ def publish_file(
     path: Path, kind: ImportKind, bootstrap_servers: str, topics: Topics,
     on_row: Callable[[int], None] = lambda line: None, timeout_s: float = 60.0,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+    lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
 ) -> ImportSummary:
     """Parse and publish (acks=all); returns once every record is acknowledged or failed."""
     from kafka import KafkaProducer
@@ -184,7 +264,7 @@ def publish_file(
                              compression_type="lz4", enable_idempotence=True)
     futures = []
     try:
-        for record in parse_file(path, kind, topics, summary, on_row, accepted_times):
+        for record in parse_file(path, kind, topics, summary, on_row, accepted_times, lead_key):
             futures.append(producer.send(record.topic, key=record.key, value=record.value))
         producer.flush(timeout=timeout_s)
     finally:

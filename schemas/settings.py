@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import DEFAULT_PREFIX, Topics
@@ -22,6 +22,10 @@ from schemas.topics import DEFAULT_PREFIX, Topics
 DEFAULT_DATABASE = "closedloop"
 LOCAL_PASSWORD_FILE = "local-password"  # in the data directory: the embedded ClickHouse's and /diagnostics/' password
 EMBEDDED_CLICKHOUSE_USER = "default"
+
+# A development default, so that `closedloop up` works out of the box. Lead ids derived from it are only as
+# secret as this string: set CLOSEDLOOP_LEAD_ID_KEY in any deployment that stores real emails.
+DEV_LEAD_ID_KEY = "closedloop-development-key-change-me"
 
 
 class PipelineSettings(BaseSettings):
@@ -58,10 +62,19 @@ class PipelineSettings(BaseSettings):
         1024, ge=1, description="How much each partition of those topics keeps, in MiB (size bound).",
     )
     dead_letter_retention_hours: float = Field(720.0, gt=0, description="How long dead letters are kept.")
+    lead_id_key: SecretStr = Field(
+        SecretStr(DEV_LEAD_ID_KEY),
+        description="HMAC-SHA256 key that turns a normalised email into a lead id (schemas.identity.lead_id_for); "
+                    "the collector, the worker and `closedloop erase` must share it. Changing it re-keys every lead.",
+    )
     compaction_segment_hours: float = Field(
         6.0, gt=0, description="State topics roll a segment this often, so compaction reaches recent records "
                                "(and an erased lead's tombstone replaces its email) within about this time.",
     )
+
+    @property
+    def lead_key_bytes(self) -> bytes:
+        return self.lead_id_key.get_secret_value().encode("utf-8")
 
     @property
     def kafka_is_embedded(self) -> bool:

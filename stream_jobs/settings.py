@@ -11,22 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from schemas.settings import PipelineSettings
-
-# A development default, so that `closedloop up` works out of the box. Lead ids derived from it are only as
-# secret as this string: set CLOSEDLOOP_LEAD_ID_KEY in any deployment that stores real emails.
-DEV_LEAD_ID_KEY = "closedloop-development-key-change-me"
+from schemas.settings import DEV_LEAD_ID_KEY, PipelineSettings  # noqa: F401 - the lead id key is shared: PipelineSettings
 
 
 class WorkerSettings(PipelineSettings):
     """What the Faust worker needs on top of the shared connection settings."""
 
-    lead_id_key: SecretStr = Field(
-        SecretStr(DEV_LEAD_ID_KEY),
-        description="HMAC-SHA256 key that turns a normalised email into a lead id. Changing it re-keys every lead.",
-    )
     lookback_days: int = Field(90, ge=1, le=3650, description="Attribution lookback window, per conversion.")
     session_timeout_seconds: float = Field(
         1800.0, gt=0, description="Inactivity after which a visit starts a new touch (30 minutes by default)."
@@ -61,10 +53,6 @@ class WorkerSettings(PipelineSettings):
     @property
     def session_timeout(self) -> timedelta:
         return timedelta(seconds=self.session_timeout_seconds)
-
-    @property
-    def lead_key_bytes(self) -> bytes:
-        return self.lead_id_key.get_secret_value().encode("utf-8")
 
     @property
     def web_url(self) -> str:

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from collector import imports
 from collector_support import collector_settings, create_source_topics, read_topic
+from schemas.identity import lead_id_for
+from schemas.settings import DEV_LEAD_ID_KEY
 from schemas.topics import Topics
 
 CRM_CSV = """Email,Stage,Value,Currency,Date
@@ -42,7 +44,8 @@ def test_crm_rows_parse_and_rejections_carry_line_numbers(tmp_path: Path) -> Non
     assert [(r.topic, r.key) for r in records] == [("t.crm", b"ann@acme.test"), ("t.crm", b"carol@acme.test")]
     won = orjson.loads(records[0].value)
     assert won["event"] | {} == {**won["event"], "crm": "spreadsheet", "stage": "customer", "deal_value": "1200.50",
-                                  "currency": "EUR", "occurred_at": "2024-05-01T00:00:00Z", "crm_object_id": "ann@acme.test"}
+                                  "currency": "EUR", "occurred_at": "2024-05-01T00:00:00Z",
+                                  "crm_object_id": lead_id_for("ann@acme.test", DEV_LEAD_ID_KEY.encode())}
     assert orjson.loads(records[1].value)["event"]["occurred_at"] == "2024-05-03T08:30:00Z"
     # the same rows give the same event ids: a re-import is recognisable downstream
     again = list(imports.parse_file(tmp_path / "crm.csv", "crm", Topics("t"), imports.ImportSummary()))
@@ -113,3 +116,50 @@ def test_dates_outside_the_accepted_times_are_rejected_rows_with_their_line(tmp_
         (2, ["date"]), (3, ["date"]), (5, ["date"])]
     assert "outside the accepted times" in summary.rejected[0][1][0]["msg"]
     assert "CLOSEDLOOP_IMPORT_ACCEPT_PAST_DAYS" in summary.rejected[0][1][0]["msg"]
+
+
+@pytest.mark.parametrize("kind, text", [
+    ("crm", b"email,stage,date\nann@acme.test,lead,2024-05-01\nb\xf6b@acme.test,lead,2024-05-02\n"
+            b"carol@acme.test,mql,2024-05-03\n"),
+    ("spend", b"date,channel,cost,currency\n2024-05-01,Paid Search,5,EUR\n2024-05-02,Caf\xe9 ads,5,EUR\n"
+              b"2024-05-03,Paid Social,7,EUR\n"),
+])
+def test_a_row_that_is_not_utf8_is_rejected_with_its_line_and_the_others_go_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, text: bytes) -> None:
+    # A Latin-1 byte used to end the import in a UnicodeDecodeError traceback, with nothing imported.
+    from closedloop.commands.import_ import command
+
+    path = tmp_path / f"{kind}.csv"
+    path.write_bytes(text)
+    summary = imports.ImportSummary()
+    records = list(imports.parse_file(path, kind, Topics("t"), summary))  # type: ignore[arg-type]
+    assert len(records) == 2
+    [(line, errors)] = summary.rejected
+    assert line == 3
+    assert "not valid UTF-8 (byte 0x" in errors[0]["msg"] and "CSV UTF-8" in errors[0]["msg"]
+    monkeypatch.setenv("CLOSEDLOOP_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(command, [kind, "--dry-run", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"{kind}.csv:3: rejected: " in " ".join(result.output.split())
+    assert "3 rows: 2 valid, 1 rejected" in result.output
+
+
+def test_a_header_that_is_not_utf8_or_a_line_the_reader_refuses_is_reported(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from closedloop.commands.import_ import command
+
+    monkeypatch.setenv("CLOSEDLOOP_DATA_DIR", str(tmp_path))
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_bytes("email,stage,date\nann@acme.test,lead,2024-05-01\n".encode("utf-16"))
+    result = CliRunner().invoke(command, ["crm", "--dry-run", str(utf16)])
+    assert result.exit_code == 2
+    assert "header line is not valid UTF-8" in " ".join(result.output.split())
+    # A field over the csv module's size limit is one rejected line; the lines after it are read.
+    huge = tmp_path / "huge.csv"
+    huge.write_text("email,stage,date\n" + "x" * 200_000 + ",lead,2024-05-01\nann@acme.test,lead,2024-05-01\n")
+    summary = imports.ImportSummary()
+    records = list(imports.parse_file(huge, "crm", Topics("t"), summary))
+    assert len(records) == 1
+    assert [(line, errors[0]["msg"][:30]) for line, errors in summary.rejected] == [
+        (2, "cannot read this line as CSV: ")]

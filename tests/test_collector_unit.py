@@ -538,3 +538,85 @@ def test_the_window_is_a_setting_and_its_edges_are_accepted(tmp_path: Path) -> N
         assert [(r["index"], r["errors"][0]["loc"]) for r in body["rejected"]] == [
             (2, "occurred_at"), (3, "occurred_at")]
         assert "30 days before to 1 hours after" in body["rejected"][0]["errors"][0]["msg"]
+
+
+def _crm_request(crm: str, when: str, index: int) -> tuple[str, bytes, dict[str, str]]:
+    """A signed request of one CRM whose change happened at ``when`` (ISO 8601)."""
+    from datetime import datetime
+
+    if crm == "hubspot":
+        millis = int(datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() * 1000)
+        body = dumps([hubspot_event(index, subscriptionType="contact.propertyChange", objectId=5,
+                                    propertyName="lifecyclestage", propertyValue="lead", occurredAt=millis)])
+        return "/v1/webhooks/hubspot", body, hubspot_headers(body, HS_URL)
+    if crm == "pipedrive":
+        document = pipedrive_body("person", "create", {"id": 12, "emails": [{"value": "a@b.co", "primary": True}]},
+                                  meta_id=f"m-{index}")
+        document["meta"]["timestamp"] = when
+        return "/v1/webhooks/pipedrive", dumps(document), {**basic_auth(), "Content-Type": "application/json"}
+    body = dumps({"events": [{"id": f"chg-{index}", "stage": "sql", "occurred_at": when, "contact_id": "c-1"}]})
+    return "/v1/webhooks/crm", body, {"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}
+
+
+@pytest.mark.parametrize("crm, field", [("hubspot", "occurredAt"), ("pipedrive", "meta.timestamp"),
+                                        ("generic", "occurred_at")])
+def test_crm_change_times_outside_the_window_are_422_naming_the_field_and_the_window(
+        tmp_path: Path, crm: str, field: str) -> None:
+    # CRM webhooks used to publish any time (a 1971 or a next-year change became a conversion at that time).
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    settings = collector_settings(tmp_path, accept_past_days=30, accept_future_hours=1)
+    with offline_client(settings) as client:
+        for index, when in enumerate([now - timedelta(days=31), now + timedelta(hours=2)]):
+            path, body, headers = _crm_request(crm, when.isoformat().replace("+00:00", "Z"), index)
+            response = client.post(path, content=body, headers=headers)
+            assert response.status_code == 422, response.text
+            [rejection] = response.json()["rejected"]
+            [error] = rejection["errors"]
+            assert error["loc"] == field
+            assert "outside the accepted times" in error["msg"]
+            assert "30 days before to 1 hours after the collector's clock" in error["msg"]
+        assert envelopes(client) == []
+        path, body, headers = _crm_request(crm, (now - timedelta(days=29)).isoformat(), 9)
+        response = client.post(path, content=body, headers=headers)
+        assert (response.status_code, response.json()["accepted"]) == (200, 1), response.text
+
+
+def test_no_crm_id_the_collector_publishes_is_an_email_and_the_sink_stores_none(tmp_path: Path) -> None:
+    # The generic webhook's object_id and the CSV import's record id defaulted to the email, and a CRM may name a
+    # contact by its address: 123 rows of a demo's `events` table held an email in crm_object_id and the stored
+    # JSON. Every such id is now the lead id the stream jobs compute (schemas.identity.lead_id_for, shared key).
+    from collector import imports
+    from schemas.identity import lead_id_for
+    from sinks.rows import Provenance, RecordKind, rows_for
+
+    key = b"shared-test-key"
+    settings = collector_settings(tmp_path, lead_id_key=key.decode())
+    emails = ["Bob@Acme.test", "carol@acme.test", "dan@acme.test", "erin@acme.test", "fay@acme.test"]
+    with offline_client(settings) as client:
+        body = dumps({"events": [
+            {"id": "c1", "stage": "sql", "occurred_at": "2024-05-04T09:00:00Z", "email": emails[0]},
+            {"id": "c2", "stage": "sql", "occurred_at": "2024-05-04T09:00:00Z", "contact_id": emails[1]},
+            {"id": "c3", "stage": "sql", "occurred_at": "2024-05-04T09:00:00Z", "email": "x@y.co",
+             "object_id": emails[2]}]})
+        assert client.post("/v1/webhooks/crm", content=body, headers={
+            "X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}).json()["accepted"] == 3
+        server = {"X-Closedloop-Key": SERVER_KEY}
+        assert client.post("/v1/events", headers=server, json={
+            "type": "crm_status", "crm": "salesforce", "crm_object_id": emails[3], "email": emails[3],
+            "stage": "mql"}).json()["accepted"] == 1
+        records = spooled(client)
+    sheet = tmp_path / "crm.csv"
+    sheet.write_text(f"email,stage,date\n{emails[4]},lead,2024-05-01\n")
+    records += list(imports.parse_file(sheet, "crm", settings.topics, imports.ImportSummary(),
+                                       lead_key=settings.lead_key_bytes))
+    assert len(records) == 5
+    ids = [orjson.loads(r.value)["event"]["crm_object_id"] for r in records]
+    assert ids[0] == lead_id_for(emails[0], key) and ids[3] == lead_id_for(emails[3], key)
+    assert orjson.loads(records[1].value)["event"]["crm_contact_id"] == lead_id_for(emails[1], key)
+    for position, record in enumerate(records):
+        event_id = orjson.loads(record.value)["event_id"]
+        rows = rows_for(RecordKind.SOURCE, record.value, Provenance(record.topic, 0, position))
+        stored = repr(rows).lower()
+        assert not any(email.lower() in stored for email in emails), (event_id, stored)

@@ -134,7 +134,7 @@ def test_topic_specs_include_internal_topics_once() -> None:
         "unit-worker-counters-today-changelog"]
     assert [spec.kind for spec in specs if not spec.compacted] == [
         "source", "source", "source", "internal", "output", "output", "output", "output", "dead-letters",
-        "internal"]
+        "internal", "internal", "internal"]
 
 
 def test_topic_configs_follow_the_kind_and_the_settings() -> None:
@@ -148,12 +148,12 @@ def test_topic_configs_follow_the_kind_and_the_settings() -> None:
     assert by_name["unit.dead-letters"] == {"cleanup.policy": "delete", "retention.ms": str(240 * hour),
                                             "retention.bytes": str(100 * 1024 * 1024), "segment.ms": str(day)}
     assert by_name["unit.leads"] == {"cleanup.policy": "compact", "segment.ms": str(2 * hour),
-                                     "delete.retention.ms": str(day)}
+                                     "max.compaction.lag.ms": str(2 * hour), "delete.retention.ms": str(day)}
     assert by_name["unit-worker-visitors-changelog"] == by_name["unit.leads"]
     # windowed counters also forget expired windows: size + expiry of the 1-minute windows
     assert by_name["unit-worker-counters-1m-changelog"] == {
-        "cleanup.policy": "compact,delete", "segment.ms": str(2 * hour), "delete.retention.ms": str(day),
-        "retention.ms": str((60 + 3600) * 1000)}
+        "cleanup.policy": "compact,delete", "segment.ms": str(2 * hour), "max.compaction.lag.ms": str(2 * hour),
+        "delete.retention.ms": str(day), "retention.ms": str((60 + 3600) * 1000)}
     short = PipelineSettings(topic_prefix="unit", retention_hours=3)
     assert topic_configs(short.topics.specs()[0], short)["segment.ms"] == str(3 * hour)
 

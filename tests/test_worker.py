@@ -35,7 +35,7 @@ from stream_jobs.runtime.diagnostics import summarize
 from stream_jobs.rules.identity import lead_id_for
 from stream_jobs.rules.lifecycle import conversion_id_for
 from stream_jobs.settings import WorkerSettings
-from stream_jobs.runtime.topology import crm_contacts_topic
+from stream_jobs.runtime.topology import crm_contacts_topic, erasures_topic
 from stream_jobs.rules.visitors import visitor_number
 
 pytestmark = pytest.mark.kafka
@@ -650,7 +650,7 @@ def test_diagnostics_page_shows_each_partition_and_what_each_agent_awaits(kafka_
     records = Counter(record.partition for record in topic_records(settings, events))
     assert sum(records.values()) == 5 and len(records) == 2  # both partitions hold records
     sources = [settings.topics.events, settings.topics.crm, settings.topics.lead_events,
-               crm_contacts_topic(settings.app_id)]
+               crm_contacts_topic(settings.app_id), erasures_topic(settings.app_id)]
     partitions = diagnostics["partitions"]
     assert sorted(partitions) == sorted(f"{topic}[{p}]" for topic in sources for p in range(2))
     for p, count in records.items():
@@ -666,7 +666,7 @@ def test_diagnostics_page_shows_each_partition_and_what_each_agent_awaits(kafka_
     # Each idle agent waits for its next record in its stream's queue, and the page shows the whole chain.
     agents = {chain[1].split(" ")[-1]: chain for chain in (task["awaiting"] for task in diagnostics["tasks"]["worker"])
               if len(chain) > 2 and chain[1].startswith("stream_jobs/runtime/agents.py")}
-    assert sorted(agents) == ["_contacts_agent", "_crm_agent", "_leads_agent", "_visitors_agent"]
+    assert sorted(agents) == ["_contacts_agent", "_crm_agent", "_erasures_agent", "_leads_agent", "_visitors_agent"]
     for chain in agents.values():
         assert chain[0].startswith("faust/agents/agent.py") and chain[2].startswith("stream_jobs/runtime/agents.py")
         assert chain[2].endswith(" _each") and chain[-1].startswith("asyncio/queues.py") and chain[-1].endswith(" get")
@@ -679,4 +679,4 @@ def test_diagnostics_page_shows_each_partition_and_what_each_agent_awaits(kafka_
     summary = summarize(diagnostics).splitlines()
     assert not [line for line in summary if " behind; " in line]
     assert sorted(line.split(" > ")[1].split(" ")[-1] for line in summary if "stream_jobs/runtime/agents.py" in line) == [
-        "_contacts_agent", "_crm_agent", "_leads_agent", "_visitors_agent"]
+        "_contacts_agent", "_crm_agent", "_erasures_agent", "_leads_agent", "_visitors_agent"]

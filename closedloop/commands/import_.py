@@ -31,6 +31,10 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
         settings = CollectorSettings()
     except ValidationError as error:
         raise click.ClickException(f"invalid settings (CLOSEDLOOP_* environment variables): {error}") from None
+    problem = imports.header_problem(file)
+    if problem:
+        console.print(f"[red]{file}:1: {problem}[/]; expected the columns {COLUMNS[kind]}")
+        raise SystemExit(2)
     missing = imports.missing_columns(file, kind)  # type: ignore[arg-type]
     if missing:
         console.print(f"[red]{file}: missing column(s) {', '.join(missing)}[/]; expected {COLUMNS[kind]}")
@@ -43,12 +47,13 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
         if dry_run:
             summary = imports.ImportSummary()
             for _ in imports.parse_file(file, kind, settings.topics, summary, advance,  # type: ignore[arg-type]
-                                        settings.import_accepted_times):
+                                        settings.import_accepted_times, settings.lead_key_bytes):
                 pass
         else:
             try:
                 summary = imports.publish_file(file, kind, settings.kafka_servers, settings.topics,  # type: ignore[arg-type]
-                                               advance, accepted_times=settings.import_accepted_times)
+                                               advance, accepted_times=settings.import_accepted_times,
+                                               lead_key=settings.lead_key_bytes)
             except Exception as error:  # noqa: BLE001 - kafka-python raises several unrelated types for an unreachable broker
                 console.print(f"[red]cannot publish to the broker at {settings.kafka_servers}: {error}[/]. "
                               "Is it running? (`closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS)")

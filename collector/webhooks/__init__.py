@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from collector.window import AcceptedTimes
 from schemas.events import CrmStatusChange
+from schemas.identity import pseudonymous_id
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,20 @@ class WebhookResult:
     changes: list[CrmChange] = field(default_factory=list)
     ignored: list[dict[str, Any]] = field(default_factory=list)  # {"index", "reason"}: valid but not a stage change
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {"index", "errors"}: invalid
+
+
+def without_emails(change: CrmStatusChange, lead_key: bytes) -> CrmStatusChange:
+    """The change with its record and contact ids replaced by their lead id where they are email addresses.
+
+    The raw email may travel in ``email`` (the stream jobs need it for the ``leads`` table, the one place it is
+    kept), but the ids are stored as they are in ClickHouse's ``events`` table: a CRM that names a record by the
+    person's address (the generic webhook's and the CSV import's default) would put the email there.
+    """
+    object_id = pseudonymous_id(change.crm_object_id, lead_key)
+    contact_id = None if change.crm_contact_id is None else pseudonymous_id(change.crm_contact_id, lead_key)
+    if object_id == change.crm_object_id and contact_id == change.crm_contact_id:
+        return change
+    return change.model_copy(update={"crm_object_id": object_id, "crm_contact_id": contact_id})
 
 
 def delivery_event_id(crm: str, delivery_id: str) -> str:
@@ -77,3 +93,13 @@ def epoch_to_datetime(value: Any) -> datetime | None:
         return datetime.fromtimestamp(number, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def window_rejection(index: int, change: CrmStatusChange, accepted_times: AcceptedTimes, received_at: datetime,
+                     loc: str) -> dict[str, Any] | None:
+    """A rejection naming ``loc`` (the CRM's own field) and the window when the change's time is outside the
+    collector's accepted times (``collector.window``, as ``POST /v1/events`` applies them), else None."""
+    problem = accepted_times.problem(change.occurred_at, received_at)
+    if problem is None:
+        return None
+    return {"index": index, "errors": [{"loc": loc, "msg": problem}]}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collector.errors import ApiError, not_configured, validation_errors
 from collector.settings import CollectorSettings
-from collector.webhooks import CrmChange, WebhookResult
+from collector.webhooks import CrmChange, WebhookResult, window_rejection, without_emails
 from schemas.events import CrmStatusChange, LifecycleStage
 
 SIGNATURE_HEADER = "X-Closedloop-Signature"
@@ -42,7 +42,8 @@ class GenericCrmEvent(BaseModel):
         None, description="The CRM's id of the person; email or contact_id is required."
     )
     object_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
-        None, description="The record that changed (deal, opportunity); defaults to contact_id or email."
+        None, description="The record that changed (deal, opportunity); defaults to contact_id, else the lead id "
+                          "of email (an id that is an email address is stored as its lead id)."
     )
     value: Decimal | None = Field(None, description="Deal value, e.g. \"1200.00\"; needs currency.")
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
@@ -72,7 +73,10 @@ def verify(signature: str | None, body: bytes, settings: CollectorSettings) -> N
         )
 
 
-def parse(document: Any, settings: CollectorSettings) -> WebhookResult:
+def parse(document: Any, settings: CollectorSettings, received_at: datetime | None = None) -> WebhookResult:
+    """The body's events -> status changes, rejected by index when invalid or when ``occurred_at`` is outside
+    the accepted times (named with the window, as on ``POST /v1/events``)."""
+    received_at = received_at or datetime.now(timezone.utc)
     if isinstance(document, dict) and "events" in document:
         try:
             body = GenericCrmBody.model_validate(document)
@@ -105,5 +109,9 @@ def parse(document: Any, settings: CollectorSettings) -> WebhookResult:
         except ValidationError as exc:
             result.rejected.append({"index": index, "errors": validation_errors(exc)})
             continue
-        result.changes.append(CrmChange(f"{source}:{event.id}", f"crm:{source}", change))
+        if (rejected := window_rejection(index, change, settings.accepted_times, received_at, "occurred_at")):
+            result.rejected.append(rejected)
+            continue
+        result.changes.append(CrmChange(f"{source}:{event.id}", f"crm:{source}",
+                                        without_emails(change, settings.lead_key_bytes)))
     return result

@@ -26,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,7 +34,7 @@ from starlette.requests import Request
 
 from collector.errors import ApiError, not_configured, validation_errors
 from collector.settings import CollectorSettings
-from collector.webhooks import CrmChange, WebhookResult, epoch_to_datetime, money
+from collector.webhooks import CrmChange, WebhookResult, epoch_to_datetime, money, window_rejection, without_emails
 from schemas.events import CrmStatusChange
 
 MAX_AGE_MS = 5 * 60 * 1000
@@ -120,8 +121,10 @@ def verify(request: Request, body: bytes, settings: CollectorSettings, now_ms: i
         )
 
 
-def parse(document: Any, settings: CollectorSettings) -> WebhookResult:
-    """HubSpot's array -> status changes, with ignored and rejected events by index."""
+def parse(document: Any, settings: CollectorSettings, received_at: datetime | None = None) -> WebhookResult:
+    """HubSpot's array -> status changes, with ignored and rejected events by index (an ``occurredAt`` outside
+    the accepted times is rejected, naming it and the window)."""
+    received_at = received_at or datetime.now(timezone.utc)
     if isinstance(document, dict):
         document = [document]
     if not isinstance(document, list):
@@ -142,9 +145,12 @@ def parse(document: Any, settings: CollectorSettings) -> WebhookResult:
             continue
         if change is None:
             result.ignored.append({"index": index, "reason": reason})
+        elif (rejected := window_rejection(index, change, settings.accepted_times, received_at, "occurredAt")):
+            result.rejected.append(rejected)
         else:
             delivery = f"{event.portal_id}:{event.event_id}"
-            result.changes.append(CrmChange(delivery, f"hubspot:{event.portal_id}", change))
+            result.changes.append(CrmChange(delivery, f"hubspot:{event.portal_id}",
+                                            without_emails(change, settings.lead_key_bytes)))
     return result
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,7 +32,7 @@ from starlette.requests import Request
 
 from collector.errors import ApiError, not_configured, validation_errors
 from collector.settings import CollectorSettings
-from collector.webhooks import CrmChange, WebhookResult, epoch_to_datetime, money
+from collector.webhooks import CrmChange, WebhookResult, epoch_to_datetime, money, window_rejection, without_emails
 from schemas.events import CrmStatusChange, LifecycleStage
 
 
@@ -75,8 +76,10 @@ def verify(request: Request, settings: CollectorSettings) -> None:
         raise ApiError(401, "bad_credentials", "wrong user or password for the Pipedrive webhook", headers=challenge)
 
 
-def parse(document: Any, settings: CollectorSettings) -> WebhookResult:
-    """One Pipedrive delivery -> zero, one or more status changes."""
+def parse(document: Any, settings: CollectorSettings, received_at: datetime | None = None) -> WebhookResult:
+    """One Pipedrive delivery -> zero, one or more status changes (rejected, naming the time's field and the
+    window, when its time is outside the accepted times)."""
+    received_at = received_at or datetime.now(timezone.utc)
     if not isinstance(document, dict):
         raise ApiError(400, "invalid_shape", 'Pipedrive sends one JSON object {"meta": ..., "data": ...}')
     try:
@@ -95,20 +98,26 @@ def parse(document: Any, settings: CollectorSettings) -> WebhookResult:
     previous = delivery.previous or {}
     company = str(meta.company_id) if meta.company_id is not None else "default"
     delivery_id = str(meta.id) if meta.id is not None else f"{meta.entity}:{meta.entity_id}:{meta.action}:{meta.timestamp}"
-    occurred_at = (
-        epoch_to_datetime(meta.timestamp) or epoch_to_datetime(data.get("update_time")) or epoch_to_datetime(data.get("add_time"))
-    )
+    times = [("meta.timestamp", meta.timestamp), ("data.update_time", data.get("update_time")),
+             ("data.add_time", data.get("add_time"))]
+    time_field, occurred_at = next(((name, when) for name, value in times if (when := epoch_to_datetime(value))),
+                                   ("meta.timestamp", None))
     if occurred_at is None:
         result.rejected.append({"index": 0, "errors": [{"loc": "meta.timestamp", "msg": "missing or not a time"}]})
         return result
     try:
         stages, reason = _stages(meta, data, previous, settings)
-        for n, (stage, extra) in enumerate(stages):
-            change = CrmStatusChange(crm="pipedrive", stage=stage, occurred_at=occurred_at, **extra)
-            result.changes.append(CrmChange(f"{company}:{delivery_id}:{n}", f"pipedrive:{company}", change))
+        changes = [CrmStatusChange(crm="pipedrive", stage=stage, occurred_at=occurred_at, **extra)
+                   for stage, extra in stages]
     except ValidationError as exc:
         result.rejected.append({"index": 0, "errors": validation_errors(exc, prefix="data")})
         return result
+    if changes and (rejected := window_rejection(0, changes[0], settings.accepted_times, received_at, time_field)):
+        result.rejected.append(rejected)
+        return result
+    for n, change in enumerate(changes):
+        result.changes.append(CrmChange(f"{company}:{delivery_id}:{n}", f"pipedrive:{company}",
+                                        without_emails(change, settings.lead_key_bytes)))
     if not stages:
         result.ignored.append({"index": 0, "reason": reason})
     return result

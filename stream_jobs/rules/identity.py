@@ -3,9 +3,10 @@
 Pure functions over plain values; the visitors agent keeps a visitor's links in its table and asks these.
 
 Lead id
-    ``lead_id_for(email, key)`` is HMAC-SHA256 over the normalised email (trimmed, lower-cased), hex, first
-    32 characters. A keyed hash, so analytics tables carry an id that cannot be reversed by hashing a list of
-    known addresses; the raw email lives only in the ``leads`` topic (erasable). Junk values (empty, ``null``,
+    ``lead_id_for(email, key)`` (``schemas.identity``, shared with the collector) is HMAC-SHA256 over the
+    normalised email (trimmed, lower-cased), hex, first 32 characters. A keyed hash, so analytics tables carry an
+    id that cannot be reversed by hashing a list of known addresses; the raw email lives only in the ``leads``
+    topic and table (erasable: ``closedloop erase``). Junk values (empty, ``null``,
     ``undefined``, ``anonymous``, ``0``, ``-1`` ...) and non-emails raise ``ValueError``: they never link anything.
 
 The shared-computer rule
@@ -30,20 +31,18 @@ Bound: at most :data:`MAX_LINKS` links per visitor (the newest); older ones only
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.identity import is_junk_identifier, normalize_email
+from schemas.identity import LEAD_ID_LENGTH, is_junk_identifier, lead_id_for
 from schemas.outputs import Touch
 
 MAX_LINKS = 20
-LEAD_ID_LENGTH = 32
 
 __all__ = [
+    "LEAD_ID_LENGTH",
     "MAX_LINKS",
     "VisitorLink",
     "add_link",
@@ -52,17 +51,6 @@ __all__ = [
     "lead_id_for",
     "touches_to_carry",
 ]
-
-
-def lead_id_for(email: str, key: bytes) -> str:
-    """The lead id of an email: HMAC-SHA256(key, normalised email), hex, 32 characters.
-
-    Raises ValueError when ``email`` is junk or not an email address, or when the key is empty.
-    """
-    if not key:
-        raise ValueError("the lead id key is empty: set CLOSEDLOOP_LEAD_ID_KEY")
-    normalized = normalize_email(email)
-    return hmac.new(key, normalized.encode("utf-8"), hashlib.sha256).hexdigest()[:LEAD_ID_LENGTH]
 
 
 class VisitorLink(BaseModel):

@@ -45,6 +45,7 @@ from schemas.outputs import Conversion, Credit, IdentityLink, Touch
 from stream_jobs.rules.attribution import Milestones, attribute
 
 JOURNEY_LIMIT = 500
+KNOWN_LIMIT = 100
 DEFAULT_LOOKBACK = timedelta(days=90)
 NONE_CHANNEL = "(none)"
 
@@ -87,6 +88,10 @@ class LeadState(BaseModel):
     stages: dict[LifecycleStage, StageReached] = Field(default_factory=dict)
     emitted: dict[LifecycleStage, Emitted] = Field(default_factory=dict)
     first_identified_at: datetime | None = None
+    # Where else the worker keeps this lead (the visitors linked to it, the CRM contacts mapped to it): what
+    # ``closedloop erase`` must reach besides this state. The newest KNOWN_LIMIT of each.
+    visitor_ids: tuple[str, ...] = ()
+    contact_keys: tuple[str, ...] = ()
 
     def milestones(self) -> Milestones:
         """Lead, opportunity and customer times, for position-based attribution."""
@@ -191,6 +196,11 @@ def _emit(state: LeadState, lookback: timedelta) -> tuple[LeadState, list[Conver
     return state, [state.conversion(stage, lookback) for stage in changed]
 
 
+def _known(values: tuple[str, ...], value: str) -> tuple[str, ...]:
+    """``values`` with ``value`` added at the end when new, the newest KNOWN_LIMIT kept."""
+    return values if value in values else (*values, value)[-KNOWN_LIMIT:]
+
+
 def _reach(state: LeadState, stage: LifecycleStage, reached: StageReached) -> LeadState:
     """Record a stage unless an earlier (time, event id) record of it exists."""
     current = state.stages.get(stage)
@@ -227,7 +237,7 @@ def apply_link(
     state = state or new_lead(link.lead_id)
     journey = _merge(state.journey, touches, journey_limit)
     first = state.first_identified_at
-    update: dict[str, Any] = {"journey": journey}
+    update: dict[str, Any] = {"journey": journey, "visitor_ids": _known(state.visitor_ids, link.visitor_id)}
     if first is None or link.linked_at < first:
         update["first_identified_at"] = link.linked_at
     state = state.model_copy(update=update)
@@ -245,6 +255,10 @@ def apply_crm(
 ) -> tuple[LeadState, list[Conversion]]:
     """A CRM status change: reach its stage (keeping the earliest record) and emit what changed."""
     state = state or new_lead(lead_id)
+    if change.crm_contact_id is not None:
+        contact_keys = _known(state.contact_keys, f"{change.crm}:{change.crm_contact_id}")
+        if contact_keys is not state.contact_keys:
+            state = state.model_copy(update={"contact_keys": contact_keys})
     reached = StageReached(
         occurred_at=change.occurred_at,
         event_id=event_id,
@@ -266,18 +280,20 @@ class LeadEvent(BaseModel):
 
     ``link``: a visitor identified as the lead (``link``, the raw ``email`` for the leads topic, the carried
     ``touches``); ``touch``: one touch of an identified visitor (``touches`` holds it); ``crm``: a CRM change
-    (``crm`` and its envelope's ``event_id``).
+    (``crm`` and its envelope's ``event_id``); ``erase``: ``closedloop erase`` (``event_id`` is the request id,
+    ``visitor_ids`` the visitors it found linked to the lead elsewhere), see :mod:`stream_jobs.rules.erasure`.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["link", "touch", "crm"]
+    kind: Literal["link", "touch", "crm", "erase"]
     lead_id: str
     link: IdentityLink | None = None
     email: str | None = None
     touches: tuple[Touch, ...] = ()
     crm: CrmStatusChange | None = None
     event_id: str = ""
+    visitor_ids: tuple[str, ...] = ()
 
 
 def apply(
@@ -297,6 +313,8 @@ def apply(
             raise ValueError(f"lead event 'touch' for {event.lead_id} needs exactly one touch")
         return apply_touch(state, event.touches[0], lead_id=event.lead_id, lookback=lookback,
                            journey_limit=journey_limit)
+    if event.kind == "erase":
+        raise ValueError(f"lead event 'erase' for {event.lead_id} is not a transition: the leads agent erases")
     if event.crm is None:
         raise ValueError(f"lead event 'crm' for {event.lead_id} has no CRM change")
     return apply_crm(state, event.crm, lead_id=event.lead_id, event_id=event.event_id, lookback=lookback)

@@ -156,3 +156,13 @@ def apply_identify(
         form_id=identify.form_id or "",
     )
     return state.model_copy(update={"links": links, "touches": touches}), identity_link, carried
+
+
+def forget_lead(state: VisitorState, lead_id: str) -> VisitorState:
+    """The visitor without its links to ``lead_id`` and with that lead taken off its touches (``closedloop
+    erase``): the cookie's history stays, anonymous; the same state when the visitor was never linked to it."""
+    links = tuple(link for link in state.links if link.lead_id != lead_id)
+    if len(links) == len(state.links) and all(t.lead_id != lead_id for t in state.touches):
+        return state
+    touches = tuple(t.model_copy(update={"lead_id": None}) if t.lead_id == lead_id else t for t in state.touches)
+    return state.model_copy(update={"links": links, "touches": touches})

@@ -8,6 +8,8 @@
     {p}.crm ─────► crm agent ── email ──────────────────► {p}.lead-events (crm)
                       └── contact id ─► {app}-crm-contacts ─► contacts agent (table: contacts) ─► {p}.lead-events
     {p}.lead-events ─► leads agent (table: leads) ──────► {p}.conversions, {p}.credits, {p}.leads, counters
+                          └── erase ─► {app}-erasures ─► erasures agent (visitors, contacts tables)
+                                 └──────────────────────────────► {app}-erasure-results (closedloop erase reads)
 
 Every agent decodes its input itself, so that a bad record becomes a dead letter instead of a crashed agent.
 Keys: visitor id, lead id, contact key (``<crm>:<contact id>``), UTF-8. Output records go through
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,6 +30,7 @@ from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
 from schemas.outputs import Lead
 from stream_jobs.rules import contacts as contacts_rules
+from stream_jobs.rules import erasure
 from stream_jobs.runtime import diagnostics
 from stream_jobs.rules import lifecycle
 from stream_jobs.rules import visitors as visitor_rules
@@ -38,7 +42,8 @@ from stream_jobs.rules.identity import lead_id_for
 from stream_jobs.rules.lifecycle import LeadEvent, LeadState
 from stream_jobs.runtime.outputs import Outputs, record_bytes
 from stream_jobs.settings import WorkerSettings
-from stream_jobs.runtime.topology import CONTACTS_TABLE, LEADS_TABLE, VISITORS_TABLE, crm_contacts_topic
+from stream_jobs.runtime.topology import (CONTACTS_TABLE, LEADS_TABLE, VISITORS_TABLE, crm_contacts_topic,
+                                          erasure_results_topic, erasures_topic)
 from stream_jobs.rules.visitors import VisitorState
 
 log = logging.getLogger(__name__)
@@ -106,6 +111,8 @@ class Pipeline:
         self.lead_events = app.topic(topics.lead_events)
         self.crm_contacts_name = crm_contacts_topic(s.app_id)
         self.crm_contacts = app.topic(self.crm_contacts_name)
+        self.erasures_name = erasures_topic(s.app_id)
+        self.erasure_results_name = erasure_results_topic(s.app_id)
         self.outputs = Outputs(app, transactional=s.processing_guarantee == "exactly_once")
         self.dead_letters = DeadLetters(app.topic(topics.dead_letters))
         self.visitors = app.Table(VISITORS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_visitor"))
@@ -118,6 +125,7 @@ class Pipeline:
         app.agent(self.crm, name="crm")(self._crm_agent)
         app.agent(self.crm_contacts, name="contacts")(self._contacts_agent)
         app.agent(self.lead_events, name="leads")(self._leads_agent)
+        app.agent(app.topic(self.erasures_name), name="erasures")(self._erasures_agent)
 
     async def _each(self, stream: Any, handler: Any) -> None:
         """Run ``handler`` per event; a failure of one record dead-letters it and the stream goes on."""
@@ -233,6 +241,9 @@ class Pipeline:
     async def _on_lead_event(self, event: Any) -> None:
         s = self.settings
         lead_event = serde.loads(event.value, LeadEvent)
+        if lead_event.kind == "erase":
+            await self._erase_lead(lead_event)
+            return
         before = self.leads.get(lead_event.lead_id)
         state, conversions = lifecycle.apply(before, lead_event, lookback=s.lookback,
                                              journey_limit=s.journey_touch_limit)
@@ -255,3 +266,49 @@ class Pipeline:
         # written when sending it failed, or no later event would re-emit it.
         if state is not before:
             self.leads[lead_event.lead_id] = state
+
+    # -- erasure (closedloop erase; stream_jobs.rules.erasure) --------------------------------------------------
+
+    async def _erase_lead(self, command: LeadEvent) -> None:
+        """Delete the lead's state (a tombstone in its changelog), tombstone it on the leads topic, and send an
+        erase command to each visitor and contact key that points at it."""
+        lead_id, request_id = command.lead_id, command.event_id
+        before = self.leads.get(lead_id)
+        visitors, contacts = erasure.targets(before, command)
+        key = _key(lead_id)
+        await self.outputs.send(self.names.leads, key, None)
+        for target, keys in (("visitor", visitors), ("contact", contacts)):
+            for table_key in keys:
+                record = erasure.EraseCommand(target=target, key=table_key, lead_id=lead_id, request_id=request_id)
+                await self.outputs.send(self.erasures_name, _key(table_key), record_bytes(record))
+        await self._erase_result(request_id, lead_id, "leads table", int(before is not None),
+                                 follow_ups=len(visitors) + len(contacts))
+        if before is not None:
+            del self.leads[lead_id]
+        log.info("lead erased", extra={"lead_id": lead_id, "request_id": request_id, "visitors": len(visitors),
+                                       "contacts": len(contacts)})
+
+    async def _erasures_agent(self, stream: Any) -> None:
+        await self._each(stream, self._on_erase_command)
+
+    async def _on_erase_command(self, event: Any) -> None:
+        command = serde.loads(event.value, erasure.EraseCommand)
+        if command.target == "visitor":
+            before = self.visitors.get(command.key)
+            after = visitor_rules.forget_lead(before, command.lead_id) if before is not None else None
+            changed = after is not None and after is not before
+            await self._erase_result(command.request_id, command.lead_id, "visitors table", int(changed))
+            if changed:
+                self.visitors[command.key] = after
+            return
+        contact = self.contacts.get(command.key)
+        mapped = contact is not None and contact.lead_id == command.lead_id
+        await self._erase_result(command.request_id, command.lead_id, "contacts table", int(mapped))
+        if mapped:
+            del self.contacts[command.key]
+
+    async def _erase_result(self, request_id: str, lead_id: str, place: erasure.Place, removed: int,
+                            follow_ups: int = 0) -> None:
+        result = erasure.EraseResult(request_id=request_id, lead_id=lead_id, place=place, removed=removed,
+                                     follow_ups=follow_ups, applied_at=datetime.now(timezone.utc))
+        await self.outputs.send(self.erasure_results_name, _key(request_id), record_bytes(result))

@@ -54,8 +54,9 @@ class Outputs:
     def _producer(self) -> Any:
         return faust_internals.aiokafka_producer(self.app)
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue one record (returns once it is in the producer's buffer, not when it is acknowledged)."""
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """Queue one record (returns once it is in the producer's buffer, not when it is acknowledged); a None
+        value is a tombstone."""
         if self.transactional:
             await self._faust_topic(topic).send(key=key, value=value)
             return

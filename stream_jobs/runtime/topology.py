@@ -11,6 +11,9 @@ partitions as the topic its agent consumes):
 - ``{app_id}-{table}-changelog`` for each table (Faust's own naming): the state that a restarted worker recovers.
 - ``{app_id}-crm-contacts``: CRM records re-keyed by ``<crm>:<contact id>``, so that the contacts table learns the
   contact -> lead mapping in the partition where contact-id-only CRM events wait for it.
+- ``{app_id}-erasures``: ``closedloop erase``'s commands for the visitors and contacts tables, each keyed by the
+  table's key so that it lands in that key's partition; ``{app_id}-erasure-results``: the worker's answers
+  (``stream_jobs.rules.erasure``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def crm_contacts_topic(app_id: str) -> str:
     return f"{app_id}-crm-contacts"
 
 
+def erasures_topic(app_id: str) -> str:
+    """Internal topic of erase commands for the visitors and contacts tables, keyed by the table's key."""
+    return f"{app_id}-erasures"
+
+
+def erasure_results_topic(app_id: str) -> str:
+    """Internal topic of the worker's answers to ``closedloop erase``, keyed by the request id."""
+    return f"{app_id}-erasure-results"
+
+
 def internal_topics(settings: PipelineSettings) -> list[TopicSpec]:
     """Every topic the worker uses that ``settings.topics.specs()`` does not list, to create before it starts."""
     app_id = app_id_for(settings)
@@ -67,4 +80,8 @@ def internal_topics(settings: PipelineSettings) -> list[TopicSpec]:
                                retention_seconds=COUNTER_WINDOWS[window] + COUNTER_EXPIRES[window]))
     specs.append(TopicSpec(crm_contacts_topic(app_id), "<crm>:<contact id>", INTERNAL,
                            doc="CRM records re-keyed by contact id (internal)"))
+    specs.append(TopicSpec(erasures_topic(app_id), "visitor id or <crm>:<contact id>", INTERNAL,
+                           doc="closedloop erase: commands for the visitors and contacts tables"))
+    specs.append(TopicSpec(erasure_results_topic(app_id), "request id", INTERNAL,
+                           doc="closedloop erase: what the worker removed"))
     return specs
