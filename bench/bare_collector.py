@@ -34,8 +34,14 @@ async def app(scope, receive, send) -> None:
         more = message.get("more_body", False)
     count = max(1, body.count(b'"type"'))
     ids = os.urandom(16 * count).hex()
-    answer = orjson.dumps({"accepted": count, "rejected": [],
-                           "event_ids": [ids[i:i + 32] for i in range(0, 32 * count, 32)]})
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [*HEADERS, (b"content-length", str(len(answer)).encode())]})
+    answer = orjson.dumps(
+        {"accepted": count, "rejected": [], "event_ids": [ids[i : i + 32] for i in range(0, 32 * count, 32)]}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*HEADERS, (b"content-length", str(len(answer)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": answer})

@@ -61,8 +61,14 @@ def page_view_records(count: int) -> list[tuple[str, bytes, bytes]]:
     made = []
     for _ in range(count):
         event, user_agent = tracker_page_view(rng)
-        batch = parsing.parse_events([event], site_id="demo", allowed_types=parsing.BROWSER_TYPES,
-                                     received_at=parsing.now_utc(), user_agent=user_agent, topics=topics)
+        batch = parsing.parse_events(
+            [event],
+            site_id="demo",
+            allowed_types=parsing.BROWSER_TYPES,
+            received_at=parsing.now_utc(),
+            user_agent=user_agent,
+            topics=topics,
+        )
         made.extend((accepted.record.topic, accepted.record.key, accepted.record.value) for accepted in batch.accepted)
     assert len(made) == count, "the collector refused some of the generated page views"
     return made
@@ -72,9 +78,16 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes, by
     """Produce every record to ``topic`` and wait for all acks; seconds taken."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", enable_idempotence=True,
-                                linger_ms=2, max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
-                                compression_type="lz4", request_timeout_ms=30_000)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap.split(","),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        max_batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        compression_type="lz4",
+        request_timeout_ms=30_000,
+    )
     await producer.start()
     try:
         await producer.partitions_for(topic)
@@ -98,11 +111,21 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=20_000, help="most records sent and not yet acknowledged")
     parser.add_argument("--warmup-chunks", type=int, default=2, help="chunks sent to another topic first")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="how long to watch the broker idle after")
-    parser.add_argument("--quiet-wait", type=float, default=180.0,
-                        help="wait at most this many seconds for a load average under 1.5 before measuring")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="wait at most this many seconds for a load average under 1.5 before measuring",
+    )
     args = parser.parse_args()
-    if not (1 <= args.chunks <= 50 and 1_000 <= args.chunk_records <= 500_000 and 100 <= args.in_flight <= 100_000
-            and 0 <= args.idle_seconds <= 120 and 0 <= args.quiet_wait <= 600 and 0 <= args.warmup_chunks <= 5):
+    if not (
+        1 <= args.chunks <= 50
+        and 1_000 <= args.chunk_records <= 500_000
+        and 100 <= args.in_flight <= 100_000
+        and 0 <= args.idle_seconds <= 120
+        and 0 <= args.quiet_wait <= 600
+        and 0 <= args.warmup_chunks <= 5
+    ):
         parser.error("keep it bounded: chunks <= 50, chunk records 1,000-500,000, idle seconds <= 120")
     try:
         import uvloop
@@ -131,11 +154,17 @@ def main() -> None:
         for chunk in range(args.warmup_chunks):
             before = cpu_seconds(pid)
             seconds = asyncio.run(produce(stack.bootstrap, warm.name, records, args.in_flight))
-            print(f"warm-up chunk {chunk + 1} (another topic): {(cpu_seconds(pid) - before) * 1e6 / len(records):.1f}"
-                  f" us a record, {len(records) / seconds:,.0f} records/s", flush=True)
+            print(
+                f"warm-up chunk {chunk + 1} (another topic): {(cpu_seconds(pid) - before) * 1e6 / len(records):.1f}"
+                f" us a record, {len(records) / seconds:,.0f} records/s",
+                flush=True,
+            )
         wait_for_quiet(args.quiet_wait)
-        print(f"{'chunk':>5} {'records so far':>15} {'broker us/record':>17} {'records/s':>10} {'producer us/rec':>16} "
-              f"{'data MB':>8} {'RSS MB':>7}  beside it", flush=True)
+        print(
+            f"{'chunk':>5} {'records so far':>15} {'broker us/record':>17} {'records/s':>10} {'producer us/rec':>16} "
+            f"{'data MB':>8} {'RSS MB':>7}  beside it",
+            flush=True,
+        )
         costs = []
         for chunk in range(1, args.chunks + 1):
             table, own_cpu, broker_before = process_table(), time.process_time(), cpu_seconds(pid)
@@ -144,21 +173,31 @@ def main() -> None:
             producer = time.process_time() - own_cpu
             costs.append(broker * 1e6 / len(records))
             beside = others_busy(table, process_table(), seconds, own)
-            print(f"{chunk:>5} {chunk * len(records):>15,} {costs[-1]:>17.2f} {len(records) / seconds:>10,.0f} "
-                  f"{producer * 1e6 / len(records):>16.2f} {stack.kafka_data_bytes() / 1e6:>8.0f} "
-                  f"{rss_bytes(pid) / 1e6:>7.0f}  {beside}; load {load_average()}", flush=True)
+            print(
+                f"{chunk:>5} {chunk * len(records):>15,} {costs[-1]:>17.2f} {len(records) / seconds:>10,.0f} "
+                f"{producer * 1e6 / len(records):>16.2f} {stack.kafka_data_bytes() / 1e6:>8.0f} "
+                f"{rss_bytes(pid) / 1e6:>7.0f}  {beside}; load {load_average()}",
+                flush=True,
+            )
         first, last = costs[0], costs[-1]
         third = max(1, len(costs) // 3)  # one chunk is at the mercy of one noisy moment: a third of them is not
         early, late = statistics.median(costs[:third]), statistics.median(costs[-third:])
-        print(f"broker CPU a record: first chunk {first:.2f} us, last {last:.2f} us (last / first {last / first:.2f}); "
-              f"first {third} chunks' median {early:.2f}, last {third}'s {late:.2f} (ratio {late / early:.2f}); "
-              f"median {statistics.median(costs):.2f}, range {min(costs):.2f}-{max(costs):.2f}", flush=True)
+        print(
+            f"broker CPU a record: first chunk {first:.2f} us, last {last:.2f} us (last / first {last / first:.2f}); "
+            f"first {third} chunks' median {early:.2f}, last {third}'s {late:.2f} (ratio {late / early:.2f}); "
+            f"median {statistics.median(costs):.2f}, range {min(costs):.2f}-{max(costs):.2f}",
+            flush=True,
+        )
         before = cpu_seconds(pid)
         time.sleep(args.idle_seconds)
         idle = (cpu_seconds(pid) - before) / max(args.idle_seconds, 1e-9)
-        print(f"after the run: broker idle {idle * 100:.1f}% of a core over {args.idle_seconds:.0f} s; data "
-              f"{stack.kafka_data_bytes() / 1e6:.0f} MB on disk ({(args.chunks + args.warmup_chunks) * len(records):,} records, "
-              f"warm-up included); resident {rss_bytes(pid) / 1e6:.0f} MB; load {load_average()}", flush=True)
+        print(
+            f"after the run: broker idle {idle * 100:.1f}% of a core over {args.idle_seconds:.0f} s; data "
+            f"{stack.kafka_data_bytes() / 1e6:.0f} MB on disk "
+            f"({(args.chunks + args.warmup_chunks) * len(records):,} records, "
+            f"warm-up included); resident {rss_bytes(pid) / 1e6:.0f} MB; load {load_average()}",
+            flush=True,
+        )
     finally:
         stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -53,21 +53,25 @@ async def measure(broker, args) -> None:
     def data_size() -> str:
         return f"{broker.stack.kafka_data_bytes() / 1e6:.1f} MB"
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, compression_type="lz4",
-                                max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=2, compression_type="lz4", max_batch_size=512 * 1024
+    )
     await producer.start()
     try:
         for start in range(0, args.preload, 10_000):
-            acks = [await producer.send(TOPIC, payload(), key=b"k%d" % i)
-                    for i in range(start, min(args.preload, start + 10_000))]
+            acks = [
+                await producer.send(TOPIC, payload(), key=b"k%d" % i)
+                for i in range(start, min(args.preload, start + 10_000))
+            ]
             await asyncio.gather(*acks)
         print(f"pre-loaded {args.preload:,} records; data directory {data_size()}", flush=True)
 
         latencies: list[tuple[float, float]] = []
 
         async def request(number: int, scheduled: float) -> None:
-            acks = [await producer.send(TOPIC, payload(), key=b"k%d" % (number * args.batch + i))
-                    for i in range(args.batch)]
+            acks = [
+                await producer.send(TOPIC, payload(), key=b"k%d" % (number * args.batch + i)) for i in range(args.batch)
+            ]
             await asyncio.gather(*acks)
             latencies.append((scheduled, time.monotonic() - scheduled))
 
@@ -91,13 +95,18 @@ async def measure(broker, args) -> None:
         windows.setdefault(int((scheduled - started) // 2), []).append(latency)
     for window, values in sorted(windows.items()):
         window_result = Result(len(values), 0, 2.0, values)  # the collector bench's percentiles, in ms
-        print(f"  t={window * 2:3d}-{window * 2 + 2:<3d}s  {len(values):4d} requests  p50 {window_result.pct(0.5):6.1f} ms"
-              f"  p99 {window_result.pct(0.99):6.1f} ms  max {max(values) * 1000:6.1f} ms")
+        print(
+            f"  t={window * 2:3d}-{window * 2 + 2:<3d}s  {len(values):4d} requests"
+            f"  p50 {window_result.pct(0.5):6.1f} ms"
+            f"  p99 {window_result.pct(0.99):6.1f} ms  max {max(values) * 1000:6.1f} ms"
+        )
     every = Result(len(latencies), 0, args.seconds, [latency for _, latency in latencies])
-    print(f"all: {every.requests} requests of {args.batch} records at {args.rate:g}/s: p50 {every.pct(0.5):.1f} ms,"
-          f" p99 {every.pct(0.99):.1f} ms, max {max(every.latencies) * 1000:.1f} ms; broker CPU "
-          f"{broker_cpu * 1e6 / (total * args.batch):.1f} us a record; data directory {data_size()}, broker resident "
-          f"{rss_bytes(broker.pid) / 1e6:.0f} MB")
+    print(
+        f"all: {every.requests} requests of {args.batch} records at {args.rate:g}/s: p50 {every.pct(0.5):.1f} ms,"
+        f" p99 {every.pct(0.99):.1f} ms, max {max(every.latencies) * 1000:.1f} ms; broker CPU "
+        f"{broker_cpu * 1e6 / (total * args.batch):.1f} us a record; data directory {data_size()}, broker resident "
+        f"{rss_bytes(broker.pid) / 1e6:.0f} MB"
+    )
 
 
 def main() -> None:
@@ -106,11 +115,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="records per request")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--preload", type=int, default=0, help="records written before the measurement")
-    parser.add_argument("--quiet-wait", type=float, default=120.0,
-                        help="wait at most this many seconds for a load average under 1.5 before measuring")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="wait at most this many seconds for a load average under 1.5 before measuring",
+    )
     args = parser.parse_args()
-    if not (0 < args.rate <= 10_000 and 0 < args.batch <= 1_000 and 0 < args.seconds <= 120
-            and 0 <= args.preload <= 5_000_000 and 0 <= args.quiet_wait <= 600):
+    if not (
+        0 < args.rate <= 10_000
+        and 0 < args.batch <= 1_000
+        and 0 < args.seconds <= 120
+        and 0 <= args.preload <= 5_000_000
+        and 0 <= args.quiet_wait <= 600
+    ):
         parser.error("keep it bounded: rate <= 10,000/s, batch <= 1,000, seconds <= 120, preload <= 5,000,000")
 
     from kafka.admin import KafkaAdminClient, NewTopic

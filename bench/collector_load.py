@@ -69,16 +69,23 @@ TARGETS = ("collector", "bare", "producer")
 
 
 def request_body(events: int, start: int = 0) -> bytes:
-    batch = [{"type": "page_view", "visitor_id": f"bench-{i % 64}",
-              "url": f"https://bench.test/p/{i}?utm_source=google&utm_medium=cpc&utm_campaign=load"}
-             for i in range(start, start + events)]
+    batch = [
+        {
+            "type": "page_view",
+            "visitor_id": f"bench-{i % 64}",
+            "url": f"https://bench.test/p/{i}?utm_source=google&utm_medium=cpc&utm_campaign=load",
+        }
+        for i in range(start, start + events)
+    ]
     return orjson.dumps(batch[0] if events == 1 else batch)
 
 
 def request_bytes(port: int, events: int) -> bytes:
     body = request_body(events)
-    head = (f"POST /v1/events HTTP/1.1\r\nHost: {HOST}:{port}\r\nX-Closedloop-Key: demo-write-key\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: {HOST}:{port}\r\nX-Closedloop-Key: demo-write-key\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return head + body
 
 
@@ -163,12 +170,14 @@ class _Pipelined(asyncio.Protocol):
                 return
             head = bytes(self.buffer[:end]).lower()
             at = head.find(b"content-length:")
-            length = int(head[at + 15:head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+            length = (
+                int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+            )
             if len(self.buffer) < end + 4 + length:
                 return
             if head[9:12] != b"200":
                 self.errors += 1
-            del self.buffer[:end + 4 + length]
+            del self.buffer[: end + 4 + length]
             self.latencies.append(time.perf_counter() - self.scheduled.popleft())
 
 
@@ -218,10 +227,21 @@ def wrk_closed_loop(port: int, payload: bytes, concurrency: int, seconds: float,
     (tmp / "body.json").write_bytes(body)
     (tmp / "post.lua").write_text(WRK_SCRIPT)
     proc = subprocess.Popen(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s",
-         str(tmp / "post.lua"), f"http://{HOST}:{port}/v1/events"],
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(tmp / "post.lua"),
+            f"http://{HOST}:{port}/v1/events",
+        ],
         env={**os.environ, "CLOSEDLOOP_BENCH_BODY": str(tmp / "body.json")},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     out = proc.stdout.read().decode()  # type: ignore[union-attr]
     _, _, usage = os.wait4(proc.pid, 0)
     proc.returncode = 0
@@ -301,8 +321,9 @@ class HttpServer:
     @classmethod
     def start(cls, argv: list[str], env: dict[str, str], workers: int) -> HttpServer:
         port = free_port()
-        process = subprocess.Popen([*argv, "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [*argv, "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         server = cls(process, port)
         try:
             wait_port(port, 60)
@@ -318,15 +339,37 @@ class HttpServer:
 
 
 def collector_server(bootstrap: str, prefix: str, workers: int, data_dir: Path, linger_ms: int) -> HttpServer:
-    env = {**os.environ, "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOSEDLOOP_TOPIC_PREFIX": prefix,
-           "CLOSEDLOOP_DATA_DIR": str(data_dir), "CLOSEDLOOP_LINGER_MS": str(linger_ms)}
-    return HttpServer.start([sys.executable, "-m", "closedloop.cli", "collector", "--workers", str(workers),
-                             "--log-level", "warning"], env, workers)
+    env = {
+        **os.environ,
+        "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "CLOSEDLOOP_TOPIC_PREFIX": prefix,
+        "CLOSEDLOOP_DATA_DIR": str(data_dir),
+        "CLOSEDLOOP_LINGER_MS": str(linger_ms),
+    }
+    return HttpServer.start(
+        [sys.executable, "-m", "closedloop.cli", "collector", "--workers", str(workers), "--log-level", "warning"],
+        env,
+        workers,
+    )
 
 
 def bare_server(workers: int) -> HttpServer:
-    argv = [sys.executable, "-m", "uvicorn", "bench.bare_collector:app", "--host", HOST, "--loop", "uvloop",
-            "--http", "httptools", "--no-access-log", "--log-level", "warning", "--no-server-header"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.bare_collector:app",
+        "--host",
+        HOST,
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--no-server-header",
+    ]
     if workers > 1:
         argv += ["--workers", str(workers)]
     return HttpServer.start(argv, {**os.environ, "PYTHONPATH": str(ROOT)}, workers)
@@ -342,8 +385,14 @@ def collector_records(events: int, requests: int, prefix: str) -> list[list[tupl
     made = []
     for number in range(requests):
         items = parsing.event_items(parsing.parse_json(request_body(events, number * events)), 500)
-        batch = parsing.parse_events(items, site_id="demo", allowed_types=parsing.BROWSER_TYPES,
-                                     received_at=parsing.now_utc(), user_agent="wrk", topics=topics)
+        batch = parsing.parse_events(
+            items,
+            site_id="demo",
+            allowed_types=parsing.BROWSER_TYPES,
+            received_at=parsing.now_utc(),
+            user_agent="wrk",
+            topics=topics,
+        )
         made.append([(event.record.topic, event.record.key, event.record.value) for event in batch.accepted])
     return made
 
@@ -363,10 +412,18 @@ async def _producer_main(bootstrap: str, linger_ms: int, requests: dict, command
     from aiokafka import AIOKafkaProducer
 
     # The collector's producer (collector/publisher.py, Publisher._new_producer).
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap.split(","), client_id=f"bench-producer-{os.getpid()}",
-                                acks="all", enable_idempotence=True, linger_ms=linger_ms, max_batch_size=512 * 1024,
-                                max_request_size=4 * 1024 * 1024, compression_type="lz4", request_timeout_ms=10_000,
-                                retry_backoff_ms=100)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap.split(","),
+        client_id=f"bench-producer-{os.getpid()}",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        compression_type="lz4",
+        request_timeout_ms=10_000,
+        retry_backoff_ms=100,
+    )
     await producer.start()
     loop = asyncio.get_running_loop()
     try:
@@ -380,14 +437,16 @@ async def _producer_main(bootstrap: str, linger_ms: int, requests: dict, command
             _, label, mode, concurrency, rate, seconds = command
             cpu_before = time.process_time()
             requests_done, errors, elapsed, latencies = await _producer_phase(
-                producer, requests[label], mode, concurrency, rate, seconds)
+                producer, requests[label], mode, concurrency, rate, seconds
+            )
             results.put(("done", requests_done, errors, elapsed, latencies, time.process_time() - cpu_before))
     finally:
         await producer.stop()
 
 
-async def _producer_phase(producer, batches: list, mode: str, concurrency: int, rate: float,
-                          seconds: float) -> tuple[int, int, float, list[float]]:
+async def _producer_phase(
+    producer, batches: list, mode: str, concurrency: int, rate: float, seconds: float
+) -> tuple[int, int, float, list[float]]:
     """One phase of "requests" (a batch of records sent, then all their acks awaited): a closed loop of
     ``concurrency`` clients (max) or an open loop at ``rate`` (latency from the scheduled time)."""
     latencies: list[float] = []
@@ -433,8 +492,12 @@ class Producers:
         context = multiprocessing.get_context("spawn")
         self.commands = [context.Queue() for _ in range(workers)]
         self.results = context.Queue()
-        self.processes = [context.Process(target=_producer_process, args=(bootstrap, linger_ms, requests, queue, self.results),
-                                          daemon=True) for queue in self.commands]
+        self.processes = [
+            context.Process(
+                target=_producer_process, args=(bootstrap, linger_ms, requests, queue, self.results), daemon=True
+            )
+            for queue in self.commands
+        ]
         for process in self.processes:
             process.start()
         self.pids = [self.results.get(timeout=120)[1] for _ in self.processes]
@@ -446,8 +509,9 @@ class Producers:
             queue.put(("run", label, mode, max(1, concurrency // share), rate / share, seconds))
         done = [self.results.get(timeout=seconds + 180) for _ in self.processes]
         latencies = [latency for item in done for latency in item[4]]
-        result = Result(sum(item[1] for item in done), sum(item[2] for item in done),
-                        max(item[3] for item in done), latencies)
+        result = Result(
+            sum(item[1] for item in done), sum(item[2] for item in done), max(item[3] for item in done), latencies
+        )
         return result, sum(item[5] for item in done)
 
     def stop(self) -> None:
@@ -468,8 +532,14 @@ Row = tuple[float, float, float, float, int, float, float, float]  # req/s, even
 def row(result: Result, used: tuple[float, float, float], events: int) -> Row:
     """(req/s, events/s, p50, p99, errors, CPU s per 1,000 events of target, broker, client)."""
     rate = result.requests / result.seconds
-    return (rate, rate * events, result.pct(0.5), result.pct(0.99), result.errors,
-            *(1000 * u / max(1, result.requests * events) for u in used))
+    return (
+        rate,
+        rate * events,
+        result.pct(0.5),
+        result.pct(0.99),
+        result.errors,
+        *(1000 * u / max(1, result.requests * events) for u in used),
+    )
 
 
 def column(rows: list[Row], index: int, fmt: str) -> str:
@@ -487,15 +557,32 @@ def main() -> None:
     parser.add_argument("--no-wrk", action="store_true", help="drive the closed loop with the asyncio client")
     parser.add_argument("--bootstrap", default=None, help="an existing broker (then its CPU is not measured)")
     parser.add_argument("--only", choices=["single", "batch100"], help="run one mode (both by default)")
-    parser.add_argument("--targets", default=",".join(TARGETS),
-                        help="comma-separated subset of collector,bare,producer (the collector is always run)")
-    parser.add_argument("--linger-ms", type=int, default=2,
-                        help="the producers' linger (CLOSEDLOOP_LINGER_MS for the collector; 2 is its default)")
-    parser.add_argument("--quiet-wait", type=float, default=180.0,
-                        help="wait at most this many seconds for a load average under 1.5 before starting")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help="comma-separated subset of collector,bare,producer (the collector is always run)",
+    )
+    parser.add_argument(
+        "--linger-ms",
+        type=int,
+        default=2,
+        help="the producers' linger (CLOSEDLOOP_LINGER_MS for the collector; 2 is its default)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="wait at most this many seconds for a load average under 1.5 before starting",
+    )
     args = parser.parse_args()
-    if not (0 <= args.linger_ms <= 100 and 1 <= args.workers <= 8 and 0 < args.seconds <= 60 and 1 <= args.repeat <= 10
-            and 1 <= args.concurrency <= 512 and 0 <= args.quiet_wait <= 600):
+    if not (
+        0 <= args.linger_ms <= 100
+        and 1 <= args.workers <= 8
+        and 0 < args.seconds <= 60
+        and 1 <= args.repeat <= 10
+        and 1 <= args.concurrency <= 512
+        and 0 <= args.quiet_wait <= 600
+    ):
         parser.error("keep it bounded: workers <= 8, seconds <= 60, repeat <= 10, concurrency <= 512")
     targets = ["collector"] + [t for t in args.targets.split(",") if t in TARGETS and t != "collector"]
     try:
@@ -506,8 +593,9 @@ def main() -> None:
         pass
     use_wrk = shutil.which("wrk") is not None and not args.no_wrk
     tmp = Path(tempfile.mkdtemp(prefix="closedloop-collector-bench-"))
-    labels = [(label, events) for label, events in (("single", 1), ("batch100", 100))
-              if not args.only or label == args.only]
+    labels = [
+        (label, events) for label, events in (("single", 1), ("batch100", 100)) if not args.only or label == args.only
+    ]
     started: list = []
     try:
         broker, bootstrap = (None, args.bootstrap) if args.bootstrap else start_broker(tmp / "stack")
@@ -524,12 +612,17 @@ def main() -> None:
         producers = None
         if "producer" in targets:
             # Enough distinct requests that lz4 sees as little repetition as the collector's own records.
-            requests = {label: collector_records(events, 4000 if events == 1 else 200, prefix)
-                        for label, events in labels}
+            requests = {
+                label: collector_records(events, 4000 if events == 1 else 200, prefix) for label, events in labels
+            }
             producers = Producers(bootstrap, args.linger_ms, requests, args.workers)
             started.append(producers)
-        own = {os.getpid(), *(broker.stack.pids.values() if broker else ()),
-               *(pid for server in servers.values() for pid in server.pids), *(producers.pids if producers else ())}
+        own = {
+            os.getpid(),
+            *(broker.stack.pids.values() if broker else ()),
+            *(pid for server in servers.values() for pid in server.pids),
+            *(producers.pids if producers else ()),
+        }
         state_before = wait_for_quiet(args.quiet_wait)
 
         def broker_cpu() -> float:
@@ -542,13 +635,20 @@ def main() -> None:
             if mode == "max" and use_wrk:
                 result, client = wrk_closed_loop(server.port, payload, args.concurrency, args.seconds, tmp)
             elif mode == "max":
-                result, client = asyncio.run(closed_loop(server.port, payload, args.concurrency, args.seconds,
-                                                         2_000_000)), None
+                result, client = (
+                    asyncio.run(closed_loop(server.port, payload, args.concurrency, args.seconds, 2_000_000)),
+                    None,
+                )
             else:
-                result, client = asyncio.run(open_loop(server.port, payload, rate, args.seconds,
-                                                       args.concurrency)), None
-            used = (cpu_seconds(server.pids) - before[0], broker_cpu() - before[1],
-                    self_cpu() - before[2] if client is None else client)
+                result, client = (
+                    asyncio.run(open_loop(server.port, payload, rate, args.seconds, args.concurrency)),
+                    None,
+                )
+            used = (
+                cpu_seconds(server.pids) - before[0],
+                broker_cpu() - before[1],
+                self_cpu() - before[2] if client is None else client,
+            )
             return result, used
 
         def measure_producer(label: str, mode: str, rate: float) -> tuple[Result, tuple]:
@@ -577,38 +677,54 @@ def main() -> None:
                         else:
                             result, used = measure_http(target, events, mode, half_rate)
                         runs.setdefault((label, target, mode), []).append(row(result, used, events))
-                during.append(f"{label} round {round_no + 1}: " + others_busy(
-                    table, process_table(), time.monotonic() - round_started, own))
+                during.append(
+                    f"{label} round {round_no + 1}: "
+                    + others_busy(table, process_table(), time.monotonic() - round_started, own)
+                )
                 collector_max = runs[(label, "collector", "max")][-1][1]
                 for target in ceilings:
                     ceiling_max = runs[(label, target, "max")][-1][1]
                     ratios.setdefault((label, f"collector / {target}, max events/s"), []).append(
-                        collector_max / ceiling_max)
+                        collector_max / ceiling_max
+                    )
                     ratios.setdefault((label, f"collector / {target}, CPU per event (collector + broker)"), []).append(
-                        sum(runs[(label, "collector", "max")][-1][5:7]) / max(1e-9, sum(runs[(label, target, "max")][-1][5:7])))
-        print(f"workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} repeat={args.repeat} "
-              f"linger_ms={args.linger_ms} "
-              f"cpus={os.cpu_count()}; closed loop by {'wrk' if use_wrk else 'asyncio client'}; "
-              f"broker {'Apache Kafka (private, one node)' if broker else bootstrap}")
+                        sum(runs[(label, "collector", "max")][-1][5:7])
+                        / max(1e-9, sum(runs[(label, target, "max")][-1][5:7]))
+                    )
+        print(
+            f"workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} repeat={args.repeat} "
+            f"linger_ms={args.linger_ms} "
+            f"cpus={os.cpu_count()}; closed loop by {'wrk' if use_wrk else 'asyncio client'}; "
+            f"broker {'Apache Kafka (private, one node)' if broker else bootstrap}"
+        )
         print(f"before: {state_before}")
         print(f"after: load average {load_average()}; beside the bench, per round: " + " | ".join(during))
-        print("median [min-max] of the rounds; half = an open loop at half the collector's max rate of the round; "
-              "cpu = CPU seconds per 1,000 events (target / broker / client)")
-        print(f"{'mode':<9} {'target':<10} {'load':<5} {'req/s':>22} {'events/s':>26} {'p50 ms':>18} "
-              f"{'p99 ms':>22} {'errors':>6}  cpu")
-        for (label, target, load), rows in sorted(runs.items(), key=lambda item: (
-                item[0][0] != "single", TARGETS.index(item[0][1]), item[0][2] != "max")):
+        print(
+            "median [min-max] of the rounds; half = an open loop at half the collector's max rate of the round; "
+            "cpu = CPU seconds per 1,000 events (target / broker / client)"
+        )
+        print(
+            f"{'mode':<9} {'target':<10} {'load':<5} {'req/s':>22} {'events/s':>26} {'p50 ms':>18} "
+            f"{'p99 ms':>22} {'errors':>6}  cpu"
+        )
+        for (label, target, load), rows in sorted(
+            runs.items(), key=lambda item: (item[0][0] != "single", TARGETS.index(item[0][1]), item[0][2] != "max")
+        ):
             errors = sum(row[4] for row in rows)
             cpu = " / ".join(f"{statistics.median(row[i] for row in rows):.3f}" for i in (5, 6, 7))
-            print(f"{label:<9} {target:<10} {load:<5} {column(rows, 0, ',.0f'):>22} "
-                  f"{column(rows, 1, ',.0f'):>26} {column(rows, 2, '.1f'):>18} {column(rows, 3, '.1f'):>22} "
-                  f"{errors:>6}  {cpu}")
+            print(
+                f"{label:<9} {target:<10} {load:<5} {column(rows, 0, ',.0f'):>22} "
+                f"{column(rows, 1, ',.0f'):>26} {column(rows, 2, '.1f'):>18} {column(rows, 3, '.1f'):>22} "
+                f"{errors:>6}  {cpu}"
+            )
         print("ratios, round by round (median [min-max]):")
         for (label, what), values in ratios.items():
             print(f"  {label:<9} {what}: {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]")
         if broker:
-            print(f"broker at the end: data {broker.stack.kafka_data_bytes() / 1e6:.0f} MB on disk, resident "
-                  f"{rss_bytes(broker.pid) / 1e6:.0f} MB")
+            print(
+                f"broker at the end: data {broker.stack.kafka_data_bytes() / 1e6:.0f} MB on disk, resident "
+                f"{rss_bytes(broker.pid) / 1e6:.0f} MB"
+            )
     finally:
         for process in reversed(started):
             if isinstance(process, Producers):

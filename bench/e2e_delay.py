@@ -61,10 +61,17 @@ DATABASE = "e2e"
 
 
 def request(port: int, number: int) -> bytes:
-    body = orjson.dumps({"type": "page_view", "visitor_id": f"v{number % 5000}",
-                         "url": f"https://e2e.test/p/{number % 200}?utm_source=google&utm_medium=cpc&utm_campaign=e2e"})
-    return (f"POST /v1/events HTTP/1.1\r\nHost: {HOST}:{port}\r\nX-Closedloop-Key: demo-write-key\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    body = orjson.dumps(
+        {
+            "type": "page_view",
+            "visitor_id": f"v{number % 5000}",
+            "url": f"https://e2e.test/p/{number % 200}?utm_source=google&utm_medium=cpc&utm_campaign=e2e",
+        }
+    )
+    return (
+        f"POST /v1/events HTTP/1.1\r\nHost: {HOST}:{port}\r\nX-Closedloop-Key: demo-write-key\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 class Connection(asyncio.Protocol):
@@ -95,12 +102,12 @@ class Connection(asyncio.Protocol):
             head = bytes(self.buffer[:end]).lower()
             at = head.find(b"content-length:")
             stop = head.find(b"\r\n", at)
-            length = int(head[at + 15:stop if stop > 0 else None]) if at >= 0 else 0
+            length = int(head[at + 15 : stop if stop > 0 else None]) if at >= 0 else 0
             if len(self.buffer) < end + 4 + length:
                 return
             now_wall, now = time.time(), time.perf_counter()
-            body = bytes(self.buffer[end + 4:end + 4 + length])
-            del self.buffer[:end + 4 + length]
+            body = bytes(self.buffer[end + 4 : end + 4 + length])
+            del self.buffer[: end + 4 + length]
             self.http_latency.append(now - self.scheduled.popleft())
             if head[9:12] != b"200":
                 self.errors += 1
@@ -109,12 +116,21 @@ class Connection(asyncio.Protocol):
                 self.accepted[event_id] = now_wall
 
 
-async def send_load(port: int, rate: float, seconds: float, connections: int, first: int,
-                    accepted: dict[str, float], http_latency: list[float]) -> int:
+async def send_load(
+    port: int,
+    rate: float,
+    seconds: float,
+    connections: int,
+    first: int,
+    accepted: dict[str, float],
+    http_latency: list[float],
+) -> int:
     """An open loop of single page views at ``rate`` a second for ``seconds``; returns errors."""
     loop = asyncio.get_running_loop()
-    pool = [(await loop.create_connection(lambda: Connection(accepted, http_latency), HOST, port))[1]
-            for _ in range(connections)]
+    pool = [
+        (await loop.create_connection(lambda: Connection(accepted, http_latency), HOST, port))[1]
+        for _ in range(connections)
+    ]
     total = int(rate * seconds)
     start = time.perf_counter()
     sent = 0
@@ -153,7 +169,8 @@ class Poller(threading.Thread):
             rows = self.client.query(
                 "SELECT event_id, toUnixTimestamp64Milli(ingested_at) FROM events "
                 "WHERE ingested_at >= fromUnixTimestamp64Milli({watermark:Int64}, 'UTC')",
-                parameters={"watermark": watermark}).result_rows
+                parameters={"watermark": watermark},
+            ).result_rows
             self.polls += 1
             for event_id, ingested_ms in rows:
                 if event_id not in self.seen:
@@ -207,19 +224,37 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup-seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1, help="collector workers (its default is 1)")
-    parser.add_argument("--connections", type=int, default=64,
-                        help="keep-alive connections; uvicorn answers a connection's requests one at a time, so "
-                             "this bounds the rate at connections / answer time (16 held 1,000/s back to 889)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=64,
+        help="keep-alive connections; uvicorn answers a connection's requests one at a time, so "
+        "this bounds the rate at connections / answer time (16 held 1,000/s back to 889)",
+    )
     parser.add_argument("--poll-ms", type=float, default=100.0)
-    parser.add_argument("--sink-batch-seconds", type=float, default=None,
-                        help="CLOSEDLOOP_SINK_BATCH_SECONDS for the sink (its default, 1 s, when not given)")
-    parser.add_argument("--quiet-wait", type=float, default=180.0,
-                        help="wait at most this many seconds for a load average under 1.5 before measuring")
+    parser.add_argument(
+        "--sink-batch-seconds",
+        type=float,
+        default=None,
+        help="CLOSEDLOOP_SINK_BATCH_SECONDS for the sink (its default, 1 s, when not given)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="wait at most this many seconds for a load average under 1.5 before measuring",
+    )
     args = parser.parse_args()
-    if not (0 < args.rate <= 5_000 and 0 < args.seconds <= 300 and 0 <= args.warmup_seconds <= 60
-            and 1 <= args.workers <= 4 and 1 <= args.connections <= 256 and 20 <= args.poll_ms <= 5000
-            and (args.sink_batch_seconds is None or 0.01 <= args.sink_batch_seconds <= 60)
-            and 0 <= args.quiet_wait <= 600):
+    if not (
+        0 < args.rate <= 5_000
+        and 0 < args.seconds <= 300
+        and 0 <= args.warmup_seconds <= 60
+        and 1 <= args.workers <= 4
+        and 1 <= args.connections <= 256
+        and 20 <= args.poll_ms <= 5000
+        and (args.sink_batch_seconds is None or 0.01 <= args.sink_batch_seconds <= 60)
+        and 0 <= args.quiet_wait <= 600
+    ):
         parser.error("keep it bounded: rate <= 5,000/s, seconds <= 300, warm-up <= 60 s, workers <= 4")
     try:
         import uvloop
@@ -242,19 +277,49 @@ def main() -> None:
         url = stack.clickhouse_url(DATABASE)
         create_topics(PipelineSettings(kafka_bootstrap_servers=stack.bootstrap, topic_prefix=PREFIX, partitions=4))
         migrate_up(SinkSettings(clickhouse_url=url, kafka_bootstrap_servers=stack.bootstrap, topic_prefix=PREFIX))
-        env = {**os.environ, "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "CLOSEDLOOP_CLICKHOUSE_URL": url,
-               "CLOSEDLOOP_TOPIC_PREFIX": PREFIX, "CLOSEDLOOP_PARTITIONS": "4", "CLOSEDLOOP_DATA_DIR": str(tmp / "data"),
-               "CLOSEDLOOP_SINK_CONSUMER_GROUP": "e2e-sink"}
+        env = {
+            **os.environ,
+            "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+            "CLOSEDLOOP_CLICKHOUSE_URL": url,
+            "CLOSEDLOOP_TOPIC_PREFIX": PREFIX,
+            "CLOSEDLOOP_PARTITIONS": "4",
+            "CLOSEDLOOP_DATA_DIR": str(tmp / "data"),
+            "CLOSEDLOOP_SINK_CONSUMER_GROUP": "e2e-sink",
+        }
         if args.sink_batch_seconds is not None:
             env["CLOSEDLOOP_SINK_BATCH_SECONDS"] = str(args.sink_batch_seconds)
         port = free_port()
         with open(tmp / "collector.log", "wb") as log:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "closedloop.cli", "collector", "--port", str(port), "--workers",
-                 str(args.workers), "--log-level", "warning"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "closedloop.cli",
+                        "collector",
+                        "--port",
+                        str(port),
+                        "--workers",
+                        str(args.workers),
+                        "--log-level",
+                        "warning",
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         with open(tmp / "sink.log", "wb") as log:
-            processes.append(subprocess.Popen([sys.executable, "-m", "closedloop.cli", "sink", "--no-migrate"],
-                                              env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "closedloop.cli", "sink", "--no-migrate"],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         collector, sink = processes
         wait_port(port, 60)
         time.sleep(2.0)  # every worker's producer connected
@@ -263,8 +328,9 @@ def main() -> None:
 
         accepted: dict[str, float] = {}
         http_latency: list[float] = []
-        errors = asyncio.run(send_load(port, args.rate, args.warmup_seconds, args.connections, 0, accepted,
-                                       http_latency))
+        errors = asyncio.run(
+            send_load(port, args.rate, args.warmup_seconds, args.connections, 0, accepted, http_latency)
+        )
         missing = wait_seen(poller, list(accepted), 90)
         if errors or missing:
             for name in ("collector.log", "sink.log"):
@@ -273,16 +339,21 @@ def main() -> None:
         print(f"warm-up: {len(accepted):,} events in ClickHouse", flush=True)
         wait_for_quiet(args.quiet_wait)
 
-        groups = {"collector": children(collector.pid), "sink": children(sink.pid), "broker": [stack.kafka_pid],
-                  "endpoint": [stack.clickhouse_pid]}
+        groups = {
+            "collector": children(collector.pid),
+            "sink": children(sink.pid),
+            "broker": [stack.kafka_pid],
+            "endpoint": [stack.clickhouse_pid],
+        }
         own = {pid for pids in groups.values() for pid in pids}
         cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
         client_before = time.process_time()
         table = process_table()
         accepted, http_latency = {}, []
         started = time.time()
-        errors = asyncio.run(send_load(port, args.rate, args.seconds, args.connections, 10_000_000, accepted,
-                                       http_latency))
+        errors = asyncio.run(
+            send_load(port, args.rate, args.seconds, args.connections, 10_000_000, accepted, http_latency)
+        )
         load_seconds = time.time() - started
         missing = wait_seen(poller, list(accepted), 60)
         cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
@@ -291,9 +362,12 @@ def main() -> None:
 
         events = len(accepted)
         print(f"sink batches: {args.sink_batch_seconds or 'default'} s; collector workers: {args.workers}")
-        print(f"load: {events:,} events accepted in {load_seconds:.1f} s ({events / load_seconds:,.0f}/s; asked "
-              f"{args.rate:,.0f}/s for {args.seconds:.0f} s), {errors} failed requests, {missing} events not in "
-              f"ClickHouse after 60 s; {poller.polls} polls", flush=True)
+        print(
+            f"load: {events:,} events accepted in {load_seconds:.1f} s ({events / load_seconds:,.0f}/s; asked "
+            f"{args.rate:,.0f}/s for {args.seconds:.0f} s), {errors} failed requests, {missing} events not in "
+            f"ClickHouse after 60 s; {poller.polls} polls",
+            flush=True,
+        )
         print(f"beside the bench: {beside}; load average {load_average()}", flush=True)
         print(f"HTTP answer (from the scheduled send):      {percentiles(http_latency)}")
         seen = [(accepted[i], *poller.seen[i]) for i in accepted if i in poller.seen]
@@ -305,10 +379,15 @@ def main() -> None:
             windows.setdefault(int((accept - started) // 10), []).append(first_seen - accept)
         for window, delays in sorted(windows.items()):
             print(f"  t={window * 10:3d}-{window * 10 + 10:<3d}s {len(delays):6,} events  {percentiles(delays)}")
-        print("CPU ms per event: " + ", ".join(f"{name} {cpu[name] * 1000 / max(1, events):.3f}" for name in groups)
-              + f", load generator and poller {client_cpu * 1000 / max(1, events):.3f}")
-        print(f"broker at the end: data {stack.kafka_data_bytes() / 1e6:.0f} MB on disk, resident "
-              f"{rss_bytes(stack.kafka_pid) / 1e6:.0f} MB")
+        print(
+            "CPU ms per event: "
+            + ", ".join(f"{name} {cpu[name] * 1000 / max(1, events):.3f}" for name in groups)
+            + f", load generator and poller {client_cpu * 1000 / max(1, events):.3f}"
+        )
+        print(
+            f"broker at the end: data {stack.kafka_data_bytes() / 1e6:.0f} MB on disk, resident "
+            f"{rss_bytes(stack.kafka_pid) / 1e6:.0f} MB"
+        )
         if missing or errors:
             raise SystemExit(1)
     finally:

@@ -40,20 +40,30 @@ def build_app():
     import faust
 
     mode = os.environ["FLOOR_MODE"]
-    app = faust.App(os.environ["FLOOR_APP_ID"], broker="kafka://" + os.environ["FLOOR_BOOTSTRAP"],
-                    store="memory://", processing_guarantee="at_least_once", topic_partitions=2, web_enabled=False,
-                    producer_linger=0.005, producer_max_batch_size=512 * 1024,
-                    broker_session_timeout=6, broker_heartbeat_interval=1)
+    app = faust.App(
+        os.environ["FLOOR_APP_ID"],
+        broker="kafka://" + os.environ["FLOOR_BOOTSTRAP"],
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=2,
+        web_enabled=False,
+        producer_linger=0.005,
+        producer_max_batch_size=512 * 1024,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+    )
     source = app.topic(os.environ["FLOOR_TOPIC"], key_serializer="raw", value_serializer="raw")
     out = app.topic(os.environ["FLOOR_TOPIC"] + "-out", key_serializer="raw", value_serializer="raw")
     table = app.Table("floor-visitors", default=int, partitions=2, key_type=bytes, value_type=int)
 
     if mode == "take":
+
         @app.agent(source)
         async def batches(stream):
             async for _batch in stream.take(1000, within=0.05):
                 pass
     else:
+
         @app.agent(source)
         async def events(stream):
             async for key, value in stream.items():
@@ -62,6 +72,7 @@ def build_app():
                 table[key] = table[key] + 1
                 if mode == "table_out":
                     await out.send(key=key, value=value)
+
     return app
 
 
@@ -73,11 +84,14 @@ def measure(mode: str, events: int, bootstrap: str, broker_pid: int, admin, tmp:
 
     stamp = f"{mode}-{time.time_ns()}"
     topic, app_id = f"floor-{stamp}", f"floor-app-{stamp}"
-    admin.create_topics([NewTopic(topic, 2, 1), NewTopic(topic + "-out", 2, 1),
-                         NewTopic(f"{app_id}-floor-visitors-changelog", 2, 1)])
-    value = (b'{"event_id":"' + b"e" * 32 + b'","site_id":"site","event":{"type":"page_view","visitor_id":"v",'
-             b'"url":"https://example.com/a?utm_source=google&utm_medium=cpc&utm_campaign=spring",'
-             b'"title":"A page","user_agent":"' + b"Mozilla/5.0 " * 20 + b'"}}')
+    admin.create_topics(
+        [NewTopic(topic, 2, 1), NewTopic(topic + "-out", 2, 1), NewTopic(f"{app_id}-floor-visitors-changelog", 2, 1)]
+    )
+    value = (
+        b'{"event_id":"' + b"e" * 32 + b'","site_id":"site","event":{"type":"page_view","visitor_id":"v",'
+        b'"url":"https://example.com/a?utm_source=google&utm_medium=cpc&utm_campaign=spring",'
+        b'"title":"A page","user_agent":"' + b"Mozilla/5.0 " * 20 + b'"}}'
+    )
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=512 * 1024)
     for i in range(events):
         producer.send(topic, key=f"visitor-{i % 5000}".encode(), value=value)
@@ -85,8 +99,11 @@ def measure(mode: str, events: int, bootstrap: str, broker_pid: int, admin, tmp:
     producer.close()
 
     env = dict(os.environ, FLOOR_MODE=mode, FLOOR_APP_ID=app_id, FLOOR_BOOTSTRAP=bootstrap, FLOOR_TOPIC=topic)
-    argv = [sys.executable, __file__, "app"] + (["--loop", loop] if loop else []) + [
-        "worker", "--loglevel", "warn", "--without-web"]
+    argv = (
+        [sys.executable, __file__, "app"]
+        + (["--loop", loop] if loop else [])
+        + ["worker", "--loglevel", "warn", "--without-web"]
+    )
     with open(tmp / f"worker-{mode}.log", "wb") as log:
         worker = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id, enable_auto_commit=False)
@@ -114,9 +131,11 @@ def measure(mode: str, events: int, bootstrap: str, broker_pid: int, admin, tmp:
     rate = counted / (end[0] - first[0])
     worker_us = (end[2] - first[2]) / counted * 1e6
     broker_us = (end[3] - first[3]) / counted * 1e6
-    return (f"{mode:10} {rate:8,.0f} events/s   worker {worker_us:4.0f} us/event   broker {broker_us:4.0f} us/event   "
-            f"together {worker_us + broker_us:4.0f} us/event -> at most {2e6 / (worker_us + broker_us):,.0f} "
-            f"events/s on 2 fully used cores")
+    return (
+        f"{mode:10} {rate:8,.0f} events/s   worker {worker_us:4.0f} us/event   broker {broker_us:4.0f} us/event   "
+        f"together {worker_us + broker_us:4.0f} us/event -> at most {2e6 / (worker_us + broker_us):,.0f} "
+        f"events/s on 2 fully used cores"
+    )
 
 
 def main() -> None:

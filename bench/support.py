@@ -78,14 +78,28 @@ def children(pid: int) -> list[int]:
 
 
 SECTIONS = ["blog", "pricing", "docs", "product", "customers", "careers", "integrations", "compare"]
-REFERRERS = ["https://www.google.com/", "https://www.bing.com/", "https://www.linkedin.com/", "https://t.co/x1",
-             "https://news.ycombinator.com/", "https://duckduckgo.com/", None, None]
-CAMPAIGNS = [{}, {}, {}, {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "brand-search"},
-             {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "2026-11-digest"},
-             {"utm_source": "linkedin", "utm_medium": "paid_social", "utm_campaign": "q4-launch", "utm_content": "v2"}]
+REFERRERS = [
+    "https://www.google.com/",
+    "https://www.bing.com/",
+    "https://www.linkedin.com/",
+    "https://t.co/x1",
+    "https://news.ycombinator.com/",
+    "https://duckduckgo.com/",
+    None,
+    None,
+]
+CAMPAIGNS = [
+    {},
+    {},
+    {},
+    {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "brand-search"},
+    {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "2026-11-digest"},
+    {"utm_source": "linkedin", "utm_medium": "paid_social", "utm_campaign": "q4-launch", "utm_content": "v2"},
+]
 USER_AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Safari/605.1.15",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
 ]
@@ -99,10 +113,16 @@ def tracker_page_view(rng: random.Random, visitors: int = 20_000) -> tuple[dict,
     campaign = rng.choice(CAMPAIGNS)
     query = "&".join(f"{name}={value}" for name, value in campaign.items())
     url = f"https://www.example-shop.com/{section}/{rng.randrange(400)}-{section}-page" + (f"?{query}" if query else "")
-    event = {"type": "page_view", "visitor_id": f"{visitor:08x}" + rng.getrandbits(96).to_bytes(12).hex(),
-             "session_id": rng.getrandbits(128).to_bytes(16).hex(), "url": url,
-             "title": f"{section.title()} {rng.randrange(400)} | Example Shop", "referrer": rng.choice(REFERRERS),
-             "screen": rng.choice(["1920x1080", "1440x900", "390x844", "2560x1440"]), **campaign}
+    event = {
+        "type": "page_view",
+        "visitor_id": f"{visitor:08x}" + rng.getrandbits(96).to_bytes(12).hex(),
+        "session_id": rng.getrandbits(128).to_bytes(16).hex(),
+        "url": url,
+        "title": f"{section.title()} {rng.randrange(400)} | Example Shop",
+        "referrer": rng.choice(REFERRERS),
+        "screen": rng.choice(["1920x1080", "1440x900", "390x844", "2560x1440"]),
+        **campaign,
+    }
     return event, USER_AGENTS[visitor % len(USER_AGENTS)]
 
 
@@ -114,15 +134,16 @@ def busiest_processes(limit: int = 6, own: set[int] | None = None) -> str:
     """The processes using the most CPU right now (top's one-shot view), marking the benchmark's own: what else
     ran beside a measurement."""
     try:
-        out = subprocess.run(["top", "-bn1", "-w", "200", "-o", "%CPU"], capture_output=True, text=True,
-                             timeout=10, check=False).stdout.splitlines()
+        out = subprocess.run(
+            ["top", "-bn1", "-w", "200", "-o", "%CPU"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.splitlines()
     except (OSError, subprocess.TimeoutExpired):
         return "top unavailable"
     header = next((i for i, line in enumerate(out) if line.lstrip().startswith("PID")), None)
     if header is None:
         return "top unavailable"
     rows = []
-    for line in out[header + 1:header + 1 + limit]:
+    for line in out[header + 1 : header + 1 + limit]:
         parts = line.split(None, 11)
         if len(parts) < 12 or float(parts[8].replace(",", ".")) < 1.0:
             continue
@@ -141,7 +162,7 @@ def process_table() -> dict[int, tuple[str, int, float]]:
             text = (entry / "stat").read_text()
         except OSError:
             continue
-        name = text[text.index("(") + 1:text.rindex(")")]
+        name = text[text.index("(") + 1 : text.rindex(")")]
         fields = text.rsplit(")", 1)[1].split()
         table[int(entry.name)] = (name, int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK)
     return table

@@ -37,7 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_worker import (  # noqa: E402 - the test harness is the benchmark's harness too
-    Worker, as_records, create_all_topics, free_port, generated_stream, send, topic_records, wait_idle,
+    Worker,
+    as_records,
+    create_all_topics,
+    free_port,
+    generated_stream,
+    send,
+    topic_records,
+    wait_idle,
     worker_settings,
 )
 
@@ -85,15 +92,24 @@ class Run:
         return self.worker_user + self.worker_sys
 
     def line(self) -> str:
-        broker = (f"; broker CPU {self.broker_cpu:.1f}s = {self.broker_cpu / self.events * 1000:.2f} s/1k"
-                  if self.broker_cpu is not None else "")
-        sustained = (f" (events topic 10%-90%: {self.sustained:,.0f}/s; first output {self.first_output:.1f}s after "
-                     f"ready, last {self.last_output or 0:.1f}s)" if self.sustained and self.first_output is not None else "")
-        return (f"{self.events} events in {self.seconds:.1f}s = {self.rate:,.0f} events/s{sustained}; worker CPU "
-                f"{self.worker_cpu:.1f}s (user {self.worker_user:.1f}, sys {self.worker_sys:.1f}) = "
-                f"{self.worker_cpu / self.events * 1000:.2f} s per 1,000 events, "
-                f"{self.worker_cpu / self.seconds * 100:.0f}% of one core{broker}; RSS end "
-                f"{self.rss_end / 2**20:.0f} MiB, peak {self.rss_peak / 2**20:.0f} MiB; load {self.load}")
+        broker = (
+            f"; broker CPU {self.broker_cpu:.1f}s = {self.broker_cpu / self.events * 1000:.2f} s/1k"
+            if self.broker_cpu is not None
+            else ""
+        )
+        sustained = (
+            f" (events topic 10%-90%: {self.sustained:,.0f}/s; first output {self.first_output:.1f}s after "
+            f"ready, last {self.last_output or 0:.1f}s)"
+            if self.sustained and self.first_output is not None
+            else ""
+        )
+        return (
+            f"{self.events} events in {self.seconds:.1f}s = {self.rate:,.0f} events/s{sustained}; worker CPU "
+            f"{self.worker_cpu:.1f}s (user {self.worker_user:.1f}, sys {self.worker_sys:.1f}) = "
+            f"{self.worker_cpu / self.events * 1000:.2f} s per 1,000 events, "
+            f"{self.worker_cpu / self.seconds * 100:.0f}% of one core{broker}; RSS end "
+            f"{self.rss_end / 2**20:.0f} MiB, peak {self.rss_peak / 2**20:.0f} MiB; load {self.load}"
+        )
 
 
 def end_offsets_total(consumer, partitions) -> int:
@@ -112,8 +128,11 @@ class Progress:
         self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
         topic = changelog_topic(settings.app_id, "visitors")
         self.partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        self.outputs = [TopicPartition(t, p) for t in (settings.topics.credits, settings.topics.conversions,
-                                                      topic) for p in range(settings.partitions)]
+        self.outputs = [
+            TopicPartition(t, p)
+            for t in (settings.topics.credits, settings.topics.conversions, topic)
+            for p in range(settings.partitions)
+        ]
         # Assigned (never polled) so that the client keeps these topics' metadata: kafka-python 3.0 answered
         # end_offsets of topics it had no metadata for with a KeyError, which ended the sampling thread.
         self.consumer.assign(self.partitions + self.outputs)
@@ -191,9 +210,24 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pids: list
     print(f"run {run_no}: worker pids {pids}", flush=True)
     spy = None
     if args.py_spy and run_no == 0:
-        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pids[0]),
-                                "-f", "raw", "-o", args.py_spy, "-r", "100", "--gil", "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(pids[0]),
+                "-f",
+                "raw",
+                "-o",
+                args.py_spy,
+                "-r",
+                "100",
+                "--gil",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     progress = Progress(settings, events_topic_records)
     before = {pid: proc_sample(pid) for pid in pids}
     broker_before = broker_cpu_seconds(broker_pids)
@@ -228,12 +262,16 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pids: list
     # wait_idle needs three quiet polls (about 1 s) after the last commit: subtract it.
     busy = max(elapsed - 1.0, 0.001)
     run = Run(
-        events=len(records), seconds=busy,
+        events=len(records),
+        seconds=busy,
         worker_user=sum(after[p][0] - before[p][0] for p in pids),
         worker_sys=sum(after[p][1] - before[p][1] for p in pids),
         broker_cpu=None if not broker_pids else broker_after - broker_before,
-        rss_end=sum(after[p][2] for p in pids), rss_peak=peak_rss, load=load,
-        sustained=progress.sustained_rate(), first_output=progress.first_output_after(start),
+        rss_end=sum(after[p][2] for p in pids),
+        rss_peak=peak_rss,
+        load=load,
+        sustained=progress.sustained_rate(),
+        first_output=progress.first_output_after(start),
         last_output=progress.last_output_after(start),
     )
     print(f"run {run_no}: {run.line()}", flush=True)
@@ -285,8 +323,10 @@ def main() -> None:
         median = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
         rates = [r.rate for r in runs]
         print(f"median of {len(runs)} ({args.workers} worker(s)): {median.line()}")
-        print(f"rates: {', '.join(f'{r:,.0f}' for r in rates)} events/s (median {statistics.median(rates):,.0f}); "
-              f"CPU s per 1,000 events: {', '.join(f'{r.worker_cpu / r.events * 1000:.2f}' for r in runs)}")
+        print(
+            f"rates: {', '.join(f'{r:,.0f}' for r in rates)} events/s (median {statistics.median(rates):,.0f}); "
+            f"CPU s per 1,000 events: {', '.join(f'{r.worker_cpu / r.events * 1000:.2f}' for r in runs)}"
+        )
 
 
 if __name__ == "__main__":

@@ -76,13 +76,17 @@ def _is_port_suffix(rest: str) -> bool:
 def request_refusal(host: str | None, origin: str | None, port: int) -> str | None:
     """Why a request must be refused (its ``Host`` or ``Origin`` is not this machine), or None when it may go on."""
     if host is not None and not is_loopback_name(host):
-        return (f"The embedded ClickHouse endpoint only answers requests addressed to this machine by a loopback "
-                f"name (localhost, 127.0.0.1, [::1]); this one has Host: {host[:100]}. It refuses other names so "
-                f"that a web page cannot reach it through DNS rebinding: connect to http://127.0.0.1:{port}/.")
+        return (
+            f"The embedded ClickHouse endpoint only answers requests addressed to this machine by a loopback "
+            f"name (localhost, 127.0.0.1, [::1]); this one has Host: {host[:100]}. It refuses other names so "
+            f"that a web page cannot reach it through DNS rebinding: connect to http://127.0.0.1:{port}/."
+        )
     if origin is not None and not _is_loopback_origin(origin):
-        return (f"The embedded ClickHouse endpoint refuses requests sent by a web page (Origin: {origin[:100]}), so "
-                f"that a site open in a browser cannot query it. Send the request from a program or curl, without "
-                f"an Origin header.")
+        return (
+            f"The embedded ClickHouse endpoint refuses requests sent by a web page (Origin: {origin[:100]}), so "
+            f"that a site open in a browser cannot query it. Send the request from a program or curl, without "
+            f"an Origin header."
+        )
     return None
 
 

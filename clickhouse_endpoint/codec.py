@@ -7,8 +7,8 @@ incrementally: an insert is never held in memory whole.
 
 from __future__ import annotations
 
-import io
 import gzip
+import io
 import zlib
 from collections.abc import Iterator
 from typing import IO
@@ -33,7 +33,9 @@ def iter_request_body(rfile: IO[bytes] | io.BufferedIOBase, headers) -> Iterator
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                raise BodyError(codes.BAD_ARGUMENTS, f"Malformed chunk size line {line[:40]!r}", "BAD_ARGUMENTS") from None
+                raise BodyError(
+                    codes.BAD_ARGUMENTS, f"Malformed chunk size line {line[:40]!r}", "BAD_ARGUMENTS"
+                ) from None
             if size == 0:
                 while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -79,7 +81,9 @@ class _FrameChain:
 
     def check_end(self, encoding: str) -> None:
         if self._started and not self._current.eof:
-            raise ClickHouseError(codes.CANNOT_DECOMPRESS, f"Request body ends inside a {encoding} frame", "CANNOT_DECOMPRESS")
+            raise ClickHouseError(
+                codes.CANNOT_DECOMPRESS, f"Request body ends inside a {encoding} frame", "CANNOT_DECOMPRESS"
+            )
 
 
 def _lz4_factory():
@@ -154,7 +158,9 @@ def decode_body(chunks: Iterator[bytes], encoding: str | None) -> Iterator[bytes
         chain = _FrameChain(factory)
     except ImportError as exc:
         raise ClickHouseError(
-            codes.UNKNOWN_COMPRESSION_METHOD, f"Content-Encoding '{encoding}' needs {exc.name}", "UNKNOWN_COMPRESSION_METHOD"
+            codes.UNKNOWN_COMPRESSION_METHOD,
+            f"Content-Encoding '{encoding}' needs {exc.name}",
+            "UNKNOWN_COMPRESSION_METHOD",
         ) from None
     for piece in chunks:
         try:
@@ -162,7 +168,9 @@ def decode_body(chunks: Iterator[bytes], encoding: str | None) -> Iterator[bytes
         except ClickHouseError:
             raise
         except Exception as exc:  # noqa: BLE001 - every codec library raises its own types; all mean a broken body
-            raise ClickHouseError(codes.CANNOT_DECOMPRESS, f"Cannot decompress {encoding} request body: {exc}", "CANNOT_DECOMPRESS") from None
+            raise ClickHouseError(
+                codes.CANNOT_DECOMPRESS, f"Cannot decompress {encoding} request body: {exc}", "CANNOT_DECOMPRESS"
+            ) from None
         if out:
             yield out
     chain.check_end(encoding)

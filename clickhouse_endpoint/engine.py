@@ -21,10 +21,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from compat.chdb import raw_connection as chdb_raw
 from clickhouse_endpoint import guard
 from clickhouse_endpoint.errors import ClickHouseError, codes, from_engine, status_table
-
+from compat.chdb import raw_connection as chdb_raw
 
 FORMATTED_KEPT = 1024  # statements whose formatted text the guard keeps (least recently used go first)
 FORMATTED_MAX_CHARS = 16384  # longer statements (inline data) are formatted each time
@@ -118,7 +117,9 @@ class Engine:
         shutil.rmtree(self._bodies, ignore_errors=True)
         os.makedirs(self._bodies)
         raw = chdb_raw(self._root)
-        version, timezone = raw.query("SELECT version(), timezone()", "TabSeparated", params={}).bytes().decode().split()
+        version, timezone = (
+            raw.query("SELECT version(), timezone()", "TabSeparated", params={}).bytes().decode().split()
+        )
         self.version = version
         self.timezone = timezone
         rows = raw.query(
@@ -126,7 +127,9 @@ class Engine:
             "TabSeparated",
             params={},
         ).bytes()
-        self.code_by_name = {name: int(code) for name, code in (line.split("\t") for line in rows.decode().splitlines())}
+        self.code_by_name = {
+            name: int(code) for name, code in (line.split("\t") for line in rows.decode().splitlines())
+        }
         self.status_by_code = status_table(self.code_by_name)
         catalogue = {
             table: raw.query(f"SELECT name FROM system.{table}", "TabSeparatedRaw", params={}).bytes().decode().split()
@@ -295,10 +298,17 @@ class Engine:
                 self._formatted.move_to_end(sql)
         if canonical is None:
             try:
-                canonical = chdb_raw(connection).query(
-                    "SELECT formatQuerySingleLine({statement:String})", "TabSeparatedRaw",
-                    params={"statement": _escaped(sql)},
-                ).bytes().decode().rstrip("\n")
+                canonical = (
+                    chdb_raw(connection)
+                    .query(
+                        "SELECT formatQuerySingleLine({statement:String})",
+                        "TabSeparatedRaw",
+                        params={"statement": _escaped(sql)},
+                    )
+                    .bytes()
+                    .decode()
+                    .rstrip("\n")
+                )
             except RuntimeError as exc:  # the statement does not parse: the engine's own error, refused as it is
                 raise guard.format_error(from_engine(exc)) from None
             if len(sql) <= FORMATTED_MAX_CHARS:
@@ -351,7 +361,8 @@ class Engine:
                 connection,
                 f"{statement} SELECT * FROM file({_quote(path)}, {_quote(fmt)}) "
                 "SETTINGS use_structure_from_insertion_table_in_table_functions = 1",
-                "TabSeparated", {},
+                "TabSeparated",
+                {},
             )
         finally:
             os.unlink(path)

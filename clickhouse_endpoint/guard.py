@@ -30,28 +30,91 @@ from dataclasses import dataclass
 from clickhouse_endpoint.errors import ClickHouseError, codes
 
 # Table functions, engines and database engines that only touch the engine's own data (or generate data).
-LOCAL_TABLE_FUNCTIONS = frozenset(name.lower() for name in (
-    "SQLStandardValues", "dictionary", "format", "fuzzJSON", "fuzzQuery", "generateRandom", "generateSeries",
-    "generate_series", "input", "loop", "merge", "mergeTreeAnalyzeIndexes", "mergeTreeAnalyzeIndexesUUID",
-    "mergeTreeCodecBlockCounts", "mergeTreeIndex", "mergeTreeProjection", "mergeTreeTextIndex", "null", "numbers",
-    "numbers_mt", "primes", "prometheusQuery", "prometheusQueryRange", "timeSeriesData", "timeSeriesMetricFamilies",
-    "timeSeriesMetrics", "timeSeriesSamples", "timeSeriesSelector", "timeSeriesTags", "values", "view",
-    "viewExplain", "viewIfPermitted", "zeros", "zeros_mt",
-))
-LOCAL_TABLE_ENGINES = frozenset(name.lower() for name in (
-    "AggregatingMergeTree", "Alias", "Buffer", "CoalescingMergeTree", "CollapsingMergeTree", "Dictionary",
-    "EmbeddedRocksDB", "FuzzJSON", "FuzzQuery", "GenerateRandom", "GraphiteMergeTree", "Join", "Log", "Loop",
-    "MaterializedView", "Memory", "Merge", "MergeTree", "Null", "ReplacingMergeTree", "Set", "StripeLog",
-    "SummingMergeTree", "TimeSeries", "TinyLog", "VersionedCollapsingMergeTree", "View",
-))
+LOCAL_TABLE_FUNCTIONS = frozenset(
+    name.lower()
+    for name in (
+        "SQLStandardValues",
+        "dictionary",
+        "format",
+        "fuzzJSON",
+        "fuzzQuery",
+        "generateRandom",
+        "generateSeries",
+        "generate_series",
+        "input",
+        "loop",
+        "merge",
+        "mergeTreeAnalyzeIndexes",
+        "mergeTreeAnalyzeIndexesUUID",
+        "mergeTreeCodecBlockCounts",
+        "mergeTreeIndex",
+        "mergeTreeProjection",
+        "mergeTreeTextIndex",
+        "null",
+        "numbers",
+        "numbers_mt",
+        "primes",
+        "prometheusQuery",
+        "prometheusQueryRange",
+        "timeSeriesData",
+        "timeSeriesMetricFamilies",
+        "timeSeriesMetrics",
+        "timeSeriesSamples",
+        "timeSeriesSelector",
+        "timeSeriesTags",
+        "values",
+        "view",
+        "viewExplain",
+        "viewIfPermitted",
+        "zeros",
+        "zeros_mt",
+    )
+)
+LOCAL_TABLE_ENGINES = frozenset(
+    name.lower()
+    for name in (
+        "AggregatingMergeTree",
+        "Alias",
+        "Buffer",
+        "CoalescingMergeTree",
+        "CollapsingMergeTree",
+        "Dictionary",
+        "EmbeddedRocksDB",
+        "FuzzJSON",
+        "FuzzQuery",
+        "GenerateRandom",
+        "GraphiteMergeTree",
+        "Join",
+        "Log",
+        "Loop",
+        "MaterializedView",
+        "Memory",
+        "Merge",
+        "MergeTree",
+        "Null",
+        "ReplacingMergeTree",
+        "Set",
+        "StripeLog",
+        "SummingMergeTree",
+        "TimeSeries",
+        "TinyLog",
+        "VersionedCollapsingMergeTree",
+        "View",
+    )
+)
 LOCAL_DATABASE_ENGINES = frozenset(name.lower() for name in ("Atomic", "Dictionary", "Memory", "Ordinary", "Lazy"))
 # Functions that are not table functions but read files or reach hosts: file(path) returns a file's contents,
 # hasColumnInTable(host, ...) connects to a server, disk(type = ..., path = ...) defines a disk anywhere.
 OUTSIDE_FUNCTIONS = frozenset({"file", "hascolumnintable", "disk"})
 # Settings whose value is a file to read or write.
-PATH_SETTINGS = frozenset({
-    "format_schema", "output_format_schema", "format_template_resultset", "format_template_row",
-})
+PATH_SETTINGS = frozenset(
+    {
+        "format_schema",
+        "output_format_schema",
+        "format_template_resultset",
+        "format_template_row",
+    }
+)
 # Dictionary sources that are local data (everything else, FILE, HTTP, EXECUTABLE, MYSQL, CLICKHOUSE with a
 # host, ..., is refused).
 LOCAL_DICTIONARY_SOURCES = frozenset({"null"})
@@ -98,18 +161,22 @@ def _refused(what: str, fix: str) -> ClickHouseError:
     )
 
 
-_FIX_DATA = ("Load a file by sending it as the body of INSERT INTO table FORMAT fmt (curl --data-binary @file); "
-             "use a ClickHouse server (CLOSEDLOOP_CLICKHOUSE_URL) for what the embedded one refuses.")
+_FIX_DATA = (
+    "Load a file by sending it as the body of INSERT INTO table FORMAT fmt (curl --data-binary @file); "
+    "use a ClickHouse server (CLOSEDLOOP_CLICKHOUSE_URL) for what the embedded one refuses."
+)
 
 
 class Guard:
     """Refuses statements that would reach outside the engine's data; built from the engine's own catalogue."""
 
-    def __init__(self, table_functions: Iterable[str], table_engines: Iterable[str],
-                 database_engines: Iterable[str]) -> None:
+    def __init__(
+        self, table_functions: Iterable[str], table_engines: Iterable[str], database_engines: Iterable[str]
+    ) -> None:
         self.outside_table_functions = {name.lower() for name in table_functions} - LOCAL_TABLE_FUNCTIONS
-        self.outside_engines = (({name.lower() for name in table_engines} - LOCAL_TABLE_ENGINES)
-                                | ({name.lower() for name in database_engines} - LOCAL_DATABASE_ENGINES))
+        self.outside_engines = ({name.lower() for name in table_engines} - LOCAL_TABLE_ENGINES) | (
+            {name.lower() for name in database_engines} - LOCAL_DATABASE_ENGINES
+        )
         self.outside_functions = self.outside_table_functions | self.outside_engines | OUTSIDE_FUNCTIONS
 
     def check_settings(self, settings: Mapping[str, str]) -> None:
@@ -119,8 +186,10 @@ class Guard:
 
     def _check_setting(self, name: str, value: str) -> None:
         if name in PATH_SETTINGS:
-            raise _refused(f"the setting {name} (it names a file)",
-                           "Send the schema or template inline (format_template_row_format, ...) instead.")
+            raise _refused(
+                f"the setting {name} (it names a file)",
+                "Send the schema or template inline (format_template_row_format, ...) instead.",
+            )
         if name == "dialect" and value.strip().strip("'").lower() != "clickhouse":
             raise _refused(f"the dialect {value[:40]!r}", "Only ClickHouse SQL is checked, so only it is run.")
 
@@ -129,8 +198,10 @@ class Guard:
         found = tokens(canonical)
         words = [token for token in found if token.kind == "word"]
         if words and words[0].name in ("backup", "restore"):
-            raise _refused(f"{words[0].text.upper()} (backups go to files or disks)",
-                           "Copy data with INSERT INTO ... SELECT, or back up the data directory while it is stopped.")
+            raise _refused(
+                f"{words[0].text.upper()} (backups go to files or disks)",
+                "Copy data with INSERT INTO ... SELECT, or back up the data directory while it is stopped.",
+            )
         if words and words[0].name == "attach" and any(word.name == "from" for word in words):
             raise _refused("ATTACH ... FROM a path", _FIX_DATA)
         in_settings = bool(words) and words[0].name == "set"
@@ -140,8 +211,10 @@ class Guard:
                 in_settings = True
             if token.kind == "word" and token.name in ("outfile", "infile"):
                 into = "INTO OUTFILE" if token.name == "outfile" else "FROM INFILE"
-                raise _refused(f"{into} (it writes or reads a file on this machine)",
-                               "Read the result from the HTTP answer, or send the data as the request body.")
+                raise _refused(
+                    f"{into} (it writes or reads a file on this machine)",
+                    "Read the result from the HTTP answer, or send the data as the request body.",
+                )
             if token.kind in ("word", "quoted") and following is not None and following.text == "(":
                 self._check_call(token, found, index)
             if token.kind == "word" and token.name == "engine" and following is not None and following.text == "=":
@@ -149,25 +222,37 @@ class Guard:
                 if engine is not None and engine.name in self.outside_engines:
                     raise _refused(f"the engine {engine.text}", _FIX_DATA)
             if token.kind == "quoted" and "/" in token.name:
-                raise _refused(f"{token.text[:80]} as a name (a path: in chDB's default database a path reads "
-                               f"that file)", "Name tables without '/'.")
+                raise _refused(
+                    f"{token.text[:80]} as a name (a path: in chDB's default database a path reads that file)",
+                    "Name tables without '/'.",
+                )
             if in_settings and token.kind == "word" and following is not None and following.text == "=":
                 value = found[index + 2].text if index + 2 < len(found) else ""
                 self._check_setting(token.name, value)
         for name in _PARAM.findall(canonical):
             if "/" in binds.get(name, ""):
-                raise _refused(f"the identifier parameter {name} = {binds[name][:80]!r} (a path: in chDB's default "
-                               f"database a path reads that file)", "Name tables without '/'.")
+                raise _refused(
+                    f"the identifier parameter {name} = {binds[name][:80]!r} (a path: in chDB's default "
+                    f"database a path reads that file)",
+                    "Name tables without '/'.",
+                )
 
     def _check_call(self, token: Token, found: list[Token], index: int) -> None:
         name = token.name
         previous = found[index - 2].name if index >= 2 and found[index - 1].text == "(" else ""
         if previous == "source" and name not in LOCAL_DICTIONARY_SOURCES:
-            raise _refused(f"a dictionary with the source {token.text}", "Fill a table and use the CLICKHOUSE source "
-                           "only on a ClickHouse server; here, join the table instead.")
+            raise _refused(
+                f"a dictionary with the source {token.text}",
+                "Fill a table and use the CLICKHOUSE source only on a ClickHouse server; here, join the table instead.",
+            )
         if name in self.outside_functions:
-            kind = ("the table function" if name in self.outside_table_functions
-                    else "the engine" if name in self.outside_engines else "the function")
+            kind = (
+                "the table function"
+                if name in self.outside_table_functions
+                else "the engine"
+                if name in self.outside_engines
+                else "the function"
+            )
             raise _refused(f"{kind} {token.text}(...)", _FIX_DATA)
 
 

@@ -22,13 +22,34 @@ from clickhouse_endpoint.errors import ClickHouseError, codes
 # that only steer the HTTP layer: none of them is applied to the engine.
 HTTP_ONLY_PARAMS = frozenset(
     {
-        "query", "database", "default_format", "compress", "decompress", "user", "password", "quota_key",
-        "query_id", "stacktrace", "role", "buffer_size", "wait_end_of_query", "session_id", "session_timeout",
-        "session_check", "client_protocol_version", "close_session",
-        "enable_http_compression", "http_zlib_compression_level", "send_progress_in_http_headers",
-        "http_headers_progress_interval_ms", "cancel_http_readonly_queries_on_client_close",
-        "http_native_compression_disable_checksumming_on_decompress", "add_http_cors_header",
-        "http_response_buffer_size", "http_wait_end_of_query", "http_write_exception_in_output_format",
+        "query",
+        "database",
+        "default_format",
+        "compress",
+        "decompress",
+        "user",
+        "password",
+        "quota_key",
+        "query_id",
+        "stacktrace",
+        "role",
+        "buffer_size",
+        "wait_end_of_query",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "client_protocol_version",
+        "close_session",
+        "enable_http_compression",
+        "http_zlib_compression_level",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "cancel_http_readonly_queries_on_client_close",
+        "http_native_compression_disable_checksumming_on_decompress",
+        "add_http_cors_header",
+        "http_response_buffer_size",
+        "http_wait_end_of_query",
+        "http_write_exception_in_output_format",
         "http_response_headers",
     }
 )
@@ -57,7 +78,7 @@ class RequestParams:
         if not key or key in HTTP_ONLY_PARAMS:
             return
         if key.startswith("param_"):
-            self.binds.setdefault(key[len("param_"):], value)
+            self.binds.setdefault(key[len("param_") :], value)
         else:
             self.settings[key] = value
 
@@ -77,7 +98,9 @@ def credentials(headers, params: RequestParams) -> tuple[str, str]:
         try:
             decoded = base64.b64decode(auth[6:].strip()).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
-            raise ClickHouseError(codes.AUTHENTICATION_FAILED, "Malformed Basic Authorization header", "AUTHENTICATION_FAILED") from None
+            raise ClickHouseError(
+                codes.AUTHENTICATION_FAILED, "Malformed Basic Authorization header", "AUTHENTICATION_FAILED"
+            ) from None
         user, _, password = decoded.partition(":")
     if user is None:
         user = params.raw.get("user")
@@ -125,7 +148,9 @@ def _utf8(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ClickHouseError(codes.BAD_ARGUMENTS, f"The query is not valid UTF-8 (byte {exc.start})", "BAD_ARGUMENTS") from None
+        raise ClickHouseError(
+            codes.BAD_ARGUMENTS, f"The query is not valid UTF-8 (byte {exc.start})", "BAD_ARGUMENTS"
+        ) from None
 
 
 def read_statement(query_param: str, body: Iterator[bytes]) -> Statement:
@@ -157,7 +182,7 @@ def read_statement(query_param: str, body: Iterator[bytes]) -> Statement:
         found = sqltext.split_insert(text, complete=exhausted and len(head) <= HEAD_LIMIT)
         if isinstance(found, sqltext.InsertHead):
             statement = found.statement.encode("latin-1").decode("utf-8")
-            data = bytes(head[found.data_offset:])
+            data = bytes(head[found.data_offset :])
             return Statement(sql=statement, insert=found, data=_chain(data, body))
         if found == sqltext.NOT_STREAMABLE:
             break

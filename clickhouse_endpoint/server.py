@@ -36,9 +36,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from clickhouse_endpoint import access, codec, guard
-
-from clickhouse_endpoint import sqltext
+from clickhouse_endpoint import access, codec, guard, sqltext
 from clickhouse_endpoint.engine import DataDirLocked, Engine
 from clickhouse_endpoint.errors import ClickHouseError, codes
 from clickhouse_endpoint.request import RequestParams, Statement, credentials, read_multipart, read_statement
@@ -146,10 +144,12 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if log.isEnabledFor(logging.DEBUG):  # once per request: build nothing when nobody reads it
-            log.debug("request", extra={"client": self.address_string(), "request": self.requestline,
-                                        "status": code, "bytes": size})
+            log.debug(
+                "request",
+                extra={"client": self.address_string(), "request": self.requestline, "status": code, "bytes": size},
+            )
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 - signature from the base class
+    def log_message(self, format, *args) -> None:
         log.debug(format, *args, extra={"client": self.address_string()})  # the base class's errors and timeouts
 
     def version_string(self) -> str:
@@ -216,9 +216,11 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
                     "embedded endpoint: use HTTP compression (Accept-Encoding / Content-Encoding) instead",
                     "NOT_IMPLEMENTED",
                 )
-            if self.command == "POST" and "Content-Length" not in self.headers and "chunked" not in (
-                self.headers.get("Transfer-Encoding") or ""
-            ).lower():
+            if (
+                self.command == "POST"
+                and "Content-Length" not in self.headers
+                and "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower()
+            ):
                 raise ClickHouseError(
                     codes.HTTP_LENGTH_REQUIRED,
                     "The Transfer-Encoding is not chunked and there is no Content-Length header for POST request",
@@ -248,8 +250,11 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
     def _authenticate(self, params: RequestParams) -> None:
         user, password = credentials(self.headers, params)
         if user != "default" or not access.password_matches(password, self.server.password):
-            where = f" The embedded endpoint's user is default, its password in {self.server.password_file}." if (
-                self.server.password_file) else ""
+            where = (
+                f" The embedded endpoint's user is default, its password in {self.server.password_file}."
+                if (self.server.password_file)
+                else ""
+            )
             raise ClickHouseError(
                 codes.AUTHENTICATION_FAILED,
                 f"{user}: Authentication failed: password is incorrect, or there is no user with such name.{where}",
@@ -262,7 +267,9 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         try:
             timeout = float(params.get("session_timeout") or DEFAULT_SESSION_TIMEOUT)
         except ValueError:
-            raise ClickHouseError(codes.BAD_ARGUMENTS, "session_timeout must be a number of seconds", "BAD_ARGUMENTS") from None
+            raise ClickHouseError(
+                codes.BAD_ARGUMENTS, "session_timeout must be a number of seconds", "BAD_ARGUMENTS"
+            ) from None
         if not 0 <= timeout <= MAX_SESSION_TIMEOUT:
             raise ClickHouseError(
                 codes.BAD_ARGUMENTS, f"session_timeout must be between 0 and {MAX_SESSION_TIMEOUT:.0f}", "BAD_ARGUMENTS"
@@ -378,8 +385,9 @@ def _prefer_utc() -> None:
         time.tzset()
 
 
-def create_server(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "",
-                  password_file: str = "") -> EndpointServer:
+def create_server(
+    path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "", password_file: str = ""
+) -> EndpointServer:
     """Bind ``host:port`` and open the chDB data directory; raise StartupError with a clear reason."""
     if not password:
         raise StartupError("the endpoint needs a password: without one anyone on this machine could use it")
@@ -415,8 +423,9 @@ def create_server(path: str, host: str = "127.0.0.1", port: int = 8123, password
 class EmbeddedClickHouse:
     """The endpoint running in this process, in a background thread: ``start()``, ``url``, ``stop()``."""
 
-    def __init__(self, path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "",
-                 password_file: str = ""):
+    def __init__(
+        self, path: str, host: str = "127.0.0.1", port: int = 8123, password: str = "", password_file: str = ""
+    ):
         self.server = create_server(path, host, port, password, password_file)
         bound_host, self.port = self.server.server_address[:2]
         self.host = bound_host if isinstance(bound_host, str) else bytes(bound_host).decode()
@@ -446,8 +455,9 @@ class EmbeddedClickHouse:
         self.server.shutdown()
         finished = self.server.drain(grace)
         if not finished:
-            log.warning("requests still running after the grace period; closing chDB anyway",
-                        extra={"grace_seconds": grace})
+            log.warning(
+                "requests still running after the grace period; closing chDB anyway", extra={"grace_seconds": grace}
+            )
         self.server.server_close()
         self.server.engine.close()
 
@@ -460,8 +470,15 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
     engine = endpoint.server.engine
-    log.info("ClickHouse endpoint serving", extra={"version": f"{engine.version} (chDB)", "path": str(engine.path),
-                                                   "url": endpoint.url, "timezone": engine.timezone})
+    log.info(
+        "ClickHouse endpoint serving",
+        extra={
+            "version": f"{engine.version} (chDB)",
+            "path": str(engine.path),
+            "url": endpoint.url,
+            "timezone": engine.timezone,
+        },
+    )
     try:
         while not stop.wait(1.0):
             pass
@@ -494,7 +511,12 @@ def start_server_process(
     with open(log_path, "ab") as log_file:
         offset = log_file.tell()
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
     process.log_path = log_path  # type: ignore[attr-defined]
     process.log_offset = offset  # type: ignore[attr-defined]
@@ -535,7 +557,7 @@ def _log_tail(process: subprocess.Popen) -> str:
     except (AttributeError, OSError):
         return ""
     marker = text.rfind("error: ")  # main() prints the reason last, after any engine noise
-    return (text[marker + len("error: "):] if marker >= 0 else text[-4000:]).strip()
+    return (text[marker + len("error: ") :] if marker >= 0 else text[-4000:]).strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,11 +566,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", required=True, help="chDB data directory (created if missing)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV, "8123")))
-    parser.add_argument("--password-file", default=None,
-                        help=f"file with the password of user default (default PATH/{access.PASSWORD_FILE}); "
-                             "a random one is written there when it is missing")
-    parser.add_argument("--log-level", default=None, help="debug, info, warning or error (default from "
-                                                          f"{LEVEL_ENV}, else info)")
+    parser.add_argument(
+        "--password-file",
+        default=None,
+        help=f"file with the password of user default (default PATH/{access.PASSWORD_FILE}); "
+        "a random one is written there when it is missing",
+    )
+    parser.add_argument(
+        "--log-level", default=None, help=f"debug, info, warning or error (default from {LEVEL_ENV}, else info)"
+    )
     args = parser.parse_args(argv)
     try:
         configure_logging(LogSettings.from_env(os.environ, level=args.log_level))

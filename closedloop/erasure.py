@@ -60,10 +60,18 @@ class Report:
         return self.worker_done and self.sink_done and not self.remaining
 
     def as_dict(self) -> dict[str, Any]:
-        return {"lead_id": self.lead_id, "request_id": self.request_id, "removed": self.removed,
-                "remaining": self.remaining, "worker_done": self.worker_done, "sink_done": self.sink_done,
-                "worker_backlog": self.worker_backlog, "outbound_deliveries": OUTBOUND_DELIVERIES,
-                "notes": self.notes, "complete": self.complete}
+        return {
+            "lead_id": self.lead_id,
+            "request_id": self.request_id,
+            "removed": self.removed,
+            "remaining": self.remaining,
+            "worker_done": self.worker_done,
+            "sink_done": self.sink_done,
+            "worker_backlog": self.worker_backlog,
+            "outbound_deliveries": OUTBOUND_DELIVERIES,
+            "notes": self.notes,
+            "complete": self.complete,
+        }
 
 
 def lead_id_of(email: str | None, lead_id: str | None, key: bytes) -> tuple[str, str | None]:
@@ -76,8 +84,15 @@ def lead_id_of(email: str | None, lead_id: str | None, key: bytes) -> tuple[str,
     return lead_id, None
 
 
-def erase(worker: WorkerSettings, sink: SinkSettings, *, email: str | None = None, lead_id: str | None = None,
-          wait_s: float = 60.0, progress: Callable[[str], None] = lambda line: None) -> Report:
+def erase(
+    worker: WorkerSettings,
+    sink: SinkSettings,
+    *,
+    email: str | None = None,
+    lead_id: str | None = None,
+    wait_s: float = 60.0,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Report:
     """Erase one person (by email or lead id) everywhere; see the module docstring."""
     from sinks.client import connect
 
@@ -87,9 +102,13 @@ def erase(worker: WorkerSettings, sink: SinkSettings, *, email: str | None = Non
     try:
         if address is None:
             address = _email_of(client, lead)  # by lead id: the address, if the leads table still has it
-        visitors = [row[0] for row in client.query(
-            "SELECT DISTINCT visitor_id FROM identity_links WHERE lead_id = {lead:String}",
-            parameters={"lead": lead}).result_rows]
+        visitors = [
+            row[0]
+            for row in client.query(
+                "SELECT DISTINCT visitor_id FROM identity_links WHERE lead_id = {lead:String}",
+                parameters={"lead": lead},
+            ).result_rows
+        ]
         progress(f"lead {lead}: {len(visitors)} visitor(s) linked in ClickHouse")
         leads_rows = _count_leads(client, lead)  # counted now: the sink may delete them first, on the tombstone
         _through_kafka(worker, sink, report, visitors, wait_s, progress)
@@ -100,21 +119,30 @@ def erase(worker: WorkerSettings, sink: SinkSettings, *, email: str | None = Non
                 report.removed[place] = count
             report.remaining = _scan(client, address)
         else:
-            report.notes.append("no email known for this lead id (not in the leads table): only the lead id was "
-                                "erased; give --email to search ClickHouse for the address too")
+            report.notes.append(
+                "no email known for this lead id (not in the leads table): only the lead id was "
+                "erased; give --email to search ClickHouse for the address too"
+            )
     finally:
         client.close()
     return report
 
 
 def _email_of(client: Any, lead: str) -> str | None:
-    rows = client.query("SELECT any(email) FROM leads WHERE lead_id = {lead:String} HAVING count() > 0",
-                        parameters={"lead": lead}).result_rows
+    rows = client.query(
+        "SELECT any(email) FROM leads WHERE lead_id = {lead:String} HAVING count() > 0", parameters={"lead": lead}
+    ).result_rows
     return rows[0][0] if rows and rows[0][0] else None
 
 
-def _through_kafka(worker: WorkerSettings, sink: SinkSettings, report: Report, visitors: list[str], wait_s: float,
-                   progress: Callable[[str], None]) -> None:
+def _through_kafka(
+    worker: WorkerSettings,
+    sink: SinkSettings,
+    report: Report,
+    visitors: list[str],
+    wait_s: float,
+    progress: Callable[[str], None],
+) -> None:
     """Steps 2 and 3 of the module docstring."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -125,22 +153,30 @@ def _through_kafka(worker: WorkerSettings, sink: SinkSettings, report: Report, v
     inputs = [topics.events, topics.crm, crm_contacts_topic(worker.app_id), topics.lead_events]
     report.worker_backlog = sum(consumer_lag(worker.kafka_servers, worker.app_id, inputs).values())
     results_topic = erasure_results_topic(worker.app_id)
-    reader = KafkaConsumer(bootstrap_servers=worker.kafka_servers.split(","), enable_auto_commit=False,
-                           isolation_level="read_committed", client_id="closedloop-erase")
+    reader = KafkaConsumer(
+        bootstrap_servers=worker.kafka_servers.split(","),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        client_id="closedloop-erase",
+    )
     producer = KafkaProducer(bootstrap_servers=worker.kafka_servers.split(","), acks="all")
     try:
-        partitions = [TopicPartition(results_topic, p) for p in sorted(reader.partitions_for_topic(results_topic)
-                                                                        or ())]
+        partitions = [
+            TopicPartition(results_topic, p) for p in sorted(reader.partitions_for_topic(results_topic) or ())
+        ]
         if not partitions:
-            raise RuntimeError(f"topic {results_topic} does not exist: run `closedloop up` (or start the worker "
-                               "once) with these settings to create the worker's topics")
+            raise RuntimeError(
+                f"topic {results_topic} does not exist: run `closedloop up` (or start the worker "
+                "once) with these settings to create the worker's topics"
+            )
         reader.assign(partitions)
         for tp, end in reader.end_offsets(partitions).items():
             reader.seek(tp, end)
         key = report.lead_id.encode()
         tombstone = producer.send(topics.leads, key=key, value=None).get(timeout=30)
-        command = LeadEvent(kind="erase", lead_id=report.lead_id, event_id=report.request_id,
-                            visitor_ids=tuple(visitors))
+        command = LeadEvent(
+            kind="erase", lead_id=report.lead_id, event_id=report.request_id, visitor_ids=tuple(visitors)
+        )
         producer.send(topics.lead_events, key=key, value=serde.dumps(command)).get(timeout=30)
         report.removed[f"Kafka {topics.leads} (tombstone)"] = 1
         progress(f"erase command sent to {topics.lead_events}; waiting up to {wait_s:g} s for the worker and the sink")
@@ -167,17 +203,23 @@ def _through_kafka(worker: WorkerSettings, sink: SinkSettings, report: Report, v
         producer.close(timeout=10)
         reader.close()
     if not report.worker_done:
-        report.notes.append(f"the worker has not applied the erase within {wait_s:g} s (is `closedloop worker` "
-                            f"running?): the command waits in {topics.lead_events} and is applied when it "
-                            "reads it; run `closedloop erase` again afterwards to see its counts")
+        report.notes.append(
+            f"the worker has not applied the erase within {wait_s:g} s (is `closedloop worker` "
+            f"running?): the command waits in {topics.lead_events} and is applied when it "
+            "reads it; run `closedloop erase` again afterwards to see its counts"
+        )
     if not report.sink_done:
-        report.notes.append("the sink has not read the tombstone yet: the leads row was deleted directly, but a "
-                            "lead record it had not written yet could bring the row back until it does; run "
-                            "`closedloop erase` again once the sink runs")
+        report.notes.append(
+            "the sink has not read the tombstone yet: the leads row was deleted directly, but a "
+            "lead record it had not written yet could bring the row back until it does; run "
+            "`closedloop erase` again once the sink runs"
+        )
     if report.worker_backlog:
-        report.notes.append(f"the worker had {report.worker_backlog} record(s) to read when the command was sent: "
-                            "records about this person among them (a form, a CRM update) bring the lead back; "
-                            "run `closedloop erase` again once the worker has caught up")
+        report.notes.append(
+            f"the worker had {report.worker_backlog} record(s) to read when the command was sent: "
+            "records about this person among them (a form, a CRM update) bring the lead back; "
+            "run `closedloop erase` again once the worker has caught up"
+        )
 
 
 def _wait_committed(sink: SinkSettings, tp: Any, offset: int, deadline: float) -> bool:
@@ -198,15 +240,21 @@ def _wait_committed(sink: SinkSettings, tp: Any, offset: int, deadline: float) -
 
 
 def _count_leads(client: Any, lead: str) -> int:
-    return int(client.query("SELECT count() FROM leads FINAL WHERE lead_id = {lead:String}",
-                            parameters={"lead": lead}).result_rows[0][0])
+    return int(
+        client.query(
+            "SELECT count() FROM leads FINAL WHERE lead_id = {lead:String}", parameters={"lead": lead}
+        ).result_rows[0][0]
+    )
 
 
 def _delete_leads(client: Any, lead: str) -> None:
     # A mutation, waited for, even when no row shows: the sink's lightweight DELETE (on the tombstone) only masks
     # the row until the next merge, and a mutation rewrites the parts without it.
-    client.command("ALTER TABLE leads DELETE WHERE lead_id = {lead:String}", parameters={"lead": lead},
-                   settings={"mutations_sync": 2})
+    client.command(
+        "ALTER TABLE leads DELETE WHERE lead_id = {lead:String}",
+        parameters={"lead": lead},
+        settings={"mutations_sync": 2},
+    )
 
 
 def _string_columns(client: Any) -> dict[str, list[tuple[str, bool]]]:
@@ -216,7 +264,8 @@ def _string_columns(client: Any) -> dict[str, list[tuple[str, bool]]]:
         "FROM system.columns AS c INNER JOIN system.tables AS t ON t.database = c.database AND t.name = c.table "
         "WHERE c.database = currentDatabase() AND t.engine LIKE '%MergeTree' "
         "AND match(c.type, '^(LowCardinality\\\\()?(Nullable\\\\()?String\\\\)*$') "
-        "ORDER BY c.table, c.position").result_rows
+        "ORDER BY c.table, c.position"
+    ).result_rows
     columns: dict[str, list[tuple[str, bool]]] = {}
     for table, column, is_key in rows:
         columns.setdefault(table, []).append((column, bool(is_key)))
@@ -227,8 +276,9 @@ def _found(client: Any, address: str) -> dict[tuple[str, str, bool], int]:
     """(table, column, is key) -> rows whose column holds the address (any case)."""
     found = {}
     for table, columns in _string_columns(client).items():
-        counts = ", ".join(f"countIf(positionCaseInsensitive(ifNull(toString(`{c}`), ''), {{address:String}}) > 0)"
-                           for c, _ in columns)
+        counts = ", ".join(
+            f"countIf(positionCaseInsensitive(ifNull(toString(`{c}`), ''), {{address:String}}) > 0)" for c, _ in columns
+        )
         row = client.query(f"SELECT {counts} FROM `{table}`", parameters={"address": address}).result_rows[0]
         for (column, is_key), count in zip(columns, row, strict=True):
             if count:
@@ -244,14 +294,19 @@ def _replace_everywhere(client: Any, address: str, lead: str) -> dict[str, int]:
     for (table, column, is_key), count in _found(client, address).items():
         where = f"positionCaseInsensitive(ifNull(toString(`{column}`), ''), {{address:String}}) > 0"
         if table == "leads" or is_key:
-            client.command(f"ALTER TABLE `{table}` DELETE WHERE {where}", parameters={"address": address},
-                           settings={"mutations_sync": 2})
+            client.command(
+                f"ALTER TABLE `{table}` DELETE WHERE {where}",
+                parameters={"address": address},
+                settings={"mutations_sync": 2},
+            )
             changed[f"ClickHouse {table} rows with it in {column} (deleted)"] = count
         else:
             client.command(
                 f"ALTER TABLE `{table}` UPDATE `{column}` = replaceRegexpAll(`{column}`, {{pattern:String}}, "
                 f"{{lead:String}}) WHERE {where}",
-                parameters={"address": address, "pattern": pattern, "lead": lead}, settings={"mutations_sync": 2})
+                parameters={"address": address, "pattern": pattern, "lead": lead},
+                settings={"mutations_sync": 2},
+            )
             changed[f"ClickHouse {table}.{column} (replaced by the lead id)"] = count
     return changed
 

@@ -136,9 +136,11 @@ def content_coding(header: str | None) -> str | None:
     if coding in ("", "identity"):
         return None
     if coding not in CONTENT_CODINGS:
-        raise ApiError(415, "unsupported_content_encoding",
-                       f"Content-Encoding {header!r} is not supported; send the body as it is, or with gzip or "
-                       "deflate")
+        raise ApiError(
+            415,
+            "unsupported_content_encoding",
+            f"Content-Encoding {header!r} is not supported; send the body as it is, or with gzip or deflate",
+        )
     return coding
 
 
@@ -147,8 +149,11 @@ def decode_body(body: bytes, coding: str, limit: int) -> bytes:
     try:
         decoded = decoder.decompress(body, limit + 1)
     except zlib.error as error:
-        raise ApiError(400, "invalid_content_encoding",
-                       f"the body is not valid {coding} ({error}); check the Content-Encoding header") from None
+        raise ApiError(
+            400,
+            "invalid_content_encoding",
+            f"the body is not valid {coding} ({error}); check the Content-Encoding header",
+        ) from None
     if len(decoded) > limit:
         raise body_too_large(limit)
     if not decoder.eof:
@@ -181,7 +186,8 @@ async def post_events(request: Request) -> Response:
     site_id, is_server = site
     if not is_server and not settings.origin_allowed(headers.get("origin")):
         raise ApiError(
-            403, "origin_not_allowed",
+            403,
+            "origin_not_allowed",
             f"origin {headers.get('origin')!r} is not in CLOSEDLOOP_ALLOWED_ORIGINS",
         )
     body = await read_body(request, settings.max_body_bytes, headers)
@@ -229,7 +235,7 @@ async def accept_webhook(collector: CollectorState, endpoint: str, result: Webho
     deliveries = collector.deliveries
     ids = [change.delivery_id for change in result.changes]
     fresh = await asyncio.to_thread(deliveries.claim, ids) if ids else []
-    new = [change for change, is_new in zip(result.changes, fresh) if is_new]
+    new = [change for change, is_new in zip(result.changes, fresh, strict=False) if is_new]
     records = []
     for change in new:
         envelope = Envelope(

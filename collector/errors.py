@@ -41,8 +41,9 @@ class ApiError(Exception):
         return body
 
     def response(self) -> Response:
-        return Response(orjson.dumps(self.body()), status_code=self.status, headers=self.headers,
-                        media_type="application/json")
+        return Response(
+            orjson.dumps(self.body()), status_code=self.status, headers=self.headers, media_type="application/json"
+        )
 
 
 def format_loc(loc: Iterable[Any], prefix: str = "") -> str:
@@ -67,7 +68,7 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, 
         elif err["type"] == "extra_forbidden":
             msg = "unknown field (not part of this event type; check the spelling)"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         out.append({"loc": format_loc(err["loc"], prefix), "msg": msg})
     return out
 

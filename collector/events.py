@@ -21,9 +21,7 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from collector import window
-
-from collector import page_view_records
+from collector import page_view_records, window
 from collector.errors import ApiError, validation_errors
 from collector.spool import SpoolRecord
 from collector.webhooks import without_emails
@@ -54,7 +52,7 @@ class ParsedBatch:
 def parse_json(body: bytes) -> Any:
     """orjson, with the position of a syntax error in the message."""
     if not body.strip():
-        raise ApiError(400, "empty_body", "the request body is empty; send a JSON event, array or {\"batch\": [...]}")
+        raise ApiError(400, "empty_body", 'the request body is empty; send a JSON event, array or {"batch": [...]}')
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -80,7 +78,7 @@ def event_items(document: Any, max_events: int) -> list[Any]:
         raise ApiError(
             400,
             "invalid_shape",
-            f"expected an event object, a JSON array of them or {{\"batch\": [...]}}, got {type(document).__name__}",
+            f'expected an event object, a JSON array of them or {{"batch": [...]}}, got {type(document).__name__}',
         )
     if not items:
         raise ApiError(400, "empty_batch", "the batch holds no event")
@@ -119,7 +117,11 @@ def parse_events(
     page_views = None
     if "page_view" in allowed_types:
         page_views = page_view_records.PageViews(
-            site_id=site_id, received_at=received_at, user_agent=user_agent, topic=topics.events, new_event_id=ids.new,
+            site_id=site_id,
+            received_at=received_at,
+            user_agent=user_agent,
+            topic=topics.events,
+            new_event_id=ids.new,
             accepted_times=accepted_times,
         )
     for index, item in enumerate(items):
@@ -138,7 +140,7 @@ def parse_events(
     if candidates and not any(errors for _, _, errors in candidates):
         try:
             valid = _ENVELOPES.validate_python([fields for _, fields, _ in candidates])
-            envelopes = [(index, envelope) for (index, _, _), envelope in zip(candidates, valid)]
+            envelopes = [(index, envelope) for (index, _, _), envelope in zip(candidates, valid, strict=False)]
             candidates = []
         except ValidationError:
             pass  # at least one is invalid: find which, one by one
@@ -197,7 +199,7 @@ class _EventIds:
             self._next = 0
         start = self._next
         self._next += 32
-        return self._hex[start:self._next]
+        return self._hex[start : self._next]
 
 
 def _prepare(
@@ -217,12 +219,22 @@ def _prepare(
         raise _Rejected([{"loc": "type", "msg": "field required: one of " + ", ".join(sorted(SERVER_TYPES))}])
     if not isinstance(event_type, str) or event_type not in SERVER_TYPES:
         raise _Rejected(
-            [{"loc": "type", "msg": f"unknown event type {event_type!r}; expected one of {', '.join(sorted(SERVER_TYPES))}"}]
+            [
+                {
+                    "loc": "type",
+                    "msg": f"unknown event type {event_type!r}; expected one of {', '.join(sorted(SERVER_TYPES))}",
+                }
+            ]
         )
     if event_type not in allowed:
         raise _Rejected(
-            [{"loc": "type", "msg": f"{event_type!r} events need a server key (X-Closedloop-Key); "
-              "browser write keys may send page_view and identify only"}]
+            [
+                {
+                    "loc": "type",
+                    "msg": f"{event_type!r} events need a server key (X-Closedloop-Key); "
+                    "browser write keys may send page_view and identify only",
+                }
+            ]
         )
     errors: list[dict[str, str]] = []
     event_id = fields.pop("event_id", None)
@@ -237,7 +249,10 @@ def _prepare(
         fields["user_agent"] = user_agent[:512]
     envelope = {
         "event_id": event_id.strip() if isinstance(event_id, str) else event_id,
-        "site_id": site_id, "sent_at": sent_at, "received_at": received_at, "event": fields,
+        "site_id": site_id,
+        "sent_at": sent_at,
+        "received_at": received_at,
+        "event": fields,
     }
     return envelope, errors
 
@@ -250,7 +265,7 @@ def _validate(envelope_fields: dict[str, Any], errors: list[dict[str, str]]) -> 
         for error in validation_errors(exc):
             loc = error["loc"]
             if loc == "event" or loc.startswith("event."):
-                loc = loc[len("event."):]
+                loc = loc[len("event.") :]
             elif loc == "sent_at":
                 error["msg"] = "must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z (or left out)"
             errors.append({"loc": loc, "msg": error["msg"]})

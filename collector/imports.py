@@ -3,10 +3,11 @@ webhooks and the spend model produce.
 
 ``crm`` columns: ``email`` (or ``contact_id``), ``stage``, ``date``; optional ``value``, ``currency``, ``id``
 (the row's record id in your sheet; defaults to the lead id of the email, never the address itself).
-``spend`` columns: ``date``, ``channel``, ``cost``, ``currency``; optional ``source``, ``medium``, ``campaign``. Headers are case-insensitive; extra columns are
-ignored. A bad row is reported with its line number and never stops the good ones; so is a date outside the
-accepted times (``collector.window``: by default twenty years back to a day ahead), a row that is not valid UTF-8
-(spreadsheets save in other encodings too) and a row the CSV reader cannot split (a field over its size limit).
+``spend`` columns: ``date``, ``channel``, ``cost``, ``currency``; optional ``source``, ``medium``, ``campaign``.
+Headers are case-insensitive; extra columns are ignored. A bad row is reported with its line number and never
+stops the good ones; so is a date outside the accepted times (``collector.window``: by default twenty years back
+to a day ahead), a row that is not valid UTF-8 (spreadsheets save in other encodings too) and a row the CSV reader
+cannot split (a field over its size limit).
 
 Event ids are derived from the row's content, so importing the same file twice produces records downstream
 recognises as the same events.
@@ -94,8 +95,12 @@ def _undecodable(row: dict[str, str]) -> list[dict[str, str]]:
         found = _UNDECODABLE.search(value)
         if found is not None:
             byte = ord(found.group()) - 0xDC00
-            errors.append({"loc": column, "msg": f"not valid UTF-8 (byte 0x{byte:02x} at character "
-                                                 f"{found.start() + 1}); {ENCODING_HINT}"})
+            errors.append(
+                {
+                    "loc": column,
+                    "msg": f"not valid UTF-8 (byte 0x{byte:02x} at character {found.start() + 1}); {ENCODING_HINT}",
+                }
+            )
     return errors
 
 
@@ -117,8 +122,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | UnreadableRow]
                 return
             except csv.Error as error:  # e.g. a field over csv.field_size_limit(): the reader goes on after it
                 # DictReader's own line_num moves only on success; its reader's counts the line that failed.
-                yield reader.reader.line_num, UnreadableRow([{"loc": "", "msg": f"cannot read this line as CSV: "
-                                                                                   f"{error}"}])
+                yield (
+                    reader.reader.line_num,
+                    UnreadableRow([{"loc": "", "msg": f"cannot read this line as CSV: {error}"}]),
+                )
                 continue
             line = reader.line_num  # the physical line the row ends on (blank lines counted)
             if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
@@ -154,9 +161,12 @@ def missing_columns(path: Path, kind: ImportKind) -> list[str]:
     return missing
 
 
-def crm_envelope(row: dict[str, str], received_at: datetime,
-                 accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
-                 lead_key: bytes = DEV_LEAD_ID_KEY.encode()) -> Envelope:
+def crm_envelope(
+    row: dict[str, str],
+    received_at: datetime,
+    accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+    lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
+) -> Envelope:
     """One CRM row -> an envelope with a ``CrmStatusChange`` from the ``spreadsheet`` CRM.
 
     The record id is the row's ``id``, else the lead id of its email (``lead_key``: ``CLOSEDLOOP_LEAD_ID_KEY``,
@@ -166,8 +176,14 @@ def crm_envelope(row: dict[str, str], received_at: datetime,
     errors: list[dict[str, str]] = []
     stage = STAGE_NAMES.get(" ".join(row.get("stage", "").lower().replace("_", " ").split()))
     if stage is None:
-        errors.append({"loc": "stage", "msg": f"unknown stage {row.get('stage', '')!r}; use one of "
-                       + ", ".join(s.value for s in LifecycleStage) + " (or won, closed won, closed lost)"})
+        errors.append(
+            {
+                "loc": "stage",
+                "msg": f"unknown stage {row.get('stage', '')!r}; use one of "
+                + ", ".join(s.value for s in LifecycleStage)
+                + " (or won, closed won, closed lost)",
+            }
+        )
     occurred_at = _when(row.get("date", ""), errors, received_at, accepted_times)
     value = _amount(row.get("value", ""), "value", errors)
     email, contact = row.get("email") or None, row.get("contact_id") or None
@@ -194,9 +210,12 @@ def crm_envelope(row: dict[str, str], received_at: datetime,
     return Envelope(event_id=f"spreadsheet:{digest}", site_id="spreadsheet", received_at=received_at, event=change)
 
 
-def spend_envelope(row: dict[str, str], received_at: datetime,
-                   accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
-                   lead_key: bytes = b"") -> Envelope:
+def spend_envelope(
+    row: dict[str, str],
+    received_at: datetime,
+    accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
+    lead_key: bytes = b"",
+) -> Envelope:
     """One spend row -> an envelope with a ``SpendRow`` (``lead_key`` is unused: spend names nobody)."""
     errors: list[dict[str, str]] = []
     occurred_at = _when(row.get("date", ""), errors, received_at, accepted_times)
@@ -219,13 +238,18 @@ def spend_envelope(row: dict[str, str], received_at: datetime,
     if not spend.channel:
         raise RowRejected([{"loc": "channel", "msg": "must not be empty (e.g. Paid Search)"}])
     return Envelope(
-        event_id=f"spend:{_digest(spend.spend_key, spend.cost, spend.currency)}", site_id="spend-import",
-        received_at=received_at, event=spend,
+        event_id=f"spend:{_digest(spend.spend_key, spend.cost, spend.currency)}",
+        site_id="spend-import",
+        received_at=received_at,
+        event=spend,
     )
 
 
 def parse_file(
-    path: Path, kind: ImportKind, topics: Topics, summary: ImportSummary,
+    path: Path,
+    kind: ImportKind,
+    topics: Topics,
+    summary: ImportSummary,
     on_row: Callable[[int], None] = lambda line: None,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
     lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
@@ -251,8 +275,12 @@ def parse_file(
 
 
 def publish_file(
-    path: Path, kind: ImportKind, bootstrap_servers: str, topics: Topics,
-    on_row: Callable[[int], None] = lambda line: None, timeout_s: float = 60.0,
+    path: Path,
+    kind: ImportKind,
+    bootstrap_servers: str,
+    topics: Topics,
+    on_row: Callable[[int], None] = lambda line: None,
+    timeout_s: float = 60.0,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
     lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
 ) -> ImportSummary:
@@ -260,8 +288,13 @@ def publish_file(
     from kafka import KafkaProducer
 
     summary = ImportSummary()
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all", linger_ms=20,
-                             compression_type="lz4", enable_idempotence=True)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap_servers.split(","),
+        acks="all",
+        linger_ms=20,
+        compression_type="lz4",
+        enable_idempotence=True,
+    )
     futures = []
     try:
         for record in parse_file(path, kind, topics, summary, on_row, accepted_times, lead_key):
@@ -277,8 +310,9 @@ def publish_file(
     return summary
 
 
-def _when(text: str, errors: list[dict[str, str]], received_at: datetime,
-          accepted_times: window.AcceptedTimes) -> datetime:
+def _when(
+    text: str, errors: list[dict[str, str]], received_at: datetime, accepted_times: window.AcceptedTimes
+) -> datetime:
     try:
         if len(text) == 10:
             when = datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)

@@ -22,7 +22,9 @@ def _schema(model: type[BaseModel], defs: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(settings: CollectorSettings) -> dict[str, Any]:
     """OpenAPI 3.1: the request formats, and the error body every rejection uses."""
     defs: dict[str, Any] = {}
-    components = {m.__name__: _schema(m, defs) for m in (PageView, Identify, CrmStatusChange, SpendRow, GenericCrmEvent)}
+    components = {
+        m.__name__: _schema(m, defs) for m in (PageView, Identify, CrmStatusChange, SpendRow, GenericCrmEvent)
+    }
     components.update(defs)
     components["Error"] = {
         "type": "object",
@@ -57,26 +59,52 @@ def openapi_document(settings: CollectorSettings) -> dict[str, Any]:
         "info": {"title": "closedloop collector", "version": "1"},
         "paths": {
             "/v1/events": post(
-                "One event, an array of events, or {\"batch\": [...]}; key in X-Closedloop-Key or ?key=.",
-                {"oneOf": [event, {"type": "array", "items": event, "maxItems": settings.max_batch_events},
-                           {"type": "object", "properties": {"batch": {"type": "array", "items": event}}}]},
-                {"400": "Not JSON, or the wrong shape.", "401": "Missing or unknown write key.",
-                 "403": "Origin not allowed.", "413": "Body or batch too large.", "422": "No event valid.",
-                 "503": "Spool full: retry after Retry-After seconds."},
+                'One event, an array of events, or {"batch": [...]}; key in X-Closedloop-Key or ?key=.',
+                {
+                    "oneOf": [
+                        event,
+                        {"type": "array", "items": event, "maxItems": settings.max_batch_events},
+                        {"type": "object", "properties": {"batch": {"type": "array", "items": event}}},
+                    ]
+                },
+                {
+                    "400": "Not JSON, or the wrong shape.",
+                    "401": "Missing or unknown write key.",
+                    "403": "Origin not allowed.",
+                    "413": "Body or batch too large.",
+                    "422": "No event valid.",
+                    "503": "Spool full: retry after Retry-After seconds.",
+                },
             ),
             "/v1/webhooks/hubspot": post("HubSpot webhook events (signature v3).", {"type": "array"}, auth_errors),
             "/v1/webhooks/pipedrive": post("Pipedrive webhooks v2 (HTTP Basic auth).", {"type": "object"}, auth_errors),
             "/v1/webhooks/crm": post(
                 "Generic CRM format, X-Closedloop-Signature: sha256=<hex HMAC of the raw body>.",
-                {"type": "object", "properties": {
-                    "source": {"type": "string"},
-                    "events": {"type": "array", "items": {"$ref": _REF.format(model="GenericCrmEvent")}},
-                }},
+                {
+                    "type": "object",
+                    "properties": {
+                        "source": {"type": "string"},
+                        "events": {"type": "array", "items": {"$ref": _REF.format(model="GenericCrmEvent")}},
+                    },
+                },
                 auth_errors,
             ),
-            "/tracker.js": {"get": {"summary": "The website tracker (minified).", "responses": {"200": {"description": "JavaScript"}}}},
+            "/tracker.js": {
+                "get": {
+                    "summary": "The website tracker (minified).",
+                    "responses": {"200": {"description": "JavaScript"}},
+                }
+            },
             "/healthz": {"get": {"summary": "The process is up.", "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {"get": {"summary": "The broker is reachable.", "responses": {"200": {"description": "ready"}, "503": {"description": "broker unreachable (events are being spooled)"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "The broker is reachable.",
+                    "responses": {
+                        "200": {"description": "ready"},
+                        "503": {"description": "broker unreachable (events are being spooled)"},
+                    },
+                }
+            },
             "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {"description": "text"}}}},
         },
         "components": {"schemas": components},

@@ -312,7 +312,7 @@ class Publisher:
                 drained = await self._replay_chunk()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a replay hiccup must not kill the task; the data stays spooled
+            except Exception:
                 log.exception("spool replay failed; will retry")
                 drained = False
             if drained:

@@ -61,15 +61,21 @@ class CollectorSettings(PipelineSettings):
     max_batch_events: int = Field(500, ge=1, le=100_000, description="Most events in one POST /v1/events.")
 
     accept_past_days: int = Field(
-        window.DEFAULT_PAST_DAYS, ge=0, le=36_500,
+        window.DEFAULT_PAST_DAYS,
+        ge=0,
+        le=36_500,
         description="Oldest occurred_at POST /v1/events accepts, in days before the collector's clock; older = 422.",
     )
     accept_future_hours: int = Field(
-        window.DEFAULT_FUTURE_HOURS, ge=0, le=8_760,
+        window.DEFAULT_FUTURE_HOURS,
+        ge=0,
+        le=8_760,
         description="Latest occurred_at accepted (events and imports), in hours after the collector's clock.",
     )
     import_accept_past_days: int = Field(
-        window.DEFAULT_IMPORT_PAST_DAYS, ge=0, le=36_500,
+        window.DEFAULT_IMPORT_PAST_DAYS,
+        ge=0,
+        le=36_500,
         description="Oldest date a CSV import (closedloop import) accepts, in days before today "
         "(imports carry history).",
     )
@@ -127,8 +133,9 @@ class CollectorSettings(PipelineSettings):
     @property
     def import_accepted_times(self) -> window.AcceptedTimes:
         """The window of dates accepted by CSV imports."""
-        return window.AcceptedTimes(timedelta(days=self.import_accept_past_days),
-                                    timedelta(hours=self.accept_future_hours))
+        return window.AcceptedTimes(
+            timedelta(days=self.import_accept_past_days), timedelta(hours=self.accept_future_hours)
+        )
 
     @property
     def spool_path(self) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+
 @dataclass(frozen=True)
 class AcceptedTimes:
     """How far before and after the collector's clock an event's ``occurred_at`` may be."""
@@ -24,8 +25,9 @@ class AcceptedTimes:
         """(earliest, latest) accepted ``occurred_at`` for an event received at ``received_at`` (UTC)."""
         return received_at - self.past, received_at + self.future
 
-    def problem(self, occurred_at: datetime, received_at: datetime, *,
-                setting: str = "CLOSEDLOOP_ACCEPT_PAST_DAYS") -> str | None:
+    def problem(
+        self, occurred_at: datetime, received_at: datetime, *, setting: str = "CLOSEDLOOP_ACCEPT_PAST_DAYS"
+    ) -> str | None:
         """None when ``occurred_at`` is in the window, else a message saying what the window is."""
         earliest, latest = self.bounds(received_at)
         if earliest <= occurred_at <= latest:

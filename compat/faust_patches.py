@@ -115,8 +115,12 @@ async def _flush_then_stop(self: Any) -> None:
         try:
             await asyncio.wait_for(self.buffer.flush(), timeout=STOP_FLUSH_TIMEOUT_S)
         except (asyncio.TimeoutError, RuntimeError) as error:
-            log.error("stopping with %d queued changelog/output records not sent (%r): the tables may miss "
-                      "them after a restart", self.buffer.size, error)
+            log.error(
+                "stopping with %d queued changelog/output records not sent (%r): the tables may miss "
+                "them after a restart",
+                self.buffer.size,
+                error,
+            )
     await _original_producer_on_stop(self)
 
 
@@ -135,9 +139,12 @@ async def _on_recovery_completed_seek_first(self: Any, generation_id: int = 0) -
     self.log.info("Restore complete!")
     await app.on_rebalance_complete.send()
     self._set_recovery_ended()
-    callbacks = [asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table],
-                                                                   self.standbys_for_table[table]))
-                 for table in self.tables.values()]
+    callbacks = [
+        asyncio.ensure_future(
+            table.on_recovery_completed(self.actives_for_table[table], self.standbys_for_table[table])
+        )
+        for table in self.tables.values()
+    ]
     if callbacks:
         await asyncio.wait(callbacks)
     assignment = consumer.assignment()

@@ -61,10 +61,20 @@ def _compiled_records(self, tp, batch):
         self.records_read += 1
         self.next_fetch_offset = offset + 1
         yield ConsumerRecord(
-            topic, partition, leader_epoch, offset, record.timestamp, record.timestamp_type, key, value, headers,
+            topic,
+            partition,
+            leader_epoch,
+            offset,
+            record.timestamp,
+            record.timestamp_type,
+            key,
+            value,
+            headers,
             None,  # v2 records carry no checksum of their own (kafka-python's DefaultRecord.checksum is None too)
-            -1 if key is None else len(key), -1 if value is None else len(value),
-            sum(len(k.encode("utf-8")) + (len(v) if v is not None else 0) for k, v in headers) if headers else -1)
+            -1 if key is None else len(key),
+            -1 if value is None else len(value),
+            sum(len(k.encode("utf-8")) + (len(v) if v is not None else 0) for k, v in headers) if headers else -1,
+        )
     self.bytes_read += batch.size_in_bytes  # the batch as fetched (kafka-python adds up the decoded records)
 
 
@@ -78,8 +88,9 @@ def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
 
             if self.check_crcs and not batch.validate_crc():
                 raise Errors.CorruptRecordError(
-                    "Record batch for partition %s at offset %s failed crc check" % (
-                        self.topic_partition, batch.base_offset))
+                    "Record batch for partition %s at offset %s failed crc check"
+                    % (self.topic_partition, batch.base_offset)
+                )
 
             if batch.magic == 2:
                 self.leader_epoch = batch.leader_epoch
@@ -93,9 +104,13 @@ def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
                         except KeyError:
                             pass
                     elif self._is_batch_aborted(batch):
-                        fetcher.log.debug("Skipping aborted record batch from partition %s with producer_id %s and"
-                                          " offsets %s to %s",
-                                          self.topic_partition, producer_id, batch.base_offset, batch.last_offset)
+                        fetcher.log.debug(
+                            "Skipping aborted record batch from partition %s with producer_id %s and offsets %s to %s",
+                            self.topic_partition,
+                            producer_id,
+                            batch.base_offset,
+                            batch.last_offset,
+                        )
                         self.next_fetch_offset = batch.next_offset
                         batch = records.next_batch()
                         continue
@@ -114,23 +129,39 @@ def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
             for record in batch:
                 if self.check_crcs and not record.validate_crc():
                     raise Errors.CorruptRecordError(
-                        "Record for partition %s at offset %s failed crc check" % (
-                            self.topic_partition, record.offset))
+                        "Record for partition %s at offset %s failed crc check" % (self.topic_partition, record.offset)
+                    )
                 key_size = len(record.key) if record.key is not None else -1
                 value_size = len(record.value) if record.value is not None else -1
                 key = self._deserialize(key_deserializer, tp.topic, record.headers, record.key)
                 value = self._deserialize(value_deserializer, tp.topic, record.headers, record.value)
                 headers = record.headers
-                header_size = sum(
-                    len(h_key.encode("utf-8")) + (len(h_val) if h_val is not None else 0) for h_key, h_val in
-                    headers) if headers else -1
+                header_size = (
+                    sum(
+                        len(h_key.encode("utf-8")) + (len(h_val) if h_val is not None else 0)
+                        for h_key, h_val in headers
+                    )
+                    if headers
+                    else -1
+                )
                 self.records_read += 1
                 self.bytes_read += record.size_in_bytes
                 self.next_fetch_offset = record.offset + 1
                 yield ConsumerRecord(
-                    tp.topic, tp.partition, self.leader_epoch, record.offset, record.timestamp,
-                    record.timestamp_type, key, value, record.headers, record.checksum,
-                    key_size, value_size, header_size)
+                    tp.topic,
+                    tp.partition,
+                    self.leader_epoch,
+                    record.offset,
+                    record.timestamp,
+                    record.timestamp_type,
+                    key,
+                    value,
+                    record.headers,
+                    record.checksum,
+                    key_size,
+                    value_size,
+                    header_size,
+                )
 
             batch = records.next_batch()
         else:
@@ -139,5 +170,5 @@ def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
             self.drain()
 
     except StopIteration:
-        fetcher.log.exception('StopIteration raised unpacking messageset')
-        raise RuntimeError('StopIteration raised unpacking messageset') from None
+        fetcher.log.exception("StopIteration raised unpacking messageset")
+        raise RuntimeError("StopIteration raised unpacking messageset") from None

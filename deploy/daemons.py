@@ -90,8 +90,13 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
-def start_detached(argv: Sequence[str], log_path: Path, cwd: Path | None = None,
-                   env: dict[str, str] | None = None, die_with_parent: bool = False) -> subprocess.Popen[bytes]:
+def start_detached(
+    argv: Sequence[str],
+    log_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    die_with_parent: bool = False,
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session (so a Ctrl-C in the terminal does not reach it), output appended to
     ``log_path``. ``die_with_parent`` (for test fixtures) makes the kernel stop it if this process dies without
     cleaning up. Raises StackError when the executable is missing."""
@@ -101,8 +106,14 @@ def start_detached(argv: Sequence[str], log_path: Path, cwd: Path | None = None,
         log.flush()
         try:
             return subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=cwd, env=env, start_new_session=True, close_fds=True,
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
                 preexec_fn=_die_with_parent if die_with_parent else None,
             )
         except FileNotFoundError:

@@ -36,10 +36,14 @@ from deploy.settings import EMBEDDED_HOST, StackSettings
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 MIN_JAVA = 17
-JAVA_HINT = ("Install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless), or point "
-             "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS at an existing Kafka instead.")
-MAVEN_HINT = ("Install Apache Maven (Debian: apt-get install maven) so that the first start can fetch Kafka's jars "
-              "from Maven Central, or point CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS at an existing Kafka instead.")
+JAVA_HINT = (
+    "Install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless), or point "
+    "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS at an existing Kafka instead."
+)
+MAVEN_HINT = (
+    "Install Apache Maven (Debian: apt-get install maven) so that the first start can fetch Kafka's jars "
+    "from Maven Central, or point CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS at an existing Kafka instead."
+)
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,15 @@ class KafkaNode:
 
 def nodes(settings: StackSettings) -> list[KafkaNode]:
     base = settings.embedded_kafka_port
-    return [KafkaNode(node_id=k + 1, client_port=base + 2 * k, controller_port=base + 2 * k + 1,
-                      root=settings.kafka_dir / f"node-{k + 1}")
-            for k in range(settings.kafka_nodes)]
+    return [
+        KafkaNode(
+            node_id=k + 1,
+            client_port=base + 2 * k,
+            controller_port=base + 2 * k + 1,
+            root=settings.kafka_dir / f"node-{k + 1}",
+        )
+        for k in range(settings.kafka_nodes)
+    ]
 
 
 def node_markers(node: KafkaNode) -> tuple[str, ...]:
@@ -123,8 +133,10 @@ def ensure_jars(settings: StackSettings, report: Callable[[str], None]) -> Path:
         return lib
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise StackError(f"Apache Kafka {settings.kafka_version}'s jars are not in {lib} yet, and no `mvn` was "
-                         f"found to fetch them. {MAVEN_HINT}")
+        raise StackError(
+            f"Apache Kafka {settings.kafka_version}'s jars are not in {lib} yet, and no `mvn` was "
+            f"found to fetch them. {MAVEN_HINT}"
+        )
     lib.parent.mkdir(parents=True, exist_ok=True)
     with open(lib.parent.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -134,15 +146,28 @@ def ensure_jars(settings: StackSettings, report: Callable[[str], None]) -> Path:
         staging = Path(tempfile.mkdtemp(prefix="lib-", dir=lib.parent))
         try:
             done = subprocess.run(
-                [mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-                 f"-Dkafka.version={settings.kafka_version}", f"-DoutputDirectory={staging}"],
-                capture_output=True, text=True, timeout=900, cwd=lib.parent,
+                [
+                    mvn,
+                    "-B",
+                    "-q",
+                    "-f",
+                    str(POM),
+                    "dependency:copy-dependencies",
+                    f"-Dkafka.version={settings.kafka_version}",
+                    f"-DoutputDirectory={staging}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                cwd=lib.parent,
             )
             if done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
                 output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-                raise StackError(f"Maven could not fetch Apache Kafka {settings.kafka_version} "
-                                 f"(CLOSEDLOOP_KAFKA_VERSION): exit {done.returncode}.\n{output}\nCheck that Maven "
-                                 f"Central is reachable and that the version exists.")
+                raise StackError(
+                    f"Maven could not fetch Apache Kafka {settings.kafka_version} "
+                    f"(CLOSEDLOOP_KAFKA_VERSION): exit {done.returncode}.\n{output}\nCheck that Maven "
+                    f"Central is reachable and that the version exists."
+                )
             (staging / ".complete").write_text(settings.kafka_version + "\n")
             shutil.rmtree(lib, ignore_errors=True)
             staging.rename(lib)
@@ -169,7 +194,7 @@ def server_properties(settings: StackSettings, node: KafkaNode) -> str:
         "node.id": node.node_id,
         "controller.quorum.voters": voters,
         "listeners": f"PLAINTEXT://{EMBEDDED_HOST}:{node.client_port},CONTROLLER://{EMBEDDED_HOST}:"
-                     f"{node.controller_port}",
+        f"{node.controller_port}",
         "advertised.listeners": f"PLAINTEXT://{EMBEDDED_HOST}:{node.client_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -204,27 +229,29 @@ def server_properties(settings: StackSettings, node: KafkaNode) -> str:
 
 def log4j_properties(log_file: Path) -> str:
     """Kafka's own log: INFO and above, rotated at 20 MB, five files kept."""
-    return "\n".join([
-        "rootLogger.level=INFO",
-        "rootLogger.appenderRef.file.ref=file",
-        "appender.file.type=RollingFile",
-        "appender.file.name=file",
-        f"appender.file.fileName={log_file}",
-        f"appender.file.filePattern={log_file}.%i",
-        "appender.file.layout.type=PatternLayout",
-        "appender.file.layout.pattern=[%d] %p %m (%c)%n",
-        "appender.file.policies.type=Policies",
-        "appender.file.policies.size.type=SizeBasedTriggeringPolicy",
-        "appender.file.policies.size.size=20MB",
-        "appender.file.strategy.type=DefaultRolloverStrategy",
-        "appender.file.strategy.max=5",
-        # The controller's and the state change logs repeat every metadata change at INFO: keep them quiet.
-        "logger.controller.name=kafka.controller",
-        "logger.controller.level=WARN",
-        "logger.statechange.name=state.change.logger",
-        "logger.statechange.level=WARN",
-        "",
-    ])
+    return "\n".join(
+        [
+            "rootLogger.level=INFO",
+            "rootLogger.appenderRef.file.ref=file",
+            "appender.file.type=RollingFile",
+            "appender.file.name=file",
+            f"appender.file.fileName={log_file}",
+            f"appender.file.filePattern={log_file}.%i",
+            "appender.file.layout.type=PatternLayout",
+            "appender.file.layout.pattern=[%d] %p %m (%c)%n",
+            "appender.file.policies.type=Policies",
+            "appender.file.policies.size.type=SizeBasedTriggeringPolicy",
+            "appender.file.policies.size.size=20MB",
+            "appender.file.strategy.type=DefaultRolloverStrategy",
+            "appender.file.strategy.max=5",
+            # The controller's and the state change logs repeat every metadata change at INFO: keep them quiet.
+            "logger.controller.name=kafka.controller",
+            "logger.controller.level=WARN",
+            "logger.statechange.name=state.change.logger",
+            "logger.statechange.level=WARN",
+            "",
+        ]
+    )
 
 
 def _cluster_file(settings: StackSettings) -> Path:
@@ -240,14 +267,17 @@ def recorded_cluster(settings: StackSettings) -> dict | None:
     except FileNotFoundError:
         known = None
     except ValueError:
-        raise StackError(f"{path} is not valid JSON: remove the data directory's kafka/ folder (its topics are "
-                         f"lost) or restore the file.") from None
+        raise StackError(
+            f"{path} is not valid JSON: remove the data directory's kafka/ folder (its topics are "
+            f"lost) or restore the file."
+        ) from None
     if known is not None:
         if known.get("nodes") != settings.kafka_nodes:
             raise StackError(
                 f"The broker data in {settings.kafka_dir} belongs to a {known.get('nodes')}-node cluster, but "
                 f"CLOSEDLOOP_KAFKA_BROKERS (or --kafka-brokers) asks for {settings.kafka_nodes}. Use "
-                f"another data directory (CLOSEDLOOP_DATA_DIR), or `closedloop down` and remove {settings.kafka_dir}.")
+                f"another data directory (CLOSEDLOOP_DATA_DIR), or `closedloop down` and remove {settings.kafka_dir}."
+            )
     return known
 
 
@@ -267,8 +297,10 @@ def cluster_id(settings: StackSettings) -> str:
         return str(known["cluster_id"])
     new_id = new_cluster_id()
     settings.kafka_dir.mkdir(parents=True, exist_ok=True)
-    _cluster_file(settings).write_text(json.dumps({"cluster_id": new_id, "nodes": settings.kafka_nodes,
-                                                   "kafka_version": settings.kafka_version}) + "\n")
+    _cluster_file(settings).write_text(
+        json.dumps({"cluster_id": new_id, "nodes": settings.kafka_nodes, "kafka_version": settings.kafka_version})
+        + "\n"
+    )
     return new_id
 
 
@@ -289,14 +321,30 @@ def prepare_nodes(settings: StackSettings, chosen: list[KafkaNode], java: str, l
 
 def _format(node: KafkaNode, identity: str, java: str, lib: Path) -> None:
     formatted = subprocess.run(
-        [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={node.log_config}",
-         "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format", "-t", identity, "-c", str(node.properties),
-         "--ignore-formatted"],
-        capture_output=True, text=True, timeout=120,
+        [
+            java,
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={node.log_config}",
+            "-cp",
+            f"{lib}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            identity,
+            "-c",
+            str(node.properties),
+            "--ignore-formatted",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if formatted.returncode != 0:
-        raise StackError(f"Formatting the Kafka storage in {node.log_dir} failed:\n"
-                         f"{(formatted.stderr or formatted.stdout).strip()[-1500:]}")
+        raise StackError(
+            f"Formatting the Kafka storage in {node.log_dir} failed:\n"
+            f"{(formatted.stderr or formatted.stdout).strip()[-1500:]}"
+        )
 
 
 def node_log_name(settings: StackSettings, node: KafkaNode) -> str:
@@ -304,18 +352,38 @@ def node_log_name(settings: StackSettings, node: KafkaNode) -> str:
     return "kafka" if settings.kafka_nodes == 1 else f"kafka-{node.node_id}"
 
 
-def node_argv(settings: StackSettings, node: KafkaNode, java: str, lib: Path, archive: Path | None = None,
-              dump_archive: Path | None = None) -> list[str]:
+def node_argv(
+    settings: StackSettings,
+    node: KafkaNode,
+    java: str,
+    lib: Path,
+    archive: Path | None = None,
+    dump_archive: Path | None = None,
+) -> list[str]:
     heap = settings.kafka_heap_mb
     sharing = ([f"-XX:SharedArchiveFile={archive}"] if archive else []) + (
-        [f"-XX:ArchiveClassesAtExit={dump_archive}"] if dump_archive else [])
+        [f"-XX:ArchiveClassesAtExit={dump_archive}"] if dump_archive else []
+    )
     return [
-        java, *sharing, "-Xlog:cds=off", "-Xlog:cds+dynamic=off",
-        f"-Xms{min(256, heap)}m", f"-Xmx{heap}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-        "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-XX:+ExitOnOutOfMemoryError",
-        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={node.log_config}",
-        f"-Dclosedloop.kafka.version={settings.kafka_version}", f"-Dclosedloop.kafka.port={node.client_port}",
-        "-cp", f"{lib}/*", "kafka.Kafka", str(node.properties),
+        java,
+        *sharing,
+        "-Xlog:cds=off",
+        "-Xlog:cds+dynamic=off",
+        f"-Xms{min(256, heap)}m",
+        f"-Xmx{heap}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={node.log_config}",
+        f"-Dclosedloop.kafka.version={settings.kafka_version}",
+        f"-Dclosedloop.kafka.port={node.client_port}",
+        "-cp",
+        f"{lib}/*",
+        "kafka.Kafka",
+        str(node.properties),
     ]
 
 
@@ -347,18 +415,32 @@ def _train_archive(settings: StackSettings, java: str, lib: Path, archive: Path)
     from deploy.daemons import free_port_run, wait_until
 
     with tempfile.TemporaryDirectory(prefix="closedloop-kafka-cds-") as scratch:
-        trainee = StackSettings(data_dir=Path(scratch), embedded_kafka_port=free_port_run(2), kafka_brokers=1,
-                                kafka_version=settings.kafka_version, kafka_cache_dir=settings.kafka_cache_root,
-                                kafka_bootstrap_servers=None, clickhouse_url=None)
+        trainee = StackSettings(
+            data_dir=Path(scratch),
+            embedded_kafka_port=free_port_run(2),
+            kafka_brokers=1,
+            kafka_version=settings.kafka_version,
+            kafka_cache_dir=settings.kafka_cache_root,
+            kafka_bootstrap_servers=None,
+            clickhouse_url=None,
+        )
         node = nodes(trainee)[0]
         prepare_nodes(trainee, [node], java, lib, Path(scratch) / "logs")
         partial = archive.with_suffix(f".{os.getpid()}.tmp")
         with open(Path(scratch) / "out.log", "wb") as out:
-            process = subprocess.Popen(node_argv(trainee, node, java, lib, dump_archive=partial), stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                node_argv(trainee, node, java, lib, dump_archive=partial),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         try:
-            wait_until(lambda: process.poll() is not None or metadata_ok(node.bootstrap, 1.0)[0],
-                       settings.start_timeout_seconds, "the class-data training node", interval=0.2)
+            wait_until(
+                lambda: process.poll() is not None or metadata_ok(node.bootstrap, 1.0)[0],
+                settings.start_timeout_seconds,
+                "the class-data training node",
+                interval=0.2,
+            )
             admin = KafkaAdminClient(bootstrap_servers=node.bootstrap)
             try:
                 admin.create_topics([NewTopic("warm-up", 1, 1)])
@@ -418,16 +500,20 @@ def cluster_state(bootstrap_servers: str, timeout: float = 3.0) -> tuple[bool, s
     timeout_ms = int(timeout * 1000)
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers.split(","), request_timeout_ms=max(timeout_ms, 1000) + 500,
-            bootstrap_timeout_ms=timeout_ms, reconnect_backoff_max_ms=200, client_id="closedloop-health",
+            bootstrap_servers=bootstrap_servers.split(","),
+            request_timeout_ms=max(timeout_ms, 1000) + 500,
+            bootstrap_timeout_ms=timeout_ms,
+            reconnect_backoff_max_ms=200,
+            client_id="closedloop-health",
         )
     except (KafkaError, OSError, ValueError) as error:
         return False, f"{type(error).__name__}: {error}", {}
     try:
         described = admin.describe_cluster()
         topics = [name for name in admin.list_topics() if not name.startswith("__")]
-        brokers = sorted(int(broker["broker_id"]) for broker in described.get("brokers", [])
-                         if not broker.get("is_fenced"))
+        brokers = sorted(
+            int(broker["broker_id"]) for broker in described.get("brokers", []) if not broker.get("is_fenced")
+        )
         facts = {"brokers": brokers, "topics": len(topics), "cluster_id": described.get("cluster_id")}
         return True, f"{len(brokers)} broker{'s' if len(brokers) != 1 else ''}, {len(topics)} topics", facts
     except (KafkaError, OSError) as error:
@@ -447,8 +533,10 @@ def prepare(settings: StackSettings, report: Callable[[str], None]) -> None:
     java = java_binary()
     lib = ensure_jars(settings, report)
     archive = class_archive(settings, java, lib, report)
-    report(f"kafka: Apache Kafka {settings.kafka_version} ready in {lib.parent}"
-           + ("" if archive else " (without a class-data archive)"))
+    report(
+        f"kafka: Apache Kafka {settings.kafka_version} ready in {lib.parent}"
+        + ("" if archive else " (without a class-data archive)")
+    )
 
 
 if __name__ == "__main__":  # `python -m deploy.kafka_broker`: `make demo` and `make test` prepare Kafka first

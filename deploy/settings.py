@@ -24,11 +24,14 @@ class StackSettings(PipelineSettings):
     """Where the embedded broker and ClickHouse endpoint keep their data, and how they are started and stopped."""
 
     kafka_version: str = Field(
-        "4.4.0", pattern=r"^4\.\d+\.\d+$", description="The Apache Kafka release the embedded broker runs (4.x).",
+        "4.4.0",
+        pattern=r"^4\.\d+\.\d+$",
+        description="The Apache Kafka release the embedded broker runs (4.x).",
     )
     kafka_cache_dir: Path | None = Field(
-        None, description="Where Kafka's jars are cached once fetched; unset = $XDG_CACHE_HOME/closedloop, else "
-                          "~/.cache/closedloop.",
+        None,
+        description="Where Kafka's jars are cached once fetched; unset = $XDG_CACHE_HOME/closedloop, else "
+        "~/.cache/closedloop.",
     )
     kafka_heap_mb: int = Field(768, ge=256, le=8192, description="Maximum Java heap of each embedded Kafka node.")
     start_timeout_seconds: float = Field(
@@ -105,8 +108,11 @@ def private_stack_settings(data_dir: Path, **overrides: Any) -> StackSettings:
     nodes = int(overrides.get("kafka_brokers") or 1)
     kafka_port = free_port_run(2 * nodes)
     values: dict[str, Any] = dict(
-        data_dir=data_dir, kafka_bootstrap_servers=None, clickhouse_url=None,
-        embedded_kafka_port=kafka_port, kafka_brokers=nodes,
+        data_dir=data_dir,
+        kafka_bootstrap_servers=None,
+        clickhouse_url=None,
+        embedded_kafka_port=kafka_port,
+        kafka_brokers=nodes,
         embedded_clickhouse_port=free_port_run(1, avoid=range(kafka_port, kafka_port + 2 * nodes)),
     )
     values.update(overrides)

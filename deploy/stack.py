@@ -72,8 +72,8 @@ class EmbeddedService:
     port_setting: str
     data_dir: Path
     pid_file: PidFile
-    log: Path      # the log a person reads (Kafka's own, rotated)
-    output: Path   # where the process's stdout and stderr go
+    log: Path  # the log a person reads (Kafka's own, rotated)
+    output: Path  # where the process's stdout and stderr go
     node: kafka_broker.KafkaNode | None = None
     extra_ports: tuple[int, ...] = ()
 
@@ -96,23 +96,36 @@ def embedded_processes(settings: StackSettings, name: str) -> list[EmbeddedServi
         processes = []
         for node in kafka_broker.nodes(settings):
             label = kafka_broker.node_log_name(settings, node)
-            processes.append(EmbeddedService(
-                name=label, service="kafka", port=node.client_port, port_setting="CLOSEDLOOP_EMBEDDED_KAFKA_PORT",
-                data_dir=node.root,
-                pid_file=PidFile(settings.run_dir / f"{label}.pid", kafka_broker.node_markers(node)),
-                log=settings.logs_dir / f"{label}.log", output=settings.logs_dir / f"{label}.out", node=node,
-                extra_ports=(node.controller_port,),
-            ))
+            processes.append(
+                EmbeddedService(
+                    name=label,
+                    service="kafka",
+                    port=node.client_port,
+                    port_setting="CLOSEDLOOP_EMBEDDED_KAFKA_PORT",
+                    data_dir=node.root,
+                    pid_file=PidFile(settings.run_dir / f"{label}.pid", kafka_broker.node_markers(node)),
+                    log=settings.logs_dir / f"{label}.log",
+                    output=settings.logs_dir / f"{label}.out",
+                    node=node,
+                    extra_ports=(node.controller_port,),
+                )
+            )
         return processes
     if name == "clickhouse":
         data_dir = settings.clickhouse_dir
         log = settings.logs_dir / "clickhouse.log"
-        return [EmbeddedService(
-            name="clickhouse", service="clickhouse", port=settings.embedded_clickhouse_port,
-            port_setting="CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT", data_dir=data_dir,
-            pid_file=PidFile(settings.run_dir / "clickhouse.pid", ("clickhouse_endpoint.server", str(data_dir))),
-            log=log, output=log,
-        )]
+        return [
+            EmbeddedService(
+                name="clickhouse",
+                service="clickhouse",
+                port=settings.embedded_clickhouse_port,
+                port_setting="CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT",
+                data_dir=data_dir,
+                pid_file=PidFile(settings.run_dir / "clickhouse.pid", ("clickhouse_endpoint.server", str(data_dir))),
+                log=log,
+                output=log,
+            )
+        ]
     raise ValueError(f"unknown service {name!r}; expected one of {SERVICES}")
 
 
@@ -192,8 +205,10 @@ def _node_health(settings: StackSettings, process: EmbeddedService, node: kafka_
     size = kafka_broker.data_size(node.log_dir) / 1e6
     pid = process.pid_file.running_pid()
     version = kafka_broker.running_version(process_cmdline(pid) or []) if pid else None
-    return True, (f"Apache Kafka {version or settings.kafka_version}, node {node.node_id} of "
-                  f"{len(facts['brokers'])}, {facts['topics']} topics, data {size:.1f} MB")
+    return True, (
+        f"Apache Kafka {version or settings.kafka_version}, node {node.node_id} of "
+        f"{len(facts['brokers'])}, {facts['topics']} topics, data {size:.1f} MB"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -203,11 +218,25 @@ def _node_health(settings: StackSettings, process: EmbeddedService, node: kafka_
 def _launch_clickhouse(settings: StackSettings, process: EmbeddedService, die_with_parent: bool) -> subprocess.Popen:
     # The endpoint's documented entry point; run here rather than through its start_server_process so that
     # test fixtures can tie its life to theirs.
-    argv = [sys.executable, "-m", "clickhouse_endpoint.server", "--path", str(process.data_dir),
-            "--host", EMBEDDED_HOST, "--port", str(process.port), "--password-file", str(password_file(settings))]
+    argv = [
+        sys.executable,
+        "-m",
+        "clickhouse_endpoint.server",
+        "--path",
+        str(process.data_dir),
+        "--host",
+        EMBEDDED_HOST,
+        "--port",
+        str(process.port),
+        "--password-file",
+        str(password_file(settings)),
+    ]
     repo_root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])),
+    )
     _check_can_start(process)
     ensure_local_password(password_file(settings))
     process.data_dir.mkdir(parents=True, exist_ok=True)
@@ -247,8 +276,9 @@ def _check_can_start(process: EmbeddedService) -> None:
             )
 
 
-def start_service(settings: StackSettings, name: str, report: Report = _quiet,
-                  die_with_parent: bool = False) -> dict[str, int]:
+def start_service(
+    settings: StackSettings, name: str, report: Report = _quiet, die_with_parent: bool = False
+) -> dict[str, int]:
     """Start the processes of one part of the stack (``kafka``: every node at once, since a cluster's quorum
     needs a majority; ``clickhouse``) that do not run yet, and wait until each answers. Returns process name ->
     PID. ``die_with_parent`` (test fixtures) stops them with the calling process even if that one is killed."""
@@ -280,10 +310,13 @@ def start_service(settings: StackSettings, name: str, report: Report = _quiet,
                 _check_can_start(process)
             chosen = [process.node for process in to_start if process.node is not None]
             kafka_broker.prepare_nodes(settings, chosen, java, lib, settings.logs_dir)
-            for process, node in zip(to_start, chosen):
+            for process, node in zip(to_start, chosen, strict=False):
                 launched[process.name] = start_detached(
-                    kafka_broker.node_argv(settings, node, java, lib, archive), process.output,
-                    cwd=settings.data_root, die_with_parent=die_with_parent)
+                    kafka_broker.node_argv(settings, node, java, lib, archive),
+                    process.output,
+                    cwd=settings.data_root,
+                    die_with_parent=die_with_parent,
+                )
         elif to_start:
             launched[to_start[0].name] = _launch_clickhouse(settings, to_start[0], die_with_parent)
         for process in to_start:
@@ -302,8 +335,9 @@ def start_service(settings: StackSettings, name: str, report: Report = _quiet,
     return pids
 
 
-def _wait_healthy(settings: StackSettings, process: EmbeddedService, pid: int,
-                  child: subprocess.Popen | None = None) -> None:
+def _wait_healthy(
+    settings: StackSettings, process: EmbeddedService, pid: int, child: subprocess.Popen | None = None
+) -> None:
     last = ["no answer yet"]
 
     def still_running() -> bool:
@@ -315,15 +349,18 @@ def _wait_healthy(settings: StackSettings, process: EmbeddedService, pid: int,
 
     def answered() -> bool:
         if not still_running():
-            raise StackError(f"The embedded {process.name} exited while starting. Its log ({process.log}) ends "
-                             f"with:\n{log_tail(process.log)}\n{log_tail(process.output, 5)}")
+            raise StackError(
+                f"The embedded {process.name} exited while starting. Its log ({process.log}) ends "
+                f"with:\n{log_tail(process.log)}\n{log_tail(process.output, 5)}"
+            )
         ok, detail = process_health(settings, process)
         last[0] = detail
         if process.node is None and "Code: 516" in detail:
             raise StackError(
                 f"The embedded {process.name} (PID {pid}) refuses the password in {password_file(settings)}: it was "
                 f"started with another one (or, before this version, with none). Restart it with `closedloop down` "
-                f"and `closedloop up`.")
+                f"and `closedloop up`."
+            )
         return ok
 
     try:
@@ -338,7 +375,7 @@ def _wait_healthy(settings: StackSettings, process: EmbeddedService, pid: int,
 
 @dataclass
 class UpResult:
-    started: dict[str, int] = field(default_factory=dict)      # process -> PID started now
+    started: dict[str, int] = field(default_factory=dict)  # process -> PID started now
     already_running: dict[str, int] = field(default_factory=dict)
     external: list[str] = field(default_factory=list)
     topics_created: list[str] = field(default_factory=list)
@@ -346,15 +383,22 @@ class UpResult:
     migrations: str = ""
 
 
-def up(settings: StackSettings, services: Sequence[str] = SERVICES, topics: bool = True, migrate: bool = True,
-       report: Report = _quiet) -> UpResult:
+def up(
+    settings: StackSettings,
+    services: Sequence[str] = SERVICES,
+    topics: bool = True,
+    migrate: bool = True,
+    report: Report = _quiet,
+) -> UpResult:
     """Bring the stack up (idempotent): start what is embedded and not running, check what is external, then
     create the topics (reconciling the configs of existing ones) and apply the migrations."""
     result = UpResult()
     loose = settings.ensure_data_dir()
     if loose is not None:
-        report(f"data directory {settings.data_root}: was open to other users (mode {loose:04o}), now 0700 (owner "
-               f"only: it holds raw events, the spool and the local password)")
+        report(
+            f"data directory {settings.data_root}: was open to other users (mode {loose:04o}), now 0700 (owner "
+            f"only: it holds raw events, the spool and the local password)"
+        )
     ensure_local_password(password_file(settings))
     with DataDirLock(settings.run_dir / "stack.lock"):
         for name in services:
@@ -362,8 +406,10 @@ def up(settings: StackSettings, services: Sequence[str] = SERVICES, topics: bool
                 ok, detail = service_health(settings, name)
                 if not ok:
                     where = settings.kafka_servers if name == "kafka" else _redacted(settings.clickhouse)
-                    raise StackError(f"The {name} server at {where} does not answer ({detail}). Check that it runs "
-                                     f"and that the setting pointing at it is right.")
+                    raise StackError(
+                        f"The {name} server at {where} does not answer ({detail}). Check that it runs "
+                        f"and that the setting pointing at it is right."
+                    )
                 report(f"{name}: using the external server ({detail})")
                 result.external.append(name)
                 continue
@@ -374,8 +420,10 @@ def up(settings: StackSettings, services: Sequence[str] = SERVICES, topics: bool
         created = create_topics(settings)
         result.topics_created = created.created
         result.topics_reconciled = created.reconciled
-        report(f"topics: {len(created.created)} created, {len(created.reconciled)} reconciled, "
-               f"{len(created.existing) - len(created.reconciled)} already as configured")
+        report(
+            f"topics: {len(created.created)} created, {len(created.reconciled)} reconciled, "
+            f"{len(created.existing) - len(created.reconciled)} already as configured"
+        )
     if migrate and "clickhouse" in services:
         result.migrations = apply_migrations(settings, report)
     return result
@@ -385,9 +433,11 @@ def apply_migrations(settings: StackSettings, report: Report = _quiet) -> str:
     """Apply the ClickHouse migrations (``sinks.migrate.migrate_up``, which creates the database too)."""
     try:
         applied = migrate_up(settings)
-    except Exception as error:  # noqa: BLE001 - any migration failure is reported with its reason, not a traceback
-        raise StackError(f"Applying the ClickHouse migrations failed: {error}. Fix the migration or the server, "
-                         f"then run `closedloop up` again (applied migrations are not repeated).") from error
+    except Exception as error:
+        raise StackError(
+            f"Applying the ClickHouse migrations failed: {error}. Fix the migration or the server, "
+            f"then run `closedloop up` again (applied migrations are not repeated)."
+        ) from error
     labels = list(applied or [])
     report(f"migrations: {len(labels)} applied" + (f" ({', '.join(map(str, labels))})" if labels else ", up to date"))
     return f"{len(labels)} applied"
@@ -450,7 +500,7 @@ def _stop(settings: StackSettings, process: EmbeddedService, pid: int) -> None:
 @dataclass
 class ServiceStatus:
     name: str
-    mode: str                 # "embedded" or "external"
+    mode: str  # "embedded" or "external"
     address: str
     running: bool
     healthy: bool
@@ -470,8 +520,11 @@ class StackStatus:
         return all(service.healthy for service in self.services)
 
     def as_dict(self) -> dict:
-        return {"data_dir": self.data_dir, "healthy": self.healthy,
-                "services": [asdict(service) for service in self.services]}
+        return {
+            "data_dir": self.data_dir,
+            "healthy": self.healthy,
+            "services": [asdict(service) for service in self.services],
+        }
 
 
 def status(settings: StackSettings) -> StackStatus:
@@ -491,7 +544,17 @@ def status(settings: StackSettings) -> StackStatus:
                 ok, detail = False, "not running (start it with `closedloop up`)"
             else:
                 ok, detail = process_health(settings, process)
-            services.append(ServiceStatus(process.name, "embedded", address, running=pid is not None, healthy=ok,
-                                          detail=detail, pid=pid, data_dir=str(process.data_dir),
-                                          log=str(process.log)))
+            services.append(
+                ServiceStatus(
+                    process.name,
+                    "embedded",
+                    address,
+                    running=pid is not None,
+                    healthy=ok,
+                    detail=detail,
+                    pid=pid,
+                    data_dir=str(process.data_dir),
+                    log=str(process.log),
+                )
+            )
     return StackStatus(data_dir=str(settings.data_root), services=services)

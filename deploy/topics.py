@@ -28,7 +28,7 @@ TOMBSTONE_RETENTION_MS = 24 * HOUR_MS  # a deleted key's tombstone stays a day, 
 class TopicsResult:
     created: list[str]
     reconciled: list[str]  # existing topics whose configs were changed to the settings'
-    existing: list[str]    # every topic that was there already (reconciled or not)
+    existing: list[str]  # every topic that was there already (reconciled or not)
 
 
 def pipeline_topic_specs(settings: PipelineSettings) -> list[TopicSpec]:
@@ -46,8 +46,12 @@ def topic_configs(spec: TopicSpec, settings: PipelineSettings) -> dict[str, str]
         # max.compaction.lag.ms: the cleaner compacts a rolled segment within this time even when little of the
         # log is dirty, so an erased lead's old record (its email) leaves the leads topic within about two segment
         # times, not whenever half the log has changed (docs/PRIVACY.md).
-        configs = {"cleanup.policy": "compact", "segment.ms": segment_ms, "max.compaction.lag.ms": segment_ms,
-                   "delete.retention.ms": str(TOMBSTONE_RETENTION_MS)}
+        configs = {
+            "cleanup.policy": "compact",
+            "segment.ms": segment_ms,
+            "max.compaction.lag.ms": segment_ms,
+            "delete.retention.ms": str(TOMBSTONE_RETENTION_MS),
+        }
         if spec.retention_seconds is not None:
             configs["cleanup.policy"] = "compact,delete"
             configs["retention.ms"] = str(int(spec.retention_seconds * 1000))
@@ -55,13 +59,17 @@ def topic_configs(spec: TopicSpec, settings: PipelineSettings) -> dict[str, str]
     hours = settings.dead_letter_retention_hours if spec.kind == DEAD_LETTERS else settings.retention_hours
     retention_ms = int(hours * HOUR_MS)
     # Retention deletes whole segments: with Kafka's week-long segments a record could outlive its bound by a week.
-    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms),
-            "retention.bytes": str(settings.retention_mb_per_partition * 1024 * 1024),
-            "segment.ms": str(min(retention_ms, 24 * HOUR_MS))}
+    return {
+        "cleanup.policy": "delete",
+        "retention.ms": str(retention_ms),
+        "retention.bytes": str(settings.retention_mb_per_partition * 1024 * 1024),
+        "segment.ms": str(min(retention_ms, 24 * HOUR_MS)),
+    }
 
 
-def create_topics(settings: PipelineSettings, specs: Iterable[TopicSpec] | None = None,
-                  timeout: float = 15.0) -> TopicsResult:
+def create_topics(
+    settings: PipelineSettings, specs: Iterable[TopicSpec] | None = None, timeout: float = 15.0
+) -> TopicsResult:
     """Create the topics that do not exist yet (``specs``, default: every pipeline topic) with the partitions,
     replication and configs of the settings; set the configs of existing topics where they differ. Existing data
     is kept; partition counts are never changed (that would move keys between partitions)."""
@@ -84,8 +92,14 @@ def create_topics(settings: PipelineSettings, specs: Iterable[TopicSpec] | None 
                 continue
             try:
                 admin.create_topics(
-                    [NewTopic(spec.name, settings.partitions, settings.topic_replication_factor,
-                              topic_configs=wanted[spec.name])],
+                    [
+                        NewTopic(
+                            spec.name,
+                            settings.partitions,
+                            settings.topic_replication_factor,
+                            topic_configs=wanted[spec.name],
+                        )
+                    ],
                     timeout_ms=int(timeout * 1000),
                 )
                 created.append(spec.name)
@@ -98,13 +112,14 @@ def create_topics(settings: PipelineSettings, specs: Iterable[TopicSpec] | None 
         admin.close()
 
 
-def _reconcile(admin, wanted: dict[str, dict[str, str]], ConfigResource, ConfigResourceType) -> list[str]:  # noqa: N803
+def _reconcile(admin, wanted: dict[str, dict[str, str]], ConfigResource, ConfigResourceType) -> list[str]:
     """Set the configs that differ from ``wanted`` on existing topics; returns the topics changed."""
     if not wanted:
         return []
     names = list(wanted)
-    current = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
-                                     config_filter="all").get("topic", {})
+    current = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names], config_filter="all"
+    ).get("topic", {})
     changes = []
     for name in names:
         have = {key: (entry or {}).get("value") for key, entry in (current.get(name) or {}).items()}
@@ -126,8 +141,9 @@ def describe_topic_configs(settings: PipelineSettings, names: Iterable[str]) -> 
     keys = ("cleanup.policy", "retention.ms", "retention.bytes", "segment.ms", "delete.retention.ms")
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers.split(","), client_id="closedloop-topics")
     try:
-        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
-                                           config_filter="all").get("topic", {})
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names], config_filter="all"
+        ).get("topic", {})
     finally:
         admin.close()
     return {name: {key: (entries.get(key) or {}).get("value") for key in keys} for name, entries in described.items()}

@@ -14,8 +14,17 @@ from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendR
 from schemas.outputs import Conversion, Credit, DeadLetter, IdentityLink, Lead, Touch
 
 MODELS: list[type[BaseModel]] = [
-    Envelope, PageView, Identify, CrmStatusChange, SpendRow,
-    Touch, IdentityLink, Lead, Conversion, Credit, DeadLetter,
+    Envelope,
+    PageView,
+    Identify,
+    CrmStatusChange,
+    SpendRow,
+    Touch,
+    IdentityLink,
+    Lead,
+    Conversion,
+    Credit,
+    DeadLetter,
 ]
 OUT_DIR = Path(__file__).parent / "jsonschema"
 

@@ -49,16 +49,18 @@ def parse_level(value: str, where: str = LEVEL_ENV) -> str:
     """``value`` as a ``logging`` level name (``"INFO"``); ``where`` names its source in the error."""
     name = value.strip().lower()
     if name not in LEVELS:
-        raise LogSettingError(f"{where}={value!r} is not a log level: use one of {', '.join(LEVELS)} "
-                              f"(unset, it is info)")
+        raise LogSettingError(
+            f"{where}={value!r} is not a log level: use one of {', '.join(LEVELS)} (unset, it is info)"
+        )
     return name.upper()
 
 
 def parse_format(value: str, where: str = FORMAT_ENV) -> str:
     name = value.strip().lower()
     if name not in FORMATS:
-        raise LogSettingError(f"{where}={value!r} is not a log format: use json or text (unset, it is json "
-                              f"unless stderr is a terminal)")
+        raise LogSettingError(
+            f"{where}={value!r} is not a log format: use json or text (unset, it is json unless stderr is a terminal)"
+        )
     return name
 
 
@@ -70,8 +72,13 @@ class LogSettings:
     format: str = "json"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], stream: IO[str] | None = None,
-                 level: str | None = None, level_source: str = "--log-level") -> LogSettings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        stream: IO[str] | None = None,
+        level: str | None = None,
+        level_source: str = "--log-level",
+    ) -> LogSettings:
         """Read ``CLOSEDLOOP_LOG_LEVEL`` and ``CLOSEDLOOP_LOG_FORMAT``; ``level`` (a command's option, named by
         ``level_source`` in errors) wins over the variable. An unset format is text when ``stream`` (default
         stderr) is a terminal. Raises LogSettingError."""
@@ -181,8 +188,9 @@ def logging_config(settings: LogSettings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"closedloop": {"()": _path(formatter)}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "closedloop",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "closedloop", "stream": "ext://sys.stderr"}
+        },
         "root": {"level": settings.level, "handlers": ["stderr"]},
         "loggers": {name: dict(own_handlers) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
     }

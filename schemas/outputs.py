@@ -40,10 +40,12 @@ class Touch(_Output):
     touch_id: str = Field(description="Deterministic: derived from the visitor id and the event that started it.")
     visitor_id: str
     visitor_number: int = Field(
-        0, ge=0, lt=2**64,
+        0,
+        ge=0,
+        lt=2**64,
         description="The visitor's number for exact distinct counts in ClickHouse (bitmaps of visitors): "
-                    "(events partition << 40) + offset of the visitor's first event + 1, fixed for the visitor's "
-                    "life; 0 when the visitor was first seen before numbers existed.",
+        "(events partition << 40) + offset of the visitor's first event + 1, fixed for the visitor's "
+        "life; 0 when the visitor was first seen before numbers existed.",
     )
     lead_id: str | None = Field(None, description="Set once the visitor is identified.")
     site_id: str

@@ -39,37 +39,44 @@ class PipelineSettings(BaseSettings):
 
     data_dir: Path = Field(Path(".closedloop"), description="Embedded stack data, PID files and logs.")
     kafka_bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = embedded.")
-    clickhouse_url: str | None = Field(
-        None, description="http://user:password@host:8123/database; unset = embedded."
-    )
+    clickhouse_url: str | None = Field(None, description="http://user:password@host:8123/database; unset = embedded.")
     embedded_kafka_port: int = Field(9092, ge=1, le=65525, description="Client port of the first embedded node.")
     kafka_brokers: Literal[1, 3] | None = Field(
-        None, description="Nodes of the embedded Kafka: 1, or a 3-node cluster on one machine; unset = as many as "
-                          "the data directory's cluster has, else 1 (ignored with a real Kafka).",
+        None,
+        description="Nodes of the embedded Kafka: 1, or a 3-node cluster on one machine; unset = as many as "
+        "the data directory's cluster has, else 1 (ignored with a real Kafka).",
     )
     embedded_clickhouse_port: int = Field(8123, ge=1, le=65535)
     topic_prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic the pipeline creates.")
     replication_factor: int | None = Field(
-        None, ge=1, description="Replicas of every topic the pipeline creates; unset = 3 on a cluster of three "
-                                "or more embedded nodes, 1 on one, the broker's default.replication.factor on a "
-                                "real Kafka.",
+        None,
+        ge=1,
+        description="Replicas of every topic the pipeline creates; unset = 3 on a cluster of three "
+        "or more embedded nodes, 1 on one, the broker's default.replication.factor on a "
+        "real Kafka.",
     )
     retention_hours: float = Field(
-        168.0, gt=0, description="How long source, internal and output topics keep records (time bound).",
+        168.0,
+        gt=0,
+        description="How long source, internal and output topics keep records (time bound).",
     )
     retention_mb_per_partition: int = Field(
-        1024, ge=1, description="How much each partition of those topics keeps, in MiB (size bound).",
+        1024,
+        ge=1,
+        description="How much each partition of those topics keeps, in MiB (size bound).",
     )
     dead_letter_retention_hours: float = Field(720.0, gt=0, description="How long dead letters are kept.")
     lead_id_key: SecretStr = Field(
         SecretStr(DEV_LEAD_ID_KEY),
         description="HMAC-SHA256 key that turns a normalised email into a lead id (schemas.identity.lead_id_for); "
-                    "the collector, the worker and `closedloop erase` must share it. Changing it re-keys every lead.",
+        "the collector, the worker and `closedloop erase` must share it. Changing it re-keys every lead.",
     )
     compaction_segment_hours: float = Field(
-        6.0, gt=0, description="State topics roll a segment this often, so compaction reaches recent records "
-                               "(and an erased lead's tombstone replaces its email) within about this time.",
+        6.0,
+        gt=0,
+        description="State topics roll a segment this often, so compaction reaches recent records "
+        "(and an erased lead's tombstone replaces its email) within about this time.",
     )
 
     @property
@@ -121,8 +128,9 @@ class PipelineSettings(BaseSettings):
         if self.clickhouse_url:
             return self.clickhouse_url
         password = quote(read_local_password(self.local_password_file) or "", safe="")
-        return (f"http://{EMBEDDED_CLICKHOUSE_USER}:{password}@127.0.0.1:{self.embedded_clickhouse_port}"
-                f"/{DEFAULT_DATABASE}")
+        return (
+            f"http://{EMBEDDED_CLICKHOUSE_USER}:{password}@127.0.0.1:{self.embedded_clickhouse_port}/{DEFAULT_DATABASE}"
+        )
 
     @property
     def clickhouse_database(self) -> str:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = "closedloop"
 
 
-SOURCE = "source"            # written by the collector and importers
-INTERNAL = "internal"        # the stream jobs' repartition topics
-OUTPUT = "output"            # the stream jobs' results, read by the sink
-STATE = "state"              # newest record per key is the truth: table changelogs, leads
+SOURCE = "source"  # written by the collector and importers
+INTERNAL = "internal"  # the stream jobs' repartition topics
+OUTPUT = "output"  # the stream jobs' results, read by the sink
+STATE = "state"  # newest record per key is the truth: table changelogs, leads
 DEAD_LETTERS = "dead-letters"
 KINDS = (SOURCE, INTERNAL, OUTPUT, STATE, DEAD_LETTERS)
 

@@ -36,8 +36,8 @@ from deploy.daemons import (
     stop_pid,
     wait_until,
 )
-from simulator.senders import demo_collector_environment
 from schemas.settings import PipelineSettings
+from simulator.senders import demo_collector_environment
 
 PROCESS_NAMES = ("collector", "worker", "sink")
 STOP_TIMEOUT_S = 20.0
@@ -51,25 +51,29 @@ class PipelinePorts:
     worker_web: int = 6066  # the first worker's counters; worker n listens on worker_web + n
 
 
-def pipeline_environment(settings: PipelineSettings, ports: PipelinePorts, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def pipeline_environment(
+    settings: PipelineSettings, ports: PipelinePorts, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment of the demo's subprocesses: where the broker, ClickHouse and topics are, the collector's
     demo credentials, and the ports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
-    env.update({
-        "CLOSEDLOOP_DATA_DIR": str(settings.data_dir.expanduser().resolve()),
-        "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_servers,
-        "CLOSEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
-        "CLOSEDLOOP_PARTITIONS": str(settings.partitions),
-        # the topic settings too: a worker reconciles the topics' configs to its own settings at start
-        "CLOSEDLOOP_RETENTION_HOURS": str(settings.retention_hours),
-        "CLOSEDLOOP_RETENTION_MB_PER_PARTITION": str(settings.retention_mb_per_partition),
-        "CLOSEDLOOP_DEAD_LETTER_RETENTION_HOURS": str(settings.dead_letter_retention_hours),
-        "CLOSEDLOOP_COMPACTION_SEGMENT_HOURS": str(settings.compaction_segment_hours),
-        "CLOSEDLOOP_HOST": "127.0.0.1",
-        "CLOSEDLOOP_PORT": str(ports.collector),
-        "PYTHONUNBUFFERED": "1",
-        **demo_collector_environment(),
-    })
+    env.update(
+        {
+            "CLOSEDLOOP_DATA_DIR": str(settings.data_dir.expanduser().resolve()),
+            "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_servers,
+            "CLOSEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
+            "CLOSEDLOOP_PARTITIONS": str(settings.partitions),
+            # the topic settings too: a worker reconciles the topics' configs to its own settings at start
+            "CLOSEDLOOP_RETENTION_HOURS": str(settings.retention_hours),
+            "CLOSEDLOOP_RETENTION_MB_PER_PARTITION": str(settings.retention_mb_per_partition),
+            "CLOSEDLOOP_DEAD_LETTER_RETENTION_HOURS": str(settings.dead_letter_retention_hours),
+            "CLOSEDLOOP_COMPACTION_SEGMENT_HOURS": str(settings.compaction_segment_hours),
+            "CLOSEDLOOP_HOST": "127.0.0.1",
+            "CLOSEDLOOP_PORT": str(ports.collector),
+            "PYTHONUNBUFFERED": "1",
+            **demo_collector_environment(),
+        }
+    )
     if settings.replication_factor is not None:
         env["CLOSEDLOOP_REPLICATION_FACTOR"] = str(settings.replication_factor)
     if settings.clickhouse_url:
@@ -112,8 +116,10 @@ class PipelineProcesses:
 
     def _commands(self) -> dict[str, list[str]]:
         python = [sys.executable, "-m", "closedloop.cli"]
-        commands = {"collector": [*python, "collector", "--port", str(self.ports.collector), "--log-level", "warning"],
-                    "sink": [*python, "sink", "--no-migrate"]}
+        commands = {
+            "collector": [*python, "collector", "--port", str(self.ports.collector), "--log-level", "warning"],
+            "sink": [*python, "sink", "--no-migrate"],
+        }
         for index in range(self.workers):
             name = "worker" if index == 0 else f"worker-{index}"
             commands[name] = [*python, "worker", "--web-port", str(self.ports.worker_web + index)]
@@ -150,14 +156,20 @@ class PipelineProcesses:
                 continue
             port = self._port_of(name)
             if port is not None and not port_is_free("127.0.0.1", port):
-                raise StackError(f"Cannot start the {name}: port {port} is taken. Free it, or set "
-                                 f"{'CLOSEDLOOP_PORT' if name == 'collector' else 'CLOSEDLOOP_WORKER_WEB_PORT'}.")
+                raise StackError(
+                    f"Cannot start the {name}: port {port} is taken. Free it, or set "
+                    f"{'CLOSEDLOOP_PORT' if name == 'collector' else 'CLOSEDLOOP_WORKER_WEB_PORT'}."
+                )
             process = start_detached(argv, self.log(name), env=env, die_with_parent=self.die_with_parent)
             self.pid_file(name).write(process.pid)
             self._children[name] = process
             # Until the child has exec'd, /proc shows our own command line: the PID file would look stale.
-            wait_until(lambda: process.poll() is not None or process_matches(process.pid, self.pid_file(name).markers),  # noqa: B023 - called now
-                       10.0, f"the {name} to start", interval=0.02)
+            wait_until(
+                lambda: process.poll() is not None or process_matches(process.pid, self.pid_file(name).markers),  # noqa: B023 - called now
+                10.0,
+                f"the {name} to start",
+                interval=0.02,
+            )
             running[name] = process.pid
             report(f"{name}: started (PID {process.pid}, log {self.log(name)})")
         self.wait_collector_ready()
@@ -175,8 +187,10 @@ class PipelineProcesses:
 
         def ready() -> bool:
             if "collector" not in self.running():
-                raise StackError(f"The collector exited. Its log ({self.log('collector')}) ends with:\n"
-                                 f"{log_tail(self.log('collector'))}")
+                raise StackError(
+                    f"The collector exited. Its log ({self.log('collector')}) ends with:\n"
+                    f"{log_tail(self.log('collector'))}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.collector_url}/readyz", timeout=2) as response:
                     return response.status == 200
@@ -190,8 +204,9 @@ class PipelineProcesses:
         running = self.running()
         for name in self._commands():
             if name not in running:
-                raise StackError(f"The {name} is not running. Its log ({self.log(name)}) ends with:\n"
-                                 f"{log_tail(self.log(name))}")
+                raise StackError(
+                    f"The {name} is not running. Its log ({self.log(name)}) ends with:\n{log_tail(self.log(name))}"
+                )
 
     def stop(self, report: Callable[[str], None] = lambda line: None) -> dict[str, int]:
         """Stop the processes (SIGTERM, then SIGKILL after a while), by their PID files."""
@@ -241,12 +256,19 @@ def consumer_lag(bootstrap_servers: str, group: str, topics: Iterable[str]) -> d
 
     servers = bootstrap_servers.split(",")
     admin = KafkaAdminClient(bootstrap_servers=servers, client_id="closedloop-demo-lag")
-    consumer = KafkaConsumer(bootstrap_servers=servers, client_id="closedloop-demo-lag", enable_auto_commit=False,
-                             isolation_level="read_committed")
+    consumer = KafkaConsumer(
+        bootstrap_servers=servers,
+        client_id="closedloop-demo-lag",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     try:
         committed = admin.list_group_offsets([group]).get(group, {})
-        partitions = [TopicPartition(topic, partition) for topic in topics
-                      for partition in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
         ends = consumer.end_offsets(partitions) if partitions else {}
         lag: dict[str, int] = {tp.topic: 0 for tp in partitions}
         for tp in partitions:
@@ -285,8 +307,9 @@ class DrainResult:
     complete: bool
 
 
-def row_counts(client, tables: Iterable[str] = ("events", "touches", "identity_links", "conversions", "credits",
-                                                 "spend")) -> dict[str, int]:
+def row_counts(
+    client, tables: Iterable[str] = ("events", "touches", "identity_links", "conversions", "credits", "spend")
+) -> dict[str, int]:
     """Rows per table (FINAL: replays collapsed)."""
     counts = {}
     for table in tables:
@@ -294,10 +317,17 @@ def row_counts(client, tables: Iterable[str] = ("events", "touches", "identity_l
     return counts
 
 
-def wait_until_drained(settings, worker_group: str, sink_group: str, client, expected_touches: int | None = None,
-                       timeout: float = 180.0, stable_for: float = 2.0,
-                       on_poll: Callable[[DrainResult], None] | None = None,
-                       alive: Callable[[], None] = lambda: None) -> DrainResult:
+def wait_until_drained(
+    settings,
+    worker_group: str,
+    sink_group: str,
+    client,
+    expected_touches: int | None = None,
+    timeout: float = 180.0,
+    stable_for: float = 2.0,
+    on_poll: Callable[[DrainResult], None] | None = None,
+    alive: Callable[[], None] = lambda: None,
+) -> DrainResult:
     """Wait until the worker and the sink have consumed everything, ClickHouse holds ``expected_touches``
     touches, and no row count has moved for ``stable_for`` seconds (late re-emissions settle). Returns the state
     at that point; ``complete`` is False when ``timeout`` came first."""
@@ -335,8 +365,9 @@ def wait_until_drained(settings, worker_group: str, sink_group: str, client, exp
 class DelayProbe:
     """Polls ClickHouse for touches sent and not yet queryable; records when each became visible."""
 
-    def __init__(self, client_factory: Callable[[], Any], sent_at: Mapping[str, float], interval: float = 0.25,
-                 batch: int = 2000) -> None:
+    def __init__(
+        self, client_factory: Callable[[], Any], sent_at: Mapping[str, float], interval: float = 0.25, batch: int = 2000
+    ) -> None:
         self._client_factory = client_factory
         self.sent_at = sent_at  # touch id -> accepted time; filled by the sender while it runs
         self.visible_at: dict[str, float] = {}
@@ -368,8 +399,10 @@ class DelayProbe:
             pending = self.pending()[: self.batch]
             if pending:
                 try:
-                    rows = client.query("SELECT touch_id FROM touches WHERE touch_id IN {ids:Array(String)}",
-                                        parameters={"ids": pending}).result_rows
+                    rows = client.query(
+                        "SELECT touch_id FROM touches WHERE touch_id IN {ids:Array(String)}",
+                        parameters={"ids": pending},
+                    ).result_rows
                 except Exception:  # noqa: BLE001 - a busy endpoint: try again next round
                     self.errors += 1
                     rows = []
@@ -391,9 +424,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def delay_summary(delays: list[float]) -> dict[str, float]:
-    return {"count": len(delays), "p50": percentile(delays, 0.5), "p99": percentile(delays, 0.99),
-            "max": delays[-1] if delays else float("nan"),
-            "mean": statistics.fmean(delays) if delays else float("nan")}
+    return {
+        "count": len(delays),
+        "p50": percentile(delays, 0.5),
+        "p99": percentile(delays, 0.99),
+        "max": delays[-1] if delays else float("nan"),
+        "mean": statistics.fmean(delays) if delays else float("nan"),
+    }
 
 
 def counters_snapshot(worker_url: str) -> dict | None:
@@ -405,8 +442,9 @@ def counters_snapshot(worker_url: str) -> dict | None:
         return None
 
 
-def wait_group_active(bootstrap_servers: str, group: str, timeout: float = 90.0,
-                      alive: Callable[[], None] = lambda: None) -> float:
+def wait_group_active(
+    bootstrap_servers: str, group: str, timeout: float = 90.0, alive: Callable[[], None] = lambda: None
+) -> float:
     """Wait until a consumer group has members and a stable assignment (a worker has started); returns seconds."""
     from kafka import KafkaAdminClient
     from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
@@ -414,6 +452,7 @@ def wait_group_active(bootstrap_servers: str, group: str, timeout: float = 90.0,
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="closedloop-demo-groups")
     started = time.monotonic()
     try:
+
         def active() -> bool:
             alive()
             try:

@@ -76,14 +76,26 @@ class ChannelProfile:
     daily_fixed_cost: Decimal = Decimal("0")  # e.g. the email tool's subscription, spread per day
 
 
-BLOG = ("/blog/attribution-models-explained", "/blog/utm-parameters-guide", "/blog/closed-loop-marketing",
-        "/blog/b2b-funnel-benchmarks", "/blog/marketing-roi-formula", "/blog/lead-scoring-101")
+BLOG = (
+    "/blog/attribution-models-explained",
+    "/blog/utm-parameters-guide",
+    "/blog/closed-loop-marketing",
+    "/blog/b2b-funnel-benchmarks",
+    "/blog/marketing-roi-formula",
+    "/blog/lead-scoring-101",
+)
 PAGES = ("/", "/features", "/pricing", "/customers", "/integrations", "/about", "/docs/getting-started") + BLOG
 FORMS = {"demo-request": "/demo", "ebook-download": "/ebooks/attribution-playbook", "webinar-signup": "/webinars/q3"}
 TITLES = {
-    "/": "Northwind Analytics: marketing attribution for B2B", "/features": "Features", "/pricing": "Pricing",
-    "/customers": "Customer stories", "/integrations": "Integrations", "/about": "About us",
-    "/docs/getting-started": "Getting started", "/demo": "Book a demo", "/demo/thanks": "Thanks! We'll be in touch",
+    "/": "Northwind Analytics: marketing attribution for B2B",
+    "/features": "Features",
+    "/pricing": "Pricing",
+    "/customers": "Customer stories",
+    "/integrations": "Integrations",
+    "/about": "About us",
+    "/docs/getting-started": "Getting started",
+    "/demo": "Book a demo",
+    "/demo/thanks": "Thanks! We'll be in touch",
     "/ebooks/attribution-playbook": "The attribution playbook (free e-book)",
     "/webinars/q3": "Webinar: closing the loop",
 }
@@ -101,73 +113,302 @@ def _a(channel: str, source: str, medium: str, campaign: str = "", **kwargs) -> 
 
 
 DEFAULT_CHANNELS: tuple[ChannelProfile, ...] = (
-    ChannelProfile("Organic Search", 0.28, 0.06, 0.14, 9000, 0.20, (
-        _a("Organic Search", "google", "organic", referrer="https://www.google.com/", landings=BLOG, weight=8),
-        _a("Organic Search", "bing", "organic", referrer="https://www.bing.com/", landings=BLOG, weight=1.5),
-        _a("Organic Search", "duckduckgo", "organic", referrer="https://duckduckgo.com/", landings=BLOG, weight=0.5),
-    )),
-    ChannelProfile("Paid Search", 0.17, 0.09, 0.16, 11000, 0.12, (
-        _a("Paid Search", "google", "cpc", "brand-search", term="northwind analytics", utm=True, click_id="gclid",
-           landings=("/", "/pricing"), weight=3, cost_per_visit=1.80),
-        _a("Paid Search", "google", "cpc", "generic-attribution", term="marketing attribution software", utm=True,
-           click_id="gclid", landings=("/lp/attribution", "/features"), weight=4, cost_per_visit=6.40),
-        _a("Paid Search", "bing", "cpc", "generic-attribution", term="attribution tool", utm=True,
-           click_id="msclkid", landings=("/lp/attribution",), weight=1, cost_per_visit=4.10),
-    )),
-    ChannelProfile("Paid Social", 0.12, 0.04, 0.09, 8000, 0.10, (
-        _a("Paid Social", "linkedin", "cpc", "abm-decision-makers", content="carousel-a", utm=True,
-           click_id="li_fat_id", landings=("/lp/attribution", "/ebooks/attribution-playbook"), weight=2,
-           cost_per_visit=7.90),
-        _a("Paid Social", "facebook", "paid_social", "retargeting-site-visitors", content="video-15s", utm=True,
-           click_id="fbclid", landings=("/pricing", "/customers"), weight=1, cost_per_visit=1.35),
-    )),
-    ChannelProfile("Organic Social", 0.08, 0.025, 0.08, 7000, 0.05, (
-        _a("Organic Social", "linkedin", "social", "company-posts", utm=True, landings=BLOG, weight=2),
-        _a("Organic Social", "linkedin", "referral", referrer="https://www.linkedin.com/", landings=BLOG, weight=1),
-        _a("Organic Social", "reddit", "referral", referrer="https://www.reddit.com/r/marketing/", landings=BLOG,
-           weight=0.7),
-        _a("Organic Social", "twitter", "referral", referrer="https://t.co/", landings=BLOG, weight=0.5),
-    )),
-    ChannelProfile("Email", 0.07, 0.10, 0.18, 10000, 0.18, (
-        _a("Email", "newsletter", "email", "monthly-digest", content="top-story", utm=True, landings=BLOG, weight=2),
-        _a("Email", "hubspot", "email", "nurture-sequence", content="step-2", utm=True,
-           landings=("/customers", "/pricing", "/webinars/q3"), weight=1.5),
-    ), daily_fixed_cost=Decimal("45.00")),
-    ChannelProfile("Referral", 0.08, 0.07, 0.17, 14000, 0.05, (
-        _a("Referral", "g2.com", "referral", referrer="https://www.g2.com/products/northwind-analytics/reviews",
-           landings=("/", "/pricing"), weight=2),
-        _a("Referral", "capterra.com", "referral", referrer="https://www.capterra.com/attribution-software/",
-           landings=("/",), weight=1),
-        _a("Referral", "martech-weekly.example", "referral", referrer="https://martech-weekly.example/issue-112",
-           landings=BLOG, weight=1),
-    )),
-    ChannelProfile("Direct", 0.13, 0.05, 0.12, 9500, 0.28, (
-        _a("Direct", "(direct)", "(none)", landings=("/", "/pricing", "/docs/getting-started"), weight=1),
-    )),
-    ChannelProfile("Display", 0.07, 0.015, 0.05, 6000, 0.02, (
-        _a("Display", "gdn", "display", "awareness-banners", content="300x250", utm=True, landings=("/lp/attribution",),
-           weight=2, cost_per_visit=0.95),
-        _a("Display", "criteo", "display", "retargeting-banners", content="728x90", utm=True, landings=("/pricing",),
-           weight=1, cost_per_visit=1.60),
-    )),
+    ChannelProfile(
+        "Organic Search",
+        0.28,
+        0.06,
+        0.14,
+        9000,
+        0.20,
+        (
+            _a("Organic Search", "google", "organic", referrer="https://www.google.com/", landings=BLOG, weight=8),
+            _a("Organic Search", "bing", "organic", referrer="https://www.bing.com/", landings=BLOG, weight=1.5),
+            _a(
+                "Organic Search", "duckduckgo", "organic", referrer="https://duckduckgo.com/", landings=BLOG, weight=0.5
+            ),
+        ),
+    ),
+    ChannelProfile(
+        "Paid Search",
+        0.17,
+        0.09,
+        0.16,
+        11000,
+        0.12,
+        (
+            _a(
+                "Paid Search",
+                "google",
+                "cpc",
+                "brand-search",
+                term="northwind analytics",
+                utm=True,
+                click_id="gclid",
+                landings=("/", "/pricing"),
+                weight=3,
+                cost_per_visit=1.80,
+            ),
+            _a(
+                "Paid Search",
+                "google",
+                "cpc",
+                "generic-attribution",
+                term="marketing attribution software",
+                utm=True,
+                click_id="gclid",
+                landings=("/lp/attribution", "/features"),
+                weight=4,
+                cost_per_visit=6.40,
+            ),
+            _a(
+                "Paid Search",
+                "bing",
+                "cpc",
+                "generic-attribution",
+                term="attribution tool",
+                utm=True,
+                click_id="msclkid",
+                landings=("/lp/attribution",),
+                weight=1,
+                cost_per_visit=4.10,
+            ),
+        ),
+    ),
+    ChannelProfile(
+        "Paid Social",
+        0.12,
+        0.04,
+        0.09,
+        8000,
+        0.10,
+        (
+            _a(
+                "Paid Social",
+                "linkedin",
+                "cpc",
+                "abm-decision-makers",
+                content="carousel-a",
+                utm=True,
+                click_id="li_fat_id",
+                landings=("/lp/attribution", "/ebooks/attribution-playbook"),
+                weight=2,
+                cost_per_visit=7.90,
+            ),
+            _a(
+                "Paid Social",
+                "facebook",
+                "paid_social",
+                "retargeting-site-visitors",
+                content="video-15s",
+                utm=True,
+                click_id="fbclid",
+                landings=("/pricing", "/customers"),
+                weight=1,
+                cost_per_visit=1.35,
+            ),
+        ),
+    ),
+    ChannelProfile(
+        "Organic Social",
+        0.08,
+        0.025,
+        0.08,
+        7000,
+        0.05,
+        (
+            _a("Organic Social", "linkedin", "social", "company-posts", utm=True, landings=BLOG, weight=2),
+            _a("Organic Social", "linkedin", "referral", referrer="https://www.linkedin.com/", landings=BLOG, weight=1),
+            _a(
+                "Organic Social",
+                "reddit",
+                "referral",
+                referrer="https://www.reddit.com/r/marketing/",
+                landings=BLOG,
+                weight=0.7,
+            ),
+            _a("Organic Social", "twitter", "referral", referrer="https://t.co/", landings=BLOG, weight=0.5),
+        ),
+    ),
+    ChannelProfile(
+        "Email",
+        0.07,
+        0.10,
+        0.18,
+        10000,
+        0.18,
+        (
+            _a(
+                "Email", "newsletter", "email", "monthly-digest", content="top-story", utm=True, landings=BLOG, weight=2
+            ),
+            _a(
+                "Email",
+                "hubspot",
+                "email",
+                "nurture-sequence",
+                content="step-2",
+                utm=True,
+                landings=("/customers", "/pricing", "/webinars/q3"),
+                weight=1.5,
+            ),
+        ),
+        daily_fixed_cost=Decimal("45.00"),
+    ),
+    ChannelProfile(
+        "Referral",
+        0.08,
+        0.07,
+        0.17,
+        14000,
+        0.05,
+        (
+            _a(
+                "Referral",
+                "g2.com",
+                "referral",
+                referrer="https://www.g2.com/products/northwind-analytics/reviews",
+                landings=("/", "/pricing"),
+                weight=2,
+            ),
+            _a(
+                "Referral",
+                "capterra.com",
+                "referral",
+                referrer="https://www.capterra.com/attribution-software/",
+                landings=("/",),
+                weight=1,
+            ),
+            _a(
+                "Referral",
+                "martech-weekly.example",
+                "referral",
+                referrer="https://martech-weekly.example/issue-112",
+                landings=BLOG,
+                weight=1,
+            ),
+        ),
+    ),
+    ChannelProfile(
+        "Direct",
+        0.13,
+        0.05,
+        0.12,
+        9500,
+        0.28,
+        (_a("Direct", "(direct)", "(none)", landings=("/", "/pricing", "/docs/getting-started"), weight=1),),
+    ),
+    ChannelProfile(
+        "Display",
+        0.07,
+        0.015,
+        0.05,
+        6000,
+        0.02,
+        (
+            _a(
+                "Display",
+                "gdn",
+                "display",
+                "awareness-banners",
+                content="300x250",
+                utm=True,
+                landings=("/lp/attribution",),
+                weight=2,
+                cost_per_visit=0.95,
+            ),
+            _a(
+                "Display",
+                "criteo",
+                "display",
+                "retargeting-banners",
+                content="728x90",
+                utm=True,
+                landings=("/pricing",),
+                weight=1,
+                cost_per_visit=1.60,
+            ),
+        ),
+    ),
 )
 
-DESKTOP = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-           "Chrome/126.0 Safari/537.36",
-           "1920x1080")
-LAPTOP = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-          "Version/17.5 Safari/605.1.15",
-          "1440x900")
-PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-         "Mobile/15E148",
-         "390x844")
-FIRST_NAMES = ("anna", "ben", "carla", "david", "elif", "farid", "grace", "hugo", "ines", "jonas", "kaori", "lena",
-               "marco", "nadia", "oscar", "priya", "quentin", "rosa", "sven", "tara", "umar", "vera", "wen", "yusuf")
-LAST_NAMES = ("adler", "bauer", "costa", "dubois", "eriksen", "fischer", "garcia", "haddad", "ito", "jensen",
-              "kowalski", "larsen", "moreau", "novak", "okafor", "petrov", "rossi", "silva", "tanaka", "weber")
-COMPANIES = ("brightwave", "cobaltworks", "deltaforge", "evergreen-labs", "fjordsoft", "granite-io", "helio-systems",
-             "ironbark", "juniper-data", "kestrel-cloud", "lumen-retail", "meridian-hq", "nimbus-logistics",
-             "orchard-health", "pinnacle-fin", "quartzline")
+DESKTOP = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+    "1920x1080",
+)
+LAPTOP = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15",
+    "1440x900",
+)
+PHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+    "390x844",
+)
+FIRST_NAMES = (
+    "anna",
+    "ben",
+    "carla",
+    "david",
+    "elif",
+    "farid",
+    "grace",
+    "hugo",
+    "ines",
+    "jonas",
+    "kaori",
+    "lena",
+    "marco",
+    "nadia",
+    "oscar",
+    "priya",
+    "quentin",
+    "rosa",
+    "sven",
+    "tara",
+    "umar",
+    "vera",
+    "wen",
+    "yusuf",
+)
+LAST_NAMES = (
+    "adler",
+    "bauer",
+    "costa",
+    "dubois",
+    "eriksen",
+    "fischer",
+    "garcia",
+    "haddad",
+    "ito",
+    "jensen",
+    "kowalski",
+    "larsen",
+    "moreau",
+    "novak",
+    "okafor",
+    "petrov",
+    "rossi",
+    "silva",
+    "tanaka",
+    "weber",
+)
+COMPANIES = (
+    "brightwave",
+    "cobaltworks",
+    "deltaforge",
+    "evergreen-labs",
+    "fjordsoft",
+    "granite-io",
+    "helio-systems",
+    "ironbark",
+    "juniper-data",
+    "kestrel-cloud",
+    "lumen-retail",
+    "meridian-hq",
+    "nimbus-logistics",
+    "orchard-health",
+    "pinnacle-fin",
+    "quartzline",
+)
 
 
 @dataclass(frozen=True)
@@ -352,8 +593,15 @@ class _JourneyBuilder:
             params[arrival.click_id] = f"{self.rng.getrandbits(80):020x}"
         return f"{url}?{urlencode(params)}"
 
-    def session(self, visitor_id: str, device: tuple[str, str], start: datetime, arrival: Arrival,
-                form: str | None, email: str | None) -> datetime:
+    def session(
+        self,
+        visitor_id: str,
+        device: tuple[str, str],
+        start: datetime,
+        arrival: Arrival,
+        form: str | None,
+        email: str | None,
+    ) -> datetime:
         """Add one session (landing, a few pages, maybe a form); return the time of its last event."""
         rng = self.rng
         session_id = f"s{rng.getrandbits(48):012x}"
@@ -382,19 +630,52 @@ class _JourneyBuilder:
                 referrer = url.split("?", 1)[0]  # the previous page of this site: internal, not a touch
                 url = self.config.site_url + page
             event_id = _uuid(rng)
-            self.page_views.append(PageVisit(event_id, visitor_id, session_id, at, url, page,
-                                             TITLES.get(page, page.rsplit("/", 1)[-1].replace("-", " ").title()),
-                                             referrer, device[0], device[1]))
+            self.page_views.append(
+                PageVisit(
+                    event_id,
+                    visitor_id,
+                    session_id,
+                    at,
+                    url,
+                    page,
+                    TITLES.get(page, page.rsplit("/", 1)[-1].replace("-", " ").title()),
+                    referrer,
+                    device[0],
+                    device[1],
+                )
+            )
             if first:
-                self.touches.append(TouchTruth(
-                    touch_id_for(visitor_id, event_id), visitor_id, event_id, at, arrival.channel, arrival.source,
-                    arrival.medium, arrival.campaign, arrival.term, arrival.content, arrival.click_id,
-                    urlsplit(arrival.referrer).hostname or "" if arrival.referrer else "", path))
+                self.touches.append(
+                    TouchTruth(
+                        touch_id_for(visitor_id, event_id),
+                        visitor_id,
+                        event_id,
+                        at,
+                        arrival.channel,
+                        arrival.source,
+                        arrival.medium,
+                        arrival.campaign,
+                        arrival.term,
+                        arrival.content,
+                        arrival.click_id,
+                        urlsplit(arrival.referrer).hostname or "" if arrival.referrer else "",
+                        path,
+                    )
+                )
                 first = False
             if index == form_at_page and form and email:
                 at = _ms(at + timedelta(seconds=rng.uniform(25, 150)))
-                self.forms.append(FormSubmit(_uuid(rng), visitor_id, at, email, form, url,
-                                             {"company": "", "role": rng.choice(("marketing", "sales", "ops"))}))
+                self.forms.append(
+                    FormSubmit(
+                        _uuid(rng),
+                        visitor_id,
+                        at,
+                        email,
+                        form,
+                        url,
+                        {"company": "", "role": rng.choice(("marketing", "sales", "ops"))},
+                    )
+                )
         return at
 
     def session_times(self, first: datetime, count: int) -> list[datetime]:
@@ -448,13 +729,20 @@ class _JourneyBuilder:
                 self.session(visitor_b, PHONE, start, arrival, "webinar-signup" if on_form else None, email)
         stages = self.crm_stages(profile, crm, deal_id) if is_lead else []
         return Journey(
-            journey_id=self.journey_id, start_day=self.day, channel=profile.channel,
+            journey_id=self.journey_id,
+            start_day=self.day,
+            channel=profile.channel,
             visitor_ids=tuple(visitor_ids),
             touches=tuple(sorted(self.touches, key=lambda t: (t.at, t.touch_id))),
             page_views=tuple(sorted(self.page_views, key=lambda p: (p.at, p.event_id))),
             forms=tuple(sorted(self.forms, key=lambda f: f.at)),
-            stages=tuple(stages), email=email or None, name=name, company=company, crm=crm,
-            crm_contact_id=contact_id, crm_deal_id=deal_id,
+            stages=tuple(stages),
+            email=email or None,
+            name=name,
+            company=company,
+            crm=crm,
+            crm_contact_id=contact_id,
+            crm_deal_id=deal_id,
         )
 
     def crm_stages(self, profile: ChannelProfile, crm: str, deal_id: str) -> list[StageChange]:
@@ -463,18 +751,34 @@ class _JourneyBuilder:
         lead_at = min(form.at for form in self.forms)
         won = rng.random() < min(1.0, profile.customer_rate * self.config.customer_rate_scale)
         if won:
-            path = ["sql", "opportunity", "customer"] if rng.random() < 0.1 else ["mql", "sql", "opportunity",
-                                                                                  "customer"]
+            path = (
+                ["sql", "opportunity", "customer"] if rng.random() < 0.1 else ["mql", "sql", "opportunity", "customer"]
+            )
         else:
-            path = _weighted(rng, (
-                [], ["disqualified"], ["mql"], ["mql", "lost"], ["mql", "sql", "lost"],
-                ["mql", "sql", "opportunity", "lost"],
-            ), (0.30, 0.12, 0.22, 0.10, 0.14, 0.12))
+            path = _weighted(
+                rng,
+                (
+                    [],
+                    ["disqualified"],
+                    ["mql"],
+                    ["mql", "lost"],
+                    ["mql", "sql", "lost"],
+                    ["mql", "sql", "opportunity", "lost"],
+                ),
+                (0.30, 0.12, 0.22, 0.10, 0.14, 0.12),
+            )
         if crm == "hubspot":
             # HubSpot's lifecycle stages have no "disqualified": sales close such leads as lost deals.
             path = ["lost" if stage == "disqualified" else stage for stage in path]
-        gaps_h = {"lead": (0.005, 0.15), "mql": (1, 48), "sql": (12, 96), "opportunity": (12, 96),
-                  "customer": (24, 240), "lost": (24, 240), "disqualified": (4, 96)}
+        gaps_h = {
+            "lead": (0.005, 0.15),
+            "mql": (1, 48),
+            "sql": (12, 96),
+            "opportunity": (12, 96),
+            "customer": (24, 240),
+            "lost": (24, 240),
+            "disqualified": (4, 96),
+        }
         at = lead_at
         changes = []
         if crm in ("hubspot", "pipedrive"):
@@ -533,12 +837,20 @@ def spend_lines(config: SimulationConfig, first_day: int, end_day: int) -> list[
             for arrival in profile.arrivals:
                 count = visits.get((day, arrival), 0)
                 if arrival.paid and count:
-                    cost = (arrival.cost_per_visit * count * Decimal(str(round(rng.uniform(0.85, 1.15), 3))))
-                    lines.append(SpendLine(current, arrival.channel, arrival.source, arrival.medium,
-                                           arrival.campaign, cost.quantize(Decimal("0.01")), config.currency))
+                    cost = arrival.cost_per_visit * count * Decimal(str(round(rng.uniform(0.85, 1.15), 3)))
+                    lines.append(
+                        SpendLine(
+                            current,
+                            arrival.channel,
+                            arrival.source,
+                            arrival.medium,
+                            arrival.campaign,
+                            cost.quantize(Decimal("0.01")),
+                            config.currency,
+                        )
+                    )
             if profile.daily_fixed_cost:
-                lines.append(SpendLine(current, profile.channel, "", "", "", profile.daily_fixed_cost,
-                                       config.currency))
+                lines.append(SpendLine(current, profile.channel, "", "", "", profile.daily_fixed_cost, config.currency))
     return lines
 
 

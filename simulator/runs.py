@@ -45,8 +45,9 @@ class Cursor:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def config(self, **overrides: Any) -> SimulationConfig:
-        return SimulationConfig(seed=self.seed, epoch=date.fromisoformat(self.epoch),
-                                visitors_per_day=self.visitors_per_day, **overrides)
+        return SimulationConfig(
+            seed=self.seed, epoch=date.fromisoformat(self.epoch), visitors_per_day=self.visitors_per_day, **overrides
+        )
 
 
 def simulation_dir(data_dir: Path) -> Path:
@@ -65,8 +66,10 @@ def load_cursor(data_dir: Path) -> Cursor | None:
     try:
         return Cursor(**json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as exc:
-        raise SimulationError(f"{path} is damaged ({exc}); delete it to start the simulation over "
-                              "(the pipeline's data then holds the old days too)") from None
+        raise SimulationError(
+            f"{path} is damaged ({exc}); delete it to start the simulation over "
+            "(the pipeline's data then holds the old days too)"
+        ) from None
 
 
 def save_cursor(data_dir: Path, cursor: Cursor) -> None:
@@ -77,8 +80,14 @@ def save_cursor(data_dir: Path, cursor: Cursor) -> None:
     partial.replace(path)
 
 
-def plan_run(data_dir: Path, days: int, seed: int | None = None, visitors_per_day: int | None = None,
-             epoch: date | None = None, today: date | None = None) -> tuple[Cursor, SimulatedDays]:
+def plan_run(
+    data_dir: Path,
+    days: int,
+    seed: int | None = None,
+    visitors_per_day: int | None = None,
+    epoch: date | None = None,
+    today: date | None = None,
+) -> tuple[Cursor, SimulatedDays]:
     """The next ``days`` days of the data directory's simulation (starting one if there is none)."""
     if days < 1:
         raise SimulationError(f"--days must be at least 1, not {days}")
@@ -86,34 +95,48 @@ def plan_run(data_dir: Path, days: int, seed: int | None = None, visitors_per_da
     cursor = load_cursor(data_dir)
     if cursor is None:
         epoch = epoch or date.fromordinal(today.toordinal() - days * RUNS_IN_THE_PAST)
-        cursor = Cursor(seed=42 if seed is None else seed, epoch=epoch.isoformat(),
-                        visitors_per_day=visitors_per_day or 150)
+        cursor = Cursor(
+            seed=42 if seed is None else seed, epoch=epoch.isoformat(), visitors_per_day=visitors_per_day or 150
+        )
     else:
-        fixed = (("--seed", seed, cursor.seed), ("--visitors-per-day", visitors_per_day, cursor.visitors_per_day),
-                 ("--start-date", epoch and epoch.isoformat(), cursor.epoch))
+        fixed = (
+            ("--seed", seed, cursor.seed),
+            ("--visitors-per-day", visitors_per_day, cursor.visitors_per_day),
+            ("--start-date", epoch and epoch.isoformat(), cursor.epoch),
+        )
         for name, asked, kept in fixed:
             if asked is not None and asked != kept:
                 raise SimulationError(
                     f"{name} {asked} differs from the simulation already in {data_dir} ({kept}); leave it out to "
-                    f"continue that simulation, or use another data directory (CLOSEDLOOP_DATA_DIR)")
+                    f"continue that simulation, or use another data directory (CLOSEDLOOP_DATA_DIR)"
+                )
     last_day = today.toordinal() - date.fromisoformat(cursor.epoch).toordinal()  # today's index: not simulated
     end_day = min(cursor.next_day + days, last_day)
     if end_day <= cursor.next_day:
         raise SimulationError(
             f"the simulation in {data_dir} has reached today ({today}); there is no past day left to simulate. "
-            "Use a fresh data directory to start again.")
+            "Use a fresh data directory to start again."
+        )
     return cursor, SimulatedDays(cursor.config(), cursor.next_day, end_day)
 
 
 def record_run(data_dir: Path, cursor: Cursor, run: SimulatedDays, stats: SendStats, truth: Path) -> None:
     """Move the cursor past a completely sent run."""
     cursor.next_day = run.end_day
-    cursor.runs.append({
-        "first_day": run.first_day, "end_day": run.end_day, "start": run.start.isoformat(),
-        "end": run.end.isoformat(), "truth": str(truth), "events": stats.events, "accepted": stats.accepted,
-        "rejected": stats.rejected, "seconds": round(stats.seconds, 3),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-    })
+    cursor.runs.append(
+        {
+            "first_day": run.first_day,
+            "end_day": run.end_day,
+            "start": run.start.isoformat(),
+            "end": run.end.isoformat(),
+            "truth": str(truth),
+            "events": stats.events,
+            "accepted": stats.accepted,
+            "rejected": stats.rejected,
+            "seconds": round(stats.seconds, 3),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+        }
+    )
     save_cursor(data_dir, cursor)
 
 
@@ -129,8 +152,9 @@ def totals(run: SimulatedDays) -> dict[str, int]:
     return counts
 
 
-def send_run(run: SimulatedDays, endpoint: Endpoint, console: Console | None = None,
-             sender: Sender | None = None) -> SendStats:
+def send_run(
+    run: SimulatedDays, endpoint: Endpoint, console: Console | None = None, sender: Sender | None = None
+) -> SendStats:
     """Send a run with a progress bar (when ``console`` is given); return the statistics.
 
     Pass your own ``sender`` to watch ``sender.stats.touch_sent_at`` while it runs (the demo's delay probe)."""
@@ -138,8 +162,13 @@ def send_run(run: SimulatedDays, endpoint: Endpoint, console: Console | None = N
     if console is None:
         return asyncio.run(sender.send(run))
     counts = totals(run)
-    columns = (TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]:>9}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>9}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         tasks = {kind: progress.add_task(kind, total=count, rate="") for kind, count in counts.items() if count}
         began = time.monotonic()
@@ -164,22 +193,35 @@ def check_collector(endpoint: Endpoint) -> None:
     try:
         answer = httpx.get(f"{endpoint.collector_url.rstrip('/')}/healthz", timeout=5)
     except httpx.HTTPError as exc:
-        raise SendError(f"the collector at {endpoint.collector_url} does not answer ({exc}); start it with "
-                        "`closedloop collector` (or `closedloop demo`), or pass --collector URL") from None
+        raise SendError(
+            f"the collector at {endpoint.collector_url} does not answer ({exc}); start it with "
+            "`closedloop collector` (or `closedloop demo`), or pass --collector URL"
+        ) from None
     if answer.status_code != 200:
-        raise SendError(f"{endpoint.collector_url}/healthz answered {answer.status_code}: is it the closedloop "
-                        "collector?")
+        raise SendError(
+            f"{endpoint.collector_url}/healthz answered {answer.status_code}: is it the closedloop collector?"
+        )
 
 
-def simulate(data_dir: Path, days: int, endpoint: Endpoint, console: Console | None = None, *,
-             seed: int | None = None, visitors_per_day: int | None = None, epoch: date | None = None,
-             today: date | None = None) -> tuple[SimulatedDays, SendStats, Path]:
+def simulate(
+    data_dir: Path,
+    days: int,
+    endpoint: Endpoint,
+    console: Console | None = None,
+    *,
+    seed: int | None = None,
+    visitors_per_day: int | None = None,
+    epoch: date | None = None,
+    today: date | None = None,
+) -> tuple[SimulatedDays, SendStats, Path]:
     """Plan the next days, send them, write the truth and move the cursor. Returns (run, stats, truth file)."""
     cursor, run = plan_run(data_dir, days, seed, visitors_per_day, epoch, today)
     if console is not None:
-        console.print(f"Simulating days {run.first_day}-{run.end_day - 1} of seed {cursor.seed} "
-                      f"({run.start.date()} to {run.end.date()}, {cursor.visitors_per_day} new visitors a weekday) "
-                      f"through {endpoint.collector_url}")
+        console.print(
+            f"Simulating days {run.first_day}-{run.end_day - 1} of seed {cursor.seed} "
+            f"({run.start.date()} to {run.end.date()}, {cursor.visitors_per_day} new visitors a weekday) "
+            f"through {endpoint.collector_url}"
+        )
     check_collector(endpoint)
     stats = send_run(run, endpoint, console)
     truth = write_truth(run, simulation_dir(data_dir) / f"truth-{run.first_day:04d}-{run.end_day:04d}.jsonl")

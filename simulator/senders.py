@@ -49,8 +49,12 @@ DEMO_CRM_SECRET = "demo-crm-webhook-secret"
 PIPEDRIVE_LABELS = {"mql": 101, "sql": 102, "lost": 103, "disqualified": 104}
 HUBSPOT_PORTAL_ID = 4455667
 PIPEDRIVE_COMPANY_ID = 7788
-HUBSPOT_LIFECYCLE = {"lead": "lead", "mql": "marketingqualifiedlead", "sql": "salesqualifiedlead",
-                     "opportunity": "opportunity"}
+HUBSPOT_LIFECYCLE = {
+    "lead": "lead",
+    "mql": "marketingqualifiedlead",
+    "sql": "salesqualifiedlead",
+    "opportunity": "opportunity",
+}
 
 
 def demo_collector_environment() -> dict[str, str]:
@@ -126,8 +130,7 @@ Progress = Callable[[str, int], None]  # (kind of event, how many more were sent
 class Sender:
     """Sends one run's days through the collector. Use ``await Sender(...).send(run)``."""
 
-    def __init__(self, endpoint: Endpoint, progress: Progress | None = None,
-                 touch_sample_every: int = 1) -> None:
+    def __init__(self, endpoint: Endpoint, progress: Progress | None = None, touch_sample_every: int = 1) -> None:
         self.endpoint = endpoint
         self.progress = progress or (lambda kind, n: None)
         self.stats = SendStats()
@@ -151,8 +154,9 @@ class Sender:
         csv_rows: list[tuple[Journey, StageChange]] = []
         size = self.endpoint.concurrency
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        async with httpx.AsyncClient(base_url=self.endpoint.collector_url.rstrip("/"), limits=limits,
-                                     timeout=self.endpoint.timeout_s) as client:
+        async with httpx.AsyncClient(
+            base_url=self.endpoint.collector_url.rstrip("/"), limits=limits, timeout=self.endpoint.timeout_s
+        ) as client:
             self._client = client
             await self._check_reachable()
             for day in range(run.first_day, run.end_day):
@@ -171,24 +175,35 @@ class Sender:
         try:
             response = await self._client.get("/healthz")
         except httpx.HTTPError as exc:
-            raise SendError(f"the collector at {self.endpoint.collector_url} does not answer ({exc!r}); "
-                            "start it with `closedloop collector` or pass --collector URL") from None
+            raise SendError(
+                f"the collector at {self.endpoint.collector_url} does not answer ({exc!r}); "
+                "start it with `closedloop collector` or pass --collector URL"
+            ) from None
         if response.status_code != 200:
-            raise SendError(f"{self.endpoint.collector_url}/healthz answered {response.status_code}: is it the "
-                            "closedloop collector?")
+            raise SendError(
+                f"{self.endpoint.collector_url}/healthz answered {response.status_code}: is it the "
+                "closedloop collector?"
+            )
 
     # -- HTTP with retries -----------------------------------------------------------------------------------
 
-    async def _post(self, kind: str, count: int, path: str, body: bytes, headers: dict[str, str],
-                    sign: Callable[[bytes], dict[str, str]] | None = None,
-                    extra: tuple[str, int] = ("", 0)) -> dict[str, Any] | None:
+    async def _post(
+        self,
+        kind: str,
+        count: int,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        sign: Callable[[bytes], dict[str, str]] | None = None,
+        extra: tuple[str, int] = ("", 0),
+    ) -> dict[str, Any] | None:
         """POST with bounded concurrency; retry 503/connection errors; count the answer. Returns the JSON body.
 
         ``count`` events of ``kind`` are in the body (and ``extra`` = (kind, count) of a second kind)."""
         assert self._client is not None
         delay = 0.2
         async with self._semaphore:
-            for attempt in range(8):
+            for _attempt in range(8):
                 request_headers = {"Content-Type": "application/json", **headers, **(sign(body) if sign else {})}
                 try:
                     response = await self._client.post(path, content=body, headers=request_headers)
@@ -249,14 +264,18 @@ class Sender:
         origin = "/".join(events[0].url.split("/", 3)[:3])
         size = self.endpoint.web_batch
         for start in range(0, len(events), size):
-            chunk = events[start:start + size]
+            chunk = events[start : start + size]
             payloads = [web_payload(event) for event in chunk]
-            headers = {"X-Closedloop-Key": self.endpoint.write_key, "Origin": origin,
-                       "User-Agent": next((e.user_agent for e in chunk if isinstance(e, PageVisit)), "")}
+            headers = {
+                "X-Closedloop-Key": self.endpoint.write_key,
+                "Origin": origin,
+                "User-Agent": next((e.user_agent for e in chunk if isinstance(e, PageVisit)), ""),
+            }
             body = json.dumps(payloads[0] if size == 1 else payloads).encode()
             pages = sum(1 for event in chunk if isinstance(event, PageVisit))
-            answer = await self._post("page views", pages, "/v1/events", body, headers,
-                                      extra=("forms", len(chunk) - pages))
+            answer = await self._post(
+                "page views", pages, "/v1/events", body, headers, extra=("forms", len(chunk) - pages)
+            )
             if answer is None:
                 continue
             accepted_at = time.time()
@@ -274,16 +293,31 @@ class Sender:
         pipedrive = [pipedrive_delivery(j, s) for j, s in changes if s.crm == "pipedrive"]
         tasks = []
         for start in range(0, len(hubspot), 100):  # HubSpot sends up to 100 events per request
-            chunk = hubspot[start:start + 100]
-            tasks.append(self._post("CRM changes", len(chunk), "/v1/webhooks/hubspot", json.dumps(chunk).encode(),
-                                    {}, self._hubspot_signature))
+            chunk = hubspot[start : start + 100]
+            tasks.append(
+                self._post(
+                    "CRM changes",
+                    len(chunk),
+                    "/v1/webhooks/hubspot",
+                    json.dumps(chunk).encode(),
+                    {},
+                    self._hubspot_signature,
+                )
+            )
         if generic:
             body = json.dumps({"source": "salesforce-sync", "events": generic}).encode()
             tasks.append(self._post("CRM changes", len(generic), "/v1/webhooks/crm", body, {}, self._crm_signature))
         basic = base64.b64encode(f"{self.endpoint.pipedrive_user}:{self.endpoint.pipedrive_password}".encode()).decode()
         for delivery in pipedrive:  # Pipedrive calls once per change
-            tasks.append(self._post("CRM changes", 1, "/v1/webhooks/pipedrive", json.dumps(delivery).encode(),
-                                    {"Authorization": f"Basic {basic}"}))
+            tasks.append(
+                self._post(
+                    "CRM changes",
+                    1,
+                    "/v1/webhooks/pipedrive",
+                    json.dumps(delivery).encode(),
+                    {"Authorization": f"Basic {basic}"},
+                )
+            )
         await asyncio.gather(*tasks)
 
     def _hubspot_signature(self, body: bytes) -> dict[str, str]:
@@ -291,8 +325,10 @@ class Sender:
 
         timestamp = str(int(time.time() * 1000))
         uri = f"{self.endpoint.collector_url.rstrip('/')}/v1/webhooks/hubspot"
-        return {"X-HubSpot-Signature-v3": sign(self.endpoint.hubspot_secret, "POST", uri, body, timestamp),
-                "X-HubSpot-Request-Timestamp": timestamp}
+        return {
+            "X-HubSpot-Signature-v3": sign(self.endpoint.hubspot_secret, "POST", uri, body, timestamp),
+            "X-HubSpot-Request-Timestamp": timestamp,
+        }
 
     def _crm_signature(self, body: bytes) -> dict[str, str]:
         from collector.webhooks.generic import sign
@@ -355,16 +391,29 @@ def web_payload(event: PageVisit | FormSubmit) -> dict[str, Any]:
     """The JSON the tracker sends for a page view or a form submit."""
     if isinstance(event, PageVisit):
         payload = {
-            "type": "page_view", "event_id": event.event_id, "visitor_id": event.visitor_id,
-            "session_id": event.session_id, "url": event.url, "title": event.title, "screen": event.screen,
-            "user_agent": event.user_agent, "occurred_at": iso(event.at), "sent_at": _now_iso(),
+            "type": "page_view",
+            "event_id": event.event_id,
+            "visitor_id": event.visitor_id,
+            "session_id": event.session_id,
+            "url": event.url,
+            "title": event.title,
+            "screen": event.screen,
+            "user_agent": event.user_agent,
+            "occurred_at": iso(event.at),
+            "sent_at": _now_iso(),
         }
         if event.referrer:
             payload["referrer"] = event.referrer
         return payload
     return {
-        "type": "identify", "event_id": event.event_id, "visitor_id": event.visitor_id, "email": event.email,
-        "form_id": event.form_id, "url": event.url, "fields": event.fields, "occurred_at": iso(event.at),
+        "type": "identify",
+        "event_id": event.event_id,
+        "visitor_id": event.visitor_id,
+        "email": event.email,
+        "form_id": event.form_id,
+        "url": event.url,
+        "fields": event.fields,
+        "occurred_at": iso(event.at),
         "sent_at": _now_iso(),
     }
 
@@ -376,18 +425,33 @@ def _millis(value: datetime) -> int:
 def hubspot_event(journey: Journey, change: StageChange) -> dict[str, Any]:
     """One element of a HubSpot webhook array: a contact lifecycle change, or a deal stage change."""
     common = {
-        "eventId": int(change.key[:12], 16), "subscriptionId": 1207, "portalId": HUBSPOT_PORTAL_ID, "appId": 3344,
-        "occurredAt": _millis(change.at), "attemptNumber": 0, "changeSource": "CRM_UI",
+        "eventId": int(change.key[:12], 16),
+        "subscriptionId": 1207,
+        "portalId": HUBSPOT_PORTAL_ID,
+        "appId": 3344,
+        "occurredAt": _millis(change.at),
+        "attemptNumber": 0,
+        "changeSource": "CRM_UI",
     }
     if change.stage in HUBSPOT_LIFECYCLE:
-        event = {**common, "subscriptionType": "contact.propertyChange", "objectId": int(journey.crm_contact_id),
-                 "propertyName": "lifecyclestage", "propertyValue": HUBSPOT_LIFECYCLE[change.stage]}
+        event = {
+            **common,
+            "subscriptionType": "contact.propertyChange",
+            "objectId": int(journey.crm_contact_id),
+            "propertyName": "lifecyclestage",
+            "propertyValue": HUBSPOT_LIFECYCLE[change.stage],
+        }
         if change.stage == "lead":
             event["email"] = journey.email  # the contact's creation: added by the form integration's workflow
         return event
-    event = {**common, "subscriptionType": "deal.propertyChange", "objectId": int(journey.crm_deal_id),
-             "propertyName": "dealstage", "propertyValue": "closedwon" if change.stage == "customer" else "closedlost",
-             "contactId": int(journey.crm_contact_id)}
+    event = {
+        **common,
+        "subscriptionType": "deal.propertyChange",
+        "objectId": int(journey.crm_deal_id),
+        "propertyName": "dealstage",
+        "propertyValue": "closedwon" if change.stage == "customer" else "closedlost",
+        "contactId": int(journey.crm_contact_id),
+    }
     if change.deal_value is not None:
         event.update(amount=str(change.deal_value), currency=change.currency)
     return event
@@ -399,37 +463,68 @@ def pipedrive_delivery(journey: Journey, change: StageChange) -> dict[str, Any]:
     deal_id = int(journey.crm_deal_id)
     stages_before = [s.stage for s in journey.stages if s.at < change.at]
     labels_before = [PIPEDRIVE_LABELS[s] for s in stages_before if s in ("mql", "sql")]
-    meta = {"version": "2.0", "company_id": PIPEDRIVE_COMPANY_ID, "id": change.key, "attempt": 1,
-            "timestamp": _millis(change.at), "user_id": 91, "host": "northwind.pipedrive.com"}
+    meta = {
+        "version": "2.0",
+        "company_id": PIPEDRIVE_COMPANY_ID,
+        "id": change.key,
+        "attempt": 1,
+        "timestamp": _millis(change.at),
+        "user_id": 91,
+        "host": "northwind.pipedrive.com",
+    }
     if change.stage == "lead":
-        return {"meta": {**meta, "action": "create", "entity": "person", "entity_id": str(person_id)},
-                "data": {"id": person_id, "name": journey.name, "label_ids": [],
-                         "emails": [{"value": journey.email, "primary": True, "label": "work"}]},
-                "previous": None}
+        return {
+            "meta": {**meta, "action": "create", "entity": "person", "entity_id": str(person_id)},
+            "data": {
+                "id": person_id,
+                "name": journey.name,
+                "label_ids": [],
+                "emails": [{"value": journey.email, "primary": True, "label": "work"}],
+            },
+            "previous": None,
+        }
     has_deal = "opportunity" in stages_before
     if change.stage == "opportunity":
-        return {"meta": {**meta, "action": "create", "entity": "deal", "entity_id": str(deal_id)},
-                "data": {"id": deal_id, "person_id": person_id, "title": f"{journey.company} deal",
-                         "status": "open", "value": 0, "currency": "EUR"},
-                "previous": None}
+        return {
+            "meta": {**meta, "action": "create", "entity": "deal", "entity_id": str(deal_id)},
+            "data": {
+                "id": deal_id,
+                "person_id": person_id,
+                "title": f"{journey.company} deal",
+                "status": "open",
+                "value": 0,
+                "currency": "EUR",
+            },
+            "previous": None,
+        }
     if change.stage == "customer" or (change.stage == "lost" and has_deal):
         status = "won" if change.stage == "customer" else "lost"
         data = {"id": deal_id, "person_id": person_id, "status": status, "title": f"{journey.company} deal"}
         if change.deal_value is not None:
             data.update(value=float(change.deal_value), currency=change.currency)
-        return {"meta": {**meta, "action": "change", "entity": "deal", "entity_id": str(deal_id)},
-                "data": data, "previous": {"status": "open"}}
+        return {
+            "meta": {**meta, "action": "change", "entity": "deal", "entity_id": str(deal_id)},
+            "data": data,
+            "previous": {"status": "open"},
+        }
     # mql, sql, lost before any deal, disqualified: the sales team adds a label to the person.
     labels = [*labels_before, PIPEDRIVE_LABELS[change.stage]]
-    return {"meta": {**meta, "action": "change", "entity": "person", "entity_id": str(person_id)},
-            "data": {"id": person_id, "name": journey.name, "label_ids": labels},
-            "previous": {"label_ids": labels_before}}
+    return {
+        "meta": {**meta, "action": "change", "entity": "person", "entity_id": str(person_id)},
+        "data": {"id": person_id, "name": journey.name, "label_ids": labels},
+        "previous": {"label_ids": labels_before},
+    }
 
 
 def generic_event(journey: Journey, change: StageChange) -> dict[str, Any]:
     """An event of the generic CRM webhook format."""
-    event = {"id": change.key, "stage": change.stage, "occurred_at": iso(change.at), "email": journey.email,
-             "object_id": journey.crm_deal_id if change.stage in ("opportunity", "customer") else None}
+    event = {
+        "id": change.key,
+        "stage": change.stage,
+        "occurred_at": iso(change.at),
+        "email": journey.email,
+        "object_id": journey.crm_deal_id if change.stage in ("opportunity", "customer") else None,
+    }
     if change.deal_value is not None:
         event.update(value=str(change.deal_value), currency=change.currency)
     return {k: v for k, v in event.items() if v is not None}
@@ -437,7 +532,15 @@ def generic_event(journey: Journey, change: StageChange) -> dict[str, Any]:
 
 def spend_event(line: SpendLine) -> dict[str, Any]:
     """A ``spend`` event of ``POST /v1/events`` (needs a server key)."""
-    return {"type": "spend", "event_id": f"spend:{line.day.isoformat()}:{line.channel}:{line.source}:"
-            f"{line.medium}:{line.campaign}", "occurred_at": f"{line.day.isoformat()}T23:59:59Z",
-            "date": line.day.isoformat(), "channel": line.channel, "source": line.source, "medium": line.medium,
-            "campaign": line.campaign, "cost": str(line.cost), "currency": line.currency}
+    return {
+        "type": "spend",
+        "event_id": f"spend:{line.day.isoformat()}:{line.channel}:{line.source}:{line.medium}:{line.campaign}",
+        "occurred_at": f"{line.day.isoformat()}T23:59:59Z",
+        "date": line.day.isoformat(),
+        "channel": line.channel,
+        "source": line.source,
+        "medium": line.medium,
+        "campaign": line.campaign,
+        "cost": str(line.cost),
+        "currency": line.currency,
+    }

@@ -49,9 +49,18 @@ def journey_record(journey: Journey) -> dict[str, Any]:
         "crm_contact_id": journey.crm_contact_id or None,
         "touches": [
             {
-                "touch_id": t.touch_id, "visitor_id": t.visitor_id, "event_id": t.event_id, "occurred_at": iso(t.at),
-                "channel": t.channel, "source": t.source, "medium": t.medium, "campaign": t.campaign,
-                "term": t.term, "content": t.content, "click_id": t.click_id, "referrer_host": t.referrer_host,
+                "touch_id": t.touch_id,
+                "visitor_id": t.visitor_id,
+                "event_id": t.event_id,
+                "occurred_at": iso(t.at),
+                "channel": t.channel,
+                "source": t.source,
+                "medium": t.medium,
+                "campaign": t.campaign,
+                "term": t.term,
+                "content": t.content,
+                "click_id": t.click_id,
+                "referrer_host": t.referrer_host,
                 "landing_path": t.landing_path,
             }
             for t in journey.touches
@@ -63,8 +72,11 @@ def journey_record(journey: Journey) -> dict[str, Any]:
         ],
         "stages": [
             {
-                "stage": s.stage, "occurred_at": iso(s.at), "crm": s.crm,
-                "deal_value": None if s.deal_value is None else str(s.deal_value), "currency": s.currency,
+                "stage": s.stage,
+                "occurred_at": iso(s.at),
+                "crm": s.crm,
+                "deal_value": None if s.deal_value is None else str(s.deal_value),
+                "currency": s.currency,
             }
             for s in journey.stages
         ],
@@ -75,8 +87,14 @@ def journey_record(journey: Journey) -> dict[str, Any]:
 
 def spend_record(line: SpendLine) -> dict[str, Any]:
     return {
-        "kind": "spend", "date": line.day.isoformat(), "channel": line.channel, "source": line.source,
-        "medium": line.medium, "campaign": line.campaign, "cost": str(line.cost), "currency": line.currency,
+        "kind": "spend",
+        "date": line.day.isoformat(),
+        "channel": line.channel,
+        "source": line.source,
+        "medium": line.medium,
+        "campaign": line.campaign,
+        "cost": str(line.cost),
+        "currency": line.currency,
     }
 
 
@@ -84,9 +102,16 @@ def truth_records(run: SimulatedDays) -> Iterator[dict[str, Any]]:
     """Header, journeys and spend of everything sent from day 0 to the end of ``run``."""
     config = run.config
     yield {
-        "kind": "run", "seed": config.seed, "epoch": config.epoch.isoformat(), "first_day": run.first_day,
-        "end_day": run.end_day, "start": iso(run.start), "horizon": iso(run.end),
-        "visitors_per_day": config.visitors_per_day, "site_url": config.site_url, "currency": config.currency,
+        "kind": "run",
+        "seed": config.seed,
+        "epoch": config.epoch.isoformat(),
+        "first_day": run.first_day,
+        "end_day": run.end_day,
+        "start": iso(run.start),
+        "horizon": iso(run.end),
+        "visitors_per_day": config.visitors_per_day,
+        "site_url": config.site_url,
+        "currency": config.currency,
     }
     for journey in run.known_journeys():
         yield journey_record(journey)

@@ -27,8 +27,16 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.events import (CLICK_ID_FIELDS, UTM_FIELDS, Envelope, LifecycleStage, PageView, absolute_http_url,
-                            fields_from_url, text_limits)
+from schemas.events import (
+    CLICK_ID_FIELDS,
+    UTM_FIELDS,
+    Envelope,
+    LifecycleStage,
+    PageView,
+    absolute_http_url,
+    fields_from_url,
+    text_limits,
+)
 from schemas.identity import is_junk_identifier
 from schemas.outputs import AttributionModel, Conversion, Credit, IdentityLink, Lead, Touch
 
@@ -64,8 +72,12 @@ def _time(value) -> str:
 
     Canonical is what the models write: seconds, or microseconds when there are any (``...00.000000Z`` is
     written ``...00Z``, so it is not canonical)."""
-    if type(value) is str and value[-1:] == "Z" and value[10:11] == "T" and (
-            len(value) == 20 or len(value) == 27 and value[19:] != ".000000Z"):
+    if (
+        type(value) is str
+        and value[-1:] == "Z"
+        and value[10:11] == "T"
+        and (len(value) == 20 or len(value) == 27 and value[19:] != ".000000Z")
+    ):
         datetime.fromisoformat(value)  # ValueError is caught by the caller
         return value
     raise NotCanonical
@@ -117,12 +129,14 @@ def _record_struct(name: str, fields: tuple[str, ...], types: dict, texts: dict[
 
     def text(limits: tuple[int, int, bool]):
         low, high, nullable = limits
-        checked = str if (low, high) == (0, sys.maxsize) else Annotated[str, msgspec.Meta(min_length=low,
-                                                                                           max_length=high)]
+        checked = (
+            str if (low, high) == (0, sys.maxsize) else Annotated[str, msgspec.Meta(min_length=low, max_length=high)]
+        )
         return checked | None if nullable else checked
 
-    return msgspec.defstruct(name, [(field, types.get(field) or text(texts[field])) for field in fields],
-                             forbid_unknown_fields=True)
+    return msgspec.defstruct(
+        name, [(field, types.get(field) or text(texts[field])) for field in fields], forbid_unknown_fields=True
+    )
 
 
 # -- output topics (emitted by the stream jobs) ---------------------------------------------------------------
@@ -144,20 +158,55 @@ def _output_decoder(model, types: dict) -> msgspec.json.Decoder:
 _TOUCH = _output_decoder(Touch, {"visitor_number": int, "occurred_at": str})
 _IDENTITY_LINK = _output_decoder(IdentityLink, {"linked_at": str})
 _LEAD = _output_decoder(Lead, {"first_identified_at": str})
-_CONVERSION = _output_decoder(Conversion, {
-    "stage": _STAGE, "occurred_at": str, "revenue": str | None, "currency": str | None, "touch_count": _UINT32,
-    "version": _VERSION})
-_CREDIT = _output_decoder(Credit, {
-    "stage": _STAGE, "model": _MODEL, "touch_index": _UINT32, "touch_at": str | None, "converted_at": str,
-    "credit": str, "revenue": str, "currency": str | None, "version": _VERSION})
+_CONVERSION = _output_decoder(
+    Conversion,
+    {
+        "stage": _STAGE,
+        "occurred_at": str,
+        "revenue": str | None,
+        "currency": str | None,
+        "touch_count": _UINT32,
+        "version": _VERSION,
+    },
+)
+_CREDIT = _output_decoder(
+    Credit,
+    {
+        "stage": _STAGE,
+        "model": _MODEL,
+        "touch_index": _UINT32,
+        "touch_at": str | None,
+        "converted_at": str,
+        "credit": str,
+        "revenue": str,
+        "currency": str | None,
+        "version": _VERSION,
+    },
+)
 
 
 def touch_row(value: bytes) -> tuple:
     t = _TOUCH.decode(value)
     lead_id = t.lead_id or ""
-    return (t.touch_id, t.visitor_id, _uint(t.visitor_number, 0, UINT64_MAX), lead_id, 1 if lead_id else 0,
-            t.site_id, _time(t.occurred_at), t.channel, t.source, t.medium, t.campaign, t.term, t.content,
-            t.click_id, t.referrer_host, t.landing_path, t.event_id)
+    return (
+        t.touch_id,
+        t.visitor_id,
+        _uint(t.visitor_number, 0, UINT64_MAX),
+        lead_id,
+        1 if lead_id else 0,
+        t.site_id,
+        _time(t.occurred_at),
+        t.channel,
+        t.source,
+        t.medium,
+        t.campaign,
+        t.term,
+        t.content,
+        t.click_id,
+        t.referrer_host,
+        t.landing_path,
+        t.event_id,
+    )
 
 
 def identity_link_row(value: bytes) -> tuple:
@@ -173,16 +222,42 @@ def lead_row(value: bytes) -> tuple:
 def conversion_row(value: bytes) -> tuple:
     c = _CONVERSION.decode(value)
     revenue = c.revenue
-    return (c.conversion_id, c.lead_id, c.stage, _time(c.occurred_at), None if revenue is None else _money(revenue),
-            _currency(c.currency), c.touch_count, c.first_channel, c.last_channel, c.event_id, c.version)
+    return (
+        c.conversion_id,
+        c.lead_id,
+        c.stage,
+        _time(c.occurred_at),
+        None if revenue is None else _money(revenue),
+        _currency(c.currency),
+        c.touch_count,
+        c.first_channel,
+        c.last_channel,
+        c.event_id,
+        c.version,
+    )
 
 
 def credit_row(value: bytes) -> tuple:
     c = _CREDIT.decode(value)
     touch_at = c.touch_at
-    return (c.conversion_id, c.lead_id, c.stage, c.model, c.touch_id, c.touch_index,
-            None if touch_at is None else _time(touch_at), _time(c.converted_at), c.channel, c.source, c.medium,
-            c.campaign, _share(c.credit), _money(c.revenue), _currency(c.currency), c.version)
+    return (
+        c.conversion_id,
+        c.lead_id,
+        c.stage,
+        c.model,
+        c.touch_id,
+        c.touch_index,
+        None if touch_at is None else _time(touch_at),
+        _time(c.converted_at),
+        c.channel,
+        c.source,
+        c.medium,
+        c.campaign,
+        _share(c.credit),
+        _money(c.revenue),
+        _currency(c.currency),
+        c.version,
+    )
 
 
 # -- source topics: page view envelopes (the bulk of the traffic); other event types take the model path ------
@@ -196,13 +271,20 @@ def credit_row(value: bytes) -> tuple:
 
 def _page_view_decoder() -> msgspec.json.Decoder:
     """A decoder of page-view envelopes, typed from ``Envelope`` and ``PageView`` (times are checked by _time)."""
-    event = _record_struct("PageViewRecord", PAGE_VIEW_FIELDS, {"occurred_at": str, "type": Literal["page_view"]},
-                           _PAGE_VIEW_TEXT)
+    event = _record_struct(
+        "PageViewRecord", PAGE_VIEW_FIELDS, {"occurred_at": str, "type": Literal["page_view"]}, _PAGE_VIEW_TEXT
+    )
     envelope = _record_struct(
-        "PageViewEnvelopeRecord", ENVELOPE_FIELDS,
-        {"sent_at": str | None, "received_at": str, "event": event,
-         "schema_version": Annotated[int, msgspec.Meta(ge=0, le=UINT16_MAX)]},
-        text_limits(Envelope))
+        "PageViewEnvelopeRecord",
+        ENVELOPE_FIELDS,
+        {
+            "sent_at": str | None,
+            "received_at": str,
+            "event": event,
+            "schema_version": Annotated[int, msgspec.Meta(ge=0, le=UINT16_MAX)],
+        },
+        text_limits(Envelope),
+    )
     return msgspec.json.Decoder(envelope)
 
 
@@ -233,7 +315,7 @@ def page_view_rows(value: bytes, topic: str, partition: int, offset: int) -> lis
     # with them (most real campaign URLs) the model's own rule says whether anything is left to fill.
     query = parts.query
     if "%" in query:
-        if fields_from_url(parts, dict(zip(PAGE_VIEW_FIELDS, values))):
+        if fields_from_url(parts, dict(zip(PAGE_VIEW_FIELDS, values, strict=False))):
             raise NotCanonical
     elif query:
         for name, i in _FILLED_FROM_URL_AT:
@@ -244,10 +326,34 @@ def page_view_rows(value: bytes, topic: str, partition: int, offset: int) -> lis
         if values[i]:
             click_id = name
             break
-    row = (envelope.event_id, "page_view", envelope.site_id, _time(event.occurred_at), _time(envelope.received_at),
-           None if sent_at is None else _time(sent_at), visitor_id, url, path, event.referrer or "",
-           event.utm_source or "", event.utm_medium or "", event.utm_campaign or "", event.utm_term or "",
-           event.utm_content or "", click_id,
-           "", "", "", "", "", None, "",
-           envelope.schema_version, msgspec.json.encode(event).decode(), topic, partition, offset)
+    row = (
+        envelope.event_id,
+        "page_view",
+        envelope.site_id,
+        _time(event.occurred_at),
+        _time(envelope.received_at),
+        None if sent_at is None else _time(sent_at),
+        visitor_id,
+        url,
+        path,
+        event.referrer or "",
+        event.utm_source or "",
+        event.utm_medium or "",
+        event.utm_campaign or "",
+        event.utm_term or "",
+        event.utm_content or "",
+        click_id,
+        "",
+        "",
+        "",
+        "",
+        "",
+        None,
+        "",
+        envelope.schema_version,
+        msgspec.json.encode(event).decode(),
+        topic,
+        partition,
+        offset,
+    )
     return [("events", row)]

@@ -234,5 +234,5 @@ def migrate_down(
 def _run(client: Client, migration: Migration, statement: str) -> None:
     try:
         client.command(statement)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the migration named
+    except Exception as exc:
         raise MigrationError(f"migration {migration.label} failed at: {statement[:120]!r}: {exc}") from exc

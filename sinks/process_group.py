@@ -49,6 +49,7 @@ def _child(settings_json: str, stop, results, log_config: dict[str, Any]) -> Non
     writer = SinkWriter(SinkSettings.model_validate_json(settings_json))
     tune_gc_for_throughput()
     signal.signal(signal.SIGTERM, lambda *_: writer.stop())
+
     def stop_when_told() -> None:
         stop.wait()
         writer.stop()
@@ -75,8 +76,11 @@ class SinkGroup:
         self._results = context.Queue()
         log_config = log_config or logging_config(LogSettings())
         self._children = [
-            context.Process(target=_child, args=(settings.model_dump_json(), self._stop, self._results, log_config),
-                            name=f"closedloop-sink-{i + 1}")
+            context.Process(
+                target=_child,
+                args=(settings.model_dump_json(), self._stop, self._results, log_config),
+                name=f"closedloop-sink-{i + 1}",
+            )
             for i in range(processes)
         ]
 
@@ -101,8 +105,10 @@ class SinkGroup:
                     continue
                 running.remove(child)
                 if child.exitcode != 0 and not self._stop.is_set():
-                    log.error("a sink process exited; stopping the others",
-                              extra={"child": child.name, "child_pid": child.pid, "exit_code": child.exitcode})
+                    log.error(
+                        "a sink process exited; stopping the others",
+                        extra={"child": child.name, "child_pid": child.pid, "exit_code": child.exitcode},
+                    )
                     self._stop.set()
                 if child.exitcode != 0:
                     result.failed += 1

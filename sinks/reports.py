@@ -41,20 +41,34 @@ class ReportSpec:
 REPORTS: dict[str, ReportSpec] = {
     spec.name: spec
     for spec in (
-        ReportSpec("channels", "channels.sql", ("model", "from", "to", "by_campaign", "exact"),
-                   "per channel: visitors, credited leads/MQLs/SQLs/customers, revenue, spend, CPL, CAC, ROAS",
-                   {"exact": 1}),
-        ReportSpec("channels-rollup", "channels.sql", ("model", "from", "to", "by_campaign", "exact"),
-                   "the channel report from the roll-ups (fast; sums not replay-exact)", {"exact": 0}),
+        ReportSpec(
+            "channels",
+            "channels.sql",
+            ("model", "from", "to", "by_campaign", "exact"),
+            "per channel: visitors, credited leads/MQLs/SQLs/customers, revenue, spend, CPL, CAC, ROAS",
+            {"exact": 1},
+        ),
+        ReportSpec(
+            "channels-rollup",
+            "channels.sql",
+            ("model", "from", "to", "by_campaign", "exact"),
+            "the channel report from the roll-ups (fast; sums not replay-exact)",
+            {"exact": 0},
+        ),
         ReportSpec("funnel", "funnel.sql", ("model", "from", "to"), "stage to stage by channel"),
-        ReportSpec("paths", "paths.sql", ("stage", "from", "to", "limit"),
-                   "most common channel paths of converting leads"),
-        ReportSpec("page-paths", "page_paths.sql", ("pages", "from", "to", "limit"),
-                   "page sequences before the form"),
-        ReportSpec("time-to-convert", "time_to_convert.sql", ("from", "to"),
-                   "median days first touch -> lead and lead -> customer by channel"),
-        ReportSpec("compare-models", "compare_models.sql", ("from", "to"),
-                   "customer revenue per channel under every model"),
+        ReportSpec(
+            "paths", "paths.sql", ("stage", "from", "to", "limit"), "most common channel paths of converting leads"
+        ),
+        ReportSpec("page-paths", "page_paths.sql", ("pages", "from", "to", "limit"), "page sequences before the form"),
+        ReportSpec(
+            "time-to-convert",
+            "time_to_convert.sql",
+            ("from", "to"),
+            "median days first touch -> lead and lead -> customer by channel",
+        ),
+        ReportSpec(
+            "compare-models", "compare_models.sql", ("from", "to"), "customer revenue per channel under every model"
+        ),
     )
 }
 
@@ -68,7 +82,7 @@ class ReportResult:
     rows: tuple[tuple, ...]
 
     def records(self) -> list[dict]:
-        return [dict(zip(self.columns, row)) for row in self.rows]
+        return [dict(zip(self.columns, row, strict=False)) for row in self.rows]
 
 
 def load_sql(name: str) -> str:
@@ -120,8 +134,9 @@ def run_report(client: Client, name: str, **params) -> ReportResult:
     return ReportResult(name=name, columns=tuple(result.column_names), rows=tuple(map(tuple, result.result_rows)))
 
 
-def channels(client: Client, model: str, date_from: date, date_to: date, *, by_campaign: bool = False,
-             source: str = "raw") -> ReportResult:
+def channels(
+    client: Client, model: str, date_from: date, date_to: date, *, by_campaign: bool = False, source: str = "raw"
+) -> ReportResult:
     """The channel report; ``source="rollup"`` reads the roll-ups (fast, not replay-exact for sums)."""
     if source not in ("raw", "rollup"):
         raise ReportError(f"source must be 'raw' or 'rollup', not {source!r}")
@@ -167,9 +182,18 @@ def to_json(result: ReportResult) -> str:
 
 
 # Short headers keep the channel table readable in an 80-column terminal; CSV/JSON keep the SQL names.
-HEADERS = {"customers": "cust.", "cost_per_lead": "CPL", "cac": "CAC", "roas": "ROAS",
-           "lead_to_customer": "lead→cust", "lost_share": "lost share", "visitors": "visitors", "mqls": "MQLs",
-           "sqls": "SQLs", "opportunities": "opps"}
+HEADERS = {
+    "customers": "cust.",
+    "cost_per_lead": "CPL",
+    "cac": "CAC",
+    "roas": "ROAS",
+    "lead_to_customer": "lead→cust",
+    "lost_share": "lost share",
+    "visitors": "visitors",
+    "mqls": "MQLs",
+    "sqls": "SQLs",
+    "opportunities": "opps",
+}
 
 
 def to_table(result: ReportResult, title: str | None = None):
@@ -186,8 +210,7 @@ def to_table(result: ReportResult, title: str | None = None):
         for i in keep
     }
     for i in keep:
-        table.add_column(HEADERS.get(result.columns[i], result.columns[i]),
-                         justify="right" if numeric[i] else "left")
+        table.add_column(HEADERS.get(result.columns[i], result.columns[i]), justify="right" if numeric[i] else "left")
     for row in result.rows:
         table.add_row(*(_display(row[i]) for i in keep))
     return table

@@ -45,63 +45,148 @@ def _cols(*spec: tuple) -> tuple[Column, ...]:
 
 TABLES: dict[str, tuple[Column, ...]] = {
     "events": _cols(
-        ("event_id", "String"), ("event_type", LC), ("site_id", LC), ("occurred_at", TIME), ("received_at", TIME),
-        ("sent_at", f"Nullable({TIME})"), ("visitor_id", "String"), ("url", "String"), ("path", "String"),
-        ("referrer", "String"), ("utm_source", "String"), ("utm_medium", "String"), ("utm_campaign", "String"),
-        ("utm_term", "String"), ("utm_content", "String"), ("click_id", "String"), ("form_id", "String"),
-        ("crm", LC), ("crm_object_id", "String"), ("crm_contact_id", "String"), ("stage", LC),
-        ("amount", "Nullable(Decimal(18, 2))"), ("currency", LC), ("schema_version", "UInt16"), ("event", "String"),
-        ("kafka_topic", LC), ("kafka_partition", "UInt32"), ("kafka_offset", "UInt64"),
+        ("event_id", "String"),
+        ("event_type", LC),
+        ("site_id", LC),
+        ("occurred_at", TIME),
+        ("received_at", TIME),
+        ("sent_at", f"Nullable({TIME})"),
+        ("visitor_id", "String"),
+        ("url", "String"),
+        ("path", "String"),
+        ("referrer", "String"),
+        ("utm_source", "String"),
+        ("utm_medium", "String"),
+        ("utm_campaign", "String"),
+        ("utm_term", "String"),
+        ("utm_content", "String"),
+        ("click_id", "String"),
+        ("form_id", "String"),
+        ("crm", LC),
+        ("crm_object_id", "String"),
+        ("crm_contact_id", "String"),
+        ("stage", LC),
+        ("amount", "Nullable(Decimal(18, 2))"),
+        ("currency", LC),
+        ("schema_version", "UInt16"),
+        ("event", "String"),
+        ("kafka_topic", LC),
+        ("kafka_partition", "UInt32"),
+        ("kafka_offset", "UInt64"),
         ("ingested_at", TIME, False),
     ),
     "touches": _cols(
-        ("touch_id", "String"), ("visitor_id", "String"), ("visitor_number", "UInt64"), ("lead_id", "String"),
-        ("lead_known", "UInt8"), ("site_id", LC), ("occurred_at", TIME), ("channel", LC), ("source", "String"),
-        ("medium", LC), ("campaign", "String"), ("term", "String"), ("content", "String"), ("click_id", LC),
-        ("referrer_host", "String"), ("landing_path", "String"), ("event_id", "String"),
+        ("touch_id", "String"),
+        ("visitor_id", "String"),
+        ("visitor_number", "UInt64"),
+        ("lead_id", "String"),
+        ("lead_known", "UInt8"),
+        ("site_id", LC),
+        ("occurred_at", TIME),
+        ("channel", LC),
+        ("source", "String"),
+        ("medium", LC),
+        ("campaign", "String"),
+        ("term", "String"),
+        ("content", "String"),
+        ("click_id", LC),
+        ("referrer_host", "String"),
+        ("landing_path", "String"),
+        ("event_id", "String"),
     ),
     "identity_links": _cols(
-        ("visitor_id", "String"), ("lead_id", "String"), ("linked_at", TIME), ("event_id", "String"),
+        ("visitor_id", "String"),
+        ("lead_id", "String"),
+        ("linked_at", TIME),
+        ("event_id", "String"),
         ("form_id", "String"),
     ),
     "leads": _cols(("lead_id", "String"), ("email", "String"), ("first_identified_at", TIME)),
     "conversions": _cols(
-        ("conversion_id", "String"), ("lead_id", "String"), ("stage", LC), ("occurred_at", TIME),
-        ("revenue", "Nullable(Decimal(18, 2))"), ("currency", LC), ("touch_count", "UInt32"),
-        ("first_channel", LC), ("last_channel", LC), ("event_id", "String"), ("version", "UInt32"),
+        ("conversion_id", "String"),
+        ("lead_id", "String"),
+        ("stage", LC),
+        ("occurred_at", TIME),
+        ("revenue", "Nullable(Decimal(18, 2))"),
+        ("currency", LC),
+        ("touch_count", "UInt32"),
+        ("first_channel", LC),
+        ("last_channel", LC),
+        ("event_id", "String"),
+        ("version", "UInt32"),
     ),
     "credits": _cols(
-        ("conversion_id", "String"), ("lead_id", "String"), ("stage", LC), ("model", LC), ("touch_id", "String"),
-        ("touch_index", "UInt32"), ("touch_at", f"Nullable({TIME})"), ("converted_at", TIME), ("channel", LC),
-        ("source", "String"), ("medium", LC), ("campaign", "String"), ("credit", "Decimal(12, 9)"),
-        ("revenue", "Decimal(18, 2)"), ("currency", LC), ("version", "UInt32"),
+        ("conversion_id", "String"),
+        ("lead_id", "String"),
+        ("stage", LC),
+        ("model", LC),
+        ("touch_id", "String"),
+        ("touch_index", "UInt32"),
+        ("touch_at", f"Nullable({TIME})"),
+        ("converted_at", TIME),
+        ("channel", LC),
+        ("source", "String"),
+        ("medium", LC),
+        ("campaign", "String"),
+        ("credit", "Decimal(12, 9)"),
+        ("revenue", "Decimal(18, 2)"),
+        ("currency", LC),
+        ("version", "UInt32"),
     ),
     "spend": _cols(
-        ("date", "Date"), ("channel", LC), ("source", "String"), ("medium", LC), ("campaign", "String"),
-        ("cost", "Decimal(18, 2)"), ("currency", LC), ("received_at", TIME), ("event_id", "String"),
+        ("date", "Date"),
+        ("channel", LC),
+        ("source", "String"),
+        ("medium", LC),
+        ("campaign", "String"),
+        ("cost", "Decimal(18, 2)"),
+        ("currency", LC),
+        ("received_at", TIME),
+        ("event_id", "String"),
     ),
 }
 
 ROLLUP_TABLES: dict[str, tuple[Column, ...]] = {
     "touches_daily": _cols(
-        ("day", "Date"), ("channel", LC), ("source", "String"), ("medium", LC), ("campaign", "String"),
-        ("visitors", "AggregateFunction(uniqExact, String)"), ("touches", "AggregateFunction(uniqExact, String)"),
+        ("day", "Date"),
+        ("channel", LC),
+        ("source", "String"),
+        ("medium", LC),
+        ("campaign", "String"),
+        ("visitors", "AggregateFunction(uniqExact, String)"),
+        ("touches", "AggregateFunction(uniqExact, String)"),
     ),
     "credits_daily": _cols(
-        ("model", LC), ("stage", LC), ("day", "Date"), ("channel", LC), ("source", "String"), ("medium", LC),
-        ("campaign", "String"), ("credit", "AggregateFunction(sum, Decimal(12, 9))"),
-        ("revenue", "AggregateFunction(sum, Decimal(18, 2))"), ("conversions", "AggregateFunction(uniqExact, String)"),
+        ("model", LC),
+        ("stage", LC),
+        ("day", "Date"),
+        ("channel", LC),
+        ("source", "String"),
+        ("medium", LC),
+        ("campaign", "String"),
+        ("credit", "AggregateFunction(sum, Decimal(12, 9))"),
+        ("revenue", "AggregateFunction(sum, Decimal(18, 2))"),
+        ("conversions", "AggregateFunction(uniqExact, String)"),
     ),
     "visitor_days": _cols(
-        ("grouping", LC), ("channel", LC), ("campaign", "String"), ("visitor_id", "String"),
+        ("grouping", LC),
+        ("channel", LC),
+        ("campaign", "String"),
+        ("visitor_id", "String"),
         ("days", "SimpleAggregateFunction(groupUniqArrayArray, Array(Date))"),
     ),
     "channel_visitors": _cols(
-        ("grouping", LC), ("period", LC), ("starts", "Date"), ("channel", LC), ("campaign", "String"),
+        ("grouping", LC),
+        ("period", LC),
+        ("starts", "Date"),
+        ("channel", LC),
+        ("campaign", "String"),
         ("visitors", "AggregateFunction(groupBitmap, UInt64)"),
     ),
     "credit_versions": _cols(
-        ("model", LC), ("conversion_id", "String"), ("oldest", "SimpleAggregateFunction(min, UInt32)"),
+        ("model", LC),
+        ("conversion_id", "String"),
+        ("oldest", "SimpleAggregateFunction(min, UInt32)"),
         ("newest", "SimpleAggregateFunction(max, UInt32)"),
     ),
 }
@@ -128,13 +213,14 @@ def _json_default(value):
 
 def encode(rows: list[tuple]) -> bytes:
     """The rows as one JSONCompactColumns document (raises TypeError for a value JSON cannot carry)."""
-    return orjson.dumps(list(zip(*rows)), default=_json_default, option=orjson.OPT_UTC_Z)
+    return orjson.dumps(list(zip(*rows, strict=False)), default=_json_default, option=orjson.OPT_UTC_Z)
 
 
 def insert(client: Client, table: str, rows: list[tuple]) -> None:
     """Insert rows (tuples in the order of ``insert_columns(table)``) into ``table``."""
-    client.raw_insert(table, insert_columns(table), insert_block=encode(rows), settings=INSERT_SETTINGS,
-                      fmt=INSERT_FORMAT)
+    client.raw_insert(
+        table, insert_columns(table), insert_block=encode(rows), settings=INSERT_SETTINGS, fmt=INSERT_FORMAT
+    )
 
 
 # ClickHouse refuses an INSERT whose block spans more partitions than ``max_partitions_per_insert_block`` (100 by
@@ -188,7 +274,7 @@ def partition_blocks(table: str, rows: list[tuple], limit: int = MAX_PARTITIONS_
     for position, value in enumerate(keys):
         groups.setdefault(value, []).append(position)
     members = list(groups.values())
-    return [[p for group in members[i:i + limit] for p in group] for i in range(0, len(members), limit)]
+    return [[p for group in members[i : i + limit] for p in group] for i in range(0, len(members), limit)]
 
 
 class RecordKind(StrEnum):
@@ -258,34 +344,137 @@ def redacted_event_json(payload: PageView | Identify | CrmStatusChange | SpendRo
 def event_rows(envelope: Envelope, where: Provenance) -> list[TableRow]:
     """One ``events`` row per envelope, plus a ``spend`` row for spend events."""
     event = envelope.event
-    common = (envelope.event_id, event.type, envelope.site_id, event.occurred_at, envelope.received_at,
-              envelope.sent_at)
+    common = (
+        envelope.event_id,
+        event.type,
+        envelope.site_id,
+        event.occurred_at,
+        envelope.received_at,
+        envelope.sent_at,
+    )
     provenance = (envelope.schema_version, redacted_event_json(event), where.topic, where.partition, where.offset)
     rows: list[TableRow] = []
     if isinstance(event, PageView):
         click_id = next((name for name in CLICK_ID_FIELDS if getattr(event, name)), "")
-        typed: tuple[Any, ...] = (event.visitor_id, event.url, _s(event.path), _s(event.referrer), _s(event.utm_source),
-                 _s(event.utm_medium), _s(event.utm_campaign), _s(event.utm_term), _s(event.utm_content), click_id,
-                 "", "", "", "", "", None, "")
+        typed: tuple[Any, ...] = (
+            event.visitor_id,
+            event.url,
+            _s(event.path),
+            _s(event.referrer),
+            _s(event.utm_source),
+            _s(event.utm_medium),
+            _s(event.utm_campaign),
+            _s(event.utm_term),
+            _s(event.utm_content),
+            click_id,
+            "",
+            "",
+            "",
+            "",
+            "",
+            None,
+            "",
+        )
     elif isinstance(event, Identify):
-        typed = (event.visitor_id, _s(event.url), "", "", "", "", "", "", "", "", _s(event.form_id),
-                 "", "", "", "", None, "")
+        typed = (
+            event.visitor_id,
+            _s(event.url),
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            _s(event.form_id),
+            "",
+            "",
+            "",
+            "",
+            None,
+            "",
+        )
     elif isinstance(event, CrmStatusChange):
-        typed = ("", "", "", "", "", "", "", "", "", "", "", event.crm, event.crm_object_id,
-                 _s(event.crm_contact_id), event.stage.value, event.deal_value, _s(event.currency))
+        typed = (
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            event.crm,
+            event.crm_object_id,
+            _s(event.crm_contact_id),
+            event.stage.value,
+            event.deal_value,
+            _s(event.currency),
+        )
     else:  # SpendRow
-        typed = ("", "", "", "", event.source, event.medium, event.campaign, "", "", "", "", "", "", "", "",
-                 event.cost, event.currency)
-        rows.append(("spend", (event.date, event.channel, event.source, event.medium, event.campaign, event.cost,
-                               event.currency, envelope.received_at, envelope.event_id)))
+        typed = (
+            "",
+            "",
+            "",
+            "",
+            event.source,
+            event.medium,
+            event.campaign,
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            event.cost,
+            event.currency,
+        )
+        rows.append(
+            (
+                "spend",
+                (
+                    event.date,
+                    event.channel,
+                    event.source,
+                    event.medium,
+                    event.campaign,
+                    event.cost,
+                    event.currency,
+                    envelope.received_at,
+                    envelope.event_id,
+                ),
+            )
+        )
     rows.insert(0, ("events", common + typed + provenance))
     return rows
 
 
 def touch_row(t: Touch) -> Row:
-    return (t.touch_id, t.visitor_id, t.visitor_number, _s(t.lead_id), 1 if t.lead_id else 0, t.site_id,
-            t.occurred_at, t.channel, t.source, t.medium, t.campaign, t.term, t.content, t.click_id, t.referrer_host,
-            t.landing_path, t.event_id)
+    return (
+        t.touch_id,
+        t.visitor_id,
+        t.visitor_number,
+        _s(t.lead_id),
+        1 if t.lead_id else 0,
+        t.site_id,
+        t.occurred_at,
+        t.channel,
+        t.source,
+        t.medium,
+        t.campaign,
+        t.term,
+        t.content,
+        t.click_id,
+        t.referrer_host,
+        t.landing_path,
+        t.event_id,
+    )
 
 
 def identity_link_row(link: IdentityLink) -> Row:
@@ -297,13 +486,40 @@ def lead_row(lead: Lead) -> Row:
 
 
 def conversion_row(c: Conversion) -> Row:
-    return (c.conversion_id, c.lead_id, c.stage.value, c.occurred_at, c.revenue, _s(c.currency), c.touch_count,
-            c.first_channel, c.last_channel, c.event_id, c.version)
+    return (
+        c.conversion_id,
+        c.lead_id,
+        c.stage.value,
+        c.occurred_at,
+        c.revenue,
+        _s(c.currency),
+        c.touch_count,
+        c.first_channel,
+        c.last_channel,
+        c.event_id,
+        c.version,
+    )
 
 
 def credit_row(c: Credit) -> Row:
-    return (c.conversion_id, c.lead_id, c.stage.value, c.model.value, c.touch_id, c.touch_index, c.touch_at,
-            c.converted_at, c.channel, c.source, c.medium, c.campaign, c.credit, c.revenue, _s(c.currency), c.version)
+    return (
+        c.conversion_id,
+        c.lead_id,
+        c.stage.value,
+        c.model.value,
+        c.touch_id,
+        c.touch_index,
+        c.touch_at,
+        c.converted_at,
+        c.channel,
+        c.source,
+        c.medium,
+        c.campaign,
+        c.credit,
+        c.revenue,
+        _s(c.currency),
+        c.version,
+    )
 
 
 _OUTPUTS: dict[RecordKind, tuple[Any, str, Callable[[Any], tuple[Any, ...]]]] = {
@@ -327,7 +543,9 @@ _FAST = {
 }
 
 
-def rows_for(kind: RecordKind, value: bytes | None, where: Provenance, key: str | None = None) -> list[TableRow] | Erasure:
+def rows_for(
+    kind: RecordKind, value: bytes | None, where: Provenance, key: str | None = None
+) -> list[TableRow] | Erasure:
     """The rows one record becomes, or an :class:`Erasure` for a leads tombstone; RecordError when it does not fit.
 
     A record in canonical form (as ``serde.dumps`` writes it) is decoded by ``sinks.canonical_rows`` without building a

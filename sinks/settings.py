@@ -17,7 +17,9 @@ class SinkSettings(PipelineSettings):
         None, ge=1, description="...or once its records' values hold this many bytes (unset: no byte bound)."
     )
     sink_commit_interval_seconds: float = Field(
-        5.0, ge=0, le=300,
+        5.0,
+        ge=0,
+        le=300,
         description="Commit offsets at most this often while records keep coming (0 = after every batch); "
         "a sink that has caught up, and a stop, commit at once. A crash replays at most this much.",
     )

@@ -37,9 +37,7 @@ class WorkerSettings(PipelineSettings):
     visitor_touch_limit: int = Field(
         50, ge=1, le=1000, description="Touches kept per visitor (the newest); older ones were already sent."
     )
-    journey_touch_limit: int = Field(
-        500, ge=1, le=10000, description="Touches kept per lead journey (the newest)."
-    )
+    journey_touch_limit: int = Field(500, ge=1, le=10000, description="Touches kept per lead journey (the newest).")
 
     @property
     def app_id(self) -> str:

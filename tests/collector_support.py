@@ -24,7 +24,9 @@ SERVER_KEY = "server-key-abc"
 CLOSED_PORT = "127.0.0.1:1"  # nothing listens on port 1: the publisher spools everything
 
 
-def collector_settings(data_dir: Path, bootstrap: str = CLOSED_PORT, prefix: str = "closedloop", **overrides: Any) -> CollectorSettings:
+def collector_settings(
+    data_dir: Path, bootstrap: str = CLOSED_PORT, prefix: str = "closedloop", **overrides: Any
+) -> CollectorSettings:
     values: dict[str, Any] = dict(
         data_dir=data_dir,
         kafka_bootstrap_servers=bootstrap,
@@ -58,7 +60,9 @@ def basic_auth(user: str = PIPEDRIVE_USER, password: str = PIPEDRIVE_PASSWORD) -
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def hubspot_headers(body: bytes, url: str, secret: str = HUBSPOT_SECRET, timestamp_ms: int | None = None) -> dict[str, str]:
+def hubspot_headers(
+    body: bytes, url: str, secret: str = HUBSPOT_SECRET, timestamp_ms: int | None = None
+) -> dict[str, str]:
     from collector.webhooks.hubspot import sign
 
     timestamp = str(int(time.time() * 1000) if timestamp_ms is None else timestamp_ms)
@@ -83,12 +87,17 @@ def create_source_topics(bootstrap: str, settings: CollectorSettings, partitions
         admin.close()
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) -> list[tuple[str | None, dict[str, Any]]]:
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0
+) -> list[tuple[str | None, dict[str, Any]]]:
     """(key, value) of the records of ``topic``, waiting until ``expected`` arrived (or the deadline)."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
         consumer_timeout_ms=500,
     )
     out: list[tuple[Any, ...]] = []
@@ -96,16 +105,27 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.
     try:
         while time.monotonic() < deadline:
             for message in consumer:
-                out.append((message.partition, message.offset, message.key.decode() if message.key else None,
-                            orjson.loads(message.value)))
+                out.append(
+                    (
+                        message.partition,
+                        message.offset,
+                        message.key.decode() if message.key else None,
+                        orjson.loads(message.value),
+                    )
+                )
             if len(out) >= expected:
                 # a last short poll: more than expected would be a bug the test should see
                 for message in consumer:
-                    out.append((message.partition, message.offset, message.key.decode() if message.key else None,
-                                orjson.loads(message.value)))
+                    out.append(
+                        (
+                            message.partition,
+                            message.offset,
+                            message.key.decode() if message.key else None,
+                            orjson.loads(message.value),
+                        )
+                    )
                 break
     finally:
         consumer.close()
     out.sort(key=lambda row: (row[0], row[1]))  # partition order, then offsets: per-key order is kept
     return [(key, value) for _, _, key, value in out]
-

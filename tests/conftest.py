@@ -79,8 +79,9 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pipeline_settings(kafka_bootstrap: str, clickhouse_http_url: str, unique_name: str,
-                      tmp_path: Path) -> Iterator[PipelineSettings]:
+def pipeline_settings(
+    kafka_bootstrap: str, clickhouse_http_url: str, unique_name: str, tmp_path: Path
+) -> Iterator[PipelineSettings]:
     """Settings on the test services with this test's own topics (all created) and database (created, dropped
     afterwards)."""
     from deploy.stack import clickhouse_request

@@ -110,8 +110,11 @@ class EmbeddedKafka:
 
     def running_nodes(self) -> list[int]:
         """Ids of the nodes whose process runs (a killed one is left out until ``start()``)."""
-        return [p.node.node_id for p in stack.embedded_processes(self.settings, "kafka")
-                if p.node and p.pid_file.running_pid() is not None]
+        return [
+            p.node.node_id
+            for p in stack.embedded_processes(self.settings, "kafka")
+            if p.node and p.pid_file.running_pid() is not None
+        ]
 
     def partitions(self, topic: str, timeout: float = 10.0, attempts: int = 6) -> dict[int, PartitionState]:
         """Partition -> leader and ISR of ``topic``, as the running nodes report them. Until the cluster fences a
@@ -123,10 +126,12 @@ class EmbeddedKafka:
         for attempt in range(attempts):
             live = [self._process(node_id).node.bootstrap for node_id in self.running_nodes()]
             try:
-                admin = KafkaAdminClient(bootstrap_servers=live[attempt % len(live):] + live[:attempt % len(live)],
-                                         request_timeout_ms=int(timeout * 1000),
-                                         bootstrap_timeout_ms=int(timeout * 1000),
-                                         client_id="closedloop-test-leaders")
+                admin = KafkaAdminClient(
+                    bootstrap_servers=live[attempt % len(live) :] + live[: attempt % len(live)],
+                    request_timeout_ms=int(timeout * 1000),
+                    bootstrap_timeout_ms=int(timeout * 1000),
+                    client_id="closedloop-test-leaders",
+                )
                 try:
                     [described] = admin.describe_topics([topic])
                 finally:
@@ -134,8 +139,10 @@ class EmbeddedKafka:
             except (KafkaError, OSError) as failure:
                 error = failure
                 continue
-            return {p["partition_index"]: PartitionState(p["leader_id"], frozenset(p["isr_nodes"]))
-                    for p in described["partitions"]}
+            return {
+                p["partition_index"]: PartitionState(p["leader_id"], frozenset(p["isr_nodes"]))
+                for p in described["partitions"]
+            }
         raise AssertionError(f"no running node described {topic} in {attempts} attempts: {error!r}")
 
     def _process(self, node_id: int) -> stack.EmbeddedService:

@@ -20,8 +20,12 @@ plain = st.one_of(
 )
 odd = st.one_of(
     st.sampled_from(["", "null", " Undefined ", "0", "-1", "anon", "[object Object]"]),
-    st.builds(lambda n, left, right: left + "x" * n + right, st.sampled_from(LENGTHS), st.sampled_from(EDGES),
-              st.sampled_from(EDGES)),
+    st.builds(
+        lambda n, left, right: left + "x" * n + right,
+        st.sampled_from(LENGTHS),
+        st.sampled_from(EDGES),
+        st.sampled_from(EDGES),
+    ),
     st.sampled_from([None, 0, 2, True, [], {}]),
 )
 
@@ -35,9 +39,25 @@ def mostly(good: st.SearchStrategy, bad: st.SearchStrategy, one_in: int) -> st.S
 values = mostly(plain, odd, 8)
 QUERY_VALUES = ["google", "", "a+b", "%20x%20", "%C3%A9", "%zz", " ", "+", "x" * 600]
 query = st.lists(
-    st.tuples(st.sampled_from(["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid",
-                               "msclkid", "fbclid", "li_fat_id", "utm%5Fsource", "q", ""]),
-              st.sampled_from(QUERY_VALUES)),
+    st.tuples(
+        st.sampled_from(
+            [
+                "utm_source",
+                "utm_medium",
+                "utm_campaign",
+                "utm_term",
+                "utm_content",
+                "gclid",
+                "msclkid",
+                "fbclid",
+                "li_fat_id",
+                "utm%5Fsource",
+                "q",
+                "",
+            ]
+        ),
+        st.sampled_from(QUERY_VALUES),
+    ),
     max_size=4,
 ).map(lambda pairs: "&".join(f"{name}={value}" for name, value in pairs))
 good_urls = st.builds(
@@ -54,20 +74,41 @@ odd_urls = st.one_of(
 )
 urls = mostly(good_urls, odd_urls, 6)
 good_times = st.one_of(
-    st.sampled_from([
-        "2024-05-01T12:00:00Z", "2024-05-01T12:00:00.1Z", "2024-05-01T12:00:00.123456Z", "2024-05-01T12:00:00",
-        "2024-05-01T12:00:00+05:30", "2024-05-01T12:00:00-00:00", "2024-05-01T12:00:00+23:59",
-    ]),
-    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc))
-    .map(lambda moment: moment.isoformat().replace("+00:00", "Z")),
+    st.sampled_from(
+        [
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00.1Z",
+            "2024-05-01T12:00:00.123456Z",
+            "2024-05-01T12:00:00",
+            "2024-05-01T12:00:00+05:30",
+            "2024-05-01T12:00:00-00:00",
+            "2024-05-01T12:00:00+23:59",
+        ]
+    ),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc)).map(
+        lambda moment: moment.isoformat().replace("+00:00", "Z")
+    ),
 )
 odd_times = st.one_of(
-    st.sampled_from([
-        "2024-05-01T12:00:00.1234567Z", "2024-05-01T12:00:00+24:00", "2024-05-01T12:00:00z", "2024-05-01t12:00:00Z",
-        "2024-05-01 12:00:00", "2024-05-01", "2024-02-30T00:00:00Z", "2024-05-01T24:00:00Z", "2024-05-01T12:00:60Z",
-        " 2024-05-01T12:00:00Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0000-01-01T00:00:00Z",
-        "1714564800", 1714564800,
-    ]),
+    st.sampled_from(
+        [
+            "2024-05-01T12:00:00.1234567Z",
+            "2024-05-01T12:00:00+24:00",
+            "2024-05-01T12:00:00z",
+            "2024-05-01t12:00:00Z",
+            "2024-05-01 12:00:00",
+            "2024-05-01",
+            "2024-02-30T00:00:00Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T12:00:60Z",
+            " 2024-05-01T12:00:00Z",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "0000-01-01T00:00:00Z",
+            "1714564800",
+            1714564800,
+        ]
+    ),
     odd,
 )
 times = mostly(good_times, odd_times, 4)

@@ -30,14 +30,31 @@ DAY = timedelta(days=1)
 
 
 def touch(name: str, before: timedelta, channel: str = "Organic Search", campaign: str = "") -> Touch:
-    return Touch(touch_id=name, visitor_id="v1", site_id="s", occurred_at=C - before, channel=channel,
-                 source=f"src-{name}", medium=f"med-{name}", campaign=campaign, event_id=f"e-{name}")
+    return Touch(
+        touch_id=name,
+        visitor_id="v1",
+        site_id="s",
+        occurred_at=C - before,
+        channel=channel,
+        source=f"src-{name}",
+        medium=f"med-{name}",
+        campaign=campaign,
+        event_id=f"e-{name}",
+    )
 
 
 def conversion(revenue: str | None = None, stage: str = "customer", version: int = 1) -> Conversion:
-    return Conversion(conversion_id="conv-1", lead_id="lead-1", stage=stage, occurred_at=C,
-                      revenue=None if revenue is None else D(revenue), currency="EUR" if revenue else None,
-                      touch_count=0, event_id="crm-1", version=version)
+    return Conversion(
+        conversion_id="conv-1",
+        lead_id="lead-1",
+        stage=stage,
+        occurred_at=C,
+        revenue=None if revenue is None else D(revenue),
+        currency="EUR" if revenue else None,
+        touch_count=0,
+        event_id="crm-1",
+        version=version,
+    )
 
 
 def by_model(credits, field: str = "credit") -> dict[M, list]:
@@ -67,12 +84,16 @@ EXPECTED_A = {
     # Rounded: 0.032258065 + 0.064516129 + 0.129032258 + 0.258064516 + 0.516129032 = 1 (no residue).
     # Cents: 1,200,000 * k/31 = 38709.68, 77419.35, 154838.71, 309677.42, 619354.84 -> floors sum 1,199,997;
     # the 3 cents left go to the largest remainders .84 (t5), .71 (t3), .68 (t1).
-    M.TIME_DECAY: (["0.032258065", "0.064516129", "0.129032258", "0.258064516", "0.516129032"],
-                   ["387.10", "774.19", "1548.39", "3096.77", "6193.55"]),
+    M.TIME_DECAY: (
+        ["0.032258065", "0.064516129", "0.129032258", "0.258064516", "0.516129032"],
+        ["387.10", "774.19", "1548.39", "3096.77", "6193.55"],
+    ),
     # 40% t1 (first), 40% t2 (lead), 20% / 3 to t3, t4, t5 = 0.0666... -> 0.066666667 each; sum 1.000000001,
     # residue -1e-9 to the largest share: t1 and t2 tie at 0.4, the latest (t2) takes it.
-    M.U_SHAPED: (["0.4", "0.399999999", "0.066666667", "0.066666667", "0.066666667"],
-                 ["4800.00", "4800.00", "800.00", "800.00", "800.00"]),
+    M.U_SHAPED: (
+        ["0.4", "0.399999999", "0.066666667", "0.066666667", "0.066666667"],
+        ["4800.00", "4800.00", "800.00", "800.00", "800.00"],
+    ),
     # 30% t1, t2 (lead), t4 (opportunity); 10% / 2 to t3 and t5.
     M.W_SHAPED: (["0.3", "0.3", "0.05", "0.3", "0.05"], ["3600.00", "3600.00", "600.00", "3600.00", "600.00"]),
     # 22.5% t1, t2, t4, t5 (customer); 10% to t3, the only other touch.
@@ -96,10 +117,22 @@ def test_credit_records_carry_the_touch_and_the_conversion():
     assert len(credits) == 7 * 5
     u_t2 = next(c for c in credits if c.model == M.U_SHAPED and c.touch_id == "t2")
     assert u_t2.model_dump() == {
-        "conversion_id": "conv-1", "lead_id": "lead-1", "stage": "customer", "model": M.U_SHAPED, "touch_id": "t2",
-        "touch_index": 1, "touch_at": C - 21 * DAY, "converted_at": C, "channel": "Paid Social", "source": "src-t2",
-        "medium": "med-t2", "campaign": "spring", "credit": D("0.399999999"), "revenue": D("4800.00"),
-        "currency": "EUR", "version": 3,
+        "conversion_id": "conv-1",
+        "lead_id": "lead-1",
+        "stage": "customer",
+        "model": M.U_SHAPED,
+        "touch_id": "t2",
+        "touch_index": 1,
+        "touch_at": C - 21 * DAY,
+        "converted_at": C,
+        "channel": "Paid Social",
+        "source": "src-t2",
+        "medium": "med-t2",
+        "campaign": "spring",
+        "credit": D("0.399999999"),
+        "revenue": D("4800.00"),
+        "currency": "EUR",
+        "version": 3,
     }
     assert [m.value for m in dict.fromkeys(c.model for c in credits)] == [m.value for m in M]
 
@@ -177,7 +210,8 @@ def test_first_touch_that_is_also_the_lead_touch_adds_up():
     credits = by_model(attribute(journey, conversion("90.00"), Milestones(lead_at=C - 4 * DAY)))
     assert credits[M.U_SHAPED] == [D("0.8"), D("0.1"), D("0.1")]
     assert by_model(attribute(journey, conversion("90.00"), Milestones(lead_at=C - 4 * DAY)), "revenue")[
-        M.U_SHAPED] == [D("72.00"), D("9.00"), D("9.00")]
+        M.U_SHAPED
+    ] == [D("72.00"), D("9.00"), D("9.00")]
 
 
 def test_all_direct_journey_credits_the_last_direct_touch():
@@ -190,8 +224,15 @@ def test_no_touch_credits_none():
     credits = attribute(journey, conversion("500.00"), Milestones(lead_at=C))
     assert len(credits) == len(M)
     for credit in credits:
-        assert (credit.touch_id, credit.touch_index, credit.touch_at, credit.channel, credit.source, credit.medium,
-                credit.campaign) == ("(none)", 0, None, "(none)", "(none)", "(none)", "")
+        assert (
+            credit.touch_id,
+            credit.touch_index,
+            credit.touch_at,
+            credit.channel,
+            credit.source,
+            credit.medium,
+            credit.campaign,
+        ) == ("(none)", 0, None, "(none)", "(none)", "(none)", "")
         assert (credit.credit, credit.revenue, credit.currency) == (D(1), D("500.00"), "EUR")
     assert [c.model for c in attribute([], conversion(), Milestones())] == list(M)
 
@@ -247,7 +288,10 @@ def journeys(draw):
     count = draw(st.integers(0, 12))
     ages = draw(st.lists(st.integers(0, 120 * 24 * 3600), min_size=count, max_size=count))
     channels = draw(st.lists(st.sampled_from(CHANNELS), min_size=count, max_size=count))
-    touches = [touch(f"t{i}", timedelta(seconds=age), channel) for i, (age, channel) in enumerate(zip(ages, channels))]
+    touches = [
+        touch(f"t{i}", timedelta(seconds=age), channel)
+        for i, (age, channel) in enumerate(zip(ages, channels, strict=False))
+    ]
     milestone = st.none() | st.integers(-5 * 24 * 3600, 120 * 24 * 3600).map(lambda s: C - timedelta(seconds=s))
     milestones = Milestones(draw(milestone), draw(milestone), draw(milestone))
     cents = draw(st.none() | st.integers(0, 10**12))
@@ -288,21 +332,52 @@ def _reference_credits(touches, conv, milestones):
     from schemas.outputs import Credit
 
     in_window = window(touches, conv.occurred_at)
-    common = dict(conversion_id=conv.conversion_id, lead_id=conv.lead_id, stage=conv.stage,
-                  converted_at=conv.occurred_at, currency=conv.currency, version=conv.version)
+    common = dict(
+        conversion_id=conv.conversion_id,
+        lead_id=conv.lead_id,
+        stage=conv.stage,
+        converted_at=conv.occurred_at,
+        currency=conv.currency,
+        version=conv.version,
+    )
     credits = []
     for model in M:
         if not in_window:
-            credits.append(Credit(**common, model=model, touch_id="(none)", touch_index=0, touch_at=None,
-                                  channel="(none)", source="(none)", medium="(none)", campaign="",
-                                  credit=round_shares([F(1)])[0], revenue=split_revenue(conv.revenue, [F(1)])[0]))
+            credits.append(
+                Credit(
+                    **common,
+                    model=model,
+                    touch_id="(none)",
+                    touch_index=0,
+                    touch_at=None,
+                    channel="(none)",
+                    source="(none)",
+                    medium="(none)",
+                    campaign="",
+                    credit=round_shares([F(1)])[0],
+                    revenue=split_revenue(conv.revenue, [F(1)])[0],
+                )
+            )
             continue
         exact = exact_shares(model, in_window, conv.occurred_at, milestones)
         for index, (t, share, revenue) in enumerate(
-                zip(in_window, round_shares(exact), split_revenue(conv.revenue, exact))):
-            credits.append(Credit(**common, model=model, touch_id=t.touch_id, touch_index=index,
-                                  touch_at=t.occurred_at, channel=t.channel, source=t.source, medium=t.medium,
-                                  campaign=t.campaign, credit=share, revenue=revenue))
+            zip(in_window, round_shares(exact), split_revenue(conv.revenue, exact), strict=False)
+        ):
+            credits.append(
+                Credit(
+                    **common,
+                    model=model,
+                    touch_id=t.touch_id,
+                    touch_index=index,
+                    touch_at=t.occurred_at,
+                    channel=t.channel,
+                    source=t.source,
+                    medium=t.medium,
+                    campaign=t.campaign,
+                    credit=share,
+                    revenue=revenue,
+                )
+            )
     return credits
 
 

@@ -49,9 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 WRITE_KEY = "demo-write-key"
 BATCH_SIZES = (1, 1, 1, 4)  # a visitor's requests: mostly single page views, every fourth a batch
-PUBLISH_TIMEOUT_S = 10.0    # the collector's default: a record not acknowledged by then is spooled
-ANSWER_MARGIN_S = 5.0       # on top of it: the spool's fsync and a busy machine
-ANSWER_TIMEOUT_S = 60.0     # the client's own bound
+PUBLISH_TIMEOUT_S = 10.0  # the collector's default: a record not acknowledged by then is spooled
+ANSWER_MARGIN_S = 5.0  # on top of it: the spool's fsync and a busy machine
+ANSWER_TIMEOUT_S = 60.0  # the client's own bound
 
 # ---------------------------------------------------------------------------------------------------------------
 # The collector, as `closedloop collector` runs it
@@ -65,11 +65,26 @@ class CollectorProcess:
         self.port = free_port(HOST)
         self.log = root / "collector.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
-        env.update(CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS=bootstrap, CLOSEDLOOP_TOPIC_PREFIX=prefix,
-                   CLOSEDLOOP_DATA_DIR=str(root), CLOSEDLOOP_SPOOL_DIR=str(root / "spool"),
-                   CLOSEDLOOP_PUBLISH_TIMEOUT_S=str(PUBLISH_TIMEOUT_S), PYTHONUNBUFFERED="1")
-        self._argv = [sys.executable, "-m", "closedloop.cli", "collector", "--host", HOST, "--port",
-                      str(self.port), "--log-level", "warning"]
+        env.update(
+            CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            CLOSEDLOOP_TOPIC_PREFIX=prefix,
+            CLOSEDLOOP_DATA_DIR=str(root),
+            CLOSEDLOOP_SPOOL_DIR=str(root / "spool"),
+            CLOSEDLOOP_PUBLISH_TIMEOUT_S=str(PUBLISH_TIMEOUT_S),
+            PYTHONUNBUFFERED="1",
+        )
+        self._argv = [
+            sys.executable,
+            "-m",
+            "closedloop.cli",
+            "collector",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
         self._env = env
         self.process: subprocess.Popen | None = None
 
@@ -91,8 +106,9 @@ class CollectorProcess:
         self.process = None
 
     def _check_alive(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, \
+        assert self.process is not None and self.process.poll() is None, (
             f"the collector exited ({self.process and self.process.returncode}):\n{log_tail(self.log, 30)}"
+        )
         return False
 
     def _get(self, path: str) -> tuple[int, bytes]:
@@ -130,9 +146,9 @@ class CollectorProcess:
 
 @dataclass
 class Answer:
-    sent_at: float       # time.monotonic() when the request went out
+    sent_at: float  # time.monotonic() when the request went out
     seconds: float
-    status: int | None   # None: no answer (connection lost, client timeout)
+    status: int | None  # None: no answer (connection lost, client timeout)
     events: int
     reason: str = ""
 
@@ -142,8 +158,8 @@ class Load:
     """What the load generator saw: accepted events in the order accepted, the ids refused, every answer."""
 
     accepted: list[tuple[str, str]] = field(default_factory=list)  # (visitor, event id)
-    refused: set[str] = field(default_factory=set)                 # answered with a status other than 200
-    unanswered: set[str] = field(default_factory=set)              # no answer at all: fate unknown to the client
+    refused: set[str] = field(default_factory=set)  # answered with a status other than 200
+    unanswered: set[str] = field(default_factory=set)  # no answer at all: fate unknown to the client
     answers: list[Answer] = field(default_factory=list)
 
     def reasons(self) -> collections.Counter:
@@ -151,8 +167,9 @@ class Load:
 
     def max_seconds(self, start: float = float("-inf"), end: float = float("inf")) -> float:
         """The longest answer among the requests under way at some moment between ``start`` and ``end``."""
-        return max((a.seconds for a in self.answers if a.sent_at <= end and a.sent_at + a.seconds >= start),
-                   default=0.0)
+        return max(
+            (a.seconds for a in self.answers if a.sent_at <= end and a.sent_at + a.seconds >= start), default=0.0
+        )
 
 
 class LoadGenerator:
@@ -163,8 +180,14 @@ class LoadGenerator:
     ``max_seconds`` and ``max_events`` whatever happens to ``stop()``.
     """
 
-    def __init__(self, port: int, visitors: int = 20, requests_per_second: float = 10.0,
-                 max_seconds: float = 150.0, max_events: int = 150_000) -> None:
+    def __init__(
+        self,
+        port: int,
+        visitors: int = 20,
+        requests_per_second: float = 10.0,
+        max_seconds: float = 150.0,
+        max_events: int = 150_000,
+    ) -> None:
         self.port = port
         self.visitors = visitors
         self.interval = 1.0 / requests_per_second
@@ -209,11 +232,20 @@ class LoadGenerator:
         await asyncio.gather(*(self._visitor(f"vis-{n:02d}", deadline) for n in range(self.visitors)))
 
     def _request(self, visitor: str, ids: list[str]) -> bytes:
-        pages = [{"type": "page_view", "visitor_id": visitor, "event_id": event_id,
-                  "url": f"https://acme.test/p/{event_id}?utm_source=google&utm_medium=cpc"} for event_id in ids]
+        pages = [
+            {
+                "type": "page_view",
+                "visitor_id": visitor,
+                "event_id": event_id,
+                "url": f"https://acme.test/p/{event_id}?utm_source=google&utm_medium=cpc",
+            }
+            for event_id in ids
+        ]
         body = orjson.dumps(pages[0] if len(pages) == 1 else pages)
-        head = (f"POST /v1/events HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nX-Closedloop-Key: {WRITE_KEY}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /v1/events HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nX-Closedloop-Key: {WRITE_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         return head + body
 
     async def _visitor(self, visitor: str, deadline: float) -> None:
@@ -239,11 +271,11 @@ class LoadGenerator:
                         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 5)
                     assert reader is not None
                     status, body = await asyncio.wait_for(
-                        _exchange(reader, writer, self._request(visitor, ids)), ANSWER_TIMEOUT_S)
+                        _exchange(reader, writer, self._request(visitor, ids)), ANSWER_TIMEOUT_S
+                    )
                 except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
                     load.unanswered.update(ids)
-                    load.answers.append(Answer(sent_at, time.monotonic() - sent_at, None, size,
-                                               type(error).__name__))
+                    load.answers.append(Answer(sent_at, time.monotonic() - sent_at, None, size, type(error).__name__))
                     if writer is not None:
                         writer.close()
                     reader = writer = None
@@ -338,12 +370,18 @@ def stack_factory(tmp_path: Path, clickhouse_http_url: str, unique_name: str):
         broker = EmbeddedKafka(tmp_path / "kafka", nodes=nodes)
         cleanups.append(broker.kill_all)  # its data goes with tmp_path: no controlled shutdown needed
         broker.start()
-        settings = SinkSettings(kafka_bootstrap_servers=broker.bootstrap, replication_factor=nodes,
-                                clickhouse_url=f"{clickhouse_http_url}/{unique_name}", topic_prefix=unique_name,
-                                sink_consumer_group=f"{unique_name}-sink", sink_batch_seconds=0.5)
+        settings = SinkSettings(
+            kafka_bootstrap_servers=broker.bootstrap,
+            replication_factor=nodes,
+            clickhouse_url=f"{clickhouse_http_url}/{unique_name}",
+            topic_prefix=unique_name,
+            sink_consumer_group=f"{unique_name}-sink",
+            sink_batch_seconds=0.5,
+        )
         create_topics(settings)
-        cleanups.append(lambda: clickhouse_request(settings.clickhouse, f"DROP DATABASE IF EXISTS `{unique_name}`",
-                                                   timeout=30))
+        cleanups.append(
+            lambda: clickhouse_request(settings.clickhouse, f"DROP DATABASE IF EXISTS `{unique_name}`", timeout=30)
+        )
         migrate_up(settings)
         collector = CollectorProcess(tmp_path / "collector", broker.bootstrap, unique_name)
         cleanups.append(collector.stop)
@@ -408,11 +446,15 @@ def where_missing(stack: Stack, accepted: set[str]) -> str:
     holds them (the sink is behind or stuck) or not (the collector lost them)."""
     stored = {row[0] for row in _query(stack.settings, "SELECT event_id FROM events")}
     missing = accepted - stored
-    in_topic = {value["event_id"] for _, value in read_topic(stack.broker.bootstrap, stack.settings.topics.events,
-                                                               len(accepted), timeout_s=30)}
+    in_topic = {
+        value["event_id"]
+        for _, value in read_topic(stack.broker.bootstrap, stack.settings.topics.events, len(accepted), timeout_s=30)
+    }
     metrics = stack.sink.writer.metrics
-    return (f"{len(missing)} missing, of which {len(missing & in_topic)} are in the events topic and "
-            f"{len(missing - in_topic)} are not (e.g. {sorted(missing)[:3]}); sink metrics {vars(metrics)}")
+    return (
+        f"{len(missing)} missing, of which {len(missing & in_topic)} are in the events topic and "
+        f"{len(missing - in_topic)} are not (e.g. {sorted(missing)[:3]}); sink metrics {vars(metrics)}"
+    )
 
 
 def check_topic_order(stack: Stack, load: Load, stored: set[str]) -> int:
@@ -442,8 +484,12 @@ def check_topic_order(stack: Stack, load: Load, stored: set[str]) -> int:
 
 def report(title: str, load: Load, **facts: object) -> None:
     not_ok = sum(1 for answer in load.answers if answer.status != 200)
-    lines = [(f"{title}: {len(load.accepted)} events accepted in {len(load.answers)} requests; {not_ok} answers "
-             f"not 200 {dict(load.reasons())}")]
+    lines = [
+        (
+            f"{title}: {len(load.accepted)} events accepted in {len(load.answers)} requests; {not_ok} answers "
+            f"not 200 {dict(load.reasons())}"
+        )
+    ]
     lines += [f"  {key}: {value}" for key, value in facts.items()]
     print("\n" + "\n".join(lines))
 
@@ -462,15 +508,21 @@ def test_three_nodes_leader_killed_under_load(stack_factory) -> None:
         victim = leaders.most_common(1)[0][0]
         killed_at = time.monotonic()
         broker.kill(victim)
-        wait_for(lambda: all(s.leader not in (victim, -1) for s in broker.partitions(topic).values()), 30,
-                 f"every partition of {topic} to have a leader other than node {victim}")
+        wait_for(
+            lambda: all(s.leader not in (victim, -1) for s in broker.partitions(topic).values()),
+            30,
+            f"every partition of {topic} to have a leader other than node {victim}",
+        )
         elected_s = time.monotonic() - killed_at
         stack.sink.check()
         wait_for(lambda: generator.answered_after(killed_at + 20), 90, "20 s of load with the node down")
         broker.start()
         restarted_at = time.monotonic()
-        wait_for(lambda: all(victim in s.isr for s in broker.partitions(topic).values()), 60,
-                 f"node {victim} back in the ISR of every partition of {topic}")
+        wait_for(
+            lambda: all(victim in s.isr for s in broker.partitions(topic).values()),
+            60,
+            f"node {victim} back in the ISR of every partition of {topic}",
+        )
         in_sync_s = time.monotonic() - restarted_at
         before = generator.accepted_count()
         wait_for(lambda: generator.accepted_count() >= before + 1000, 30, "1000 more events on the healed cluster")
@@ -480,14 +532,19 @@ def test_three_nodes_leader_killed_under_load(stack_factory) -> None:
     metrics = collector.metrics()
     stored, raw_rows = check_clickhouse(stack, load)
     copies = check_topic_order(stack, load, stored)
-    report("3 nodes, leader killed", load,
-           killed_node=f"{victim} (led {leaders[victim]} of {sum(leaders.values())} partitions of {topic})",
-           leaders_moved_after_s=round(elected_s, 1), back_in_isr_after_restart_s=round(in_sync_s, 1),
-           max_answer_s_during_failover=round(load.max_seconds(killed_at, restarted_at), 2),
-           max_answer_s_overall=round(load.max_seconds(), 2),
-           spooled=metrics["closedloop_collector_records_spooled_total"],
-           replayed=metrics["closedloop_collector_records_replayed_total"],
-           copies_in_topic=copies, events_rows_without_final=raw_rows)
+    report(
+        "3 nodes, leader killed",
+        load,
+        killed_node=f"{victim} (led {leaders[victim]} of {sum(leaders.values())} partitions of {topic})",
+        leaders_moved_after_s=round(elected_s, 1),
+        back_in_isr_after_restart_s=round(in_sync_s, 1),
+        max_answer_s_during_failover=round(load.max_seconds(killed_at, restarted_at), 2),
+        max_answer_s_overall=round(load.max_seconds(), 2),
+        spooled=metrics["closedloop_collector_records_spooled_total"],
+        replayed=metrics["closedloop_collector_records_replayed_total"],
+        copies_in_topic=copies,
+        events_rows_without_final=raw_rows,
+    )
 
 
 def test_single_broker_killed_under_load_spools_and_replays_in_order(stack_factory) -> None:
@@ -499,8 +556,9 @@ def test_single_broker_killed_under_load_spools_and_replays_in_order(stack_facto
         broker.kill(1)
         # The broker is gone: requests wait out the publish timeout, then everything goes to the spool and is
         # answered from there.
-        wait_for(lambda: collector.metrics()["closedloop_collector_records_spooled_total"] > 0, 30,
-                 "the collector to spool")
+        wait_for(
+            lambda: collector.metrics()["closedloop_collector_records_spooled_total"] > 0, 30, "the collector to spool"
+        )
         before = generator.accepted_count()
         wait_for(lambda: generator.accepted_count() >= before + 1000, 30, "1000 more events accepted while spooling")
         stack.sink.check()
@@ -514,13 +572,20 @@ def test_single_broker_killed_under_load_spools_and_replays_in_order(stack_facto
     check_answer_times(load)
     metrics = collector.metrics()
     assert metrics["closedloop_collector_spool_bytes"] == 0
-    assert metrics["closedloop_collector_records_replayed_total"] == metrics["closedloop_collector_records_spooled_total"]
+    assert (
+        metrics["closedloop_collector_records_replayed_total"] == metrics["closedloop_collector_records_spooled_total"]
+    )
     stored, raw_rows = check_clickhouse(stack, load)
     copies = check_topic_order(stack, load, stored)
-    report("1 node, broker killed", load,
-           outage_s=round(restarted_at - killed_at, 1), spool_drained_after_restart_s=round(drained_s, 1),
-           max_answer_s_during_outage=round(load.max_seconds(killed_at, restarted_at), 2),
-           max_answer_s_overall=round(load.max_seconds(), 2),
-           spooled=metrics["closedloop_collector_records_spooled_total"],
-           replayed=metrics["closedloop_collector_records_replayed_total"],
-           copies_in_topic=copies, events_rows_without_final=raw_rows)
+    report(
+        "1 node, broker killed",
+        load,
+        outage_s=round(restarted_at - killed_at, 1),
+        spool_drained_after_restart_s=round(drained_s, 1),
+        max_answer_s_during_outage=round(load.max_seconds(killed_at, restarted_at), 2),
+        max_answer_s_overall=round(load.max_seconds(), 2),
+        spooled=metrics["closedloop_collector_records_spooled_total"],
+        replayed=metrics["closedloop_collector_records_replayed_total"],
+        copies_in_topic=copies,
+        events_rows_without_final=raw_rows,
+    )

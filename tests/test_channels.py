@@ -85,8 +85,16 @@ def test_default_channel_rules(params, referrer, expected):
 @pytest.mark.parametrize(
     ("params", "expected", "loser"),
     [
-        ({"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "cross-network"}, "Cross-network", "Paid Search"),
-        ({"utm_source": "(direct)", "utm_medium": "(none)", "utm_campaign": "cross-network"}, "Direct", "Cross-network"),
+        (
+            {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "cross-network"},
+            "Cross-network",
+            "Paid Search",
+        ),
+        (
+            {"utm_source": "(direct)", "utm_medium": "(none)", "utm_campaign": "cross-network"},
+            "Direct",
+            "Cross-network",
+        ),
         ({"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "shopping"}, "Paid Shopping", "Paid Search"),
         ({"utm_source": "google", "utm_medium": "cpm"}, "Paid Search", "Display"),
         ({"utm_source": "adnet", "utm_medium": "cpm"}, "Display", "Paid Other"),
@@ -137,7 +145,11 @@ def test_gclid_fills_only_what_utm_leaves_out():
 def test_fbclid_and_li_fat_id_are_not_paid_by_themselves():
     facebook = classify(view("https://l.facebook.com/", fbclid="IwAR0"), DEFAULT)
     assert (facebook.channel, facebook.source, facebook.medium, facebook.click_id) == (
-        "Organic Social", "facebook", "social", "fbclid")
+        "Organic Social",
+        "facebook",
+        "social",
+        "fbclid",
+    )
     stripped = classify(view(fbclid="IwAR0"), DEFAULT)  # the app stripped the referrer
     assert (stripped.channel, stripped.source) == ("Organic Social", "facebook")
     linkedin = classify(view(li_fat_id="abc"), DEFAULT)
@@ -183,7 +195,12 @@ def test_unparseable_referrer_counts_as_none():
 
 @pytest.mark.parametrize(
     "referrer",
-    ["https://www.example.com/pricing", "https://blog.example.com/post", "https://example.com/", "http://EXAMPLE.com:8080/"],
+    [
+        "https://www.example.com/pricing",
+        "https://blog.example.com/post",
+        "https://example.com/",
+        "http://EXAMPLE.com:8080/",
+    ],
 )
 def test_internal_referrer_is_not_a_touch(referrer):
     assert classify(view(referrer, host="www.example.com"), DEFAULT) is None
@@ -214,17 +231,35 @@ def test_configured_internal_hosts():
 
 @pytest.mark.parametrize(
     ("utm_source", "normalised"),
-    [("www.google.com", "google"), ("Google", "google"), ("linkedin.com", "linkedin"), ("lnkd.in", "linkedin"),
-     ("LinkedIn", "linkedin"), ("fb", "facebook"), ("IG", "instagram"), ("https://m.youtube.com/", "youtube"),
-     ("t.co", "twitter"), ("Partnerx", "partnerx")],
+    [
+        ("www.google.com", "google"),
+        ("Google", "google"),
+        ("linkedin.com", "linkedin"),
+        ("lnkd.in", "linkedin"),
+        ("LinkedIn", "linkedin"),
+        ("fb", "facebook"),
+        ("IG", "instagram"),
+        ("https://m.youtube.com/", "youtube"),
+        ("t.co", "twitter"),
+        ("Partnerx", "partnerx"),
+    ],
 )
 def test_source_names_are_normalised(utm_source, normalised):
     assert classify(view(utm_source=utm_source, utm_medium="x"), DEFAULT).source == normalised
 
 
 def test_fields_are_carried():
-    result = classify(view(utm_source="google", utm_medium="cpc", utm_campaign="Spring Sale", utm_term="crm tool",
-                           utm_content="ad-2", gclid="g1"), DEFAULT)
+    result = classify(
+        view(
+            utm_source="google",
+            utm_medium="cpc",
+            utm_campaign="Spring Sale",
+            utm_term="crm tool",
+            utm_content="ad-2",
+            gclid="g1",
+        ),
+        DEFAULT,
+    )
     assert result == Classification("Paid Search", "google", "cpc", "Spring Sale", "crm tool", "ad-2", "gclid", "")
 
 
@@ -238,8 +273,13 @@ def test_missing_source_or_medium_is_not_set():
 
 def test_user_rules_come_before_the_defaults():
     rules = ChannelRules.from_config(
-        {"rules": [{"medium": "newsletter", "channel": "Email"}, {"source": "partnerx", "channel": "Affiliates"},
-                   {"source": ["google"], "campaign_regex": "^brand", "channel": "Brand Search"}]}
+        {
+            "rules": [
+                {"medium": "newsletter", "channel": "Email"},
+                {"source": "partnerx", "channel": "Affiliates"},
+                {"source": ["google"], "campaign_regex": "^brand", "channel": "Brand Search"},
+            ]
+        }
     )
     assert channel(rules, utm_source="weekly", utm_medium="Newsletter") == "Email"
     assert channel(DEFAULT, utm_source="weekly", utm_medium="Newsletter") == "Unassigned"
@@ -249,15 +289,26 @@ def test_user_rules_come_before_the_defaults():
 
 
 def test_user_rules_see_referrer_derived_fields():
-    rules = ChannelRules.from_config([{"source": "partnerx.com", "channel": "Affiliates"},
-                                      {"referrer_host_regex": r"(^|\.)intranet\.corp$", "channel": "Internal Tools"}])
+    rules = ChannelRules.from_config(
+        [
+            {"source": "partnerx.com", "channel": "Affiliates"},
+            {"referrer_host_regex": r"(^|\.)intranet\.corp$", "channel": "Internal Tools"},
+        ]
+    )
     assert channel(rules, referrer="https://www.partnerx.com/deal") == "Affiliates"
     assert channel(rules, referrer="https://wiki.intranet.corp/") == "Internal Tools"
 
 
 def test_user_site_list_additions():
-    rules = ChannelRules.from_config({"sites": {"search": ["kagi.com"], "social": {"mastodon": ["chaos.social"]},
-                                                "shopping": ["partnershop.example"]}})
+    rules = ChannelRules.from_config(
+        {
+            "sites": {
+                "search": ["kagi.com"],
+                "social": {"mastodon": ["chaos.social"]},
+                "shopping": ["partnershop.example"],
+            }
+        }
+    )
     kagi = classify(view("https://kagi.com/search?q=crm"), rules)
     assert (kagi.channel, kagi.source, kagi.medium) == ("Organic Search", "kagi", "organic")
     assert classify(view("https://chaos.social/@someone"), rules).source == "mastodon"
@@ -268,11 +319,14 @@ def test_user_site_list_additions():
 
 def test_rules_file_json_and_toml(tmp_path):
     json_file = tmp_path / "rules.json"
-    json_file.write_text(json.dumps({"rules": [{"medium": "newsletter", "channel": "Email"}],
-                                     "sites": {"search": ["kagi.com"]}}))
+    json_file.write_text(
+        json.dumps({"rules": [{"medium": "newsletter", "channel": "Email"}], "sites": {"search": ["kagi.com"]}})
+    )
     assert channel(ChannelRules.from_file(json_file), utm_source="a", utm_medium="newsletter") == "Email"
     toml_file = tmp_path / "rules.toml"
-    toml_file.write_text('internal_hosts = ["example-shop.com"]\n[[rules]]\nsource = "partnerx"\nchannel = "Affiliates"\n')
+    toml_file.write_text(
+        'internal_hosts = ["example-shop.com"]\n[[rules]]\nsource = "partnerx"\nchannel = "Affiliates"\n'
+    )
     toml_rules = ChannelRules.from_file(toml_file)
     assert channel(toml_rules, utm_source="partnerx", utm_medium="x") == "Affiliates"
     assert toml_rules.internal_hosts == frozenset({"example-shop.com"})
@@ -320,5 +374,7 @@ def test_site_lists_prefer_the_most_specific_host():
 
 def test_campaign_signature():
     assert campaign_signature(view()) == ""
-    assert campaign_signature(view(utm_source="A", utm_medium="B")) == campaign_signature(view(utm_source="a", utm_medium="b"))
+    assert campaign_signature(view(utm_source="A", utm_medium="B")) == campaign_signature(
+        view(utm_source="a", utm_medium="b")
+    )
     assert campaign_signature(view(gclid="x1")) != campaign_signature(view(gclid="x2"))

@@ -95,8 +95,9 @@ def basic_auth(password: str, user: str = "default") -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def http(port: int, path: str = "/", body: bytes | None = None, headers: dict | None = None, method=None,
-         auth: bool = True):
+def http(
+    port: int, path: str = "/", body: bytes | None = None, headers: dict | None = None, method=None, auth: bool = True
+):
     """(status, headers, body) of one plain HTTP request (with the endpoint's password unless ``auth`` is False or
     ``headers`` carry credentials); errors are returned, not raised."""
     headers = dict(headers or {})
@@ -114,12 +115,14 @@ def curl(*args: str) -> str:
     """curl's output; with the password of the endpoint whose port the URL names."""
     port = next(int(m.group(1)) for arg in args if (m := re.match(rf"http://{HOST}:(\d+)/", arg)))
     auth = ["-u", f"default:{PASSWORDS[port]}"] if port in PASSWORDS else []
-    return subprocess.run(["curl", "-s", "--noproxy", "*", *auth, *args], capture_output=True, check=True,
-                          timeout=60).stdout.decode()
+    return subprocess.run(
+        ["curl", "-s", "--noproxy", "*", *auth, *args], capture_output=True, check=True, timeout=60
+    ).stdout.decode()
 
 
 def q(text: str) -> str:
     return urllib.parse.quote(text)
+
 
 # -- HTTP basics -----------------------------------------------------------------------------------
 
@@ -200,8 +203,12 @@ def test_every_query_needs_the_password_the_endpoint_keeps_in_its_data_directory
     password_file = data_dir / "password"
     assert password_file.stat().st_mode & 0o777 == 0o600 and len(PASSWORDS[port]) >= 24
     client.command("CREATE TABLE IF NOT EXISTS guarded (n UInt8) ENGINE = Memory")
-    for headers in ({}, basic_auth("wrong"), basic_auth(PASSWORDS[port], user="other"),
-                    {"X-ClickHouse-User": "default", "X-ClickHouse-Key": "wrong"}):
+    for headers in (
+        {},
+        basic_auth("wrong"),
+        basic_auth(PASSWORDS[port], user="other"),
+        {"X-ClickHouse-User": "default", "X-ClickHouse-Key": "wrong"},
+    ):
         status, answer, body = http(port, "/", b"DROP TABLE guarded", headers=headers, auth=False)
         assert (status, answer["X-ClickHouse-Exception-Code"]) == (403, "516"), body
         assert body.startswith(b"Code: 516. DB::Exception: ") and b"(AUTHENTICATION_FAILED)" in body
@@ -209,10 +216,13 @@ def test_every_query_needs_the_password_the_endpoint_keeps_in_its_data_directory
     assert client.command("EXISTS TABLE guarded") == 1  # nothing ran
     # the three ways ClickHouse's HTTP interface takes credentials
     assert http(port, "/?query=SELECT%201", headers=basic_auth(PASSWORDS[port]))[::2] == (200, b"1\n")
-    assert http(port, "/?query=SELECT%202", headers={"X-ClickHouse-User": "default",
-                                                      "X-ClickHouse-Key": PASSWORDS[port]})[::2] == (200, b"2\n")
+    assert http(
+        port, "/?query=SELECT%202", headers={"X-ClickHouse-User": "default", "X-ClickHouse-Key": PASSWORDS[port]}
+    )[::2] == (200, b"2\n")
     assert http(port, f"/?user=default&password={q(PASSWORDS[port])}&query=SELECT%203", auth=False)[::2] == (
-        200, b"3\n")
+        200,
+        b"3\n",
+    )
     assert http(port, "/ping", auth=False)[::2] == (200, b"Ok.\n")  # health checks need none, as on a server
     client.command("DROP TABLE guarded")
 
@@ -232,8 +242,12 @@ def test_a_cross_site_request_is_refused_and_loopback_names_are_answered(endpoin
     _, port, _, _ = endpoint
     client.command("CREATE TABLE IF NOT EXISTS kept_from_pages (n UInt8) ENGINE = Memory")
     # What a page on another site can send without a preflight: a text/plain POST, here even with the password.
-    status, headers, answer = http(port, "/", b"DROP TABLE kept_from_pages",
-                                   headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    status, headers, answer = http(
+        port,
+        "/",
+        b"DROP TABLE kept_from_pages",
+        headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+    )
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "497")
     assert b"Origin: https://evil.example" in answer
     assert http(port, "/", b"SELECT 1", headers={"Origin": "null"})[0] == 403
@@ -325,18 +339,25 @@ def test_a_bare_table_name_never_reads_a_file_of_the_directory_the_endpoint_was_
 @pytest.mark.clickhouse
 def test_ordinary_statements_still_run(client, database):
     table = f"{database}.pages"
-    client.command(f"CREATE TABLE {table} (url String COMMENT 'a page', file String, at DateTime) "
-                   "ENGINE = ReplacingMergeTree ORDER BY url SETTINGS index_granularity = 1024 COMMENT 'pages'")
+    client.command(
+        f"CREATE TABLE {table} (url String COMMENT 'a page', file String, at DateTime) "
+        "ENGINE = ReplacingMergeTree ORDER BY url SETTINGS index_granularity = 1024 COMMENT 'pages'"
+    )
     client.command(f"INSERT INTO {table} VALUES ('/pricing', '/etc/hostname', '2024-03-01 00:00:00')")
     client.raw_insert(table, ["url", "file", "at"], insert_block=b'"/a","b","2024-03-02 00:00:00"\n', fmt="CSV")
     client.command(f"INSERT INTO {table} SELECT concat('/p', toString(number)), '', now() FROM numbers(3)")
-    client.command(f"CREATE MATERIALIZED VIEW {database}.per_day ENGINE = SummingMergeTree ORDER BY day "
-                   f"AS SELECT toDate(at) AS day, count() AS pages FROM {table} GROUP BY day")
-    client.command(f"CREATE VIEW {database}.by_prefix AS SELECT count() AS n FROM {table} "
-                   "WHERE startsWith(url, {prefix:String})")
+    client.command(
+        f"CREATE MATERIALIZED VIEW {database}.per_day ENGINE = SummingMergeTree ORDER BY day "
+        f"AS SELECT toDate(at) AS day, count() AS pages FROM {table} GROUP BY day"
+    )
+    client.command(
+        f"CREATE VIEW {database}.by_prefix AS SELECT count() AS n FROM {table} WHERE startsWith(url, {{prefix:String}})"
+    )
     assert client.command(f"SELECT n FROM {database}.by_prefix(prefix = '/p')") == 4  # /pricing, /p0, /p1, /p2
-    rows = client.query(f"SELECT url, file FROM {table} FINAL WHERE url IN {{urls:Array(String)}} ORDER BY url",
-                        parameters={"urls": ["/pricing", "/a"]}).result_rows
+    rows = client.query(
+        f"SELECT url, file FROM {table} FINAL WHERE url IN {{urls:Array(String)}} ORDER BY url",
+        parameters={"urls": ["/pricing", "/a"]},
+    ).result_rows
     assert rows == [("/a", "b"), ("/pricing", "/etc/hostname")]  # paths as values are data, not a way out
     assert client.command("SELECT count() FROM format(CSV, 'a String', '1\n2')") == 2
     assert client.command(f"SELECT count() FROM merge('{database}', '^pages$')") == 5
@@ -403,8 +424,10 @@ def test_insert_that_fails_while_writing_is_refused_and_stores_nothing(client, d
     from clickhouse_connect.driver.exceptions import DatabaseError
 
     table = f"{database}.checked"
-    client.command(f"CREATE TABLE {table} (id UInt32, channel String, CONSTRAINT known CHECK channel != 'bad') "
-                   "ENGINE = MergeTree ORDER BY id")
+    client.command(
+        f"CREATE TABLE {table} (id UInt32, channel String, CONSTRAINT known CHECK channel != 'bad') "
+        "ENGINE = MergeTree ORDER BY id"
+    )
     with pytest.raises(DatabaseError) as json_refused:
         client.raw_insert(table, ["id", "channel"], insert_block=b'[[1, 2], ["ok", "bad"]]', fmt="JSONCompactColumns")
     with pytest.raises(DatabaseError) as native_refused:
@@ -418,11 +441,16 @@ def test_insert_that_fails_while_writing_is_refused_and_stores_nothing(client, d
     client.raw_insert(table, ["channel", "id"], insert_block=b'{"channel": "0.10", "id": 3}\n', fmt="JSONEachRow")
     # The column types come from the table, never from the data ("007" and "0.10" stay strings as sent).
     assert client.query(f"SELECT id, channel FROM {table} ORDER BY id").result_rows == [
-        (1, "ok"), (2, "007"), (3, "0.10")]
+        (1, "ok"),
+        (2, "007"),
+        (3, "0.10"),
+    ]
 
     crowded = f"{database}.crowded"
-    client.command(f"CREATE TABLE {crowded} (id UInt32) ENGINE = MergeTree ORDER BY id "
-                   "SETTINGS parts_to_throw_insert = 1, parts_to_delay_insert = 1")
+    client.command(
+        f"CREATE TABLE {crowded} (id UInt32) ENGINE = MergeTree ORDER BY id "
+        "SETTINGS parts_to_throw_insert = 1, parts_to_delay_insert = 1"
+    )
     client.command(f"SYSTEM STOP MERGES {crowded}")
     client.raw_insert(crowded, ["id"], insert_block=b"1\n", fmt="CSV")
     with pytest.raises(DatabaseError) as too_many:
@@ -439,7 +467,12 @@ def test_query_df_and_arrow(client, database):
     assert list(frame.columns) == ["id", "channel", "amount"]
     assert frame["id"].tolist() == [0, 1, 2, 3]
     assert frame["channel"].tolist() == ["channel_0", "channel_1", "channel_2", "channel_0"]
-    assert [Decimal(str(v)) for v in frame["amount"]] == [Decimal("0"), Decimal("0.01"), Decimal("0.02"), Decimal("0.03")]
+    assert [Decimal(str(v)) for v in frame["amount"]] == [
+        Decimal("0"),
+        Decimal("0.01"),
+        Decimal("0.02"),
+        Decimal("0.03"),
+    ]
     arrow = client.query_arrow(f"SELECT id, channel FROM {table} WHERE id < 3 ORDER BY id")
     assert arrow.column("id").to_pylist() == [0, 1, 2]
     assert [str(v) for v in arrow.column("channel").to_pylist()] == ["channel_0", "channel_1", "channel_2"]
@@ -459,7 +492,9 @@ def test_parameterized_queries(client, database):
         parameters={"ch": "channel_2", "ids": [2, 5, 6, 8]},
     )
     assert client_side.result_rows == [(3,)]
-    quoted = client.query("SELECT {s:String}, {a:Array(String)}", parameters={"s": "it's\ta \\ test", "a": ["x'y", "z"]})
+    quoted = client.query(
+        "SELECT {s:String}, {a:Array(String)}", parameters={"s": "it's\ta \\ test", "a": ["x'y", "z"]}
+    )
     assert quoted.result_rows == [("it's\ta \\ test", ["x'y", "z"])]
     big = "x" * 200_000  # large binds switch clickhouse-connect to multipart/form-data
     assert client.query("SELECT length({big:String})", parameters={"big": big}).result_rows == [(200_000,)]
@@ -517,15 +552,19 @@ def test_insert_formats_over_plain_http(endpoint, client, database):
     json_rows = b'{"id": 1, "page": "/a"}\n{"id": 2, "page": "/b"}\n'
     insert = q(f"INSERT INTO {database}.visits FORMAT JSONEachRow")
     assert http(port, f"/?query={insert}", json_rows)[0] == 200
-    csv_body = f"INSERT INTO {database}.visits FORMAT CSV\n3,\"/c\"\n4,\"/d\"\n".encode()
+    csv_body = f'INSERT INTO {database}.visits FORMAT CSV\n3,"/c"\n4,"/d"\n'.encode()
     assert http(port, "/", csv_body)[0] == 200
     tsv_gzip = gzip.compress(f"INSERT INTO {database}.visits FORMAT TSV\n5\t/e\n".encode())
     assert http(port, "/", tsv_gzip, {"Content-Encoding": "gzip"})[0] == 200
     assert http(port, "/", f"INSERT INTO {database}.visits VALUES (6, '/f')".encode())[0] == 200
-    assert curl(
-        f"http://{HOST}:{port}/?query={q(f'INSERT INTO {database}.visits FORMAT JSONEachRow')}",
-        "--data-binary", '{"id": 7, "page": "/g"}',
-    ) == ""
+    assert (
+        curl(
+            f"http://{HOST}:{port}/?query={q(f'INSERT INTO {database}.visits FORMAT JSONEachRow')}",
+            "--data-binary",
+            '{"id": 7, "page": "/g"}',
+        )
+        == ""
+    )
     rows = client.query(f"SELECT id, page FROM {database}.visits ORDER BY id").result_rows
     assert rows == [(1, "/a"), (2, "/b"), (3, "/c"), (4, "/d"), (5, "/e"), (6, "/f"), (7, "/g")]
     status, headers, body = http(port, f"/?query={insert}", b'{"id": "not a number"}\n')
@@ -546,10 +585,11 @@ def test_lz4_frames_split_across_chunks(endpoint, client, database):
 
     def chunks():
         for start in range(0, len(frames), 7):  # chunk edges fall inside frames and headers
-            yield frames[start:start + 7]
+            yield frames[start : start + 7]
 
-    request = urllib.request.Request(f"http://{HOST}:{port}/", data=chunks(),
-                                     headers={"Content-Encoding": "lz4", **basic_auth(PASSWORDS[port])})
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}/", data=chunks(), headers={"Content-Encoding": "lz4", **basic_auth(PASSWORDS[port])}
+    )
     with DIRECT.open(request, timeout=60) as response:
         assert response.status == 200
     assert client.command(f"SELECT sum(n) FROM {database}.nums") == 15
@@ -581,7 +621,9 @@ def test_concurrent_inserts_and_queries(endpoint, client, database):
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)] + [threading.Thread(target=reader) for _ in range(2)]
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)] + [
+        threading.Thread(target=reader) for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -616,8 +658,9 @@ def test_port_taken_is_reported(endpoint, tmp_path):
             wait_until_ready(process, port, timeout=60)
     finally:
         stop(process)
-    assert f"port {port} on 127.0.0.1 is taken: stop the other process or set CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT" in str(
-        failure.value
+    assert (
+        f"port {port} on 127.0.0.1 is taken: stop the other process or set CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT"
+        in str(failure.value)
     )
     assert process.returncode == 2
 
@@ -661,7 +704,9 @@ def test_restart_keeps_data_and_second_server_on_the_directory_fails(tmp_path):
 def test_split_insert_finds_the_data():
     text = "INSERT INTO db.t (a, `format`) SETTINGS async_insert = 0 FORMAT Native\n\x09rest"
     head = sqltext.split_insert(text, complete=True)
-    assert head == sqltext.InsertHead("INSERT INTO db.t (a, `format`) SETTINGS async_insert = 0", "Native", text.index("\x09"))
+    assert head == sqltext.InsertHead(
+        "INSERT INTO db.t (a, `format`) SETTINGS async_insert = 0", "Native", text.index("\x09")
+    )
     assert sqltext.split_insert("INSERT INTO t VALUES (1)", complete=True) == sqltext.NOT_STREAMABLE
     assert sqltext.split_insert("INSERT INTO t SELECT 1", complete=True) == sqltext.NOT_STREAMABLE
     assert sqltext.split_insert("INSERT INTO t FORM", complete=False) == sqltext.NEED_MORE

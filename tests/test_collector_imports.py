@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
+from collector_support import collector_settings, create_source_topics, read_topic
 
 from collector import imports
-from collector_support import collector_settings, create_source_topics, read_topic
 from schemas.identity import lead_id_for
 from schemas.settings import DEV_LEAD_ID_KEY
 from schemas.topics import Topics
@@ -40,12 +40,21 @@ def test_crm_rows_parse_and_rejections_carry_line_numbers(tmp_path: Path) -> Non
     records = list(imports.parse_file(write(tmp_path, "crm.csv", CRM_CSV), "crm", Topics("t"), summary))
     assert (summary.rows, summary.accepted) == (5, 2)
     assert [(line, [e["loc"] for e in errors]) for line, errors in summary.rejected] == [
-        (4, ["stage"]), (5, ["email"]), (7, ["value"])]
+        (4, ["stage"]),
+        (5, ["email"]),
+        (7, ["value"]),
+    ]
     assert [(r.topic, r.key) for r in records] == [("t.crm", b"ann@acme.test"), ("t.crm", b"carol@acme.test")]
     won = orjson.loads(records[0].value)
-    assert won["event"] | {} == {**won["event"], "crm": "spreadsheet", "stage": "customer", "deal_value": "1200.50",
-                                  "currency": "EUR", "occurred_at": "2024-05-01T00:00:00Z",
-                                  "crm_object_id": lead_id_for("ann@acme.test", DEV_LEAD_ID_KEY.encode())}
+    assert won["event"] | {} == {
+        **won["event"],
+        "crm": "spreadsheet",
+        "stage": "customer",
+        "deal_value": "1200.50",
+        "currency": "EUR",
+        "occurred_at": "2024-05-01T00:00:00Z",
+        "crm_object_id": lead_id_for("ann@acme.test", DEV_LEAD_ID_KEY.encode()),
+    }
     assert orjson.loads(records[1].value)["event"]["occurred_at"] == "2024-05-03T08:30:00Z"
     # the same rows give the same event ids: a re-import is recognisable downstream
     again = list(imports.parse_file(tmp_path / "crm.csv", "crm", Topics("t"), imports.ImportSummary()))
@@ -75,8 +84,9 @@ def test_cli_dry_run_reports_lines_and_exit_status(tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.kafka
-def test_import_publishes_to_the_broker(kafka_bootstrap: str, unique_name: str, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_publishes_to_the_broker(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from closedloop.commands.import_ import command
 
     settings = collector_settings(tmp_path, bootstrap=kafka_bootstrap, prefix=unique_name)
@@ -87,8 +97,13 @@ def test_import_publishes_to_the_broker(kafka_bootstrap: str, unique_name: str, 
     spend = CliRunner().invoke(command, ["spend", str(write(tmp_path, "spend.csv", SPEND_CSV))])
     assert "5 rows: 2 published, 3 rejected" in crm.output
     assert "3 rows: 1 published, 2 rejected" in spend.output
-    assert sorted(k for k, _ in read_topic(kafka_bootstrap, settings.topics.crm, 2)) == ["ann@acme.test", "carol@acme.test"]
-    assert [k for k, _ in read_topic(kafka_bootstrap, settings.topics.spend, 1)] == ["2024-05-01|Paid Social|linkedin|cpc|spring"]
+    assert sorted(k for k, _ in read_topic(kafka_bootstrap, settings.topics.crm, 2)) == [
+        "ann@acme.test",
+        "carol@acme.test",
+    ]
+    assert [k for k, _ in read_topic(kafka_bootstrap, settings.topics.spend, 1)] == [
+        "2024-05-01|Paid Social|linkedin|cpc|spring"
+    ]
 
 
 def test_a_date_out_of_range_in_utc_is_a_rejected_row(tmp_path: Path) -> None:
@@ -107,25 +122,40 @@ def test_dates_outside_the_accepted_times_are_rejected_rows_with_their_line(tmp_
 
     ten_years_ago = date.today() - timedelta(days=3653)
     in_three_days = date.today() + timedelta(days=3)
-    text = ("date,channel,cost,currency\n0001-01-01,Paid Search,5,EUR\n9999-12-31,Paid Search,5,EUR\n"
-            f"{ten_years_ago.isoformat()},Paid Search,5,EUR\n{in_three_days.isoformat()},Paid Search,5,EUR\n")
+    text = (
+        "date,channel,cost,currency\n0001-01-01,Paid Search,5,EUR\n9999-12-31,Paid Search,5,EUR\n"
+        f"{ten_years_ago.isoformat()},Paid Search,5,EUR\n{in_three_days.isoformat()},Paid Search,5,EUR\n"
+    )
     summary = imports.ImportSummary()
     records = list(imports.parse_file(write(tmp_path, "spend.csv", text), "spend", Topics("t"), summary))
     assert len(records) == 1
     assert [(line, [e["loc"] for e in errors]) for line, errors in summary.rejected] == [
-        (2, ["date"]), (3, ["date"]), (5, ["date"])]
+        (2, ["date"]),
+        (3, ["date"]),
+        (5, ["date"]),
+    ]
     assert "outside the accepted times" in summary.rejected[0][1][0]["msg"]
     assert "CLOSEDLOOP_IMPORT_ACCEPT_PAST_DAYS" in summary.rejected[0][1][0]["msg"]
 
 
-@pytest.mark.parametrize("kind, text", [
-    ("crm", b"email,stage,date\nann@acme.test,lead,2024-05-01\nb\xf6b@acme.test,lead,2024-05-02\n"
-            b"carol@acme.test,mql,2024-05-03\n"),
-    ("spend", b"date,channel,cost,currency\n2024-05-01,Paid Search,5,EUR\n2024-05-02,Caf\xe9 ads,5,EUR\n"
-              b"2024-05-03,Paid Social,7,EUR\n"),
-])
+@pytest.mark.parametrize(
+    "kind, text",
+    [
+        (
+            "crm",
+            b"email,stage,date\nann@acme.test,lead,2024-05-01\nb\xf6b@acme.test,lead,2024-05-02\n"
+            b"carol@acme.test,mql,2024-05-03\n",
+        ),
+        (
+            "spend",
+            b"date,channel,cost,currency\n2024-05-01,Paid Search,5,EUR\n2024-05-02,Caf\xe9 ads,5,EUR\n"
+            b"2024-05-03,Paid Social,7,EUR\n",
+        ),
+    ],
+)
 def test_a_row_that_is_not_utf8_is_rejected_with_its_line_and_the_others_go_through(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, text: bytes) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, text: bytes
+) -> None:
     # A Latin-1 byte used to end the import in a UnicodeDecodeError traceback, with nothing imported.
     from closedloop.commands.import_ import command
 
@@ -145,8 +175,9 @@ def test_a_row_that_is_not_utf8_is_rejected_with_its_line_and_the_others_go_thro
     assert "3 rows: 2 valid, 1 rejected" in result.output
 
 
-def test_a_header_that_is_not_utf8_or_a_line_the_reader_refuses_is_reported(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_header_that_is_not_utf8_or_a_line_the_reader_refuses_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from closedloop.commands.import_ import command
 
     monkeypatch.setenv("CLOSEDLOOP_DATA_DIR", str(tmp_path))
@@ -162,4 +193,5 @@ def test_a_header_that_is_not_utf8_or_a_line_the_reader_refuses_is_reported(tmp_
     records = list(imports.parse_file(huge, "crm", Topics("t"), summary))
     assert len(records) == 1
     assert [(line, errors[0]["msg"][:30]) for line, errors in summary.rejected] == [
-        (2, "cannot read this line as CSV: ")]
+        (2, "cannot read this line as CSV: ")
+    ]

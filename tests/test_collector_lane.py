@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 import pytest
+from collector_support import SERVER_KEY, collector_settings
 from starlette.testclient import TestClient
 
 from collector.app import create_app
 from collector.settings import DEMO_WRITE_KEY
-from collector_support import SERVER_KEY, collector_settings
 
 PAGE = {"type": "page_view", "visitor_id": "v-1", "url": "https://acme.test/?utm_source=linkedin"}
 IDENTIFY = {"type": "identify", "visitor_id": "v-1", "email": "ada@acme.test"}
@@ -71,13 +71,15 @@ def answers(tmp_path: Path, lane: bool, publisher: Any = None) -> tuple[list[tup
                 document["event_ids"] = [len(event_id) for event_id in document["event_ids"]]
             out.append((name, response.status_code, sorted(response.headers.items()), document))
         # Other requests to the same path are Starlette's: a preflight and a wrong method.
-        preflight = client.options("/v1/events", headers={"Origin": "https://acme.test",
-                                                           "Access-Control-Request-Method": "POST"})
+        preflight = client.options(
+            "/v1/events", headers={"Origin": "https://acme.test", "Access-Control-Request-Method": "POST"}
+        )
         wrong_method = client.get("/v1/events")
         out.append(("preflight", preflight.status_code, sorted(preflight.headers.items()), preflight.text))
         out.append(("GET", wrong_method.status_code, sorted(wrong_method.headers.items()), wrong_method.json()))
         metrics = "\n".join(
-            line for line in client.get("/metrics").text.splitlines()
+            line
+            for line in client.get("/metrics").text.splitlines()
             if line.startswith("closedloop_collector_events_") and "_created" not in line
         )
     return out, len(taken), metrics
@@ -92,11 +94,23 @@ def test_the_lane_answers_every_request_as_starlettes_stack_does(tmp_path: Path)
     by_name = {name: (status, dict(headers), body) for name, status, headers, body in through_lane}
     # The answers themselves, so that both paths cannot agree on a wrong one.
     assert [(name, by_name[name][0]) for name, *_ in REQUESTS] == [
-        ("page view", 200), ("identify", 200), ("batch, one invalid", 200), ("all invalid", 422),
-        ("key in the query", 200), ("browser, allowed origin", 200), ("browser, other origin", 403),
-        ("browser, no origin", 200), ("server key, any origin", 200), ("browser sends a CRM event", 422),
-        ("no key", 401), ("unknown key", 401), ("not JSON", 400), ("empty body", 400), ("a number", 400),
-        ("body over the limit", 413), ("too many events", 413),
+        ("page view", 200),
+        ("identify", 200),
+        ("batch, one invalid", 200),
+        ("all invalid", 422),
+        ("key in the query", 200),
+        ("browser, allowed origin", 200),
+        ("browser, other origin", 403),
+        ("browser, no origin", 200),
+        ("server key, any origin", 200),
+        ("browser sends a CRM event", 422),
+        ("no key", 401),
+        ("unknown key", 401),
+        ("not JSON", 400),
+        ("empty body", 400),
+        ("a number", 400),
+        ("body over the limit", 413),
+        ("too many events", 413),
     ]
     assert by_name["page view"][2] == {"accepted": 1, "rejected": [], "event_ids": [32]}
     assert by_name["browser, allowed origin"][1]["access-control-allow-origin"] == "https://acme.test"

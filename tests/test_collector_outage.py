@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from collector_support import collector_settings, create_source_topics, read_topic
+from harness import EmbeddedKafka, wait_for
 from starlette.testclient import TestClient
 
 from collector.app import create_app
-from collector_support import collector_settings, create_source_topics, read_topic
-from harness import EmbeddedKafka, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -18,14 +18,20 @@ KEY = {"X-Closedloop-Key": "demo-write-key"}
 
 
 def page(seq: int) -> dict:
-    return {"type": "page_view", "visitor_id": "vis-seq", "event_id": f"seq-{seq:03d}", "title": f"seq-{seq:03d}",
-            "url": f"https://acme.test/p/{seq}"}
+    return {
+        "type": "page_view",
+        "visitor_id": "vis-seq",
+        "event_id": f"seq-{seq:03d}",
+        "title": f"seq-{seq:03d}",
+        "url": f"https://acme.test/p/{seq}",
+    }
 
 
 def test_outage_spools_and_replays_in_order_once(own_broker: EmbeddedKafka, tmp_path: Path) -> None:
     broker = own_broker
-    settings = collector_settings(tmp_path / "collector", bootstrap=broker.bootstrap, prefix="outage",
-                                  publish_timeout_s=3.0)
+    settings = collector_settings(
+        tmp_path / "collector", bootstrap=broker.bootstrap, prefix="outage", publish_timeout_s=3.0
+    )
     create_source_topics(broker.bootstrap, settings)
     sent = 0
 

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from collector.webhooks.generic import sign as sign_generic
 from collector_support import (
     CRM_SECRET,
     SERVER_KEY,
@@ -23,7 +21,13 @@ from collector_support import (
     spooled,
 )
 
-PAGE = {"type": "page_view", "visitor_id": "vis-1", "url": "https://acme.test/pricing?utm_source=linkedin&utm_medium=social"}
+from collector.webhooks.generic import sign as sign_generic
+
+PAGE = {
+    "type": "page_view",
+    "visitor_id": "vis-1",
+    "url": "https://acme.test/pricing?utm_source=linkedin&utm_medium=social",
+}
 KEY = {"X-Closedloop-Key": "demo-write-key"}
 
 
@@ -41,7 +45,9 @@ def envelopes(client) -> list[tuple[str, str | None, dict]]:
 
 
 def test_single_page_view_is_accepted_keyed_by_visitor(client) -> None:
-    response = client.post("/v1/events", headers=KEY, json={**PAGE, "event_id": "e-1", "sent_at": "2024-05-01T10:00:00Z"})
+    response = client.post(
+        "/v1/events", headers=KEY, json={**PAGE, "event_id": "e-1", "sent_at": "2024-05-01T10:00:00Z"}
+    )
     assert response.status_code == 200
     assert response.json() == {"accepted": 1, "rejected": [], "event_ids": ["e-1"]}
     [(topic, key, envelope)] = envelopes(client)
@@ -65,8 +71,13 @@ def test_key_in_query_string_and_text_plain_body(client) -> None:
 
 @pytest.mark.parametrize("shape", ["array", "batch"])
 def test_batch_accepts_valid_and_reports_invalid_by_index(client, shape: str) -> None:
-    events = [PAGE, {"type": "page_view", "visitor_id": "undefined", "url": "https://acme.test/"},
-              {"type": "identify", "visitor_id": "vis-1", "email": " Ann@Acme.TEST "}, {"type": "nope"}, 42]
+    events = [
+        PAGE,
+        {"type": "page_view", "visitor_id": "undefined", "url": "https://acme.test/"},
+        {"type": "identify", "visitor_id": "vis-1", "email": " Ann@Acme.TEST "},
+        {"type": "nope"},
+        42,
+    ]
     body = events if shape == "array" else {"batch": events}
     response = client.post("/v1/events", headers=KEY, json=body)
     assert response.status_code == 200
@@ -81,7 +92,9 @@ def test_batch_accepts_valid_and_reports_invalid_by_index(client, shape: str) ->
     assert result["rejected"][2]["errors"] == [{"loc": "", "msg": "expected an event object, got int"}]
     records = envelopes(client)
     assert [(t, k, e["event"]["type"]) for t, k, e in records] == [
-        ("closedloop.events", "vis-1", "page_view"), ("closedloop.events", "vis-1", "identify")]
+        ("closedloop.events", "vis-1", "page_view"),
+        ("closedloop.events", "vis-1", "identify"),
+    ]
     assert records[1][2]["event"]["email"] == "ann@acme.test"
 
 
@@ -90,22 +103,32 @@ def test_all_invalid_is_422_with_reasons(client) -> None:
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "invalid_events" and body["accepted"] == 0
-    assert body["rejected"] == [{"index": 0, "errors": [
-        {"loc": "url", "msg": "url must be an absolute http(s) URL, e.g. https://example.com/pricing"}]}]
+    assert body["rejected"] == [
+        {
+            "index": 0,
+            "errors": [{"loc": "url", "msg": "url must be an absolute http(s) URL, e.g. https://example.com/pricing"}],
+        }
+    ]
     assert envelopes(client) == []
 
 
 def test_times_out_of_range_in_utc_are_rejected_by_field(client) -> None:
     # Both are valid ISO 8601 but outside years 1-9999 once in UTC: the conversion once raised OverflowError (a 500).
     early, late = "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"
-    response = client.post("/v1/events", headers=KEY, json=[
-        {**PAGE, "occurred_at": early}, {**PAGE, "sent_at": late}, PAGE])
+    response = client.post(
+        "/v1/events", headers=KEY, json=[{**PAGE, "occurred_at": early}, {**PAGE, "sent_at": late}, PAGE]
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["accepted"] == 1
     assert body["rejected"] == [
         {"index": 0, "errors": [{"loc": "occurred_at", "msg": "the time is out of range in UTC (years 1 to 9999)"}]},
-        {"index": 1, "errors": [{"loc": "sent_at", "msg": "must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z (or left out)"}]},
+        {
+            "index": 1,
+            "errors": [
+                {"loc": "sent_at", "msg": "must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z (or left out)"}
+            ],
+        },
     ]
 
 
@@ -113,7 +136,8 @@ def test_unknown_field_is_named(client) -> None:
     response = client.post("/v1/events", headers=KEY, json={**PAGE, "colour": "red"})
     assert response.status_code == 422
     assert response.json()["rejected"][0]["errors"] == [
-        {"loc": "colour", "msg": "unknown field (not part of this event type; check the spelling)"}]
+        {"loc": "colour", "msg": "unknown field (not part of this event type; check the spelling)"}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -145,9 +169,14 @@ def test_keys_and_origins(tmp_path: Path) -> None:
         ok = client.post("/v1/events", headers={**KEY, "Origin": "https://acme.test"}, json=PAGE)
         assert ok.status_code == 200
         assert ok.headers["access-control-allow-origin"] == "https://acme.test"
-        preflight = client.options("/v1/events", headers={
-            "Origin": "https://acme.test", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-closedloop-key"})
+        preflight = client.options(
+            "/v1/events",
+            headers={
+                "Origin": "https://acme.test",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-closedloop-key",
+            },
+        )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://acme.test"
 
@@ -157,8 +186,9 @@ def test_by_default_only_pages_on_this_machine_may_send_browser_events(tmp_path:
         foreign = client.post("/v1/events", headers={**KEY, "Origin": "https://evil.test"}, json=PAGE)
         assert (foreign.status_code, foreign.json()["error"]) == (403, "origin_not_allowed")
         assert "access-control-allow-origin" not in foreign.headers
-        preflight = client.options("/v1/events", headers={
-            "Origin": "https://evil.test", "Access-Control-Request-Method": "POST"})
+        preflight = client.options(
+            "/v1/events", headers={"Origin": "https://evil.test", "Access-Control-Request-Method": "POST"}
+        )
         assert preflight.status_code == 400 and "access-control-allow-origin" not in preflight.headers
         for origin in ("http://localhost:8000", "http://127.0.0.1", "https://[::1]:8443"):
             local = client.post("/v1/events", headers={**KEY, "Origin": origin}, json=PAGE)
@@ -189,8 +219,9 @@ def test_a_body_the_collector_cannot_decode_is_refused(tmp_path: Path) -> None:
         assert "gzip" in unknown.json()["message"]
         broken = client.post("/v1/events", headers={**KEY, "Content-Encoding": "gzip"}, content=b"not gzip")
         assert (broken.status_code, broken.json()["error"]) == (400, "invalid_content_encoding")
-        cut = client.post("/v1/events", headers={**KEY, "Content-Encoding": "gzip"},
-                          content=gzip.compress(orjson.dumps(PAGE))[:-12])
+        cut = client.post(
+            "/v1/events", headers={**KEY, "Content-Encoding": "gzip"}, content=gzip.compress(orjson.dumps(PAGE))[:-12]
+        )
         assert (cut.status_code, cut.json()["error"]) == (400, "invalid_content_encoding")
         bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")  # 1 kB that unpacks to 1 MB
         assert len(bomb) < 2048
@@ -200,17 +231,34 @@ def test_a_body_the_collector_cannot_decode_is_refused(tmp_path: Path) -> None:
 
 
 def test_crm_and_spend_need_a_server_key(client) -> None:
-    crm = {"type": "crm_status", "crm": "generic", "crm_object_id": "d1", "email": "a@b.co", "stage": "customer",
-           "deal_value": "100.50", "currency": "EUR", "occurred_at": "2024-05-02T00:00:00Z"}
-    spend = {"type": "spend", "date": "2024-05-01", "channel": "Paid Search", "source": "google", "cost": "12.30",
-             "currency": "EUR", "occurred_at": "2024-05-01T00:00:00Z"}
+    crm = {
+        "type": "crm_status",
+        "crm": "generic",
+        "crm_object_id": "d1",
+        "email": "a@b.co",
+        "stage": "customer",
+        "deal_value": "100.50",
+        "currency": "EUR",
+        "occurred_at": "2024-05-02T00:00:00Z",
+    }
+    spend = {
+        "type": "spend",
+        "date": "2024-05-01",
+        "channel": "Paid Search",
+        "source": "google",
+        "cost": "12.30",
+        "currency": "EUR",
+        "occurred_at": "2024-05-01T00:00:00Z",
+    }
     refused = client.post("/v1/events", headers=KEY, json=[crm, spend])
     assert refused.status_code == 422
     assert all("need a server key" in r["errors"][0]["msg"] for r in refused.json()["rejected"])
     accepted = client.post("/v1/events", headers={"X-Closedloop-Key": SERVER_KEY}, json=[crm, spend])
     assert accepted.json()["accepted"] == 2
     assert [(t, k) for t, k, _ in envelopes(client)] == [
-        ("closedloop.crm", "a@b.co"), ("closedloop.spend", "2024-05-01|Paid Search|google||")]
+        ("closedloop.crm", "a@b.co"),
+        ("closedloop.spend", "2024-05-01|Paid Search|google||"),
+    ]
 
 
 def test_limits(tmp_path: Path) -> None:
@@ -263,20 +311,43 @@ HS_URL = "http://testserver/v1/webhooks/hubspot"
 
 
 def hubspot_event(event_id: int, **fields) -> dict:
-    return {"eventId": event_id, "subscriptionId": 9, "portalId": 62515, "appId": 1, "occurredAt": 1714557600000,
-            "attemptNumber": 0, "changeSource": "CRM_UI", **fields}
+    return {
+        "eventId": event_id,
+        "subscriptionId": 9,
+        "portalId": 62515,
+        "appId": 1,
+        "occurredAt": 1714557600000,
+        "attemptNumber": 0,
+        "changeSource": "CRM_UI",
+        **fields,
+    }
 
 
 def test_hubspot_lifecycle_and_deal_changes(client) -> None:
     events = [
-        hubspot_event(1, subscriptionType="contact.propertyChange", objectId=501, propertyName="lifecyclestage",
-                      propertyValue="marketingqualifiedlead"),
-        hubspot_event(2, subscriptionType="deal.propertyChange", objectId=901, propertyName="dealstage",
-                      propertyValue="closedwon", contactId=501, amount="1200.5", currency="eur"),
-        hubspot_event(3, subscriptionType="deal.propertyChange", objectId=902, propertyName="dealstage",
-                      propertyValue="closedwon"),
-        hubspot_event(4, subscriptionType="contact.propertyChange", objectId=501, propertyName="firstname",
-                      propertyValue="Ann"),
+        hubspot_event(
+            1,
+            subscriptionType="contact.propertyChange",
+            objectId=501,
+            propertyName="lifecyclestage",
+            propertyValue="marketingqualifiedlead",
+        ),
+        hubspot_event(
+            2,
+            subscriptionType="deal.propertyChange",
+            objectId=901,
+            propertyName="dealstage",
+            propertyValue="closedwon",
+            contactId=501,
+            amount="1200.5",
+            currency="eur",
+        ),
+        hubspot_event(
+            3, subscriptionType="deal.propertyChange", objectId=902, propertyName="dealstage", propertyValue="closedwon"
+        ),
+        hubspot_event(
+            4, subscriptionType="contact.propertyChange", objectId=501, propertyName="firstname", propertyValue="Ann"
+        ),
     ]
     body = dumps(events)
     response = client.post("/v1/webhooks/hubspot", content=body, headers=hubspot_headers(body, HS_URL))
@@ -289,10 +360,19 @@ def test_hubspot_lifecycle_and_deal_changes(client) -> None:
     assert [(t, k) for t, k, _ in records] == [("closedloop.crm", "hubspot:501"), ("closedloop.crm", "hubspot:501")]
     mql, won = records[0][2], records[1][2]
     assert mql["event_id"] == "hubspot:62515:1" and mql["site_id"] == "hubspot:62515"
-    assert mql["event"] | {} == {**mql["event"], "stage": "mql", "crm_object_id": "501", "crm_contact_id": "501",
-                                  "occurred_at": "2024-05-01T10:00:00Z"}
-    assert (won["event"]["stage"], won["event"]["crm_object_id"], won["event"]["deal_value"], won["event"]["currency"]) \
-        == ("customer", "901", "1200.50", "EUR")
+    assert mql["event"] | {} == {
+        **mql["event"],
+        "stage": "mql",
+        "crm_object_id": "501",
+        "crm_contact_id": "501",
+        "occurred_at": "2024-05-01T10:00:00Z",
+    }
+    assert (
+        won["event"]["stage"],
+        won["event"]["crm_object_id"],
+        won["event"]["deal_value"],
+        won["event"]["currency"],
+    ) == ("customer", "901", "1200.50", "EUR")
     # HubSpot retries: the same eventIds produce nothing new.
     again = client.post("/v1/webhooks/hubspot", content=body, headers=hubspot_headers(body, HS_URL))
     assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 2)
@@ -301,8 +381,17 @@ def test_hubspot_lifecycle_and_deal_changes(client) -> None:
 
 @pytest.mark.parametrize("case", ["unsigned", "tampered", "stale", "wrong_secret", "wrong_url"])
 def test_hubspot_rejects_bad_signatures(client, case: str) -> None:
-    body = dumps([hubspot_event(1, subscriptionType="contact.propertyChange", objectId=5,
-                                propertyName="lifecyclestage", propertyValue="lead")])
+    body = dumps(
+        [
+            hubspot_event(
+                1,
+                subscriptionType="contact.propertyChange",
+                objectId=5,
+                propertyName="lifecyclestage",
+                propertyValue="lead",
+            )
+        ]
+    )
     headers = hubspot_headers(body, HS_URL)
     expected = "bad_signature"
     if case == "unsigned":
@@ -324,8 +413,17 @@ def test_hubspot_rejects_bad_signatures(client, case: str) -> None:
 
 def test_hubspot_signature_behind_a_proxy(tmp_path: Path) -> None:
     settings = collector_settings(tmp_path, trust_forwarded_headers=True)
-    body = dumps([hubspot_event(1, subscriptionType="contact.propertyChange", objectId=5,
-                                propertyName="lifecyclestage", propertyValue="lead")])
+    body = dumps(
+        [
+            hubspot_event(
+                1,
+                subscriptionType="contact.propertyChange",
+                objectId=5,
+                propertyName="lifecyclestage",
+                propertyValue="lead",
+            )
+        ]
+    )
     url = "https://collect.acme.test/v1/webhooks/hubspot?portal=1"
     headers = {**hubspot_headers(body, url), "X-Forwarded-Proto": "https", "X-Forwarded-Host": "collect.acme.test"}
     with offline_client(settings) as client:
@@ -335,45 +433,87 @@ def test_hubspot_signature_behind_a_proxy(tmp_path: Path) -> None:
 def test_endpoints_without_secrets_answer_503_naming_the_setting(tmp_path: Path) -> None:
     settings = collector_settings(tmp_path, hubspot_client_secret=None, pipedrive_user=None, crm_webhook_secret=None)
     with offline_client(settings) as client:
-        for path, setting in [("/v1/webhooks/hubspot", "CLOSEDLOOP_HUBSPOT_CLIENT_SECRET"),
-                              ("/v1/webhooks/pipedrive", "CLOSEDLOOP_PIPEDRIVE_USER"),
-                              ("/v1/webhooks/crm", "CLOSEDLOOP_CRM_WEBHOOK_SECRET")]:
+        for path, setting in [
+            ("/v1/webhooks/hubspot", "CLOSEDLOOP_HUBSPOT_CLIENT_SECRET"),
+            ("/v1/webhooks/pipedrive", "CLOSEDLOOP_PIPEDRIVE_USER"),
+            ("/v1/webhooks/crm", "CLOSEDLOOP_CRM_WEBHOOK_SECRET"),
+        ]:
             response = client.post(path, content=b"[]")
             assert response.status_code == 503
             assert response.json()["error"] == "not_configured"
             assert setting in response.json()["message"]
 
 
-def pipedrive_body(entity: str, action: str, data: dict, previous: dict | None = None, meta_id: str = "m-1",
-                   attempt: int = 1) -> dict:
-    return {"meta": {"action": action, "entity": entity, "entity_id": data.get("id"), "id": meta_id,
-                     "version": "2.0", "company_id": 77, "attempt": attempt, "timestamp": "2024-05-03T08:00:00Z"},
-            "data": data, "previous": previous}
+def pipedrive_body(
+    entity: str, action: str, data: dict, previous: dict | None = None, meta_id: str = "m-1", attempt: int = 1
+) -> dict:
+    return {
+        "meta": {
+            "action": action,
+            "entity": entity,
+            "entity_id": data.get("id"),
+            "id": meta_id,
+            "version": "2.0",
+            "company_id": 77,
+            "attempt": attempt,
+            "timestamp": "2024-05-03T08:00:00Z",
+        },
+        "data": data,
+        "previous": previous,
+    }
 
 
 def test_pipedrive_deal_won_person_created_label_added(client) -> None:
-    won = pipedrive_body("deal", "change", {"id": 31, "status": "won", "value": 990, "currency": "usd",
-                                            "person_id": 12, "stage_id": 2}, {"status": "open"}, meta_id="m-won")
-    person = pipedrive_body("person", "create", {"id": 12, "name": "Ann", "emails": [
-        {"label": "home", "value": "other@x.test", "primary": False},
-        {"label": "work", "value": "Ann@Acme.test", "primary": True}]}, meta_id="m-person")
-    label = pipedrive_body("person", "change", {"id": 12, "label_ids": [7], "emails": []}, {"label_ids": []},
-                           meta_id="m-label")
-    untouched = pipedrive_body("deal", "change", {"id": 31, "status": "won", "title": "x"}, {"title": "y"},
-                               meta_id="m-title")
-    results = [client.post("/v1/webhooks/pipedrive", json=b, headers=basic_auth()).json()
-               for b in (won, person, label, untouched)]
+    won = pipedrive_body(
+        "deal",
+        "change",
+        {"id": 31, "status": "won", "value": 990, "currency": "usd", "person_id": 12, "stage_id": 2},
+        {"status": "open"},
+        meta_id="m-won",
+    )
+    person = pipedrive_body(
+        "person",
+        "create",
+        {
+            "id": 12,
+            "name": "Ann",
+            "emails": [
+                {"label": "home", "value": "other@x.test", "primary": False},
+                {"label": "work", "value": "Ann@Acme.test", "primary": True},
+            ],
+        },
+        meta_id="m-person",
+    )
+    label = pipedrive_body(
+        "person", "change", {"id": 12, "label_ids": [7], "emails": []}, {"label_ids": []}, meta_id="m-label"
+    )
+    untouched = pipedrive_body(
+        "deal", "change", {"id": 31, "status": "won", "title": "x"}, {"title": "y"}, meta_id="m-title"
+    )
+    results = [
+        client.post("/v1/webhooks/pipedrive", json=b, headers=basic_auth()).json()
+        for b in (won, person, label, untouched)
+    ]
     assert [r["accepted"] for r in results] == [1, 1, 1, 0]
     assert results[3]["ignored"][0]["reason"] == "deal change without a status or mapped stage change"
     records = envelopes(client)
     assert [(k, e["event"]["stage"]) for _, k, e in records] == [
-        ("pipedrive:12", "customer"), ("ann@acme.test", "lead"), ("pipedrive:12", "mql")]
+        ("pipedrive:12", "customer"),
+        ("ann@acme.test", "lead"),
+        ("pipedrive:12", "mql"),
+    ]
     deal = records[0][2]
     assert deal["event_id"] == "pipedrive:77:m-won:0"
-    assert (deal["event"]["deal_value"], deal["event"]["currency"], deal["event"]["crm_object_id"]) == ("990.00", "USD", "31")
+    assert (deal["event"]["deal_value"], deal["event"]["currency"], deal["event"]["crm_object_id"]) == (
+        "990.00",
+        "USD",
+        "31",
+    )
     assert records[1][2]["event"]["crm_contact_id"] == "12"
     # a retry (same meta.id, next attempt) is a duplicate
-    retry = client.post("/v1/webhooks/pipedrive", json={**won, "meta": {**won["meta"], "attempt": 2}}, headers=basic_auth())
+    retry = client.post(
+        "/v1/webhooks/pipedrive", json={**won, "meta": {**won["meta"], "attempt": 2}}, headers=basic_auth()
+    )
     assert (retry.json()["accepted"], retry.json()["duplicates"]) == (0, 1)
 
 
@@ -383,34 +523,56 @@ def test_pipedrive_auth(client) -> None:
     wrong = client.post("/v1/webhooks/pipedrive", json=body, headers=basic_auth(password="nope"))
     assert (wrong.status_code, wrong.json()["error"]) == (401, "bad_credentials")
     assert wrong.headers["www-authenticate"] == 'Basic realm="closedloop"'
-    v1 = client.post("/v1/webhooks/pipedrive", json={**body, "meta": {**body["meta"], "version": "1.0"}},
-                     headers=basic_auth())
+    v1 = client.post(
+        "/v1/webhooks/pipedrive", json={**body, "meta": {**body["meta"], "version": "1.0"}}, headers=basic_auth()
+    )
     assert (v1.status_code, v1.json()["error"]) == (422, "unsupported_version")
 
 
 def test_generic_crm_webhook(client) -> None:
-    body = dumps({"source": "odoo", "events": [
-        {"id": "chg-1", "stage": "sql", "occurred_at": "2024-05-04T09:00:00", "email": "Bob@Acme.test"},
-        {"id": "chg-2", "stage": "customer", "occurred_at": "2024-05-05T09:00:00Z", "contact_id": "c-9",
-         "object_id": "deal-4", "value": "250.00", "currency": "gbp"},
-        {"id": "chg-3", "stage": "won", "occurred_at": "2024-05-05T09:00:00Z", "email": "x@y.z"},
-        {"id": "chg-4", "stage": "lead", "occurred_at": "2024-05-05T09:00:00Z"},
-    ]})
-    response = client.post("/v1/webhooks/crm", content=body, headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)})
+    body = dumps(
+        {
+            "source": "odoo",
+            "events": [
+                {"id": "chg-1", "stage": "sql", "occurred_at": "2024-05-04T09:00:00", "email": "Bob@Acme.test"},
+                {
+                    "id": "chg-2",
+                    "stage": "customer",
+                    "occurred_at": "2024-05-05T09:00:00Z",
+                    "contact_id": "c-9",
+                    "object_id": "deal-4",
+                    "value": "250.00",
+                    "currency": "gbp",
+                },
+                {"id": "chg-3", "stage": "won", "occurred_at": "2024-05-05T09:00:00Z", "email": "x@y.z"},
+                {"id": "chg-4", "stage": "lead", "occurred_at": "2024-05-05T09:00:00Z"},
+            ],
+        }
+    )
+    response = client.post(
+        "/v1/webhooks/crm", content=body, headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}
+    )
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["accepted"] == 2
     assert result["rejected"][0]["index"] == 2 and result["rejected"][0]["errors"][0]["loc"] == "stage"
-    assert result["rejected"][1] == {"index": 3, "errors": [
-        {"loc": "body", "msg": "a CRM status change needs the lead's email or crm_contact_id"}]}
+    assert result["rejected"][1] == {
+        "index": 3,
+        "errors": [{"loc": "body", "msg": "a CRM status change needs the lead's email or crm_contact_id"}],
+    }
     records = envelopes(client)
     assert [(k, e["event_id"], e["site_id"], e["event"]["stage"]) for _, k, e in records] == [
         ("bob@acme.test", "generic:odoo:chg-1", "crm:odoo", "sql"),
-        ("generic:c-9", "generic:odoo:chg-2", "crm:odoo", "customer")]
+        ("generic:c-9", "generic:odoo:chg-2", "crm:odoo", "customer"),
+    ]
     assert records[1][2]["event"]["deal_value"] == "250.00" and records[1][2]["event"]["currency"] == "GBP"
-    bad = client.post("/v1/webhooks/crm", content=body + b" ", headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)})
+    bad = client.post(
+        "/v1/webhooks/crm", content=body + b" ", headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}
+    )
     assert (bad.status_code, bad.json()["error"]) == (401, "bad_signature")
-    again = client.post("/v1/webhooks/crm", content=body, headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)})
+    again = client.post(
+        "/v1/webhooks/crm", content=body, headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}
+    )
     assert again.json()["duplicates"] == 2
 
 
@@ -422,8 +584,9 @@ def test_tracker_min_is_built_from_the_source_and_small() -> None:
     source = (static / "tracker.js").read_bytes()
     minified = (static / "tracker.min.js").read_bytes()
     first_line = minified.split(b"\n", 1)[0].decode()
-    assert first_line == f"/*! closedloop tracker, source sha256:{hashlib.sha256(source).hexdigest()} */", \
+    assert first_line == f"/*! closedloop tracker, source sha256:{hashlib.sha256(source).hexdigest()} */", (
         "tracker.min.js is stale: run collector/static/build.sh"
+    )
     assert len(gzip.compress(minified, 9)) < 4096
 
 
@@ -442,13 +605,25 @@ def test_record_values_are_the_serde_bytes_and_generated_ids_are_uuid4() -> None
     items = [
         {**PAGE, "title": "  Prix  ", "referrer": "https://www.google.com/", "sent_at": "2024-05-01T12:00:00+02:00"},
         {"type": "identify", "visitor_id": "vis-1", "email": " Ana@Example.COM ", "fields": {"name": "Ana Ñ"}},
-        {"type": "crm_status", "crm": "generic", "crm_object_id": "d-1", "email": "b@x.io", "stage": "customer",
-         "deal_value": "1200.50", "currency": "EUR", "occurred_at": "2024-05-01T10:00:00"},
+        {
+            "type": "crm_status",
+            "crm": "generic",
+            "crm_object_id": "d-1",
+            "email": "b@x.io",
+            "stage": "customer",
+            "deal_value": "1200.50",
+            "currency": "EUR",
+            "occurred_at": "2024-05-01T10:00:00",
+        },
         {"type": "spend", "date": "2024-05-01", "channel": "paid_search", "cost": "12.3", "currency": "USD"},
     ]
     batch = event_parsing.parse_events(
-        items, site_id="s", allowed_types=event_parsing.SERVER_TYPES,
-        received_at=datetime(2024, 5, 1, 12, tzinfo=timezone.utc), user_agent="ua", topics=Topics("p"),
+        items,
+        site_id="s",
+        allowed_types=event_parsing.SERVER_TYPES,
+        received_at=datetime(2024, 5, 1, 12, tzinfo=timezone.utc),
+        user_agent="ua",
+        topics=Topics("p"),
     )
     assert batch.rejected == []
     assert [event.type for event in batch.accepted] == ["page_view", "identify", "crm_status", "spend"]
@@ -478,15 +653,25 @@ def test_batch_with_one_invalid_event_names_it_like_a_single_one(client) -> None
     single = client.post("/v1/events", headers=KEY, json=bad).json()["rejected"]
     batched = client.post("/v1/events", headers=KEY, json=[PAGE, bad, PAGE, {"type": "nope"}]).json()
     assert batched["accepted"] == 2
-    assert batched["rejected"] == [{"index": 1, "errors": single[0]["errors"]},
-                                   {"index": 3, "errors": [{"loc": "type", "msg": "unknown event type 'nope'; "
-                                                            "expected one of crm_status, identify, page_view, spend"}]}]
+    assert batched["rejected"] == [
+        {"index": 1, "errors": single[0]["errors"]},
+        {
+            "index": 3,
+            "errors": [
+                {
+                    "loc": "type",
+                    "msg": "unknown event type 'nope'; expected one of crm_status, identify, page_view, spend",
+                }
+            ],
+        },
+    ]
 
 
 def test_first_query_values_equals_parse_qs() -> None:
     from urllib.parse import parse_qs
 
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from schemas.events import CLICK_ID_FIELDS, UTM_FIELDS, first_query_values
 
@@ -507,7 +692,8 @@ def test_first_query_values_equals_parse_qs() -> None:
 @pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "0001-01-01", "9999-12-31"])
 @pytest.mark.parametrize("path", ["fast", "models"])
 def test_times_outside_the_accepted_window_are_422_naming_the_field_and_the_window(
-        client, occurred_at: str, path: str) -> None:
+    client, occurred_at: str, path: str
+) -> None:
     # Years 1 and 9999 were stored (ClickHouse clamps them) and made a touch today. A plain page view takes the
     # fast path; one whose title starts with U+001C (stripped by Python, not by pydantic) the models' path.
     item = {**PAGE, "occurred_at": occurred_at}
@@ -536,7 +722,9 @@ def test_the_window_is_a_setting_and_its_edges_are_accepted(tmp_path: Path) -> N
         body = response.json()
         assert body["accepted"] == 2
         assert [(r["index"], r["errors"][0]["loc"]) for r in body["rejected"]] == [
-            (2, "occurred_at"), (3, "occurred_at")]
+            (2, "occurred_at"),
+            (3, "occurred_at"),
+        ]
         assert "30 days before to 1 hours after" in body["rejected"][0]["errors"][0]["msg"]
 
 
@@ -546,22 +734,35 @@ def _crm_request(crm: str, when: str, index: int) -> tuple[str, bytes, dict[str,
 
     if crm == "hubspot":
         millis = int(datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() * 1000)
-        body = dumps([hubspot_event(index, subscriptionType="contact.propertyChange", objectId=5,
-                                    propertyName="lifecyclestage", propertyValue="lead", occurredAt=millis)])
+        body = dumps(
+            [
+                hubspot_event(
+                    index,
+                    subscriptionType="contact.propertyChange",
+                    objectId=5,
+                    propertyName="lifecyclestage",
+                    propertyValue="lead",
+                    occurredAt=millis,
+                )
+            ]
+        )
         return "/v1/webhooks/hubspot", body, hubspot_headers(body, HS_URL)
     if crm == "pipedrive":
-        document = pipedrive_body("person", "create", {"id": 12, "emails": [{"value": "a@b.co", "primary": True}]},
-                                  meta_id=f"m-{index}")
+        document = pipedrive_body(
+            "person", "create", {"id": 12, "emails": [{"value": "a@b.co", "primary": True}]}, meta_id=f"m-{index}"
+        )
         document["meta"]["timestamp"] = when
         return "/v1/webhooks/pipedrive", dumps(document), {**basic_auth(), "Content-Type": "application/json"}
     body = dumps({"events": [{"id": f"chg-{index}", "stage": "sql", "occurred_at": when, "contact_id": "c-1"}]})
     return "/v1/webhooks/crm", body, {"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}
 
 
-@pytest.mark.parametrize("crm, field", [("hubspot", "occurredAt"), ("pipedrive", "meta.timestamp"),
-                                        ("generic", "occurred_at")])
+@pytest.mark.parametrize(
+    "crm, field", [("hubspot", "occurredAt"), ("pipedrive", "meta.timestamp"), ("generic", "occurred_at")]
+)
 def test_crm_change_times_outside_the_window_are_422_naming_the_field_and_the_window(
-        tmp_path: Path, crm: str, field: str) -> None:
+    tmp_path: Path, crm: str, field: str
+) -> None:
     # CRM webhooks used to publish any time (a 1971 or a next-year change became a conversion at that time).
     from datetime import datetime, timedelta, timezone
 
@@ -595,22 +796,48 @@ def test_no_crm_id_the_collector_publishes_is_an_email_and_the_sink_stores_none(
     settings = collector_settings(tmp_path, lead_id_key=key.decode())
     emails = ["Bob@Acme.test", "carol@acme.test", "dan@acme.test", "erin@acme.test", "fay@acme.test"]
     with offline_client(settings) as client:
-        body = dumps({"events": [
-            {"id": "c1", "stage": "sql", "occurred_at": "2024-05-04T09:00:00Z", "email": emails[0]},
-            {"id": "c2", "stage": "sql", "occurred_at": "2024-05-04T09:00:00Z", "contact_id": emails[1]},
-            {"id": "c3", "stage": "sql", "occurred_at": "2024-05-04T09:00:00Z", "email": "x@y.co",
-             "object_id": emails[2]}]})
-        assert client.post("/v1/webhooks/crm", content=body, headers={
-            "X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}).json()["accepted"] == 3
+        body = dumps(
+            {
+                "events": [
+                    {"id": "c1", "stage": "sql", "occurred_at": "2024-05-04T09:00:00Z", "email": emails[0]},
+                    {"id": "c2", "stage": "sql", "occurred_at": "2024-05-04T09:00:00Z", "contact_id": emails[1]},
+                    {
+                        "id": "c3",
+                        "stage": "sql",
+                        "occurred_at": "2024-05-04T09:00:00Z",
+                        "email": "x@y.co",
+                        "object_id": emails[2],
+                    },
+                ]
+            }
+        )
+        assert (
+            client.post(
+                "/v1/webhooks/crm", content=body, headers={"X-Closedloop-Signature": sign_generic(CRM_SECRET, body)}
+            ).json()["accepted"]
+            == 3
+        )
         server = {"X-Closedloop-Key": SERVER_KEY}
-        assert client.post("/v1/events", headers=server, json={
-            "type": "crm_status", "crm": "salesforce", "crm_object_id": emails[3], "email": emails[3],
-            "stage": "mql"}).json()["accepted"] == 1
+        assert (
+            client.post(
+                "/v1/events",
+                headers=server,
+                json={
+                    "type": "crm_status",
+                    "crm": "salesforce",
+                    "crm_object_id": emails[3],
+                    "email": emails[3],
+                    "stage": "mql",
+                },
+            ).json()["accepted"]
+            == 1
+        )
         records = spooled(client)
     sheet = tmp_path / "crm.csv"
     sheet.write_text(f"email,stage,date\n{emails[4]},lead,2024-05-01\n")
-    records += list(imports.parse_file(sheet, "crm", settings.topics, imports.ImportSummary(),
-                                       lead_key=settings.lead_key_bytes))
+    records += list(
+        imports.parse_file(sheet, "crm", settings.topics, imports.ImportSummary(), lead_key=settings.lead_key_bytes)
+    )
     assert len(records) == 5
     ids = [orjson.loads(r.value)["event"]["crm_object_id"] for r in records]
     assert ids[0] == lead_id_for(emails[0], key) and ids[3] == lead_id_for(emails[3], key)

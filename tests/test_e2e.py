@@ -18,18 +18,24 @@ from fractions import Fraction
 
 import pytest
 from harness import free_port
+from test_worker import get_json
 
-from simulator.demo_harness import DrainResult, PipelinePorts, PipelineProcesses, wait_group_active, wait_until_drained
 from deploy.daemons import log_tail
+from simulator.demo_harness import DrainResult, PipelinePorts, PipelineProcesses, wait_group_active, wait_until_drained
 from simulator.model import SimulatedDays, SimulationConfig
 from simulator.senders import Endpoint, Sender
 from simulator.truth import read_truth, write_truth
-from test_worker import get_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse]
 
-CONFIG = SimulationConfig(seed=20250106, epoch=date(2025, 1, 6), visitors_per_day=60, lead_rate_scale=3.0,
-                          customer_rate_scale=2.5, sales_cycle_scale=0.3)
+CONFIG = SimulationConfig(
+    seed=20250106,
+    epoch=date(2025, 1, 6),
+    visitors_per_day=60,
+    lead_rate_scale=3.0,
+    customer_rate_scale=2.5,
+    sales_cycle_scale=0.3,
+)
 DAYS = 12
 MODELS = ("first_touch", "last_touch", "linear", "time_decay", "u_shaped", "w_shaped", "full_path")
 LOOKBACK = timedelta(days=90)
@@ -94,8 +100,9 @@ def _exact_shares(model: str, window: list[RefTouch], converted_at: datetime, mi
     if model == "time_decay":
         with localcontext() as ctx:
             ctx.prec = 60
-            weights = [(Decimal(2) ** (-Decimal((converted_at - t.at).total_seconds()) / Decimal(86400 * 7)))
-                       for t in window]
+            weights = [
+                (Decimal(2) ** (-Decimal((converted_at - t.at).total_seconds()) / Decimal(86400 * 7))) for t in window
+            ]
             total = sum(weights)
             return [Fraction(w / total) for w in weights]
     first = 0
@@ -105,8 +112,9 @@ def _exact_shares(model: str, window: list[RefTouch], converted_at: datetime, mi
     if model == "u_shaped":
         return _positional(window, [(first, Fraction(40)), (lead, Fraction(40))], Fraction(20))
     if model == "w_shaped":
-        return _positional(window, [(first, Fraction(30)), (lead, Fraction(30)), (opportunity, Fraction(30))],
-                           Fraction(10))
+        return _positional(
+            window, [(first, Fraction(30)), (lead, Fraction(30)), (opportunity, Fraction(30))], Fraction(10)
+        )
     if model == "full_path":
         w = Fraction(45, 2)
         return _positional(window, [(first, w), (lead, w), (opportunity, w), (customer, w)], Fraction(10))
@@ -147,9 +155,14 @@ def reference(journeys: list[dict]) -> dict:
         if not journey["forms"]:
             continue
         identified = {form["visitor_id"] for form in journey["forms"]}
-        touches = sorted((RefTouch(t["touch_id"], _at(t["occurred_at"]), t["channel"], t["visitor_id"])
-                          for t in journey["touches"] if t["visitor_id"] in identified),
-                         key=lambda t: (t.at, t.touch_id))
+        touches = sorted(
+            (
+                RefTouch(t["touch_id"], _at(t["occurred_at"]), t["channel"], t["visitor_id"])
+                for t in journey["touches"]
+                if t["visitor_id"] in identified
+            ),
+            key=lambda t: (t.at, t.touch_id),
+        )
         reached: dict[str, tuple[datetime, Decimal | None]] = {"lead": (_at(journey["lead_at"]), None)}
         for change in journey["stages"]:
             at = _at(change["occurred_at"])
@@ -163,20 +176,26 @@ def reference(journeys: list[dict]) -> dict:
             assert window, f"{journey['journey_id']} {stage}: the simulator made a conversion without touches"
             for model in MODELS:
                 exact = _exact_shares(model, window, converted_at, milestones)
-                for touch, share in zip(window, _rounded(exact)):
+                for touch, share in zip(window, _rounded(exact), strict=False):
                     credits[(model, stage, touch.channel)] += share
                 if stage == "customer" and value is not None:
-                    for touch, amount in zip(window, _revenue(exact, value)):
+                    for touch, amount in zip(window, _revenue(exact, value), strict=False):
                         revenue[(model, touch.channel)] += amount
-    return {"credits": credits, "revenue": revenue, "visitors": {c: len(v) for c, v in visitors.items()},
-            "conversions": conversions}
+    return {
+        "credits": credits,
+        "revenue": revenue,
+        "visitors": {c: len(v) for c, v in visitors.items()},
+        "conversions": conversions,
+    }
 
 
 def test_reference_matches_the_documented_worked_example():
     """The reference itself, on ATTRIBUTION.md's example: 28, 21, 14 (direct), 7, 0 days; 12,000.00 EUR."""
     end = datetime(2025, 3, 1, 12, 0)
-    window = [RefTouch(f"t{i}", end - timedelta(days=d), "Direct" if i == 3 else "Paid Search", "v")
-              for i, d in enumerate((28, 21, 14, 7, 0), 1)]
+    window = [
+        RefTouch(f"t{i}", end - timedelta(days=d), "Direct" if i == 3 else "Paid Search", "v")
+        for i, d in enumerate((28, 21, 14, 7, 0), 1)
+    ]
     milestones = {"lead": window[1].at, "opportunity": window[3].at, "customer": window[4].at}
     expected = {
         "time_decay": ["387.10", "774.19", "1548.39", "3096.77", "6193.55"],
@@ -207,16 +226,21 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
 
     sink_group = f"{unique_name}-sink"
     sink_settings = SinkSettings(
-        data_dir=pipeline_settings.data_dir, kafka_bootstrap_servers=pipeline_settings.kafka_servers,
-        clickhouse_url=pipeline_settings.clickhouse, topic_prefix=pipeline_settings.topic_prefix,
-        sink_consumer_group=sink_group)
+        data_dir=pipeline_settings.data_dir,
+        kafka_bootstrap_servers=pipeline_settings.kafka_servers,
+        clickhouse_url=pipeline_settings.clickhouse,
+        topic_prefix=pipeline_settings.topic_prefix,
+        sink_consumer_group=sink_group,
+    )
     migrate_up(sink_settings)
     client = connect(sink_settings)
     worker_group = f"{pipeline_settings.topic_prefix}-worker"
     processes = PipelineProcesses(
-        pipeline_settings, PipelinePorts(collector=free_port(), worker_web=free_port()),
+        pipeline_settings,
+        PipelinePorts(collector=free_port(), worker_web=free_port()),
         extra_env={"CLOSEDLOOP_SINK_CONSUMER_GROUP": sink_group, "CLOSEDLOOP_SINK_BATCH_SECONDS": "0.5"},
-        die_with_parent=True)
+        die_with_parent=True,
+    )
     truth = None
     try:
         for first_day, end_day in runs:
@@ -225,8 +249,12 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
             wait_group_active(pipeline_settings.kafka_servers, worker_group, alive=processes.check_alive)
             wait_group_active(pipeline_settings.kafka_servers, sink_group, alive=processes.check_alive)
             run = SimulatedDays(CONFIG, first_day, end_day)
-            endpoint = Endpoint(collector_url=processes.collector_url, kafka_servers=pipeline_settings.kafka_servers,
-                                topic_prefix=pipeline_settings.topic_prefix, csv_dir=tmp_path / "sheets")
+            endpoint = Endpoint(
+                collector_url=processes.collector_url,
+                kafka_servers=pipeline_settings.kafka_servers,
+                topic_prefix=pipeline_settings.topic_prefix,
+                csv_dir=tmp_path / "sheets",
+            )
             stats = asyncio.run(Sender(endpoint).send(run))
             assert stats.rejected == 0, stats.problems
             assert stats.accepted == stats.events and stats.duplicates == 0 and stats.ignored == 0
@@ -238,9 +266,16 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
                 if result.seconds >= 10 * len(progress):  # noqa: B023 - called while progress is this list
                     progress.append(result)  # noqa: B023
 
-            drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client,
-                                       expected_touches=touches, timeout=300, alive=processes.check_alive,
-                                       on_poll=every_ten_seconds)
+            drain = wait_until_drained(
+                pipeline_settings,
+                worker_group,
+                sink_group,
+                client,
+                expected_touches=touches,
+                timeout=300,
+                alive=processes.check_alive,
+                on_poll=every_ten_seconds,
+            )
             assert drain.complete, _stuck_report(drain, progress, processes)
     finally:
         processes.stop()
@@ -249,9 +284,12 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
 
 def _stuck_report(drain, progress, processes) -> str:
     """What a drain timeout needs for a diagnosis: the lags over time and the processes' last log lines."""
-    lines = ["--- the worker's own view (GET /diagnostics/)",
-             _worker_diagnostics(processes.worker_url(), processes.settings.local_password_file),
-             repr(drain), "lags over time (seconds: worker / sink):"]
+    lines = [
+        "--- the worker's own view (GET /diagnostics/)",
+        _worker_diagnostics(processes.worker_url(), processes.settings.local_password_file),
+        repr(drain),
+        "lags over time (seconds: worker / sink):",
+    ]
     lines += [f"  {r.seconds:6.1f}: {r.worker_lag} / {r.sink_lag}" for r in progress]
     for name in ("worker", "sink", "collector"):
         lines += [f"--- {name} log", log_tail(processes.log(name), 25)]
@@ -276,15 +314,20 @@ def _assert_clickhouse_matches_the_reference(client, truth, end: date) -> None:
     found_touches = dict(_query(client, "SELECT touch_id, channel FROM touches FINAL"))
     assert found_touches == {t["touch_id"]: t["channel"] for j in truth.journeys for t in j["touches"]}
 
-    latest = ("(conversion_id, version) IN (SELECT conversion_id, max(version) FROM credits GROUP BY conversion_id)")
-    rows = _query(client, f"SELECT model, stage, channel, sum(credit) FROM credits FINAL WHERE {latest} "
-                          "GROUP BY model, stage, channel")
+    latest = "(conversion_id, version) IN (SELECT conversion_id, max(version) FROM credits GROUP BY conversion_id)"
+    rows = _query(
+        client,
+        f"SELECT model, stage, channel, sum(credit) FROM credits FINAL WHERE {latest} GROUP BY model, stage, channel",
+    )
     found = {(model, stage, channel): Decimal(total) for model, stage, channel, total in rows if Decimal(total)}
     wanted = {key: value for key, value in expected["credits"].items() if value}
     assert {key[0] for key in wanted} == set(MODELS) and {key[1] for key in wanted} >= {"lead", "customer", "lost"}
     assert found == wanted
-    rows = _query(client, f"SELECT model, channel, sum(revenue) FROM credits FINAL WHERE {latest} "
-                          "AND stage = 'customer' GROUP BY model, channel")
+    rows = _query(
+        client,
+        f"SELECT model, channel, sum(revenue) FROM credits FINAL WHERE {latest} "
+        "AND stage = 'customer' GROUP BY model, channel",
+    )
     found_revenue = {(model, channel): Decimal(total) for model, channel, total in rows if Decimal(total)}
     assert found_revenue == {key: value for key, value in expected["revenue"].items() if value}
     assert _query(client, "SELECT count() FROM conversions FINAL") == [(expected["conversions"],)]

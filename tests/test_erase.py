@@ -52,8 +52,11 @@ def _generic_crm(collector: str, events: list[dict]) -> None:
     from collector.webhooks.generic import sign
 
     body = json.dumps({"source": "odoo", "events": events}).encode()
-    request = urllib.request.Request(f"{collector}/v1/webhooks/crm", data=body, headers={
-        "Content-Type": "application/json", "X-Closedloop-Signature": sign(DEMO_CRM_SECRET, body)})
+    request = urllib.request.Request(
+        f"{collector}/v1/webhooks/crm",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Closedloop-Signature": sign(DEMO_CRM_SECRET, body)},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert json.loads(response.read())["accepted"] == len(events)
 
@@ -62,21 +65,37 @@ def _person(collector: str, email: str, visitors: tuple[str, str], contact: str)
     """Two devices, a form on each, CRM stages through the generic webhook (one by contact id only)."""
     when = lambda minutes: (NOW - timedelta(days=2) + timedelta(minutes=minutes)).isoformat()  # noqa: E731
     laptop, phone = visitors
-    _web(collector, [
-        {"type": "page_view", "visitor_id": laptop, "url": f"{SITE}/?utm_source=google&utm_medium=cpc",
-         "occurred_at": when(0)},
-        {"type": "page_view", "visitor_id": phone, "url": f"{SITE}/blog", "occurred_at": when(5)},
-        {"type": "identify", "visitor_id": laptop, "email": email, "form_id": "demo", "occurred_at": when(10)},
-        {"type": "identify", "visitor_id": phone, "email": email.upper(), "occurred_at": when(20)},
-        # A site that puts the address in a URL (a GET form): stored in events.url and its JSON.
-        {"type": "page_view", "visitor_id": laptop, "url": f"{SITE}/thanks?email={email}", "occurred_at": when(11)},
-    ])
-    _generic_crm(collector, [
-        {"id": f"{contact}-mql", "stage": "mql", "occurred_at": when(60), "email": email, "contact_id": contact},
-        {"id": f"{contact}-sql", "stage": "sql", "occurred_at": when(120), "contact_id": contact},
-        {"id": f"{contact}-won", "stage": "customer", "occurred_at": when(180), "email": email,
-         "value": "900.00", "currency": "EUR"},
-    ])
+    _web(
+        collector,
+        [
+            {
+                "type": "page_view",
+                "visitor_id": laptop,
+                "url": f"{SITE}/?utm_source=google&utm_medium=cpc",
+                "occurred_at": when(0),
+            },
+            {"type": "page_view", "visitor_id": phone, "url": f"{SITE}/blog", "occurred_at": when(5)},
+            {"type": "identify", "visitor_id": laptop, "email": email, "form_id": "demo", "occurred_at": when(10)},
+            {"type": "identify", "visitor_id": phone, "email": email.upper(), "occurred_at": when(20)},
+            # A site that puts the address in a URL (a GET form): stored in events.url and its JSON.
+            {"type": "page_view", "visitor_id": laptop, "url": f"{SITE}/thanks?email={email}", "occurred_at": when(11)},
+        ],
+    )
+    _generic_crm(
+        collector,
+        [
+            {"id": f"{contact}-mql", "stage": "mql", "occurred_at": when(60), "email": email, "contact_id": contact},
+            {"id": f"{contact}-sql", "stage": "sql", "occurred_at": when(120), "contact_id": contact},
+            {
+                "id": f"{contact}-won",
+                "stage": "customer",
+                "occurred_at": when(180),
+                "email": email,
+                "value": "900.00",
+                "currency": "EUR",
+            },
+        ],
+    )
 
 
 def _traces_in_clickhouse(client, needle: str) -> dict[str, int]:
@@ -85,12 +104,14 @@ def _traces_in_clickhouse(client, needle: str) -> dict[str, int]:
         "SELECT c.table, c.name FROM system.columns AS c INNER JOIN system.tables AS t "
         "ON t.database = c.database AND t.name = c.table WHERE c.database = currentDatabase() "
         "AND t.engine NOT IN ('View', 'MaterializedView') AND c.type LIKE '%String%' "
-        "AND c.type NOT LIKE '%AggregateFunction%'").result_rows
+        "AND c.type NOT LIKE '%AggregateFunction%'"
+    ).result_rows
     found = {}
     for table, column in columns:
         count = client.query(
             f"SELECT count() FROM `{table}` WHERE positionCaseInsensitive(toString(`{column}`), {{n:String}}) > 0",
-            parameters={"n": needle}).result_rows[0][0]
+            parameters={"n": needle},
+        ).result_rows[0][0]
         if count:
             found[f"{table}.{column}"] = count
     return found
@@ -111,12 +132,17 @@ def _worker_state(settings, app_id: str) -> dict[str, dict[bytes, bytes]]:
 
 
 def _state_traces(state: dict[str, dict[bytes, bytes]], *needles: str) -> list[str]:
-    return [f"{table}: {key!r}" for table, values in state.items() for key, value in values.items()
-            if any(n.lower().encode() in (key + value).lower() for n in needles)]
+    return [
+        f"{table}: {key!r}"
+        for table, values in state.items()
+        for key, value in values.items()
+        if any(n.lower().encode() in (key + value).lower() for n in needles)
+    ]
 
 
-def test_erase_mid_stream_leaves_no_trace_in_clickhouse_or_the_worker_state(pipeline_settings, unique_name,
-                                                                            tmp_path, monkeypatch):
+def test_erase_mid_stream_leaves_no_trace_in_clickhouse_or_the_worker_state(
+    pipeline_settings, unique_name, tmp_path, monkeypatch
+):
     from closedloop.commands.erase import command
     from sinks.client import connect
     from sinks.migrate import migrate_up
@@ -124,9 +150,12 @@ def test_erase_mid_stream_leaves_no_trace_in_clickhouse_or_the_worker_state(pipe
 
     sink_group = f"{unique_name}-sink"
     sink_settings = SinkSettings(
-        data_dir=pipeline_settings.data_dir, kafka_bootstrap_servers=pipeline_settings.kafka_servers,
-        clickhouse_url=pipeline_settings.clickhouse, topic_prefix=pipeline_settings.topic_prefix,
-        sink_consumer_group=sink_group)
+        data_dir=pipeline_settings.data_dir,
+        kafka_bootstrap_servers=pipeline_settings.kafka_servers,
+        clickhouse_url=pipeline_settings.clickhouse,
+        topic_prefix=pipeline_settings.topic_prefix,
+        sink_consumer_group=sink_group,
+    )
     migrate_up(sink_settings)
     client = connect(sink_settings)
     worker_group = f"{pipeline_settings.topic_prefix}-worker"
@@ -144,15 +173,26 @@ def test_erase_mid_stream_leaves_no_trace_in_clickhouse_or_the_worker_state(pipe
         _person(collector, ANN, ("ann-laptop", "ann-phone"), "c-ann")
         _person(collector, BOB, ("bob-laptop", "bob-phone"), "c-bob")
         # A CRM record published before ids became lead ids: its crm_object_id is the address.
-        old = CrmStatusChange(occurred_at=NOW - timedelta(days=1), crm="generic", crm_object_id=ANN, email=ANN,
-                              stage="opportunity")
-        send(pipeline_settings, [(pipeline_settings.topics.crm, old.lead_key, serde.dumps(Envelope(
-            event_id="generic:old:1", site_id="crm:old", received_at=NOW, event=old)))])
-        drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client, timeout=180,
-                                   alive=processes.check_alive)
+        old = CrmStatusChange(
+            occurred_at=NOW - timedelta(days=1), crm="generic", crm_object_id=ANN, email=ANN, stage="opportunity"
+        )
+        send(
+            pipeline_settings,
+            [
+                (
+                    pipeline_settings.topics.crm,
+                    old.lead_key,
+                    serde.dumps(Envelope(event_id="generic:old:1", site_id="crm:old", received_at=NOW, event=old)),
+                )
+            ],
+        )
+        drain = wait_until_drained(
+            pipeline_settings, worker_group, sink_group, client, timeout=180, alive=processes.check_alive
+        )
         assert drain.complete, drain
-        assert client.query("SELECT count() FROM leads FINAL WHERE lead_id = {l:String}",
-                            parameters={"l": ann}).result_rows == [(1,)]
+        assert client.query(
+            "SELECT count() FROM leads FINAL WHERE lead_id = {l:String}", parameters={"l": ann}
+        ).result_rows == [(1,)]
         assert "events.crm_object_id" in _traces_in_clickhouse(client, ANN)  # the old record's row
 
         def traffic() -> None:  # other visitors keep browsing while the person is erased
@@ -181,8 +221,9 @@ def test_erase_mid_stream_leaves_no_trace_in_clickhouse_or_the_worker_state(pipe
         assert removed[f"Kafka {pipeline_settings.topics.leads} (tombstone)"] == 1
         assert any(place.startswith("ClickHouse events.") for place in removed), removed
 
-        drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client, timeout=180,
-                                   alive=processes.check_alive)
+        drain = wait_until_drained(
+            pipeline_settings, worker_group, sink_group, client, timeout=180, alive=processes.check_alive
+        )
         assert drain.complete, drain
         assert _traces_in_clickhouse(client, ANN) == {}
         assert "leads.email" in _traces_in_clickhouse(client, BOB)  # the other person is untouched
@@ -195,18 +236,30 @@ def test_erase_mid_stream_leaves_no_trace_in_clickhouse_or_the_worker_state(pipe
         processes.stop()
         processes.start()
         wait_group_active(pipeline_settings.kafka_servers, worker_group, alive=processes.check_alive)
-        _web(collector, [{"type": "page_view", "visitor_id": "ann-laptop", "url": f"{SITE}/?utm_source=news",
-                          "occurred_at": NOW.isoformat()}])
-        drain = wait_until_drained(pipeline_settings, worker_group, sink_group, client, timeout=180,
-                                   alive=processes.check_alive)
+        _web(
+            collector,
+            [
+                {
+                    "type": "page_view",
+                    "visitor_id": "ann-laptop",
+                    "url": f"{SITE}/?utm_source=news",
+                    "occurred_at": NOW.isoformat(),
+                }
+            ],
+        )
+        drain = wait_until_drained(
+            pipeline_settings, worker_group, sink_group, client, timeout=180, alive=processes.check_alive
+        )
         assert drain.complete, drain
-        newest = client.query("SELECT lead_id FROM touches FINAL WHERE visitor_id = 'ann-laptop' "
-                              "ORDER BY occurred_at DESC LIMIT 1").result_rows
+        newest = client.query(
+            "SELECT lead_id FROM touches FINAL WHERE visitor_id = 'ann-laptop' ORDER BY occurred_at DESC LIMIT 1"
+        ).result_rows
         assert newest == [("",)]
         assert _traces_in_clickhouse(client, ANN) == {}
         assert _state_traces(_worker_state(pipeline_settings, worker_group), ANN, ann) == []
-        for_ann = [r for r in topic_records(pipeline_settings, pipeline_settings.topics.lead_events)
-                   if r.key == ann.encode()]
+        for_ann = [
+            r for r in topic_records(pipeline_settings, pipeline_settings.topics.lead_events) if r.key == ann.encode()
+        ]
         assert json.loads(for_ann[-1].value)["kind"] == "erase"  # nothing about the lead after the erasure
     finally:
         stop_traffic.set()

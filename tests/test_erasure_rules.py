@@ -22,11 +22,21 @@ def _envelope(event_id: str, event) -> Envelope:
 def test_the_lead_state_knows_every_visitor_and_contact_an_erasure_must_reach() -> None:
     link = IdentityLink(visitor_id="laptop", lead_id="L", linked_at=T0, event_id="form")
     state, _ = apply_link(None, link)
-    touch = Touch(touch_id="t1", visitor_id="phone", lead_id="L", site_id="s", occurred_at=T0, channel="Direct",
-                  source="(direct)", medium="(none)", event_id="pv")
+    touch = Touch(
+        touch_id="t1",
+        visitor_id="phone",
+        lead_id="L",
+        site_id="s",
+        occurred_at=T0,
+        channel="Direct",
+        source="(direct)",
+        medium="(none)",
+        event_id="pv",
+    )
     state, _ = apply_touch(state, touch)
-    change = CrmStatusChange(occurred_at=T0, crm="hubspot", crm_object_id="d1", crm_contact_id="501",
-                             email="ann@acme.test", stage="mql")
+    change = CrmStatusChange(
+        occurred_at=T0, crm="hubspot", crm_object_id="d1", crm_contact_id="501", email="ann@acme.test", stage="mql"
+    )
     state, _ = apply_crm(state, change, lead_id="L", event_id="crm-1")
     again, _ = apply_crm(state, change, lead_id="L", event_id="crm-1")
     assert again.contact_keys == ("hubspot:501",)
@@ -37,10 +47,12 @@ def test_the_lead_state_knows_every_visitor_and_contact_an_erasure_must_reach() 
 
 def test_a_visitor_forgets_the_lead_and_keeps_its_anonymous_history() -> None:
     rules = ChannelRules()
-    state, _ = apply_page_view(None, _envelope("pv-1", PageView(occurred_at=T0, visitor_id="v", url="https://a.test/")),
-                               rules)
+    state, _ = apply_page_view(
+        None, _envelope("pv-1", PageView(occurred_at=T0, visitor_id="v", url="https://a.test/")), rules
+    )
     state, link, carried = apply_identify(
-        state, _envelope("f", Identify(occurred_at=T0 + timedelta(minutes=1), visitor_id="v", email="a@b.co")), "L")
+        state, _envelope("f", Identify(occurred_at=T0 + timedelta(minutes=1), visitor_id="v", email="a@b.co")), "L"
+    )
     assert link is not None and [t.lead_id for t in state.touches] == ["L"]
     forgotten = forget_lead(state, "L")
     assert forgotten.links == () and [t.lead_id for t in forgotten.touches] == [None]
@@ -59,10 +71,12 @@ def test_the_erase_command_refuses_bad_input_before_doing_anything(tmp_path, mon
     from closedloop.commands.erase import command
 
     monkeypatch.setenv("CLOSEDLOOP_DATA_DIR", str(tmp_path))
-    for args, message in [([], "exactly one of --email or --lead-id"),
-                          (["--email", "a@b.co", "--lead-id", "0" * 32], "exactly one of --email or --lead-id"),
-                          (["--email", "null"], "is not an email address"),
-                          (["--lead-id", "ann@acme.test"], "32 lower-case hex characters")]:
+    for args, message in [
+        ([], "exactly one of --email or --lead-id"),
+        (["--email", "a@b.co", "--lead-id", "0" * 32], "exactly one of --email or --lead-id"),
+        (["--email", "null"], "is not an email address"),
+        (["--lead-id", "ann@acme.test"], "32 lower-case hex characters"),
+    ]:
         result = CliRunner().invoke(command, args)
         assert result.exit_code == 2, (args, result.output)
         assert message in " ".join(result.output.split()), (args, result.output)

@@ -20,8 +20,16 @@ def at(minutes: int) -> datetime:
 
 
 def touch(touch_id: str, minutes: int) -> Touch:
-    return Touch(touch_id=touch_id, visitor_id="v1", site_id="s", occurred_at=at(minutes), channel="Direct",
-                 source="(direct)", medium="(none)", event_id=f"e-{touch_id}")
+    return Touch(
+        touch_id=touch_id,
+        visitor_id="v1",
+        site_id="s",
+        occurred_at=at(minutes),
+        channel="Direct",
+        source="(direct)",
+        medium="(none)",
+        event_id=f"e-{touch_id}",
+    )
 
 
 def test_lead_id_is_hmac_sha256_of_the_normalised_email():

@@ -17,13 +17,56 @@ from hypothesis import strategies as st
 from collector import imports
 from schemas.topics import Topics
 
-COLUMNS = ["email", "contact_id", "stage", "date", "value", "currency", "id", "channel", "source", "medium",
-           "campaign", "cost", "Email", " Stage ", "other"]
+COLUMNS = [
+    "email",
+    "contact_id",
+    "stage",
+    "date",
+    "value",
+    "currency",
+    "id",
+    "channel",
+    "source",
+    "medium",
+    "campaign",
+    "cost",
+    "Email",
+    " Stage ",
+    "other",
+]
 VALUES = st.one_of(
-    st.sampled_from(["ann@acme.test", " Bob@Acme.TEST ", "lead", "Closed Won", "won", "weird", "2024-05-01",
-                     "2024-05-01T10:00:00+02:00", "0001-01-01T00:00:00+01:00", "9999-12-31", "1200.50", "1e999999",
-                     "-3", "NaN", "Infinity", "eur", "EUR", "Paid Search", "", "null", "0", "\x00", '"', "a,b",
-                     "x\ny", "\r", "é", "1" * 40]),
+    st.sampled_from(
+        [
+            "ann@acme.test",
+            " Bob@Acme.TEST ",
+            "lead",
+            "Closed Won",
+            "won",
+            "weird",
+            "2024-05-01",
+            "2024-05-01T10:00:00+02:00",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31",
+            "1200.50",
+            "1e999999",
+            "-3",
+            "NaN",
+            "Infinity",
+            "eur",
+            "EUR",
+            "Paid Search",
+            "",
+            "null",
+            "0",
+            "\x00",
+            '"',
+            "a,b",
+            "x\ny",
+            "\r",
+            "é",
+            "1" * 40,
+        ]
+    ),
     st.text(max_size=20),
 )
 ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16"])
@@ -80,14 +123,12 @@ def test_parse_file_publishes_or_rejects_every_row_and_never_raises(data: bytes,
 
 @common
 @given(data=st.one_of(csv_files(), st.binary(max_size=300)), kind=st.sampled_from(["crm", "spend"]))
-def test_the_import_command_ends_with_its_exit_status_not_a_traceback(data: bytes, kind: str,
-                                                                       tmp_path: Path) -> None:
+def test_the_import_command_ends_with_its_exit_status_not_a_traceback(data: bytes, kind: str, tmp_path: Path) -> None:
     from closedloop.commands.import_ import command
 
     path = _file(data)
     try:
-        result = CliRunner().invoke(command, [kind, "--dry-run", str(path)],
-                                    env={"CLOSEDLOOP_DATA_DIR": str(tmp_path)})
+        result = CliRunner().invoke(command, [kind, "--dry-run", str(path)], env={"CLOSEDLOOP_DATA_DIR": str(tmp_path)})
     finally:
         path.unlink()
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
@@ -100,7 +141,7 @@ def test_one_good_row_among_bad_bytes_goes_through(tmp_path: Path, kind: str) ->
     good = ("ann@acme.test,lead,2024-05-01" if kind == "crm" else "2024-05-01,Paid Search,5,EUR").encode()
     header = b"email,stage,date" if kind == "crm" else b"date,channel,cost,currency"
     path = tmp_path / "mixed.csv"
-    path.write_bytes(header + b"\n\xff\xfe\x00,\x80\n" + good + b"\n\"unclosed,\xc3\n")
+    path.write_bytes(header + b"\n\xff\xfe\x00,\x80\n" + good + b'\n"unclosed,\xc3\n')
     summary = imports.ImportSummary()
     records = list(imports.parse_file(path, kind, Topics("t"), summary))  # type: ignore[arg-type]
     assert len(records) == 1

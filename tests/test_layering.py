@@ -24,8 +24,16 @@ ALLOWED: dict[str, set[str]] = {
     "clickhouse_endpoint": {"schemas", "compat"},  # schemas.logs only: it logs like every other process
     "simulator": {"schemas", "collector", "stream_jobs", "deploy"},
     "deploy": {"schemas", "stream_jobs", "sinks"},
-    "closedloop": {"schemas", "compat", "collector", "stream_jobs", "sinks", "clickhouse_endpoint", "simulator",
-                   "deploy"},
+    "closedloop": {
+        "schemas",
+        "compat",
+        "collector",
+        "stream_jobs",
+        "sinks",
+        "clickhouse_endpoint",
+        "simulator",
+        "deploy",
+    },
 }
 # third-party libraries the pure stream rules must not reach: they decide, the runtime moves data
 RUNTIME_LIBRARIES = {"faust", "mode", "aiokafka", "kafka", "clickhouse_connect", "httpx", "starlette", "uvicorn"}
@@ -59,10 +67,12 @@ def test_a_package_imports_only_the_packages_below_it(package: str) -> None:
 
 
 def test_the_stream_rules_use_no_runtime_library() -> None:
-    found = [f"{path.relative_to(ROOT)}:{line} imports {module}"
-             for path in sorted((ROOT / "stream_jobs" / "rules").rglob("*.py"))
-             for line, module in imports_of(path)
-             if module.split(".")[0] in RUNTIME_LIBRARIES or module.startswith("stream_jobs.runtime")]
+    found = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sorted((ROOT / "stream_jobs" / "rules").rglob("*.py"))
+        for line, module in imports_of(path)
+        if module.split(".")[0] in RUNTIME_LIBRARIES or module.startswith("stream_jobs.runtime")
+    ]
     assert found == []
 
 
@@ -75,5 +85,4 @@ def test_a_forbidden_import_is_found(tmp_path: Path) -> None:
     # the check itself: a collector module importing the sink is reported with its file and line
     (tmp_path / "collector").mkdir()
     (tmp_path / "collector" / "bad.py").write_text("import json\n\ndef f():\n    from sinks.writer import SinkWriter\n")
-    assert violations("collector", ALLOWED["collector"], root=tmp_path) == [
-        "collector/bad.py:4 imports sinks.writer"]
+    assert violations("collector", ALLOWED["collector"], root=tmp_path) == ["collector/bad.py:4 imports sinks.writer"]

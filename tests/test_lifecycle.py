@@ -19,8 +19,17 @@ def at(hours: float) -> datetime:
 
 
 def touch(touch_id: str, hours: float, channel: str = "Organic Search") -> Touch:
-    return Touch(touch_id=touch_id, visitor_id="v1", lead_id=LEAD, site_id="s", occurred_at=at(hours),
-                 channel=channel, source="google", medium="organic", event_id=f"e-{touch_id}")
+    return Touch(
+        touch_id=touch_id,
+        visitor_id="v1",
+        lead_id=LEAD,
+        site_id="s",
+        occurred_at=at(hours),
+        channel=channel,
+        source="google",
+        medium="organic",
+        event_id=f"e-{touch_id}",
+    )
 
 
 def link(hours: float, event_id: str = "form-1") -> IdentityLink:
@@ -28,17 +37,41 @@ def link(hours: float, event_id: str = "form-1") -> IdentityLink:
 
 
 def crm(stage: str, hours: float, value: str | None = None) -> CrmStatusChange:
-    return CrmStatusChange(occurred_at=at(hours), crm="hubspot", crm_object_id="c1", email="ann@example.com",
-                           stage=stage, deal_value=Decimal(value) if value else None,
-                           currency="EUR" if value else None)
+    return CrmStatusChange(
+        occurred_at=at(hours),
+        crm="hubspot",
+        crm_object_id="c1",
+        email="ann@example.com",
+        stage=stage,
+        deal_value=Decimal(value) if value else None,
+        currency="EUR" if value else None,
+    )
 
 
-def conversion(stage: str, hours: float, event_id: str, *, touches: int, first: str = "(none)",
-               last: str = "(none)", version: int = 1, revenue: str | None = None) -> Conversion:
-    return Conversion(conversion_id=conversion_id_for(LEAD, stage), lead_id=LEAD, stage=stage, occurred_at=at(hours),
-                      revenue=Decimal(revenue) if revenue else None, currency="EUR" if revenue else None,
-                      touch_count=touches, first_channel=first, last_channel=last, event_id=event_id,
-                      version=version)
+def conversion(
+    stage: str,
+    hours: float,
+    event_id: str,
+    *,
+    touches: int,
+    first: str = "(none)",
+    last: str = "(none)",
+    version: int = 1,
+    revenue: str | None = None,
+) -> Conversion:
+    return Conversion(
+        conversion_id=conversion_id_for(LEAD, stage),
+        lead_id=LEAD,
+        stage=stage,
+        occurred_at=at(hours),
+        revenue=Decimal(revenue) if revenue else None,
+        currency="EUR" if revenue else None,
+        touch_count=touches,
+        first_channel=first,
+        last_channel=last,
+        event_id=event_id,
+        version=version,
+    )
 
 
 def test_conversion_id_is_sha1_of_lead_and_stage():
@@ -54,8 +87,9 @@ def test_in_order_journey_emits_one_conversion_per_milestone():
     state, out = apply_crm(state, crm("mql", 2), lead_id=LEAD, event_id="crm-1")
     assert out == [conversion("mql", 2, "crm-1", touches=2, first="Paid Search", last="Paid Search")]
     state, out = apply_crm(state, crm("customer", 30, "12000.00"), lead_id=LEAD, event_id="crm-2")
-    assert out == [conversion("customer", 30, "crm-2", touches=2, first="Paid Search", last="Paid Search",
-                              revenue="12000.00")]
+    assert out == [
+        conversion("customer", 30, "crm-2", touches=2, first="Paid Search", last="Paid Search", revenue="12000.00")
+    ]
     assert state.first_identified_at == at(1)
 
 
@@ -135,15 +169,16 @@ def test_result_does_not_depend_on_arrival_order():
     for step in reversed(steps):
         backward, _ = step(backward)
     for stage in forward.stages:
-        assert forward.conversion(stage).model_copy(update={"version": 1}) == \
-            backward.conversion(stage).model_copy(update={"version": 1})
-        assert [c.model_copy(update={"version": 1}) for c in credits_for(forward, forward.conversion(stage))] == \
-            [c.model_copy(update={"version": 1}) for c in credits_for(backward, backward.conversion(stage))]
+        assert forward.conversion(stage).model_copy(update={"version": 1}) == backward.conversion(stage).model_copy(
+            update={"version": 1}
+        )
+        assert [c.model_copy(update={"version": 1}) for c in credits_for(forward, forward.conversion(stage))] == [
+            c.model_copy(update={"version": 1}) for c in credits_for(backward, backward.conversion(stage))
+        ]
 
 
 def test_lookback_excludes_old_touches_from_the_count():
-    state, out = apply_link(None, link(24 * 100), [touch("old", 0), touch("new", 24 * 95)],
-                            lookback=timedelta(days=90))
+    state, out = apply_link(None, link(24 * 100), [touch("old", 0), touch("new", 24 * 95)], lookback=timedelta(days=90))
     assert out[0].touch_count == 1
 
 
@@ -174,7 +209,8 @@ def test_credits_carry_the_conversion_version_and_sum_to_one():
 
 
 def test_output_record_bytes_equal_serde_dumps():
-    """The agents serialize with pydantic-core's to_json (stream_jobs.runtime.outputs.record_bytes): same bytes as serde."""
+    """The agents serialize with pydantic-core's to_json (stream_jobs.runtime.outputs.record_bytes): same bytes as
+    serde."""
     from schemas import serde
     from schemas.outputs import Lead
     from stream_jobs.rules.lifecycle import LeadEvent
@@ -183,10 +219,16 @@ def test_output_record_bytes_equal_serde_dumps():
     state, conversions = apply_link(None, link(1), [touch("t1", 0), touch("t2", 0.5, "Paid Search")])
     state, more = apply_crm(state, crm("customer", 3, "1234.50"), lead_id=LEAD, event_id="crm-won")
     credits = [c for conv in conversions + more for c in credits_for(state, conv)]
-    records = [*state.journey, link(1), *conversions, *more, *credits,
-               Lead(lead_id=LEAD, email="ann@example.com", first_identified_at=at(1)),
-               LeadEvent(kind="crm", lead_id=LEAD, crm=crm("mql", 2), event_id="e-1"),
-               LeadEvent(kind="link", lead_id=LEAD, link=link(1), email="a@b.c", touches=state.journey)]
+    records = [
+        *state.journey,
+        link(1),
+        *conversions,
+        *more,
+        *credits,
+        Lead(lead_id=LEAD, email="ann@example.com", first_identified_at=at(1)),
+        LeadEvent(kind="crm", lead_id=LEAD, crm=crm("mql", 2), event_id="e-1"),
+        LeadEvent(kind="link", lead_id=LEAD, link=link(1), email="a@b.c", touches=state.journey),
+    ]
     assert len(credits) > 7
     for record in records:
         assert record_bytes(record) == serde.dumps(record), type(record).__name__

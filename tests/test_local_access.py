@@ -52,7 +52,12 @@ def test_the_embedded_clickhouse_url_carries_the_data_directory_password(tmp_pat
     password = ensure_local_password(embedded.local_password_file)
     url = urlsplit(embedded.clickhouse)
     assert (url.username, url.password, url.hostname, url.port, url.path) == (
-        "default", password, "127.0.0.1", 8124, "/closedloop")
+        "default",
+        password,
+        "127.0.0.1",
+        8124,
+        "/closedloop",
+    )
     real = PipelineSettings(data_dir=tmp_path / "data", clickhouse_url="http://me:secret@ch.example:8123/db")
     assert real.clickhouse == "http://me:secret@ch.example:8123/db"  # a real server: its own credentials
 
@@ -68,16 +73,42 @@ def test_the_endpoint_makes_its_own_password_file_when_run_by_hand(tmp_path):
 # -- loopback names ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8123", "127.0.0.1", "127.0.0.1:8123", "127.255.0.9:1",
-                                  "[::1]", "[::1]:8123", "localhost."])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "LOCALHOST:8123",
+        "127.0.0.1",
+        "127.0.0.1:8123",
+        "127.255.0.9:1",
+        "[::1]",
+        "[::1]:8123",
+        "localhost.",
+    ],
+)
 def test_loopback_names_are_answered(host):
     assert access.is_loopback_name(host)
     assert access.request_refusal(host, None, 8123) is None
     assert access.request_refusal(host, f"http://{host}", 8123) is None
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8123", "localhost.evil.example", "127.0.0.1.nip.io",
-                                  "10.0.0.1", "0.0.0.0", "[::2]", "[::1", "::1", "127.0.0.1:x", "", "127.1"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8123",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "10.0.0.1",
+        "0.0.0.0",
+        "[::2]",
+        "[::1",
+        "::1",
+        "127.0.0.1:x",
+        "",
+        "127.1",
+    ],
+)
 def test_other_names_are_refused_with_the_reason(host):
     assert not access.is_loopback_name(host)
     reason = access.request_refusal(host, None, 8123)
@@ -107,27 +138,33 @@ def refused(canonical: str, binds: dict[str, str] | None = None) -> str:
     return denied.value.message
 
 
-@pytest.mark.parametrize("canonical, named", [
-    ("SELECT * FROM file('/etc/hostname', 'LineAsString')", "file(...)"),
-    ("SELECT * FROM FILE('/etc/hostname')", "FILE(...)"),
-    ("SELECT file('/etc/hostname')", "file(...)"),
-    ("SELECT * FROM `url`('http://x/', 'CSV')", "`url`(...)"),
-    ("INSERT INTO FUNCTION s3('http://x/b/k') SELECT 1", "s3(...)"),
-    ("CREATE TABLE t (`a` String) ENGINE = File(CSV)", "File"),
-    ("CREATE TABLE t (`a` String) ENGINE = Kafka SETTINGS kafka_broker_list = 'x:9'", "engine Kafka"),
-    ("CREATE DATABASE d ENGINE = Filesystem('/etc')", "Filesystem"),
-    ("CREATE TABLE t (`a` UInt8) ENGINE = MergeTree ORDER BY a SETTINGS disk = disk(type = local, path = '/')", "disk"),
-    ("CREATE DICTIONARY d (`a` String) PRIMARY KEY a SOURCE(CLICKHOUSE(TABLE 't')) LAYOUT(FLAT())", "CLICKHOUSE"),
-    ("SELECT 1 INTO OUTFILE 'x.csv'", "INTO OUTFILE"),
-    ("INSERT INTO t FROM INFILE '/etc/hostname' FORMAT LineAsString", "FROM INFILE"),
-    ("BACKUP TABLE t TO Disk('backups', 'x')", "BACKUP"),
-    ("RESTORE TABLE t FROM File('x')", "RESTORE"),
-    ("ATTACH TABLE t FROM '/var/data/t' (`a` UInt8) ENGINE = MergeTree ORDER BY a", "ATTACH"),
-    ("SELECT * FROM default.`/etc/hostname`", "`/etc/hostname`"),
-    ("SET format_schema = '/etc/hostname:M'", "format_schema"),
-    ("SELECT 1 FORMAT Template SETTINGS format_template_row = '/etc/passwd'", "format_template_row"),
-    ("SET dialect = 'kusto'", "dialect"),
-])
+@pytest.mark.parametrize(
+    "canonical, named",
+    [
+        ("SELECT * FROM file('/etc/hostname', 'LineAsString')", "file(...)"),
+        ("SELECT * FROM FILE('/etc/hostname')", "FILE(...)"),
+        ("SELECT file('/etc/hostname')", "file(...)"),
+        ("SELECT * FROM `url`('http://x/', 'CSV')", "`url`(...)"),
+        ("INSERT INTO FUNCTION s3('http://x/b/k') SELECT 1", "s3(...)"),
+        ("CREATE TABLE t (`a` String) ENGINE = File(CSV)", "File"),
+        ("CREATE TABLE t (`a` String) ENGINE = Kafka SETTINGS kafka_broker_list = 'x:9'", "engine Kafka"),
+        ("CREATE DATABASE d ENGINE = Filesystem('/etc')", "Filesystem"),
+        (
+            "CREATE TABLE t (`a` UInt8) ENGINE = MergeTree ORDER BY a SETTINGS disk = disk(type = local, path = '/')",
+            "disk",
+        ),
+        ("CREATE DICTIONARY d (`a` String) PRIMARY KEY a SOURCE(CLICKHOUSE(TABLE 't')) LAYOUT(FLAT())", "CLICKHOUSE"),
+        ("SELECT 1 INTO OUTFILE 'x.csv'", "INTO OUTFILE"),
+        ("INSERT INTO t FROM INFILE '/etc/hostname' FORMAT LineAsString", "FROM INFILE"),
+        ("BACKUP TABLE t TO Disk('backups', 'x')", "BACKUP"),
+        ("RESTORE TABLE t FROM File('x')", "RESTORE"),
+        ("ATTACH TABLE t FROM '/var/data/t' (`a` UInt8) ENGINE = MergeTree ORDER BY a", "ATTACH"),
+        ("SELECT * FROM default.`/etc/hostname`", "`/etc/hostname`"),
+        ("SET format_schema = '/etc/hostname:M'", "format_schema"),
+        ("SELECT 1 FORMAT Template SETTINGS format_template_row = '/etc/passwd'", "format_template_row"),
+        ("SET dialect = 'kusto'", "dialect"),
+    ],
+)
 def test_the_guard_names_what_it_refuses(canonical, named):
     message = refused(canonical)
     assert named in message and "docs/CLICKHOUSE.md" in message
@@ -139,22 +176,25 @@ def test_an_identifier_parameter_holding_a_path_is_refused():
     GUARD.check("SELECT {t:String}", {"t": "/a/path/as/a/value"})
 
 
-@pytest.mark.parametrize("canonical", [
-    "SELECT url, file, `format` FROM pages WHERE url = '/etc/hostname' AND file LIKE '%/%'",
-    "SELECT * FROM numbers(10)",
-    "SELECT count() FROM format(CSV, 'a String', '1')",
-    "SELECT * FROM merge('db', '^t$')",
-    "CREATE TABLE t (`a` String COMMENT 'see file(x)') ENGINE = ReplacingMergeTree ORDER BY a COMMENT 'tbl'",
-    "CREATE MATERIALIZED VIEW mv TO t2 AS SELECT a FROM t",
-    "CREATE TABLE t (`a` String) ENGINE = Memory",
-    "INSERT INTO db.t (`a`, `b`) FORMAT JSONCompactColumns",
-    "SET dialect = 'clickhouse'",
-    "SELECT 1 SETTINGS max_threads = 1, do_not_merge_across_partitions_select_final = 1",
-    "SELECT dialect FROM t WHERE dialect = 'kusto'",
-    "SYSTEM STOP MERGES t",
-    "CREATE DATABASE IF NOT EXISTS closedloop",
-    "CREATE DICTIONARY d (`a` String) PRIMARY KEY a SOURCE(NULL()) LAYOUT(FLAT())",
-])
+@pytest.mark.parametrize(
+    "canonical",
+    [
+        "SELECT url, file, `format` FROM pages WHERE url = '/etc/hostname' AND file LIKE '%/%'",
+        "SELECT * FROM numbers(10)",
+        "SELECT count() FROM format(CSV, 'a String', '1')",
+        "SELECT * FROM merge('db', '^t$')",
+        "CREATE TABLE t (`a` String COMMENT 'see file(x)') ENGINE = ReplacingMergeTree ORDER BY a COMMENT 'tbl'",
+        "CREATE MATERIALIZED VIEW mv TO t2 AS SELECT a FROM t",
+        "CREATE TABLE t (`a` String) ENGINE = Memory",
+        "INSERT INTO db.t (`a`, `b`) FORMAT JSONCompactColumns",
+        "SET dialect = 'clickhouse'",
+        "SELECT 1 SETTINGS max_threads = 1, do_not_merge_across_partitions_select_final = 1",
+        "SELECT dialect FROM t WHERE dialect = 'kusto'",
+        "SYSTEM STOP MERGES t",
+        "CREATE DATABASE IF NOT EXISTS closedloop",
+        "CREATE DICTIONARY d (`a` String) PRIMARY KEY a SOURCE(NULL()) LAYOUT(FLAT())",
+    ],
+)
 def test_the_guard_lets_ordinary_statements_run(canonical):
     GUARD.check(canonical, {})
 
@@ -167,13 +207,17 @@ def test_url_settings_that_name_files_or_change_the_dialect_are_refused():
 
 
 def test_a_statement_that_does_not_parse_keeps_the_engines_message_about_it():
-    engine_error = ClickHouseError(62, "DB::Exception: Syntax error: failed at position 1 (SELEC): SELEC 1. "
-                                       "Expected one of: ...: In scope SELECT formatQuerySingleLine('SELEC 1'). "
-                                       "(SYNTAX_ERROR)")
+    engine_error = ClickHouseError(
+        62,
+        "DB::Exception: Syntax error: failed at position 1 (SELEC): SELEC 1. "
+        "Expected one of: ...: In scope SELECT formatQuerySingleLine('SELEC 1'). "
+        "(SYNTAX_ERROR)",
+    )
     cleaned = format_error(engine_error)
     assert cleaned.code == 62
-    assert cleaned.message == ("DB::Exception: Syntax error: failed at position 1 (SELEC): SELEC 1. Expected one "
-                               "of: ... (SYNTAX_ERROR)")
+    assert cleaned.message == (
+        "DB::Exception: Syntax error: failed at position 1 (SELEC): SELEC 1. Expected one of: ... (SYNTAX_ERROR)"
+    )
 
 
 # -- the commands that create the data directory ----------------------------------------------------------------
@@ -200,7 +244,11 @@ def test_the_demo_processes_find_the_embedded_password_in_the_data_directory_not
     env = pipeline_environment(embedded, PipelinePorts())
     assert "CLOSEDLOOP_CLICKHOUSE_URL" not in env and env["CLOSEDLOOP_EMBEDDED_CLICKHOUSE_PORT"] == "8125"
     assert not any(password in value for value in env.values())
-    assert PipelineSettings(data_dir=Path(env["CLOSEDLOOP_DATA_DIR"]), embedded_clickhouse_port=8125,
-                            clickhouse_url=None).clickhouse == embedded.clickhouse
+    assert (
+        PipelineSettings(
+            data_dir=Path(env["CLOSEDLOOP_DATA_DIR"]), embedded_clickhouse_port=8125, clickhouse_url=None
+        ).clickhouse
+        == embedded.clickhouse
+    )
     real = PipelineSettings(data_dir=tmp_path / "data", clickhouse_url="http://u:p@ch.example:8123/db")
     assert pipeline_environment(real, PipelinePorts())["CLOSEDLOOP_CLICKHOUSE_URL"] == "http://u:p@ch.example:8123/db"

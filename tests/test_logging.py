@@ -22,10 +22,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-from clickhouse_endpoint import access
 from harness import free_port
 
+from clickhouse_endpoint import access
 from schemas.logs import (
     FORMAT_ENV,
     LEVEL_ENV,
@@ -71,8 +70,12 @@ class Unprintable:
 
 
 def test_a_json_line_has_the_record_and_its_fields() -> None:
-    text = logged(JsonFormatter(), lambda log: log.info("conversion emitted", extra={
-        "conversion_id": "c0ffee", "event_id": "ev-1", "rows": 3, "topics": ["a", "b"]}))
+    text = logged(
+        JsonFormatter(),
+        lambda log: log.info(
+            "conversion emitted", extra={"conversion_id": "c0ffee", "event_id": "ev-1", "rows": 3, "topics": ["a", "b"]}
+        ),
+    )
     [line] = json_lines(text)
     assert ISO_UTC.match(line["time"])
     assert line["level"] == "INFO"
@@ -84,8 +87,13 @@ def test_a_json_line_has_the_record_and_its_fields() -> None:
 
 
 def test_a_json_line_renders_what_json_cannot_hold_with_str() -> None:
-    text = logged(JsonFormatter(), lambda log: log.warning("odd values", extra={
-        "amount": Decimal("12.50"), "thing": Unprintable(), "ratio": float("nan"), "by_pair": {(1, 2): "x"}}))
+    text = logged(
+        JsonFormatter(),
+        lambda log: log.warning(
+            "odd values",
+            extra={"amount": Decimal("12.50"), "thing": Unprintable(), "ratio": float("nan"), "by_pair": {(1, 2): "x"}},
+        ),
+    )
     [line] = json_lines(text)  # still one valid JSON object
     assert line["amount"] == "12.50"
     assert line["thing"] == "<unprintable as JSON>"
@@ -113,8 +121,14 @@ def test_a_json_line_carries_the_exception_text() -> None:
 
 
 def test_uvicorn_s_coloured_copy_of_the_message_is_not_a_field() -> None:
-    [line] = json_lines(logged(JsonFormatter(), lambda log: log.info(
-        "Started server process [%d]", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})))
+    [line] = json_lines(
+        logged(
+            JsonFormatter(),
+            lambda log: log.info(
+                "Started server process [%d]", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+            ),
+        )
+    )
     assert line["message"] == "Started server process [42]"
     assert "color_message" not in line
 
@@ -123,8 +137,12 @@ def test_uvicorn_s_coloured_copy_of_the_message_is_not_a_field() -> None:
 
 
 def test_a_readable_line_shows_the_fields_as_key_value_pairs() -> None:
-    text = logged(TextFormatter(), lambda log: log.info("batch written", extra={
-        "rows": 120, "table": "touches", "reason": "a b=c", "empty": "", "ids": ["x", "y"]}))
+    text = logged(
+        TextFormatter(),
+        lambda log: log.info(
+            "batch written", extra={"rows": 120, "table": "touches", "reason": "a b=c", "empty": "", "ids": ["x", "y"]}
+        ),
+    )
     assert text.count("\n") == 1
     time_part, rest = text.rstrip("\n").split(" ", 1)
     assert ISO_UTC.match(time_part)
@@ -175,12 +193,25 @@ def test_the_environment_chooses_format_and_level_and_an_option_wins() -> None:
     assert LogSettings.from_env({LEVEL_ENV: "", FORMAT_ENV: ""}, stream=io.StringIO()) == LogSettings()
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({LEVEL_ENV: "loud"}, ("CLOSEDLOOP_LOG_LEVEL='loud' is not a log level: use one of debug, info, warning, "
-                           "error, critical (unset, it is info)")),
-    ({FORMAT_ENV: "xml"}, ("CLOSEDLOOP_LOG_FORMAT='xml' is not a log format: use json or text (unset, it is json "
-                           "unless stderr is a terminal)")),
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {LEVEL_ENV: "loud"},
+            (
+                "CLOSEDLOOP_LOG_LEVEL='loud' is not a log level: use one of debug, info, warning, "
+                "error, critical (unset, it is info)"
+            ),
+        ),
+        (
+            {FORMAT_ENV: "xml"},
+            (
+                "CLOSEDLOOP_LOG_FORMAT='xml' is not a log format: use json or text (unset, it is json "
+                "unless stderr is a terminal)"
+            ),
+        ),
+    ],
+)
 def test_a_bad_setting_says_which_what_and_how_to_fix_it(env: dict, expected: str) -> None:
     with pytest.raises(LogSettingError) as raised:
         LogSettings.from_env(env, stream=io.StringIO())
@@ -199,8 +230,15 @@ def test_a_bad_level_option_is_named_as_the_option() -> None:
 def restored_logging() -> Iterator[None]:
     """Put back the root logger and uvicorn's loggers as they were (pytest's capture handler included)."""
     names = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
-    saved = [(logging.getLogger(n), logging.getLogger(n).handlers[:], logging.getLogger(n).level,
-              logging.getLogger(n).propagate) for n in names]
+    saved = [
+        (
+            logging.getLogger(n),
+            logging.getLogger(n).handlers[:],
+            logging.getLogger(n).level,
+            logging.getLogger(n).propagate,
+        )
+        for n in names
+    ]
     yield
     for logger, handlers, level, propagate in saved:
         for handler in logger.handlers[:]:
@@ -221,7 +259,9 @@ def test_the_setup_sends_every_logger_uvicorn_s_too_through_one_handler(restored
     uvicorn_error.warning("Invalid HTTP request received.")
     lines = json_lines(capsys.readouterr().err)
     assert [(line["logger"], line["message"]) for line in lines] == [
-        ("sinks.writer", "dead-lettered"), ("uvicorn.error", "Invalid HTTP request received.")]
+        ("sinks.writer", "dead-lettered"),
+        ("uvicorn.error", "Invalid HTTP request received."),
+    ]
     assert lines[0]["event_id"] == "ev-3"
     assert uvicorn_error.handlers == []
 
@@ -244,18 +284,29 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-@pytest.mark.parametrize("argv", [
-    [sys.executable, "-m", "closedloop.cli", "sink"],
-    [sys.executable, "-m", "clickhouse_endpoint.server", "--path", "unused"],
-])
-def test_a_bad_setting_stops_an_entry_point_with_the_message_and_no_traceback(argv: list[str],
-                                                                              tmp_path: Path) -> None:
-    done = subprocess.run(argv, env=_env(CLOSEDLOOP_LOG_LEVEL="chatty"), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60, check=False)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [sys.executable, "-m", "closedloop.cli", "sink"],
+        [sys.executable, "-m", "clickhouse_endpoint.server", "--path", "unused"],
+    ],
+)
+def test_a_bad_setting_stops_an_entry_point_with_the_message_and_no_traceback(argv: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        argv,
+        env=_env(CLOSEDLOOP_LOG_LEVEL="chatty"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert "CLOSEDLOOP_LOG_LEVEL='chatty' is not a log level: use one of debug, info, warning, error, critical" \
-           in done.stderr
+    assert (
+        "CLOSEDLOOP_LOG_LEVEL='chatty' is not a log level: use one of debug, info, warning, error, critical"
+        in done.stderr
+    )
     assert not (tmp_path / "unused").exists()
 
 
@@ -264,8 +315,12 @@ def test_the_clickhouse_endpoint_logs_json_lines_with_its_fields(tmp_path: Path)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "clickhouse_endpoint.server", "--path", str(tmp_path / "chdb"), "--port", str(port)],
-        env=_env(CLOSEDLOOP_LOG_LEVEL="debug"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=_env(CLOSEDLOOP_LOG_LEVEL="debug"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -274,8 +329,10 @@ def test_the_clickhouse_endpoint_logs_json_lines_with_its_fields(tmp_path: Path)
             try:
                 # the endpoint writes its password file before it listens (clickhouse_endpoint.access)
                 password = (tmp_path / "chdb" / access.PASSWORD_FILE).read_text().strip()
-                query = urllib.request.Request(f"http://127.0.0.1:{port}/?query=SELECT%201&query_id=q-42",
-                                               headers={"X-ClickHouse-User": "default", "X-ClickHouse-Key": password})
+                query = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/?query=SELECT%201&query_id=q-42",
+                    headers={"X-ClickHouse-User": "default", "X-ClickHouse-Key": password},
+                )
                 with DIRECT.open(query, timeout=1) as answer:
                     assert answer.read() == b"1\n"
                 break
@@ -309,8 +366,13 @@ def test_the_collector_and_its_uvicorn_workers_log_json_lines(tmp_path: Path) ->
     env = _env(CLOSEDLOOP_DATA_DIR=str(tmp_path), CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
     process = subprocess.Popen(
         [sys.executable, "-m", "closedloop.cli", "collector", "--port", str(port), "--workers", "2"],
-        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -332,7 +394,10 @@ def test_the_collector_and_its_uvicorn_workers_log_json_lines(tmp_path: Path) ->
     starting = next(line for line in lines if line["message"] == "collector starting")
     assert starting["logger"] == "closedloop.collector" and starting["workers"] == 2
     assert starting["url"] == f"http://127.0.0.1:{port}"
-    started = [line for line in lines if line["logger"] == "uvicorn.error"
-               and line["message"].startswith("Started server process")]
+    started = [
+        line
+        for line in lines
+        if line["logger"] == "uvicorn.error" and line["message"].startswith("Started server process")
+    ]
     assert len({line["pid"] for line in started}) == 2  # one per worker process
     assert all(line["pid"] != process.pid for line in started)

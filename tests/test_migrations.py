@@ -20,8 +20,15 @@ from sinks.migrate import (
 from sinks.rows import ROLLUP_TABLES, TABLES
 from sinks.settings import SinkSettings
 
-VIEWS = {"touches_daily_mv", "credits_daily_mv", "visitor_days_mv", "credit_versions_mv", "credits_current",
-         "channel_visitors_mv", "channel_visitor_counts"}
+VIEWS = {
+    "touches_daily_mv",
+    "credits_daily_mv",
+    "visitor_days_mv",
+    "credit_versions_mv",
+    "credits_current",
+    "channel_visitors_mv",
+    "channel_visitor_counts",
+}
 
 
 # -- unit: files ---------------------------------------------------------------------------------------------
@@ -72,8 +79,10 @@ def _schema(settings: SinkSettings) -> tuple[dict, set]:
             "SELECT table, name, type, comment FROM system.columns WHERE database = currentDatabase() "
             "ORDER BY table, position"
         ).result_rows
-        tables = {row[0] for row in client.query(
-            "SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
+        tables = {
+            row[0]
+            for row in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows
+        }
     finally:
         client.close()
     by_table: dict[str, list[tuple[str, str, str]]] = {}
@@ -133,13 +142,17 @@ def test_credits_current_keeps_only_the_newest_version_per_conversion_and_model(
             "('c1', 'linear', 'c', 2, 'Direct', 40), "
             # c1 under first_touch was never re-attributed; its row arrives twice (a replay)
             "('c1', 'first_touch', 'a', 1, 'Email', 100), ('c1', 'first_touch', 'a', 1, 'Email', 100), "
-            "('c2', 'linear', 'a', 1, 'Referral', 7.5)")
+            "('c2', 'linear', 'a', 1, 'Referral', 7.5)"
+        )
         rows = client.query(
             "SELECT model, conversion_id, touch_id, version, channel, toString(revenue) FROM credits_current "
-            "ORDER BY model, conversion_id, touch_id").result_rows
-        per_channel = dict(client.query(
-            "SELECT channel, toString(sum(revenue)) FROM credits_current WHERE model = 'linear' GROUP BY channel"
-        ).result_rows)
+            "ORDER BY model, conversion_id, touch_id"
+        ).result_rows
+        per_channel = dict(
+            client.query(
+                "SELECT channel, toString(sum(revenue)) FROM credits_current WHERE model = 'linear' GROUP BY channel"
+            ).result_rows
+        )
     finally:
         client.close()
     assert rows == [
@@ -158,28 +171,37 @@ def test_0009_counts_touches_from_before_once_and_its_down_step_keeps_every_visi
     settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('mig')}")
     migrate_up(settings, target=8)
     client = connect(settings)
-    march = ("SELECT channel, campaign, visitors FROM channel_visitor_counts(from = '2024-03-01', "
-             "to = '2024-03-31', by_campaign = 0) ORDER BY channel, campaign")  # what the channel reports read
+    march = (
+        "SELECT channel, campaign, visitors FROM channel_visitor_counts(from = '2024-03-01', "
+        "to = '2024-03-31', by_campaign = 0) ORDER BY channel, campaign"
+    )  # what the channel reports read
     try:
         client.command(  # before numbers: v1 and v2 on Email
             "INSERT INTO touches (touch_id, visitor_id, site_id, occurred_at, channel) VALUES "
-            "('t1', 'v1', 's', '2024-03-02 10:00:00', 'Email'), ('t2', 'v2', 's', '2024-03-03 10:00:00', 'Email')")
+            "('t1', 'v1', 's', '2024-03-02 10:00:00', 'Email'), ('t2', 'v2', 's', '2024-03-03 10:00:00', 'Email')"
+        )
         assert migrate_up(settings) == ["0009_channel_visitors"]
         client.command(  # after: v3 numbered on Email and Direct, v1 again without a number (first seen before)
             "INSERT INTO touches (touch_id, visitor_id, visitor_number, site_id, occurred_at, channel) VALUES "
             "('t3', 'v3', 7, 's', '2024-03-04 10:00:00', 'Email'), ('t4', 'v3', 7, 's', '2024-03-20 10:00:00', "
-            "'Direct'), ('t5', 'v1', 0, 's', '2024-03-21 10:00:00', 'Email')")
-        assert client.query(march).result_rows == [
-            ("Direct", "", 1), ("Email", "", 3)]
-        assert client.query("SELECT DISTINCT visitor_id FROM visitor_days ORDER BY 1").result_rows == [
-            ("v1",), ("v2",)]
+            "'Direct'), ('t5', 'v1', 0, 's', '2024-03-21 10:00:00', 'Email')"
+        )
+        assert client.query(march).result_rows == [("Direct", "", 1), ("Email", "", 3)]
+        assert client.query("SELECT DISTINCT visitor_id FROM visitor_days ORDER BY 1").result_rows == [("v1",), ("v2",)]
 
         assert migrate_down(settings, steps=1) == ["0009_channel_visitors"]
         assert client.query(
-            "SELECT grouping, channel, visitor_id FROM visitor_days FINAL ORDER BY 1, 2, 3").result_rows == [
-            ("campaign", "Direct", "v3"), ("campaign", "Email", "v1"), ("campaign", "Email", "v2"),
-            ("campaign", "Email", "v3"), ("channel", "Direct", "v3"), ("channel", "Email", "v1"),
-            ("channel", "Email", "v2"), ("channel", "Email", "v3")]
+            "SELECT grouping, channel, visitor_id FROM visitor_days FINAL ORDER BY 1, 2, 3"
+        ).result_rows == [
+            ("campaign", "Direct", "v3"),
+            ("campaign", "Email", "v1"),
+            ("campaign", "Email", "v2"),
+            ("campaign", "Email", "v3"),
+            ("channel", "Direct", "v3"),
+            ("channel", "Email", "v1"),
+            ("channel", "Email", "v2"),
+            ("channel", "Email", "v3"),
+        ]
         assert "visitor_number" not in {row[0] for row in client.query("DESCRIBE TABLE touches").result_rows}
     finally:
         client.close()

@@ -12,11 +12,12 @@ from unittest import mock
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from page_view_strategies import page_views
 
 from collector import events as event_parsing
 from collector import page_view_records
-from page_view_strategies import page_views
 from schemas.events import PageView
 from schemas.topics import Topics
 
@@ -24,25 +25,43 @@ TOPICS = Topics("fast")
 RECEIVED = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=timezone.utc)
 GENERATED_ID = "0123456789abcdef0123456789abcdef"
 TRACKER_VIEW = {  # what tracker.js sends (collector/static/tracker.js)
-    "type": "page_view", "event_id": "k2x9-1714566615250", "occurred_at": "2024-05-01T12:30:15.250Z",
-    "sent_at": "2024-05-01T12:30:15.251Z", "visitor_id": "v-5f2a9c", "session_id": "s-81bd",
+    "type": "page_view",
+    "event_id": "k2x9-1714566615250",
+    "occurred_at": "2024-05-01T12:30:15.250Z",
+    "sent_at": "2024-05-01T12:30:15.251Z",
+    "visitor_id": "v-5f2a9c",
+    "session_id": "s-81bd",
     "url": "https://acme.test/pricing?utm_source=linkedin&utm_medium=social&utm_campaign=spring",
-    "path": "/pricing", "title": "Pricing - Acme", "referrer": "https://www.linkedin.com/", "screen": "1920x1080",
-    "utm_source": "linkedin", "utm_medium": "social", "utm_campaign": "spring",
+    "path": "/pricing",
+    "title": "Pricing - Acme",
+    "referrer": "https://www.linkedin.com/",
+    "screen": "1920x1080",
+    "utm_source": "linkedin",
+    "utm_medium": "social",
+    "utm_campaign": "spring",
 }
 
 
 def both_paths(item: dict, user_agent: str | None = "Mozilla/5.0 (X11)"):
     """(the fast path's answer, the models' ParsedBatch) for one item."""
     fast = page_view_records.PageViews(
-        site_id="site-1", received_at=RECEIVED, user_agent=user_agent, topic=TOPICS.events,
+        site_id="site-1",
+        received_at=RECEIVED,
+        user_agent=user_agent,
+        topic=TOPICS.events,
         new_event_id=lambda: GENERATED_ID,
     ).record(item)
-    with mock.patch.object(event_parsing.page_view_records.PageViews, "record", return_value=None), \
-            mock.patch.object(event_parsing._EventIds, "new", lambda self: GENERATED_ID):
+    with (
+        mock.patch.object(event_parsing.page_view_records.PageViews, "record", return_value=None),
+        mock.patch.object(event_parsing._EventIds, "new", lambda self: GENERATED_ID),
+    ):
         models = event_parsing.parse_events(
-            [item], site_id="site-1", allowed_types=event_parsing.SERVER_TYPES, received_at=RECEIVED,
-            user_agent=user_agent, topics=TOPICS,
+            [item],
+            site_id="site-1",
+            allowed_types=event_parsing.SERVER_TYPES,
+            received_at=RECEIVED,
+            user_agent=user_agent,
+            topics=TOPICS,
         )
     return fast, models
 
@@ -58,7 +77,11 @@ def assert_same_record(fast, models) -> None:
     "item",
     [
         TRACKER_VIEW,
-        {"type": "page_view", "visitor_id": "bench-1", "url": "https://bench.test/p/1?utm_source=google&utm_medium=cpc"},
+        {
+            "type": "page_view",
+            "visitor_id": "bench-1",
+            "url": "https://bench.test/p/1?utm_source=google&utm_medium=cpc",
+        },
         {**TRACKER_VIEW, "title": "  Prix  ", "visitor_id": "\tv-1\n", "occurred_at": "2024-05-01T14:30:15+02:00"},
         {**TRACKER_VIEW, "occurred_at": "2024-05-01T12:30:15", "sent_at": None, "session_id": None, "title": ""},
         {**TRACKER_VIEW, "url": "http://acme.test", "path": None, "utm_source": None, "screen": None},
@@ -68,8 +91,18 @@ def assert_same_record(fast, models) -> None:
         {**TRACKER_VIEW, "title": "Été à Paris ✓"},
         {**TRACKER_VIEW, "visitor_id": "v" * 128, "screen": "x" * 32, "referrer": "r" * 4096},
     ],
-    ids=["tracker", "bench", "stripped", "naive-time", "bare-url", "url-fields", "own-agent", "blank-agent",
-         "unicode", "longest"],
+    ids=[
+        "tracker",
+        "bench",
+        "stripped",
+        "naive-time",
+        "bare-url",
+        "url-fields",
+        "own-agent",
+        "blank-agent",
+        "unicode",
+        "longest",
+    ],
 )
 def test_the_fast_path_takes_the_trackers_shapes_and_writes_what_the_models_write(item: dict) -> None:
     fast, models = both_paths(item)
@@ -110,12 +143,16 @@ def test_the_fast_path_knows_every_page_view_field_and_validator() -> None:
     assert page_view_records.REQUIRED_TEXT == ("visitor_id", "url")
     decorators = PageView.__pydantic_decorators__
     assert sorted(decorators.field_validators) + sorted(decorators.model_validators) == [
-        "_absolute_url", "_occurred_at_utc", "_fill_from_url"]
+        "_absolute_url",
+        "_occurred_at_utc",
+        "_fill_from_url",
+    ]
     assert page_view_records.TEXT_FIELDS["visitor_id"] == (1, 128, False)
     assert page_view_records.TEXT_FIELDS["screen"] == (0, 32, True)
 
 
 # -- property: any item, both paths ----------------------------------------------------------------------------
+
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(page_views, st.sampled_from([None, "", "Mozilla/5.0", "  ua  ", "\x1cua", "u" * 600, "Mozilla/5.0"]))
@@ -125,9 +162,17 @@ def test_any_page_view_gets_the_models_record_or_is_left_to_them(item: dict, use
         assert_same_record(fast, models)
 
 
-@pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2019-05-01T12:30:15Z",
-                                         "2024-05-02T12:30:16Z", "2024-05-02T12:30:15.250Z",
-                                         "2019-05-02T12:30:15.250Z"])
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "2019-05-01T12:30:15Z",
+        "2024-05-02T12:30:16Z",
+        "2024-05-02T12:30:15.250Z",
+        "2019-05-02T12:30:15.250Z",
+    ],
+)
 def test_the_accepted_times_are_the_same_on_both_paths(occurred_at: str) -> None:
     # The default window around RECEIVED (2024-05-01T12:30:15.25Z): 1826 days back (2019-05-02T12:30:15.25Z) to
     # 24 hours ahead, both edges included. Outside it the fast path leaves the item, and the models reject it.

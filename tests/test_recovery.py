@@ -20,10 +20,6 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-
-from schemas.outputs import Conversion
-from stream_jobs.rules.identity import lead_id_for
-from stream_jobs.rules.lifecycle import conversion_id_for
 from test_worker import (
     KEY,
     SITE,
@@ -40,6 +36,10 @@ from test_worker import (
     wait_idle,
     worker_settings,
 )
+
+from schemas.outputs import Conversion
+from stream_jobs.rules.identity import lead_id_for
+from stream_jobs.rules.lifecycle import conversion_id_for
 
 LEADS = 12  # identified visitors; as many anonymous ones visit too
 VISITORS = 2 * LEADS
@@ -67,8 +67,11 @@ def second_run() -> list:
     """Each lead comes back from a newsletter, then becomes an opportunity (contact id only) and a customer."""
     events = []
     for i in range(LEADS):
-        events.append(page_view(f"newsletter-{i}", f"visitor-{i}", at(3, i / 10),
-                                f"{SITE}/?utm_source=newsletter&utm_medium=email"))
+        events.append(
+            page_view(
+                f"newsletter-{i}", f"visitor-{i}", at(3, i / 10), f"{SITE}/?utm_source=newsletter&utm_medium=email"
+            )
+        )
         events.append(crm(f"opportunity-{i}", at(4, i / 10), "opportunity", contact=f"contact-{i}"))
         events.append(crm(f"won-{i}", at(5, i / 10), "customer", email=email(i), value="1000.00"))
     return events
@@ -80,7 +83,8 @@ def second_run() -> list:
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_tables_recover_after_the_worker_and_the_broker_restart(own_broker, unique_name, tmp_path, guarantee):
     settings = worker_settings(own_broker.bootstrap, unique_name, tmp_path / "data").model_copy(
-        update={"processing_guarantee": guarantee})
+        update={"processing_guarantee": guarantee}
+    )
     create_all_topics(settings)
     env = {"CLOSEDLOOP_PROCESSING_GUARANTEE": guarantee}
 
@@ -103,12 +107,14 @@ def test_tables_recover_after_the_worker_and_the_broker_restart(own_broker, uniq
     conversions = latest(read_all(settings, settings.topics.conversions), Conversion, lambda c: c.conversion_id)
     # (stage, touches in the window, first channel, last channel) of each lead's newest conversion versions.
     found = Counter((c.stage.value, c.touch_count, c.first_channel, c.last_channel) for c in conversions.values())
-    assert found == Counter({
-        ("lead", 1, "Paid Search", "Paid Search"): LEADS,
-        ("mql", 1, "Paid Search", "Paid Search"): LEADS,
-        ("opportunity", 2, "Paid Search", "Email"): LEADS,
-        ("customer", 2, "Paid Search", "Email"): LEADS,
-    }), f"found {found}; the restarted worker's log ends with:\n{worker.log_tail()}"
+    assert found == Counter(
+        {
+            ("lead", 1, "Paid Search", "Paid Search"): LEADS,
+            ("mql", 1, "Paid Search", "Paid Search"): LEADS,
+            ("opportunity", 2, "Paid Search", "Email"): LEADS,
+            ("customer", 2, "Paid Search", "Email"): LEADS,
+        }
+    ), f"found {found}; the restarted worker's log ends with:\n{worker.log_tail()}"
     for i in range(LEADS):
         lead = lead_id_for(email(i), KEY.encode())
         assert conversions[conversion_id_for(lead, "customer")].revenue == 1000

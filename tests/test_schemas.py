@@ -85,8 +85,9 @@ def test_crm_change_needs_a_person_and_a_currency_with_value():
 
 
 def test_crm_lead_key_prefers_email():
-    by_email = CrmStatusChange(crm="hubspot", crm_object_id="1", email="A@B.co", crm_contact_id="9", stage="mql",
-                               occurred_at=T0)
+    by_email = CrmStatusChange(
+        crm="hubspot", crm_object_id="1", email="A@B.co", crm_contact_id="9", stage="mql", occurred_at=T0
+    )
     by_contact = CrmStatusChange(crm="hubspot", crm_object_id="1", crm_contact_id="9", stage="mql", occurred_at=T0)
     assert by_email.lead_key == "a@b.co"
     assert by_contact.lead_key == "hubspot:9"

@@ -18,14 +18,22 @@ T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 SITE = "https://www.example.com"
 
 
-def envelope(event_id: str, minutes: float, path: str = "/", referrer: str | None = None, visitor: str = "v1",
-             **params: str) -> Envelope:
+def envelope(
+    event_id: str, minutes: float, path: str = "/", referrer: str | None = None, visitor: str = "v1", **params: str
+) -> Envelope:
     query = f"?{urlencode(params)}" if params else ""
     at = T0 + timedelta(minutes=minutes)
     return Envelope(
-        event_id=event_id, site_id="site-1", received_at=at,
-        event={"type": "page_view", "visitor_id": visitor, "url": f"{SITE}{path}{query}", "referrer": referrer,
-               "occurred_at": at},
+        event_id=event_id,
+        site_id="site-1",
+        received_at=at,
+        event={
+            "type": "page_view",
+            "visitor_id": visitor,
+            "url": f"{SITE}{path}{query}",
+            "referrer": referrer,
+            "occurred_at": at,
+        },
     )
 
 
@@ -43,14 +51,30 @@ def test_first_page_view_is_a_touch_with_every_field():
     state, touch = next_touch(None, envelope("e1", 0, "/pricing", "https://www.google.de/", utm_term="x"), RULES)
     assert touch.model_dump() == {
         # visitor_number is the visitor's (stream_jobs.rules.visitors.apply_page_view sets it), not the session's
-        "touch_id": hashlib.sha1(b"v1|e1").hexdigest()[:20], "visitor_id": "v1", "visitor_number": 0, "lead_id": None,
+        "touch_id": hashlib.sha1(b"v1|e1").hexdigest()[:20],
+        "visitor_id": "v1",
+        "visitor_number": 0,
+        "lead_id": None,
         "site_id": "site-1",
-        "occurred_at": T0, "channel": "Organic Search", "source": "google", "medium": "organic", "campaign": "",
-        "term": "x", "content": "", "click_id": "", "referrer_host": "www.google.de", "landing_path": "/pricing",
+        "occurred_at": T0,
+        "channel": "Organic Search",
+        "source": "google",
+        "medium": "organic",
+        "campaign": "",
+        "term": "x",
+        "content": "",
+        "click_id": "",
+        "referrer_host": "www.google.de",
+        "landing_path": "/pricing",
         "event_id": "e1",
     }
-    assert state == SessionState(last_seen_at=T0, session_started_at=T0, campaign_signature="|||x|||||",
-                                 last_touch_id=touch.touch_id, last_touch_at=T0)
+    assert state == SessionState(
+        last_seen_at=T0,
+        session_started_at=T0,
+        campaign_signature="|||x|||||",
+        last_touch_id=touch.touch_id,
+        last_touch_at=T0,
+    )
 
 
 def test_clicks_inside_the_site_are_not_touches():
@@ -93,11 +117,17 @@ def test_new_campaign_parameters_start_a_touch_the_same_ones_do_not():
         envelope("e7", 6, gclid="click-2"),
     )
     assert [(t.event_id, t.campaign, t.click_id) for t in touches] == [
-        ("e1", "a", ""), ("e4", "b", ""), ("e5", "", "gclid"), ("e6", "", "gclid")]
+        ("e1", "a", ""),
+        ("e4", "b", ""),
+        ("e5", "", "gclid"),
+        ("e6", "", "gclid"),
+    ]
 
 
 def test_campaign_parameters_on_an_internal_link_are_a_touch():
-    _, touches = run(envelope("e1", 0), envelope("e2", 1, "/promo", f"{SITE}/", utm_source="banner", utm_medium="display"))
+    _, touches = run(
+        envelope("e1", 0), envelope("e2", 1, "/promo", f"{SITE}/", utm_source="banner", utm_medium="display")
+    )
     assert [(t.event_id, t.channel) for t in touches] == [("e1", "Direct"), ("e2", "Display")]
 
 
@@ -154,7 +184,11 @@ def test_late_campaign_view_from_an_older_session_is_a_touch_without_moving_stat
     state, _ = run(envelope("e1", 0), envelope("e2", 300, referrer="https://www.google.com/"))
     late_state, touch = next_touch(state, envelope("e0", 120, utm_source="fb", utm_medium="cpc"), RULES)
     assert (touch.event_id, touch.occurred_at, touch.channel, touch.source) == (
-        "e0", T0 + timedelta(minutes=120), "Paid Social", "facebook")
+        "e0",
+        T0 + timedelta(minutes=120),
+        "Paid Social",
+        "facebook",
+    )
     assert late_state == state  # older than the current session and its touch: the state stays as it was
 
 
@@ -174,7 +208,11 @@ def test_state_round_trips_through_json():
 
 
 def test_identify_envelope_is_refused_with_a_clear_error():
-    identify = Envelope(event_id="i1", site_id="site-1", received_at=T0,
-                        event=Identify(visitor_id="v1", email="a@example.com", occurred_at=T0))
+    identify = Envelope(
+        event_id="i1",
+        site_id="site-1",
+        received_at=T0,
+        event=Identify(visitor_id="v1", email="a@example.com", occurred_at=T0),
+    )
     with pytest.raises(TypeError, match="needs a page_view envelope; event i1 is a 'identify'"):
         next_touch(None, identify, RULES)

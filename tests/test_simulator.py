@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 
+from schemas.events import Envelope, PageView
 from simulator.model import (
     MAX_SPAN_DAYS,
     FormSubmit,
@@ -21,12 +22,12 @@ from simulator.model import (
     spend_lines,
 )
 from simulator.truth import read_truth, summarize, truth_records, write_truth
-from schemas.events import Envelope, PageView
 from stream_jobs.rules.channels import ChannelRules
 from stream_jobs.rules.sessions import next_touch
 
-CONFIG = SimulationConfig(seed=11, epoch=date(2025, 3, 3), visitors_per_day=60, lead_rate_scale=2.0,
-                          sales_cycle_scale=0.5)
+CONFIG = SimulationConfig(
+    seed=11, epoch=date(2025, 3, 3), visitors_per_day=60, lead_rate_scale=2.0, sales_cycle_scale=0.5
+)
 STAGE_ORDER = ["lead", "mql", "sql", "opportunity", "customer"]
 
 
@@ -39,8 +40,10 @@ def test_same_seed_same_truth_byte_for_byte():
     journeys_between.__globals__["journeys_started_on"].cache_clear()  # really recompute
     second = [json.dumps(r, sort_keys=True) for r in truth_records(SimulatedDays(CONFIG, 0, 6))]
     assert first == second
-    other = [json.dumps(r, sort_keys=True) for r in truth_records(SimulatedDays(
-        SimulationConfig(seed=12, epoch=CONFIG.epoch, visitors_per_day=60), 0, 6))]
+    other = [
+        json.dumps(r, sort_keys=True)
+        for r in truth_records(SimulatedDays(SimulationConfig(seed=12, epoch=CONFIG.epoch, visitors_per_day=60), 0, 6))
+    ]
     assert other[1:] != first[1:]
 
 
@@ -113,9 +116,17 @@ def test_forms_crm_stages_and_deals_are_consistent():
             # A form is submitted on the page just viewed, within the session.
             before = [p for p in visitor_pages.values() if p.visitor_id == form.visitor_id and p.at <= form.at]
             assert before and form.at - max(p.at for p in before) < timedelta(minutes=30)
-            assert max(before, key=lambda p: p.at).url.split("?")[0].endswith(
-                {"demo-request": "/demo", "ebook-download": "/ebooks/attribution-playbook",
-                 "webinar-signup": "/webinars/q3"}[form.form_id])
+            assert (
+                max(before, key=lambda p: p.at)
+                .url.split("?")[0]
+                .endswith(
+                    {
+                        "demo-request": "/demo",
+                        "ebook-download": "/ebooks/attribution-playbook",
+                        "webinar-signup": "/webinars/q3",
+                    }[form.form_id]
+                )
+            )
         times = [s.at for s in journey.stages]
         assert times == sorted(times) and all(t > journey.lead_at for t in times)
         assert all(t.microsecond == 0 for t in times)
@@ -150,7 +161,9 @@ def test_the_products_session_rules_find_exactly_the_recorded_touches():
         states: dict[str, object] = {}
         for page in journey.page_views:
             envelope = Envelope(
-                event_id=page.event_id, site_id="demo", received_at=page.at,
+                event_id=page.event_id,
+                site_id="demo",
+                received_at=page.at,
                 event=PageView(visitor_id=page.visitor_id, url=page.url, referrer=page.referrer, occurred_at=page.at),
             )
             states[page.visitor_id], touch = next_touch(states.get(page.visitor_id), envelope, rules)
@@ -202,7 +215,6 @@ def test_day_events_are_in_time_order_and_inside_the_day():
         assert [e.at for e in web] == sorted(e.at for e in web)
         assert all(isinstance(e, (PageVisit, FormSubmit)) for e in web)
         assert all(start <= s.at < end for _, s in crm)
-
 
 
 def test_runs_continue_from_the_cursor_and_stop_at_today(tmp_path):

@@ -27,8 +27,14 @@ T0 = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
 
 def _settings(kafka: str, clickhouse: str, **overrides) -> SinkSettings:
     name = unique("sink")
-    values = dict(kafka_bootstrap_servers=kafka, clickhouse_url=f"{clickhouse}/{name}", topic_prefix=name,
-                  sink_consumer_group=name, sink_batch_seconds=0.2, partitions=2)
+    values = dict(
+        kafka_bootstrap_servers=kafka,
+        clickhouse_url=f"{clickhouse}/{name}",
+        topic_prefix=name,
+        sink_consumer_group=name,
+        sink_batch_seconds=0.2,
+        partitions=2,
+    )
     settings = SinkSettings(**(values | overrides))
     create_topics(settings, settings.topics.specs())
     migrate_up(settings)
@@ -80,8 +86,9 @@ def _query(settings: SinkSettings, sql: str) -> list[tuple]:
 
 
 def _committed(settings: SinkSettings, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=settings.sink_consumer_group,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, group_id=settings.sink_consumer_group, enable_auto_commit=False
+    )
     try:
         return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(settings.partitions))
     finally:
@@ -95,28 +102,101 @@ def _one_of_each(settings: SinkSettings) -> list[tuple[str, str | None, bytes | 
         return serde.dumps(Envelope(event_id=event_id, site_id="site", received_at=T0, event=event))
 
     return [
-        (topics.events, "v1", envelope("e1", PageView(occurred_at=T0, visitor_id="v1",
-                                                      url="https://ex.com/?utm_source=google&utm_medium=cpc"))),
+        (
+            topics.events,
+            "v1",
+            envelope(
+                "e1", PageView(occurred_at=T0, visitor_id="v1", url="https://ex.com/?utm_source=google&utm_medium=cpc")
+            ),
+        ),
         (topics.events, "v1", envelope("e2", Identify(occurred_at=T0, visitor_id="v1", email="ann@ex.com"))),
-        (topics.crm, "ann@ex.com", envelope("e3", CrmStatusChange(
-            occurred_at=T0, crm="hubspot", crm_object_id="d1", email="ann@ex.com", stage="customer",
-            deal_value=Decimal("500.00"), currency="EUR"))),
-        (topics.spend, "k", envelope("e4", SpendRow(occurred_at=T0, date=T0.date(), channel="Paid Search",
-                                                    cost=Decimal("80.00"), currency="EUR"))),
-        (topics.touches, "v1", serde.dumps(Touch(
-            touch_id="t1", visitor_id="v1", site_id="site", occurred_at=T0, channel="Paid Search",
-            source="google", medium="cpc", event_id="e1"))),
-        (topics.identity_links, "L1", serde.dumps(IdentityLink(visitor_id="v1", lead_id="L1", linked_at=T0,
-                                                               event_id="e2"))),
+        (
+            topics.crm,
+            "ann@ex.com",
+            envelope(
+                "e3",
+                CrmStatusChange(
+                    occurred_at=T0,
+                    crm="hubspot",
+                    crm_object_id="d1",
+                    email="ann@ex.com",
+                    stage="customer",
+                    deal_value=Decimal("500.00"),
+                    currency="EUR",
+                ),
+            ),
+        ),
+        (
+            topics.spend,
+            "k",
+            envelope(
+                "e4",
+                SpendRow(occurred_at=T0, date=T0.date(), channel="Paid Search", cost=Decimal("80.00"), currency="EUR"),
+            ),
+        ),
+        (
+            topics.touches,
+            "v1",
+            serde.dumps(
+                Touch(
+                    touch_id="t1",
+                    visitor_id="v1",
+                    site_id="site",
+                    occurred_at=T0,
+                    channel="Paid Search",
+                    source="google",
+                    medium="cpc",
+                    event_id="e1",
+                )
+            ),
+        ),
+        (
+            topics.identity_links,
+            "L1",
+            serde.dumps(IdentityLink(visitor_id="v1", lead_id="L1", linked_at=T0, event_id="e2")),
+        ),
         (topics.leads, "L1", serde.dumps(Lead(lead_id="L1", email="ann@ex.com", first_identified_at=T0))),
-        (topics.conversions, "L1", serde.dumps(Conversion(
-            conversion_id="c1", lead_id="L1", stage="customer", occurred_at=T0 + timedelta(days=1),
-            revenue=Decimal("500.00"), currency="EUR", touch_count=1, first_channel="Paid Search",
-            last_channel="Paid Search", event_id="e3"))),
-        (topics.credits, "c1", serde.dumps(Credit(
-            conversion_id="c1", lead_id="L1", stage="customer", model="linear", touch_id="t1", touch_index=0,
-            touch_at=T0, converted_at=T0 + timedelta(days=1), channel="Paid Search", source="google",
-            medium="cpc", campaign="", credit=Decimal("1"), revenue=Decimal("500.00"), currency="EUR"))),
+        (
+            topics.conversions,
+            "L1",
+            serde.dumps(
+                Conversion(
+                    conversion_id="c1",
+                    lead_id="L1",
+                    stage="customer",
+                    occurred_at=T0 + timedelta(days=1),
+                    revenue=Decimal("500.00"),
+                    currency="EUR",
+                    touch_count=1,
+                    first_channel="Paid Search",
+                    last_channel="Paid Search",
+                    event_id="e3",
+                )
+            ),
+        ),
+        (
+            topics.credits,
+            "c1",
+            serde.dumps(
+                Credit(
+                    conversion_id="c1",
+                    lead_id="L1",
+                    stage="customer",
+                    model="linear",
+                    touch_id="t1",
+                    touch_index=0,
+                    touch_at=T0,
+                    converted_at=T0 + timedelta(days=1),
+                    channel="Paid Search",
+                    source="google",
+                    medium="cpc",
+                    campaign="",
+                    credit=Decimal("1"),
+                    revenue=Decimal("500.00"),
+                    currency="EUR",
+                )
+            ),
+        ),
     ]
 
 
@@ -133,16 +213,25 @@ def test_records_become_rows_and_a_replay_leaves_one_row_per_id(kafka_bootstrap,
     with Running(settings) as writer:
         wait_for(lambda: _query(settings, COUNTS) == [(4, 1, 1, 1, 1, 1, 1)], 60, "every record as a row")
         _publish(settings, batch)  # the same batch delivered twice
-        wait_for(lambda: writer.metrics.records == 2 * len(batch) and writer.metrics.lag == 0
-                 and writer.metrics.batches >= 2, 60, "the replay to be written")
+        wait_for(
+            lambda: (
+                writer.metrics.records == 2 * len(batch) and writer.metrics.lag == 0 and writer.metrics.batches >= 2
+            ),
+            60,
+            "the replay to be written",
+        )
     assert _query(settings, COUNTS) == [(4, 1, 1, 1, 1, 1, 1)]
     assert writer.metrics.total_rows == 2 * 10 and writer.metrics.dead_letters == 0
     assert _query(settings, "SELECT channel, credit, revenue, version FROM credits FINAL") == [
-        ("Paid Search", Decimal("1.000000000"), Decimal("500.00"), 1)]
+        ("Paid Search", Decimal("1.000000000"), Decimal("500.00"), 1)
+    ]
     # Provenance: the copy kept is the last one written, i.e. the replay at the next offsets.
     assert _query(settings, "SELECT event_type, kafka_topic, kafka_offset FROM events FINAL ORDER BY event_id") == [
-        ("page_view", settings.topics.events, 2), ("identify", settings.topics.events, 3),
-        ("crm_status", settings.topics.crm, 1), ("spend", settings.topics.spend, 1)]
+        ("page_view", settings.topics.events, 2),
+        ("identify", settings.topics.events, 3),
+        ("crm_status", settings.topics.crm, 1),
+        ("spend", settings.topics.spend, 1),
+    ]
     assert _query(settings, "SELECT count() FROM events WHERE position(event, 'ann@ex.com') > 0") == [(0,)]
 
 
@@ -153,15 +242,25 @@ def test_malformed_record_goes_to_dead_letters_and_the_rest_arrive(kafka_bootstr
     with Running(settings) as writer:
         wait_for(lambda: _query(settings, "SELECT touch_id FROM touches FINAL") == [("t1",)], 60, "the good touch")
         wait_for(lambda: writer.metrics.dead_letters == 1, 30, "the dead letter")
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, auto_offset_reset="earliest",
-                             consumer_timeout_ms=10_000, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+        enable_auto_commit=False,
+    )
     consumer.assign([TopicPartition(settings.topics.dead_letters, p) for p in range(settings.partitions)])
     letters = [serde.loads(m.value, DeadLetter) for m in consumer]
     consumer.close()
     assert len(letters) == 1
     letter = letters[0]
     assert (letter.component, letter.topic, letter.partition, letter.offset, letter.key, letter.value) == (
-        "sink", settings.topics.touches, 0, 0, "v9", '{"touch_id": "broken"')
+        "sink",
+        settings.topics.touches,
+        0,
+        0,
+        "v9",
+        '{"touch_id": "broken"',
+    )
     assert letter.reason.startswith("not a valid touch record: (record): Invalid JSON")
 
 
@@ -173,20 +272,43 @@ def test_rows_clickhouse_rejects_are_found_in_the_batch_and_dead_lettered(kafka_
     client = connect(settings)
     client.command("ALTER TABLE touches MODIFY COLUMN term UInt8")  # an empty term reads as 0
     client.close()
-    rejected = serde.dumps(Touch(touch_id="t5", visitor_id="v5", site_id="s", occurred_at=T0, channel="Direct",
-                                 source="(direct)", medium="(none)", term="shoes", event_id="e5"))
+    rejected = serde.dumps(
+        Touch(
+            touch_id="t5",
+            visitor_id="v5",
+            site_id="s",
+            occurred_at=T0,
+            channel="Direct",
+            source="(direct)",
+            medium="(none)",
+            term="shoes",
+            event_id="e5",
+        )
+    )
     _publish(settings, [(settings.topics.touches, f"v{i}", rejected if i == 5 else _direct_touch(i)) for i in range(8)])
     with Running(settings) as writer:
-        wait_for(lambda: writer.metrics.dead_letters == 1 and writer.metrics.lag == 0 and writer.metrics.records == 8,
-                 60, "the batch written and the rejected row dead-lettered")
+        wait_for(
+            lambda: writer.metrics.dead_letters == 1 and writer.metrics.lag == 0 and writer.metrics.records == 8,
+            60,
+            "the batch written and the rejected row dead-lettered",
+        )
     assert _query(settings, "SELECT touch_id FROM touches FINAL ORDER BY touch_id") == [
-        (f"t{i}",) for i in (0, 1, 2, 3, 4, 6, 7)]
+        (f"t{i}",) for i in (0, 1, 2, 3, 4, 6, 7)
+    ]
     assert writer.metrics.rows_written["touches"] == 7
     # "ClickHouse said no" is not "ClickHouse is unreachable": counted as a rejected row, never retried.
-    assert (writer.metrics.rejected_rows, writer.metrics.unreachable_retries, writer.metrics.refused_retries,
-            writer.metrics.retries) == (1, 0, 0, 0)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, auto_offset_reset="earliest",
-                             consumer_timeout_ms=10_000, enable_auto_commit=False)
+    assert (
+        writer.metrics.rejected_rows,
+        writer.metrics.unreachable_retries,
+        writer.metrics.refused_retries,
+        writer.metrics.retries,
+    ) == (1, 0, 0, 0)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+        enable_auto_commit=False,
+    )
     consumer.assign([TopicPartition(settings.topics.dead_letters, 0)])
     letters = [serde.loads(m.value, DeadLetter) for m in consumer]
     consumer.close()
@@ -198,20 +320,41 @@ def test_tombstone_on_leads_topic_erases_the_email(kafka_bootstrap, clickhouse_h
     settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1)
     lead = Lead(lead_id="L1", email="ann@ex.com", first_identified_at=T0)
     other = Lead(lead_id="L2", email="bob@ex.com", first_identified_at=T0)
-    _publish(settings, [(settings.topics.leads, "L1", serde.dumps(lead)),
-                        (settings.topics.leads, "L2", serde.dumps(other)),
-                        (settings.topics.leads, "L1", None)])
+    _publish(
+        settings,
+        [
+            (settings.topics.leads, "L1", serde.dumps(lead)),
+            (settings.topics.leads, "L2", serde.dumps(other)),
+            (settings.topics.leads, "L1", None),
+        ],
+    )
     with Running(settings) as writer:
-        wait_for(lambda: writer.metrics.erasures == 1 and writer.metrics.lag == 0 and writer.metrics.records == 3,
-                 60, "the erasure")
-        wait_for(lambda: _query(settings, "SELECT lead_id, email FROM leads FINAL") == [("L2", "bob@ex.com")],
-                 30, "only the other lead to remain")
+        wait_for(
+            lambda: writer.metrics.erasures == 1 and writer.metrics.lag == 0 and writer.metrics.records == 3,
+            60,
+            "the erasure",
+        )
+        wait_for(
+            lambda: _query(settings, "SELECT lead_id, email FROM leads FINAL") == [("L2", "bob@ex.com")],
+            30,
+            "only the other lead to remain",
+        )
 
 
 def _direct_touch(i: int, occurred_at: datetime = T0) -> bytes:
     """The record of touch ``t{i}`` of visitor ``v{i}``: a direct visit."""
-    return serde.dumps(Touch(touch_id=f"t{i}", visitor_id=f"v{i}", site_id="s", occurred_at=occurred_at,
-                             channel="Direct", source="(direct)", medium="(none)", event_id=f"e{i}"))
+    return serde.dumps(
+        Touch(
+            touch_id=f"t{i}",
+            visitor_id=f"v{i}",
+            site_id="s",
+            occurred_at=occurred_at,
+            channel="Direct",
+            source="(direct)",
+            medium="(none)",
+            event_id=f"e{i}",
+        )
+    )
 
 
 def test_a_rebalance_while_records_wait_in_the_batch_leaves_the_sink_running(kafka_bootstrap, clickhouse_http_url):
@@ -223,12 +366,20 @@ def test_a_rebalance_while_records_wait_in_the_batch_leaves_the_sink_running(kaf
     running = Running(settings)
     with running as writer:
         wait_for(lambda: writer.metrics.records == 30, 60, "the touches read into the batch")
-        other = KafkaConsumer(settings.topics.touches, bootstrap_servers=settings.kafka_servers,
-                              group_id=settings.sink_consumer_group, enable_auto_commit=False,
-                              session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        other = KafkaConsumer(
+            settings.topics.touches,
+            bootstrap_servers=settings.kafka_servers,
+            group_id=settings.sink_consumer_group,
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
         try:
-            wait_for(lambda: other.poll(timeout_ms=200) is not None and other.assignment(), 60,
-                     "the second member to get a partition")
+            wait_for(
+                lambda: other.poll(timeout_ms=200) is not None and other.assignment(),
+                60,
+                "the second member to get a partition",
+            )
         finally:
             other.close()
         assert running.error is None and running.thread.is_alive()
@@ -240,8 +391,7 @@ def test_a_rebalance_while_records_wait_in_the_batch_leaves_the_sink_running(kaf
 def test_a_batch_is_sealed_by_its_bytes_when_they_are_bounded(kafka_bootstrap, clickhouse_http_url):
     """CLOSEDLOOP_SINK_BATCH_BYTES: with rows and seconds out of reach (10,000 rows, 5 minutes), a batch whose
     records' values reach the byte bound is written at once."""
-    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1, sink_batch_seconds=300,
-                         sink_batch_bytes=1)
+    settings = _settings(kafka_bootstrap, clickhouse_http_url, partitions=1, sink_batch_seconds=300, sink_batch_bytes=1)
     _publish(settings, [(settings.topics.touches, f"v{i}", _direct_touch(i)) for i in range(5)])
     with Running(settings) as writer:
         wait_for(lambda: writer.metrics.batches >= 1 and writer.metrics.lag == 0, 60, "a batch sealed by its bytes")
@@ -251,12 +401,20 @@ def test_a_batch_is_sealed_by_its_bytes_when_they_are_bounded(kafka_bootstrap, c
 def test_clickhouse_outage_loses_nothing(kafka_bootstrap, tmp_path):
     server = EmbeddedClickHouse(tmp_path / "clickhouse").start()
     try:
-        settings = _settings(kafka_bootstrap, server.url, sink_retry_initial_seconds=0.1, sink_retry_max_seconds=0.5,
-                             clickhouse_connect_timeout=1.0, clickhouse_query_timeout=10.0)
+        settings = _settings(
+            kafka_bootstrap,
+            server.url,
+            sink_retry_initial_seconds=0.1,
+            sink_retry_max_seconds=0.5,
+            clickhouse_connect_timeout=1.0,
+            clickhouse_query_timeout=10.0,
+        )
 
         def touches(start: int, count: int) -> list:
-            return [(settings.topics.touches, f"v{i}", _direct_touch(i, T0 + timedelta(minutes=i)))
-                    for i in range(start, start + count)]
+            return [
+                (settings.topics.touches, f"v{i}", _direct_touch(i, T0 + timedelta(minutes=i)))
+                for i in range(start, start + count)
+            ]
 
         touch_count = "SELECT count() FROM touches FINAL"
         with Running(settings) as writer:
@@ -270,7 +428,8 @@ def test_clickhouse_outage_loses_nothing(kafka_bootstrap, tmp_path):
             wait_for(lambda: _query(settings, touch_count) == [(500,)], 90, "every touch after the outage")
             wait_for(lambda: writer.metrics.lag == 0, 30, "the sink to catch up")
         assert _query(settings, "SELECT min(touch_id), max(toUInt32(substring(touch_id, 2))) FROM touches") == [
-            ("t0", 499)]
+            ("t0", 499)
+        ]
         # Offsets were committed only up to what is in ClickHouse: all of it now.
         assert _committed(settings, settings.topics.touches) == 500
     finally:
@@ -361,8 +520,9 @@ def test_two_sink_processes_share_the_group_and_stop_cleanly(kafka_bootstrap, cl
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("result", group.run()), daemon=True)
     thread.start()
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=settings.sink_consumer_group,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, group_id=settings.sink_consumer_group, enable_auto_commit=False
+    )
     partitions = [TopicPartition(settings.topics.touches, p) for p in range(2)]
     try:
         wait_for(lambda: _query(settings, "SELECT count() FROM touches FINAL") == [(40,)], 90, "every touch")
@@ -381,8 +541,14 @@ def test_two_sink_processes_share_the_group_and_stop_cleanly(kafka_bootstrap, cl
 def _page_view_in_month(i: int) -> bytes:
     """Page view ``pv{i}`` of visitor ``v{i}``, in the i-th month after January 1990 (500 of them reach 2031)."""
     occurred_at = datetime(1990 + i // 12, 1 + i % 12, 15, 12, tzinfo=timezone.utc)
-    return serde.dumps(Envelope(event_id=f"pv{i}", site_id="site", received_at=T0, event=PageView(
-        occurred_at=occurred_at, visitor_id=f"v{i}", url=f"https://ex.com/p{i}")))
+    return serde.dumps(
+        Envelope(
+            event_id=f"pv{i}",
+            site_id="site",
+            received_at=T0,
+            event=PageView(occurred_at=occurred_at, visitor_id=f"v{i}", url=f"https://ex.com/p{i}"),
+        )
+    )
 
 
 def test_a_batch_spanning_500_months_is_written_whole_and_later_batches_follow(kafka_bootstrap, clickhouse_http_url):
@@ -410,8 +576,13 @@ def test_a_ten_year_monthly_spend_import_is_stored_and_the_sink_goes_on(kafka_bo
     today = datetime.now(timezone.utc).date()
     months = [(today.year - 10 + (today.month - 1 + i) // 12, 1 + (today.month - 1 + i) % 12) for i in range(1, 121)]
     csv_file = tmp_path / "spend.csv"
-    csv_file.write_text("date,channel,source,medium,cost,currency\n" + "".join(
-        f"{year:04d}-{month:02d}-01,Paid Search,google,cpc,{100 + i}.50,EUR\n" for i, (year, month) in enumerate(months)))
+    csv_file.write_text(
+        "date,channel,source,medium,cost,currency\n"
+        + "".join(
+            f"{year:04d}-{month:02d}-01,Paid Search,google,cpc,{100 + i}.50,EUR\n"
+            for i, (year, month) in enumerate(months)
+        )
+    )
     summary = ImportSummary()
     records = list(parse_file(csv_file, "spend", settings.topics, summary))
     assert (summary.rows, summary.accepted, summary.rejected) == (120, 120, [])
@@ -422,6 +593,7 @@ def test_a_ten_year_monthly_spend_import_is_stored_and_the_sink_goes_on(kafka_bo
         _publish(settings, [(settings.topics.touches, "v1", _direct_touch(1))])
         wait_for(lambda: _query(settings, "SELECT count() FROM touches FINAL") == [(1,)], 60, "a later batch")
     assert _query(settings, "SELECT count(), sum(cost) FROM spend FINAL") == [
-        (120, sum(Decimal(f"{100 + i}.50") for i in range(120)))]
+        (120, sum(Decimal(f"{100 + i}.50") for i in range(120)))
+    ]
     assert _query(settings, "SELECT count() FROM events FINAL WHERE event_type = 'spend'") == [(120,)]
     assert (writer.metrics.dead_letters, writer.metrics.retries) == (0, 0)

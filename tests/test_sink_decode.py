@@ -28,8 +28,15 @@ def fetch_buffer(batches: list[tuple[int, list[tuple]]], compression: int = 0, t
     """Several v2 batches back to back (as a fetch returns them); each batch is (base offset, records)."""
     out = bytearray()
     for base_offset, records in batches:
-        builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=0,
-                                            producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 24)
+        builder = DefaultRecordBatchBuilder(
+            magic=2,
+            compression_type=compression,
+            is_transactional=0,
+            producer_id=-1,
+            producer_epoch=-1,
+            base_sequence=-1,
+            batch_size=1 << 24,
+        )
         for delta, (key, value, headers) in enumerate(records):
             builder.append(delta, timestamp=1_700_000_000_000 + delta, key=key, value=value, headers=headers)
         data = builder.build()

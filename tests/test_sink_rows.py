@@ -8,17 +8,29 @@ from decimal import Decimal
 import msgspec
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from page_view_strategies import EDGES, mostly, page_views, times, values
 from pydantic import ValidationError
 
-from page_view_strategies import EDGES, mostly, page_views, times, values
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
 from sinks import canonical_rows
-from sinks.rows import (TABLES, Erasure, Provenance, RecordError, RecordKind, encode, insert_columns, model_rows,
-                        partition_blocks, rows_for, topic_kinds)
+from sinks.rows import (
+    TABLES,
+    Erasure,
+    Provenance,
+    RecordError,
+    RecordKind,
+    encode,
+    insert_columns,
+    model_rows,
+    partition_blocks,
+    rows_for,
+    topic_kinds,
+)
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 WHERE = Provenance("p.events", 3, 42)
@@ -35,7 +47,7 @@ def _row(table: str, row: tuple) -> dict:
     """Column name -> the value ClickHouse receives (times and decimals as ISO 8601 and plain-digit strings)."""
     names = insert_columns(table)
     assert len(row) == len(names)
-    return {name: column[0] for name, column in zip(names, orjson.loads(encode([row])))}
+    return {name: column[0] for name, column in zip(names, orjson.loads(encode([row])), strict=False)}
 
 
 def _sent(rows: list[tuple[str, tuple]]) -> list[tuple[str, bytes]]:
@@ -43,8 +55,9 @@ def _sent(rows: list[tuple[str, tuple]]) -> list[tuple[str, bytes]]:
 
 
 def test_page_view_row_reads_utm_and_click_id_from_url():
-    value = _envelope(PageView(occurred_at=T0, visitor_id="v1",
-                               url="https://ex.com/p?utm_source=google&utm_medium=cpc&gclid=abc"))
+    value = _envelope(
+        PageView(occurred_at=T0, visitor_id="v1", url="https://ex.com/p?utm_source=google&utm_medium=cpc&gclid=abc")
+    )
     [(table, row)] = rows_for(RecordKind.SOURCE, value, WHERE)
     got = _row(table, row)
     assert table == "events"
@@ -55,8 +68,9 @@ def test_page_view_row_reads_utm_and_click_id_from_url():
 
 
 def test_identify_row_keeps_no_email_and_no_form_values():
-    value = _envelope(Identify(occurred_at=T0, visitor_id="v1", email="Ann@Example.com", form_id="demo",
-                               fields={"phone": "+49 123"}))
+    value = _envelope(
+        Identify(occurred_at=T0, visitor_id="v1", email="Ann@Example.com", form_id="demo", fields={"phone": "+49 123"})
+    )
     [(_, row)] = rows_for(RecordKind.SOURCE, value, WHERE)
     got = _row("events", row)
     stored = orjson.loads(got["event"])
@@ -66,8 +80,17 @@ def test_identify_row_keeps_no_email_and_no_form_values():
 
 
 def test_crm_row_carries_stage_and_deal_value():
-    value = _envelope(CrmStatusChange(occurred_at=T0, crm="hubspot", crm_object_id="d1", email="a@b.co",
-                                      stage="customer", deal_value=Decimal("1200.50"), currency="EUR"))
+    value = _envelope(
+        CrmStatusChange(
+            occurred_at=T0,
+            crm="hubspot",
+            crm_object_id="d1",
+            email="a@b.co",
+            stage="customer",
+            deal_value=Decimal("1200.50"),
+            currency="EUR",
+        )
+    )
     [(_, row)] = rows_for(RecordKind.SOURCE, value, WHERE)
     got = _row("events", row)
     assert (got["crm"], got["stage"], got["amount"], got["currency"]) == ("hubspot", "customer", "1200.50", "EUR")
@@ -75,19 +98,44 @@ def test_crm_row_carries_stage_and_deal_value():
 
 
 def test_spend_event_becomes_an_event_row_and_a_spend_row():
-    value = _envelope(SpendRow(occurred_at=T0, date=date(2024, 3, 1), channel="Paid Search", source="google",
-                               medium="cpc", campaign="spring", cost=Decimal("99.90"), currency="EUR"))
+    value = _envelope(
+        SpendRow(
+            occurred_at=T0,
+            date=date(2024, 3, 1),
+            channel="Paid Search",
+            source="google",
+            medium="cpc",
+            campaign="spring",
+            cost=Decimal("99.90"),
+            currency="EUR",
+        )
+    )
     rows = rows_for(RecordKind.SOURCE, value, WHERE)
     assert [t for t, _ in rows] == ["events", "spend"]
     assert _row("spend", rows[1][1]) == {
-        "date": "2024-03-01", "channel": "Paid Search", "source": "google", "medium": "cpc",
-        "campaign": "spring", "cost": "99.90", "currency": "EUR", "received_at": T0_SENT, "event_id": "e1",
+        "date": "2024-03-01",
+        "channel": "Paid Search",
+        "source": "google",
+        "medium": "cpc",
+        "campaign": "spring",
+        "cost": "99.90",
+        "currency": "EUR",
+        "received_at": T0_SENT,
+        "event_id": "e1",
     }
 
 
 def test_touch_lead_known_is_the_version():
-    base = dict(touch_id="t1", visitor_id="v1", site_id="s", occurred_at=T0, channel="Direct", source="(direct)",
-                medium="(none)", event_id="e1")
+    base = dict(
+        touch_id="t1",
+        visitor_id="v1",
+        site_id="s",
+        occurred_at=T0,
+        channel="Direct",
+        source="(direct)",
+        medium="(none)",
+        event_id="e1",
+    )
     [(_, anonymous)] = rows_for(RecordKind.TOUCH, serde.dumps(Touch(**base)), WHERE)
     [(_, known)] = rows_for(RecordKind.TOUCH, serde.dumps(Touch(**base, lead_id="L1")), WHERE)
     assert (_row("touches", anonymous)["lead_id"], _row("touches", anonymous)["lead_known"]) == ("", 0)
@@ -95,15 +143,30 @@ def test_touch_lead_known_is_the_version():
 
 
 def test_credit_and_conversion_rows():
-    credit = Credit(conversion_id="c1", lead_id="L1", stage="customer", model="linear", touch_id="(none)",
-                    touch_index=0, touch_at=None, converted_at=T0, channel="(none)", source="", medium="",
-                    campaign="", credit=Decimal("1"), revenue=Decimal("10.00"), currency="EUR", version=2)
+    credit = Credit(
+        conversion_id="c1",
+        lead_id="L1",
+        stage="customer",
+        model="linear",
+        touch_id="(none)",
+        touch_index=0,
+        touch_at=None,
+        converted_at=T0,
+        channel="(none)",
+        source="",
+        medium="",
+        campaign="",
+        credit=Decimal("1"),
+        revenue=Decimal("10.00"),
+        currency="EUR",
+        version=2,
+    )
     [(table, row)] = rows_for(RecordKind.CREDIT, serde.dumps(credit), WHERE)
     got = _row(table, row)
-    assert (table, got["model"], got["touch_at"], got["credit"], got["version"]) == (
-        "credits", "linear", None, "1", 2)
-    conversion = Conversion(conversion_id="c1", lead_id="L1", stage="lead", occurred_at=T0, touch_count=0,
-                            event_id="e9")
+    assert (table, got["model"], got["touch_at"], got["credit"], got["version"]) == ("credits", "linear", None, "1", 2)
+    conversion = Conversion(
+        conversion_id="c1", lead_id="L1", stage="lead", occurred_at=T0, touch_count=0, event_id="e9"
+    )
     [(table, row)] = rows_for(RecordKind.CONVERSION, serde.dumps(conversion), WHERE)
     assert _row(table, row)["revenue"] is None and _row(table, row)["currency"] == ""
 
@@ -122,8 +185,11 @@ def test_leads_tombstone_is_an_erasure_elsewhere_an_error():
     [
         (RecordKind.TOUCH, b"not json", "not a valid touch record: (record): Invalid JSON"),
         (RecordKind.CREDIT, b'{"conversion_id": "c1"}', "not a valid credit record: lead_id: Field required"),
-        (RecordKind.SOURCE, b'{"event_id": "e", "site_id": "s", "received_at": "2024-01-01T00:00:00Z",'
-                            b' "event": {"type": "nope"}}', "not a valid source record: event:"),
+        (
+            RecordKind.SOURCE,
+            b'{"event_id": "e", "site_id": "s", "received_at": "2024-01-01T00:00:00Z", "event": {"type": "nope"}}',
+            "not a valid source record: event:",
+        ),
     ],
 )
 def test_records_that_do_not_fit_say_why(kind, value, reason):
@@ -138,18 +204,28 @@ def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
     assert set(TABLES) == {"events", "touches", "identity_links", "leads", "conversions", "credits", "spend"}
 
 
-# -- the fast path (sinks/canonical_rows.py) gives exactly the model path's rows, and leaves the rest to the model ------
+# -- the fast path (sinks/canonical_rows.py) gives exactly the model path's rows, and leaves the rest to the model --
 
 
 def test_touch_carries_the_visitor_number_and_0_from_an_older_worker():
-    base = dict(touch_id="t1", visitor_id="v1", site_id="s", occurred_at=T0, channel="Direct", source="(direct)",
-                medium="(none)", event_id="e1")
+    base = dict(
+        touch_id="t1",
+        visitor_id="v1",
+        site_id="s",
+        occurred_at=T0,
+        channel="Direct",
+        source="(direct)",
+        medium="(none)",
+        event_id="e1",
+    )
     [(_, numbered)] = rows_for(RecordKind.TOUCH, serde.dumps(Touch(**base, visitor_number=2**64 - 1)), WHERE)
     older = orjson.loads(serde.dumps(Touch(**base)))
     del older["visitor_number"]
     [(_, unnumbered)] = rows_for(RecordKind.TOUCH, orjson.dumps(older), WHERE)
     assert (_row("touches", numbered)["visitor_number"], _row("touches", unnumbered)["visitor_number"]) == (
-        2**64 - 1, 0)
+        2**64 - 1,
+        0,
+    )
 
 
 def _fast_and_model(kind: RecordKind, value: bytes) -> tuple:
@@ -166,54 +242,142 @@ def _reversed(value: bytes) -> bytes:
 
 
 def _canonical_records() -> list[tuple[RecordKind, bytes]]:
-    touch = Touch(touch_id="t1", visitor_id="v1", visitor_number=(3 << 40) + 9, lead_id="L1", site_id="s",
-                  occurred_at=T0.replace(microsecond=5),
-                  channel="Paid Search", source="google", medium="cpc", campaign="spring", click_id="gclid",
-                  event_id="e1")
-    credit = Credit(conversion_id="c1", lead_id="L1", stage="customer", model="w_shaped", touch_id="t1",
-                    touch_index=2, touch_at=T0, converted_at=T0, channel="Email", source="nl", medium="email",
-                    campaign="", credit=Decimal("0.333333334"), revenue=Decimal("-12.50"), currency="EUR", version=3)
+    touch = Touch(
+        touch_id="t1",
+        visitor_id="v1",
+        visitor_number=(3 << 40) + 9,
+        lead_id="L1",
+        site_id="s",
+        occurred_at=T0.replace(microsecond=5),
+        channel="Paid Search",
+        source="google",
+        medium="cpc",
+        campaign="spring",
+        click_id="gclid",
+        event_id="e1",
+    )
+    credit = Credit(
+        conversion_id="c1",
+        lead_id="L1",
+        stage="customer",
+        model="w_shaped",
+        touch_id="t1",
+        touch_index=2,
+        touch_at=T0,
+        converted_at=T0,
+        channel="Email",
+        source="nl",
+        medium="email",
+        campaign="",
+        credit=Decimal("0.333333334"),
+        revenue=Decimal("-12.50"),
+        currency="EUR",
+        version=3,
+    )
     return [
-        (RecordKind.SOURCE, _envelope(PageView(occurred_at=T0, visitor_id="v1", title="Pricing",
-                                               referrer="https://www.bing.com/",
-                                               url="https://ex.com/p?utm_source=bing&msclkid=x&fbclid=y"))),
-        (RecordKind.SOURCE, serde.dumps(Envelope(event_id="e2", site_id="s", received_at=T0, sent_at=T0,
-                                                 event=PageView(occurred_at=T0, visitor_id="v2", url="http://ex.com")))),
+        (
+            RecordKind.SOURCE,
+            _envelope(
+                PageView(
+                    occurred_at=T0,
+                    visitor_id="v1",
+                    title="Pricing",
+                    referrer="https://www.bing.com/",
+                    url="https://ex.com/p?utm_source=bing&msclkid=x&fbclid=y",
+                )
+            ),
+        ),
+        (
+            RecordKind.SOURCE,
+            serde.dumps(
+                Envelope(
+                    event_id="e2",
+                    site_id="s",
+                    received_at=T0,
+                    sent_at=T0,
+                    event=PageView(occurred_at=T0, visitor_id="v2", url="http://ex.com"),
+                )
+            ),
+        ),
         # a percent-encoded query (most real campaign URLs): the model filled the fields, nothing is left to fill
-        (RecordKind.SOURCE, _envelope(PageView(occurred_at=T0, visitor_id="v3",
-                                               url="https://ex.com/p?utm_campaign=spring%20sale&utm_term=a+b&q=%C3%A9"
-                                                   "&gclid=x%2Fy&utm_source=%20"))),
+        (
+            RecordKind.SOURCE,
+            _envelope(
+                PageView(
+                    occurred_at=T0,
+                    visitor_id="v3",
+                    url="https://ex.com/p?utm_campaign=spring%20sale&utm_term=a+b&q=%C3%A9&gclid=x%2Fy&utm_source=%20",
+                )
+            ),
+        ),
         # the same fields in another order: the event JSON is still written in the model's order
-        (RecordKind.SOURCE, _reversed(_envelope(PageView(occurred_at=T0, visitor_id="v4", session_id="s4",
-                                                         url="https://ex.com/é?utm_source=a", user_agent="UA \u2028"))
-                                      )),
+        (
+            RecordKind.SOURCE,
+            _reversed(
+                _envelope(
+                    PageView(
+                        occurred_at=T0,
+                        visitor_id="v4",
+                        session_id="s4",
+                        url="https://ex.com/é?utm_source=a",
+                        user_agent="UA \u2028",
+                    )
+                )
+            ),
+        ),
         (RecordKind.TOUCH, serde.dumps(touch)),
         (RecordKind.TOUCH, serde.dumps(touch.model_copy(update={"lead_id": None}))),
         (RecordKind.TOUCH, _reversed(serde.dumps(touch))),
         (RecordKind.CREDIT, serde.dumps(credit)),
-        (RecordKind.CREDIT, serde.dumps(credit.model_copy(update={"touch_at": None, "currency": None,
-                                                                   "credit": Decimal("1"), "revenue": Decimal("0")}))),
-        (RecordKind.CONVERSION, serde.dumps(Conversion(conversion_id="c1", lead_id="L1", stage="customer",
-                                                       occurred_at=T0, revenue=Decimal("1200.50"), currency="USD",
-                                                       touch_count=4, event_id="e9", version=2))),
-        (RecordKind.IDENTITY_LINK, serde.dumps(IdentityLink(visitor_id="v1", lead_id="L1", linked_at=T0,
-                                                            event_id="e2", form_id="demo"))),
+        (
+            RecordKind.CREDIT,
+            serde.dumps(
+                credit.model_copy(
+                    update={"touch_at": None, "currency": None, "credit": Decimal("1"), "revenue": Decimal("0")}
+                )
+            ),
+        ),
+        (
+            RecordKind.CONVERSION,
+            serde.dumps(
+                Conversion(
+                    conversion_id="c1",
+                    lead_id="L1",
+                    stage="customer",
+                    occurred_at=T0,
+                    revenue=Decimal("1200.50"),
+                    currency="USD",
+                    touch_count=4,
+                    event_id="e9",
+                    version=2,
+                )
+            ),
+        ),
+        (
+            RecordKind.IDENTITY_LINK,
+            serde.dumps(IdentityLink(visitor_id="v1", lead_id="L1", linked_at=T0, event_id="e2", form_id="demo")),
+        ),
         (RecordKind.LEAD, serde.dumps(Lead(lead_id="L1", email="a@b.co", first_identified_at=T0))),
     ]
 
 
 @pytest.mark.parametrize("kind, value", _canonical_records())
 def test_canonical_records_take_the_fast_path_with_the_model_paths_rows(kind, value):
-    fast = (canonical_rows.page_view_rows(value, *WHERE) if kind is RecordKind.SOURCE
-            else [(None, _FAST_ROW[kind](value))])
+    fast = (
+        canonical_rows.page_view_rows(value, *WHERE) if kind is RecordKind.SOURCE else [(None, _FAST_ROW[kind](value))]
+    )
     fast_rows, model = _fast_and_model(kind, value)
     assert fast_rows == model
     assert [encode([row]) for _, row in fast] == [row for _, row in model]
 
 
-_FAST_ROW = {RecordKind.TOUCH: canonical_rows.touch_row, RecordKind.CREDIT: canonical_rows.credit_row,
-             RecordKind.CONVERSION: canonical_rows.conversion_row, RecordKind.IDENTITY_LINK: canonical_rows.identity_link_row,
-             RecordKind.LEAD: canonical_rows.lead_row}
+_FAST_ROW = {
+    RecordKind.TOUCH: canonical_rows.touch_row,
+    RecordKind.CREDIT: canonical_rows.credit_row,
+    RecordKind.CONVERSION: canonical_rows.conversion_row,
+    RecordKind.IDENTITY_LINK: canonical_rows.identity_link_row,
+    RecordKind.LEAD: canonical_rows.lead_row,
+}
 
 
 def _edit(value: bytes, path: tuple, new) -> bytes:
@@ -230,8 +394,18 @@ def _edit(value: bytes, path: tuple, new) -> bytes:
 
 _DROP = object()
 _PAGE = _envelope(PageView(occurred_at=T0, visitor_id="v1", url="https://ex.com/p?utm_source=google"))
-_TOUCH = serde.dumps(Touch(touch_id="t1", visitor_id="v1", site_id="s", occurred_at=T0, channel="Direct",
-                           source="(direct)", medium="(none)", event_id="e1"))
+_TOUCH = serde.dumps(
+    Touch(
+        touch_id="t1",
+        visitor_id="v1",
+        site_id="s",
+        occurred_at=T0,
+        channel="Direct",
+        source="(direct)",
+        medium="(none)",
+        event_id="e1",
+    )
+)
 _CREDIT = next(value for kind, value in _canonical_records() if kind is RecordKind.CREDIT)
 
 
@@ -272,8 +446,11 @@ def test_other_valid_records_get_the_models_rows(kind, value):
         (RecordKind.SOURCE, _edit(_PAGE, ("event_id",), ""), "not a valid source record: event_id"),
         (RecordKind.TOUCH, _edit(_TOUCH, ("extra",), 1), "not a valid touch record: extra"),
         (RecordKind.TOUCH, _edit(_TOUCH, ("visitor_number",), -1), "not a valid touch record: visitor_number"),
-        (RecordKind.TOUCH, _TOUCH.replace(b'"visitor_number":0', b'"visitor_number":18446744073709551616'),
-         "not a valid touch record: visitor_number"),
+        (
+            RecordKind.TOUCH,
+            _TOUCH.replace(b'"visitor_number":0', b'"visitor_number":18446744073709551616'),
+            "not a valid touch record: visitor_number",
+        ),
         (RecordKind.TOUCH, _edit(_TOUCH, ("occurred_at",), "2024-02-30T00:00:00Z"), "not a valid touch record"),
         (RecordKind.CREDIT, _edit(_CREDIT, ("credit",), "1.5"), "not a valid credit record: credit"),
         (RecordKind.CREDIT, _edit(_CREDIT, ("model",), "nope"), "not a valid credit record: model"),
@@ -301,22 +478,40 @@ def test_the_event_json_is_written_as_the_model_path_writes_it_for_every_charact
 def test_the_fast_path_knows_every_page_view_and_envelope_field():
     # A field added to PageView or Envelope must be taught to sinks/canonical_rows.py (its decoder refuses to build).
     with pytest.raises(RuntimeError, match=r"\['colour'\] of PageViewRecord"):
-        canonical_rows._record_struct("PageViewRecord", (*canonical_rows.PAGE_VIEW_FIELDS, "colour"),
-                                {"occurred_at": str, "type": str}, canonical_rows._PAGE_VIEW_TEXT)
+        canonical_rows._record_struct(
+            "PageViewRecord",
+            (*canonical_rows.PAGE_VIEW_FIELDS, "colour"),
+            {"occurred_at": str, "type": str},
+            canonical_rows._PAGE_VIEW_TEXT,
+        )
     assert set(canonical_rows.PAGE_VIEW_FIELDS) - set(canonical_rows._PAGE_VIEW_TEXT) == {"occurred_at", "type"}
-    assert canonical_rows.ENVELOPE_FIELDS == ("event_id", "site_id", "sent_at", "received_at", "schema_version", "event")
+    assert canonical_rows.ENVELOPE_FIELDS == (
+        "event_id",
+        "site_id",
+        "sent_at",
+        "received_at",
+        "schema_version",
+        "event",
+    )
     decorators = PageView.__pydantic_decorators__
     assert sorted(decorators.field_validators) + sorted(decorators.model_validators) == [
-        "_absolute_url", "_occurred_at_utc", "_fill_from_url"]
+        "_absolute_url",
+        "_occurred_at_utc",
+        "_fill_from_url",
+    ]
 
 
 @st.composite
 def page_view_records(draw) -> bytes:
     """A page-view envelope's bytes: generated fields, often in the model's canonical form, sometimes reordered."""
     item = dict(draw(page_views))
-    envelope = {"event_id": item.pop("event_id", "e1"), "site_id": draw(mostly(st.just("site"), values, 10)),
-                "sent_at": item.pop("sent_at", None), "received_at": draw(times),
-                "schema_version": draw(mostly(st.just(1), st.sampled_from([0, 65535, 65536, -1, 1.0, "1", True]), 8))}
+    envelope = {
+        "event_id": item.pop("event_id", "e1"),
+        "site_id": draw(mostly(st.just("site"), values, 10)),
+        "sent_at": item.pop("sent_at", None),
+        "received_at": draw(times),
+        "schema_version": draw(mostly(st.just(1), st.sampled_from([0, 65535, 65536, -1, 1.0, "1", True]), 8)),
+    }
     item.setdefault("occurred_at", draw(times))
     item.setdefault("path", draw(mostly(st.sampled_from(["/", "/p", "/é"]), values, 6)))  # the model fills a null
     event = {name: item.pop(name, None) for name in PageView.model_fields}
@@ -351,9 +546,34 @@ def test_any_page_view_record_gets_the_models_rows_or_is_left_to_the_model(value
     assert _sent(fast) == _sent(model_rows(RecordKind.SOURCE, value, WHERE))  # raises RecordError if it rejects
 
 
-_ODD = [None, 0, -1, 1.0, True, 2**32 - 1, 2**32, 2**64 - 1, "", " x ", "x", "0.5", "1E+2", "1.0000000000",
-        "12.345", "-0", "EUR", "eur", "first_touch", "customer", "2024-03-01T12:00:00.000000Z", "2024-03-01 12:00:00Z",
-        "2024-03-01T12:00:00+01:00", "2024-02-30T00:00:00Z", [], {}]
+_ODD = [
+    None,
+    0,
+    -1,
+    1.0,
+    True,
+    2**32 - 1,
+    2**32,
+    2**64 - 1,
+    "",
+    " x ",
+    "x",
+    "0.5",
+    "1E+2",
+    "1.0000000000",
+    "12.345",
+    "-0",
+    "EUR",
+    "eur",
+    "first_touch",
+    "customer",
+    "2024-03-01T12:00:00.000000Z",
+    "2024-03-01 12:00:00Z",
+    "2024-03-01T12:00:00+01:00",
+    "2024-02-30T00:00:00Z",
+    [],
+    {},
+]
 
 
 def _output_variants():
@@ -386,6 +606,7 @@ def test_any_output_record_gets_the_models_rows_or_is_left_to_the_model():
 
 # -- insert blocks and what ClickHouse's answers mean --------------------------------------------------------
 
+
 def _event_row(occurred_at) -> tuple:
     row = [""] * len(insert_columns("events"))
     row[insert_columns("events").index("occurred_at")] = occurred_at
@@ -416,12 +637,24 @@ def test_clickhouse_errors_are_told_apart():
 
     assert classify(OperationalError("Error HTTPConnectionPool: Connection refused")) is Failure.UNREACHABLE
     assert classify(DatabaseError("HTTP driver received HTTP status 502")) is Failure.UNREACHABLE  # a proxy
-    assert said("252\n Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). "
-                "(TOO_MANY_PARTS)") is Failure.REJECTED
-    assert said("252\n Code: 252. DB::Exception: Too many parts (3001). Merges are processing significantly "
-                "slower than inserts. (TOO_MANY_PARTS)") is Failure.REFUSED
+    assert (
+        said(
+            "252\n Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). "
+            "(TOO_MANY_PARTS)"
+        )
+        is Failure.REJECTED
+    )
+    assert (
+        said(
+            "252\n Code: 252. DB::Exception: Too many parts (3001). Merges are processing significantly "
+            "slower than inserts. (TOO_MANY_PARTS)"
+        )
+        is Failure.REFUSED
+    )
     assert said("60\n Code: 60. DB::Exception: Table db.touches does not exist. (UNKNOWN_TABLE)") is Failure.REFUSED
     assert said("241\n Code: 241. DB::Exception: Memory limit exceeded. (MEMORY_LIMIT_EXCEEDED)") is Failure.REFUSED
-    assert said("27\n Code: 27. DB::Exception: Cannot parse input. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)") \
+    assert (
+        said("27\n Code: 27. DB::Exception: Cannot parse input. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)")
         is Failure.REJECTED
+    )
     assert said("117\n Code: 117. DB::Exception: Unknown field found. (INCORRECT_DATA)") is Failure.REJECTED

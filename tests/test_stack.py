@@ -27,8 +27,9 @@ from deploy.settings import private_stack_settings as embedded_settings
 CLI_TIMEOUT = 120
 
 
-def run_cli(*args: str, settings: StackSettings | None = None, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, settings: StackSettings | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``closedloop ARGS`` in a subprocess with the environment describing ``settings``."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("CLOSEDLOOP_")}
     if settings is not None:
@@ -39,8 +40,13 @@ def run_cli(*args: str, settings: StackSettings | None = None, env: dict[str, st
         )
     environment.update(env or {})
     environment["COLUMNS"] = "200"  # rich wraps long lines at 80 columns otherwise
-    return subprocess.run([sys.executable, "-m", "closedloop.cli", *args], env=environment, text=True,
-                          capture_output=True, timeout=CLI_TIMEOUT)
+    return subprocess.run(
+        [sys.executable, "-m", "closedloop.cli", *args],
+        env=environment,
+        text=True,
+        capture_output=True,
+        timeout=CLI_TIMEOUT,
+    )
 
 
 def alive(pid: int) -> bool:
@@ -82,13 +88,22 @@ def test_up_twice_starts_nothing_twice_and_status_json(stack_settings: StackSett
     assert status["healthy"] is True
     kafka, clickhouse = status["services"]
     assert (kafka["name"], kafka["mode"], kafka["running"], kafka["healthy"], kafka["pid"]) == (
-        "kafka", "embedded", True, True, pids["kafka"])
+        "kafka",
+        "embedded",
+        True,
+        True,
+        pids["kafka"],
+    )
     assert kafka["address"] == f"127.0.0.1:{stack_settings.embedded_kafka_port}"
     assert kafka["data_dir"] == str(stack_settings.kafka_dir / "node-1")
     assert kafka["detail"].startswith("Apache Kafka 4.4.0, node 1 of 1, ")
     assert kafka["log"] == str(stack_settings.logs_dir / "kafka.log")
     assert (clickhouse["name"], clickhouse["mode"], clickhouse["healthy"], clickhouse["pid"]) == (
-        "clickhouse", "embedded", True, pids["clickhouse"])
+        "clickhouse",
+        "embedded",
+        True,
+        pids["clickhouse"],
+    )
     assert clickhouse["address"] == f"http://127.0.0.1:{stack_settings.embedded_clickhouse_port}"
     assert clickhouse["detail"].startswith("ClickHouse 26.")
 
@@ -115,8 +130,10 @@ def test_down_keeps_data_and_up_finds_it_again(stack_settings: StackSettings) ->
     producer.close()
     database = stack_settings.clickhouse_database
     stack.clickhouse_request(stack_settings.clickhouse, f"CREATE DATABASE `{database}`")
-    stack.clickhouse_request(stack_settings.clickhouse,
-                             f"CREATE TABLE `{database}`.kept (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+    stack.clickhouse_request(
+        stack_settings.clickhouse,
+        f"CREATE TABLE `{database}`.kept (id UInt32, name String) ENGINE = MergeTree ORDER BY id",
+    )
     stack.clickhouse_request(stack_settings.clickhouse, f"INSERT INTO `{database}`.kept VALUES (1, 'a'), (2, 'b')")
     old_pids = set(stack.down(stack_settings).values())
     assert not any(alive(pid) for pid in old_pids)
@@ -124,12 +141,14 @@ def test_down_keeps_data_and_up_finds_it_again(stack_settings: StackSettings) ->
     result = stack.up(stack_settings, migrate=False)
     assert set(result.started) == {"kafka", "clickhouse"}
     assert result.topics_created == []
-    rows = stack.clickhouse_request(stack_settings.clickhouse,
-                                    f"SELECT id, name FROM `{database}`.kept ORDER BY id FORMAT TSV")
+    rows = stack.clickhouse_request(
+        stack_settings.clickhouse, f"SELECT id, name FROM `{database}`.kept ORDER BY id FORMAT TSV"
+    )
     assert rows == "1\ta\n2\tb\n"
 
-    consumer = KafkaConsumer(bootstrap_servers=stack_settings.kafka_servers, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=stack_settings.kafka_servers, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     consumer.assign(partitions)
     values = []
@@ -143,12 +162,17 @@ def test_down_keeps_data_and_up_finds_it_again(stack_settings: StackSettings) ->
 
 @pytest.mark.kafka
 @pytest.mark.clickhouse
-def test_real_server_settings_start_nothing_embedded(kafka_bootstrap: str, clickhouse_http_url: str,
-                                                     unique_name: str, tmp_path: Path) -> None:
+def test_real_server_settings_start_nothing_embedded(
+    kafka_bootstrap: str, clickhouse_http_url: str, unique_name: str, tmp_path: Path
+) -> None:
     from kafka.admin import KafkaAdminClient
 
-    settings = StackSettings(data_dir=tmp_path / "stack", kafka_bootstrap_servers=kafka_bootstrap,
-                             clickhouse_url=f"{clickhouse_http_url}/{unique_name}", topic_prefix=unique_name)
+    settings = StackSettings(
+        data_dir=tmp_path / "stack",
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clickhouse_url=f"{clickhouse_http_url}/{unique_name}",
+        topic_prefix=unique_name,
+    )
     result = stack.up(settings)
     assert result.external == ["kafka", "clickhouse"]
     assert result.started == {}
@@ -160,12 +184,15 @@ def test_real_server_settings_start_nothing_embedded(kafka_bootstrap: str, click
     admin.close()
     assert listed == {spec.name for spec in settings.topics.specs()}
     assert stack.clickhouse_request(settings.clickhouse, f"EXISTS DATABASE `{unique_name}`").strip() == "1"
-    assert stack.clickhouse_request(settings.clickhouse,
-                                    f"EXISTS TABLE `{unique_name}`.schema_migrations").strip() == "1"
+    assert (
+        stack.clickhouse_request(settings.clickhouse, f"EXISTS TABLE `{unique_name}`.schema_migrations").strip() == "1"
+    )
 
     current = stack.status(settings).as_dict()
     assert [(s["name"], s["mode"], s["healthy"], s["pid"]) for s in current["services"]] == [
-        ("kafka", "external", True, None), ("clickhouse", "external", True, None)]
+        ("kafka", "external", True, None),
+        ("clickhouse", "external", True, None),
+    ]
     assert stack.down(settings) == {}
     stack.clickhouse_request(settings.clickhouse, f"DROP DATABASE `{unique_name}`")
 
@@ -183,10 +210,12 @@ def test_topics_get_the_configs_of_their_kind_and_up_reconciles_them(stack_setti
         keys = ("cleanup.policy", "retention.ms", "retention.bytes")
         admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka_servers)
         try:
+
             def described() -> dict:
                 # right after creation a topic's configs may not be described yet: wait for every one
-                found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
-                                               config_filter="all").get("topic", {})
+                found = admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, name) for name in names], config_filter="all"
+                ).get("topic", {})
                 return found if all(key in found.get(name, {}) for name in names for key in keys) else {}
 
             found = wait_for(described, 15, "the topics' configs")
@@ -195,8 +224,12 @@ def test_topics_get_the_configs_of_their_kind_and_up_reconciles_them(stack_setti
         return {name: tuple(found[name][key]["value"] for key in keys) for name in names}
 
     week, month, gib = str(168 * 3_600_000), str(720 * 3_600_000), str(1024 * 1024 * 1024)
-    assert configs() == {topics.events: ("delete", week, gib), topics.dead_letters: ("delete", month, gib),
-                         topics.leads: ("compact", week, "-1"), changelog: ("compact", week, "-1")}
+    assert configs() == {
+        topics.events: ("delete", week, gib),
+        topics.dead_letters: ("delete", month, gib),
+        topics.leads: ("compact", week, "-1"),
+        changelog: ("compact", week, "-1"),
+    }
 
     # Another retention in the settings: the next `up` sets it on the existing topics, data kept.
     changed = stack_settings.model_copy(update={"retention_hours": 24.0, "retention_mb_per_partition": 10})
@@ -221,16 +254,19 @@ def test_a_three_node_cluster_replicates_every_topic_and_comes_back(tmp_path: Pa
         shown = run_cli("status", "--json", settings=settings)
         rows = [s for s in json.loads(shown.stdout)["services"] if s["name"].startswith("kafka")]
         assert [(s["name"], s["healthy"], s["address"]) for s in rows] == [
-            (f"kafka-{k + 1}", True, f"127.0.0.1:{settings.embedded_kafka_port + 2 * k}") for k in range(3)]
+            (f"kafka-{k + 1}", True, f"127.0.0.1:{settings.embedded_kafka_port + 2 * k}") for k in range(3)
+        ]
         assert [s["detail"].split(",")[:2] for s in rows] == [
-            ["Apache Kafka 4.4.0", f" node {k + 1} of 3"] for k in range(3)]
+            ["Apache Kafka 4.4.0", f" node {k + 1} of 3"] for k in range(3)
+        ]
         admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
         try:
             described = admin.describe_topics([settings.topics.events])[0]["partitions"]
             assert sorted(len(p["replica_nodes"]) for p in described) == [3, 3, 3, 3]
             assert sorted(len(p["isr_nodes"]) for p in described) == [3, 3, 3, 3]
-            configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topics.events)],
-                                             config_filter="all")["topic"][settings.topics.events]
+            configs = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, settings.topics.events)], config_filter="all"
+            )["topic"][settings.topics.events]
             assert configs["min.insync.replicas"]["value"] == "2"
         finally:
             admin.close()
@@ -240,8 +276,9 @@ def test_a_three_node_cluster_replicates_every_topic_and_comes_back(tmp_path: Pa
         assert "belongs to a 3-node cluster" in " ".join(refused.stderr.split())
         stopped = run_cli("down", settings=settings)
         assert stopped.returncode == 0, stopped.stderr
-        stopped_nodes = [line.split(":")[0].strip() for line in stopped.stdout.splitlines()
-                         if "kafka-" in line and "stopped" in line]
+        stopped_nodes = [
+            line.split(":")[0].strip() for line in stopped.stdout.splitlines() if "kafka-" in line and "stopped" in line
+        ]
         assert stopped_nodes == ["kafka-1", "kafka-2", "kafka-3"]
         again = run_cli("up", settings=settings)
         assert again.returncode == 0, again.stderr
@@ -262,8 +299,10 @@ def test_port_taken_is_a_clear_error(stack_settings: StackSettings) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
-    assert f"Port {stack_settings.embedded_kafka_port} for the embedded kafka is already in use by process " \
-           f"{os.getpid()}" in message
+    assert (
+        f"Port {stack_settings.embedded_kafka_port} for the embedded kafka is already in use by process "
+        f"{os.getpid()}" in message
+    )
     assert "CLOSEDLOOP_EMBEDDED_KAFKA_PORT=<port>" in message
     assert not (stack_settings.run_dir / "kafka.pid").exists()
 
@@ -281,16 +320,18 @@ def test_missing_java_is_a_clear_error(stack_settings: StackSettings, tmp_path: 
     assert not (stack_settings.run_dir / "kafka.pid").exists()
 
 
-def test_missing_maven_before_the_first_fetch_is_a_clear_error(stack_settings: StackSettings,
-                                                                tmp_path: Path) -> None:
+def test_missing_maven_before_the_first_fetch_is_a_clear_error(stack_settings: StackSettings, tmp_path: Path) -> None:
     import shutil
 
     only_java = tmp_path / "bin"
     only_java.mkdir()
     (only_java / "java").symlink_to(shutil.which("java"))
     cache = tmp_path / "empty-cache"
-    result = run_cli("up", settings=stack_settings,
-                     env={"PATH": str(only_java), "JAVA_HOME": "", "CLOSEDLOOP_KAFKA_CACHE_DIR": str(cache)})
+    result = run_cli(
+        "up",
+        settings=stack_settings,
+        env={"PATH": str(only_java), "JAVA_HOME": "", "CLOSEDLOOP_KAFKA_CACHE_DIR": str(cache)},
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
@@ -304,11 +345,17 @@ def test_data_dir_locked_by_another_up_is_a_clear_error(stack_settings: StackSet
     lock = stack_settings.run_dir / "stack.lock"
     stack_settings.run_dir.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); "
-         "sys.stdin.read()", str(lock)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); "
+            "sys.stdin.read()",
+            str(lock),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -326,10 +373,15 @@ def test_data_dir_locked_by_another_up_is_a_clear_error(stack_settings: StackSet
 def test_clickhouse_dir_held_by_a_foreign_process_is_a_clear_error(stack_settings: StackSettings) -> None:
     path = stack_settings.clickhouse_dir
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import chdb, sys; c = chdb.connect(sys.argv[1]); print('open', flush=True); sys.stdin.read()",
-         str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import chdb, sys; c = chdb.connect(sys.argv[1]); print('open', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "open"
@@ -388,5 +440,6 @@ def test_bad_setting_is_printed_readably() -> None:
     lines = [" ".join(line.split()) for line in result.stderr.splitlines()]
     assert lines[0] == "Invalid settings:"
     assert "CLOSEDLOOP_EMBEDDED_KAFKA_PORT='70000': Input should be less than or equal to 65525" in lines
-    assert ("CLOSEDLOOP_PARTITIONS='many': Input should be a valid integer, unable to parse string as an integer"
-            in lines)
+    assert (
+        "CLOSEDLOOP_PARTITIONS='many': Input should be a valid integer, unable to parse string as an integer" in lines
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from deploy import kafka_broker
 from deploy.daemons import (
     DataDirLock,
     PidFile,
@@ -25,7 +26,6 @@ from deploy.daemons import (
 )
 from deploy.settings import SettingsError, StackSettings, describe_validation_error, read_settings
 from deploy.stack import _redacted
-from deploy import kafka_broker
 from deploy.topics import pipeline_topic_specs, topic_configs
 from schemas.settings import PipelineSettings
 
@@ -57,7 +57,12 @@ def test_stack_layout_is_under_the_absolute_data_dir(tmp_path: Path, monkeypatch
     settings = StackSettings(data_dir=Path(".closedloop"))
     root = tmp_path.resolve() / ".closedloop"
     assert (settings.data_root, settings.kafka_dir, settings.clickhouse_dir, settings.run_dir, settings.logs_dir) == (
-        root, root / "kafka", root / "clickhouse", root / "run", root / "logs")
+        root,
+        root / "kafka",
+        root / "clickhouse",
+        root / "run",
+        root / "logs",
+    )
 
 
 def test_pid_file_accepts_only_a_live_process_with_the_markers(tmp_path: Path) -> None:
@@ -129,31 +134,68 @@ def test_topic_specs_include_internal_topics_once() -> None:
     assert len(names) == len(set(names))
     assert names[:10] == [spec.name for spec in settings.topics.specs()]
     assert [spec.name for spec in specs if spec.compacted] == [
-        "unit.leads", "unit-worker-visitors-changelog", "unit-worker-contacts-changelog",
-        "unit-worker-leads-changelog", "unit-worker-counters-1m-changelog", "unit-worker-counters-1h-changelog",
-        "unit-worker-counters-today-changelog"]
+        "unit.leads",
+        "unit-worker-visitors-changelog",
+        "unit-worker-contacts-changelog",
+        "unit-worker-leads-changelog",
+        "unit-worker-counters-1m-changelog",
+        "unit-worker-counters-1h-changelog",
+        "unit-worker-counters-today-changelog",
+    ]
     assert [spec.kind for spec in specs if not spec.compacted] == [
-        "source", "source", "source", "internal", "output", "output", "output", "output", "dead-letters",
-        "internal", "internal", "internal"]
+        "source",
+        "source",
+        "source",
+        "internal",
+        "output",
+        "output",
+        "output",
+        "output",
+        "dead-letters",
+        "internal",
+        "internal",
+        "internal",
+    ]
 
 
 def test_topic_configs_follow_the_kind_and_the_settings() -> None:
-    settings = PipelineSettings(topic_prefix="unit", retention_hours=48, retention_mb_per_partition=100,
-                                dead_letter_retention_hours=240, compaction_segment_hours=2)
+    settings = PipelineSettings(
+        topic_prefix="unit",
+        retention_hours=48,
+        retention_mb_per_partition=100,
+        dead_letter_retention_hours=240,
+        compaction_segment_hours=2,
+    )
     by_name = {spec.name: topic_configs(spec, settings) for spec in pipeline_topic_specs(settings)}
     day, hour = 86_400_000, 3_600_000
-    assert by_name["unit.events"] == {"cleanup.policy": "delete", "retention.ms": str(48 * hour),
-                                      "retention.bytes": str(100 * 1024 * 1024), "segment.ms": str(day)}
+    assert by_name["unit.events"] == {
+        "cleanup.policy": "delete",
+        "retention.ms": str(48 * hour),
+        "retention.bytes": str(100 * 1024 * 1024),
+        "segment.ms": str(day),
+    }
     assert by_name["unit.credits"] == by_name["unit.events"]
-    assert by_name["unit.dead-letters"] == {"cleanup.policy": "delete", "retention.ms": str(240 * hour),
-                                            "retention.bytes": str(100 * 1024 * 1024), "segment.ms": str(day)}
-    assert by_name["unit.leads"] == {"cleanup.policy": "compact", "segment.ms": str(2 * hour),
-                                     "max.compaction.lag.ms": str(2 * hour), "delete.retention.ms": str(day)}
+    assert by_name["unit.dead-letters"] == {
+        "cleanup.policy": "delete",
+        "retention.ms": str(240 * hour),
+        "retention.bytes": str(100 * 1024 * 1024),
+        "segment.ms": str(day),
+    }
+    assert by_name["unit.leads"] == {
+        "cleanup.policy": "compact",
+        "segment.ms": str(2 * hour),
+        "max.compaction.lag.ms": str(2 * hour),
+        "delete.retention.ms": str(day),
+    }
     assert by_name["unit-worker-visitors-changelog"] == by_name["unit.leads"]
     # windowed counters also forget expired windows: size + expiry of the 1-minute windows
     assert by_name["unit-worker-counters-1m-changelog"] == {
-        "cleanup.policy": "compact,delete", "segment.ms": str(2 * hour), "max.compaction.lag.ms": str(2 * hour),
-        "delete.retention.ms": str(day), "retention.ms": str((60 + 3600) * 1000)}
+        "cleanup.policy": "compact,delete",
+        "segment.ms": str(2 * hour),
+        "max.compaction.lag.ms": str(2 * hour),
+        "delete.retention.ms": str(day),
+        "retention.ms": str((60 + 3600) * 1000),
+    }
     short = PipelineSettings(topic_prefix="unit", retention_hours=3)
     assert topic_configs(short.topics.specs()[0], short)["segment.ms"] == str(3 * hour)
 
@@ -176,14 +218,23 @@ def test_kafka_node_properties_place_the_cluster_on_consecutive_ports(tmp_path: 
     settings = StackSettings(data_dir=tmp_path, embedded_kafka_port=9300, kafka_brokers=3, partitions=2)
     nodes = kafka_broker.nodes(settings)
     assert [(n.node_id, n.client_port, n.controller_port) for n in nodes] == [
-        (1, 9300, 9301), (2, 9302, 9303), (3, 9304, 9305)]
+        (1, 9300, 9301),
+        (2, 9302, 9303),
+        (3, 9304, 9305),
+    ]
     lines = kafka_broker.server_properties(settings, nodes[1]).splitlines()
     assert "node.id=2" in lines
     assert "controller.quorum.voters=1@127.0.0.1:9301,2@127.0.0.1:9303,3@127.0.0.1:9305" in lines
     assert "listeners=PLAINTEXT://127.0.0.1:9302,CONTROLLER://127.0.0.1:9303" in lines
     assert f"log.dirs={tmp_path.resolve() / 'kafka' / 'node-2' / 'data'}" in lines
-    for expected in ("default.replication.factor=3", "min.insync.replicas=2", "offsets.topic.replication.factor=3",
-                     "transaction.state.log.min.isr=2", "auto.create.topics.enable=false", "num.partitions=2"):
+    for expected in (
+        "default.replication.factor=3",
+        "min.insync.replicas=2",
+        "offsets.topic.replication.factor=3",
+        "transaction.state.log.min.isr=2",
+        "auto.create.topics.enable=false",
+        "num.partitions=2",
+    ):
         assert expected in lines
     single = StackSettings(data_dir=tmp_path / "one", embedded_kafka_port=9300)
     lines = kafka_broker.server_properties(single, kafka_broker.nodes(single)[0]).splitlines()
@@ -203,9 +254,17 @@ def test_a_foreign_lockf_lock_is_named_by_its_pid(tmp_path: Path) -> None:
     assert lockf_holder(lock) is None
     lock.write_text("")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX); "
-         "print('locked', flush=True); sys.stdin.read()", str(lock)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX); "
+            "print('locked', flush=True); sys.stdin.read()",
+            str(lock),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert lockf_holder(lock) == holder.pid

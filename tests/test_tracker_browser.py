@@ -14,28 +14,35 @@ from typing import Iterator
 
 import pytest
 import uvicorn
-
-from collector.app import create_app
 from collector_support import collector_settings, create_source_topics, read_topic
 from harness import free_port, wait_for
+
+from collector.app import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-sync", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-sync",
+    "--disable-component-update",
+]
 
 
 def _pages(collector: str) -> dict[str, bytes]:
     tag = f'<script async src="{collector}/tracker.js" data-key="demo-write-key"></script>'
     return {
         "/": f"<!doctype html><html><head><title>Landing</title>{tag}</head><body>"
-             f'<a id="next" href="/demo">Book a demo</a></body></html>'.encode(),
+        f'<a id="next" href="/demo">Book a demo</a></body></html>'.encode(),
         "/demo": f"<!doctype html><html><head><title>Demo</title>{tag}</head><body>"
-                 '<form data-closedloop="demo-request" action="/thanks" method="post">'
-                 '<input name="name" value=""><input type="email" name="work_email">'
-                 '<input type="password" name="secret" value="x"><button id="send" type="submit">Send</button>'
-                 "</form></body></html>".encode(),
+        '<form data-closedloop="demo-request" action="/thanks" method="post">'
+        '<input name="name" value=""><input type="email" name="work_email">'
+        '<input type="password" name="secret" value="x"><button id="send" type="submit">Send</button>'
+        "</form></body></html>".encode(),
         "/thanks": b"<!doctype html><html><head><title>Thanks</title></head><body>Thanks</body></html>",
     }
 
@@ -46,11 +53,13 @@ def site(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Iterator[tup
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     page_port, collector_port = free_port(), free_port()
     site_origin, collector_origin = f"http://127.0.0.1:{page_port}", f"http://127.0.0.1:{collector_port}"
-    settings = collector_settings(tmp_path, bootstrap=kafka_bootstrap, prefix=unique_name,
-                                  allowed_origins=[site_origin])
+    settings = collector_settings(
+        tmp_path, bootstrap=kafka_bootstrap, prefix=unique_name, allowed_origins=[site_origin]
+    )
     create_source_topics(kafka_bootstrap, settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=collector_port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=collector_port, log_level="warning", lifespan="on")
+    )
     collector_thread = threading.Thread(target=server.run, daemon=True)
     collector_thread.start()
     pages = _pages(collector_origin)
@@ -63,10 +72,10 @@ def site(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Iterator[tup
             self.end_headers()
             self.wfile.write(body or b"not found")
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self._send()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             self._send()
 
@@ -114,14 +123,21 @@ def test_visit_browse_submit_then_return(site) -> None:
             identify = [value["event"] for _, value in events if value["event"]["type"] == "identify"]
             assert [v["path"] for v in views] == ["/", "/demo"]
             assert {v["visitor_id"] for v in views} == {visitor}
-            assert (views[0]["utm_source"], views[0]["utm_medium"], views[0]["utm_campaign"]) == ("linkedin", "social", "spring")
+            assert (views[0]["utm_source"], views[0]["utm_medium"], views[0]["utm_campaign"]) == (
+                "linkedin",
+                "social",
+                "spring",
+            )
             assert views[0]["title"] == "Landing" and views[0]["referrer"] is None
             assert views[1]["referrer"] == f"{site_origin}/?utm_source=linkedin&utm_medium=social&utm_campaign=spring"
             assert views[0]["session_id"] == views[1]["session_id"]
             assert views[0]["user_agent"] and views[0]["screen"]
             assert len(identify) == 1
             assert (identify[0]["visitor_id"], identify[0]["email"], identify[0]["form_id"]) == (
-                visitor, "ann@acme.test", "demo-request")
+                visitor,
+                "ann@acme.test",
+                "demo-request",
+            )
             assert identify[0]["fields"] == {"name": "Ann"}  # the password never leaves the page
             assert {value["site_id"] for _, value in events} == {"demo"}
 

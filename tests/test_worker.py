@@ -31,12 +31,12 @@ from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
 from schemas.outputs import AttributionModel, Conversion, Credit, DeadLetter, Touch
 from stream_jobs.rules.attribution import Milestones, attribute
-from stream_jobs.runtime.diagnostics import summarize
 from stream_jobs.rules.identity import lead_id_for
 from stream_jobs.rules.lifecycle import conversion_id_for
-from stream_jobs.settings import WorkerSettings
-from stream_jobs.runtime.topology import crm_contacts_topic, erasures_topic
 from stream_jobs.rules.visitors import visitor_number
+from stream_jobs.runtime.diagnostics import summarize
+from stream_jobs.runtime.topology import crm_contacts_topic, erasures_topic
+from stream_jobs.settings import WorkerSettings
 
 pytestmark = pytest.mark.kafka
 
@@ -50,21 +50,29 @@ SITE = "https://shop.example.com"
 
 
 def worker_settings(bootstrap: str, prefix: str, data_dir: Path) -> WorkerSettings:
-    return WorkerSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=2,
-                          data_dir=data_dir, worker_web_port=free_port(), lead_id_key=KEY)
+    return WorkerSettings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        partitions=2,
+        data_dir=data_dir,
+        worker_web_port=free_port(),
+        lead_id_key=KEY,
+    )
 
 
 def worker_env(settings: WorkerSettings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_servers,
-        "CLOSEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
-        "CLOSEDLOOP_PARTITIONS": str(settings.partitions),
-        "CLOSEDLOOP_DATA_DIR": str(settings.data_dir),
-        "CLOSEDLOOP_WORKER_WEB_PORT": str(settings.worker_web_port),
-        "CLOSEDLOOP_LEAD_ID_KEY": KEY,
-        "CLOSEDLOOP_PROCESSING_GUARANTEE": settings.processing_guarantee,
-    })
+    env.update(
+        {
+            "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_servers,
+            "CLOSEDLOOP_TOPIC_PREFIX": settings.topic_prefix,
+            "CLOSEDLOOP_PARTITIONS": str(settings.partitions),
+            "CLOSEDLOOP_DATA_DIR": str(settings.data_dir),
+            "CLOSEDLOOP_WORKER_WEB_PORT": str(settings.worker_web_port),
+            "CLOSEDLOOP_LEAD_ID_KEY": KEY,
+            "CLOSEDLOOP_PROCESSING_GUARANTEE": settings.processing_guarantee,
+        }
+    )
     return env
 
 
@@ -84,8 +92,9 @@ def basic_auth(password: str, user: str = "default") -> dict[str, str]:
 def web_status(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, bytes]:
     """(status, body) of one request to the worker's web server; HTTP errors are returned, not raised."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}, method=method),
-                                    timeout=5) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}, method=method), timeout=5
+        ) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -94,8 +103,13 @@ def web_status(url: str, headers: dict[str, str] | None = None, method: str = "G
 class Worker:
     """One ``closedloop worker`` subprocess."""
 
-    def __init__(self, settings: WorkerSettings, log_path: Path, extra_env: dict[str, str] | None = None,
-                 module: str = "closedloop.cli") -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        module: str = "closedloop.cli",
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.extra_env = extra_env or {}
@@ -104,9 +118,13 @@ class Worker:
 
     def start(self, timeout: float = 60.0) -> "Worker":
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", self.module, "worker", "--loglevel", "info"],
-                                        cwd=ROOT, env={**worker_env(self.settings), **self.extra_env},
-                                        stdout=log, stderr=log)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module, "worker", "--loglevel", "info"],
+            cwd=ROOT,
+            env={**worker_env(self.settings), **self.extra_env},
+            stdout=log,
+            stderr=log,
+        )
         wait_for(self._answers, timeout, lambda: f"the worker's web server:\n{self.log_tail()}", interval=0.2)
         return self
 
@@ -168,8 +186,9 @@ def topic_records(settings: WorkerSettings, topic: str, timeout: float = 30.0) -
     """Every committed record of a topic (kafka-python ``ConsumerRecord``), from the beginning to its current end."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, isolation_level="read_committed",
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, isolation_level="read_committed", enable_auto_commit=False
+    )
     try:
         partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
         consumer.assign(partitions)
@@ -199,14 +218,20 @@ def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | 
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    inputs = [settings.topics.events, settings.topics.crm, crm_contacts_topic(settings.app_id),
-              settings.topics.lead_events]
+    inputs = [
+        settings.topics.events,
+        settings.topics.crm,
+        crm_contacts_topic(settings.app_id),
+        settings.topics.lead_events,
+    ]
     partitions = [TopicPartition(t, p) for t in inputs for p in range(settings.partitions)]
     # A consumer with the worker's group id that never subscribes: it only fetches the group's committed offsets.
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=settings.app_id,
-                             enable_auto_commit=False)
-    reader = KafkaConsumer(bootstrap_servers=settings.kafka_servers, isolation_level="read_committed",
-                           enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, group_id=settings.app_id, enable_auto_commit=False
+    )
+    reader = KafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, isolation_level="read_committed", enable_auto_commit=False
+    )
     lagging: dict = {}
     idle_rounds = 0
 
@@ -214,8 +239,11 @@ def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | 
         nonlocal lagging, idle_rounds
         ends = consumer.end_offsets(partitions)
         behind = {tp: ends[tp] - (consumer.committed(tp) or 0) for tp in partitions}
-        lagging = {tp: lag for tp, lag in behind.items()
-                   if lag > 2 or (lag > 0 and _records_between(reader, tp, ends[tp] - lag, ends[tp]))}
+        lagging = {
+            tp: lag
+            for tp, lag in behind.items()
+            if lag > 2 or (lag > 0 and _records_between(reader, tp, ends[tp] - lag, ends[tp]))
+        }
         idle_rounds = idle_rounds + 1 if not lagging else 0
         return idle_rounds >= 3
 
@@ -259,7 +287,8 @@ def final_credits(settings: WorkerSettings) -> dict:
         credit = serde.loads(raw, Credit)
         if credit.version == conversions[credit.conversion_id].version:
             result[(credit.conversion_id, credit.model.value, credit.touch_id)] = credit.model_copy(
-                update={"version": 1})
+                update={"version": 1}
+            )
     return result
 
 
@@ -282,11 +311,24 @@ def identify(event_id: str, visitor: str, when: datetime, email: str) -> Envelop
     return envelope(event_id, Identify(occurred_at=when, visitor_id=visitor, email=email, form_id="demo"))
 
 
-def crm(event_id: str, when: datetime, stage: str, email: str | None = None, contact: str | None = None,
-        value: str | None = None) -> Envelope:
-    change = CrmStatusChange(occurred_at=when, crm="hubspot", crm_object_id=f"obj-{event_id}", email=email,
-                             crm_contact_id=contact, stage=stage, deal_value=Decimal(value) if value else None,
-                             currency="EUR" if value else None)
+def crm(
+    event_id: str,
+    when: datetime,
+    stage: str,
+    email: str | None = None,
+    contact: str | None = None,
+    value: str | None = None,
+) -> Envelope:
+    change = CrmStatusChange(
+        occurred_at=when,
+        crm="hubspot",
+        crm_object_id=f"obj-{event_id}",
+        email=email,
+        crm_contact_id=contact,
+        stage=stage,
+        deal_value=Decimal(value) if value else None,
+        currency="EUR" if value else None,
+    )
     return envelope(event_id, change, site="hubspot")
 
 
@@ -323,8 +365,12 @@ def journey() -> list[Envelope]:
 def expected_touches() -> list[tuple[str, str]]:
     from stream_jobs.rules.sessions import touch_id_for
 
-    return [(touch_id_for(LAPTOP, "pv-1"), "Paid Search"), (touch_id_for(PHONE, "pv-3"), "Organic Social"),
-            (touch_id_for(LAPTOP, "pv-4"), "Email"), (touch_id_for(PHONE, "pv-5"), "Direct")]
+    return [
+        (touch_id_for(LAPTOP, "pv-1"), "Paid Search"),
+        (touch_id_for(PHONE, "pv-3"), "Organic Social"),
+        (touch_id_for(LAPTOP, "pv-4"), "Email"),
+        (touch_id_for(PHONE, "pv-5"), "Direct"),
+    ]
 
 
 def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, unique_name, tmp_path):
@@ -338,8 +384,7 @@ def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, 
         # fresh producer) is dead-lettered, and the conversions below are then wrong in ways that hide why.
         assert read_all(settings, settings.topics.dead_letters) == [], worker.log_tail()
 
-        conversions = latest(read_all(settings, settings.topics.conversions), Conversion,
-                             lambda c: c.conversion_id)
+        conversions = latest(read_all(settings, settings.topics.conversions), Conversion, lambda c: c.conversion_id)
         touches = expected_touches()
         expected = {
             "lead": (at(5, 0.05), "form-1", 3, None),
@@ -350,8 +395,14 @@ def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, 
         assert set(conversions) == {conversion_id_for(lead, stage) for stage in expected}
         for stage, (when, event_id, count, revenue) in expected.items():
             c = conversions[conversion_id_for(lead, stage)]
-            assert (c.lead_id, c.stage.value, c.occurred_at, c.event_id, c.touch_count, c.revenue) == \
-                (lead, stage, when, event_id, count, revenue)
+            assert (c.lead_id, c.stage.value, c.occurred_at, c.event_id, c.touch_count, c.revenue) == (
+                lead,
+                stage,
+                when,
+                event_id,
+                count,
+                revenue,
+            )
             assert c.first_channel == "Paid Search"
             assert c.last_channel == "Email"  # the direct visit on day 8 does not steal last touch
             assert c.currency == ("EUR" if revenue else None)
@@ -363,23 +414,42 @@ def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, 
             "first_touch": {t1: ("1", "12000.00"), t2: ("0", "0.00"), t3: ("0", "0.00"), t4: ("0", "0.00")},
             "last_touch": {t1: ("0", "0.00"), t2: ("0", "0.00"), t3: ("1", "12000.00"), t4: ("0", "0.00")},
             "linear": {t: ("0.25", "3000.00") for t in (t1, t2, t3, t4)},
-            "u_shaped": {t1: ("0.4", "4800.00"), t2: ("0.1", "1200.00"), t3: ("0.4", "4800.00"),
-                         t4: ("0.1", "1200.00")},
-            "w_shaped": {t1: ("0.3", "3600.00"), t2: ("0.1", "1200.00"), t3: ("0.3", "3600.00"),
-                         t4: ("0.3", "3600.00")},
-            "full_path": {t1: ("0.225", "2700.00"), t2: ("0.1", "1200.00"), t3: ("0.225", "2700.00"),
-                          t4: ("0.45", "5400.00")},
+            "u_shaped": {
+                t1: ("0.4", "4800.00"),
+                t2: ("0.1", "1200.00"),
+                t3: ("0.4", "4800.00"),
+                t4: ("0.1", "1200.00"),
+            },
+            "w_shaped": {
+                t1: ("0.3", "3600.00"),
+                t2: ("0.1", "1200.00"),
+                t3: ("0.3", "3600.00"),
+                t4: ("0.3", "3600.00"),
+            },
+            "full_path": {
+                t1: ("0.225", "2700.00"),
+                t2: ("0.1", "1200.00"),
+                t3: ("0.225", "2700.00"),
+                t4: ("0.45", "5400.00"),
+            },
         }
         for model, by_touch in hand_made.items():
-            got = {touch: (credits[(customer, model, touch)].credit, credits[(customer, model, touch)].revenue)
-                   for touch in by_touch if (customer, model, touch) in credits}
-            want = {touch: (Decimal(share), Decimal(revenue)) for touch, (share, revenue) in by_touch.items()
-                    if Decimal(share) or (customer, model, touch) in credits}
+            got = {
+                touch: (credits[(customer, model, touch)].credit, credits[(customer, model, touch)].revenue)
+                for touch in by_touch
+                if (customer, model, touch) in credits
+            }
+            want = {
+                touch: (Decimal(share), Decimal(revenue))
+                for touch, (share, revenue) in by_touch.items()
+                if Decimal(share) or (customer, model, touch) in credits
+            }
             assert got == want, model
 
         # Every model of every conversion: exactly the pure attribution of the expected journey.
-        journey_touches = sorted({c.touch_id: c for c in credits.values() if c.touch_id != "(none)"}.values(),
-                                 key=lambda c: c.touch_at)
+        journey_touches = sorted(
+            {c.touch_id: c for c in credits.values() if c.touch_id != "(none)"}.values(), key=lambda c: c.touch_at
+        )
         assert [(c.touch_id, c.channel) for c in journey_touches] == touches
         assert {k[1] for k in credits} == {m.value for m in AttributionModel}
         by_conversion: dict = {}
@@ -397,13 +467,18 @@ def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, 
         journey_of_touches = [serde.loads(raw, Touch) for raw in read_all(settings, settings.topics.touches)]
         milestones = Milestones(lead_at=at(5, 0.05), opportunity_at=at(10), customer_at=at(20))
         for conversion in conversions.values():
-            want = {(c.conversion_id, c.model.value, c.touch_id): c.model_copy(update={"version": 1})
-                    for c in attribute(journey_of_touches, conversion, milestones, settings.lookback)}
+            want = {
+                (c.conversion_id, c.model.value, c.touch_id): c.model_copy(update={"version": 1})
+                for c in attribute(journey_of_touches, conversion, milestones, settings.lookback)
+            }
             got = {k: c for k, c in credits.items() if k[0] == conversion.conversion_id}
             assert got == want, conversion.stage
 
         # The same input again: no new conversion id, no new version, no new credit.
-        before = (len(read_all(settings, settings.topics.conversions)), len(read_all(settings, settings.topics.credits)))
+        before = (
+            len(read_all(settings, settings.topics.conversions)),
+            len(read_all(settings, settings.topics.credits)),
+        )
         send(settings, as_records(settings, journey()))
         wait_idle(settings, worker=worker)
         after = (len(read_all(settings, settings.topics.conversions)), len(read_all(settings, settings.topics.credits)))
@@ -418,8 +493,15 @@ def test_bad_records_become_dead_letters_and_the_worker_goes_on(kafka_bootstrap,
     wrong_topic = serde.dumps(crm("crm-x", at(0), "mql", email=EMAIL))
     good = page_view("pv-good", "v-2", at(0), f"{SITE}/?utm_source=bing&utm_medium=cpc")
     with running_worker(settings, tmp_path) as worker:
-        send(settings, [(events, "v-0", b"\xff not json"), (events, "v-1", junk_visitor),
-                        (events, EMAIL, wrong_topic), (events, "v-2", serde.dumps(good))])
+        send(
+            settings,
+            [
+                (events, "v-0", b"\xff not json"),
+                (events, "v-1", junk_visitor),
+                (events, EMAIL, wrong_topic),
+                (events, "v-2", serde.dumps(good)),
+            ],
+        )
         wait_idle(settings, worker=worker)
         letters = [serde.loads(raw, DeadLetter) for raw in read_all(settings, settings.topics.dead_letters)]
         assert sorted(letter.key for letter in letters) == sorted(["v-0", "v-1", EMAIL])
@@ -430,14 +512,16 @@ def test_bad_records_become_dead_letters_and_the_worker_goes_on(kafka_bootstrap,
         assert all(letter.topic == events and letter.component == "stream_jobs" for letter in letters)
         assert by_key["v-0"].value == b"\xff not json".decode("utf-8", errors="replace")
         assert {(letter.partition, letter.offset) for letter in letters} == {
-            (r.partition, r.offset) for r in topic_records(settings, events) if (r.key or b"").decode() != "v-2"}
+            (r.partition, r.offset) for r in topic_records(settings, events) if (r.key or b"").decode() != "v-2"
+        }
         touches = [serde.loads(raw, Touch) for raw in read_all(settings, settings.topics.touches)]
         assert [(t.visitor_id, t.channel) for t in touches] == [("v-2", "Paid Search")]
         assert get_json(f"{settings.web_url}/counters/?window=1m")["dead_letters"] == 3
 
 
 def test_the_web_port_serves_counters_and_health_to_anyone_diagnostics_with_the_password_and_nothing_else(
-        kafka_bootstrap, unique_name, tmp_path):
+    kafka_bootstrap, unique_name, tmp_path
+):
     settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
     create_all_topics(settings)
     with running_worker(settings, tmp_path) as worker:
@@ -456,9 +540,20 @@ def test_the_web_port_serves_counters_and_health_to_anyone_diagnostics_with_the_
         assert web_status(f"{base}/diagnostics/", {"Authorization": "Basic !!"})[0] == 401
         assert web_status(f"{base}/diagnostics/", basic_auth(password))[0] == 200
         # Faust's own pages: table data, the cluster's layout, statistics, the service graph
-        for path in ("/table/", "/table/contacts/", f"/table/contacts/{EMAIL}/", "/table/visitors/laptop-1/",
-                     "/router/", "/router/contacts/", f"/router/contacts/{EMAIL}/", "/graph/", "/stats/",
-                     "/assignment/", "/performance/", "/nowhere/"):
+        for path in (
+            "/table/",
+            "/table/contacts/",
+            f"/table/contacts/{EMAIL}/",
+            "/table/visitors/laptop-1/",
+            "/router/",
+            "/router/contacts/",
+            f"/router/contacts/{EMAIL}/",
+            "/graph/",
+            "/stats/",
+            "/assignment/",
+            "/performance/",
+            "/nowhere/",
+        ):
             assert web_status(f"{base}{path}")[0] == 404, path
         assert web_status(f"{base}/counters/", method="POST")[0] == 405
         worker.stop()
@@ -466,8 +561,9 @@ def test_the_web_port_serves_counters_and_health_to_anyone_diagnostics_with_the_
 
 
 def tmux_screen(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def wait_for_screen(session: str, text: str, timeout: float = 30.0) -> str:
@@ -489,9 +585,23 @@ def test_counters_json_and_watch_view_show_counts_moving(kafka_bootstrap, unique
     with running_worker(settings, tmp_path) as worker:
         empty = get_json(f"{settings.web_url}/counters/?window=1m")
         assert (empty["window"], empty["rows"], empty["dead_letters"]) == ("1m", [], 0)
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "45",
-                        f"{sys.executable} -m closedloop.cli watch --url {settings.web_url}"],
-                       cwd=ROOT, check=True, env=worker_env(settings))
+        subprocess.run(
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-x",
+                "150",
+                "-y",
+                "45",
+                f"{sys.executable} -m closedloop.cli watch --url {settings.web_url}",
+            ],
+            cwd=ROOT,
+            check=True,
+            env=worker_env(settings),
+        )
         try:
             wait_for_screen(session, "(no conversions yet)")
             sent_at = time.time()
@@ -517,7 +627,8 @@ def test_counters_json_and_watch_view_show_counts_moving(kafka_bootstrap, unique
                 assert {stage for stage, _ in last} == {"lead", "mql", "opportunity", "customer"}
                 assert customers == Counter({"12000": 1})
                 assert [s["totals"]["customer"] for s in snapshots.values() if "customer" in s["totals"]] == [
-                    {"conversions": 1, "revenue": "12000"}]
+                    {"conversions": 1, "revenue": "12000"}
+                ]
             with pytest.raises(urllib.error.HTTPError) as refused:
                 get_json(f"{settings.web_url}/counters/?window=1m&at=yesterday")
             assert refused.value.code == 400 and "seconds since 1970" in refused.value.read().decode()
@@ -534,8 +645,11 @@ def generated_stream(visitors: int = 400, seed: int = 7) -> list[Envelope]:
 
     rng = random.Random(seed)
     landings = [
-        f"{SITE}/?utm_source=google&utm_medium=cpc&utm_campaign=c{{n}}", f"{SITE}/?utm_source=newsletter&utm_medium=email",
-        f"{SITE}/?utm_source=facebook&utm_medium=paid_social", f"{SITE}/pricing", f"{SITE}/blog",
+        f"{SITE}/?utm_source=google&utm_medium=cpc&utm_campaign=c{{n}}",
+        f"{SITE}/?utm_source=newsletter&utm_medium=email",
+        f"{SITE}/?utm_source=facebook&utm_medium=paid_social",
+        f"{SITE}/pricing",
+        f"{SITE}/blog",
     ]
     referrers = [None, "https://www.google.com/", "https://www.linkedin.com/", "https://news.example.org/a"]
     out: list[Envelope] = []
@@ -555,14 +669,14 @@ def generated_stream(visitors: int = 400, seed: int = 7) -> list[Envelope]:
                 crm_events.append(crm(f"mql-{v}", start + timedelta(days=1), "mql", email=email, contact=contact))
                 crm_events.append(crm(f"opp-{v}", start + timedelta(days=2), "opportunity", contact=contact))
                 if v % 12 == 0:
-                    crm_events.append(crm(f"won-{v}", start + timedelta(days=5), "customer", email=email,
-                                          value=f"{1000 + v}.50"))
+                    crm_events.append(
+                        crm(f"won-{v}", start + timedelta(days=5), "customer", email=email, value=f"{1000 + v}.50")
+                    )
     rng.shuffle(crm_events)
     return out + crm_events
 
 
-def test_restart_after_sigkill_recovers_tables_and_ends_with_the_same_credits(kafka_bootstrap, unique_name,
-                                                                               tmp_path):
+def test_restart_after_sigkill_recovers_tables_and_ends_with_the_same_credits(kafka_bootstrap, unique_name, tmp_path):
     stream = generated_stream()
     reference = worker_settings(kafka_bootstrap, f"{unique_name}_ref", tmp_path / "ref")
     create_all_topics(reference)
@@ -577,8 +691,12 @@ def test_restart_after_sigkill_recovers_tables_and_ends_with_the_same_credits(ka
     worker = Worker(settings, tmp_path / "killed-worker.log").start()
     try:
         send(settings, as_records(settings, stream))
-        wait_for(lambda: read_all(settings, settings.topics.conversions), 120,
-                 lambda: f"the first conversions:\n{worker.log_tail()}", interval=0.2)
+        wait_for(
+            lambda: read_all(settings, settings.topics.conversions),
+            120,
+            lambda: f"the first conversions:\n{worker.log_tail()}",
+            interval=0.2,
+        )
         worker.kill()  # SIGKILL by PID, in the middle of the stream
         assert not _is_idle(settings), "the worker finished before it was killed: make the stream longer"
     finally:
@@ -588,8 +706,9 @@ def test_restart_after_sigkill_recovers_tables_and_ends_with_the_same_credits(ka
         assert final_credits(settings) == expected
 
 
-def test_records_waiting_at_a_restart_are_all_processed_even_when_the_seek_is_slow(kafka_bootstrap, unique_name,
-                                                                                   tmp_path):
+def test_records_waiting_at_a_restart_are_all_processed_even_when_the_seek_is_slow(
+    kafka_bootstrap, unique_name, tmp_path
+):
     """Faust 0.15.3 resumed the stream partitions before seeking them to the committed offsets, then cleared the
     stream buffers: records fetched in between were dropped, never processed, and the group's committed offset
     stuck below them for good (in CI: 33 CRM records never processed after a restart), or, when the first record
@@ -603,16 +722,24 @@ def test_records_waiting_at_a_restart_are_all_processed_even_when_the_seek_is_sl
     settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
     create_all_topics(settings)
     events = settings.topics.events
-    first = [page_view(f"pv-a{i}", f"v-{i % 50}", at(0, i / 60), f"{SITE}/?utm_source=bing&utm_medium=cpc")
-             for i in range(100)]
+    first = [
+        page_view(f"pv-a{i}", f"v-{i % 50}", at(0, i / 60), f"{SITE}/?utm_source=bing&utm_medium=cpc")
+        for i in range(100)
+    ]
     with running_worker(settings, tmp_path) as worker:  # the tables get a changelog: the restart recovers them
         send(settings, [(events, view.event.visitor_id, serde.dumps(view)) for view in first])
         wait_idle(settings, worker=worker)
-    waiting = [page_view(f"pv-b{i}", f"w-{i}", at(1, i / 600), f"{SITE}/?utm_source=google&utm_medium=cpc")
-               for i in range(2000)]
+    waiting = [
+        page_view(f"pv-b{i}", f"w-{i}", at(1, i / 600), f"{SITE}/?utm_source=google&utm_medium=cpc")
+        for i in range(2000)
+    ]
     send(settings, [(events, view.event.visitor_id, serde.dumps(view)) for view in waiting])
-    slow = Worker(settings, tmp_path / "slow-seek-worker.log", module="tests.slow_seek_worker",
-                  extra_env={"CLOSEDLOOP_TEST_SEEK_DELAY_S": "2.0"}).start()
+    slow = Worker(
+        settings,
+        tmp_path / "slow-seek-worker.log",
+        module="tests.slow_seek_worker",
+        extra_env={"CLOSEDLOOP_TEST_SEEK_DELAY_S": "2.0"},
+    ).start()
     try:
         wait_idle(settings, worker=slow, timeout=120)
     finally:
@@ -626,7 +753,8 @@ def test_records_waiting_at_a_restart_are_all_processed_even_when_the_seek_is_sl
     for record in topic_records(settings, events):
         first_event.setdefault(record.key.decode(), (record.partition, record.offset))
     assert {(t.visitor_id, t.visitor_number) for t in touches} == {
-        (visitor, visitor_number(*where)) for visitor, where in first_event.items()}
+        (visitor, visitor_number(*where)) for visitor, where in first_event.items()
+    }
 
 
 def _is_idle(settings: WorkerSettings) -> bool:
@@ -649,34 +777,72 @@ def test_diagnostics_page_shows_each_partition_and_what_each_agent_awaits(kafka_
         diagnostics = get_json(f"{settings.web_url}/diagnostics/", password=password)
     records = Counter(record.partition for record in topic_records(settings, events))
     assert sum(records.values()) == 5 and len(records) == 2  # both partitions hold records
-    sources = [settings.topics.events, settings.topics.crm, settings.topics.lead_events,
-               crm_contacts_topic(settings.app_id), erasures_topic(settings.app_id)]
+    sources = [
+        settings.topics.events,
+        settings.topics.crm,
+        settings.topics.lead_events,
+        crm_contacts_topic(settings.app_id),
+        erasures_topic(settings.app_id),
+    ]
     partitions = diagnostics["partitions"]
     assert sorted(partitions) == sorted(f"{topic}[{p}]" for topic in sources for p in range(2))
     for p, count in records.items():
-        assert {key: partitions[f"{events}[{p}]"][key] for key in (
-            "read", "committed", "position", "highwater", "acked_pending", "gaps", "fetching", "paused",
-            "buffered", "client_paused")} == {
-            "read": count - 1, "committed": count, "position": count, "highwater": count, "acked_pending": 0,
-            "gaps": [], "fetching": True, "paused": False, "buffered": False, "client_paused": False}
+        assert {
+            key: partitions[f"{events}[{p}]"][key]
+            for key in (
+                "read",
+                "committed",
+                "position",
+                "highwater",
+                "acked_pending",
+                "gaps",
+                "fetching",
+                "paused",
+                "buffered",
+                "client_paused",
+            )
+        } == {
+            "read": count - 1,
+            "committed": count,
+            "position": count,
+            "highwater": count,
+            "acked_pending": 0,
+            "gaps": [],
+            "fetching": True,
+            "paused": False,
+            "buffered": False,
+            "client_paused": False,
+        }
     assert partitions[f"{settings.topics.crm}[0]"]["committed"] is None  # nothing read yet
     assert diagnostics["streams"][events] == {"queued": 0, "maxsize": 4096}
-    assert diagnostics["app"] == {"in_recovery": False, "rebalancing": False, "flow_control_active": True,
-                                  "consumer_flow_active": True, "unacked_messages": 0}
+    assert diagnostics["app"] == {
+        "in_recovery": False,
+        "rebalancing": False,
+        "flow_control_active": True,
+        "consumer_flow_active": True,
+        "unacked_messages": 0,
+    }
     # Each idle agent waits for its next record in its stream's queue, and the page shows the whole chain.
-    agents = {chain[1].split(" ")[-1]: chain for chain in (task["awaiting"] for task in diagnostics["tasks"]["worker"])
-              if len(chain) > 2 and chain[1].startswith("stream_jobs/runtime/agents.py")}
+    agents = {
+        chain[1].split(" ")[-1]: chain
+        for chain in (task["awaiting"] for task in diagnostics["tasks"]["worker"])
+        if len(chain) > 2 and chain[1].startswith("stream_jobs/runtime/agents.py")
+    }
     assert sorted(agents) == ["_contacts_agent", "_crm_agent", "_erasures_agent", "_leads_agent", "_visitors_agent"]
     for chain in agents.values():
         assert chain[0].startswith("faust/agents/agent.py") and chain[2].startswith("stream_jobs/runtime/agents.py")
         assert chain[2].endswith(" _each") and chain[-1].startswith("asyncio/queues.py") and chain[-1].endswith(" get")
-    fetch_loops = [task for task in diagnostics["tasks"]["consumer_thread"]
-                   if task["awaiting"][0].startswith("aiokafka/consumer/fetcher.py")]
+    fetch_loops = [
+        task
+        for task in diagnostics["tasks"]["consumer_thread"]
+        if task["awaiting"][0].startswith("aiokafka/consumer/fetcher.py")
+    ]
     # The fetch loop, and (one broker) at most one fetch in flight: Kafka holds an empty fetch for up to its wait.
     fetch_tasks = sorted(task["awaiting"][0].split(" ")[-1] for task in fetch_loops)
     assert fetch_tasks in (["_fetch_requests_routine"], ["_fetch_requests_routine", "_proc_fetch_request"])
     # The summary for a person names no partition (none is behind or held back) and shows the four agents.
     summary = summarize(diagnostics).splitlines()
     assert not [line for line in summary if " behind; " in line]
-    assert sorted(line.split(" > ")[1].split(" ")[-1] for line in summary if "stream_jobs/runtime/agents.py" in line) == [
-        "_contacts_agent", "_crm_agent", "_erasures_agent", "_leads_agent", "_visitors_agent"]
+    assert sorted(
+        line.split(" > ")[1].split(" ")[-1] for line in summary if "stream_jobs/runtime/agents.py" in line
+    ) == ["_contacts_agent", "_crm_agent", "_erasures_agent", "_leads_agent", "_visitors_agent"]

@@ -42,8 +42,11 @@ def clickhouse_errors_readable(settings_hint: str = "CLOSEDLOOP_CLICKHOUSE_URL")
         _fail(f"Error: {error}", 2)
     except OperationalError as error:
         reason = "connection refused" if "refused" in str(error) else _first_line(error, 160)
-        _fail(f"Error: ClickHouse is not reachable ({reason}). Start it with `closedloop up`, or point "
-              f"{settings_hint} at a running server.", 1)
+        _fail(
+            f"Error: ClickHouse is not reachable ({reason}). Start it with `closedloop up`, or point "
+            f"{settings_hint} at a running server.",
+            1,
+        )
     except (MigrationError, DatabaseError) as error:
         _fail(f"Error: {_first_line(error, 600)}", 1)
 

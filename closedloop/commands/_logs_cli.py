@@ -25,8 +25,9 @@ def log_settings(level: str | None = None, level_source: str = "--log-level") ->
         raise LogSettingProblem(str(error)) from None
 
 
-def setup_logging(level: str | None = None, level_source: str = "--log-level",
-                  quiet_default: bool = False) -> LogSettings:
+def setup_logging(
+    level: str | None = None, level_source: str = "--log-level", quiet_default: bool = False
+) -> LogSettings:
     """Configure this process's logging; returns the settings, for the libraries that apply it again
     (``schemas.logs.logging_config``). ``quiet_default``: commands that print their own progress (up, down, status,
     demo) log only warnings unless ``CLOSEDLOOP_LOG_LEVEL`` asks for more, so the Kafka client's INFO lines do not

@@ -42,6 +42,5 @@ def print_status(status) -> None:  # deploy.stack.StackStatus, imported lazily b
     table.add_column("detail")
     for service in status.services:
         health = "[green]healthy[/green]" if service.healthy else "[red]down[/red]"
-        table.add_row(service.name, service.mode, service.address, str(service.pid or "-"), health,
-                      service.detail)
+        table.add_row(service.name, service.mode, service.address, str(service.pid or "-"), health, service.detail)
     console.print(table)

@@ -29,24 +29,44 @@ MODELS = (("first_touch", "first"), ("last_touch", "last"), ("linear", "linear")
 
 
 @click.command("demo")
-@click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True,
-              help="Days of marketing to simulate in this run.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 365),
+    default=30,
+    show_default=True,
+    help="Days of marketing to simulate in this run.",
+)
 @click.option("--seed", type=int, default=None, help="Random seed of a new simulation (default 42).")
-@click.option("--visitors-per-day", type=click.IntRange(1, 100_000), default=None,
-              help="New visitors on a weekday, for a new simulation (default 150).")
-@click.option("--workers", type=click.IntRange(1, 8), default=1, show_default=True,
-              help="Stream worker processes (on 2 cores, 1 is fastest).")
+@click.option(
+    "--visitors-per-day",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="New visitors on a weekday, for a new simulation (default 150).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 8),
+    default=1,
+    show_default=True,
+    help="Stream worker processes (on 2 cores, 1 is fastest).",
+)
 @click.option("--once", is_flag=True, help="Stop every service (and the stack) at the end.")
-@click.option("--timeout", type=click.FloatRange(10, 3600), default=300, show_default=True,
-              help="Seconds to wait for the pipeline to drain before reporting what is missing.")
-def command(days: int, seed: int | None, visitors_per_day: int | None, workers: int, once: bool,
-            timeout: float) -> None:
+@click.option(
+    "--timeout",
+    type=click.FloatRange(10, 3600),
+    default=300,
+    show_default=True,
+    help="Seconds to wait for the pipeline to drain before reporting what is missing.",
+)
+def command(
+    days: int, seed: int | None, visitors_per_day: int | None, workers: int, once: bool, timeout: float
+) -> None:
     """Run a simulated month of marketing through the pipeline and print the attribution report."""
     from closedloop.commands._logs_cli import log_environment, setup_logging
     from collector.settings import CollectorSettings
     from deploy import stack
-    from simulator.demo_harness import PipelinePorts, PipelineProcesses
     from deploy.settings import StackSettings, read_settings
+    from simulator.demo_harness import PipelinePorts, PipelineProcesses
     from simulator.runs import SimulationError, plan_run
     from sinks.settings import SinkSettings
     from stream_jobs.settings import WorkerSettings
@@ -67,8 +87,11 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, workers: 
         console.print("[bold]2. The pipeline[/bold] (collector -> Kafka -> stream worker -> sink -> ClickHouse)")
         # The children get an environment of their own: the log settings are handed on explicitly.
         processes = PipelineProcesses(
-            settings, PipelinePorts(collector_settings.port, worker_settings.worker_web_port), workers,
-            extra_env=log_environment())
+            settings,
+            PipelinePorts(collector_settings.port, worker_settings.worker_web_port),
+            workers,
+            extra_env=log_environment(),
+        )
         try:
             _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout)
         finally:
@@ -79,15 +102,15 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, workers: 
 
 
 def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout: float) -> None:
+    from deploy.daemons import StackError
     from simulator.demo_harness import (
         DelayProbe,
         delay_summary,
         wait_group_active,
         wait_until_drained,
     )
-    from deploy.daemons import StackError
     from simulator.runs import record_run, send_run, simulation_dir
-    from simulator.senders import Endpoint, SendError, Sender
+    from simulator.senders import Endpoint, Sender, SendError
     from simulator.truth import read_truth, summarize, write_truth
     from sinks.client import connect
 
@@ -95,14 +118,22 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
     alive = processes.check_alive
     waited = wait_group_active(settings.kafka_servers, worker_settings.app_id, alive=alive)
     wait_group_active(settings.kafka_servers, sink_settings.sink_consumer_group, alive=alive)
-    console.print(f"   worker group {worker_settings.app_id} and sink group {sink_settings.sink_consumer_group} "
-                  f"are consuming (waited {waited:.1f} s)")
+    console.print(
+        f"   worker group {worker_settings.app_id} and sink group {sink_settings.sink_consumer_group} "
+        f"are consuming (waited {waited:.1f} s)"
+    )
 
-    console.print(f"[bold]3. The simulation[/bold]: days {run.first_day}-{run.end_day - 1} of seed {cursor.seed} "
-                  f"({run.start.date()} to {(run.end - timedelta(days=1)).date()}), "
-                  f"{cursor.visitors_per_day} new visitors a weekday, through {processes.collector_url}")
-    endpoint = Endpoint(collector_url=processes.collector_url, kafka_servers=settings.kafka_servers,
-                        topic_prefix=settings.topic_prefix, csv_dir=simulation_dir(settings.data_root) / "spreadsheets")
+    console.print(
+        f"[bold]3. The simulation[/bold]: days {run.first_day}-{run.end_day - 1} of seed {cursor.seed} "
+        f"({run.start.date()} to {(run.end - timedelta(days=1)).date()}), "
+        f"{cursor.visitors_per_day} new visitors a weekday, through {processes.collector_url}"
+    )
+    endpoint = Endpoint(
+        collector_url=processes.collector_url,
+        kafka_servers=settings.kafka_servers,
+        topic_prefix=settings.topic_prefix,
+        csv_dir=simulation_dir(settings.data_root) / "spreadsheets",
+    )
     sender = Sender(endpoint)
     probe = DelayProbe(lambda: connect(sink_settings), sender.stats.touch_sent_at).start()
     try:
@@ -114,35 +145,52 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
     truth_path = write_truth(run, simulation_dir(settings.data_root) / truth_name)
     record_run(settings.data_root, cursor, run, stats, truth_path)
     truth = summarize(read_truth(truth_path).journeys)
-    console.print(f"   sent {stats.events:,} events in {stats.requests:,} requests in {stats.seconds:.1f} s; "
-                  f"accepted {stats.accepted:,}, rejected {stats.rejected}, retries {stats.retries}")
+    console.print(
+        f"   sent {stats.events:,} events in {stats.requests:,} requests in {stats.seconds:.1f} s; "
+        f"accepted {stats.accepted:,}, rejected {stats.rejected}, retries {stats.retries}"
+    )
     for problem in stats.problems[:5]:
         console.print(f"   [yellow]{problem}[/yellow]", markup=False, highlight=False)
 
-    console.print("[bold]4. Waiting[/bold] until the worker and the sink have consumed every topic "
-                  "and every touch is queryable")
+    console.print(
+        "[bold]4. Waiting[/bold] until the worker and the sink have consumed every topic and every touch is queryable"
+    )
     client = connect(sink_settings)
     status = console.status("")
     status.start()
 
     def show(state) -> None:
         lag = sum(state.worker_lag.values()) + sum(state.sink_lag.values())
-        status.update(f"   {state.seconds:5.1f} s: consumer lag {lag:,}; touches in ClickHouse "
-                      f"{state.rows.get('touches', 0):,} of {truth['touches']:,}")
+        status.update(
+            f"   {state.seconds:5.1f} s: consumer lag {lag:,}; touches in ClickHouse "
+            f"{state.rows.get('touches', 0):,} of {truth['touches']:,}"
+        )
 
     try:
-        drain = wait_until_drained(settings, worker_settings.app_id, sink_settings.sink_consumer_group, client,
-                                   expected_touches=truth["touches"], timeout=timeout, on_poll=show, alive=alive)
+        drain = wait_until_drained(
+            settings,
+            worker_settings.app_id,
+            sink_settings.sink_consumer_group,
+            client,
+            expected_touches=truth["touches"],
+            timeout=timeout,
+            on_poll=show,
+            alive=alive,
+        )
     finally:
         status.stop()
     finished = time.time()
     probe.stop(wait_for_all=2.0)
     if not drain.complete:
-        console.print(f"   [red]not drained after {timeout:.0f} s[/red]: worker lag {drain.worker_lag}, sink lag "
-                      f"{drain.sink_lag}, rows {drain.rows}; see the logs in {processes.logs_dir}")
+        console.print(
+            f"   [red]not drained after {timeout:.0f} s[/red]: worker lag {drain.worker_lag}, sink lag "
+            f"{drain.sink_lag}, rows {drain.rows}; see the logs in {processes.logs_dir}"
+        )
     else:
-        console.print(f"   drained {drain.seconds:.1f} s after the last event was sent; rows (after dedup): "
-                      + ", ".join(f"{table} {count:,}" for table, count in drain.rows.items()))
+        console.print(
+            f"   drained {drain.seconds:.1f} s after the last event was sent; rows (after dedup): "
+            + ", ".join(f"{table} {count:,}" for table, count in drain.rows.items())
+        )
 
     _print_measurements(stats, probe, finished, delay_summary(probe.delays()))
     _print_report(client, cursor, run)
@@ -152,16 +200,22 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
 def _print_measurements(stats, probe, finished: float, delays: dict) -> None:
     console.print("[bold]5. Measured[/bold]")
     total = finished - stats.started
-    console.print(f"   ingestion: {stats.events:,} events accepted by the collector in {stats.seconds:.1f} s = "
-                  f"[bold]{stats.events / stats.seconds:,.0f} events/s[/bold] "
-                  f"({stats.requests / stats.seconds:,.0f} requests/s)")
-    console.print(f"   end to end: {stats.events:,} events from first send to last row in ClickHouse "
-                  f"in {total:.1f} s = "
-                  f"[bold]{stats.events / total:,.0f} events/s[/bold]")
+    console.print(
+        f"   ingestion: {stats.events:,} events accepted by the collector in {stats.seconds:.1f} s = "
+        f"[bold]{stats.events / stats.seconds:,.0f} events/s[/bold] "
+        f"({stats.requests / stats.seconds:,.0f} requests/s)"
+    )
+    console.print(
+        f"   end to end: {stats.events:,} events from first send to last row in ClickHouse "
+        f"in {total:.1f} s = "
+        f"[bold]{stats.events / total:,.0f} events/s[/bold]"
+    )
     if delays["count"]:
-        console.print(f"   delay, page view accepted -> its touch queryable in ClickHouse ({delays['count']:,} touches, "
-                      f"polled every {probe.interval:.2f} s): [bold]p50 {delays['p50']:.2f} s, p99 {delays['p99']:.2f} s"
-                      f"[/bold], max {delays['max']:.2f} s")
+        console.print(
+            f"   delay, page view accepted -> its touch queryable in ClickHouse ({delays['count']:,} touches, "
+            f"polled every {probe.interval:.2f} s): [bold]p50 {delays['p50']:.2f} s, p99 {delays['p99']:.2f} s"
+            f"[/bold], max {delays['max']:.2f} s"
+        )
     missing = len(probe.pending())
     if missing:
         console.print(f"   [yellow]{missing} sampled touches never became visible[/yellow]")
@@ -195,10 +249,14 @@ def _print_report(client, cursor, run) -> None:
     by_model = {}
     for model, _ in MODELS:
         by_model[model] = {r["channel"]: r for r in channels(client, model, date_from, date_to).records()}
-    names = sorted({c for rows in by_model.values() for c in rows},
-                   key=lambda c: (-Decimal(by_model["linear"].get(c, {}).get("revenue") or 0), c))
-    table = Table(title=f"6. Channels, {date_from} to {date_to} (each cell: first touch / last touch / linear)",
-                  title_justify="left")
+    names = sorted(
+        {c for rows in by_model.values() for c in rows},
+        key=lambda c: (-Decimal(by_model["linear"].get(c, {}).get("revenue") or 0), c),
+    )
+    table = Table(
+        title=f"6. Channels, {date_from} to {date_to} (each cell: first touch / last touch / linear)",
+        title_justify="left",
+    )
     table.add_column("channel", no_wrap=True)
     for header in ("visitors", "spend", "leads", "customers", "revenue", "ROAS"):
         table.add_column(header, justify="right", no_wrap=True)
@@ -213,9 +271,11 @@ def _print_report(client, cursor, run) -> None:
         table.add_row(*cells)
     wide = Console(width=max(console.width, 132)) if not console.is_terminal else console
     wide.print(table)
-    console.print(f"   leads, customers and revenue are credited to channels by each model (first touch, last "
-                  f"non-direct touch, linear); ROAS = revenue / spend; total spend {_money(total['spend'])} EUR.",
-                  soft_wrap=True)
+    console.print(
+        f"   leads, customers and revenue are credited to channels by each model (first touch, last "
+        f"non-direct touch, linear); ROAS = revenue / spend; total spend {_money(total['spend'])} EUR.",
+        soft_wrap=True,
+    )
 
 
 def _credentials_hint(settings) -> str:
@@ -234,17 +294,28 @@ def _print_next(settings, processes, worker_settings, run) -> None:
     ch = urlsplit(settings.clickhouse)
     console.print("[bold]7. What to try next[/bold] (the services keep running until `closedloop down`)")
     lines = [
-        ("the other models", "closedloop report compare-models --from "
-         f"{run.start.date()} --to {(run.end - timedelta(days=1)).date()}"),
-        ("any SQL", "closedloop sql \"SELECT channel, round(sum(revenue)) AS revenue FROM credits_current "
-                    "WHERE model = 'time_decay' AND stage = 'customer' GROUP BY channel ORDER BY revenue DESC\""),
-        ("ClickHouse over HTTP", f"curl -u {_credentials_hint(settings)} "
-                                 f"'{ch.scheme}://{ch.hostname}:{ch.port or 8123}"
-                                 f"/?query=SELECT%20channel,count()%20FROM%20{settings.clickhouse_database}.touches"
-                                 "%20GROUP%20BY%20channel'"),
-        ("send an event", f"curl -X POST {processes.collector_url}/v1/events -H 'X-Closedloop-Key: demo-write-key' "
-                          "-H 'Content-Type: application/json' -d '{\"type\": \"page_view\", \"visitor_id\": \"me\", "
-                          "\"url\": \"https://example.com/?utm_source=linkedin&utm_medium=social\"}'"),
+        (
+            "the other models",
+            f"closedloop report compare-models --from {run.start.date()} --to {(run.end - timedelta(days=1)).date()}",
+        ),
+        (
+            "any SQL",
+            'closedloop sql "SELECT channel, round(sum(revenue)) AS revenue FROM credits_current '
+            "WHERE model = 'time_decay' AND stage = 'customer' GROUP BY channel ORDER BY revenue DESC\"",
+        ),
+        (
+            "ClickHouse over HTTP",
+            f"curl -u {_credentials_hint(settings)} "
+            f"'{ch.scheme}://{ch.hostname}:{ch.port or 8123}"
+            f"/?query=SELECT%20channel,count()%20FROM%20{settings.clickhouse_database}.touches"
+            "%20GROUP%20BY%20channel'",
+        ),
+        (
+            "send an event",
+            f"curl -X POST {processes.collector_url}/v1/events -H 'X-Closedloop-Key: demo-write-key' "
+            '-H \'Content-Type: application/json\' -d \'{"type": "page_view", "visitor_id": "me", '
+            '"url": "https://example.com/?utm_source=linkedin&utm_medium=social"}\'',
+        ),
         ("live counters", f"closedloop watch    (JSON: curl {processes.worker_url()}/counters/?window=1h)"),
         ("more days", "closedloop demo    (continues with the next days; nothing is counted twice)"),
         ("stop", "closedloop down    (the data stays in " + str(settings.data_root) + ")"),

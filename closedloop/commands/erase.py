@@ -16,8 +16,14 @@ import click
 @click.command("erase")
 @click.option("--email", help="The person's email address (any case; it is normalised).")
 @click.option("--lead-id", "lead_id", help="The person's lead id (32 hex characters), e.g. from a report.")
-@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Seconds to wait for the worker and the sink to apply it.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the worker and the sink to apply it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def command(email: str | None, lead_id: str | None, wait_s: float, as_json: bool) -> None:
     """Erase a person: the leads row, the worker's state, outputs with the email; prints what was removed."""
@@ -34,14 +40,22 @@ def command(email: str | None, lead_id: str | None, wait_s: float, as_json: bool
     with clickhouse_errors_readable():
         worker, sink = read_settings(WorkerSettings), sink_settings()
         try:
-            report = erase(worker, sink, email=email, lead_id=lead_id, wait_s=wait_s,
-                           progress=lambda line: console.print(line, highlight=False))
+            report = erase(
+                worker,
+                sink,
+                email=email,
+                lead_id=lead_id,
+                wait_s=wait_s,
+                progress=lambda line: console.print(line, highlight=False),
+            )
         except ValueError as error:
             raise click.UsageError(str(error)) from None
         except Exception as error:  # kafka-python raises several unrelated types for an unreachable broker
             if type(error).__module__.startswith("kafka") or isinstance(error, RuntimeError):
-                console.print(f"[red]cannot erase through Kafka at {worker.kafka_servers}: {error}[/]. Is it "
-                              "running? (`closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS)")
+                console.print(
+                    f"[red]cannot erase through Kafka at {worker.kafka_servers}: {error}[/]. Is it "
+                    "running? (`closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS)"
+                )
                 sys.exit(2)
             raise
     if as_json:

@@ -40,23 +40,44 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
         console.print(f"[red]{file}: missing column(s) {', '.join(missing)}[/]; expected {COLUMNS[kind]}")
         raise SystemExit(2)
     total = sum(1 for _ in imports.read_rows(file))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task(f"{'checking' if dry_run else 'importing'} {file.name}", total=total)
         advance = lambda line: progress.advance(task)  # noqa: E731 - a tiny callback
         if dry_run:
             summary = imports.ImportSummary()
-            for _ in imports.parse_file(file, kind, settings.topics, summary, advance,  # type: ignore[arg-type]
-                                        settings.import_accepted_times, settings.lead_key_bytes):
+            for _ in imports.parse_file(
+                file,
+                kind,
+                settings.topics,
+                summary,
+                advance,  # type: ignore[arg-type]
+                settings.import_accepted_times,
+                settings.lead_key_bytes,
+            ):
                 pass
         else:
             try:
-                summary = imports.publish_file(file, kind, settings.kafka_servers, settings.topics,  # type: ignore[arg-type]
-                                               advance, accepted_times=settings.import_accepted_times,
-                                               lead_key=settings.lead_key_bytes)
+                summary = imports.publish_file(
+                    file,
+                    kind,
+                    settings.kafka_servers,
+                    settings.topics,  # type: ignore[arg-type]
+                    advance,
+                    accepted_times=settings.import_accepted_times,
+                    lead_key=settings.lead_key_bytes,
+                )
             except Exception as error:  # noqa: BLE001 - kafka-python raises several unrelated types for an unreachable broker
-                console.print(f"[red]cannot publish to the broker at {settings.kafka_servers}: {error}[/]. "
-                              "Is it running? (`closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS)")
+                console.print(
+                    f"[red]cannot publish to the broker at {settings.kafka_servers}: {error}[/]. "
+                    "Is it running? (`closedloop up`, or set CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS)"
+                )
                 raise SystemExit(2) from None
     for line, errors in summary.rejected:
         reasons = "; ".join(f"{e['loc']}: {e['msg']}" if e["loc"] else e["msg"] for e in errors)

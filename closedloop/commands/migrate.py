@@ -10,10 +10,17 @@ from closedloop.commands._clickhouse_cli import clickhouse_errors_readable, cons
 @click.command("migrate")
 @click.option("--list", "list_only", is_flag=True, help="Show every migration and whether it is applied.")
 @click.option("--dry-run", is_flag=True, help="Say what would run; change nothing.")
-@click.option("--down", "down", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Reverse the N newest applied migrations (drops their tables: data is lost).")
-@click.option("--to", "target", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Apply only up to migration number N.")
+@click.option(
+    "--down",
+    "down",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Reverse the N newest applied migrations (drops their tables: data is lost).",
+)
+@click.option(
+    "--to", "target", type=click.IntRange(min=1), default=None, metavar="N", help="Apply only up to migration number N."
+)
 def command(list_only: bool, dry_run: bool, down: int | None, target: int | None) -> None:
     """Create the database if missing and apply pending migrations (what `closedloop up` does)."""
     from sinks import migrate
@@ -31,8 +38,12 @@ def command(list_only: bool, dry_run: bool, down: int | None, target: int | None
                 state = "applied" if item.applied else "pending"
                 if item.changed:
                     state += " (file changed since)"
-                table.add_row(f"{item.migration.id:04d}", item.migration.name, state,
-                              item.applied_at.isoformat(timespec="seconds") if item.applied_at else "-")
+                table.add_row(
+                    f"{item.migration.id:04d}",
+                    item.migration.name,
+                    state,
+                    item.applied_at.isoformat(timespec="seconds") if item.applied_at else "-",
+                )
             console.print(table)
             return
         if down is not None:

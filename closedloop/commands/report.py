@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import click
 
@@ -19,11 +19,22 @@ MODELS = [m.value for m in AttributionModel]
 
 def _period(function):
     today = datetime.now(timezone.utc).date()
-    function = click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), default=str(today),
-                            show_default="today (UTC)", help="Last day, inclusive.")(function)
-    function = click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]),
-                            default=str(today - timedelta(days=29)), show_default="30 days ago",
-                            help="First day, inclusive (YYYY-MM-DD).")(function)
+    function = click.option(
+        "--to",
+        "date_to",
+        type=click.DateTime(["%Y-%m-%d"]),
+        default=str(today),
+        show_default="today (UTC)",
+        help="Last day, inclusive.",
+    )(function)
+    function = click.option(
+        "--from",
+        "date_from",
+        type=click.DateTime(["%Y-%m-%d"]),
+        default=str(today - timedelta(days=29)),
+        show_default="30 days ago",
+        help="First day, inclusive (YYYY-MM-DD).",
+    )(function)
     return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)(function)
 
 
@@ -55,9 +66,13 @@ def command() -> None:
 @command.command("channels")
 @click.option("--model", type=click.Choice(MODELS), default="linear", show_default=True)
 @click.option("--by", "by", type=click.Choice(["channel", "campaign"]), default="channel", show_default=True)
-@click.option("--source", type=click.Choice(["raw", "rollup"]), default="raw", show_default=True,
-              help="raw: exact (FINAL, newest versions); rollup: the materialized roll-ups, fast, sums not "
-                   "replay-exact.")
+@click.option(
+    "--source",
+    type=click.Choice(["raw", "rollup"]),
+    default="raw",
+    show_default=True,
+    help="raw: exact (FINAL, newest versions); rollup: the materialized roll-ups, fast, sums not replay-exact.",
+)
 @_period
 def channels(model: str, by: str, source: str, date_from: datetime, date_to: datetime, fmt: str) -> None:
     """Per channel: visitors, credited leads/MQLs/SQLs/customers/lost, revenue, spend, CPL, CAC, ROAS, rates.
@@ -65,9 +80,15 @@ def channels(model: str, by: str, source: str, date_from: datetime, date_to: dat
     Stage counts and revenue are credited under MODEL (sums of credit shares); --model first_touch gives the
     plain counts by first touch. Visitors are distinct visitors with a touch on the channel in the period.
     """
-    _run("channels" if source == "raw" else "channels-rollup", fmt,
-         f"channels · {model} · {_span(date_from, date_to)}", model=model, by_campaign=by == "campaign",
-         date_from=date_from, date_to=date_to)
+    _run(
+        "channels" if source == "raw" else "channels-rollup",
+        fmt,
+        f"channels · {model} · {_span(date_from, date_to)}",
+        model=model,
+        by_campaign=by == "campaign",
+        date_from=date_from,
+        date_to=date_to,
+    )
 
 
 @command.command("funnel")
@@ -75,35 +96,54 @@ def channels(model: str, by: str, source: str, date_from: datetime, date_to: dat
 @_period
 def funnel(model: str, date_from: datetime, date_to: datetime, fmt: str) -> None:
     """Stage to stage by channel (credited under MODEL; first_touch = plain counts by first touch)."""
-    _run("funnel", fmt, f"funnel · {model} · {_span(date_from, date_to)}", model=model,
-         date_from=date_from, date_to=date_to)
+    _run(
+        "funnel",
+        fmt,
+        f"funnel · {model} · {_span(date_from, date_to)}",
+        model=model,
+        date_from=date_from,
+        date_to=date_to,
+    )
 
 
 @command.command("paths")
 @click.option("--stage", default="customer", show_default=True, help="Conversions whose journeys are counted.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--pages", type=click.IntRange(1, 50), default=5, show_default=True,
-              help="Page views kept before the form.")
+@click.option(
+    "--pages", type=click.IntRange(1, 50), default=5, show_default=True, help="Page views kept before the form."
+)
 @_period
 def paths(stage: str, limit: int, pages: int, date_from: datetime, date_to: datetime, fmt: str) -> None:
     """The most common channel paths of converting leads, then the page sequences before the form."""
-    _run("paths", fmt, f"channel paths to {stage} · {_span(date_from, date_to)}", stage=stage, limit=limit,
-         date_from=date_from, date_to=date_to)
-    _run("page-paths", fmt, f"pages before the form · {_span(date_from, date_to)}", pages=pages, limit=limit,
-         date_from=date_from, date_to=date_to)
+    _run(
+        "paths",
+        fmt,
+        f"channel paths to {stage} · {_span(date_from, date_to)}",
+        stage=stage,
+        limit=limit,
+        date_from=date_from,
+        date_to=date_to,
+    )
+    _run(
+        "page-paths",
+        fmt,
+        f"pages before the form · {_span(date_from, date_to)}",
+        pages=pages,
+        limit=limit,
+        date_from=date_from,
+        date_to=date_to,
+    )
 
 
 @command.command("time-to-convert")
 @_period
 def time_to_convert(date_from: datetime, date_to: datetime, fmt: str) -> None:
     """Median days from first touch to lead and from lead to customer, by first-touch channel."""
-    _run("time-to-convert", fmt, f"time to convert · {_span(date_from, date_to)}", date_from=date_from,
-         date_to=date_to)
+    _run("time-to-convert", fmt, f"time to convert · {_span(date_from, date_to)}", date_from=date_from, date_to=date_to)
 
 
 @command.command("compare-models")
 @_period
 def compare_models(date_from: datetime, date_to: datetime, fmt: str) -> None:
     """Customer revenue per channel under every attribution model, side by side."""
-    _run("compare-models", fmt, f"revenue by model · {_span(date_from, date_to)}", date_from=date_from,
-         date_to=date_to)
+    _run("compare-models", fmt, f"revenue by model · {_span(date_from, date_to)}", date_from=date_from, date_to=date_to)

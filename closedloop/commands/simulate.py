@@ -9,7 +9,6 @@ that accepts them); against your own collector, set the same ``CLOSEDLOOP_*`` va
 
 from __future__ import annotations
 
-
 import click
 
 
@@ -41,33 +40,62 @@ def print_summary(console, run, stats, truth_path) -> None:
     from simulator.truth import read_truth, summarize
 
     kinds = ", ".join(f"{count:,} {kind}" for kind, count in stats.sent.items() if count)
-    console.print(f"Sent {stats.events:,} events ({kinds}) in {stats.requests:,} requests, {stats.seconds:.1f} s: "
-                  f"[bold]{stats.events / stats.seconds:,.0f} events/s[/bold]; accepted {stats.accepted:,}, "
-                  f"duplicates {stats.duplicates}, ignored {stats.ignored}, rejected {stats.rejected}, "
-                  f"retries {stats.retries}")
+    console.print(
+        f"Sent {stats.events:,} events ({kinds}) in {stats.requests:,} requests, {stats.seconds:.1f} s: "
+        f"[bold]{stats.events / stats.seconds:,.0f} events/s[/bold]; accepted {stats.accepted:,}, "
+        f"duplicates {stats.duplicates}, ignored {stats.ignored}, rejected {stats.rejected}, "
+        f"retries {stats.retries}"
+    )
     for problem in stats.problems[:10]:
         console.print(f"  [yellow]{problem}[/yellow]", highlight=False, markup=False)
     totals = summarize(read_truth(truth_path).journeys)
-    console.print(f"Ground truth so far (days 0-{run.end_day - 1}): {totals['journeys']:,} people, "
-                  f"{totals['visitors']:,} visitor ids, {totals['touches']:,} touches, {totals['leads']:,} leads, "
-                  f"{totals['customers']:,} customers -> {truth_path}")
+    console.print(
+        f"Ground truth so far (days 0-{run.end_day - 1}): {totals['journeys']:,} people, "
+        f"{totals['visitors']:,} visitor ids, {totals['touches']:,} touches, {totals['leads']:,} leads, "
+        f"{totals['customers']:,} customers -> {truth_path}"
+    )
 
 
 @click.command("simulate")
 @click.option("--days", type=click.IntRange(1, 3650), default=30, show_default=True, help="Days to simulate.")
 @click.option("--seed", type=int, default=None, help="Random seed (first run only; default 42).")
-@click.option("--visitors-per-day", type=click.IntRange(1, 100_000), default=None,
-              help="New visitors on a weekday (first run only; default 150).")
-@click.option("--start-date", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="Day 0 of the simulation (first run only; default: 3 runs' worth of days before today).")
-@click.option("--collector", "collector_url", default=None,
-              help="Collector URL (default http://CLOSEDLOOP_HOST:CLOSEDLOOP_PORT, i.e. http://127.0.0.1:8000).")
-@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
-              help="Requests in flight at once.")
-@click.option("--batch", type=click.IntRange(1, 500), default=20, show_default=True,
-              help="A visitor's website events per request (1 = one request per event, like sendBeacon).")
-def command(days: int, seed: int | None, visitors_per_day: int | None, start_date, collector_url: str | None,
-            concurrency: int, batch: int) -> None:
+@click.option(
+    "--visitors-per-day",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="New visitors on a weekday (first run only; default 150).",
+)
+@click.option(
+    "--start-date",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Day 0 of the simulation (first run only; default: 3 runs' worth of days before today).",
+)
+@click.option(
+    "--collector",
+    "collector_url",
+    default=None,
+    help="Collector URL (default http://CLOSEDLOOP_HOST:CLOSEDLOOP_PORT, i.e. http://127.0.0.1:8000).",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True, help="Requests in flight at once."
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 500),
+    default=20,
+    show_default=True,
+    help="A visitor's website events per request (1 = one request per event, like sendBeacon).",
+)
+def command(
+    days: int,
+    seed: int | None,
+    visitors_per_day: int | None,
+    start_date,
+    collector_url: str | None,
+    concurrency: int,
+    batch: int,
+) -> None:
     """Send the next DAYS of simulated website traffic, CRM updates and ad spend through the collector."""
     from pydantic import ValidationError
     from rich.console import Console
@@ -84,8 +112,9 @@ def command(days: int, seed: int | None, visitors_per_day: int | None, start_dat
     epoch = start_date.date() if start_date else None
     make_private_dir(data_dir.expanduser())  # the ground truth holds every simulated email
     try:
-        run, stats, truth = simulate(data_dir, days, endpoint, console, seed=seed,
-                                     visitors_per_day=visitors_per_day, epoch=epoch)
+        run, stats, truth = simulate(
+            data_dir, days, endpoint, console, seed=seed, visitors_per_day=visitors_per_day, epoch=epoch
+        )
     except (SimulationError, SendError) as error:
         raise click.ClickException(str(error)) from None
     print_summary(console, run, stats, truth)

@@ -13,12 +13,19 @@ from closedloop.commands._clickhouse_cli import clickhouse_errors_readable, cons
 @click.option("--batch-rows", type=click.IntRange(min=1), default=None, help="Flush after this many rows.")
 @click.option("--batch-seconds", type=click.FloatRange(min=0.01), default=None, help="...or after this long.")
 @click.option("--group", default=None, help="Kafka consumer group (default closedloop-sink).")
-@click.option("--migrate/--no-migrate", default=True, show_default=True,
-              help="Apply pending migrations before consuming.")
-@click.option("--processes", type=click.IntRange(min=1, max=64), default=1, show_default=True,
-              help="Sink processes in the consumer group (each takes a share of the partitions).")
-def command(batch_rows: int | None, batch_seconds: float | None, group: str | None, migrate: bool,
-            processes: int) -> None:
+@click.option(
+    "--migrate/--no-migrate", default=True, show_default=True, help="Apply pending migrations before consuming."
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Sink processes in the consumer group (each takes a share of the partitions).",
+)
+def command(
+    batch_rows: int | None, batch_seconds: float | None, group: str | None, migrate: bool, processes: int
+) -> None:
     """Consume events, crm, spend, touches, identity-links, leads, conversions and credits into ClickHouse."""
     from closedloop.commands._logs_cli import setup_logging
     from schemas.logs import logging_config
@@ -27,8 +34,9 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
 
     logs = setup_logging()
     with clickhouse_errors_readable():
-        settings = sink_settings(sink_batch_rows=batch_rows, sink_batch_seconds=batch_seconds,
-                                 sink_consumer_group=group)
+        settings = sink_settings(
+            sink_batch_rows=batch_rows, sink_batch_seconds=batch_seconds, sink_consumer_group=group
+        )
         if migrate:
             for label in migrate_up(settings):
                 console.print(f"applied {label}")
@@ -46,8 +54,10 @@ def command(batch_rows: int | None, batch_seconds: float | None, group: str | No
             metrics = writer.run()
         finally:
             writer.close()
-        console.print(f"sink stopped: {metrics.total_rows} rows in {metrics.batches} batches, "
-                      f"{metrics.retries} retries, {metrics.dead_letters} dead letters")
+        console.print(
+            f"sink stopped: {metrics.total_rows} rows in {metrics.batches} batches, "
+            f"{metrics.retries} retries, {metrics.dead_letters} dead letters"
+        )
 
 
 def _run_group(settings, processes: int, log_config: dict) -> None:
@@ -56,16 +66,21 @@ def _run_group(settings, processes: int, log_config: dict) -> None:
     from sinks.process_group import SinkGroup
 
     if settings.sink_metrics_port:
-        raise click.UsageError("CLOSEDLOOP_SINK_METRICS_PORT serves one process's metrics: unset it with "
-                               "--processes > 1 (each process logs its rows, lag and retries per batch)")
+        raise click.UsageError(
+            "CLOSEDLOOP_SINK_METRICS_PORT serves one process's metrics: unset it with "
+            "--processes > 1 (each process logs its rows, lag and retries per batch)"
+        )
     group = SinkGroup(settings, processes, log_config=log_config)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: group.stop())
-    console.print(f"sink: {settings.kafka_servers} -> {settings.clickhouse_database} with {processes} processes; "
-                  "Ctrl-C stops")
+    console.print(
+        f"sink: {settings.kafka_servers} -> {settings.clickhouse_database} with {processes} processes; Ctrl-C stops"
+    )
     result = group.run()
-    console.print(f"sink stopped: {result.rows} rows in {result.batches} batches, {result.retries} retries, "
-                  f"{result.dead_letters} dead letters")
+    console.print(
+        f"sink stopped: {result.rows} rows in {result.batches} batches, {result.retries} retries, "
+        f"{result.dead_letters} dead letters"
+    )
     if result.failed:
         raise click.ClickException(f"{result.failed} of {processes} sink processes failed (see the log above)")
 
@@ -81,12 +96,21 @@ def _serve_metrics(writer, port: int) -> None:
         ("closedloop_sink_rows_written", "Rows inserted into ClickHouse", lambda: m.total_rows),
         ("closedloop_sink_batches", "Batches written and committed", lambda: m.batches),
         ("closedloop_sink_retries", "ClickHouse retries after failures (unreachable + refused)", lambda: m.retries),
-        ("closedloop_sink_unreachable_retries", "Retries because ClickHouse did not answer",
-         lambda: m.unreachable_retries),
-        ("closedloop_sink_refused_retries", "Retries because ClickHouse refused for its own state (missing table, "
-         "memory, too many parts)", lambda: m.refused_retries),
-        ("closedloop_sink_rejected_rows", "Rows ClickHouse rejected, dead-lettered with its reason",
-         lambda: m.rejected_rows),
+        (
+            "closedloop_sink_unreachable_retries",
+            "Retries because ClickHouse did not answer",
+            lambda: m.unreachable_retries,
+        ),
+        (
+            "closedloop_sink_refused_retries",
+            "Retries because ClickHouse refused for its own state (missing table, memory, too many parts)",
+            lambda: m.refused_retries,
+        ),
+        (
+            "closedloop_sink_rejected_rows",
+            "Rows ClickHouse rejected, dead-lettered with its reason",
+            lambda: m.rejected_rows,
+        ),
         ("closedloop_sink_dead_letters", "Records sent to the dead-letter topic", lambda: m.dead_letters),
         ("closedloop_sink_lag", "Records behind the end of the assigned partitions", lambda: m.lag),
     ):

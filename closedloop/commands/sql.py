@@ -15,8 +15,13 @@ from closedloop.commands._clickhouse_cli import (
 @click.command("sql")
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Server-side parameter for {NAME:Type} in the query; repeatable.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Server-side parameter for {NAME:Type} in the query; repeatable.",
+)
 def command(query: str, fmt: str, params: tuple[str, ...]) -> None:
     """Run QUERY in the pipeline's database, e.g. closedloop sql "SELECT channel, count() FROM touches GROUP BY 1"."""
     from sinks.client import connect

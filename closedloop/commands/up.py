@@ -10,9 +10,12 @@ from deploy.settings import StackSettings, read_settings
 
 @click.command("up")
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply the ClickHouse migrations.")
-@click.option("--kafka-brokers", type=click.Choice(["1", "3"]), default=None,
-              help="Nodes of the embedded Kafka (CLOSEDLOOP_KAFKA_BROKERS); default: what the data directory has, "
-                   "else 1.")
+@click.option(
+    "--kafka-brokers",
+    type=click.Choice(["1", "3"]),
+    default=None,
+    help="Nodes of the embedded Kafka (CLOSEDLOOP_KAFKA_BROKERS); default: what the data directory has, else 1.",
+)
 def command(migrate: bool, kafka_brokers: str | None) -> None:
     """Start the single-machine stack (idempotent: what already runs is left running)."""
     from closedloop.commands._logs_cli import setup_logging

@@ -33,8 +33,11 @@ def render(current: dict | None, today: dict | None, model: str, error: str | No
         if snapshot is None:
             continue
         rows = [row for row in snapshot["rows"] if row["model"] == model]
-        table = Table(title=f"{title} ({snapshot['window']}, from {snapshot['window_start'][:19]}Z) · {model}",
-                      title_justify="left", expand=False)
+        table = Table(
+            title=f"{title} ({snapshot['window']}, from {snapshot['window_start'][:19]}Z) · {model}",
+            title_justify="left",
+            expand=False,
+        )
         table.add_column("channel")
         for stage in STAGES:
             table.add_column(stage, justify="right")
@@ -43,8 +46,9 @@ def render(current: dict | None, today: dict | None, model: str, error: str | No
         for channel in channels:
             counts = {row["stage"]: row for row in rows if row["channel"] == channel}
             revenue = sum(float(row["revenue"]) for row in counts.values())
-            table.add_row(channel, *(str(counts[s]["conversions"]) if s in counts else "·" for s in STAGES),
-                          f"{revenue:,.2f}")
+            table.add_row(
+                channel, *(str(counts[s]["conversions"]) if s in counts else "·" for s in STAGES), f"{revenue:,.2f}"
+            )
         if not channels:
             table.add_row("(no conversions yet)", *("·" for _ in STAGES), "0.00")
         parts.append(table)
@@ -55,8 +59,13 @@ def render(current: dict | None, today: dict | None, model: str, error: str | No
 
 @click.command("watch")
 @click.option("--url", default=None, help="Worker web server, e.g. http://127.0.0.1:6066 (default from settings).")
-@click.option("--window", default="1m", show_default=True, type=click.Choice(["1m", "1h"]),
-              help="The current window shown above today.")
+@click.option(
+    "--window",
+    default="1m",
+    show_default=True,
+    type=click.Choice(["1m", "1h"]),
+    help="The current window shown above today.",
+)
 @click.option("--model", default="last_touch", show_default=True, type=click.Choice(["last_touch", "first_touch"]))
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 60), help="Seconds.")
 @click.option("--once", is_flag=True, help="Print one snapshot and exit.")
@@ -76,8 +85,9 @@ def command(url: str | None, window: str, model: str, interval: float, once: boo
         try:
             return render(fetch(url, window), fetch(url, "today"), model)
         except (urllib.error.URLError, OSError, ValueError) as error:
-            return render(None, None, model, error=f"cannot read {url}/counters/: {error} (is `closedloop worker` "
-                                                   f"running?)")
+            return render(
+                None, None, model, error=f"cannot read {url}/counters/: {error} (is `closedloop worker` running?)"
+            )
 
     if once:
         console.print(snapshot())

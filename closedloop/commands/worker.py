@@ -16,8 +16,12 @@ log = logging.getLogger("closedloop.worker")
 
 @click.command("worker")
 @click.option("--web-port", type=int, default=None, help="Port of the worker's web server (counters JSON).")
-@click.option("--loglevel", default=None, type=click.Choice(["debug", "info", "warning", "error"]),
-              help="Log level of the worker (default from CLOSEDLOOP_LOG_LEVEL, else info).")
+@click.option(
+    "--loglevel",
+    default=None,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level of the worker (default from CLOSEDLOOP_LOG_LEVEL, else info).",
+)
 def command(web_port: int | None, loglevel: str | None) -> None:
     """Run the stream jobs: touches, identity stitching, conversions, credits and live counters."""
     _use_uvloop()
@@ -55,8 +59,14 @@ def command(web_port: int | None, loglevel: str | None) -> None:
 
     import faust
 
-    log.info("worker starting", extra={"app_id": settings.app_id, "kafka_servers": settings.kafka_servers,
-                                       "counters": f"{settings.web_url}/counters/"})
+    log.info(
+        "worker starting",
+        extra={
+            "app_id": settings.app_id,
+            "kafka_servers": settings.kafka_servers,
+            "counters": f"{settings.web_url}/counters/",
+        },
+    )
     # mode (Faust's service library) sets logging up again when the worker starts: with this setup's dict, so
     # Faust's lines share its format instead of mode's coloured ones on stdout.
     worker = faust.Worker(app, loglevel=logs.level, logfile=None, quiet=True, logging_config=logging_config(logs))

@@ -95,8 +95,9 @@ def epoch_to_datetime(value: Any) -> datetime | None:
         return None
 
 
-def window_rejection(index: int, change: CrmStatusChange, accepted_times: AcceptedTimes, received_at: datetime,
-                     loc: str) -> dict[str, Any] | None:
+def window_rejection(
+    index: int, change: CrmStatusChange, accepted_times: AcceptedTimes, received_at: datetime, loc: str
+) -> dict[str, Any] | None:
     """A rejection naming ``loc`` (the CRM's own field) and the window when the change's time is outside the
     collector's accepted times (``collector.window``, as ``POST /v1/events`` applies them), else None."""
     problem = accepted_times.problem(change.occurred_at, received_at)

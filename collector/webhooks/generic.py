@@ -42,10 +42,11 @@ class GenericCrmEvent(BaseModel):
         None, description="The CRM's id of the person; email or contact_id is required."
     )
     object_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
-        None, description="The record that changed (deal, opportunity); defaults to contact_id, else the lead id "
-                          "of email (an id that is an email address is stored as its lead id)."
+        None,
+        description="The record that changed (deal, opportunity); defaults to contact_id, else the lead id "
+        "of email (an id that is an email address is stored as its lead id).",
     )
-    value: Decimal | None = Field(None, description="Deal value, e.g. \"1200.00\"; needs currency.")
+    value: Decimal | None = Field(None, description='Deal value, e.g. "1200.00"; needs currency.')
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
 
 
@@ -89,7 +90,8 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
         source, items = "generic", document
     else:
         raise ApiError(
-            400, "invalid_shape",
+            400,
+            "invalid_shape",
             f'expected {{"events": [...]}}, one event object, or an array of 1 to {MAX_EVENTS} events',
         )
     result = WebhookResult()
@@ -109,9 +111,10 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
         except ValidationError as exc:
             result.rejected.append({"index": index, "errors": validation_errors(exc)})
             continue
-        if (rejected := window_rejection(index, change, settings.accepted_times, received_at, "occurred_at")):
+        if rejected := window_rejection(index, change, settings.accepted_times, received_at, "occurred_at"):
             result.rejected.append(rejected)
             continue
-        result.changes.append(CrmChange(f"{source}:{event.id}", f"crm:{source}",
-                                        without_emails(change, settings.lead_key_bytes)))
+        result.changes.append(
+            CrmChange(f"{source}:{event.id}", f"crm:{source}", without_emails(change, settings.lead_key_bytes))
+        )
     return result

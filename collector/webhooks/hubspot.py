@@ -43,8 +43,18 @@ TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"
 
 # HubSpot decodes these in the URI before signing (its docs list exactly these).
 _URI_DECODE = {
-    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
-    "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+    "%3A": ":",
+    "%2F": "/",
+    "%3F": "?",
+    "%40": "@",
+    "%21": "!",
+    "%24": "$",
+    "%27": "'",
+    "%28": "(",
+    "%29": ")",
+    "%2A": "*",
+    "%2C": ",",
+    "%3B": ";",
 }
 
 
@@ -106,11 +116,13 @@ def verify(request: Request, body: bytes, settings: CollectorSettings, now_ms: i
         raise ApiError(401, "bad_timestamp", f"{TIMESTAMP_HEADER} must be milliseconds since the epoch")
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if abs(now_ms - int(timestamp)) > MAX_AGE_MS:
-        raise ApiError(
-            401, "stale_timestamp", f"{TIMESTAMP_HEADER} is more than 5 minutes from the collector's clock"
-        )
+        raise ApiError(401, "stale_timestamp", f"{TIMESTAMP_HEADER} is more than 5 minutes from the collector's clock")
     expected = sign(
-        settings.hubspot_client_secret.get_secret_value(), request.method, signed_uri(request, settings), body, timestamp
+        settings.hubspot_client_secret.get_secret_value(),
+        request.method,
+        signed_uri(request, settings),
+        body,
+        timestamp,
     )
     if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
         raise ApiError(
@@ -145,12 +157,13 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
             continue
         if change is None:
             result.ignored.append({"index": index, "reason": reason})
-        elif (rejected := window_rejection(index, change, settings.accepted_times, received_at, "occurredAt")):
+        elif rejected := window_rejection(index, change, settings.accepted_times, received_at, "occurredAt"):
             result.rejected.append(rejected)
         else:
             delivery = f"{event.portal_id}:{event.event_id}"
-            result.changes.append(CrmChange(delivery, f"hubspot:{event.portal_id}",
-                                            without_emails(change, settings.lead_key_bytes)))
+            result.changes.append(
+                CrmChange(delivery, f"hubspot:{event.portal_id}", without_emails(change, settings.lead_key_bytes))
+            )
     return result
 
 

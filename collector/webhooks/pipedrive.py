@@ -60,7 +60,9 @@ class PipedriveDelivery(BaseModel):
 def verify(request: Request, settings: CollectorSettings) -> None:
     """Raise ApiError unless the request carries the configured Basic credentials."""
     if settings.pipedrive_user is None or settings.pipedrive_password is None:
-        raise not_configured("CLOSEDLOOP_PIPEDRIVE_USER and CLOSEDLOOP_PIPEDRIVE_PASSWORD", "POST /v1/webhooks/pipedrive")
+        raise not_configured(
+            "CLOSEDLOOP_PIPEDRIVE_USER and CLOSEDLOOP_PIPEDRIVE_PASSWORD", "POST /v1/webhooks/pipedrive"
+        )
     challenge = {"WWW-Authenticate": 'Basic realm="closedloop"'}
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -69,7 +71,9 @@ def verify(request: Request, settings: CollectorSettings) -> None:
     try:
         user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        raise ApiError(401, "bad_credentials", "the Authorization header is not valid Basic auth", headers=challenge) from None
+        raise ApiError(
+            401, "bad_credentials", "the Authorization header is not valid Basic auth", headers=challenge
+        ) from None
     user_ok = hmac.compare_digest(user.encode(), settings.pipedrive_user.encode())
     password_ok = hmac.compare_digest(password.encode(), settings.pipedrive_password.get_secret_value().encode())
     if not (sep and user_ok and password_ok):
@@ -89,7 +93,8 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
     meta = delivery.meta
     if not meta.version.startswith("2"):
         raise ApiError(
-            422, "unsupported_version",
+            422,
+            "unsupported_version",
             f"webhook version {meta.version!r}: create the Pipedrive webhook with version 2.0",
             [{"loc": "meta.version", "msg": "expected 2.0"}],
         )
@@ -97,18 +102,25 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
     data = delivery.data or {}
     previous = delivery.previous or {}
     company = str(meta.company_id) if meta.company_id is not None else "default"
-    delivery_id = str(meta.id) if meta.id is not None else f"{meta.entity}:{meta.entity_id}:{meta.action}:{meta.timestamp}"
-    times = [("meta.timestamp", meta.timestamp), ("data.update_time", data.get("update_time")),
-             ("data.add_time", data.get("add_time"))]
-    time_field, occurred_at = next(((name, when) for name, value in times if (when := epoch_to_datetime(value))),
-                                   ("meta.timestamp", None))
+    delivery_id = (
+        str(meta.id) if meta.id is not None else f"{meta.entity}:{meta.entity_id}:{meta.action}:{meta.timestamp}"
+    )
+    times = [
+        ("meta.timestamp", meta.timestamp),
+        ("data.update_time", data.get("update_time")),
+        ("data.add_time", data.get("add_time")),
+    ]
+    time_field, occurred_at = next(
+        ((name, when) for name, value in times if (when := epoch_to_datetime(value))), ("meta.timestamp", None)
+    )
     if occurred_at is None:
         result.rejected.append({"index": 0, "errors": [{"loc": "meta.timestamp", "msg": "missing or not a time"}]})
         return result
     try:
         stages, reason = _stages(meta, data, previous, settings)
-        changes = [CrmStatusChange(crm="pipedrive", stage=stage, occurred_at=occurred_at, **extra)
-                   for stage, extra in stages]
+        changes = [
+            CrmStatusChange(crm="pipedrive", stage=stage, occurred_at=occurred_at, **extra) for stage, extra in stages
+        ]
     except ValidationError as exc:
         result.rejected.append({"index": 0, "errors": validation_errors(exc, prefix="data")})
         return result
@@ -116,8 +128,11 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
         result.rejected.append(rejected)
         return result
     for n, change in enumerate(changes):
-        result.changes.append(CrmChange(f"{company}:{delivery_id}:{n}", f"pipedrive:{company}",
-                                        without_emails(change, settings.lead_key_bytes)))
+        result.changes.append(
+            CrmChange(
+                f"{company}:{delivery_id}:{n}", f"pipedrive:{company}", without_emails(change, settings.lead_key_bytes)
+            )
+        )
     if not stages:
         result.ignored.append({"index": 0, "reason": reason})
     return result
@@ -146,10 +161,16 @@ def _stages(
         if became == "won":
             value = money(data.get("value"))
             currency = data.get("currency")
-            out.append((LifecycleStage.CUSTOMER, {
-                **who, "deal_value": value,
-                "currency": currency.upper() if isinstance(currency, str) and value is not None else None,
-            }))
+            out.append(
+                (
+                    LifecycleStage.CUSTOMER,
+                    {
+                        **who,
+                        "deal_value": value,
+                        "currency": currency.upper() if isinstance(currency, str) and value is not None else None,
+                    },
+                )
+            )
         elif became == "lost":
             out.append((LifecycleStage.LOST, who))
         return out, "deal change without a status or mapped stage change"
@@ -171,7 +192,9 @@ def _stages(
     return [], f"{entity} {action} is not a lifecycle change"
 
 
-def _added_label_stages(data: dict[str, Any], previous: dict[str, Any], settings: CollectorSettings) -> list[LifecycleStage]:
+def _added_label_stages(
+    data: dict[str, Any], previous: dict[str, Any], settings: CollectorSettings
+) -> list[LifecycleStage]:
     now = data.get("label_ids") or []
     before = previous.get("label_ids") or [] if "label_ids" in previous else (now if previous else [])
     if not isinstance(now, list) or not isinstance(before, list):

@@ -76,8 +76,12 @@ POSITION_WEIGHTS: dict[AttributionModel, tuple[dict[str, Fraction], Fraction]] =
         Fraction("0.1"),
     ),
     AttributionModel.FULL_PATH: (
-        {_FIRST: Fraction("0.225"), _LEAD: Fraction("0.225"), _OPPORTUNITY: Fraction("0.225"),
-         _CUSTOMER: Fraction("0.225")},
+        {
+            _FIRST: Fraction("0.225"),
+            _LEAD: Fraction("0.225"),
+            _OPPORTUNITY: Fraction("0.225"),
+            _CUSTOMER: Fraction("0.225"),
+        },
         Fraction("0.1"),
     ),
 }
@@ -88,9 +92,11 @@ _POSITION_UNITS: dict[AttributionModel, tuple[dict[str, int], int]] = {
     model: ({name: int(weight * 1000) for name, weight in weights.items()}, int(rest * 1000))
     for model, (weights, rest) in POSITION_WEIGHTS.items()
 }
-assert all(Fraction(units, 1000) == weight
-           for model, (weights, _rest) in POSITION_WEIGHTS.items()
-           for units, weight in zip(_POSITION_UNITS[model][0].values(), weights.values()))
+assert all(
+    Fraction(units, 1000) == weight
+    for model, (weights, _rest) in POSITION_WEIGHTS.items()
+    for units, weight in zip(_POSITION_UNITS[model][0].values(), weights.values(), strict=False)
+)
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,7 @@ def _integer_weights(
 
 
 def _check_windowed(touches: Sequence[Touch], converted_at: datetime) -> None:
-    for before, after in zip(touches, touches[1:]):
+    for before, after in zip(touches, touches[1:], strict=False):
         if (before.occurred_at, before.touch_id) > (after.occurred_at, after.touch_id):
             raise ValueError("touches must be ordered by time, then touch_id: pass window(journey, converted_at)")
     if touches and touches[-1].occurred_at > converted_at:
@@ -348,21 +354,42 @@ def attribute(
         revenue = split_revenue(conversion.revenue, [Fraction(1)])[0]
         share = round_shares([Fraction(1)])[0]
         for model in AttributionModel:
-            credits.append(build(
-                **common, model=model, touch_id=NO_TOUCH, touch_index=0, touch_at=None, channel=NO_TOUCH,
-                source=NO_TOUCH, medium=NO_TOUCH, campaign="", credit=share, revenue=revenue,
-            ))
+            credits.append(
+                build(
+                    **common,
+                    model=model,
+                    touch_id=NO_TOUCH,
+                    touch_index=0,
+                    touch_at=None,
+                    channel=NO_TOUCH,
+                    source=NO_TOUCH,
+                    medium=NO_TOUCH,
+                    campaign="",
+                    credit=share,
+                    revenue=revenue,
+                )
+            )
         return credits
     _check_windowed(touches, converted_at)
     for model in AttributionModel:
         weights = _integer_weights(model, touches, converted_at, milestones)
         total = sum(weights)
         for index, (touch, share, revenue) in enumerate(
-            zip(touches, _round_units(weights, total), _split_cents(conversion.revenue, weights, total))
+            zip(touches, _round_units(weights, total), _split_cents(conversion.revenue, weights, total), strict=False)
         ):
-            credits.append(build(
-                **common, model=model, touch_id=touch.touch_id, touch_index=index, touch_at=touch.occurred_at,
-                channel=touch.channel, source=touch.source, medium=touch.medium, campaign=touch.campaign,
-                credit=share, revenue=revenue,
-            ))
+            credits.append(
+                build(
+                    **common,
+                    model=model,
+                    touch_id=touch.touch_id,
+                    touch_index=index,
+                    touch_at=touch.occurred_at,
+                    channel=touch.channel,
+                    source=touch.source,
+                    medium=touch.medium,
+                    campaign=touch.campaign,
+                    credit=share,
+                    revenue=revenue,
+                )
+            )
     return credits

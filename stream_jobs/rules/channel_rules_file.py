@@ -67,10 +67,10 @@ class ChannelConfig:
 def parse_rule(raw: object, where: str) -> UserRule:
     """Validate one rule object; ValueError says which rule and what to change."""
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where} must be an object like {{\"medium\": \"newsletter\", \"channel\": \"Email\"}}")
+        raise ValueError(f'{where} must be an object like {{"medium": "newsletter", "channel": "Email"}}')
     channel = raw.get("channel")
     if not isinstance(channel, str) or not channel.strip():
-        raise ValueError(f"{where} needs a \"channel\": the channel name to assign, e.g. \"Email\"")
+        raise ValueError(f'{where} needs a "channel": the channel name to assign, e.g. "Email"')
     equals: dict[str, frozenset[str]] = {}
     patterns: dict[str, re.Pattern[str]] = {}
     for key, value in raw.items():
@@ -93,7 +93,7 @@ def parse_rule(raw: object, where: str) -> UserRule:
                 raise ValueError(f"{where}.{key} must be a string or a non-empty list of strings, not {value!r}")
             equals[name] = frozenset(v.strip().lower() for v in values)
     if not equals and not patterns:
-        raise ValueError(f"{where} has no condition: add e.g. \"medium\": \"newsletter\" or \"source_regex\": \"...\"")
+        raise ValueError(f'{where} has no condition: add e.g. "medium": "newsletter" or "source_regex": "..."')
     return UserRule(channel.strip(), equals, patterns)
 
 
@@ -102,20 +102,20 @@ def parse_config(raw: object, where: str = "channel rules") -> ChannelConfig:
     if isinstance(raw, list):
         raw = {"rules": raw}
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where} must be an object with \"rules\", \"sites\", \"internal_hosts\" (or a list of rules)")
+        raise ValueError(f'{where} must be an object with "rules", "sites", "internal_hosts" (or a list of rules)')
     unknown = set(raw) - {"rules", "sites", "internal_hosts"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected rules, sites, internal_hosts")
     rules_raw = raw.get("rules", [])
     if not isinstance(rules_raw, list):
-        raise ValueError(f"{where}: \"rules\" must be a list of rule objects")
+        raise ValueError(f'{where}: "rules" must be a list of rule objects')
     rules = tuple(parse_rule(rule, f"{where}: rules[{i}]") for i, rule in enumerate(rules_raw))
     sites = raw.get("sites", {})
     if not isinstance(sites, Mapping):
-        raise ValueError(f"{where}: \"sites\" must be an object, e.g. {{\"search\": [\"kagi.com\"]}}")
+        raise ValueError(f'{where}: "sites" must be an object, e.g. {{"search": ["kagi.com"]}}')
     hosts = raw.get("internal_hosts", [])
     if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip() for h in hosts):
-        raise ValueError(f"{where}: \"internal_hosts\" must be a list of host names, e.g. [\"example.com\"]")
+        raise ValueError(f'{where}: "internal_hosts" must be a list of host names, e.g. ["example.com"]')
     return ChannelConfig(rules, dict(sites), frozenset(h.strip().lower() for h in hosts))
 
 
@@ -129,5 +129,7 @@ def load_config(path: Path) -> ChannelConfig:
     try:
         raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ValueError(f"{path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {error}") from None
+        raise ValueError(
+            f"{path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {error}"
+        ) from None
     return parse_config(raw, where=str(path))

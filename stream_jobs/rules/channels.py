@@ -23,9 +23,9 @@
   other, ``example.co.uk`` counts as one domain; customers of shared hosts such as ``*.github.io`` are not), or a
   host listed in ``internal_hosts`` or a subdomain of one (for a site spread over several domains).
 
-**The channel** is then the first user rule that matches (``stream_jobs.rules.channel_rules_file``), else the first default rule,
-in this order (Google Analytics 4's default channel group; every comparison is case-insensitive; PAID means the
-medium matches ``^(.*cp.*|ppc|retargeting|paid.*)$``; "search source" etc. means the source is on that site list):
+**The channel** is then the first user rule that matches (``stream_jobs.rules.channel_rules_file``), else the
+first default rule, in this order (Google Analytics 4's default channel group; every comparison is
+case-insensitive; PAID means the medium matches ``^(.*cp.*|ppc|retargeting|paid.*)$``; "search source" etc. means the source is on that site list):
 
 Direct, Cross-network, Paid Shopping, Paid Search, Paid Social, Paid Video, Display, Paid Other, Organic Shopping,
 Organic Social, Organic Video, Organic Search, Referral, Email, Affiliates, Audio, SMS, Mobile Push Notifications,
@@ -38,8 +38,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from schemas.events import CLICK_ID_FIELDS, PageView
 from stream_jobs.rules.channel_rules_file import ChannelConfig, UserRule, load_config, parse_config
@@ -100,7 +100,7 @@ class ChannelRules:
 
     @classmethod
     def from_config(cls, config: ChannelConfig | Mapping[str, Any] | Sequence[Any] | None) -> "ChannelRules":
-        """Rules from a parsed :class:`ChannelConfig` or the raw JSON shape (see ``stream_jobs.rules.channel_rules_file``)."""
+        """Rules from a parsed :class:`ChannelConfig` or the raw JSON shape (see the channel rules file module)."""
         if config is None:
             return cls()
         if not isinstance(config, ChannelConfig):
@@ -142,7 +142,10 @@ def campaign_signature(page_view: PageView) -> str:
     Two page views with the same non-empty signature came from the same campaign link (UTM fields compared
     case-insensitively, click id values exactly: a new ad click is a new click id).
     """
-    utm = [_clean(getattr(page_view, f"utm_{name}")).lower() for name in ("source", "medium", "campaign", "term", "content")]
+    utm = [
+        _clean(getattr(page_view, f"utm_{name}")).lower()
+        for name in ("source", "medium", "campaign", "term", "content")
+    ]
     clicks = [_clean(getattr(page_view, name)) for name in CLICK_ID_FIELDS]
     if not any(utm) and not any(clicks):
         return ""
@@ -175,8 +178,15 @@ def classify(page_view: PageView, rules: ChannelRules) -> Classification | None:
     else:
         source, medium = fallback_source, fallback_medium
 
-    fields = {"source": source, "medium": medium, "campaign": campaign, "term": term, "content": content,
-              "click_id": click_id, "referrer_host": ref_host}
+    fields = {
+        "source": source,
+        "medium": medium,
+        "campaign": campaign,
+        "term": term,
+        "content": content,
+        "click_id": click_id,
+        "referrer_host": ref_host,
+    }
     channel = next((rule.channel for rule in rules.user_rules if rule.matches(fields)), None)
     if channel is None:
         channel = default_channel(source, medium, campaign, rules.sites)

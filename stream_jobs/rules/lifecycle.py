@@ -271,8 +271,9 @@ def apply_crm(
 def credits_for(state: LeadState, conversion: Conversion, lookback: timedelta = DEFAULT_LOOKBACK) -> list[Credit]:
     """The credits of every model for one of the lead's conversions, stamped with the conversion's version."""
     credits = attribute(state.journey, conversion, state.milestones(), lookback)
-    return [c if c.version == conversion.version else c.model_copy(update={"version": conversion.version})
-            for c in credits]
+    return [
+        c if c.version == conversion.version else c.model_copy(update={"version": conversion.version}) for c in credits
+    ]
 
 
 class LeadEvent(BaseModel):
@@ -311,8 +312,9 @@ def apply(
     if event.kind == "touch":
         if len(event.touches) != 1:
             raise ValueError(f"lead event 'touch' for {event.lead_id} needs exactly one touch")
-        return apply_touch(state, event.touches[0], lead_id=event.lead_id, lookback=lookback,
-                           journey_limit=journey_limit)
+        return apply_touch(
+            state, event.touches[0], lead_id=event.lead_id, lookback=lookback, journey_limit=journey_limit
+        )
     if event.kind == "erase":
         raise ValueError(f"lead event 'erase' for {event.lead_id} is not a transition: the leads agent erases")
     if event.crm is None:

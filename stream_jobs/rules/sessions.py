@@ -76,9 +76,7 @@ def next_touch(
     """
     page_view = envelope.event
     if not isinstance(page_view, PageView):
-        raise TypeError(
-            f"next_touch needs a page_view envelope; event {envelope.event_id} is a {page_view.type!r}"
-        )
+        raise TypeError(f"next_touch needs a page_view envelope; event {envelope.event_id} is a {page_view.type!r}")
     at = page_view.occurred_at
     signature = campaign_signature(page_view)
 

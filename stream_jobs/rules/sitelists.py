@@ -13,7 +13,8 @@ Host patterns:
   engine ``google``.
 
 Bare names (no dot) are matched exactly against a ``utm_source`` such as ``fb`` or ``ig``. Every comparison is
-case-insensitive. Users add their own entries through :meth:`SiteLists.with_additions` (see ``stream_jobs.rules.channel_rules_file``).
+case-insensitive. Users add their own entries through :meth:`SiteLists.with_additions` (see
+``stream_jobs.rules.channel_rules_file``).
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ SHOPPING_SITES: Mapping[str, frozenset[str]] = {
 
 EMAIL_SITES: Mapping[str, frozenset[str]] = {
     "gmail": frozenset({"mail.google.com", "gmail.com", "gmail"}),
-    "outlook": frozenset({"outlook.live.com", "outlook.office.com", "outlook.office365.com", "outlook.com",
-                          "outlook", "hotmail"}),
+    "outlook": frozenset(
+        {"outlook.live.com", "outlook.office.com", "outlook.office365.com", "outlook.com", "outlook", "hotmail"}
+    ),
     "yahoomail": frozenset({"mail.yahoo.com", "mail.yahoo.co.jp"}),
     "protonmail": frozenset({"mail.proton.me", "proton.me", "protonmail.com"}),
     "icloud": frozenset({"icloud.com"}),
@@ -145,14 +147,52 @@ DEFAULT_SITES: Mapping[SiteCategory, Mapping[str, frozenset[str]]] = {
 
 # Second-level labels under which a country code TLD sells names (example.co.uk, example.com.au): the label before
 # them is the registrable one. An approximation of the public suffix list, good enough to tell sites apart.
-_SECOND_LEVEL_LABELS = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "ne", "or", "go", "gob", "nic", "ltd",
-                                  "plc", "mil", "nom", "biz", "info"})
+_SECOND_LEVEL_LABELS = frozenset(
+    {
+        "co",
+        "com",
+        "net",
+        "org",
+        "gov",
+        "edu",
+        "ac",
+        "ne",
+        "or",
+        "go",
+        "gob",
+        "nic",
+        "ltd",
+        "plc",
+        "mil",
+        "nom",
+        "biz",
+        "info",
+    }
+)
 # Hosting platforms where every customer has a subdomain: two customers are two sites.
-_SHARED_HOSTING_SUFFIXES = frozenset({
-    "github.io", "gitlab.io", "herokuapp.com", "netlify.app", "vercel.app", "pages.dev", "workers.dev",
-    "blogspot.com", "wordpress.com", "substack.com", "web.app", "firebaseapp.com", "azurewebsites.net",
-    "cloudfront.net", "appspot.com", "wixsite.com", "squarespace.com", "webflow.io", "myshopify.com",
-})
+_SHARED_HOSTING_SUFFIXES = frozenset(
+    {
+        "github.io",
+        "gitlab.io",
+        "herokuapp.com",
+        "netlify.app",
+        "vercel.app",
+        "pages.dev",
+        "workers.dev",
+        "blogspot.com",
+        "wordpress.com",
+        "substack.com",
+        "web.app",
+        "firebaseapp.com",
+        "azurewebsites.net",
+        "cloudfront.net",
+        "appspot.com",
+        "wixsite.com",
+        "squarespace.com",
+        "webflow.io",
+        "myshopify.com",
+    }
+)
 
 
 def public_suffix_length(labels: list[str]) -> int:
@@ -176,7 +216,7 @@ def registrable_domain(host: str) -> str:
     suffix = public_suffix_length(labels)
     if len(labels) <= suffix:
         return host
-    return ".".join(labels[-(suffix + 1):])
+    return ".".join(labels[-(suffix + 1) :])
 
 
 def normalize_host(host: str) -> str:
@@ -266,7 +306,7 @@ class SiteLists:
         """
         merged: dict[SiteCategory, dict[str, frozenset[str]]] = {c: dict(e) for c, e in self.additions.items()}
         if not isinstance(additions, Mapping):
-            raise ValueError(f"sites must be an object of lists, e.g. {{\"search\": [\"kagi.com\"]}}, not {additions!r}")
+            raise ValueError(f'sites must be an object of lists, e.g. {{"search": ["kagi.com"]}}, not {additions!r}')
         for category_name, entries in additions.items():
             try:
                 category = SiteCategory(str(category_name).strip().lower())
@@ -288,7 +328,7 @@ class SiteLists:
 
 def _patterns(hosts: object, where: str) -> set[str]:
     if isinstance(hosts, str) or not isinstance(hosts, Iterable):
-        raise ValueError(f"{where} must be a list of host names, e.g. [\"kagi.com\"], not {hosts!r}")
+        raise ValueError(f'{where} must be a list of host names, e.g. ["kagi.com"], not {hosts!r}')
     result = set()
     for host in hosts:
         if not isinstance(host, str) or not host.strip():

@@ -116,12 +116,16 @@ def apply_page_view(
         raise TypeError(f"apply_page_view needs a page_view; event {envelope.event_id} is a {page_view.type!r}")
     state = state or VisitorState(visitor_id=page_view.visitor_id, number=number)
     session, touch = next_touch(state.session, envelope, rules, timeout)
-    update: dict[str, Any] = {"session": session, "pages": state.pages.add(page_view.path or "/", page_view.occurred_at)}
+    update: dict[str, Any] = {
+        "session": session,
+        "pages": state.pages.add(page_view.path or "/", page_view.occurred_at),
+    }
     if touch is not None and any(known.touch_id == touch.touch_id for known in state.touches):
         touch = None  # a replayed page view: its touch was emitted already
     if touch is not None:
-        touch = touch.model_copy(update={"visitor_number": state.number,
-                                         "lead_id": lead_for(state.links, touch.occurred_at)})
+        touch = touch.model_copy(
+            update={"visitor_number": state.number, "lead_id": lead_for(state.links, touch.occurred_at)}
+        )
         touches = sorted((*state.touches, touch), key=lambda t: (t.occurred_at, t.touch_id))
         update["touches"] = tuple(touches[-touch_limit:])
     return state.model_copy(update=update), touch
@@ -146,8 +150,9 @@ def apply_identify(
         return state, None, []
     carried = [t.model_copy(update={"lead_id": lead_id}) for t in touches_to_carry(links, state.touches, lead_id)]
     carried_ids = {t.touch_id for t in carried}
-    touches = tuple(t.model_copy(update={"lead_id": lead_id}) if t.touch_id in carried_ids else t
-                    for t in state.touches)
+    touches = tuple(
+        t.model_copy(update={"lead_id": lead_id}) if t.touch_id in carried_ids else t for t in state.touches
+    )
     identity_link = IdentityLink(
         visitor_id=identify.visitor_id,
         lead_id=lead_id,

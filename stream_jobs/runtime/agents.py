@@ -23,28 +23,33 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel
 from faust.serializers import codecs
+from pydantic import BaseModel
 
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
 from schemas.outputs import Lead
 from stream_jobs.rules import contacts as contacts_rules
-from stream_jobs.rules import erasure
-from stream_jobs.runtime import diagnostics
-from stream_jobs.rules import lifecycle
+from stream_jobs.rules import erasure, lifecycle
 from stream_jobs.rules import visitors as visitor_rules
 from stream_jobs.rules.channels import ChannelRules
 from stream_jobs.rules.contacts import ContactRecord, ContactState
-from stream_jobs.runtime.counters import Counters
-from stream_jobs.runtime.deadletters import DeadLetters, error_reason, record_ids
 from stream_jobs.rules.identity import lead_id_for
 from stream_jobs.rules.lifecycle import LeadEvent, LeadState
-from stream_jobs.runtime.outputs import Outputs, record_bytes
-from stream_jobs.settings import WorkerSettings
-from stream_jobs.runtime.topology import (CONTACTS_TABLE, LEADS_TABLE, VISITORS_TABLE, crm_contacts_topic,
-                                          erasure_results_topic, erasures_topic)
 from stream_jobs.rules.visitors import VisitorState
+from stream_jobs.runtime import diagnostics
+from stream_jobs.runtime.counters import Counters
+from stream_jobs.runtime.deadletters import DeadLetters, error_reason, record_ids
+from stream_jobs.runtime.outputs import Outputs, record_bytes
+from stream_jobs.runtime.topology import (
+    CONTACTS_TABLE,
+    LEADS_TABLE,
+    VISITORS_TABLE,
+    crm_contacts_topic,
+    erasure_results_topic,
+    erasures_topic,
+)
+from stream_jobs.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +137,17 @@ class Pipeline:
         async for event in stream.events():
             try:
                 await handler(event)
-            except Exception as error:  # noqa: BLE001 - one bad record must not stop the worker
+            except Exception as error:
                 message = event.message
-                log.exception("failed to process a record; dead-lettered",
-                              extra={"topic": message.topic, "partition": message.partition,
-                                     "offset": message.offset, **record_ids(message.value)})
+                log.exception(
+                    "failed to process a record; dead-lettered",
+                    extra={
+                        "topic": message.topic,
+                        "partition": message.partition,
+                        "offset": message.offset,
+                        **record_ids(message.value),
+                    },
+                )
                 await self.dead_letters.send(event, error_reason(error))
 
     # -- visitors ---------------------------------------------------------------------------------------------
@@ -153,8 +164,11 @@ class Pipeline:
         elif isinstance(payload, Identify):
             await self._on_identify(envelope, payload, message.partition, message.offset)
         else:
-            await self.dead_letters.send(event, f"a {payload.type!r} event on the events topic: only page_view "
-                                                f"and identify belong there (CRM changes go to the crm topic)")
+            await self.dead_letters.send(
+                event,
+                f"a {payload.type!r} event on the events topic: only page_view "
+                f"and identify belong there (CRM changes go to the crm topic)",
+            )
 
     async def _on_page_view(self, envelope: Envelope, page_view: PageView, partition: int, offset: int) -> None:
         s = self.settings
@@ -163,17 +177,21 @@ class Pipeline:
         if before is not None and before.applied(offset):
             return
         state, touch = visitor_rules.apply_page_view(
-            before, envelope, self.rules, number=visitor_rules.visitor_number(partition, offset),
-            timeout=s.session_timeout, touch_limit=s.visitor_touch_limit,
+            before,
+            envelope,
+            self.rules,
+            number=visitor_rules.visitor_number(partition, offset),
+            timeout=s.session_timeout,
+            touch_limit=s.visitor_touch_limit,
         )
         # Outputs are queued before the table write, so the changelog never gets ahead of what was sent.
         if touch is not None:
             await self.outputs.send(self.names.touches, _key(visitor_id), record_bytes(touch))
             if touch.lead_id is not None:
-                lead_event = LeadEvent(kind="touch", lead_id=touch.lead_id, touches=(touch,),
-                                       event_id=envelope.event_id)
-                await self.outputs.send(self.names.lead_events, _key(touch.lead_id),
-                                        record_bytes(lead_event))
+                lead_event = LeadEvent(
+                    kind="touch", lead_id=touch.lead_id, touches=(touch,), event_id=envelope.event_id
+                )
+                await self.outputs.send(self.names.lead_events, _key(touch.lead_id), record_bytes(lead_event))
         self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
     async def _on_identify(self, envelope: Envelope, identify: Identify, partition: int, offset: int) -> None:
@@ -183,11 +201,18 @@ class Pipeline:
         if before is not None and before.applied(offset):
             return
         state, link, carried = visitor_rules.apply_identify(
-            before, envelope, lead_id, number=visitor_rules.visitor_number(partition, offset))
+            before, envelope, lead_id, number=visitor_rules.visitor_number(partition, offset)
+        )
         if link is not None:
             await self.outputs.send(self.names.identity_links, _key(lead_id), record_bytes(link))
-            lead_event = LeadEvent(kind="link", lead_id=lead_id, link=link, email=identify.email,
-                                   touches=tuple(carried), event_id=envelope.event_id)
+            lead_event = LeadEvent(
+                kind="link",
+                lead_id=lead_id,
+                link=link,
+                email=identify.email,
+                touches=tuple(carried),
+                event_id=envelope.event_id,
+            )
             await self.outputs.send(self.names.lead_events, _key(lead_id), record_bytes(lead_event))
         self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
@@ -200,8 +225,9 @@ class Pipeline:
         envelope = serde.loads(event.value, Envelope)
         change = envelope.event
         if not isinstance(change, CrmStatusChange):
-            await self.dead_letters.send(event, f"a {change.type!r} event on the crm topic: only crm_status "
-                                                f"belongs there")
+            await self.dead_letters.send(
+                event, f"a {change.type!r} event on the crm topic: only crm_status belongs there"
+            )
             return
         if change.email is None:
             record = ContactRecord(kind="event", contact_key=change.lead_key, envelope=envelope)
@@ -210,8 +236,7 @@ class Pipeline:
         lead_id = lead_id_for(change.email, self.key)
         await self._send_crm(lead_id, envelope)
         if change.crm_contact_id is not None:
-            record = ContactRecord(kind="mapping", contact_key=f"{change.crm}:{change.crm_contact_id}",
-                                   lead_id=lead_id)
+            record = ContactRecord(kind="mapping", contact_key=f"{change.crm}:{change.crm_contact_id}", lead_id=lead_id)
             await self.outputs.send(self.crm_contacts_name, _key(record.contact_key), record_bytes(record))
 
     async def _send_crm(self, lead_id: str, envelope: Envelope) -> None:
@@ -230,8 +255,11 @@ class Pipeline:
         for lead_id, envelope in released:
             await self._send_crm(lead_id, envelope)
         for envelope in overflow:
-            await self.dead_letters.send(event, f"CRM event {envelope.event_id} for contact {record.contact_key} "
-                                                f"waited for a mapping to an email beyond the holding limit")
+            await self.dead_letters.send(
+                event,
+                f"CRM event {envelope.event_id} for contact {record.contact_key} "
+                f"waited for a mapping to an email beyond the holding limit",
+            )
 
     # -- leads ------------------------------------------------------------------------------------------------
 
@@ -245,22 +273,34 @@ class Pipeline:
             await self._erase_lead(lead_event)
             return
         before = self.leads.get(lead_event.lead_id)
-        state, conversions = lifecycle.apply(before, lead_event, lookback=s.lookback,
-                                             journey_limit=s.journey_touch_limit)
+        state, conversions = lifecycle.apply(
+            before, lead_event, lookback=s.lookback, journey_limit=s.journey_touch_limit
+        )
         key = _key(state.lead_id)
-        if (lead_event.email and state.first_identified_at is not None
-                and (before is None or before.first_identified_at != state.first_identified_at)):
+        if (
+            lead_event.email
+            and state.first_identified_at is not None
+            and (before is None or before.first_identified_at != state.first_identified_at)
+        ):
             lead = Lead(lead_id=state.lead_id, email=lead_event.email, first_identified_at=state.first_identified_at)
             await self.outputs.send(self.names.leads, key, record_bytes(lead))
         for conversion in conversions:
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("conversion emitted", extra={"conversion_id": conversion.conversion_id, "lead_id": state.lead_id,
-                                               "stage": conversion.stage.value, "version": conversion.version,
-                                               "event_id": conversion.event_id})
+                log.debug(
+                    "conversion emitted",
+                    extra={
+                        "conversion_id": conversion.conversion_id,
+                        "lead_id": state.lead_id,
+                        "stage": conversion.stage.value,
+                        "version": conversion.version,
+                        "event_id": conversion.event_id,
+                    },
+                )
             await self.outputs.send(self.names.conversions, key, record_bytes(conversion))
             credits = lifecycle.credits_for(state, conversion, s.lookback)
-            await self.outputs.send_all(self.names.credits, _key(conversion.conversion_id),
-                                        [record_bytes(credit) for credit in credits])
+            await self.outputs.send_all(
+                self.names.credits, _key(conversion.conversion_id), [record_bytes(credit) for credit in credits]
+            )
             self.counters.record(conversion)
         # After the outputs, as in the visitors agent: a state that records a conversion as emitted must not be
         # written when sending it failed, or no later event would re-emit it.
@@ -281,12 +321,15 @@ class Pipeline:
             for table_key in keys:
                 record = erasure.EraseCommand(target=target, key=table_key, lead_id=lead_id, request_id=request_id)
                 await self.outputs.send(self.erasures_name, _key(table_key), record_bytes(record))
-        await self._erase_result(request_id, lead_id, "leads table", int(before is not None),
-                                 follow_ups=len(visitors) + len(contacts))
+        await self._erase_result(
+            request_id, lead_id, "leads table", int(before is not None), follow_ups=len(visitors) + len(contacts)
+        )
         if before is not None:
             del self.leads[lead_id]
-        log.info("lead erased", extra={"lead_id": lead_id, "request_id": request_id, "visitors": len(visitors),
-                                       "contacts": len(contacts)})
+        log.info(
+            "lead erased",
+            extra={"lead_id": lead_id, "request_id": request_id, "visitors": len(visitors), "contacts": len(contacts)},
+        )
 
     async def _erasures_agent(self, stream: Any) -> None:
         await self._each(stream, self._on_erase_command)
@@ -307,8 +350,15 @@ class Pipeline:
         if mapped:
             del self.contacts[command.key]
 
-    async def _erase_result(self, request_id: str, lead_id: str, place: erasure.Place, removed: int,
-                            follow_ups: int = 0) -> None:
-        result = erasure.EraseResult(request_id=request_id, lead_id=lead_id, place=place, removed=removed,
-                                     follow_ups=follow_ups, applied_at=datetime.now(timezone.utc))
+    async def _erase_result(
+        self, request_id: str, lead_id: str, place: erasure.Place, removed: int, follow_ups: int = 0
+    ) -> None:
+        result = erasure.EraseResult(
+            request_id=request_id,
+            lead_id=lead_id,
+            place=place,
+            removed=removed,
+            follow_ups=follow_ups,
+            applied_at=datetime.now(timezone.utc),
+        )
         await self.outputs.send(self.erasure_results_name, _key(request_id), record_bytes(result))

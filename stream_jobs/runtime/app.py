@@ -41,8 +41,8 @@ import faust
 
 from compat import faust_patches
 from stream_jobs.rules.channels import ChannelRules
-from stream_jobs.settings import WorkerSettings
 from stream_jobs.runtime.topology import internal_topics
+from stream_jobs.settings import WorkerSettings
 
 __all__ = ["changelog_topics", "create_app"]
 

@@ -90,8 +90,15 @@ class Counters:
             if abs(window_start - start) > 1e-6:
                 continue
             model, stage, channel = key.split("|", 2)
-            rows.append({"model": model, "stage": stage, "channel": channel, "conversions": value[0],
-                         "revenue": str(Decimal(value[1]) / 100)})
+            rows.append(
+                {
+                    "model": model,
+                    "stage": stage,
+                    "channel": channel,
+                    "conversions": value[0],
+                    "revenue": str(Decimal(value[1]) / 100),
+                }
+            )
         rows.sort(key=lambda r: (r["model"], r["stage"], -r["conversions"], r["channel"]))
         totals: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -105,8 +112,10 @@ class Counters:
             "window_start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
             "window_end": datetime.fromtimestamp(start + size, timezone.utc).isoformat(),
             "rows": rows,
-            "totals": {stage: {"conversions": t["conversions"], "revenue": str(t["revenue"])}
-                       for stage, t in sorted(totals.items())},
+            "totals": {
+                stage: {"conversions": t["conversions"], "revenue": str(t["revenue"])}
+                for stage, t in sorted(totals.items())
+            },
             "dead_letters": self.dead_letter_total(),
         }
 

@@ -47,13 +47,16 @@ def record_ids(value: bytes | None) -> dict[str, str]:
     if not isinstance(record, dict):
         return {}
     envelope = record.get("envelope")
-    ids = {"event_id": record.get("event_id") or (envelope.get("event_id") if isinstance(envelope, dict) else None),
-           "lead_id": record.get("lead_id")}
+    ids = {
+        "event_id": record.get("event_id") or (envelope.get("event_id") if isinstance(envelope, dict) else None),
+        "lead_id": record.get("lead_id"),
+    }
     return {name: found for name, found in ids.items() if isinstance(found, str) and found}
 
 
-def dead_letter(reason: str, topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None) -> DeadLetter:
+def dead_letter(
+    reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+) -> DeadLetter:
     """The dead-letter record for one source record."""
     raw = (value or b"").decode("utf-8", errors="replace")
     return DeadLetter(
@@ -84,6 +87,14 @@ class DeadLetters:
         message = event.message
         record = dead_letter(reason, message.topic, message.partition, message.offset, message.key, message.value)
         self.counts[message.topic] += 1
-        log.warning("dead letter", extra={"reason": reason, "topic": message.topic, "partition": message.partition,
-                                          "offset": message.offset, **record_ids(message.value)})
+        log.warning(
+            "dead letter",
+            extra={
+                "reason": reason,
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                **record_ids(message.value),
+            },
+        )
         await self.topic.send(key=message.key, value=serde.dumps(record))

@@ -88,8 +88,13 @@ def task_stacks(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
         if task.done():
             continue
         coro = task.get_coro()
-        result.append({"task": task.get_name(), "coroutine": getattr(coro, "__qualname__", type(coro).__name__),
-                       "awaiting": _await_chain(coro)})
+        result.append(
+            {
+                "task": task.get_name(),
+                "coroutine": getattr(coro, "__qualname__", type(coro).__name__),
+                "awaiting": _await_chain(coro),
+            }
+        )
     result.sort(key=lambda t: (t["coroutine"], t["task"]))
     return result
 
@@ -115,9 +120,13 @@ def install_web(app: Any) -> None:
         try:
             return web.json(snapshot(app))
         except (AttributeError, KeyError, TypeError) as error:  # another Faust or aiokafka than the page knows
-            return web.json({"error": "diagnostics_unavailable",
-                             "message": f"this worker's Faust/aiokafka lack what the page reads: {error!r}"},
-                            status=503)
+            return web.json(
+                {
+                    "error": "diagnostics_unavailable",
+                    "message": f"this worker's Faust/aiokafka lack what the page reads: {error!r}",
+                },
+                status=503,
+            )
 
 
 def summarize(diagnostics: dict[str, Any]) -> str:

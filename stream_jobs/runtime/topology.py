@@ -65,23 +65,56 @@ def internal_topics(settings: PipelineSettings) -> list[TopicSpec]:
     """Every topic the worker uses that ``settings.topics.specs()`` does not list, to create before it starts."""
     app_id = app_id_for(settings)
     specs = [
-        TopicSpec(changelog_topic(app_id, VISITORS_TABLE), "visitor_id", STATE,
-                  doc="visitors table: session, recent touches, page summary, identity links"),
-        TopicSpec(changelog_topic(app_id, CONTACTS_TABLE), "<crm>:<contact id>", STATE,
-                  doc="contacts table: CRM contact -> lead id, and CRM events waiting for it"),
-        TopicSpec(changelog_topic(app_id, LEADS_TABLE), "lead_id", STATE,
-                  doc="leads table: merged journey, stages, emitted conversion versions"),
+        TopicSpec(
+            changelog_topic(app_id, VISITORS_TABLE),
+            "visitor_id",
+            STATE,
+            doc="visitors table: session, recent touches, page summary, identity links",
+        ),
+        TopicSpec(
+            changelog_topic(app_id, CONTACTS_TABLE),
+            "<crm>:<contact id>",
+            STATE,
+            doc="contacts table: CRM contact -> lead id, and CRM events waiting for it",
+        ),
+        TopicSpec(
+            changelog_topic(app_id, LEADS_TABLE),
+            "lead_id",
+            STATE,
+            doc="leads table: merged journey, stages, emitted conversion versions",
+        ),
     ]
     for window in COUNTER_WINDOWS:
         # A window's keys never come back once it has expired: the changelog deletes them too, as Faust's own
         # windowed changelogs do, or it would grow by every closed window forever.
-        specs.append(TopicSpec(changelog_topic(app_id, counter_table(window)), "(model, stage, channel), window",
-                               STATE, doc=f"conversion counters, {window} tumbling windows",
-                               retention_seconds=COUNTER_WINDOWS[window] + COUNTER_EXPIRES[window]))
-    specs.append(TopicSpec(crm_contacts_topic(app_id), "<crm>:<contact id>", INTERNAL,
-                           doc="CRM records re-keyed by contact id (internal)"))
-    specs.append(TopicSpec(erasures_topic(app_id), "visitor id or <crm>:<contact id>", INTERNAL,
-                           doc="closedloop erase: commands for the visitors and contacts tables"))
-    specs.append(TopicSpec(erasure_results_topic(app_id), "request id", INTERNAL,
-                           doc="closedloop erase: what the worker removed"))
+        specs.append(
+            TopicSpec(
+                changelog_topic(app_id, counter_table(window)),
+                "(model, stage, channel), window",
+                STATE,
+                doc=f"conversion counters, {window} tumbling windows",
+                retention_seconds=COUNTER_WINDOWS[window] + COUNTER_EXPIRES[window],
+            )
+        )
+    specs.append(
+        TopicSpec(
+            crm_contacts_topic(app_id),
+            "<crm>:<contact id>",
+            INTERNAL,
+            doc="CRM records re-keyed by contact id (internal)",
+        )
+    )
+    specs.append(
+        TopicSpec(
+            erasures_topic(app_id),
+            "visitor id or <crm>:<contact id>",
+            INTERNAL,
+            doc="closedloop erase: commands for the visitors and contacts tables",
+        )
+    )
+    specs.append(
+        TopicSpec(
+            erasure_results_topic(app_id), "request id", INTERNAL, doc="closedloop erase: what the worker removed"
+        )
+    )
     return specs
