@@ -10,7 +10,7 @@ possible, and the handler answers 503 + Retry-After, accepting nothing. So an an
   thread, per-record callbacks and pure-Python record building) against about 9 us here: see bench/collector.md.
 - Records go to the partition kafka-python's and Java's default partitioner would pick (murmur2 of the key; the
   hash is cached per key, visitor ids repeat). With the partition known, each record is appended straight to the
-  producer's batch for it (``_message_accumulator.add_message``, what ``send()`` ends in): ``send()`` first
+  producer's batch for it (``compat.aiokafka_producer``, what ``send()`` ends in): ``send()`` first
   re-checks topic metadata (a new set of partition ids per call), serializers, partitioner and transaction
   state, none of which applies here; that was 4 of 17 us of the producer's CPU per record (bench/collector.md).
   aiokafka is pinned below 0.15 in pyproject.toml for this and the stream jobs' use of its internals.
@@ -40,6 +40,7 @@ from aiokafka.structs import TopicPartition
 from collector.metrics import CollectorMetrics
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpoolFull, SpoolRecord
+from compat.aiokafka_producer import append_to_batch
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,6 @@ class Publisher:
         started = asyncio.get_running_loop().time()
         futures: list[asyncio.Future[Any]] = []
         partitions = self._partitions
-        accumulator = producer._message_accumulator
         try:
             for record in records:
                 topic_partitions = partitions.get(record.topic)
@@ -176,7 +176,7 @@ class Publisher:
                     futures.append(await producer.send(record.topic, record.value))
                     continue
                 tp = self._topic_partition(record.topic, partition_for(record.key, topic_partitions))
-                futures.append(await accumulator.add_message(tp, record.key, record.value, self._send_timeout_s))
+                futures.append(await append_to_batch(producer, tp, record.key, record.value, self._send_timeout_s))
         except Exception as exc:  # noqa: BLE001 - KafkaError, closed producer, buffer timeout: spool the rest
             log.warning("producer refused record %d of %d: %r", len(futures), len(records), exc)
             self._partitions = {}  # the partition count may have changed: ask again

@@ -134,7 +134,7 @@ def _reconcile(admin, wanted: dict[str, dict[str, str]], ConfigResource, ConfigR
     return sorted(change.name for change in changes)
 
 
-def describe_topic_configs(settings: PipelineSettings, names: Iterable[str]) -> dict[str, dict[str, str]]:
+def describe_topic_configs(settings: PipelineSettings, names: Iterable[str]) -> dict[str, dict[str, str | None]]:
     """The retention and compaction configs of topics as the broker reports them (for status and tests)."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 

@@ -54,10 +54,10 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
             summary = imports.ImportSummary()
             for _ in imports.parse_file(
                 file,
-                kind,
+                kind,  # type: ignore[arg-type]  # click's Choice gives one of the two
                 settings.topics,
                 summary,
-                advance,  # type: ignore[arg-type]
+                advance,
                 settings.import_accepted_times,
                 settings.lead_key_bytes,
             ):
@@ -66,9 +66,9 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
             try:
                 summary = imports.publish_file(
                     file,
-                    kind,
+                    kind,  # type: ignore[arg-type]  # click's Choice gives one of the two
                     settings.kafka_servers,
-                    settings.topics,  # type: ignore[arg-type]
+                    settings.topics,
                     advance,
                     accepted_times=settings.import_accepted_times,
                     lead_key=settings.lead_key_bytes,

@@ -25,7 +25,8 @@
 
 **The channel** is then the first user rule that matches (``stream_jobs.rules.channel_rules_file``), else the
 first default rule, in this order (Google Analytics 4's default channel group; every comparison is
-case-insensitive; PAID means the medium matches ``^(.*cp.*|ppc|retargeting|paid.*)$``; "search source" etc. means the source is on that site list):
+case-insensitive; PAID means the medium matches ``^(.*cp.*|ppc|retargeting|paid.*)$``; "search source" etc.
+means the source is on that site list):
 
 Direct, Cross-network, Paid Shopping, Paid Search, Paid Social, Paid Video, Display, Paid Other, Organic Shopping,
 Organic Social, Organic Video, Organic Search, Referral, Email, Affiliates, Audio, SMS, Mobile Push Notifications,

@@ -88,7 +88,7 @@ def _table_value_type(codec: str) -> type:
     return TableValue
 
 
-CODECS = {"cl_visitor": VisitorState, "cl_contact": ContactState, "cl_lead": LeadState}
+CODECS: dict[str, type[BaseModel]] = {"cl_visitor": VisitorState, "cl_contact": ContactState, "cl_lead": LeadState}
 for _name, _model in CODECS.items():
     codecs.register(_name, _ModelCodec(_model))
 

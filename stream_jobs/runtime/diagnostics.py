@@ -16,6 +16,11 @@ still. This page says *why*, from inside the worker, in one request:
 - ``tasks``: every asyncio task of the worker's loop and of the Kafka consumer's thread loop, with the chain of
   ``await`` points it is suspended at (an agent stuck on a send shows the send).
 
+The page shows the worker's insides (task stacks, offsets), so it asks for the data directory's password
+(``<data_dir>/local-password``, made at start when missing; the embedded ClickHouse's too) with HTTP Basic auth,
+any user name: ``curl -u "default:$(cat .closedloop/local-password)" http://127.0.0.1:6066/diagnostics/``.
+Without it the page answers 401 and says where the password is.
+
 Everything is read without locks from structures the worker keeps changing: a snapshot may be a few
 microseconds inconsistent, which does not matter for the question it answers. The state comes from private
 attributes of Faust and aiokafka, read in ``compat.faust_internals``; on a version without one the page answers
@@ -25,11 +30,15 @@ attributes of Faust and aiokafka, read in ``compat.faust_internals``; on a versi
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import gc
+import hmac
 from pathlib import Path
 from typing import Any
 
 from compat import faust_internals
+from schemas.settings import ensure_local_password
 
 __all__ = ["summarize", "install_web", "snapshot", "task_stacks"]
 
@@ -112,11 +121,36 @@ def snapshot(app: Any) -> dict[str, Any]:
     }
 
 
-def install_web(app: Any) -> None:
-    """``GET /diagnostics/`` on the worker's web server."""
+def authorized(header: str | None, password: str) -> bool:
+    """True when ``header`` (``Authorization``) is HTTP Basic auth with ``password``, whatever the user name."""
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), password.encode("utf-8"))
+
+
+def install_web(app: Any, password_file: Path) -> None:
+    """``GET /diagnostics/`` on the worker's web server, for whoever has the password in ``password_file``."""
+    password = ensure_local_password(password_file)
+    password_file = password_file.resolve()  # named in the 401, wherever the reader's shell is
 
     @app.page("/diagnostics/")
     async def diagnostics_view(web: Any, request: Any) -> Any:
+        if not authorized(request.headers.get("Authorization"), password):
+            return web.json(
+                {
+                    "error": "unauthorized",
+                    "message": f"the diagnostics show the worker's insides: send the password in "
+                    f'{password_file} with HTTP Basic auth (curl -u "default:$(cat '
+                    f'{password_file})" ...)',
+                },
+                status=401,
+                headers={"WWW-Authenticate": 'Basic realm="closedloop worker"'},
+            )
         try:
             return web.json(snapshot(app))
         except (AttributeError, KeyError, TypeError) as error:  # another Faust or aiokafka than the page knows
