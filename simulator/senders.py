@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from simulator.model import FormSubmit, Journey, PageVisit, SimulatedDays, SpendLine, StageChange
+from simulator.model import DEFAULT_SITE_URL, FormSubmit, Journey, PageVisit, SimulatedDays, SpendLine, StageChange
 from simulator.truth import iso
 
 # Credentials the demo configures on its collector and uses here (never use them outside a demo).
@@ -67,6 +67,8 @@ def demo_collector_environment() -> dict[str, str]:
         "CLOSEDLOOP_PIPEDRIVE_PASSWORD": DEMO_PIPEDRIVE_PASSWORD,
         "CLOSEDLOOP_PIPEDRIVE_LABEL_IDS": json.dumps({str(v): k for k, v in PIPEDRIVE_LABELS.items()}),
         "CLOSEDLOOP_CRM_WEBHOOK_SECRET": DEMO_CRM_SECRET,
+        # the simulated site's pages send browser events with their Origin, as a real site's would
+        "CLOSEDLOOP_ALLOWED_ORIGINS": json.dumps([DEFAULT_SITE_URL]),
     }
 
 
