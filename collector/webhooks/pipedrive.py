@@ -116,16 +116,16 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
     if occurred_at is None:
         result.rejected.append({"index": 0, "errors": [{"loc": "meta.timestamp", "msg": "missing or not a time"}]})
         return result
+    changes: list[CrmStatusChange] = []
+    invalid = None
     try:
         stages, reason = _stages(meta, data, previous, settings)
-        changes = [
-            CrmStatusChange(crm="pipedrive", stage=stage, occurred_at=occurred_at, **extra) for stage, extra in stages
-        ]
-    except ValidationError as exc:
-        result.rejected.append({"index": 0, "errors": validation_errors(exc, prefix="data")})
-        return result
+        for stage, extra in stages:
+            changes.append(CrmStatusChange(crm="pipedrive", stage=stage, occurred_at=occurred_at, **extra))
+    except ValidationError as exc:  # the changes before the invalid one still go (as they always did)
+        invalid = {"index": 0, "errors": validation_errors(exc, prefix="data")}
     if changes and (rejected := window_rejection(0, changes[0], settings.accepted_times, received_at, time_field)):
-        result.rejected.append(rejected)
+        result.rejected.append(rejected)  # one time for the whole delivery: all its changes are outside
         return result
     for n, change in enumerate(changes):
         result.changes.append(
@@ -133,6 +133,9 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
                 f"{company}:{delivery_id}:{n}", f"pipedrive:{company}", without_emails(change, settings.lead_key_bytes)
             )
         )
+    if invalid is not None:
+        result.rejected.append(invalid)
+        return result
     if not stages:
         result.ignored.append({"index": 0, "reason": reason})
     return result
