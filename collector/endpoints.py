@@ -108,7 +108,7 @@ def first_header_values(request: Request) -> dict[str, str]:
 async def read_body(request: Request, limit: int, headers: dict[str, str] | None = None) -> bytes:
     """The whole body, decoded from its ``Content-Encoding``; refused (413) as soon as it is known to pass
     ``limit`` bytes, sent or decoded (a small gzip body must not unpack into gigabytes)."""
-    headers = headers if headers is not None else {key: value for key, value in request.headers.items()}
+    headers = headers if headers is not None else first_header_values(request)
     coding = content_coding(headers.get("content-encoding"))
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
