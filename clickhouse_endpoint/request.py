@@ -8,6 +8,7 @@ multipart/form-data body instead carries ``query`` and ``param_*`` as form field
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
@@ -87,6 +88,14 @@ class RequestParams:
 
     def flag(self, key: str) -> bool:
         return self.raw.get(key, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
+
+
+def redact_request_line(line: str) -> str:
+    """The request line with a ``password`` URL parameter's value replaced, so a debug log never holds it."""
+    return _PASSWORD_PARAM.sub(r"\1***", line)
 
 
 def credentials(headers, params: RequestParams) -> tuple[str, str]:

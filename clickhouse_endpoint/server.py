@@ -33,13 +33,21 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from clickhouse_endpoint import access, codec, guard, sqltext
 from clickhouse_endpoint.engine import DataDirLocked, Engine
 from clickhouse_endpoint.errors import ClickHouseError, codes
-from clickhouse_endpoint.request import RequestParams, Statement, credentials, read_multipart, read_statement
+from clickhouse_endpoint.request import (
+    RequestParams,
+    Statement,
+    credentials,
+    read_multipart,
+    read_statement,
+    redact_request_line,
+)
 from schemas.logs import LEVEL_ENV, LogSettingError, LogSettings, configure_logging
 
 log = logging.getLogger("closedloop.clickhouse_server")
@@ -146,7 +154,12 @@ class ClickHouseHandler(BaseHTTPRequestHandler):
         if log.isEnabledFor(logging.DEBUG):  # once per request: build nothing when nobody reads it
             log.debug(
                 "request",
-                extra={"client": self.address_string(), "request": self.requestline, "status": code, "bytes": size},
+                extra={
+                    "client": self.address_string(),
+                    "request": redact_request_line(self.requestline),
+                    "status": code,
+                    "bytes": size,
+                },
             )
 
     def log_message(self, format, *args) -> None:
@@ -491,13 +504,19 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8123, password: str = 
 
 
 def start_server_process(
-    path: str, port: int, host: str = "127.0.0.1", log_path: str | None = None, password_file: str | None = None
+    path: str,
+    port: int,
+    host: str = "127.0.0.1",
+    log_path: str | None = None,
+    password_file: str | None = None,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> subprocess.Popen:
     """Start ``python -m clickhouse_endpoint.server`` as a child process; pair with ``wait_until_ready``.
 
     Its output goes to ``log_path`` (appended; default ``<path>.log``). The returned Popen carries
     ``log_path`` and ``log_offset`` so ``wait_until_ready`` can quote the reason of an early exit. The password is
-    in ``password_file`` (default ``<path>/password``, made by the endpoint when missing).
+    in ``password_file`` (default ``<path>/password``, made by the endpoint when missing). ``preexec_fn`` runs in
+    the child before exec (test fixtures tie the endpoint's life to theirs with it, so an aborted run leaks none).
     """
     path = os.path.abspath(path)
     log_path = os.path.abspath(log_path or f"{path.rstrip(os.sep)}.log")
@@ -517,6 +536,7 @@ def start_server_process(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
     process.log_path = log_path  # type: ignore[attr-defined]
     process.log_offset = offset  # type: ignore[attr-defined]

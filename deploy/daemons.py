@@ -83,7 +83,7 @@ class PidFile:
         return None
 
 
-def _die_with_parent() -> None:
+def term_when_parent_dies() -> None:
     """In the child before exec: get SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
     import ctypes
 
@@ -114,7 +114,7 @@ def start_detached(
                 env=env,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                preexec_fn=term_when_parent_dies if die_with_parent else None,
             )
         except FileNotFoundError:
             raise StackError(f"Cannot start {argv[0]}: no such file.") from None

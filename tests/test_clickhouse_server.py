@@ -23,10 +23,12 @@ import urllib.request
 from decimal import Decimal
 
 import pytest
-from harness import free_port, unique
+from harness import free_port, unique, wait_for
 
 from clickhouse_endpoint import sqltext
+from clickhouse_endpoint.request import redact_request_line
 from clickhouse_endpoint.server import StartupError, ping, start_server_process, wait_until_ready
+from deploy.daemons import term_when_parent_dies
 
 HOST = "127.0.0.1"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -35,7 +37,7 @@ PASSWORDS: dict[int, str] = {}  # port -> the password of the endpoint listening
 
 def started(data_dir, port: int, timeout: float = 90) -> subprocess.Popen:
     """An endpoint on ``data_dir`` and ``port``, ready, its password (``<data_dir>/password``) in ``PASSWORDS``."""
-    process = start_server_process(str(data_dir), port)
+    process = start_server_process(str(data_dir), port, preexec_fn=term_when_parent_dies)
     try:
         wait_until_ready(process, port, timeout=timeout)
     except BaseException:
@@ -632,13 +634,25 @@ def test_concurrent_inserts_and_queries(endpoint, client, database):
     assert client.query(f"SELECT count(), uniqExact(id) FROM {table}").result_rows == [(20_000, 20_000)]
 
 
+def wait_until_session_busy(port: int, session: str, timeout: float) -> bytes:
+    """The body of the first answer that says ``session`` is running another request (ClickHouse's code 373),
+    which is how a test knows a slow query has reached the engine without sleeping a guessed time."""
+
+    def locked() -> bytes | None:
+        status, headers, body = http(port, session, b"SELECT 1")
+        return body if (status, headers.get("X-ClickHouse-Exception-Code")) == (500, "373") else None
+
+    return wait_for(locked, timeout, f"session {session} never answered 'locked by a concurrent client'", 0.02)
+
+
 @pytest.mark.clickhouse
 def test_slow_query_does_not_block_ping(endpoint):
     _, port, _, _ = endpoint
-    slow = threading.Thread(target=http, args=(port, "/", b"SELECT sleep(2)"))
+    session = f"/?session_id={unique('s')}"
+    slow = threading.Thread(target=http, args=(port, session, b"SELECT sleep(2)"))
     slow.start()
     try:
-        time.sleep(0.3)  # let the slow query reach the engine
+        wait_until_session_busy(port, session, timeout=1.5)  # the slow query has reached the engine
         started = time.monotonic()
         assert ping(HOST, port, timeout=1.5)
         assert time.monotonic() - started < 0.5
@@ -652,7 +666,7 @@ def test_slow_query_does_not_block_ping(endpoint):
 @pytest.mark.clickhouse
 def test_port_taken_is_reported(endpoint, tmp_path):
     _, port, _, _ = endpoint
-    process = start_server_process(str(tmp_path / "other"), port)
+    process = start_server_process(str(tmp_path / "other"), port, preexec_fn=term_when_parent_dies)
     try:
         with pytest.raises(StartupError) as failure:
             wait_until_ready(process, port, timeout=60)
@@ -676,7 +690,7 @@ def test_restart_keeps_data_and_second_server_on_the_directory_fails(tmp_path):
         writer.insert("kept", [(i,) for i in range(1234)], column_names=["n"])
 
         second_port = free_port()
-        second = start_server_process(str(data_dir), second_port)
+        second = start_server_process(str(data_dir), second_port, preexec_fn=term_when_parent_dies)
         try:
             with pytest.raises(StartupError) as failure:
                 wait_until_ready(second, second_port, timeout=90)
@@ -718,6 +732,13 @@ def test_split_insert_finds_the_data():
     assert sqltext.split_insert(quoted, complete=True).format == "TSV"
 
 
+def test_request_lines_are_logged_without_the_password():
+    line = "POST /?database=d&password=s3cret%26x&query=SELECT+1 HTTP/1.1"
+    assert redact_request_line(line) == "POST /?database=d&password=***&query=SELECT+1 HTTP/1.1"
+    assert redact_request_line("GET /?PASSWORD=a HTTP/1.1") == "GET /?PASSWORD=*** HTTP/1.1"
+    assert redact_request_line("GET /?user_password=a HTTP/1.1") == "GET /?user_password=a HTTP/1.1"
+
+
 def test_output_format_and_result_detection():
     assert sqltext.explicit_format("SELECT 1\n FORMAT Native") == "Native"
     assert sqltext.explicit_format("SELECT 1 FORMAT JSON SETTINGS max_threads = 1") == "JSON"
@@ -754,11 +775,9 @@ def test_a_session_runs_one_request_at_a_time(endpoint):
     slow = threading.Thread(target=http, args=(port, session, b"SELECT sleep(1.5)"))
     slow.start()
     try:
-        time.sleep(0.3)
-        status, headers, body = http(port, session, b"SELECT 1")
+        body = wait_until_session_busy(port, session, timeout=1.2)
     finally:
         slow.join(timeout=30)
-    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "373")
     assert b"is locked by a concurrent client" in body
     assert http(port, session, b"SELECT 1")[::2] == (200, b"1\n")
 
