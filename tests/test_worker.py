@@ -209,8 +209,8 @@ def read_all(settings: WorkerSettings, topic: str) -> list[bytes]:
     return [record.value for record in topic_records(settings, topic)]
 
 
-def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | None = None) -> None:
-    """Wait until the worker's group has committed every offset of all its input topics (three times in a row).
+def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | None = None, rounds: int = 3) -> None:
+    """Wait until the worker's group has committed every offset of all its input topics (``rounds`` times in a row).
 
     Transaction markers are not records: under ``exactly_once`` a partition's end offset counts the marker after
     the worker's last transaction, which no consumer commits past. So a partition at most two offsets behind is
@@ -245,7 +245,7 @@ def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | 
             if lag > 2 or (lag > 0 and _records_between(reader, tp, ends[tp] - lag, ends[tp]))
         }
         idle_rounds = idle_rounds + 1 if not lagging else 0
-        return idle_rounds >= 3
+        return idle_rounds >= rounds
 
     try:
         tail = worker.log_tail if worker else lambda: ""
@@ -758,8 +758,9 @@ def test_records_waiting_at_a_restart_are_all_processed_even_when_the_seek_is_sl
 
 
 def _is_idle(settings: WorkerSettings) -> bool:
+    """Whether the group has committed every input offset right now (one look, no waiting)."""
     try:
-        wait_idle(settings, timeout=0.1)
+        wait_idle(settings, timeout=0, rounds=1)
         return True
     except AssertionError:
         return False
