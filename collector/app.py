@@ -104,7 +104,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, CollectorState]]:
     deliveries = await asyncio.to_thread(
         SeenDeliveries, settings.dedup_file, settings.dedup_ttl_s, settings.dedup_max_entries
     )
-    await publisher.start()
+    try:
+        await publisher.start()
+    except BaseException:
+        deliveries.close()  # a collector that cannot start leaves its store closed, not its file lock held
+        raise
     try:
         yield {
             "collector": CollectorState(

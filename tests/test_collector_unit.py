@@ -847,3 +847,26 @@ def test_no_crm_id_the_collector_publishes_is_an_email_and_the_sink_stores_none(
         rows = rows_for(RecordKind.SOURCE, record.value, Provenance(record.topic, 0, position))
         stored = repr(rows).lower()
         assert not any(email.lower() in stored for email in emails), (event_id, stored)
+
+
+def test_a_collector_whose_producer_cannot_start_closes_its_seen_deliveries_store(tmp_path: Path, monkeypatch) -> None:
+    from starlette.testclient import TestClient
+
+    from collector.app import create_app
+    from collector.dedup import SeenDeliveries
+
+    closed: list[SeenDeliveries] = []
+    close = SeenDeliveries.close
+    monkeypatch.setattr(SeenDeliveries, "close", lambda store: (closed.append(store), close(store)))
+
+    class Unstartable:
+        async def start(self) -> None:
+            raise RuntimeError("no broker answered")
+
+        async def close(self) -> None:
+            raise AssertionError("a producer that never started is not closed")
+
+    app = create_app(collector_settings(tmp_path), publisher=Unstartable())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="no broker answered"), TestClient(app):
+        pass
+    assert len(closed) == 1
