@@ -18,17 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy import stack
+from deploy.daemons import free_port as free_port  # re-exported: the stack's own, as in tests/harness.py
 from deploy.kafka_broker import data_size
 from deploy.settings import StackSettings, private_stack_settings
 
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port: int, timeout_s: float) -> None:
