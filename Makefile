@@ -2,7 +2,7 @@
 #   make demo   create .venv, install closedloop, run the demo on the embedded stack
 #   make test   create/update .venv, install what the tests need, run the whole suite
 # and for contributors:
-#   make lint   ruff (lint and format check) and mypy, as CI runs them first
+#   make lint   no merge-conflict markers, ruff (lint and format check) and mypy, as CI runs them first
 #   make unit   the tests that need no service (no Kafka, no ClickHouse, no browser), in under a minute
 # Installing is skipped when .venv already holds this pyproject.toml (a stamp keyed on its hash).
 
@@ -23,6 +23,8 @@ test: venv system-deps java-deps kafka
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
+	@if git grep -nE '^(<<<<<<<|>>>>>>>) ' -- . >/dev/null 2>&1; then \
+	  echo "merge-conflict markers left in:" >&2; git grep -nE '^(<<<<<<<|>>>>>>>) ' -- . >&2; exit 1; fi
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
