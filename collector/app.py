@@ -39,6 +39,7 @@ ROUTES = [
     Route(endpoints.HUBSPOT_PATH, endpoints.post_hubspot, methods=["POST"]),
     Route(endpoints.PIPEDRIVE_PATH, endpoints.post_pipedrive, methods=["POST"]),
     Route(endpoints.GENERIC_CRM_PATH, endpoints.post_generic_crm, methods=["POST"]),
+    Route(endpoints.SALESFORCE_PATH, endpoints.post_salesforce, methods=["POST"]),
     Route("/healthz", endpoints.healthz, methods=["GET"]),
     Route("/readyz", endpoints.readyz, methods=["GET"]),
     Route("/metrics", endpoints.get_metrics, methods=["GET"]),

@@ -29,7 +29,7 @@ from collector.errors import ApiError, body_too_large, spool_full
 from collector.metrics import CONTENT_TYPE_LATEST, CollectorMetrics
 from collector.settings import CollectorSettings
 from collector.spool import SpoolFull, SpoolRecord
-from collector.webhooks import WebhookResult, generic, hubspot, pipedrive
+from collector.webhooks import CrmChange, WebhookResult, generic, hubspot, pipedrive, salesforce
 from collector.window import AcceptedTimes
 from schemas.events import Envelope
 from schemas.topics import Topics
@@ -41,6 +41,7 @@ EVENTS_PATH = "/v1/events"
 HUBSPOT_PATH = "/v1/webhooks/hubspot"
 PIPEDRIVE_PATH = "/v1/webhooks/pipedrive"
 GENERIC_CRM_PATH = "/v1/webhooks/crm"
+SALESFORCE_PATH = "/v1/webhooks/salesforce"
 
 
 class RecordPublisher(Protocol):
@@ -230,8 +231,9 @@ async def post_events(request: Request) -> Response:
 # -- webhooks ----------------------------------------------------------------------------------------------------
 
 
-async def accept_webhook(collector: CollectorState, endpoint: str, result: WebhookResult) -> Response:
-    """Publish the deliveries not seen before; a CRM's retry of a delivery already accepted is a duplicate."""
+async def publish_changes(collector: CollectorState, endpoint: str, result: WebhookResult) -> list[CrmChange]:
+    """Publish the deliveries not seen before and count them; returns those (a CRM's retry of a delivery already
+    accepted is a duplicate, counted and dropped)."""
     deliveries = collector.deliveries
     ids = [change.delivery_id for change in result.changes]
     fresh = await asyncio.to_thread(deliveries.claim, ids) if ids else []
@@ -251,16 +253,21 @@ async def accept_webhook(collector: CollectorState, endpoint: str, result: Webho
         # Nothing was accepted: forget the claims so the CRM's retry goes through.
         await asyncio.to_thread(deliveries.release, [change.delivery_id for change in new])
         raise
-    duplicates = len(result.changes) - len(new)
     metrics = collector.metrics
     metrics.accepted.labels(endpoint, "crm_status").inc(len(new))
-    metrics.duplicates.labels(endpoint).inc(duplicates)
+    metrics.duplicates.labels(endpoint).inc(len(result.changes) - len(new))
     metrics.ignored.labels(endpoint).inc(len(result.ignored))
     if result.rejected:
         metrics.rejected.labels(endpoint, "invalid_event").inc(len(result.rejected))
+    return new
+
+
+async def accept_webhook(collector: CollectorState, endpoint: str, result: WebhookResult) -> Response:
+    """Publish what is new and answer with the counts (422 when nothing of the delivery was valid)."""
+    new = await publish_changes(collector, endpoint, result)
     body = {
         "accepted": len(new),
-        "duplicates": duplicates,
+        "duplicates": len(result.changes) - len(new),
         "ignored": result.ignored,
         "rejected": result.rejected,
         "event_ids": [change.event_id for change in new],
@@ -287,6 +294,34 @@ async def post_pipedrive(request: Request) -> Response:
     pipedrive.verify(request, settings)
     body = await read_body(request, settings.max_body_bytes)
     return await accept_webhook(collector, PIPEDRIVE_PATH, pipedrive.parse(event_parsing.parse_json(body), settings))
+
+
+async def post_salesforce(request: Request) -> Response:
+    """Salesforce outbound messages: answered with the SOAP ``Ack`` (or a SOAP fault), never JSON.
+
+    Invalid notifications are acknowledged too, since Salesforce would resend them unchanged for 24 hours; they
+    are logged with their reasons and counted. A message that could not be accepted at all (a full spool, a
+    wrong organization) is a fault, so Salesforce retries it or shows the reason in its delivery queue.
+    """
+    collector = collector_of(request)
+    settings = collector.settings
+    try:
+        salesforce.verify(request.query_params.get("token"), settings)
+        body = await read_body(request, settings.max_body_bytes)
+        result = salesforce.parse(body, settings)
+        new = await publish_changes(collector, SALESFORCE_PATH, result)
+    except ApiError as exc:
+        collector.metrics.rejected.labels(SALESFORCE_PATH, exc.error).inc()
+        return Response(salesforce.fault(exc), exc.status, exc.headers, media_type=salesforce.MEDIA_TYPE)
+    for rejected in result.rejected:
+        log.warning("Salesforce notification rejected", extra={"endpoint": SALESFORCE_PATH, **rejected})
+    counts = {
+        "X-Closedloop-Accepted": str(len(new)),
+        "X-Closedloop-Duplicates": str(len(result.changes) - len(new)),
+        "X-Closedloop-Ignored": str(len(result.ignored)),
+        "X-Closedloop-Rejected": str(len(result.rejected)),
+    }
+    return Response(salesforce.ACK, headers=counts, media_type=salesforce.MEDIA_TYPE)
 
 
 async def post_generic_crm(request: Request) -> Response:

@@ -89,6 +89,27 @@ def openapi_document(settings: CollectorSettings) -> dict[str, Any]:
                 },
                 auth_errors,
             ),
+            "/v1/webhooks/salesforce": {
+                "post": {
+                    "summary": "Salesforce outbound messages (SOAP); organization id checked, optional ?token=.",
+                    "parameters": [{"name": "token", "in": "query", "required": False, "schema": {"type": "string"}}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"text/xml": {"schema": {"type": "string", "description": "SOAP notifications"}}},
+                    },
+                    "responses": {
+                        code: {"description": text, "content": {"text/xml": {"schema": {"type": "string"}}}}
+                        for code, text in {
+                            "200": "SOAP Ack; counts in X-Closedloop-Accepted/-Duplicates/-Ignored/-Rejected.",
+                            "400": "SOAP fault: not XML, or not an outbound message.",
+                            "401": "SOAP fault: wrong or missing token.",
+                            "403": "SOAP fault: organization not configured.",
+                            "413": "SOAP fault: body too large.",
+                            "503": "SOAP fault: endpoint not configured, or spool full.",
+                        }.items()
+                    },
+                }
+            },
             "/tracker.js": {
                 "get": {
                     "summary": "The website tracker (minified).",

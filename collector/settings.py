@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -28,6 +29,15 @@ HUBSPOT_LIFECYCLE_STAGES: dict[str, LifecycleStage] = {
     "opportunity": LifecycleStage.OPPORTUNITY,
     "customer": LifecycleStage.CUSTOMER,
     "evangelist": LifecycleStage.CUSTOMER,
+}
+
+# Salesforce's default Lead Status picklist -> our stages: sales working a lead has accepted it (MQL), a converted
+# lead was qualified into a contact (SQL; the opportunity has its own notifications), a closed one was disqualified.
+SALESFORCE_LEAD_STATUSES: dict[str, LifecycleStage] = {
+    "Open - Not Contacted": LifecycleStage.LEAD,
+    "Working - Contacted": LifecycleStage.MQL,
+    "Closed - Converted": LifecycleStage.SQL,
+    "Closed - Not Converted": LifecycleStage.DISQUALIFIED,
 }
 
 # A page served from this machine (a developer's test page, the demo): always allowed, so that only the sites'
@@ -112,6 +122,23 @@ class CollectorSettings(PipelineSettings):
         {}, description="Pipedrive person/lead label id -> lifecycle stage (label added), e.g. MQL/SQL labels."
     )
     crm_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of POST /v1/webhooks/crm.")
+    salesforce_organization_ids: list[str] = Field(
+        [], description="Salesforce organizations whose outbound messages are accepted (15- or 18-character ids)."
+    )
+    salesforce_token: SecretStr | None = Field(
+        None, description="When set, the outbound message's endpoint URL must carry ?token=<this value>."
+    )
+    salesforce_lead_statuses: dict[str, LifecycleStage] = Field(
+        SALESFORCE_LEAD_STATUSES, description="Salesforce Lead Status value -> lifecycle stage; others are ignored."
+    )
+    salesforce_opportunity_stages: dict[str, LifecycleStage] = Field(
+        {},
+        description="Salesforce opportunity StageName -> lifecycle stage, over the default (IsWon: customer, "
+        "IsClosed: lost, any other stage: opportunity).",
+    )
+    salesforce_currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
+        None, description="The organization's currency (ISO 4217), for won opportunities sent without CurrencyIsoCode."
+    )
 
     trust_forwarded_headers: bool = Field(
         False, description="Honour X-Forwarded-Proto/Host (behind a proxy) when rebuilding the signed URL."
