@@ -31,6 +31,7 @@ from collector.metrics import CollectorMetrics
 from collector.openapi import openapi_document
 from collector.publisher import Publisher
 from collector.settings import LOOPBACK_ORIGIN, CollectorSettings
+from collector.webhooks.hubspot_api import HubSpotApi
 
 ROUTES = [
     Route(EVENTS_PATH, endpoints.post_events, methods=["POST"]),
@@ -110,6 +111,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, CollectorState]]:
     except BaseException:
         deliveries.close()  # a collector that cannot start leaves its store closed, not its file lock held
         raise
+    hubspot_api = HubSpotApi(settings) if settings.hubspot_private_app_token is not None else None
     try:
         yield {
             "collector": CollectorState(
@@ -122,11 +124,14 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, CollectorState]]:
                 openapi=app.state.openapi,
                 topics=settings.topics,
                 accepted_times=settings.accepted_times,
+                hubspot_api=hubspot_api,
             )
         }
     finally:
         await publisher.close()
         deliveries.close()
+        if hubspot_api is not None:
+            await hubspot_api.close()
 
 
 def create_app(

@@ -30,6 +30,7 @@ from collector.metrics import CONTENT_TYPE_LATEST, CollectorMetrics
 from collector.settings import CollectorSettings
 from collector.spool import SpoolFull, SpoolRecord
 from collector.webhooks import CrmChange, WebhookResult, generic, hubspot, pipedrive, salesforce
+from collector.webhooks.hubspot_api import HubSpotApi, HubSpotUnavailable
 from collector.window import AcceptedTimes
 from schemas.events import Envelope
 from schemas.topics import Topics
@@ -78,6 +79,7 @@ class CollectorState:
     # Derived from the settings once: the settings' properties build a new object on each call.
     topics: Topics
     accepted_times: AcceptedTimes
+    hubspot_api: HubSpotApi | None = None  # with a private app token: fills what HubSpot's events leave out
 
 
 def collector_of(request: Request) -> CollectorState:
@@ -284,7 +286,17 @@ async def post_hubspot(request: Request) -> Response:
     settings = collector.settings
     body = await read_body(request, settings.max_body_bytes)
     hubspot.verify(request, body, settings)
-    return await accept_webhook(collector, HUBSPOT_PATH, hubspot.parse(event_parsing.parse_json(body), settings))
+    document = event_parsing.parse_json(body)
+    if collector.hubspot_api is not None and isinstance(document, list):
+        try:
+            document = await collector.hubspot_api.complete(document)
+        except HubSpotUnavailable as exc:
+            # Nothing accepted: HubSpot sends the delivery again, by then its API may answer.
+            log.warning("HubSpot API unavailable; delivery refused for a retry", extra={"reason": str(exc)})
+            raise ApiError(
+                503, "hubspot_api_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}
+            ) from None
+    return await accept_webhook(collector, HUBSPOT_PATH, hubspot.parse(document, settings))
 
 
 async def post_pipedrive(request: Request) -> Response:

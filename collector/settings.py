@@ -110,6 +110,21 @@ class CollectorSettings(PipelineSettings):
     hubspot_lifecycle_stages: dict[str, LifecycleStage] = Field(
         HUBSPOT_LIFECYCLE_STAGES, description="HubSpot lifecyclestage value -> lifecycle stage."
     )
+    hubspot_private_app_token: SecretStr | None = Field(
+        None,
+        description="A HubSpot private app's access token (scopes crm.objects.contacts.read, crm.objects.deals.read): "
+        "the collector then asks HubSpot's CRM API for what webhook events leave out (a contact's email, a deal's "
+        "contact and amount).",
+    )
+    hubspot_api_url: str = Field("https://api.hubapi.com", description="HubSpot's API base URL.")
+    hubspot_api_timeout_s: float = Field(2.0, gt=0, le=30, description="Timeout of one request to HubSpot's API.")
+    hubspot_api_budget_s: float = Field(
+        3.0, gt=0, le=20, description="How long one webhook request may wait for HubSpot's API, retries included."
+    )
+    hubspot_api_cache_s: float = Field(60.0, ge=0, description="How long HubSpot's answers are reused.")
+    hubspot_currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
+        None, description="The HubSpot account's company currency (ISO 4217), for deals without deal_currency_code."
+    )
     pipedrive_user: str | None = Field(None, description="HTTP Basic user configured on the Pipedrive webhook.")
     pipedrive_password: SecretStr | None = None
     pipedrive_deal_created_stage: LifecycleStage | None = Field(

@@ -11,10 +11,10 @@ Mapping (each event of the array):
   ``crm_object_id`` and ``crm_contact_id`` are the contact's ``objectId``.
 - ``deal.propertyChange`` of ``dealstage``: the stage id through ``hubspot_deal_stages`` (``closedwon`` ->
   customer, ``closedlost`` -> lost by default); ``crm_object_id`` is the deal id. HubSpot's event does not say
-  which contact the deal belongs to (a real integration asks the associations API, out of scope here), so the
-  collector reads these optional fields that an enriching proxy, a HubSpot workflow or the simulator adds to the
-  event: ``contactId`` (required for deals: without it the event is ignored with a reason), ``email``,
-  ``amount`` and ``currency`` (the deal value).
+  which contact the deal belongs to nor its amount: the collector reads them from the optional fields
+  ``contactId`` (required for deals: without it the event is ignored with a reason), ``email``, ``amount`` and
+  ``currency``, which :mod:`collector.webhooks.hubspot_api` fills from HubSpot's CRM API when a private app token
+  is set (an enriching proxy, a HubSpot workflow or the simulator may also send them).
 - anything else (other properties, merges, deletions) is ignored, and reported as such.
 
 Dedup: ``portalId:eventId`` is remembered, and the envelope's ``event_id`` is ``hubspot:portalId:eventId``.
@@ -188,7 +188,10 @@ def _change(event: HubSpotEvent, settings: CollectorSettings) -> tuple[CrmStatus
         if stage is None:
             return None, f"deal stage {event.property_value!r} is not mapped (CLOSEDLOOP_HUBSPOT_DEAL_STAGES)"
         if event.contact_id is None and event.email is None:
-            return None, "deal event without contactId or email: cannot tell whose deal it is (see docs/COLLECTOR.md)"
+            return None, (
+                "deal event without contactId or email: cannot tell whose deal it is (set "
+                "CLOSEDLOOP_HUBSPOT_PRIVATE_APP_TOKEN so the collector asks HubSpot; docs/COLLECTOR.md)"
+            )
         amount = money(event.amount)
         return CrmStatusChange(
             crm="hubspot",
