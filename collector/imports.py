@@ -16,10 +16,11 @@ recognises as the same events.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, TextIO
@@ -166,8 +167,14 @@ def crm_envelope(
     received_at: datetime,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
     lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
+    day_ends_in: tzinfo = timezone.utc,
 ) -> Envelope:
     """One CRM row -> an envelope with a ``CrmStatusChange`` from the ``spreadsheet`` CRM.
+
+    A ``date`` without a time (``2024-05-03``) is the end of that day in ``day_ends_in``
+    (``CLOSEDLOOP_IMPORT_TIME_ZONE``), or the import's time for a row dated today: a sheet says on which day a lead
+    was won, and that day's visits and forms came before it, so they are in its journey. Midnight, the earlier
+    reading, put the change before every visit of its own day (credited to ``(none)`` when the lead was new).
 
     The record id is the row's ``id``, else the lead id of its email (``lead_key``: ``CLOSEDLOOP_LEAD_ID_KEY``,
     the stream jobs' key), else its contact id: an id that is an email address is stored as its lead id, since
@@ -184,7 +191,8 @@ def crm_envelope(
                 + " (or won, closed won, closed lost)",
             }
         )
-    occurred_at = _when(row.get("date", ""), errors, received_at, accepted_times)
+    day_only = len(row.get("date", "")) == 10
+    occurred_at = _when(row.get("date", ""), errors, received_at, accepted_times, day_ends_in)
     value = _amount(row.get("value", ""), "value", errors)
     email, contact = row.get("email") or None, row.get("contact_id") or None
     if email is None and contact is None:
@@ -206,7 +214,9 @@ def crm_envelope(
         raise RowRejected(validation_errors(exc)) from None
     change = without_emails(change, lead_key)
     who = change.lead_key if change.email is None else lead_id_for(change.email, lead_key)
-    digest = _digest(who, change.stage, change.occurred_at.isoformat(), change.deal_value, change.currency)
+    # A day-only row's id names its day, not the time it became, so importing the sheet again keeps the id.
+    moment = f"{row['date']}@{day_ends_in}" if day_only else change.occurred_at.isoformat()
+    digest = _digest(who, change.stage, moment, change.deal_value, change.currency)
     return Envelope(event_id=f"spreadsheet:{digest}", site_id="spreadsheet", received_at=received_at, event=change)
 
 
@@ -253,10 +263,12 @@ def parse_file(
     on_row: Callable[[int], None] = lambda line: None,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
     lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
+    day_zone: tzinfo = timezone.utc,
 ) -> Iterator[SpoolRecord]:
     """The Kafka records of every good row; bad rows are added to ``summary.rejected`` with their line.
-    ``lead_key`` is ``CLOSEDLOOP_LEAD_ID_KEY`` (see :func:`crm_envelope`)."""
-    make = crm_envelope if kind == "crm" else spend_envelope
+    ``lead_key`` is ``CLOSEDLOOP_LEAD_ID_KEY``, ``day_zone`` ``CLOSEDLOOP_IMPORT_TIME_ZONE`` (see
+    :func:`crm_envelope`)."""
+    make = functools.partial(crm_envelope, day_ends_in=day_zone) if kind == "crm" else spend_envelope
     received_at = now_utc()
     for line, row in read_rows(path):
         summary.rows += 1
@@ -283,6 +295,7 @@ def publish_file(
     timeout_s: float = 60.0,
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
     lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
+    day_zone: tzinfo = timezone.utc,
 ) -> ImportSummary:
     """Parse and publish (acks=all); returns once every record is acknowledged or failed."""
     from kafka import KafkaProducer
@@ -297,7 +310,7 @@ def publish_file(
     )
     futures = []
     try:
-        for record in parse_file(path, kind, topics, summary, on_row, accepted_times, lead_key):
+        for record in parse_file(path, kind, topics, summary, on_row, accepted_times, lead_key, day_zone):
             futures.append(producer.send(record.topic, key=record.key, value=record.value))
         producer.flush(timeout=timeout_s)
     finally:
@@ -311,14 +324,24 @@ def publish_file(
 
 
 def _when(
-    text: str, errors: list[dict[str, str]], received_at: datetime, accepted_times: window.AcceptedTimes
+    text: str,
+    errors: list[dict[str, str]],
+    received_at: datetime,
+    accepted_times: window.AcceptedTimes,
+    day_ends_in: tzinfo | None = None,
 ) -> datetime:
+    """The row's time. A date without a time is midnight UTC, or with ``day_ends_in`` the last microsecond of
+    that day in that zone (no later than ``received_at``), see :func:`crm_envelope`."""
     try:
         if len(text) == 10:
-            when = datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
+            day = date.fromisoformat(text)
+            if day_ends_in is None:
+                when = datetime.combine(day, time(0), tzinfo=timezone.utc)
+            else:
+                when = min(as_utc(datetime.combine(day, time.max, tzinfo=day_ends_in)), received_at)
         else:
             when = as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:  # as_utc's too: a time out of range in UTC
+    except (ValueError, OverflowError):  # as_utc's too: a time out of range in UTC
         errors.append({"loc": "date", "msg": f"{text!r} is not a date; use YYYY-MM-DD or ISO 8601 date-time"})
         return received_at
     problem = accepted_times.problem(when, received_at, setting="CLOSEDLOOP_IMPORT_ACCEPT_PAST_DAYS")

@@ -11,6 +11,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -166,6 +167,24 @@ class CollectorSettings(PipelineSettings):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         return [origin.rstrip("/") for origin in value]
+
+    import_time_zone: str = Field(
+        "UTC",
+        description="IANA time zone of the dates in CRM sheets: a date without a time is the end of that day there.",
+    )
+
+    @field_validator("import_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin or UTC") from None
+        return value
+
+    @property
+    def import_day_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.import_time_zone)
 
     @property
     def accepted_times(self) -> window.AcceptedTimes:

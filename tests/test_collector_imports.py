@@ -52,13 +52,50 @@ def test_crm_rows_parse_and_rejections_carry_line_numbers(tmp_path: Path) -> Non
         "stage": "customer",
         "deal_value": "1200.50",
         "currency": "EUR",
-        "occurred_at": "2024-05-01T00:00:00Z",
+        "occurred_at": "2024-05-01T23:59:59.999999Z",  # a date alone: the end of that day (UTC by default)
         "crm_object_id": lead_id_for("ann@acme.test", DEV_LEAD_ID_KEY.encode()),
     }
     assert orjson.loads(records[1].value)["event"]["occurred_at"] == "2024-05-03T08:30:00Z"
     # the same rows give the same event ids: a re-import is recognisable downstream
     again = list(imports.parse_file(tmp_path / "crm.csv", "crm", Topics("t"), imports.ImportSummary()))
     assert [orjson.loads(r.value)["event_id"] for r in again] == [orjson.loads(r.value)["event_id"] for r in records]
+
+
+def test_a_date_without_a_time_is_the_end_of_that_day_in_the_configured_zone(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    received = datetime(2024, 5, 3, 12, 0, tzinfo=timezone.utc)
+    row = {"email": "ann@acme.test", "stage": "customer", "value": "5", "currency": "EUR"}
+    berlin = ZoneInfo("Europe/Berlin")
+    times = {
+        day: imports.crm_envelope({**row, "date": day}, received, day_ends_in=berlin).event.occurred_at
+        for day in ("2024-01-15", "2024-05-01", "2024-05-03")
+    }
+    assert times == {
+        "2024-01-15": datetime(2024, 1, 15, 22, 59, 59, 999999, tzinfo=timezone.utc),  # CET, UTC+1
+        "2024-05-01": datetime(2024, 5, 1, 21, 59, 59, 999999, tzinfo=timezone.utc),  # CEST, UTC+2
+        "2024-05-03": received,  # today: not in the future, the import's time
+    }
+    later = datetime(2024, 5, 3, 18, 0, tzinfo=timezone.utc)
+    ids = {
+        imports.crm_envelope({**row, "date": "2024-05-03"}, t, day_ends_in=berlin).event_id for t in (received, later)
+    }
+    assert len(ids) == 1  # a sheet imported again later the same day keeps its event ids
+    spend = imports.spend_envelope(
+        {"date": "2024-05-01", "channel": "Paid Search", "cost": "1", "currency": "EUR"}, received
+    )
+    assert (spend.event.date.isoformat(), spend.event.occurred_at) == (
+        "2024-05-01",
+        datetime(2024, 5, 1, tzinfo=timezone.utc),
+    )
+
+
+def test_an_unknown_import_time_zone_is_refused_naming_it(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown time zone 'Europe/Atlantis'; use an IANA name"):
+        collector_settings(tmp_path, import_time_zone="Europe/Atlantis")
 
 
 def test_spend_rows(tmp_path: Path) -> None:

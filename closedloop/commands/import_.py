@@ -60,6 +60,7 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
                 advance,
                 settings.import_accepted_times,
                 settings.lead_key_bytes,
+                settings.import_day_zone,
             ):
                 pass
         else:
@@ -72,6 +73,7 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
                     advance,
                     accepted_times=settings.import_accepted_times,
                     lead_key=settings.lead_key_bytes,
+                    day_zone=settings.import_day_zone,
                 )
             except Exception as error:  # noqa: BLE001 - kafka-python raises several unrelated types for an unreachable broker
                 console.print(
