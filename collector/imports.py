@@ -1,8 +1,9 @@
 """CSV imports, the spreadsheet way: CRM status rows and marketing spend rows -> the same Kafka records the
 webhooks and the spend model produce.
 
-``crm`` columns: ``email`` (or ``contact_id``), ``stage``, ``date``; optional ``value``, ``currency``, ``id``
-(the row's record id in your sheet; defaults to the lead id of the email, never the address itself).
+``crm`` columns: ``email`` (or ``contact_id``), ``stage``, ``date``; optional ``value``, ``currency``, ``reason``
+(or ``lost_reason``: why the lead was lost or disqualified), ``id`` (the row's record id in your sheet; defaults to
+the lead id of the email, never the address itself).
 ``spend`` columns: ``date``, ``channel``, ``cost``, ``currency``; optional ``source``, ``medium``, ``campaign``.
 Headers are case-insensitive; extra columns are ignored. A bad row is reported with its line number and never
 stops the good ones; so is a date outside the accepted times (``collector.window``: by default twenty years back
@@ -208,6 +209,7 @@ def crm_envelope(
             stage=stage,
             deal_value=value,
             currency=(row.get("currency") or "").upper() or None,
+            reason=row.get("reason") or row.get("lost_reason") or None,
             occurred_at=occurred_at,
         )
     except ValidationError as exc:

@@ -111,6 +111,11 @@ class CollectorSettings(PipelineSettings):
     hubspot_lifecycle_stages: dict[str, LifecycleStage] = Field(
         HUBSPOT_LIFECYCLE_STAGES, description="HubSpot lifecyclestage value -> lifecycle stage."
     )
+    hubspot_lead_statuses: dict[str, LifecycleStage] = Field(
+        {"UNQUALIFIED": LifecycleStage.DISQUALIFIED, "BAD_TIMING": LifecycleStage.LOST},
+        description="HubSpot hs_lead_status value -> lifecycle stage (the status is kept as the reason); others "
+        "are ignored.",
+    )
     hubspot_private_app_token: SecretStr | None = Field(
         None,
         description="A HubSpot private app's access token (scopes crm.objects.contacts.read, crm.objects.deals.read): "
@@ -151,6 +156,10 @@ class CollectorSettings(PipelineSettings):
         {},
         description="Salesforce opportunity StageName -> lifecycle stage, over the default (IsWon: customer, "
         "IsClosed: lost, any other stage: opportunity).",
+    )
+    salesforce_reason_fields: list[str] = Field(
+        ["Loss_Reason__c"],
+        description="Salesforce fields holding why a lead or opportunity was lost or disqualified (first non-empty).",
     )
     salesforce_currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
         None, description="The organization's currency (ISO 4217), for won opportunities sent without CurrencyIsoCode."

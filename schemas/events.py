@@ -198,6 +198,16 @@ class CrmStatusChange(_Payload):
     stage: LifecycleStage
     deal_value: Money | None = None
     currency: Currency | None = None
+    reason: Annotated[str, Field(max_length=256)] | None = Field(
+        None,
+        description="Why the lead was lost or disqualified, in the CRM's words (HubSpot closed_lost_reason, "
+        "Pipedrive lost_reason, a Salesforce reason field, a sheet's reason column); kept on every stage.",
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        return value or None  # an empty reason says nothing
 
     @field_validator("email")
     @classmethod

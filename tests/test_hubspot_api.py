@@ -50,7 +50,7 @@ class FakeHubSpot:
             email = self.contacts[parts[4]]
             return 200, {}, {"id": parts[4], "properties": {"email": email, "hs_object_id": parts[4]}}
         if parts[:4] == ["crm", "v3", "objects", "deals"] and len(parts) == 5:
-            assert query.get("properties") == ["amount,deal_currency_code"], query
+            assert query.get("properties") == ["amount,deal_currency_code,closed_lost_reason"], query
             if parts[4] not in self.deals:
                 return 404, {}, {"status": "error", "message": "resource not found", "category": "OBJECT_NOT_FOUND"}
             return 200, {}, {"id": parts[4], "properties": self.deals[parts[4]][0], "archived": False}

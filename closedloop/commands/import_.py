@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 COLUMNS = {
-    "crm": "email (or contact_id), stage, date; optional value, currency, id",
+    "crm": "email (or contact_id), stage, date; optional value, currency, reason, id",
     "spend": "date, channel, cost, currency; optional source, medium, campaign",
 }
 

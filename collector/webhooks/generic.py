@@ -48,6 +48,9 @@ class GenericCrmEvent(BaseModel):
     )
     value: Decimal | None = Field(None, description='Deal value, e.g. "1200.00"; needs currency.')
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
+    reason: Annotated[str, Field(max_length=256)] | None = Field(
+        None, description="Why the lead was lost or disqualified (e.g. 'price', 'no budget')."
+    )
 
 
 class GenericCrmBody(BaseModel):
@@ -106,6 +109,7 @@ def parse(document: Any, settings: CollectorSettings, received_at: datetime | No
                 stage=event.stage,
                 deal_value=event.value,
                 currency=event.currency.upper() if event.currency else None,
+                reason=event.reason,
                 occurred_at=event.occurred_at,
             )
         except ValidationError as exc:

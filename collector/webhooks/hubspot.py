@@ -15,6 +15,9 @@ Mapping (each event of the array):
   ``contactId`` (required for deals: without it the event is ignored with a reason), ``email``, ``amount`` and
   ``currency``, which :mod:`collector.webhooks.hubspot_api` fills from HubSpot's CRM API when a private app token
   is set (an enriching proxy, a HubSpot workflow or the simulator may also send them).
+- ``contact.propertyChange`` of ``hs_lead_status``: the status through ``hubspot_lead_statuses``
+  (``UNQUALIFIED`` -> disqualified, ``BAD_TIMING`` -> lost by default), the status kept as the reason.
+- a lost deal's reason is the optional ``reason`` field (``closed_lost_reason``, which the API lookup reads).
 - anything else (other properties, merges, deletions) is ignored, and reported as such.
 
 Dedup: ``portalId:eventId`` is remembered, and the envelope's ``event_id`` is ``hubspot:portalId:eventId``.
@@ -76,6 +79,7 @@ class HubSpotEvent(BaseModel):
     email: str | None = Field(None, max_length=320)
     amount: str | int | float | None = None
     currency: str | None = Field(None, max_length=3)
+    reason: str | None = Field(None, max_length=256, description="Why a deal was lost (closed_lost_reason).")
 
 
 def signed_uri(request: Request, settings: CollectorSettings) -> str:
@@ -183,6 +187,19 @@ def _change(event: HubSpotEvent, settings: CollectorSettings) -> tuple[CrmStatus
             stage=stage,
             occurred_at=occurred_at,
         ), ""
+    if kind == ["contact", "propertyChange"] and event.property_name == "hs_lead_status":
+        stage = settings.hubspot_lead_statuses.get((event.property_value or "").strip().upper())
+        if stage is None:
+            return None, f"lead status {event.property_value!r} is not mapped (CLOSEDLOOP_HUBSPOT_LEAD_STATUSES)"
+        return CrmStatusChange(
+            crm="hubspot",
+            crm_object_id=str(event.object_id),
+            crm_contact_id=str(event.object_id),
+            email=event.email,
+            stage=stage,
+            reason=event.property_value,
+            occurred_at=occurred_at,
+        ), ""
     if kind == ["deal", "propertyChange"] and event.property_name == "dealstage":
         stage = settings.hubspot_deal_stages.get(value) or settings.hubspot_deal_stages.get(event.property_value or "")
         if stage is None:
@@ -201,6 +218,7 @@ def _change(event: HubSpotEvent, settings: CollectorSettings) -> tuple[CrmStatus
             stage=stage,
             deal_value=amount,
             currency=(event.currency or "").upper() or None if amount is not None else None,
+            reason=event.reason,
             occurred_at=occurred_at,
         ), ""
     return None, f"{event.subscription_type} of {event.property_name!r} is not a lifecycle change"

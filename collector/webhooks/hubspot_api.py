@@ -3,13 +3,13 @@
 HubSpot's property-change events carry an object id and the changed property only: no email on a contact's
 lifecycle change, and neither the contact nor the amount on a deal's stage change. With
 ``CLOSEDLOOP_HUBSPOT_PRIVATE_APP_TOKEN`` set, :meth:`HubSpotApi.complete` fills the fields the collector reads
-(``email``, ``contactId``, ``amount``, ``currency``) on the events that lack them, from:
+(``email``, ``contactId``, ``amount``, ``currency``, ``reason``) on the events that lack them, from:
 
 - ``GET /crm/v3/objects/contacts/{id}?properties=email``;
 - ``GET /crm/v4/objects/deals/{id}/associations/contacts`` (the deal's contacts; the lowest id is the one
   credited, so a deal's revenue is counted once and the choice does not depend on the order HubSpot lists them);
-- ``GET /crm/v3/objects/deals/{id}?properties=amount,deal_currency_code`` (a deal without a currency code is in
-  ``CLOSEDLOOP_HUBSPOT_CURRENCY``, the account's company currency).
+- ``GET /crm/v3/objects/deals/{id}?properties=amount,deal_currency_code,closed_lost_reason`` (a deal without a
+  currency code is in ``CLOSEDLOOP_HUBSPOT_CURRENCY``, the account's company currency; a lost deal's reason).
 
 Answers are cached for ``hubspot_api_cache_s``. A 429 or 5xx is retried after its ``Retry-After`` (else an
 exponential back-off with jitter) while the request's budget lasts; past it, :class:`HubSpotUnavailable` makes the
@@ -30,6 +30,7 @@ import httpx
 from collector.settings import CollectorSettings
 
 CACHE_ENTRIES = 10_000
+DEAL_PROPERTIES = "amount,deal_currency_code,closed_lost_reason"
 CONCURRENT_REQUESTS = 4  # private apps may send 100-190 requests per 10 s: a burst of deals stays well under
 
 
@@ -46,6 +47,7 @@ class Deal:
     contact_ids: tuple[str, ...]
     amount: str | None
     currency: str | None
+    lost_reason: str | None
 
 
 class HubSpotApi:
@@ -79,7 +81,7 @@ class HubSpotApi:
         object_id = event.get("objectId")
         if not isinstance(object_id, int | str) or isinstance(object_id, bool) or not str(object_id).isdigit():
             return event
-        if kind == "contact.propertyChange" and prop == "lifecyclestage" and not event.get("email"):
+        if kind == "contact.propertyChange" and prop in ("lifecyclestage", "hs_lead_status") and not event.get("email"):
             email = await self.contact_email(str(object_id), deadline)
             return {**event, "email": email} if email else event
         if kind == "deal.propertyChange" and prop == "dealstage" and event.get("contactId") is None:
@@ -91,6 +93,8 @@ class HubSpotApi:
             email = event.get("email") or await self.contact_email(contact, deadline)
             if email:
                 extra["email"] = email
+            if event.get("reason") is None and deal.lost_reason is not None:
+                extra["reason"] = deal.lost_reason
             if event.get("amount") is None and deal.amount is not None:
                 extra["amount"] = deal.amount
                 extra["currency"] = event.get("currency") or deal.currency or self.settings.hubspot_currency
@@ -104,7 +108,7 @@ class HubSpotApi:
 
     async def deal(self, deal_id: str, deadline: float) -> Deal | None:
         record, links = await asyncio.gather(
-            self._get(f"/crm/v3/objects/deals/{deal_id}", {"properties": "amount,deal_currency_code"}, deadline),
+            self._get(f"/crm/v3/objects/deals/{deal_id}", {"properties": DEAL_PROPERTIES}, deadline),
             self._get(f"/crm/v4/objects/deals/{deal_id}/associations/contacts", {"limit": "500"}, deadline),
         )
         if record is None:
@@ -116,10 +120,12 @@ class HubSpotApi:
         )
         amount = properties.get("amount")
         currency = properties.get("deal_currency_code")
+        reason = properties.get("closed_lost_reason")
         return Deal(
             tuple(contacts),
             str(amount) if amount not in (None, "") else None,
             currency.upper() if isinstance(currency, str) and currency else None,
+            reason.strip() if isinstance(reason, str) and reason.strip() else None,
         )
 
     async def _get(self, path: str, params: dict[str, str], deadline: float) -> dict[str, Any] | None:

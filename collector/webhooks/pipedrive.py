@@ -8,8 +8,8 @@ Mapping (``meta.entity`` / ``meta.action``):
 - ``deal`` ``create``: ``pipedrive_deal_created_stage`` (opportunity by default); created already won/lost
   counts as that outcome.
 - ``deal`` ``change``: ``status`` becoming ``won`` -> customer with ``value`` and ``currency``; becoming
-  ``lost`` -> lost; ``stage_id`` moving to a stage listed in ``pipedrive_stage_ids`` -> that stage.
-  The person is ``data.person_id`` (``crm_contact_id``); v2 deal payloads carry no email.
+  ``lost`` -> lost with its ``lost_reason``; ``stage_id`` moving to a stage listed in ``pipedrive_stage_ids``
+  -> that stage. The person is ``data.person_id`` (``crm_contact_id``); v2 deal payloads carry no email.
 - ``person`` ``create`` -> lead, with the primary address of ``data.emails`` (``crm_contact_id`` = person id).
 - ``person`` / ``lead`` ``change`` adding a label listed in ``pipedrive_label_ids`` (e.g. your "MQL" and "SQL"
   labels) -> that stage. ``lead`` ``create`` -> lead (its ``person_id``).
@@ -175,7 +175,8 @@ def _stages(
                 )
             )
         elif became == "lost":
-            out.append((LifecycleStage.LOST, who))
+            reason = data.get("lost_reason")
+            out.append((LifecycleStage.LOST, {**who, "reason": reason if isinstance(reason, str) else None}))
         return out, "deal change without a status or mapped stage change"
     if entity == "person" and action in ("create", "change"):
         who = {"crm_object_id": object_id, "crm_contact_id": object_id, "email": _primary_email(data)}

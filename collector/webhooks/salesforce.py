@@ -15,6 +15,8 @@ Mapping (by the sObject's ``xsi:type``):
 - ``Opportunity``: won (``IsWon``, or a ``StageName`` mapped to customer) -> customer with ``Amount`` and
   ``CurrencyIsoCode`` (else ``salesforce_currency``); closed and not won (or mapped to lost) -> lost; any other
   stage -> opportunity (``salesforce_opportunity_stages`` overrides a stage name). The person is ``ContactId``.
+- the reason a lead or opportunity was lost or disqualified: the first non-empty field named in
+  ``salesforce_reason_fields`` (custom fields such as ``Loss_Reason__c``).
 - other objects are ignored and reported as such.
 
 The change's time is the sObject's ``LastModifiedDate`` (else ``SystemModstamp``, ``CreatedDate``, the time the
@@ -189,17 +191,23 @@ def _stage(
     """(stage or None, the change's other fields, why it was ignored)."""
     fields, kind = notification.fields, notification.object_type
     object_id = fields.get("Id") or ""
+    reason = next((fields[name] for name in settings.salesforce_reason_fields if fields.get(name)), None)
     if kind == "Lead":
         status = fields.get("Status")
         stage = settings.salesforce_lead_statuses.get(status or "")
         person = fields.get("ConvertedContactId") or object_id
-        who = {"crm_object_id": object_id, "crm_contact_id": person, "email": fields.get("Email") or None}
+        who = {
+            "crm_object_id": object_id,
+            "crm_contact_id": person,
+            "email": fields.get("Email") or None,
+            "reason": reason,
+        }
         return stage, who, f"lead status {status!r} is not in CLOSEDLOOP_SALESFORCE_LEAD_STATUSES"
     if kind == "Contact":
         who = {"crm_object_id": object_id, "crm_contact_id": object_id, "email": fields.get("Email") or None}
         return LifecycleStage.LEAD, who, ""
     if kind == "Opportunity":
-        who = {"crm_object_id": object_id, "crm_contact_id": fields.get("ContactId") or None}
+        who = {"crm_object_id": object_id, "crm_contact_id": fields.get("ContactId") or None, "reason": reason}
         stage = _opportunity_stage(fields, settings)
         if stage is not LifecycleStage.CUSTOMER:
             return stage, who, ""
