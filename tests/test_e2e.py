@@ -355,6 +355,34 @@ def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_
     assert len([j for j in truth.journeys if j["deal_value"]]) >= 10
     assert len({t["channel"] for j in truth.journeys for t in j["touches"]}) == 8
     _assert_clickhouse_matches_the_reference(client, truth, CONFIG.epoch + timedelta(days=DAYS - 1))
+    _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings)
+
+
+def _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings) -> None:
+    """``closedloop journey`` (its reading, sinks.journey) shows the whole path of a lead with two devices."""
+    from schemas.identity import lead_id_for
+    from sinks.journey import read_journey
+
+    journey = next(j for j in truth.journeys if len({f["visitor_id"] for f in j["forms"]}) == 2)
+    devices = {f["visitor_id"] for f in journey["forms"]}
+    found = read_journey(client, lead_id_for(journey["email"], pipeline_settings.lead_key_bytes))
+    assert found.email == journey["email"]
+    assert {row[0] for row in found.sections["visitors"].rows} == devices
+    pages = found.sections["pages"].records()
+    assert sorted((p["visitor_id"], p["page_or_form"]) for p in pages if p["kind"] == "page") == sorted(
+        (visitor, path) for _, visitor, path in journey["pages"] if visitor in devices
+    )
+    assert sorted(p["page_or_form"] for p in pages if p["kind"] == "form") == sorted(
+        f["form_id"] for f in journey["forms"]
+    )
+    assert [p["occurred_at"] for p in pages] == sorted(p["occurred_at"] for p in pages)
+    assert sorted((p["visitor_id"], p["channel"]) for p in pages if p["channel"]) == sorted(
+        (t["visitor_id"], t["channel"]) for t in journey["touches"] if t["visitor_id"] in devices
+    )
+    stages = {row["stage"] for row in found.sections["stages"].records()}
+    assert stages == {"lead"} | {s["stage"] for s in journey["stages"]}
+    first = {(r["stage"], r["channel"]) for r in found.sections["credits"].records() if r["model"] == "first_touch"}
+    assert ("lead", journey["touches"][0]["channel"]) in first
 
 
 def test_a_second_run_after_a_restart_continues_and_counts_nothing_twice(pipeline_settings, unique_name, tmp_path):
