@@ -97,6 +97,9 @@ class Conversion(_Output):
     first_channel: str = "(none)"
     last_channel: str = "(none)"
     event_id: str = Field(description="The event that reached the milestone.")
+    reason: str | None = Field(
+        None, max_length=256, description="The CRM's reason for the stage (why lost or disqualified), when sent."
+    )
     version: int = Field(1, ge=1, description="Grows when late touches change the journey; the newest wins.")
 
 

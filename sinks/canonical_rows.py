@@ -233,6 +233,7 @@ def conversion_row(value: bytes) -> tuple:
         c.first_channel,
         c.last_channel,
         c.event_id,
+        c.reason or "",
         c.version,
     )
 

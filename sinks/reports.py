@@ -69,6 +69,12 @@ REPORTS: dict[str, ReportSpec] = {
         ReportSpec(
             "compare-models", "compare_models.sql", ("from", "to"), "customer revenue per channel under every model"
         ),
+        ReportSpec(
+            "quality",
+            "quality.sql",
+            ("model", "from", "to", "by_campaign"),
+            "lead quality per channel: MQL, SQL, win and lost rates, top lost reasons, deal value, sales cycle",
+        ),
     )
 }
 

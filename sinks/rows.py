@@ -113,6 +113,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("first_channel", LC),
         ("last_channel", LC),
         ("event_id", "String"),
+        ("reason", "String"),
         ("version", "UInt32"),
     ),
     "credits": _cols(
@@ -497,6 +498,7 @@ def conversion_row(c: Conversion) -> Row:
         c.first_channel,
         c.last_channel,
         c.event_id,
+        _s(c.reason),
         c.version,
     )
 

@@ -91,6 +91,28 @@ def channels(model: str, by: str, source: str, date_from: datetime, date_to: dat
     )
 
 
+@command.command("quality")
+@click.option("--model", type=click.Choice(MODELS), default="first_touch", show_default=True)
+@click.option("--by", "by", type=click.Choice(["channel", "campaign"]), default="channel", show_default=True)
+@_period
+def quality(model: str, by: str, date_from: datetime, date_to: datetime, fmt: str) -> None:
+    """Lead quality per channel: of the leads that arrived in the period, the shares that reached MQL, SQL and
+    customer or were lost, the top lost reasons, the average deal value and the median sales cycle in days.
+
+    Leads are credited under MODEL (first_touch: the channel that first brought each lead); each lead's outcome
+    counts with the channel's credit for it.
+    """
+    _run(
+        "quality",
+        fmt,
+        f"lead quality · {model} · {_span(date_from, date_to)}",
+        model=model,
+        by_campaign=by == "campaign",
+        date_from=date_from,
+        date_to=date_to,
+    )
+
+
 @command.command("funnel")
 @click.option("--model", type=click.Choice(MODELS), default="first_touch", show_default=True)
 @_period

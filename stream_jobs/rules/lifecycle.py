@@ -64,6 +64,7 @@ class StageReached(BaseModel):
     event_id: str
     revenue: Decimal | None = None
     currency: str | None = None
+    reason: str | None = None  # the CRM's, when its record says why (lost, disqualified)
 
     def sort_key(self) -> tuple[datetime, str]:
         return (self.occurred_at, self.event_id)
@@ -123,6 +124,7 @@ class LeadState(BaseModel):
             first_channel=window[0].channel if window else NONE_CHANNEL,
             last_channel=_last_channel(window),
             event_id=reached.event_id,
+            reason=reached.reason,
             version=emitted.version if emitted else 1,
         )
 
@@ -264,6 +266,7 @@ def apply_crm(
         event_id=event_id,
         revenue=change.deal_value if change.stage == LifecycleStage.CUSTOMER else None,
         currency=change.currency if change.stage == LifecycleStage.CUSTOMER and change.deal_value is not None else None,
+        reason=change.reason,
     )
     return _emit(_reach(state, change.stage, reached), lookback)
 
