@@ -469,6 +469,11 @@ class StageChange:
     crm: str  # hubspot, pipedrive, generic, csv
     deal_value: Decimal | None = None
     currency: str | None = None
+    reason: str | None = None  # why sales lost or disqualified the lead, when the CRM's record carries it
+
+
+# What sales write in a CRM's lost-reason field; picked from the change's key, so no random draw moves.
+LOST_REASONS = ("price", "no budget", "timing", "went with a competitor", "no response")
 
 
 @dataclass(frozen=True)
@@ -795,7 +800,12 @@ class _JourneyBuilder:
                 value = Decimal(f"{rng.lognormvariate(math.log(profile.deal_mean), 0.5):.2f}")
                 currency = self.config.currency
             key = hashlib.sha1(f"{self.config.seed}|{self.journey_id}|{stage}".encode()).hexdigest()[:24]
-            changes.append(StageChange(key, stage, at, crm, value, currency))
+            # Pipedrive keeps a lost reason on deals only: a lead lost before any deal gets a label, no reason.
+            labelled = crm == "pipedrive" and "opportunity" not in path[: path.index(stage)]
+            reason = None
+            if stage in ("lost", "disqualified") and not labelled:
+                reason = LOST_REASONS[int(key[:8], 16) % len(LOST_REASONS)]
+            changes.append(StageChange(key, stage, at, crm, value, currency, reason))
         return [c for c in changes if c.at < self.end]
 
 

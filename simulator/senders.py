@@ -356,10 +356,11 @@ class Sender:
         path = directory / f"crm-sheet-days-{run.first_day:04d}-{run.end_day - 1:04d}.csv"
         with path.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
-            writer.writerow(["email", "stage", "value", "currency", "date"])
+            writer.writerow(["email", "stage", "value", "currency", "date", "reason"])
             for journey, change in rows:
                 value = "" if change.deal_value is None else str(change.deal_value)
-                writer.writerow([journey.email, change.stage, value, change.currency or "", iso(change.at)])
+                row = [journey.email, change.stage, value, change.currency or "", iso(change.at), change.reason or ""]
+                writer.writerow(row)
         from collector.imports import publish_file
         from schemas.topics import Topics
 
@@ -456,6 +457,8 @@ def hubspot_event(journey: Journey, change: StageChange) -> dict[str, Any]:
     }
     if change.deal_value is not None:
         event.update(amount=str(change.deal_value), currency=change.currency)
+    if change.reason is not None:
+        event["reason"] = change.reason  # closed_lost_reason, as the API lookup or an enriching workflow adds it
     return event
 
 
@@ -504,6 +507,8 @@ def pipedrive_delivery(journey: Journey, change: StageChange) -> dict[str, Any]:
         data = {"id": deal_id, "person_id": person_id, "status": status, "title": f"{journey.company} deal"}
         if change.deal_value is not None:
             data.update(value=float(change.deal_value), currency=change.currency)
+        if change.reason is not None:
+            data["lost_reason"] = change.reason
         return {
             "meta": {**meta, "action": "change", "entity": "deal", "entity_id": str(deal_id)},
             "data": data,
@@ -526,6 +531,7 @@ def generic_event(journey: Journey, change: StageChange) -> dict[str, Any]:
         "occurred_at": iso(change.at),
         "email": journey.email,
         "object_id": journey.crm_deal_id if change.stage in ("opportunity", "customer") else None,
+        "reason": change.reason,
     }
     if change.deal_value is not None:
         event.update(value=str(change.deal_value), currency=change.currency)

@@ -77,6 +77,7 @@ def journey_record(journey: Journey) -> dict[str, Any]:
                 "crm": s.crm,
                 "deal_value": None if s.deal_value is None else str(s.deal_value),
                 "currency": s.currency,
+                "reason": s.reason,
             }
             for s in journey.stages
         ],

@@ -356,6 +356,29 @@ def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_
     assert len({t["channel"] for j in truth.journeys for t in j["touches"]}) == 8
     _assert_clickhouse_matches_the_reference(client, truth, CONFIG.epoch + timedelta(days=DAYS - 1))
     _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings)
+    _assert_the_lost_reasons(client, truth, pipeline_settings)
+
+
+def _assert_the_lost_reasons(client, truth, pipeline_settings) -> None:
+    """Every CRM path that carries a reason (HubSpot and Pipedrive deals, the generic format, the sheet) brings it
+    to the lost or disqualified conversion; Pipedrive's labelled leads have none."""
+    from schemas.identity import lead_id_for
+
+    wanted = {
+        (lead_id_for(j["email"], pipeline_settings.lead_key_bytes), s["stage"]): s["reason"] or ""
+        for j in truth.journeys
+        if j["email"]
+        for s in j["stages"]
+        if s["stage"] in ("lost", "disqualified")
+    }
+    found = dict(
+        ((lead, stage), reason)
+        for lead, stage, reason in _query(
+            client, "SELECT lead_id, stage, reason FROM conversions FINAL WHERE stage IN ('lost', 'disqualified')"
+        )
+    )
+    assert found == wanted
+    assert len({reason for reason in wanted.values() if reason}) >= 3 and "" in wanted.values()
 
 
 def _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings) -> None:
