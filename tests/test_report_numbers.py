@@ -197,3 +197,100 @@ def test_time_to_convert_agrees_with_the_first_touch_channel_report(client):
     assert {c: (r["leads"], r["customers"]) for c, r in ttc.items()} == {
         c: (int(r["leads"]), int(r["customers"])) for c, r in report.items() if r["leads"] or r["customers"]
     }
+
+
+# -- the output rules on every report, through the CLI (sinks/reports.py, "output") ----------------------------
+
+COMMANDS = {
+    "channels first_touch": ["channels", "--model", "first_touch"],
+    "channels linear": ["channels", "--model", "linear"],
+    "funnel": ["funnel"],
+    "paths": ["paths"],
+    "time-to-convert": ["time-to-convert"],
+    "compare-models": ["compare-models"],
+}
+COUNTS = {"visitors", "leads", "mqls", "sqls", "opportunities", "customers", "lost", "conversions"}
+RATES = {"roas", "lead_to_customer", "lost_share", "lead_to_mql", "mql_to_sql", "sql_to_opportunity"}
+RATES |= {"opportunity_to_customer"}
+TWO_PLACES = {"revenue", "spend", "cost_per_lead", "cac", "avg_touches", "median_days_touch_to_lead"}
+TWO_PLACES |= {"median_days_lead_to_customer", "first_touch", "last_touch", "linear", "time_decay", "u_shaped"}
+TWO_PLACES |= {"w_shaped", "full_path"}
+
+
+@pytest.fixture(scope="module")
+def cli(client, clickhouse_http_url):
+    from click.testing import CliRunner
+
+    from closedloop.cli import main
+
+    runner = CliRunner(env={"CLOSEDLOOP_CLICKHOUSE_URL": f"{clickhouse_http_url}/{client.database}"})
+
+    def run(args: list[str], fmt: str, period: tuple[str, str] = (str(FROM), str(TO))):
+        result = runner.invoke(main, ["report", *args, "--from", period[0], "--to", period[1], "--format", fmt])
+        assert result.exit_code == 0, result.output
+        return result
+
+    return run
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise AssertionError(f"{constant} in JSON output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_report_follows_the_output_rules_in_every_format(cli, command):
+    import csv
+    import io
+    import re
+
+    args = COMMANDS[command]
+    whole = command != "channels linear"  # linear credits fractions of a conversion
+    count_text = r"\d+" if whole else r"\d+(\.\d*[1-9])?"
+    csv_text = cli(args, "csv").stdout
+    json_text = cli(args, "json").stdout
+    table_text = cli(args, "table").stdout
+    for text in (csv_text, json_text, table_text):
+        assert not re.search(r"\dE-?\d|NaN|\bnan\b", text), text
+    tables = [list(csv.reader(io.StringIO(part))) for part in csv_text.split("\n\n") if part.strip()]
+    records = _strict_json(json_text) if command != "paths" else None
+    assert tables and all(rows[1:] for rows in tables), csv_text
+    for rows in tables:
+        header = rows[0]
+        for row in rows[1:]:
+            for name, value in zip(header, row, strict=True):
+                if value == "":
+                    continue
+                if name in COUNTS:
+                    assert re.fullmatch(count_text, value), (name, value)
+                elif name in RATES:
+                    assert re.fullmatch(r"\d+\.\d{4}", value), (name, value)
+                elif name in TWO_PLACES:
+                    assert re.fullmatch(r"-?\d+\.\d{2}", value), (name, value)
+        # One header style: the table shows the CSV's column names (campaign left out when empty).
+        shown = [h for h in header if h != "campaign"]
+        assert any([c.strip() for c in line.strip("│┃ ").split("┃")] == shown for line in table_text.splitlines()), (
+            shown,
+            table_text,
+        )
+    if records is not None:
+        for record in records:
+            for name, value in record.items():
+                if name in COUNTS and whole:
+                    assert isinstance(value, int), (name, value)
+                if name in ("revenue", "linear", "first_touch"):
+                    assert isinstance(value, str) and "," not in value, (name, value)
+    if command in ("channels first_touch", "compare-models"):
+        assert "1,000.00" in table_text or "1,250.00" in table_text, table_text  # A's 1000 (+ D's 250)
+
+
+def test_an_empty_period_says_so_and_names_the_period_with_data(cli):
+    result = cli(["channels"], "table", ("2025-01-01", "2025-01-31"))
+    assert "No data from 2025-01-01 to 2025-01-31. The data covers 2024-04-01 .. 2024-04-10: " in result.stderr
+    assert "run again with --from 2024-04-01 --to 2024-04-10." in result.stderr
+    result = cli(["channels"], "json", ("2025-01-01", "2025-01-31"))
+    assert (json.loads(result.stdout), "The data covers 2024-04-01" in result.stderr) == ([], True)
+    result = cli(["channels"], "csv")
+    assert result.stderr == ""
