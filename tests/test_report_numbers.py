@@ -17,6 +17,7 @@ import json
 import statistics
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from harness import unique
@@ -294,3 +295,24 @@ def test_an_empty_period_says_so_and_names_the_period_with_data(cli):
     assert (json.loads(result.stdout), "The data covers 2024-04-01" in result.stderr) == ([], True)
     result = cli(["channels"], "csv")
     assert result.stderr == ""
+
+
+def test_linear_leftover_cents_go_to_the_latest_touch_and_the_documented_query_gives_the_exact_split(client):
+    # A's 1000.00 over three touches: 333.33 each and the leftover cent to the latest (Direct); D's 250.00 is
+    # all Paid Search's; C's 500.00 all Referral's. Exact: a third of 1000.00 each.
+    report = {r["channel"]: r["revenue"] for r in channels(client, "linear", FROM, TO).records()}
+    assert {c: v for c, v in report.items() if v} == {
+        "Paid Search": Decimal("583.33"),
+        "Referral": Decimal("500.00"),
+        "Email": Decimal("333.33"),
+        "Direct": Decimal("333.34"),
+    }
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    query = doc.split("```sql\n")[-1].split("```")[0].replace("2024-04-01", str(FROM)).replace("2024-04-30", str(TO))
+    exact = dict(client.query(query).result_rows)
+    assert exact == {
+        "Paid Search": Decimal("583.33"),
+        "Referral": Decimal("500.00"),
+        "Email": Decimal("333.33"),
+        "Direct": Decimal("333.33"),
+    }
