@@ -125,3 +125,11 @@ def test_an_empty_period_names_the_period_that_has_data():
         "run again with --from 2026-09-01 --to 2026-09-30."
     )
     assert "nor on any other day" in no_data_message(date(2026, 11, 6), date(2026, 12, 5), None)
+
+
+def test_the_demo_table_follows_the_same_rules():
+    from closedloop.commands.demo import _count, _money, _ratio
+
+    assert (_count(D("58.000000000")), _count(D("1234.5")), _count(None)) == ("58", "1,234.50", "-")
+    assert (_money(D("1234567.5")), _money(D("0E-9"))) == ("1,234,567.50", "0.00")
+    assert (_ratio(0.5), _ratio(12.34567)) == ("0.5000", "12.3457")
