@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -86,6 +87,7 @@ class ReportResult:
     name: str
     columns: tuple[str, ...]
     rows: tuple[tuple, ...]
+    types: tuple[str, ...] = ()  # ClickHouse type names of the columns (they decide how values print)
 
     def records(self) -> list[dict]:
         return [dict(zip(self.columns, row, strict=False)) for row in self.rows]
@@ -137,7 +139,36 @@ def run_report(client: Client, name: str, **params) -> ReportResult:
         params["by_campaign"] = int(bool(params["by_campaign"]))
     values = {key: params[key] for key in spec.params}
     result = client.query(load_sql(name), parameters=values)
-    return ReportResult(name=name, columns=tuple(result.column_names), rows=tuple(map(tuple, result.result_rows)))
+    return ReportResult(
+        name=name,
+        columns=tuple(result.column_names),
+        rows=tuple(map(tuple, result.result_rows)),
+        types=tuple(t.name for t in result.column_types),
+    )
+
+
+def data_period(client: Client) -> tuple[date, date] | None:
+    """The first and last day with touches or conversions (UTC), or None when there are none: what to suggest when
+    a report's period holds no data."""
+    row = client.query(
+        "SELECT min(day), max(day), count() FROM (SELECT toDate(occurred_at) AS day FROM conversions "
+        "UNION ALL SELECT toDate(occurred_at) FROM touches)"
+    ).result_rows[0]
+    return (row[0], row[1]) if row[2] else None
+
+
+def no_data_message(date_from: date, date_to: date, period: tuple[date, date] | None) -> str:
+    """What to tell a user whose report came back empty: that the period is empty, and which period is not."""
+    if period is None:
+        return (
+            f"No data from {date_from} to {date_to}, nor on any other day: nothing has reached ClickHouse yet. "
+            "Run `closedloop demo`, or check that `closedloop worker` and `closedloop sink` are running."
+        )
+    first, last = period
+    return (
+        f"No data from {date_from} to {date_to}. The data covers {first} .. {last}: "
+        f"run again with --from {first} --to {last}."
+    )
 
 
 def channels(
@@ -151,74 +182,145 @@ def channels(
 
 
 # -- output --------------------------------------------------------------------------------------------------
+#
+# One set of rules for every report and every format (docs/CLICKHOUSE.md, "Report output"):
+#   counts (integer columns)             integers: 58, never 58.00
+#   credited counts (sums of shares)     integers when every value of the column is whole (first_touch), else the
+#                                        table shows 2 places and CSV/JSON the exact sum (1.5, 0.333333333)
+#   money (2-place decimals)             2 places; JSON strings, so no float rounds a cent
+#   rates and shares (floats)            4 places (0.5000); money per unit (cost_per_lead, cac), days and averages 2
+#   missing (no leads, no time)          '-' in the table, empty in CSV, null in JSON (never NaN, never 0E-9)
+#   headers                              the SQL column names, the same in every format
+#   thousands                            ',' in the table only; CSV and JSON carry plain numbers
+TWO_PLACES = frozenset({"cost_per_lead", "cac", "avg_touches"})
+COUNT, MONEY, CREDITED, FLOAT, TEXT = "count", "money", "credited", "float", "text"
 
 
-def _plain(value):
-    """A JSON/CSV friendly value: decimals as strings (no float rounding), times as ISO 8601."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    return value
+def _kind(type_name: str | None, values: list) -> str:
+    """How a column prints, from its ClickHouse type (or, without one, from its Python values)."""
+    if type_name is not None:
+        name = type_name
+        for wrapper in ("Nullable(", "LowCardinality("):
+            if name.startswith(wrapper):
+                name = name[len(wrapper) : -1]
+        if name.startswith(("Int", "UInt")):
+            return COUNT
+        if name.startswith("Decimal"):
+            return MONEY if name.replace(" ", "").endswith(",2)") else CREDITED
+        if name.startswith("Float"):
+            return FLOAT
+        return TEXT
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return COUNT
+    if present and all(isinstance(v, Decimal) for v in present):
+        return MONEY if all(v.as_tuple().exponent == -2 for v in present) else CREDITED
+    if present and all(isinstance(v, (int, float)) for v in present):
+        return FLOAT
+    return TEXT
 
 
-def _display(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, Decimal):
-        return f"{value:,.2f}"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4f}"
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    return str(value)
+def _places(column: str) -> int:
+    return 2 if column in TWO_PLACES or column.startswith(("median_days", "days_")) else 4
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def _exact(value: Decimal) -> str:
+    """A decimal in plain notation without trailing zeros: 58, 1.5, 0 (not 58.000000000 or 0E-9)."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    kind: str
+    whole: bool  # a credited-count column whose values are all whole numbers
+
+    def table(self, value) -> str:
+        if _is_missing(value):
+            return "-"
+        if self.kind == COUNT:
+            return f"{value:,}"
+        if self.kind == MONEY:
+            return f"{value:,.2f}"
+        if self.kind == CREDITED:
+            return f"{int(value):,}" if self.whole else f"{value:,.2f}"
+        if self.kind == FLOAT:
+            return f"{value:,.{_places(self.name)}f}"
+        return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+
+    def csv(self, value) -> str:
+        if _is_missing(value):
+            return ""
+        if self.kind == COUNT:
+            return str(int(value))
+        if self.kind == MONEY:
+            return f"{value:.2f}"
+        if self.kind == CREDITED:
+            return _exact(Decimal(value))
+        if self.kind == FLOAT:
+            return f"{value:.{_places(self.name)}f}"
+        return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+
+    def json(self, value):
+        if _is_missing(value):
+            return None
+        if self.kind == COUNT:
+            return int(value)
+        if self.kind == MONEY:
+            return f"{value:.2f}"
+        if self.kind == CREDITED:
+            text = _exact(Decimal(value))
+            return int(text) if "." not in text else float(text)
+        if self.kind == FLOAT:
+            return round(float(value), _places(self.name))
+        if isinstance(value, Decimal):
+            return str(value)
+        return value.isoformat() if isinstance(value, (date, datetime)) else value
+
+
+def _columns(result: ReportResult) -> list[_Column]:
+    columns = []
+    for index, name in enumerate(result.columns):
+        values = [row[index] for row in result.rows]
+        kind = _kind(result.types[index] if index < len(result.types) else None, values)
+        whole = kind == CREDITED and all(_is_missing(v) or Decimal(v) == Decimal(v).to_integral() for v in values)
+        columns.append(_Column(name, kind, whole))
+    return columns
 
 
 def to_csv(result: ReportResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(result.columns)
+    columns = _columns(result)
     for row in result.rows:
-        writer.writerow(["" if v is None else _plain(v) for v in row])
+        writer.writerow([column.csv(value) for column, value in zip(columns, row, strict=True)])
     return buffer.getvalue()
 
 
 def to_json(result: ReportResult) -> str:
-    return json.dumps([{k: _plain(v) for k, v in r.items()} for r in result.records()], indent=2)
-
-
-# Short headers keep the channel table readable in an 80-column terminal; CSV/JSON keep the SQL names.
-HEADERS = {
-    "customers": "cust.",
-    "cost_per_lead": "CPL",
-    "cac": "CAC",
-    "roas": "ROAS",
-    "lead_to_customer": "lead→cust",
-    "lost_share": "lost share",
-    "visitors": "visitors",
-    "mqls": "MQLs",
-    "sqls": "SQLs",
-    "opportunities": "opps",
-}
+    columns = _columns(result)
+    records = [{c.name: c.json(value) for c, value in zip(columns, row, strict=True)} for row in result.rows]
+    return json.dumps(records, indent=2, allow_nan=False)
 
 
 def to_table(result: ReportResult, title: str | None = None):
-    """A rich Table: numbers right-aligned, decimals with two places, missing ratios as '-'.
-
-    A text column that is empty on every row (``campaign`` when not split by campaign) is left out.
-    """
+    """A rich Table: numbers right-aligned; a text column empty on every row (``campaign`` when not split by
+    campaign) is left out."""
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
+    columns = _columns(result)
     keep = [i for i in range(len(result.columns)) if not result.rows or any(row[i] != "" for row in result.rows)]
-    numeric = {
-        i: bool(result.rows) and all(isinstance(row[i], (int, float, Decimal)) or row[i] is None for row in result.rows)
-        for i in keep
-    }
     for i in keep:
-        table.add_column(HEADERS.get(result.columns[i], result.columns[i]), justify="right" if numeric[i] else "left")
+        table.add_column(columns[i].name, justify="left" if columns[i].kind == TEXT else "right")
     for row in result.rows:
-        table.add_row(*(_display(row[i]) for i in keep))
+        table.add_row(*(columns[i].table(row[i]) for i in keep))
     return table
 
 

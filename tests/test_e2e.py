@@ -10,7 +10,8 @@ and each model's shares and revenue are computed with exact fractions, rounded a
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -242,6 +243,7 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
         die_with_parent=True,
     )
     truth = None
+    started = time.time()
     try:
         for first_day, end_day in runs:
             processes.stop()
@@ -277,9 +279,25 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
                 on_poll=every_ten_seconds,
             )
             assert drain.complete, _stuck_report(drain, progress, processes)
+        counters = _today_counters(processes.worker_url(), started)
     finally:
         processes.stop()
-    return client, truth
+    return client, truth, counters
+
+
+def _today_counters(worker_url: str, since: float) -> Counter:
+    """(model, stage, channel) -> conversions in the worker's live counters, over every day window since ``since``
+    (the counters are by processing time: the run's conversions are all in these windows)."""
+    counts: Counter = Counter()
+    seen = set()
+    for moment in [*range(int(since), int(time.time()), 86400), time.time()]:
+        snapshot = get_json(f"{worker_url}/counters/?window=today&at={moment}")
+        if snapshot["window_start"] in seen:
+            continue
+        seen.add(snapshot["window_start"])
+        for row in snapshot["rows"]:
+            counts[(row["model"], row["stage"], row["channel"])] += row["conversions"]
+    return counts
 
 
 def _stuck_report(drain, progress, processes) -> str:
@@ -348,13 +366,15 @@ def _assert_clickhouse_matches_the_reference(client, truth, end: date) -> None:
 
 
 def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_settings, unique_name, tmp_path):
-    client, truth = _through_the_pipeline(pipeline_settings, unique_name, tmp_path, [(0, DAYS)])
+    client, truth, counters = _through_the_pipeline(pipeline_settings, unique_name, tmp_path, [(0, DAYS)])
     # What the simulation is made of, so that the comparison is not vacuous.
     assert {j["crm"] for j in truth.journeys if j["forms"]} == {"hubspot", "pipedrive", "generic", "csv"}
     assert any(len({f["visitor_id"] for f in j["forms"]}) == 2 for j in truth.journeys)
     assert len([j for j in truth.journeys if j["deal_value"]]) >= 10
     assert len({t["channel"] for j in truth.journeys for t in j["touches"]}) == 8
-    _assert_clickhouse_matches_the_reference(client, truth, CONFIG.epoch + timedelta(days=DAYS - 1))
+    end = CONFIG.epoch + timedelta(days=DAYS - 1)
+    _assert_clickhouse_matches_the_reference(client, truth, end)
+    _assert_reports_and_counters_agree(client, counters, end)
     _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings)
     _assert_the_lost_reasons(client, truth, pipeline_settings)
 
@@ -408,8 +428,32 @@ def _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings) -
     assert ("lead", journey["touches"][0]["channel"]) in first
 
 
+def _assert_reports_and_counters_agree(client, counters: Counter, end: date) -> None:
+    """Leads and customers per first-touch channel: the channel report, time-to-convert and the live counters."""
+    from sinks.reports import channels, run_report
+
+    report = {
+        (stage, r["channel"]): int(r[column])
+        for r in channels(client, "first_touch", CONFIG.epoch, end).records()
+        for stage, column in (("lead", "leads"), ("customer", "customers"))
+        if r[column]
+    }
+    ttc = {
+        (stage, r["channel"]): r[column]
+        for r in run_report(client, "time-to-convert", date_from=CONFIG.epoch, date_to=end).records()
+        for stage, column in (("lead", "leads"), ("customer", "customers"))
+        if r[column]
+    }
+    live = {(stage, channel): n for (model, stage, channel), n in counters.items() if model == "first_touch" and n}
+    live = {key: n for key, n in live.items() if key[0] in ("lead", "customer")}
+    assert sum(report.values()) > 50
+    assert report == ttc == live
+
+
 def test_a_second_run_after_a_restart_continues_and_counts_nothing_twice(pipeline_settings, unique_name, tmp_path):
     """Two runs (days 0-5, then 6-11) with every process restarted in between: the end state is the reference
     of all twelve days, as if sent in one go (journeys and CRM stages of the first run continue in the second)."""
-    client, truth = _through_the_pipeline(pipeline_settings, unique_name, tmp_path, [(0, DAYS // 2), (DAYS // 2, DAYS)])
+    client, truth, _counters = _through_the_pipeline(
+        pipeline_settings, unique_name, tmp_path, [(0, DAYS // 2), (DAYS // 2, DAYS)]
+    )
     _assert_clickhouse_matches_the_reference(client, truth, CONFIG.epoch + timedelta(days=DAYS - 1))

@@ -125,7 +125,7 @@ def expected(model: str) -> dict[str, dict]:
             "avg_deal_value": round(float(sum(w * deal[lead] for lead, w in won.items()) / sum(won.values())), 2)
             if won
             else None,
-            "median_sales_cycle_days": round(float(median(cycles)), 2) if cycles else None,
+            "median_days_lead_to_customer": round(float(median(cycles)), 2) if cycles else None,
         }
     return rows
 
@@ -155,7 +155,7 @@ def test_quality_per_channel_equals_the_independent_computation(client, model) -
     found = {r.pop("channel"): r for r in result.records()}
     for row in found.values():
         row["leads"] = Decimal(row["leads"]).normalize()
-        for key in ("avg_deal_value", "median_sales_cycle_days"):
+        for key in ("avg_deal_value", "median_days_lead_to_customer"):
             row[key] = None if row[key] is None else float(row[key])
     wanted = expected(model)
     for row in wanted.values():

@@ -622,13 +622,16 @@ def test_counters_json_and_watch_view_show_counts_moving(kafka_bootstrap, unique
                         counts[(r["stage"], r["channel"])] += r["conversions"]
                         if r["model"] == "last_touch" and r["stage"] == "customer":
                             customers[r["revenue"]] += r["conversions"]
-                # Counted once each, under the channels of their first version (arrival order decides those).
-                assert sum(last.values()) == 4 and sum(first.values()) == 4, snapshots
-                assert {stage for stage, _ in last} == {"lead", "mql", "opportunity", "customer"}
-                assert customers == Counter({"12000": 1})
+                # Counted once each, under the channels of their newest version (a conversion emitted before
+                # the phone's touches arrived moved to its final channels), as in the credits.
+                stages = ("lead", "mql", "opportunity", "customer")
+                assert last == Counter({(stage, "Email"): 1 for stage in stages}), snapshots
+                assert first == Counter({(stage, "Paid Search"): 1 for stage in stages}), snapshots
+                assert customers == Counter({"12000.00": 1})
                 assert [s["totals"]["customer"] for s in snapshots.values() if "customer" in s["totals"]] == [
-                    {"conversions": 1, "revenue": "12000"}
+                    {"conversions": 1, "revenue": "12000.00"}
                 ]
+                assert {s["time"] for s in snapshots.values()} == {"processing"}
             with pytest.raises(urllib.error.HTTPError) as refused:
                 get_json(f"{settings.web_url}/counters/?window=1m&at=yesterday")
             assert refused.value.code == 400 and "seconds since 1970" in refused.value.read().decode()
@@ -636,6 +639,52 @@ def test_counters_json_and_watch_view_show_counts_moving(kafka_bootstrap, unique
             assert "today" in screen and "customer" in screen
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def test_counters_follow_a_reattributed_conversion(kafka_bootstrap, unique_name, tmp_path):
+    """The CRM reports the sale before the form: counted on (none); then the form carries the visitor's touches
+    and re-attributes it. The sale moves to its new channels inside the window it was first counted in.
+
+    Under at_least_once: under exactly_once this two-step scenario stalls the leads agent on main too (the link's
+    lead event is never committed; reported, not fixed here)."""
+    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data").model_copy(
+        update={"processing_guarantee": "at_least_once"}
+    )
+    create_all_topics(settings)
+    won = crm("crm-won", at(20), "customer", email=EMAIL, value="12000.00")
+    with running_worker(settings, tmp_path) as worker:
+        send(settings, as_records(settings, [won]))
+        wait_idle(settings, worker=worker)
+        before = get_json(f"{settings.web_url}/counters/?window=today")
+        assert [(r["model"], r["stage"], r["channel"], r["conversions"]) for r in before["rows"]] == [
+            ("first_touch", "customer", "(none)", 1),
+            ("last_touch", "customer", "(none)", 1),
+        ]
+        send(settings, as_records(settings, [e for e in journey() if e.event_id in ("pv-1", "pv-4", "form-1")]))
+        wait_idle(settings, worker=worker)
+        windows = {}
+        for at_ in (datetime.fromisoformat(before["window_start"]).timestamp(), time.time()):
+            snapshot = get_json(f"{settings.web_url}/counters/?window=today&at={at_}")
+            windows[snapshot["window_start"]] = snapshot
+    rows = Counter()
+    for snapshot in windows.values():
+        for r in snapshot["rows"]:
+            rows[(r["model"], r["stage"], r["channel"], r["revenue"])] += r["conversions"]
+    assert rows == Counter(
+        {
+            ("first_touch", "customer", "Paid Search", "12000.00"): 1,
+            ("last_touch", "customer", "Email", "12000.00"): 1,
+            ("first_touch", "lead", "Paid Search", "0.00"): 1,
+            ("last_touch", "lead", "Email", "0.00"): 1,
+        }
+    ), windows
+    # The sale stays in the window it was first counted in (even if a day ended in between), never twice.
+    sale_window = windows[before["window_start"]]
+    assert [(r["model"], r["channel"]) for r in sale_window["rows"] if r["stage"] == "customer"] == [
+        ("first_touch", "Paid Search"),
+        ("last_touch", "Email"),
+    ]
+    assert sale_window["totals"]["customer"] == {"conversions": 1, "revenue": "12000.00"}
 
 
 def generated_stream(visitors: int = 400, seed: int = 7) -> list[Envelope]:

@@ -221,22 +221,20 @@ def _print_measurements(stats, probe, finished: float, delays: dict) -> None:
         console.print(f"   [yellow]{missing} sampled touches never became visible[/yellow]")
 
 
+# The report output rules of sinks/reports.py (money 2 places, counts whole or 2 places, rates 4, ',' thousands).
 def _money(value) -> str:
-    if value is None:
-        return "-"
-    value = Decimal(value)
-    return f"{value / 1000:,.1f}k" if abs(value) >= 10_000 else f"{value:,.0f}"
+    return "-" if value is None else f"{Decimal(value):,.2f}"
 
 
 def _count(value) -> str:
     if value is None:
         return "-"
     value = Decimal(value)
-    return f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.1f}"
+    return f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.2f}"
 
 
 def _ratio(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:,.4f}"
 
 
 def _print_report(client, cursor, run) -> None:
@@ -258,7 +256,7 @@ def _print_report(client, cursor, run) -> None:
         title_justify="left",
     )
     table.add_column("channel", no_wrap=True)
-    for header in ("visitors", "spend", "leads", "customers", "revenue", "ROAS"):
+    for header in ("visitors", "spend", "leads", "customers", "revenue", "roas"):
         table.add_column(header, justify="right", no_wrap=True)
     total: dict[str, Any] = {"visitors": 0, "spend": Decimal(0)}
     for name in names:
@@ -273,7 +271,7 @@ def _print_report(client, cursor, run) -> None:
     wide.print(table)
     console.print(
         f"   leads, customers and revenue are credited to channels by each model (first touch, last "
-        f"non-direct touch, linear); ROAS = revenue / spend; total spend {_money(total['spend'])} EUR.",
+        f"non-direct touch, linear); roas = revenue / spend; total spend {_money(total['spend'])} EUR.",
         soft_wrap=True,
     )
 

@@ -9,6 +9,7 @@ import click
 from closedloop.commands._clickhouse_cli import (
     FORMATS,
     clickhouse_errors_readable,
+    errors,
     print_text_or_table,
     sink_settings,
 )
@@ -38,20 +39,35 @@ def _period(function):
     return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)(function)
 
 
-def _run(name: str, fmt: str, title: str, **params) -> None:
+def _run(fmt: str, *reports: tuple[str, str, dict]) -> None:
+    """Run and print each ``(report, title, parameters)``; when every one is empty, say so on stderr and name
+    the period that holds data (the default period, the last 30 days, is often not the demo's)."""
     from sinks.client import connect
-    from sinks.reports import render, run_report
+    from sinks.reports import data_period, no_data_message, render, run_report
 
-    for key in ("date_from", "date_to"):
-        if isinstance(params.get(key), datetime):
-            params[key] = params[key].date()
+    empty = True
     with clickhouse_errors_readable():
         client = connect(sink_settings())
         try:
-            result = run_report(client, name, **params)
+            for name, title, params in reports:
+                params = {k: v.date() if isinstance(v, datetime) else v for k, v in params.items()}
+                result = run_report(client, name, **params)
+                empty = empty and not result.rows
+                print_text_or_table(render(result, fmt, title=title))
+            if empty:
+                date_from, date_to = params["date_from"], params["date_to"]
+                errors.print(
+                    no_data_message(date_from, date_to, data_period(client)),
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
         finally:
             client.close()
-        print_text_or_table(render(result, fmt, title=title))
+
+
+def _dates(date_from: datetime, date_to: datetime) -> dict:
+    return {"date_from": date_from, "date_to": date_to}
 
 
 def _span(date_from: datetime, date_to: datetime) -> str:
@@ -81,13 +97,12 @@ def channels(model: str, by: str, source: str, date_from: datetime, date_to: dat
     plain counts by first touch. Visitors are distinct visitors with a touch on the channel in the period.
     """
     _run(
-        "channels" if source == "raw" else "channels-rollup",
         fmt,
-        f"channels · {model} · {_span(date_from, date_to)}",
-        model=model,
-        by_campaign=by == "campaign",
-        date_from=date_from,
-        date_to=date_to,
+        (
+            "channels" if source == "raw" else "channels-rollup",
+            f"channels · {model} · {_span(date_from, date_to)}",
+            {"model": model, "by_campaign": by == "campaign", "date_from": date_from, "date_to": date_to},
+        ),
     )
 
 
@@ -103,13 +118,12 @@ def quality(model: str, by: str, date_from: datetime, date_to: datetime, fmt: st
     counts with the channel's credit for it.
     """
     _run(
-        "quality",
         fmt,
-        f"lead quality · {model} · {_span(date_from, date_to)}",
-        model=model,
-        by_campaign=by == "campaign",
-        date_from=date_from,
-        date_to=date_to,
+        (
+            "quality",
+            f"lead quality · {model} · {_span(date_from, date_to)}",
+            {"model": model, "by_campaign": by == "campaign", **_dates(date_from, date_to)},
+        ),
     )
 
 
@@ -119,12 +133,8 @@ def quality(model: str, by: str, date_from: datetime, date_to: datetime, fmt: st
 def funnel(model: str, date_from: datetime, date_to: datetime, fmt: str) -> None:
     """Stage to stage by channel (credited under MODEL; first_touch = plain counts by first touch)."""
     _run(
-        "funnel",
         fmt,
-        f"funnel · {model} · {_span(date_from, date_to)}",
-        model=model,
-        date_from=date_from,
-        date_to=date_to,
+        ("funnel", f"funnel · {model} · {_span(date_from, date_to)}", {"model": model, **_dates(date_from, date_to)}),
     )
 
 
@@ -138,22 +148,17 @@ def funnel(model: str, date_from: datetime, date_to: datetime, fmt: str) -> None
 def paths(stage: str, limit: int, pages: int, date_from: datetime, date_to: datetime, fmt: str) -> None:
     """The most common channel paths of converting leads, then the page sequences before the form."""
     _run(
-        "paths",
         fmt,
-        f"channel paths to {stage} · {_span(date_from, date_to)}",
-        stage=stage,
-        limit=limit,
-        date_from=date_from,
-        date_to=date_to,
-    )
-    _run(
-        "page-paths",
-        fmt,
-        f"pages before the form · {_span(date_from, date_to)}",
-        pages=pages,
-        limit=limit,
-        date_from=date_from,
-        date_to=date_to,
+        (
+            "paths",
+            f"channel paths to {stage} · {_span(date_from, date_to)}",
+            {"stage": stage, "limit": limit, **_dates(date_from, date_to)},
+        ),
+        (
+            "page-paths",
+            f"pages before the form · {_span(date_from, date_to)}",
+            {"pages": pages, "limit": limit, **_dates(date_from, date_to)},
+        ),
     )
 
 
@@ -161,11 +166,11 @@ def paths(stage: str, limit: int, pages: int, date_from: datetime, date_to: date
 @_period
 def time_to_convert(date_from: datetime, date_to: datetime, fmt: str) -> None:
     """Median days from first touch to lead and from lead to customer, by first-touch channel."""
-    _run("time-to-convert", fmt, f"time to convert · {_span(date_from, date_to)}", date_from=date_from, date_to=date_to)
+    _run(fmt, ("time-to-convert", f"time to convert · {_span(date_from, date_to)}", _dates(date_from, date_to)))
 
 
 @command.command("compare-models")
 @_period
 def compare_models(date_from: datetime, date_to: datetime, fmt: str) -> None:
     """Customer revenue per channel under every attribution model, side by side."""
-    _run("compare-models", fmt, f"revenue by model · {_span(date_from, date_to)}", date_from=date_from, date_to=date_to)
+    _run(fmt, ("compare-models", f"revenue by model · {_span(date_from, date_to)}", _dates(date_from, date_to)))

@@ -39,5 +39,10 @@ def command(query: str, fmt: str, params: tuple[str, ...]) -> None:
             result = client.query(query, parameters=values or None)
         finally:
             client.close()
-        rows = ReportResult("sql", tuple(result.column_names), tuple(map(tuple, result.result_rows)))
+        rows = ReportResult(
+            "sql",
+            tuple(result.column_names),
+            tuple(map(tuple, result.result_rows)),
+            tuple(t.name for t in result.column_types),
+        )
         print_text_or_table(render(rows, fmt))

@@ -1,7 +1,9 @@
 """``closedloop watch``: a live terminal view of conversions per channel and stage, refreshed every second.
 
 Reads the worker's counters JSON (``GET /counters/?window=...``, see ``stream_jobs.runtime.counters``): the current
-window (1 minute by default) and today, last-touch channels (``--model first_touch`` for first touch).
+window (1 minute by default) and today, last-touch channels (``--model first_touch`` for first touch). Windows are
+by processing time (when the worker first counted a conversion, not when it happened), and the titles say so; a
+re-attributed conversion shows under its newest channels.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def render(current: dict | None, today: dict | None, model: str, error: str | No
             continue
         rows = [row for row in snapshot["rows"] if row["model"] == model]
         table = Table(
-            title=f"{title} ({snapshot['window']}, from {snapshot['window_start'][:19]}Z) · {model}",
+            title=f"{title} ({snapshot['window']} from {snapshot['window_start'][:19]}Z, "
+            f"by {snapshot.get('time', 'processing')} time) · {model}",
             title_justify="left",
             expand=False,
         )
@@ -47,7 +50,7 @@ def render(current: dict | None, today: dict | None, model: str, error: str | No
             counts = {row["stage"]: row for row in rows if row["channel"] == channel}
             revenue = sum(float(row["revenue"]) for row in counts.values())
             table.add_row(
-                channel, *(str(counts[s]["conversions"]) if s in counts else "·" for s in STAGES), f"{revenue:,.2f}"
+                channel, *(f"{counts[s]['conversions']:,}" if s in counts else "·" for s in STAGES), f"{revenue:,.2f}"
             )
         if not channels:
             table.add_row("(no conversions yet)", *("·" for _ in STAGES), "0.00")
@@ -70,7 +73,7 @@ def render(current: dict | None, today: dict | None, model: str, error: str | No
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 60), help="Seconds.")
 @click.option("--once", is_flag=True, help="Print one snapshot and exit.")
 def command(url: str | None, window: str, model: str, interval: float, once: bool) -> None:
-    """Live counts of conversions per channel and stage (current window and today)."""
+    """Live counts of conversions per channel and stage (current window and today, by processing time)."""
     from rich.console import Console
     from rich.live import Live
 

@@ -78,8 +78,8 @@ SELECT
     sum(lost_) AS lost,
     sum(revenue_) AS revenue,
     sum(spend_) AS spend,
-    if(leads = 0, NULL, round(toFloat64(spend) / toFloat64(leads), 4)) AS cost_per_lead,
-    if(customers = 0, NULL, round(toFloat64(spend) / toFloat64(customers), 4)) AS cac,
+    if(leads = 0, NULL, round(toFloat64(spend) / toFloat64(leads), 2)) AS cost_per_lead,
+    if(customers = 0, NULL, round(toFloat64(spend) / toFloat64(customers), 2)) AS cac,
     if(spend = 0, NULL, round(toFloat64(revenue) / toFloat64(spend), 4)) AS roas,
     if(leads = 0, NULL, round(toFloat64(customers) / toFloat64(leads), 4)) AS lead_to_customer,
     if(leads = 0, NULL, round(toFloat64(lost) / toFloat64(leads), 4)) AS lost_share

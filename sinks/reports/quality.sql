@@ -57,8 +57,9 @@ SELECT
     round(sumIf(weight, lost) / sum(weight), 4) AS lost_rate,
     arrayStringConcat(topKWeightedIf(3)(lost_reason, toUInt64(round(weight * 1000000)), lost AND lost_reason != ''), '; ')
         AS top_lost_reasons,
-    if(sumIf(weight, won) = 0, NULL, round(sumIf(weight * deal_value, won) / sumIf(weight, won), 2)) AS avg_deal_value,
-    if(countIf(won) = 0, NULL, round(quantileExactInclusiveIf(0.5)(cycle_days, won), 2)) AS median_sales_cycle_days
+    if(sumIf(weight, won) = 0, NULL, toDecimal64(round(sumIf(weight * deal_value, won) / sumIf(weight, won), 2), 2))
+        AS avg_deal_value,
+    if(countIf(won) = 0, NULL, round(quantileExactInclusiveIf(0.5)(cycle_days, won), 2)) AS median_days_lead_to_customer
 FROM joined
 GROUP BY channel
 ORDER BY leads DESC, channel

@@ -77,6 +77,9 @@ class Emitted(BaseModel):
 
     version: int
     fingerprint: str
+    # When the worker's live counters first counted the conversion (seconds since the epoch, set by the leads agent;
+    # carried to newer versions so that a re-attribution moves the conversion inside the window it was counted in).
+    counted_at: float | None = None
 
 
 class LeadState(BaseModel):
@@ -190,7 +193,11 @@ def _emit(state: LeadState, lookback: timedelta) -> tuple[LeadState, list[Conver
         previous = emitted.get(stage)
         if previous is not None and previous.fingerprint == fingerprint:
             continue
-        emitted[stage] = Emitted(version=previous.version + 1 if previous else 1, fingerprint=fingerprint)
+        emitted[stage] = Emitted(
+            version=previous.version + 1 if previous else 1,
+            fingerprint=fingerprint,
+            counted_at=previous.counted_at if previous else None,
+        )
         changed.append(stage)
     if not changed:
         return state, []
@@ -269,6 +276,15 @@ def apply_crm(
         reason=change.reason,
     )
     return _emit(_reach(state, change.stage, reached), lookback)
+
+
+def with_counted_at(state: LeadState, counted: dict[LifecycleStage, float]) -> LeadState:
+    """``state`` with the moment the live counters first counted each conversion in ``counted`` recorded."""
+    emitted = dict(state.emitted)
+    for stage, counted_at in counted.items():
+        if emitted[stage].counted_at != counted_at:
+            emitted[stage] = emitted[stage].model_copy(update={"counted_at": counted_at})
+    return state.model_copy(update={"emitted": emitted})
 
 
 def credits_for(state: LeadState, conversion: Conversion, lookback: timedelta = DEFAULT_LOOKBACK) -> list[Credit]:

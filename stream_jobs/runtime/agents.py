@@ -19,6 +19,7 @@ Keys: visitor id, lead id, contact key (``<crm>:<contact id>``), UTF-8. Output r
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -27,8 +28,8 @@ from faust.serializers import codecs
 from pydantic import BaseModel
 
 from schemas import serde
-from schemas.events import CrmStatusChange, Envelope, Identify, PageView
-from schemas.outputs import Lead
+from schemas.events import CrmStatusChange, Envelope, Identify, LifecycleStage, PageView
+from schemas.outputs import Conversion, Lead
 from stream_jobs.rules import contacts as contacts_rules
 from stream_jobs.rules import erasure, lifecycle
 from stream_jobs.rules import visitors as visitor_rules
@@ -284,6 +285,7 @@ class Pipeline:
         ):
             lead = Lead(lead_id=state.lead_id, email=lead_event.email, first_identified_at=state.first_identified_at)
             await self.outputs.send(self.names.leads, key, record_bytes(lead))
+        counted: dict[LifecycleStage, float] = {}
         for conversion in conversions:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -301,11 +303,27 @@ class Pipeline:
             await self.outputs.send_all(
                 self.names.credits, _key(conversion.conversion_id), [record_bytes(credit) for credit in credits]
             )
-            self.counters.record(conversion)
+            counted[conversion.stage] = self._count(before, conversion)
+        if counted:
+            state = lifecycle.with_counted_at(state, counted)
         # After the outputs, as in the visitors agent: a state that records a conversion as emitted must not be
         # written when sending it failed, or no later event would re-emit it.
         if state is not before:
             self.leads[lead_event.lead_id] = state
+
+    def _count(self, before: LeadState | None, conversion: Conversion) -> float:
+        """Count ``conversion`` in the live counters, replacing the version counted before (it is the previous
+        state's conversion record: every change to what it depends on re-emits it); returns when it was first
+        counted, which the lead's state keeps."""
+        emitted = previous = None
+        if before is not None and conversion.stage in before.emitted:
+            emitted = before.emitted[conversion.stage]
+            previous = before.conversion(conversion.stage, self.settings.lookback)
+        # A state written before counted_at existed: its earlier version was counted in an unknown window, so
+        # the change is counted now.
+        counted_at = emitted.counted_at if emitted is not None and emitted.counted_at is not None else time.time()
+        self.counters.record(conversion, previous, counted_at)
+        return counted_at
 
     # -- erasure (closedloop erase; stream_jobs.rules.erasure) --------------------------------------------------
 

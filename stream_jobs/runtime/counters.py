@@ -6,17 +6,23 @@ UTC-aligned) count conversions and sum revenue per ``(model, stage, channel)``, 
 ``[conversions, revenue in cents]``.
 
 Choices
-    - Windows are processing time (``relative_to_now``): the counters answer "what converted in the last minute
-      of stream", which is what ``closedloop watch`` shows while events flow. Reports by event time come from
-      ClickHouse.
-    - A conversion counts once, when its version 1 is emitted, under the channels of that version; late touches
-      that re-emit it (version 2, 3 ...) do not count it again.
+    - Windows are **processing time** (the worker's wall clock when it first counted the conversion), not the
+      time the conversion happened: the counters answer "what converted in the last minute of stream", which is
+      what ``closedloop watch`` shows while events flow. Reports by event time come from ClickHouse. The JSON
+      says so (``"time": "processing"``), and so does ``watch``.
+    - A conversion counts once, in the windows of the moment it was first counted, under the channels and revenue
+      of its **newest** version: when a late touch re-emits it (version 2, 3 ...), the previous version's
+      contribution is subtracted in those same windows and the new one added (:func:`count_changes`). The moment
+      is kept in the lead's state (``Emitted.counted_at``), so a restart does not lose it; under ``exactly_once``
+      the counters' changelogs, the leads table and the input offsets commit together, so a replay counts nothing
+      twice. A window already expired is not written back.
     - Each worker serves the counts of the partitions it owns (one worker by default: all of them).
 
 ``GET /counters/?window=1m|1h|today[&at=UNIX_SECONDS]`` (``at``: a moment in an earlier window still kept, default
 now) returns
-``{"window", "window_start", "window_end", "rows": [{"model", "stage", "channel", "conversions", "revenue"}],
-"totals": {...}, "dead_letters": n}``; ``revenue`` is a decimal string.
+``{"window", "time": "processing", "window_start", "window_end", "rows": [{"model", "stage", "channel",
+"conversions", "revenue"}], "totals": {...}, "dead_letters": n}``; ``revenue`` is a decimal string with two
+places; rows whose conversions and revenue are both 0 (a conversion moved to another channel) are left out.
 """
 
 from __future__ import annotations
@@ -34,11 +40,6 @@ from stream_jobs.runtime.topology import COUNTER_WINDOWS, counter_table
 MODELS = ("last_touch", "first_touch")
 
 
-def _wall_clock(event: Any = None) -> float:
-    # Faust's relative_to_now() uses the partition's latest message timestamp inside an agent, not the clock.
-    return time.time()
-
-
 def _zero() -> list[int]:
     return [0, 0]
 
@@ -51,29 +52,58 @@ def _cents(conversion: Conversion) -> int:
     return int((conversion.revenue or Decimal(0)) * 100)
 
 
+def count_changes(previous: Conversion | None, current: Conversion) -> dict[str, tuple[int, int]]:
+    """What counting ``current`` changes per counter key, ``(conversions, cents)``: ``previous`` (the version of
+    the same conversion counted before, or None) is taken out, ``current`` put in. Keys that do not change are
+    left out, so a re-emission with the same channels and revenue changes nothing."""
+    changes: dict[str, list[int]] = {}
+    for conversion, sign in ((previous, -1), (current, 1)):
+        if conversion is None:
+            continue
+        cents, stage = _cents(conversion), conversion.stage.value
+        for model, channel in (("last_touch", conversion.last_channel), ("first_touch", conversion.first_channel)):
+            entry = changes.setdefault(counter_key(model, stage, channel), [0, 0])
+            entry[0] += sign
+            entry[1] += sign * cents
+    return {key: (count, cents) for key, (count, cents) in changes.items() if count or cents}
+
+
 class Counters:
     """The windowed tables, their updates from conversions, and the JSON snapshot of the current windows."""
 
     def __init__(self, app: Any, partitions: int, dead_letter_total: Callable[[], int] = lambda: 0) -> None:
         self.dead_letter_total = dead_letter_total
+        # The moment the tables read and write at: the wall clock, or the time a conversion was first counted.
+        self._at: float | None = None
         self.tables = {
             window: app.Table(counter_table(window), default=_zero, partitions=partitions)
             .tumbling(size, expires=EXPIRES[window])
-            .relative_to(_wall_clock)
+            .relative_to(self._moment)
             for window, size in COUNTER_WINDOWS.items()
         }
 
-    def record(self, conversion: Conversion) -> None:
-        """Count a newly emitted conversion (version 1 only) in every window."""
-        if conversion.version != 1:
+    def _moment(self, event: Any = None) -> float:
+        # Faust's relative_to_now() would use the partition's latest message timestamp inside an agent, not the clock.
+        return time.time() if self._at is None else self._at
+
+    def record(self, conversion: Conversion, previous: Conversion | None, counted_at: float) -> None:
+        """Count ``conversion`` in the windows that contain ``counted_at`` (the moment its first version was
+        counted), taking out ``previous``, the version counted before (None for a new conversion)."""
+        changes = count_changes(previous, conversion)
+        if not changes:
             return
-        cents = _cents(conversion)
-        stage = conversion.stage.value
-        for model, channel in (("last_touch", conversion.last_channel), ("first_touch", conversion.first_channel)):
-            key = counter_key(model, stage, channel)
-            for table in self.tables.values():
-                count, total = table[key].value()
-                table[key] = [count + 1, total + cents]
+        now = time.time()
+        self._at = counted_at
+        try:
+            for window, table in self.tables.items():
+                size = COUNTER_WINDOWS[window]
+                if counted_at - counted_at % size + size + EXPIRES[window] < now:
+                    continue  # expired: Faust would only delete it again
+                for key, (count, cents) in changes.items():
+                    before_count, before_cents = table[key].value()
+                    table[key] = [before_count + count, before_cents + cents]
+        finally:
+            self._at = None
 
     def snapshot(self, window: str, now: float | None = None) -> dict:
         """The counts of the window that contains ``now`` (default: the current time)."""
@@ -89,6 +119,8 @@ class Counters:
             key, (window_start, _window_end) = stored_key
             if abs(window_start - start) > 1e-6:
                 continue
+            if not value[0] and not value[1]:
+                continue  # every conversion counted here moved to another channel
             model, stage, channel = key.split("|", 2)
             rows.append(
                 {
@@ -96,7 +128,7 @@ class Counters:
                     "stage": stage,
                     "channel": channel,
                     "conversions": value[0],
-                    "revenue": str(Decimal(value[1]) / 100),
+                    "revenue": str(Decimal(value[1]).scaleb(-2)),
                 }
             )
         rows.sort(key=lambda r: (r["model"], r["stage"], -r["conversions"], r["channel"]))
@@ -109,6 +141,7 @@ class Counters:
             entry["revenue"] += Decimal(row["revenue"])
         return {
             "window": window,
+            "time": "processing",
             "window_start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
             "window_end": datetime.fromtimestamp(start + size, timezone.utc).isoformat(),
             "rows": rows,
