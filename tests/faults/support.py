@@ -48,7 +48,7 @@ ANSWER_TIMEOUT_S = 60.0  # the client's own bound
 class CollectorProcess:
     """``closedloop collector`` on a free loopback port with its own data (and so spool) directory."""
 
-    def __init__(self, root: Path, bootstrap: str, prefix: str) -> None:
+    def __init__(self, root: Path, bootstrap: str, prefix: str, extra_env: dict[str, str] | None = None) -> None:
         self.root = root
         self.port = free_port(HOST)
         self.log = root / "collector.log"
@@ -61,6 +61,7 @@ class CollectorProcess:
             CLOSEDLOOP_PUBLISH_TIMEOUT_S=str(PUBLISH_TIMEOUT_S),
             PYTHONUNBUFFERED="1",
         )
+        env.update(extra_env or {})
         self._argv = [
             sys.executable,
             "-m",
