@@ -151,7 +151,7 @@ class Load:
                 try:
                     queue.put_nowait(self.next_request())
                 except asyncio.QueueFull:
-                    self._error("client queue full (the collector fell behind)")
+                    self._error("client queue full (answers slower than the rate; not sent)")
             for _ in range(self.connections):
                 await queue.put(None)
 
