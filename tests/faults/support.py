@@ -531,6 +531,7 @@ def sink_env(settings: SinkSettings) -> dict[str, str]:
         CLOSEDLOOP_PARTITIONS=str(settings.partitions),
         CLOSEDLOOP_SINK_CONSUMER_GROUP=settings.sink_consumer_group,
         CLOSEDLOOP_SINK_BATCH_SECONDS=str(settings.sink_batch_seconds),
+        CLOSEDLOOP_SINK_SESSION_TIMEOUT_SECONDS=str(settings.sink_session_timeout_seconds),
         PYTHONUNBUFFERED="1",
     )
     return env
