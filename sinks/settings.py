@@ -28,6 +28,13 @@ class SinkSettings(PipelineSettings):
     )
     sink_retry_max_seconds: float = Field(10.0, gt=0, description="Back-off ceiling; retries never give up.")
     sink_max_poll_records: int = Field(10_000, ge=1, description="Records taken per poll.")
+    sink_session_timeout_seconds: float = Field(
+        45.0,  # kafka-python's default; 10 s evicted a busy in-process sink on the shared test machine
+        ge=6,  # the broker's group.min.session.timeout.ms
+        le=1800,  # its group.max.session.timeout.ms
+        description="How long the group waits for a member that stopped heartbeating (a killed sink) before its "
+        "partitions go to the others, or to the sink restarted in its place.",
+    )
     sink_metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus metrics port; unset = off.")
     clickhouse_connect_timeout: float = Field(5.0, gt=0)
     clickhouse_query_timeout: float = Field(300.0, gt=0)

@@ -161,6 +161,10 @@ class SinkWriter:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             # A long ClickHouse outage keeps us in the retry loop without polling: stay in the group meanwhile.
             max_poll_interval_ms=30 * 60 * 1000,
+            # A killed sink stops heartbeating, and its partitions wait this long for the sink restarted in its
+            # place (tests/faults/test_sink_kill.py); heartbeats at kafka-python's ratio (3 s for 45 s).
+            session_timeout_ms=int(settings.sink_session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(settings.sink_session_timeout_seconds * 1000 / 15),
         )
         self._producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5)
         # No rebalance listener: kafka-python 3 runs listeners on its network thread, where a blocking commit

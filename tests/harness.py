@@ -168,3 +168,13 @@ class EmbeddedClickHouse:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after the stop timeout; the data stays (a no-op when it does not run)."""
         stack.down(self.settings, services=["clickhouse"])
+
+    def kill(self) -> None:
+        """SIGKILL the endpoint, as a crash would, and wait until it is gone; the data stays."""
+        process = stack.embedded_service(self.settings, "clickhouse")
+        pid = process.pid_file.running_pid()
+        assert pid is not None, "the ClickHouse endpoint does not run"
+        os.kill(pid, signal.SIGKILL)
+        stack._children.pop(pid).wait(timeout=30)
+        wait_for(lambda: process_cmdline(pid) is None, 30, "the ClickHouse endpoint to exit")
+        process.pid_file.remove()
