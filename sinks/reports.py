@@ -70,6 +70,18 @@ REPORTS: dict[str, ReportSpec] = {
             "compare-models", "compare_models.sql", ("from", "to"), "customer revenue per channel under every model"
         ),
         ReportSpec(
+            "compare-models-data-driven",
+            "compare_models_data_driven.sql",
+            ("from", "to"),
+            "customer revenue per channel under the data-driven models (closedloop attribute)",
+        ),
+        ReportSpec(
+            "data-driven",
+            "data_driven.sql",
+            ("stage", "from", "to"),
+            "Markov and Shapley credits of a stage and period with bootstrap intervals (closedloop attribute)",
+        ),
+        ReportSpec(
             "quality",
             "quality.sql",
             ("model", "from", "to", "by_campaign"),
