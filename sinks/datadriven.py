@@ -167,13 +167,16 @@ def _absorption(q: FloatArray, r: FloatArray, keep: npt.NDArray[np.bool_]) -> fl
     return float(x[0])
 
 
-def _removal_effects(chain: _Chain, weights: FloatArray, channels: Sequence[str]) -> tuple[float, FloatArray]:
-    """P(conversion) and each channel's removal effect for groups weighted by ``weights`` (journey counts)."""
+def _removal_effects(
+    chain: _Chain, weights: FloatArray, channels: Sequence[str], contains: npt.NDArray[np.bool_]
+) -> tuple[float, FloatArray]:
+    """P(conversion) and each channel's removal effect for groups weighted by ``weights`` (journey counts);
+    ``contains[j, s]`` tells whether state s holds channel j."""
     n = len(chain.states)
     w = weights[chain.group_of]
-    counts = np.zeros((n, n), dtype=np.float64)
     internal = chain.target >= 0
-    np.add.at(counts, (chain.source[internal], chain.target[internal]), w[internal])
+    flat = chain.source[internal] * n + chain.target[internal]
+    counts = np.bincount(flat, w[internal], n * n).reshape(n, n)
     to_conversion = np.bincount(chain.source[chain.target == _CONVERSION], w[chain.target == _CONVERSION], n)
     out_total = np.bincount(chain.source, w, n)
     present = out_total > 0
@@ -185,8 +188,8 @@ def _removal_effects(chain: _Chain, weights: FloatArray, channels: Sequence[str]
         return 0.0, effects
     # A state no resampled journey reached has no way out; it cannot be reached either, so it is left out.
     base = _absorption(q, r, present)
-    for j, channel in enumerate(channels):
-        keep = present & np.array([channel not in state for state in chain.states], dtype=np.bool_)
+    for j in range(len(channels)):
+        keep = present & ~contains[j]
         keep[_START] = True
         effects[j] = 1.0 - _absorption(q, r, keep) / base
     return base, effects
@@ -243,7 +246,7 @@ def attribute(
         """(probability, removal effects, shares, credited conversions) for the groups weighted by ``weights``."""
         conversions = float((weights * conv_weight).sum())
         if model == "markov":
-            probability, effects = _removal_effects(chain, weights, channels)
+            probability, effects = _removal_effects(chain, weights, channels, contains)
             shares = _shares(effects)
             return probability, effects, shares, shares * conversions
         credited = (weights * conv_weight) @ shapley
@@ -251,6 +254,7 @@ def attribute(
 
     if model == "markov":
         chain = _chain(groups, order)
+        contains = np.array([[channel in state for state in chain.states] for channel in channels], dtype=np.bool_)
     else:
         shapley = _shapley_matrix(groups, channels)
     probability, effects, shares, credited = run(groups.counts, groups.revenue)
