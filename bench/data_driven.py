@@ -2,10 +2,15 @@
 
 The journeys are generated in memory (seeded; untimed), then each model and order runs in its own child process,
 so each peak RSS is that run's own; wall and CPU seconds (user + system of the process) of ``attribute()`` are
-measured around the call, grouping the journeys included. The job's ClickHouse read is not part of this script
-(bench/data_driven.md says what was measured of it). Results and method: bench/data_driven.md.
+measured around the call, grouping the journeys included.
 
-Run: ``.venv/bin/python -m bench.data_driven --journeys 1000000 --bootstrap 100``.
+``--read`` measures the job's read instead: a private ClickHouse endpoint (``deploy.stack``, as ``closedloop up``
+runs it) is filled by ``INSERT ... SELECT FROM numbers()`` with one visitor per journey (1 to 4 touches in March
+2024, channels by hash), 30% of them linked to a lead and 2% reaching customer on 03-31; then
+``read_journeys`` (the job's query, streamed) runs over March, timed with this process's CPU and the endpoint's
+(from /proc). Results and method: bench/data_driven.md.
+
+Run: ``.venv/bin/python -m bench.data_driven --journeys 1000000 --bootstrap 100`` (``--read`` for the read).
 """
 
 from __future__ import annotations
@@ -92,17 +97,85 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def read(count: int) -> None:
+    """Fill a private ClickHouse with ``count`` journeys and time the job's read of them."""
+    import tempfile
+    from datetime import date
+    from pathlib import Path
+
+    from bench.support import EmbeddedStack, cpu_seconds
+    from sinks.client import connect
+    from sinks.data_driven_job import read_journeys
+    from sinks.migrate import migrate_up
+    from sinks.settings import SinkSettings
+
+    names = "[" + ", ".join(f"'{c}'" for c in CHANNELS) + "]"
+    with tempfile.TemporaryDirectory() as root:
+        stack = EmbeddedStack(Path(root)).start("clickhouse")
+        try:
+            settings = SinkSettings(clickhouse_url=stack.clickhouse_url("bench"), clickhouse_query_timeout=3600)
+            migrate_up(settings)
+            client = connect(settings)
+            started = time.perf_counter()
+            client.command(
+                "INSERT INTO touches (touch_id, visitor_id, site_id, occurred_at, channel, source, medium, event_id) "
+                "SELECT concat('t', toString(number), '-', toString(k)), concat('v', toString(number)), 's', "
+                "toDateTime64('2024-03-01 00:00:00', 3, 'UTC') + toIntervalSecond(cityHash64(number) % 2000000 "
+                f"+ k * 3600), arrayElement({names}, 1 + cityHash64(number, k) % 12), 'x', 'y', '' "
+                f"FROM numbers({count}) ARRAY JOIN range(1 + toUInt32(cityHash64(number, 'n') % 4)) AS k"
+            )
+            client.command(
+                "INSERT INTO identity_links (visitor_id, lead_id, linked_at, event_id) "
+                "SELECT concat('v', toString(number)), concat('L', toString(number)), "
+                f"toDateTime64('2024-03-01 00:00:00', 3, 'UTC'), '' FROM numbers({count}) WHERE number % 10 < 3"
+            )
+            client.command(
+                "INSERT INTO conversions (conversion_id, lead_id, stage, occurred_at, revenue, currency, touch_count, "
+                "event_id, version) SELECT concat('c', toString(number)), concat('L', toString(number)), 'customer', "
+                "toDateTime64('2024-03-31 12:00:00', 3, 'UTC'), toDecimal64(100 + number % 900, 2), 'EUR', 0, '', 1 "
+                f"FROM numbers({count}) WHERE number % 50 = 0"
+            )
+            print(json.dumps({"load_s": round(time.perf_counter() - started, 1)}), flush=True)
+            server, wall, cpu = cpu_seconds(stack.clickhouse_pid), time.perf_counter(), _cpu()
+            rows = converting = 0
+            for _, converted, _ in read_journeys(client, "customer", date(2024, 3, 1), date(2024, 3, 31)):
+                rows += 1
+                converting += converted
+            print(
+                json.dumps(
+                    {
+                        "read_journeys": rows,
+                        "converting": converting,
+                        "wall_s": round(time.perf_counter() - wall, 2),
+                        "client_cpu_s": round(_cpu() - cpu, 2),
+                        "endpoint_cpu_s": round(cpu_seconds(stack.clickhouse_pid) - server, 2),
+                        "client_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                    }
+                ),
+                flush=True,
+            )
+            client.close()
+        finally:
+            stack.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--journeys", type=int, default=1_000_000)
     parser.add_argument("--bootstrap", type=int, default=100)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", default="markov:1,markov:2,markov:3,shapley:0", help="model:order,...")
+    parser.add_argument("--read", action="store_true", help="Time the job's ClickHouse read instead.")
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--order", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model:
         child(args)
+        return
+    if args.read:
+        print(f"load average {os.getloadavg()}", flush=True)
+        read(args.journeys)
+        print(f"load average {os.getloadavg()}", flush=True)
         return
     print(f"load average {os.getloadavg()}", flush=True)
     for spec in args.runs.split(","):
