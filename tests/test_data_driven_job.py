@@ -155,3 +155,27 @@ def test_a_rerun_replaces_the_earlier_one(client) -> None:
         (round(c.ci_low, 4), round(c.ci_high, 4))
         for c in sorted(again.attribution.credits, key=lambda c: (-c.conversions, c.channel))
     ]
+
+
+def test_the_command_and_the_report_command(client, clickhouse_http_url) -> None:
+    from click.testing import CliRunner
+
+    from closedloop.cli import main
+
+    env = {"CLOSEDLOOP_CLICKHOUSE_URL": f"{clickhouse_http_url}/{client.database}"}
+    ran = CliRunner().invoke(
+        main,
+        ["attribute", "--model", "shapley", "--from", "2024-03-01", "--to", "2024-03-31", "--bootstrap", "0"],
+        env=env,
+    )
+    assert ran.exit_code == 0, ran.output
+    assert "5 journeys (3 converting), 1 converting without a touch left out" in ran.output
+    shown = CliRunner().invoke(
+        main, ["report", "compare-models", "--from", "2024-03-01", "--to", "2024-03-31", "--format", "csv"], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "channel,markov_1,markov_2,markov_3,shapley\nB," in shown.output
+    assert ",135.00\n" in shown.output
+    bad = CliRunner().invoke(main, ["attribute", "--model", "markov", "--from", "2024-03-05", "--to", "2024-03-01"])
+    assert bad.exit_code == 2
+    assert "--from 2024-03-05 is after --to 2024-03-01" in bad.output
