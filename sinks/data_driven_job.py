@@ -17,6 +17,7 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from sinks.datadriven import Attribution, Journey, attribute
+from sinks.migrate import MigrationError
 from sinks.rows import LC, TIME, Column
 
 JOURNEYS_SQL = Path(__file__).parent / "reports" / "data_driven_journeys.sql"
@@ -105,6 +106,11 @@ def run(
 ) -> Run:
     """Read the period's journeys, run ``model`` and (unless ``write`` is false) store its credits."""
     check_run(model, order, stage, date_from, date_to, bootstrap)
+    if write and not int(client.command(f"EXISTS TABLE {TABLE}")):
+        raise MigrationError(
+            f"table {TABLE} does not exist in database {client.database!r}: apply migration 0011 with "
+            "`closedloop migrate` (or run with --dry-run to compute without writing)"
+        )
     started = time.perf_counter()
     journeys: list[Journey] = []
     touchless = 0

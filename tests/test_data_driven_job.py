@@ -179,3 +179,19 @@ def test_the_command_and_the_report_command(client, clickhouse_http_url) -> None
     bad = CliRunner().invoke(main, ["attribute", "--model", "markov", "--from", "2024-03-05", "--to", "2024-03-01"])
     assert bad.exit_code == 2
     assert "--from 2024-03-05 is after --to 2024-03-01" in bad.output
+
+
+def test_without_the_migration_the_job_says_what_to_run(clickhouse_http_url) -> None:
+    from sinks.migrate import MigrationError
+
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('ddnomig')}")
+    server = connect(settings, database=None)
+    server.command(f"CREATE DATABASE `{settings.clickhouse_database}`")
+    server.close()
+    bare = connect(settings)
+    try:
+        with pytest.raises(MigrationError, match=r"data_driven_credits does not exist .* `closedloop migrate`"):
+            run(bare, "markov", stage="customer", date_from=FROM, date_to=TO)
+    finally:
+        bare.command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+        bare.close()
