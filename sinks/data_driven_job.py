@@ -106,7 +106,7 @@ def run(
 ) -> Run:
     """Read the period's journeys, run ``model`` and (unless ``write`` is false) store its credits."""
     check_run(model, order, stage, date_from, date_to, bootstrap)
-    if write and not client.query(f"EXISTS TABLE {TABLE}").first_row[0]:
+    if write and client.query(f"EXISTS TABLE {TABLE}").result_rows != [(1,)]:
         raise MigrationError(
             f"table {TABLE} does not exist in database {client.database!r}: apply migration 0011 with "
             "`closedloop migrate` (or run with --dry-run to compute without writing)"
