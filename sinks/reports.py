@@ -68,7 +68,16 @@ REPORTS: dict[str, ReportSpec] = {
             "median days first touch -> lead and lead -> customer by channel",
         ),
         ReportSpec(
-            "compare-models", "compare_models.sql", ("from", "to"), "customer revenue per channel under every model"
+            "compare-models",
+            "compare_models.sql",
+            ("from", "to"),
+            "customer revenue per channel under every model (data-driven ones as closedloop attribute computed them)",
+        ),
+        ReportSpec(
+            "data-driven",
+            "data_driven.sql",
+            ("stage", "from", "to"),
+            "Markov and Shapley credits of a stage and period with bootstrap intervals (closedloop attribute)",
         ),
         ReportSpec(
             "quality",

@@ -8,6 +8,7 @@ import pytest
 from harness import unique
 
 from sinks.client import connect
+from sinks.data_driven_job import DECLARED as DATA_DRIVEN_TABLES
 from sinks.migrate import (
     MigrationError,
     load_migrations,
@@ -109,7 +110,7 @@ def test_apply_reverse_apply_and_schema_matches_declaration(clickhouse_http_url)
 
     assert migrate_up(settings) == labels
     by_table, tables = _schema(settings)
-    declared = TABLES | ROLLUP_TABLES
+    declared = TABLES | ROLLUP_TABLES | DATA_DRIVEN_TABLES
     assert tables == set(declared) | VIEWS | {"schema_migrations"}
     for table, columns in declared.items():
         assert [(name, type_) for name, type_, _ in by_table[table]] == [(c.name, c.type) for c in columns], table

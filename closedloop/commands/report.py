@@ -16,6 +16,7 @@ from closedloop.commands._clickhouse_cli import (
 from schemas.outputs import AttributionModel
 
 MODELS = [m.value for m in AttributionModel]
+STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
 
 
 def _period(function):
@@ -172,5 +173,22 @@ def time_to_convert(date_from: datetime, date_to: datetime, fmt: str) -> None:
 @command.command("compare-models")
 @_period
 def compare_models(date_from: datetime, date_to: datetime, fmt: str) -> None:
-    """Customer revenue per channel under every attribution model, side by side."""
+    """Customer revenue per channel under every attribution model, side by side; the data-driven ones (markov_1-3,
+    shapley) as `closedloop attribute --stage customer` last computed them for exactly this period (else 0.00)."""
     _run(fmt, ("compare-models", f"revenue by model · {_span(date_from, date_to)}", _dates(date_from, date_to)))
+
+
+@command.command("data-driven")
+@click.option("--stage", type=click.Choice(list(STAGES)), default="customer", show_default=True)
+@_period
+def data_driven(stage: str, date_from: datetime, date_to: datetime, fmt: str) -> None:
+    """Markov (orders 1-3) and Shapley credits per channel with 95% bootstrap intervals, as `closedloop attribute`
+    last computed them for exactly this stage and period."""
+    _run(
+        fmt,
+        (
+            "data-driven",
+            f"data-driven · {stage} · {_span(date_from, date_to)}",
+            {"stage": stage, **_dates(date_from, date_to)},
+        ),
+    )
