@@ -257,7 +257,10 @@ def test_every_report_follows_the_output_rules_in_every_format(cli, command):
     for text in (csv_text, json_text, table_text):
         assert not re.search(r"\dE-?\d|NaN|\bnan\b", text), text
     tables = [list(csv.reader(io.StringIO(part))) for part in csv_text.split("\n\n") if part.strip()]
-    records = _strict_json(json_text) if command != "paths" else None
+    records = _strict_json(json_text)
+    if command == "paths":  # two reports: one JSON object keyed by report
+        assert set(records) == {"paths", "page-paths"}, records
+        records = [row for rows in records.values() for row in rows]
     assert tables and all(rows[1:] for rows in tables), csv_text
     for rows in tables:
         header = rows[0]

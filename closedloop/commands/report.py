@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import click
@@ -47,6 +48,7 @@ def _run(fmt: str, *reports: tuple[str, str, dict]) -> None:
     from sinks.reports import data_period, no_data_message, render, run_report
 
     empty = True
+    documents: dict[str, object] = {}  # JSON of several reports: one object keyed by report, one document
     with clickhouse_errors_readable():
         client = connect(sink_settings())
         try:
@@ -54,7 +56,12 @@ def _run(fmt: str, *reports: tuple[str, str, dict]) -> None:
                 params = {k: v.date() if isinstance(v, datetime) else v for k, v in params.items()}
                 result = run_report(client, name, **params)
                 empty = empty and not result.rows
-                print_text_or_table(render(result, fmt, title=title))
+                if fmt == "json" and len(reports) > 1:
+                    documents[name] = json.loads(render(result, fmt, title=title))
+                else:
+                    print_text_or_table(render(result, fmt, title=title))
+            if documents:
+                print_text_or_table(json.dumps(documents, indent=2))
             if empty:
                 date_from, date_to = params["date_from"], params["date_to"]
                 errors.print(
