@@ -136,7 +136,7 @@ def score_lead(
         if value:
             points[rule] = points.get(rule, 0.0) + value
 
-    for activity in activities:
+    for activity in sorted(activities, key=lambda activity: activity.at):  # arrival order must not matter
         weight = decay((now - activity.at).total_seconds() / 86400.0, rules)
         if not weight:
             continue
