@@ -11,7 +11,17 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
-from schemas.outputs import Conversion, Credit, DeadLetter, IdentityLink, Lead, Touch
+from schemas.outputs import (
+    BuyingSignal,
+    Conversion,
+    Credit,
+    DeadLetter,
+    IdentityLink,
+    Lead,
+    LeadScore,
+    SalesReadyLead,
+    Touch,
+)
 
 MODELS: list[type[BaseModel]] = [
     Envelope,
@@ -24,6 +34,9 @@ MODELS: list[type[BaseModel]] = [
     Lead,
     Conversion,
     Credit,
+    LeadScore,
+    SalesReadyLead,
+    BuyingSignal,
     DeadLetter,
 ]
 OUT_DIR = Path(__file__).parent / "jsonschema"

@@ -1,4 +1,4 @@
-"""What the stream jobs emit and the sinks store: touches, identity links, leads, conversions, credits."""
+"""What the stream jobs emit and the sinks store: touches, identity links, leads, conversions, credits, scores."""
 
 from __future__ import annotations
 
@@ -122,6 +122,66 @@ class Credit(_Output):
     revenue: Money = Decimal("0.00")
     currency: Currency | None = None
     version: int = Field(1, ge=1)
+
+
+class ScorePoints(_Output):
+    """Points one scoring rule gave (stream_jobs/rules/scoring.py names the rules)."""
+
+    rule: str = Field(description="e.g. 'page:/pricing', 'form:demo', 'fit:free_mail', 'stage:opportunity'.")
+    points: float
+
+
+class LeadScore(_Output):
+    """A lead's score after one event changed it, with the breakdown that explains it (docs/SCORING.md)."""
+
+    lead_id: str
+    scored_at: datetime = Field(description="Time of the event that changed the score (decay is measured to it).")
+    score: float
+    breakdown: list[ScorePoints]
+    event_id: str = Field(description="The event that changed the score; with lead_id a stable key for replays.")
+
+
+class JourneyTouch(_Output):
+    """One touch of a sales-ready lead's journey, in time order."""
+
+    occurred_at: datetime
+    channel: str
+    source: str
+    medium: str
+    campaign: str = ""
+    landing_path: str = "/"
+
+
+class SalesReadyLead(_Output):
+    """One per lead and readiness cycle: what sales needs to act, and the id an outbox deduplicates on.
+
+    Carries the raw email (sales must reach the contact): docs/PRIVACY.md says where it goes and erasure covers it.
+    """
+
+    ready_id: str = Field(description="'<lead_id>:<cycle>': the same after a replay; the table collapses on it.")
+    lead_id: str
+    cycle: int = Field(ge=1, description="1 for the first time; +1 after a reset (lost/disqualified) and a new one.")
+    email: str
+    ready_at: datetime
+    reason: str = Field(description="'threshold', 'hand_raiser:form:demo', 'hand_raiser:pricing_returning'.")
+    score: float
+    breakdown: list[ScorePoints]
+    first_touch: JourneyTouch | None = None
+    touches: list[JourneyTouch] = Field(default_factory=list)
+    pages: list[str] = Field(default_factory=list, description="Paths viewed, in order.")
+    forms: list[str] = Field(default_factory=list, description="Form kinds submitted, in order.")
+    event_id: str = Field(description="The event that made the lead sales-ready.")
+
+
+class BuyingSignal(_Output):
+    """A contact of an open opportunity viewed pricing again: joins web activity with the CRM stage."""
+
+    signal_id: str = Field(description="Derived from lead id and the page view's event id: stable on replay.")
+    lead_id: str
+    stage: str
+    path: str
+    occurred_at: datetime
+    pricing_views: int = Field(ge=2, description="Pricing views by the lead so far, this one included.")
 
 
 class DeadLetter(_Output):

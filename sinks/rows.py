@@ -145,6 +145,25 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("received_at", TIME),
         ("event_id", "String"),
     ),
+    "lead_scores": _cols(
+        ("lead_id", "String"),
+        ("scored_at", TIME),
+        ("score", "Float64"),
+        ("breakdown", "Array(Tuple(rule String, points Float64))"),
+        ("event_id", "String"),
+    ),
+    "sales_ready_leads": _cols(
+        ("ready_id", "String"),
+        ("lead_id", "String"),
+        ("cycle", "UInt32"),
+        ("email", "String"),
+        ("ready_at", TIME),
+        ("reason", LC),
+        ("score", "Float64"),
+        ("breakdown", "Array(Tuple(rule String, points Float64))"),
+        ("journey", "String"),
+        ("event_id", "String"),
+    ),
 }
 
 ROLLUP_TABLES: dict[str, tuple[Column, ...]] = {

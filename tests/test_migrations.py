@@ -206,3 +206,31 @@ def test_0009_counts_touches_from_before_once_and_its_down_step_keeps_every_visi
         assert "visitor_number" not in {row[0] for row in client.query("DESCRIBE TABLE touches").result_rows}
     finally:
         client.close()
+
+
+@pytest.mark.clickhouse
+def test_sales_ready_leads_keep_one_row_per_ready_id_after_a_replay(clickhouse_http_url):
+    """A replayed sales-ready record (same ready_id) collapses; a second cycle of the same lead stays."""
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('mig')}")
+    migrate_up(settings)
+    client = connect(settings)
+    row = "('{id}', 'l1', {cycle}, 'ann@acme.io', '2024-03-0{cycle} 10:00:00', 'threshold', 52.5, [('form:demo', 40)])"
+    try:
+        for _ in range(2):  # the first delivery and its replay
+            client.command(
+                "INSERT INTO sales_ready_leads (ready_id, lead_id, cycle, email, ready_at, reason, score, breakdown) "
+                f"VALUES {row.format(id='l1:1', cycle=1)}"
+            )
+        client.command(
+            "INSERT INTO sales_ready_leads (ready_id, lead_id, cycle, email, ready_at, reason, score, breakdown) "
+            f"VALUES {row.format(id='l1:2', cycle=2)}"
+        )
+        rows = client.query(
+            "SELECT ready_id, cycle, reason, score, breakdown FROM sales_ready_leads FINAL ORDER BY ready_id"
+        ).result_rows
+    finally:
+        client.close()
+    assert rows == [
+        ("l1:1", 1, "threshold", 52.5, [{"rule": "form:demo", "points": 40.0}]),
+        ("l1:2", 2, "threshold", 52.5, [{"rule": "form:demo", "points": 40.0}]),
+    ]

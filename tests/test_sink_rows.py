@@ -201,7 +201,17 @@ def test_records_that_do_not_fit_say_why(kind, value, reason):
 def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
     topics = Topics("p")
     assert set(topic_kinds(topics)) == set(topics.source_topics()) | set(topics.output_topics())
-    assert set(TABLES) == {"events", "touches", "identity_links", "leads", "conversions", "credits", "spend"}
+    assert set(TABLES) == {
+        "events",
+        "touches",
+        "identity_links",
+        "leads",
+        "conversions",
+        "credits",
+        "spend",
+        "lead_scores",
+        "sales_ready_leads",
+    }
 
 
 # -- the fast path (sinks/canonical_rows.py) gives exactly the model path's rows, and leaves the rest to the model --
