@@ -652,7 +652,7 @@ def test_slow_query_does_not_block_ping(endpoint):
     slow = threading.Thread(target=http, args=(port, session, b"SELECT sleep(2)"))
     slow.start()
     try:
-        wait_until_session_busy(port, session, timeout=1.5)  # the slow query has reached the engine
+        wait_until_session_busy(port, session, timeout=10)  # the slow query has reached the engine
         started = time.monotonic()
         assert ping(HOST, port, timeout=1.5)
         assert time.monotonic() - started < 0.5
@@ -775,7 +775,7 @@ def test_a_session_runs_one_request_at_a_time(endpoint):
     slow = threading.Thread(target=http, args=(port, session, b"SELECT sleep(1.5)"))
     slow.start()
     try:
-        body = wait_until_session_busy(port, session, timeout=1.2)
+        body = wait_until_session_busy(port, session, timeout=10)
     finally:
         slow.join(timeout=30)
     assert b"is locked by a concurrent client" in body
