@@ -173,3 +173,20 @@ def test_send_counts_an_unreachable_destination_as_a_try() -> None:
         outcome = send(client, build.slack(message(), "http://127.0.0.1:9/x"), max_tries=2, sleep=lambda _: None)
     assert (outcome.delivered, outcome.tries, outcome.status) == (False, 2, None)
     assert outcome.reason == "gave up after 2 tries; last: ConnectError: no answer from the destination"
+
+
+def test_settings_route_kinds_and_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from delivery.settings import DeliverySettings
+
+    monkeypatch.setenv("CLOSEDLOOP_DELIVERY_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("CLOSEDLOOP_DELIVERY_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("CLOSEDLOOP_DELIVERY_SLACK_WEBHOOK_URL", "http://127.0.0.1:9/services/T/B/XSECRET")
+    monkeypatch.setenv("CLOSEDLOOP_DELIVERY_SLACK_KINDS", '["sales_ready"]')
+    settings = DeliverySettings()
+    assert settings.routes("sales_ready") == ["webhook", "slack"]
+    assert settings.routes("buying_signal") == ["webhook"]
+    assert settings.routes("other") == []
+    shown = repr(settings) + str(settings.model_dump())
+    assert SECRET not in shown and "XSECRET" not in shown
+    monkeypatch.delenv("CLOSEDLOOP_DELIVERY_WEBHOOK_SECRET")
+    assert DeliverySettings().routes("buying_signal") == []  # a webhook without its secret is not sent unsigned
