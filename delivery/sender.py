@@ -57,7 +57,7 @@ def send(
     base_seconds: float = 1.0,
     cap_seconds: float = 60.0,
     max_retry_after_seconds: float = 300.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> Outcome:
     status: int | None = None
     reason = ""
