@@ -108,3 +108,47 @@ def committed(bootstrap: str, settings: DeliverySettings) -> bool:
         return bool(tps) and all((consumer.committed(tp) or 0) >= ends[tp] for tp in tps)
     finally:
         consumer.close()
+
+
+def test_a_destination_that_keeps_failing_gets_the_message_dead_lettered_with_its_reason(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, destination: tuple[str, Script]
+) -> None:
+    url, script = destination
+    settings = DeliverySettings(
+        data_dir=tmp_path,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=unique_name,
+        delivery_consumer_group=unique_name,
+        delivery_slack_webhook_url=url + "/slack",
+        delivery_max_tries=2,
+        delivery_retry_initial_seconds=0.05,
+    )
+    create_topics(settings, settings.topics.specs())
+    script.answers = [(503, {}), (503, {})]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(settings.topics.outbox, key=b"lead-1", value=message().model_dump_json().encode())
+    producer.flush(30)
+    dead = KafkaConsumer(settings.topics.outbox_dead, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+    stop, thread = running(settings)
+    try:
+        records: list[bytes] = []
+
+        def polled() -> bool:
+            for batch in dead.poll(timeout_ms=200).values():
+                records.extend(record.value for record in batch)
+            return bool(records)
+
+        wait_until(polled, 60, "the dead letter")
+        wait_until(lambda: committed(kafka_bootstrap, settings), 60, "the commit")
+    finally:
+        stopped(stop, thread)
+        dead.close()
+    assert len(records) == 1
+    letter = json.loads(records[0])
+    assert {k: letter[k] for k in ("destination", "reason", "tries")} == {
+        "destination": "slack",
+        "reason": "gave up after 2 tries; last: HTTP 503: ok",
+        "tries": 2,
+    }
+    assert letter["message"]["message_id"] == "sales_ready:lead-1"
+    assert len(script.received) == 2
