@@ -91,6 +91,17 @@ class Topics:
     def dead_letters(self) -> str:
         return f"{self.prefix}.dead-letters"
 
+    # Outbound: records for destinations outside the pipeline (CRMs, chat, webhooks), read by ``closedloop deliver``.
+    @property
+    def outbox(self) -> str:
+        """:class:`schemas.outbox.OutboxMessage` records keyed by lead id: a queue with time retention."""
+        return f"{self.prefix}.outbox"
+
+    @property
+    def outbox_dead(self) -> str:
+        """Outbox messages a destination refused or never answered within its tries, with the reason."""
+        return f"{self.prefix}.outbox-dead"
+
     def specs(self) -> list[TopicSpec]:
         """Every topic ``closedloop up`` creates, in the order data flows."""
         return [
@@ -104,6 +115,8 @@ class Topics:
             TopicSpec(self.conversions, "lead_id", OUTPUT, doc="lifecycle milestones"),
             TopicSpec(self.credits, "conversion_id", OUTPUT, doc="attribution credits"),
             TopicSpec(self.dead_letters, "source key", DEAD_LETTERS, doc="records that could not be processed"),
+            TopicSpec(self.outbox, "lead_id", OUTPUT, doc="messages for outbound destinations"),
+            TopicSpec(self.outbox_dead, "lead_id", DEAD_LETTERS, doc="outbound deliveries that gave up"),
         ]
 
     def source_topics(self) -> list[str]:

@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "clickhouse_endpoint": {"schemas", "compat"},  # schemas.logs only: it logs like every other process
     "simulator": {"schemas", "collector", "stream_jobs", "deploy"},
     "deploy": {"schemas", "stream_jobs", "sinks"},
+    "delivery": {"schemas", "compat"},
     "closedloop": {
         "schemas",
         "compat",
@@ -33,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
         "clickhouse_endpoint",
         "simulator",
         "deploy",
+        "delivery",
     },
 }
 # third-party libraries the pure stream rules must not reach: they decide, the runtime moves data

@@ -1,0 +1,133 @@
+"""``closedloop deliver``'s loop: poll the outbox, post each message to its destinations, commit when all are done.
+
+Order: poll -> per message and destination: skip a key already in the seen-store, else send (with retries), a
+failure to ``{prefix}.outbox-dead`` with the reason, then remember the key -> commit offsets. The seen-store is a
+local append-only file fsynced before the commit: a restart before the commit re-reads the messages and finds
+their keys, so nothing is posted twice (the file is written in the same step as the send, unlike a ClickHouse
+table that could be away exactly then).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from kafka import KafkaConsumer, KafkaProducer
+from pydantic import ValidationError
+
+from delivery import requests as build
+from delivery.sender import Outcome, send
+from delivery.settings import DeliverySettings
+from schemas.outbox import OutboxMessage
+
+log = logging.getLogger("closedloop.deliver")
+
+
+class SeenStore:
+    """Idempotency keys of finished deliveries (delivered or dead), one per line, fsynced on every add."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.keys = set(path.read_text().split()) if path.exists() else set()
+        self._file = path.open("a")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys
+
+    def add(self, key: str) -> None:
+        self._file.write(key + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.keys.add(key)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def request_for(message: OutboxMessage, destination: str, settings: DeliverySettings) -> build.Request:
+    if destination == "webhook":
+        assert settings.delivery_webhook_url and settings.delivery_webhook_secret  # routes() checked both
+        secret = settings.delivery_webhook_secret.get_secret_value()
+        return build.generic_webhook(message, settings.delivery_webhook_url, secret, int(time.time()))
+    if destination == "slack":
+        assert settings.delivery_slack_webhook_url
+        return build.slack(message, settings.delivery_slack_webhook_url.get_secret_value())
+    raise ValueError(f"unknown destination {destination!r}")
+
+
+def deliver_one(
+    message: OutboxMessage,
+    settings: DeliverySettings,
+    client: httpx.Client,
+    seen: SeenStore,
+    producer: KafkaProducer,
+    stop: threading.Event,
+) -> dict[str, Outcome | None]:
+    """Every destination of one message; None for one already done before (a replay)."""
+    outcomes: dict[str, Outcome | None] = {}
+    for destination in settings.routes(message.kind):
+        key = build.idempotency_key(message, destination)
+        if key in seen:
+            outcomes[destination] = None
+            continue
+        outcome = send(
+            client,
+            request_for(message, destination, settings),
+            max_tries=settings.delivery_max_tries,
+            base_seconds=settings.delivery_retry_initial_seconds,
+            cap_seconds=settings.delivery_retry_max_seconds,
+            max_retry_after_seconds=settings.delivery_max_retry_after_seconds,
+            sleep=stop.wait,
+        )
+        if not outcome.delivered and stop.is_set():
+            return outcomes  # stopped mid-retry: neither dead nor done; not committed, so sent again after restart
+        if not outcome.delivered:
+            dead = {"destination": destination, "reason": outcome.reason, "tries": outcome.tries}
+            value = json.dumps({**dead, "message": message.model_dump(mode="json")}).encode()
+            producer.send(settings.topics.outbox_dead, key=message.lead_id.encode(), value=value).get(timeout=30)
+        seen.add(key)
+        # no URL, no secret, no body in the log: the destination's name and the outcome only
+        log.info("delivery %s %s: %s", destination, message.message_id, "delivered" if outcome.delivered else "dead")
+        outcomes[destination] = outcome
+    return outcomes
+
+
+def run(settings: DeliverySettings, stop: threading.Event) -> None:
+    # httpx logs every request's full URL at INFO, and a Slack webhook's URL is its secret
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not any(settings.routes(kind) for kind in ("sales_ready", "buying_signal")):
+        log.info("deliver: no destination configured (CLOSEDLOOP_DELIVERY_*): nothing to send, idling")
+    consumer = KafkaConsumer(
+        settings.topics.outbox,
+        bootstrap_servers=settings.kafka_servers,
+        group_id=settings.delivery_consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all")
+    seen = SeenStore(settings.data_dir / "deliver" / "seen-keys")  # not per group: a new group re-reads, too
+    try:
+        with httpx.Client(timeout=settings.delivery_timeout_seconds) as client:
+            while not stop.is_set():
+                batches = consumer.poll(timeout_ms=500, max_records=100)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            message = OutboxMessage.model_validate_json(record.value)
+                        except ValidationError as error:
+                            value = json.dumps({"reason": f"not an OutboxMessage: {error.errors()[:3]}"}).encode()
+                            producer.send(settings.topics.outbox_dead, value=value).get(timeout=30)
+                            continue
+                        deliver_one(message, settings, client, seen, producer, stop)
+                if batches and not stop.is_set():
+                    consumer.commit()
+    finally:
+        seen.close()
+        consumer.close()
+        producer.close()

@@ -1,0 +1,44 @@
+"""The outbox contract: what any producer (the stream worker, later the ad-platform conversions) writes to
+``{prefix}.outbox`` for ``closedloop deliver`` to post to the destinations configured for its kind.
+
+``message_id`` is the idempotency key: it must be the same when the producer replays the same input (derive it
+from the record it describes, e.g. the sales-ready record's id), so a replay is recognised and never posted twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.events import as_utc
+
+OUTBOX_SCHEMA_VERSION = 1
+Kind = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+
+class OutboxMessage(BaseModel):
+    """One record to send out, keyed on the outbox topic by ``lead_id``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = OUTBOX_SCHEMA_VERSION
+    message_id: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="Stable on replay (derived from the record it announces); the idempotency key's stem."
+    )
+    kind: Kind = Field(description="What happened, e.g. 'sales_ready' or 'buying_signal'; settings route kinds.")
+    lead_id: Annotated[str, Field(min_length=1, max_length=200)]
+    email: Annotated[str, Field(max_length=320)] | None = Field(
+        None, description="The lead's email, for destinations that find the person by it (see docs/PRIVACY.md)."
+    )
+    occurred_at: datetime = Field(description="When it happened (UTC).")
+    title: Annotated[str, Field(max_length=500)] = Field("", description="One line for humans (Slack, CRM subject).")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="The details, e.g. the journey summary: first touch, touches, score."
+    )
+
+    @field_validator("occurred_at", mode="after")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
