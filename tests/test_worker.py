@@ -688,6 +688,44 @@ def test_counters_follow_a_reattributed_conversion(kafka_bootstrap, unique_name,
     assert sale_window["totals"]["customer"] == {"conversions": 1, "revenue": "12000.00"}
 
 
+def generated_stream(visitors: int = 400, seed: int = 7) -> list[Envelope]:
+    """A deterministic mix: visitors over several channels, a third identify (some two devices per email),
+    CRM stages by email and by contact id only. Shared by the SIGKILL fault test and bench/worker.py."""
+    import random
+
+    rng = random.Random(seed)
+    landings = [
+        f"{SITE}/?utm_source=google&utm_medium=cpc&utm_campaign=c{{n}}",
+        f"{SITE}/?utm_source=newsletter&utm_medium=email",
+        f"{SITE}/?utm_source=facebook&utm_medium=paid_social",
+        f"{SITE}/pricing",
+        f"{SITE}/blog",
+    ]
+    referrers = [None, "https://www.google.com/", "https://www.linkedin.com/", "https://news.example.org/a"]
+    out: list[Envelope] = []
+    crm_events: list[Envelope] = []
+    for v in range(visitors):
+        visitor = f"v{v}"
+        start = at(rng.uniform(0, 20))
+        for p in range(4):
+            when = start + timedelta(hours=p * rng.choice([0.1, 2, 30]))
+            url = rng.choice(landings).format(n=rng.randrange(3))
+            out.append(page_view(f"pv-{v}-{p}", visitor, when, url, rng.choice(referrers)))
+        if v % 3 == 0:
+            email = f"lead{v // 6}@example.com"  # visitors 6k and 6k+3 share an email: two devices
+            out.append(identify(f"id-{v}", visitor, start + timedelta(hours=3), email))
+            if v % 6 == 0:
+                contact = f"c{v}"
+                crm_events.append(crm(f"mql-{v}", start + timedelta(days=1), "mql", email=email, contact=contact))
+                crm_events.append(crm(f"opp-{v}", start + timedelta(days=2), "opportunity", contact=contact))
+                if v % 12 == 0:
+                    crm_events.append(
+                        crm(f"won-{v}", start + timedelta(days=5), "customer", email=email, value=f"{1000 + v}.50")
+                    )
+    rng.shuffle(crm_events)
+    return out + crm_events
+
+
 def test_records_waiting_at_a_restart_are_all_processed_even_when_the_seek_is_slow(
     kafka_bootstrap, unique_name, tmp_path
 ):
