@@ -20,7 +20,10 @@ commits with that partition's offset (transactional id ``{app id}-{topic group}-
 ``TransactionManager.commit``). Faust's own ``Topic.send`` picks the producer by the partition the record goes
 *to* (``TransactionManager.send``), so a lead event for lead-events[0] produced by an event of events[1] went into
 the open transaction of ``...-0``, which only a commit of a partition-0 source ever ends: on an idle worker never,
-and since read_committed consumers stop at it, the leads agent stalls (docs/STREAMS.md, "Processing guarantee").
+and since read_committed consumers stop at it, the leads agent stalls until the broker aborts the transaction at
+its timeout and the record is lost (docs/STREAMS.md, "Processing guarantee"). And for a topic the worker does not
+consume (touches, conversions, credits...) Faust finds no partition, so no transactional id, and sends on the
+plain producer, outside any transaction.
 So in that mode both methods send each record on the transactional producer of the current event's partition
 (:meth:`Outputs._transactional_id`); a send with no current event is an error, not a record in a transaction
 nobody commits.
