@@ -644,13 +644,8 @@ def test_counters_json_and_watch_view_show_counts_moving(kafka_bootstrap, unique
 
 def test_counters_follow_a_reattributed_conversion(kafka_bootstrap, unique_name, tmp_path):
     """The CRM reports the sale before the form: counted on (none); then the form carries the visitor's touches
-    and re-attributes it. The sale moves to its new channels inside the window it was first counted in.
-
-    Under at_least_once: under exactly_once this two-step scenario stalls the leads agent on main too (the link's
-    lead event is never committed; reported, not fixed here)."""
-    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data").model_copy(
-        update={"processing_guarantee": "at_least_once"}
-    )
+    and re-attributes it. The sale moves to its new channels inside the window it was first counted in."""
+    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
     create_all_topics(settings)
     won = crm("crm-won", at(20), "customer", email=EMAIL, value="12000.00")
     with running_worker(settings, tmp_path) as worker:

@@ -120,7 +120,7 @@ class Pipeline:
         self.erasures_name = erasures_topic(s.app_id)
         self.erasure_results_name = erasure_results_topic(s.app_id)
         self.outputs = Outputs(app, transactional=s.processing_guarantee == "exactly_once")
-        self.dead_letters = DeadLetters(app.topic(topics.dead_letters))
+        self.dead_letters = DeadLetters(self.outputs, topics.dead_letters)
         self.visitors = app.Table(VISITORS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_visitor"))
         self.contacts = app.Table(CONTACTS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_contact"))
         self.leads = app.Table(LEADS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_lead"))

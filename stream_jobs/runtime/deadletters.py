@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from schemas import serde
 from schemas.outputs import DeadLetter
+from stream_jobs.runtime.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,11 @@ def dead_letter(
 
 
 class DeadLetters:
-    """Sends dead letters through a Faust topic and counts them per source topic."""
+    """Sends dead letters through the agents' outputs (under exactly_once in the source partition's transaction)
+    and counts them per source topic."""
 
-    def __init__(self, topic: Any) -> None:
+    def __init__(self, outputs: Outputs, topic: str) -> None:
+        self.outputs = outputs
         self.topic = topic
         self.counts: Counter[str] = Counter()
 
@@ -97,4 +100,4 @@ class DeadLetters:
                 **record_ids(message.value),
             },
         )
-        await self.topic.send(key=message.key, value=serde.dumps(record))
+        await self.outputs.send(self.topic, message.key, serde.dumps(record))
