@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from test_delivery_units import SECRET, Script, destination, message
 
 from delivery import requests as build
 from delivery.process import run
 from delivery.settings import DeliverySettings
 from deploy.daemons import wait_until
 from deploy.topics import create_topics
-from tests.test_delivery_units import SECRET, Script, destination, message
 
 pytestmark = pytest.mark.kafka
 __all__ = ["destination"]  # the fixture, imported for its use below
