@@ -6,16 +6,14 @@ and network errors are retried until ``max_tries``, then dead with the last reas
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 
 import httpx
 
 from delivery.requests import Request
+from schemas.retry import backoff_seconds, retry_after_seconds
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -26,27 +24,6 @@ class Outcome:
     tries: int
     status: int | None  # the last HTTP status, None when the last try got no answer
     reason: str  # "" when delivered
-
-
-def backoff_seconds(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))] so that many senders do not retry in step."""
-    return rng() * min(cap, base * 2 ** (attempt - 1))
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def send(

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from delivery import requests as build
-from delivery.sender import backoff_seconds, retry_after_seconds, send
+from delivery.sender import send
 from schemas.outbox import OutboxMessage
+from schemas.retry import backoff_seconds, retry_after_seconds
 from schemas.topics import Topics
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -97,6 +98,9 @@ def test_retry_after_seconds_or_http_date() -> None:
     assert retry_after_seconds("Sun, 01 Mar 2026 12:00:30 GMT", now=T0) == 30.0
     assert retry_after_seconds("Sun, 01 Mar 2026 11:00:00 GMT", now=T0) == 0.0
     assert retry_after_seconds("soon") is None
+    assert retry_after_seconds(" 1.5 ") == 1.5  # HubSpot sends seconds, sometimes with decimals
+    assert retry_after_seconds("-3") == 0.0
+    assert retry_after_seconds("") is None
     assert retry_after_seconds(None) is None
 
 

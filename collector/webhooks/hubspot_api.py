@@ -19,7 +19,6 @@ webhook answer 503 so that HubSpot sends the delivery again later. A deleted rec
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import httpx
 
 from collector.settings import CollectorSettings
+from schemas.retry import backoff_seconds, retry_after_seconds
 
 CACHE_ENTRIES = 10_000
 DEAL_PROPERTIES = "amount,deal_currency_code,closed_lost_reason"
@@ -156,9 +156,9 @@ class HubSpotApi:
                 failure = f"HTTP {response.status_code}"
                 if response.status_code != 429 and response.status_code < 500:
                     raise HubSpotUnavailable(f"HubSpot answered {failure} to {path}", retry_after=60)
-            wait = retry_after(response) if response is not None else None
+            wait = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
             if wait is None:
-                wait = min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.0)
+                wait = backoff_seconds(attempt + 1, base=0.25, cap=8.0)
             if time.monotonic() + wait > deadline:
                 raise HubSpotUnavailable(
                     f"HubSpot's API did not answer {path} in time ({failure})", retry_after=max(1, round(wait))
@@ -172,12 +172,3 @@ class HubSpotApi:
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
         return value
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (HubSpot sends seconds; an HTTP date is not used by it and is ignored)."""
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
