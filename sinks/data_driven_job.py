@@ -111,6 +111,11 @@ def run(
             f"table {TABLE} does not exist in database {client.database!r}: apply migration 0011 with "
             "`closedloop migrate` (or run with --dry-run to compute without writing)"
         )
+    if client.query("EXISTS TABLE journeys").result_rows != [(1,)]:
+        raise MigrationError(
+            f"the view journeys does not exist in database {client.database!r}: apply migration 0013 with "
+            "`closedloop migrate`"
+        )
     started = time.perf_counter()
     journeys: list[Journey] = []
     touchless = 0

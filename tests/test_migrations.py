@@ -29,6 +29,8 @@ VIEWS = {
     "credits_current",
     "channel_visitors_mv",
     "channel_visitor_counts",
+    "journeys",
+    "customer_cohorts",
 }
 
 
