@@ -22,6 +22,8 @@ from schemas.outputs import AttributionModel
 
 REPORTS_DIR = Path(__file__).parent / "reports"
 STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
+PATH_ELEMENTS = ("channel", "landing_page")  # what a step of an ideal path is
+PATH_ORDERS = ("common", "fastest")
 
 
 class ReportError(ValueError):
@@ -78,6 +80,24 @@ REPORTS: dict[str, ReportSpec] = {
             "data_driven.sql",
             ("stage", "from", "to"),
             "Markov and Shapley credits of a stage and period with bootstrap intervals (closedloop attribute)",
+        ),
+        ReportSpec(
+            "landing-pages",
+            "landing_pages.sql",
+            ("model", "from", "to", "by_channel", "limit"),
+            "per landing page (and channel): sessions, credited leads, customers, revenue, rates per session",
+        ),
+        ReportSpec(
+            "ideal-path",
+            "ideal_path.sql",
+            ("stage", "from", "to", "by", "order", "min_conversions", "lookback_days", "limit"),
+            "paths to a stage: journeys, converting and not side by side, conversion rate, median days to convert",
+        ),
+        ReportSpec(
+            "payback",
+            "payback.sql",
+            ("from", "to"),
+            "cohort CAC and payback: spend per month and channel against its customers' cumulative revenue",
         ),
         ReportSpec(
             "quality",
@@ -144,8 +164,13 @@ def run_report(client: Client, name: str, **params) -> ReportResult:
         params["model"] = check_model(params["model"])
     if "stage" in params and params["stage"] not in STAGES:
         raise ReportError(f"unknown stage {params['stage']!r}; choose one of: {', '.join(STAGES)}")
-    if "by_campaign" in params:
-        params["by_campaign"] = int(bool(params["by_campaign"]))
+    if "by" in params and params["by"] not in PATH_ELEMENTS:
+        raise ReportError(f"unknown path element {params['by']!r}; choose one of: {', '.join(PATH_ELEMENTS)}")
+    if "order" in params and params["order"] not in PATH_ORDERS:
+        raise ReportError(f"unknown order {params['order']!r}; choose one of: {', '.join(PATH_ORDERS)}")
+    for flag in ("by_campaign", "by_channel"):
+        if flag in params:
+            params[flag] = int(bool(params[flag]))
     values = {key: params[key] for key in spec.params}
     result = client.query(load_sql(name), parameters=values)
     return ReportResult(
@@ -201,7 +226,7 @@ def channels(
 #   missing (no leads, no time)          '-' in the table, empty in CSV, null in JSON (never NaN, never 0E-9)
 #   headers                              the SQL column names, the same in every format
 #   thousands                            ',' in the table only; CSV and JSON carry plain numbers
-TWO_PLACES = frozenset({"cost_per_lead", "cac", "avg_touches"})
+TWO_PLACES = frozenset({"cost_per_lead", "cac", "avg_touches", "revenue_per_session"})
 COUNT, MONEY, CREDITED, FLOAT, TEXT = "count", "money", "credited", "float", "text"
 
 

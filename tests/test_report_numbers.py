@@ -53,7 +53,7 @@ JOURNEYS = {
 CRM_FIRST = {"C"}
 
 
-def _touch(lead: str, index: int, channel: str, when: datetime) -> Touch:
+def _touch(lead: str, index: int, channel: str, when: datetime, landing_path: str = "/") -> Touch:
     return Touch(
         touch_id=f"{lead}-t{9 - index}",  # later touches sort first by id, as hashed ids may
         visitor_id=f"v-{lead}",
@@ -65,16 +65,24 @@ def _touch(lead: str, index: int, channel: str, when: datetime) -> Touch:
         source="(direct)" if channel == "Direct" else channel.lower(),
         medium="(none)" if channel == "Direct" else "x",
         event_id=f"pv-{lead}-{index}",
+        landing_path=landing_path,
     )
 
 
-def _stream_records() -> dict[RecordKind, list]:
-    """What the leads agent would write for the journeys: every emitted conversion and its credits."""
-    out: dict[RecordKind, list] = {RecordKind.TOUCH: [], RecordKind.CONVERSION: [], RecordKind.CREDIT: []}
-    for lead, (touches, form_at, customer) in JOURNEYS.items():
-        journey = [_touch(lead, i, channel, when) for i, (channel, when) in enumerate(touches)]
+def _stream_records(journeys: dict = JOURNEYS, crm_first: set[str] = CRM_FIRST) -> dict[RecordKind, list]:
+    """What the worker would write for ``journeys`` (lead: (touches [(channel, time[, landing path])], form time,
+    customer (time, revenue) or None)): the touches, identity links, every emitted conversion and its credits."""
+    out: dict[RecordKind, list] = {
+        RecordKind.TOUCH: [],
+        RecordKind.IDENTITY_LINK: [],
+        RecordKind.CONVERSION: [],
+        RecordKind.CREDIT: [],
+    }
+    for lead, (touches, form_at, customer) in journeys.items():
+        journey = [_touch(lead, i, *touch) for i, touch in enumerate(touches)]
         out[RecordKind.TOUCH].extend(journey)
         link = IdentityLink(visitor_id=f"v-{lead}", lead_id=lead, linked_at=form_at, event_id=f"id-{lead}")
+        out[RecordKind.IDENTITY_LINK].append(link)
         crm = None
         if customer is not None:
             crm = CrmStatusChange(
@@ -87,7 +95,7 @@ def _stream_records() -> dict[RecordKind, list]:
                 currency="EUR",
             )
         steps = [("link", link)] + ([("crm", crm)] if crm else [])
-        if lead in CRM_FIRST:
+        if lead in crm_first:
             steps.reverse()
         state = None
         for kind, record in steps:
@@ -210,13 +218,19 @@ COMMANDS = {
     "time-to-convert": ["time-to-convert"],
     "compare-models": ["compare-models"],
     "quality": ["quality"],
+    "landing-pages": ["landing-pages"],
+    "ideal-path": ["ideal-path"],
+    "payback": ["payback"],
 }
 COUNTS = {"visitors", "leads", "mqls", "sqls", "opportunities", "customers", "lost", "conversions"}
+COUNTS |= {"sessions", "journeys", "converting", "not_converting", "payback_months"}
 RATES = {"roas", "lead_to_customer", "lost_share", "lead_to_mql", "mql_to_sql", "sql_to_opportunity"}
 RATES |= {"opportunity_to_customer", "mql_rate", "sql_rate", "win_rate", "lost_rate"}
+RATES |= {"lead_rate", "customer_rate", "conversion_rate", "roas_to_date"}
 TWO_PLACES = {"revenue", "spend", "cost_per_lead", "cac", "avg_touches", "median_days_touch_to_lead"}
 TWO_PLACES |= {"median_days_lead_to_customer", "first_touch", "last_touch", "linear", "time_decay", "u_shaped"}
-TWO_PLACES |= {"w_shaped", "full_path", "avg_deal_value"}
+TWO_PLACES |= {"w_shaped", "full_path", "avg_deal_value", "revenue_per_session", "median_days_to_convert"}
+TWO_PLACES |= {"revenue_m0", "revenue_m1", "revenue_m2", "revenue_m3", "revenue_m6", "revenue_m12", "revenue_to_date"}
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +263,7 @@ def test_every_report_follows_the_output_rules_in_every_format(cli, command):
     import re
 
     args = COMMANDS[command]
-    whole = command != "channels linear"  # linear credits fractions of a conversion
+    whole = command not in ("channels linear", "landing-pages")  # linear credits fractions of a conversion
     count_text = r"\d+" if whole else r"\d+(\.\d*[1-9])?"
     csv_text = cli(args, "csv").stdout
     json_text = cli(args, "json").stdout
@@ -285,7 +299,7 @@ def test_every_report_follows_the_output_rules_in_every_format(cli, command):
     if records is not None:
         for record in records:
             for name, value in record.items():
-                if name in COUNTS and whole:
+                if name in COUNTS and whole and value is not None:  # payback_months: null until paid back
                     assert isinstance(value, int), (name, value)
                 if name in ("revenue", "linear", "first_touch"):
                     assert isinstance(value, str) and "," not in value, (name, value)

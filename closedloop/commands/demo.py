@@ -291,11 +291,11 @@ def _print_next(settings, processes, worker_settings, run) -> None:
 
     ch = urlsplit(settings.clickhouse)
     console.print("[bold]7. What to try next[/bold] (the services keep running until `closedloop down`)")
+    period = f"--from {run.start.date()} --to {(run.end - timedelta(days=1)).date()}"
     lines = [
-        (
-            "the other models",
-            f"closedloop report compare-models --from {run.start.date()} --to {(run.end - timedelta(days=1)).date()}",
-        ),
+        ("the other models", f"closedloop report compare-models {period}"),
+        ("what made them buy", f"closedloop report landing-pages {period}; closedloop report ideal-path {period}"),
+        ("cohort payback", f"closedloop report payback --from {run.start:%Y-%m} --to {run.end:%Y-%m}"),
         (
             "any SQL",
             'closedloop sql "SELECT channel, round(sum(revenue)) AS revenue FROM credits_current '

@@ -199,3 +199,110 @@ def data_driven(stage: str, date_from: datetime, date_to: datetime, fmt: str) ->
             {"stage": stage, **_dates(date_from, date_to)},
         ),
     )
+
+
+@command.command("landing-pages")
+@click.option("--model", type=click.Choice(MODELS), default="linear", show_default=True)
+@click.option("--by", "by", type=click.Choice(["channel", "page"]), default="channel", show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@_period
+def landing_pages(model: str, by: str, limit: int, date_from: datetime, date_to: datetime, fmt: str) -> None:
+    """Per landing page (and channel): sessions that started there, and the leads, customers and revenue they led
+    to, credited under MODEL, with the rates per session.
+
+    A touch is a session start, so sessions count the touches that landed on the page; --by page adds up the
+    channels.
+    """
+    _run(
+        fmt,
+        (
+            "landing-pages",
+            f"landing pages · {model} · {_span(date_from, date_to)}",
+            {"model": model, "by_channel": by == "channel", "limit": limit, **_dates(date_from, date_to)},
+        ),
+    )
+
+
+@command.command("ideal-path")
+@click.option("--stage", type=click.Choice(list(STAGES)), default="customer", show_default=True)
+@click.option(
+    "--by",
+    "by",
+    type=click.Choice(["channel", "landing-page"]),
+    default="channel",
+    show_default=True,
+    help="What a step of a path is: the touch's channel or its landing page.",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["common", "fastest"]),
+    default="common",
+    show_default=True,
+    help="common: most conversions first; fastest: lowest median days to convert first.",
+)
+@click.option(
+    "--min-conversions",
+    type=click.IntRange(1, 1_000_000),
+    default=1,
+    show_default=True,
+    help="With --order fastest: paths with fewer conversions go last.",
+)
+@click.option("--lookback-days", type=click.IntRange(1, 3650), default=90, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@_period
+def ideal_path(
+    stage: str,
+    by: str,
+    order: str,
+    min_conversions: int,
+    lookback_days: int,
+    limit: int,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
+) -> None:
+    """The paths of the period's journeys to STAGE, converting and not side by side: journeys, conversions,
+    conversion rate and median days from the first touch to the conversion (docs/ATTRIBUTION.md, "Journeys")."""
+    _run(
+        fmt,
+        (
+            "ideal-path",
+            f"paths to {stage} · by {by} · {order} · {_span(date_from, date_to)}",
+            {
+                "stage": stage,
+                "by": by.replace("-", "_"),
+                "order": order,
+                "min_conversions": min_conversions,
+                "lookback_days": lookback_days,
+                "limit": limit,
+                **_dates(date_from, date_to),
+            },
+        ),
+    )
+
+
+@command.command("payback")
+@click.option(
+    "--from",
+    "date_from",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m"]),
+    default=f"{datetime.now(timezone.utc).year - 1}-{datetime.now(timezone.utc).month:02d}",
+    show_default="the same month last year",
+    help="First cohort month (YYYY-MM or a day in it).",
+)
+@click.option(
+    "--to",
+    "date_to",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m"]),
+    default=f"{datetime.now(timezone.utc):%Y-%m}",
+    show_default="this month",
+    help="Last cohort month (YYYY-MM or a day in it).",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def payback(date_from: datetime, date_to: datetime, fmt: str) -> None:
+    """Cohort CAC and payback: per month of first touch and channel, the spend against the cumulative revenue of
+    the customers first touched then, and the month in which it paid back (payback_months, 0 = the same month)."""
+    _run(
+        fmt,
+        ("payback", f"payback by cohort · {date_from:%Y-%m} .. {date_to:%Y-%m}", _dates(date_from, date_to)),
+    )
