@@ -19,8 +19,12 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from schemas.outputs import AttributionModel
+from sinks.rows import Column
 
 REPORTS_DIR = Path(__file__).parent / "reports"
+# The table of migration 0014 the account reports read besides their views (tests/test_migrations.py holds the two
+# together).
+ACCOUNT_TABLES = {"free_mail_domains": (Column("domain", "String"),)}
 STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
 PATH_ELEMENTS = ("channel", "landing_page")  # what a step of an ideal path is
 PATH_ORDERS = ("common", "fastest")
@@ -98,6 +102,18 @@ REPORTS: dict[str, ReportSpec] = {
             "payback.sql",
             ("from", "to"),
             "cohort CAC and payback: spend per month and channel against its customers' cumulative revenue",
+        ),
+        ReportSpec(
+            "accounts",
+            "accounts.sql",
+            ("from", "to", "limit"),
+            "per account (email domain): people, touches, channels, opportunity, win, revenue, committee size",
+        ),
+        ReportSpec(
+            "account-channels",
+            "account_channels.sql",
+            ("from", "to", "lookback_days"),
+            "account-level attribution per channel: opportunities, won accounts, revenue, average committee",
         ),
         ReportSpec(
             "quality",
@@ -226,7 +242,7 @@ def channels(
 #   missing (no leads, no time)          '-' in the table, empty in CSV, null in JSON (never NaN, never 0E-9)
 #   headers                              the SQL column names, the same in every format
 #   thousands                            ',' in the table only; CSV and JSON carry plain numbers
-TWO_PLACES = frozenset({"cost_per_lead", "cac", "avg_touches", "revenue_per_session"})
+TWO_PLACES = frozenset({"cost_per_lead", "cac", "avg_touches", "revenue_per_session", "avg_committee"})
 COUNT, MONEY, CREDITED, FLOAT, TEXT = "count", "money", "credited", "float", "text"
 
 

@@ -18,6 +18,7 @@ from sinks.migrate import (
     split_statements,
     status,
 )
+from sinks.reports import ACCOUNT_TABLES
 from sinks.rows import ROLLUP_TABLES, TABLES
 from sinks.settings import SinkSettings
 
@@ -31,6 +32,9 @@ VIEWS = {
     "channel_visitor_counts",
     "journeys",
     "customer_cohorts",
+    "account_people",
+    "account_touches",
+    "account_stages",
 }
 
 
@@ -112,7 +116,7 @@ def test_apply_reverse_apply_and_schema_matches_declaration(clickhouse_http_url)
 
     assert migrate_up(settings) == labels
     by_table, tables = _schema(settings)
-    declared = TABLES | ROLLUP_TABLES | DATA_DRIVEN_TABLES
+    declared = TABLES | ROLLUP_TABLES | DATA_DRIVEN_TABLES | ACCOUNT_TABLES
     assert tables == set(declared) | VIEWS | {"schema_migrations"}
     for table, columns in declared.items():
         assert [(name, type_) for name, type_, _ in by_table[table]] == [(c.name, c.type) for c in columns], table

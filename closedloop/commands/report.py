@@ -306,3 +306,31 @@ def payback(date_from: datetime, date_to: datetime, fmt: str) -> None:
         fmt,
         ("payback", f"payback by cohort · {date_from:%Y-%m} .. {date_to:%Y-%m}", _dates(date_from, date_to)),
     )
+
+
+@command.command("accounts")
+@click.option(
+    "--by",
+    "by",
+    type=click.Choice(["account", "channel"]),
+    default="account",
+    show_default=True,
+    help="account: one row per account; channel: account-level attribution of opportunities and revenue.",
+)
+@click.option("--lookback-days", type=click.IntRange(1, 3650), default=90, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@_period
+def accounts(by: str, lookback_days: int, limit: int, date_from: datetime, date_to: datetime, fmt: str) -> None:
+    """B2B accounts: leads grouped by their email's domain (free-mail domains left out; the table
+    free_mail_domains lists them). --by account: people, touches, channels, first opportunity and win, revenue,
+    buying-committee size. --by channel: each account's first opportunity and first win credited linearly over the
+    touches of all its people."""
+    if by == "account":
+        report = ("accounts", f"accounts · {_span(date_from, date_to)}", {"limit": limit, **_dates(date_from, date_to)})
+    else:
+        report = (
+            "account-channels",
+            f"accounts by channel · linear · {_span(date_from, date_to)}",
+            {"lookback_days": lookback_days, **_dates(date_from, date_to)},
+        )
+    _run(fmt, report)
