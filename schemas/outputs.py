@@ -25,6 +25,11 @@ class AttributionModel(StrEnum):
     FULL_PATH = "full_path"
 
 
+# The models computed over all journeys of a period by `closedloop attribute` (table data_driven_credits), not per
+# conversion in the stream: Markov chains of order 1-3 and Shapley values.
+DATA_DRIVEN_MODELS = ("markov_1", "markov_2", "markov_3", "shapley")
+
+
 class _Output(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.outputs import AttributionModel
+from schemas.outputs import DATA_DRIVEN_MODELS, AttributionModel
 from sinks.rows import Column
 
 REPORTS_DIR = Path(__file__).parent / "reports"
@@ -43,6 +43,7 @@ class ReportSpec:
     params: tuple[str, ...]
     description: str
     fixed: dict[str, object] = field(default_factory=dict)  # parameters the report sets itself
+    data_driven: bool = False  # {model} may also name a data-driven model (computed by `closedloop attribute`)
 
 
 REPORTS: dict[str, ReportSpec] = {
@@ -54,6 +55,7 @@ REPORTS: dict[str, ReportSpec] = {
             ("model", "from", "to", "by_campaign", "exact"),
             "per channel: visitors, credited leads/MQLs/SQLs/customers, revenue, spend, CPL, CAC, ROAS",
             {"exact": 1},
+            data_driven=True,
         ),
         ReportSpec(
             "channels-rollup",
@@ -61,6 +63,7 @@ REPORTS: dict[str, ReportSpec] = {
             ("model", "from", "to", "by_campaign", "exact"),
             "the channel report from the roll-ups (fast; sums not replay-exact)",
             {"exact": 0},
+            data_driven=True,
         ),
         ReportSpec("funnel", "funnel.sql", ("model", "from", "to"), "stage to stage by channel"),
         ReportSpec(
@@ -163,6 +166,23 @@ def check_model(model: str) -> str:
         ) from None
 
 
+def check_data_driven_run(client: Client, model: str, date_from: date, date_to: date) -> None:
+    """A data-driven model is shown only for a period `closedloop attribute` computed it for: say how, else."""
+    runs = client.query(
+        "SELECT groupUniqArray(toString(stage)) FROM data_driven_credits "
+        "WHERE model = {model:String} AND period_from = {from:Date} AND period_to = {to:Date}",
+        parameters={"model": model, "from": date_from, "to": date_to},
+    ).result_rows[0][0]
+    if not runs:
+        kind, _, order = model.partition("_")
+        how = f"--model markov --order {order}" if kind == "markov" else f"--model {model}"
+        raise ReportError(
+            f"{model} has not been computed for {date_from} .. {date_to}: run "
+            f"`closedloop attribute {how} --stage customer --from {date_from} --to {date_to}` "
+            "(and the same with --stage lead for the lead columns) first"
+        )
+
+
 def run_report(client: Client, name: str, **params) -> ReportResult:
     """Run report ``name`` with its parameters (``date_from``/``date_to`` are passed as ``from``/``to``)."""
     spec = _spec(name)
@@ -177,7 +197,10 @@ def run_report(client: Client, name: str, **params) -> ReportResult:
     if "from" in params and "to" in params:
         check_period(params["from"], params["to"])
     if "model" in params:
-        params["model"] = check_model(params["model"])
+        if spec.data_driven and params["model"] in DATA_DRIVEN_MODELS:
+            check_data_driven_run(client, params["model"], params["from"], params["to"])
+        else:
+            params["model"] = check_model(params["model"])
     if "stage" in params and params["stage"] not in STAGES:
         raise ReportError(f"unknown stage {params['stage']!r}; choose one of: {', '.join(STAGES)}")
     if "by" in params and params["by"] not in PATH_ELEMENTS:

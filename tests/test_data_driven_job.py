@@ -25,7 +25,7 @@ from schemas.outputs import Conversion, IdentityLink, Touch
 from sinks.client import connect
 from sinks.data_driven_job import run
 from sinks.migrate import migrate_up
-from sinks.reports import run_report
+from sinks.reports import ReportError, channels, run_report
 from sinks.rows import Provenance, RecordKind, insert, rows_for
 from sinks.settings import SinkSettings
 
@@ -138,6 +138,29 @@ def test_markov_and_shapley_rows(client) -> None:
         "A": (Decimal("60.00"), Decimal("0.00"), Decimal("0.00"), Decimal("50.00")),
         "C": (Decimal("40.00"), Decimal("0.00"), Decimal("0.00"), Decimal("35.00")),
     }
+
+
+def test_the_channel_report_shows_a_data_driven_model_of_exactly_its_period(client) -> None:
+    run(client, "markov", stage="customer", date_from=FROM, date_to=TO, bootstrap=0)
+    rows = {r["channel"]: r for r in channels(client, "markov_1", FROM, TO).records()}
+    # Markov order 1 of the paper example: 18/11, 9/11 and 6/11 customers; revenue 120, 60, 40; no lead run.
+    assert {c: (round(float(r["customers"]), 4), r["revenue"], r["leads"]) for c, r in rows.items()} == {
+        "B": (round(18 / 11, 4), Decimal("120.00"), 0),
+        "A": (round(9 / 11, 4), Decimal("60.00"), 0),
+        "C": (round(6 / 11, 4), Decimal("40.00"), 0),
+    }
+    assert [r["visitors"] for r in rows.values()] == [3, 4, 3]  # the visitors do not depend on the model
+    with pytest.raises(
+        ReportError,
+        match=r"markov_1 has not been computed for 2024-03-01 \.\. 2024-03-30: run "
+        r"`closedloop attribute --model markov --order 1 --stage customer --from 2024-03-01 "
+        r"--to 2024-03-30`",
+    ):
+        channels(client, "markov_1", FROM, date(2024, 3, 30))
+    with pytest.raises(
+        ReportError, match=r"shapley has not been computed for .* `closedloop attribute --model shapley "
+    ):
+        channels(client, "shapley", date(2024, 3, 2), TO)
 
 
 def test_a_rerun_replaces_the_earlier_one(client) -> None:

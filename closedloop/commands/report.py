@@ -14,7 +14,7 @@ from closedloop.commands._clickhouse_cli import (
     print_text_or_table,
     sink_settings,
 )
-from schemas.outputs import AttributionModel
+from schemas.outputs import DATA_DRIVEN_MODELS, AttributionModel
 
 MODELS = [m.value for m in AttributionModel]
 STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
@@ -88,7 +88,13 @@ def command() -> None:
 
 
 @command.command("channels")
-@click.option("--model", type=click.Choice(MODELS), default="linear", show_default=True)
+@click.option(
+    "--model",
+    type=click.Choice(MODELS + list(DATA_DRIVEN_MODELS)),
+    default="linear",
+    show_default=True,
+    help="A rule-based model, or a data-driven one as `closedloop attribute` computed it for exactly this period.",
+)
 @click.option("--by", "by", type=click.Choice(["channel", "campaign"]), default="channel", show_default=True)
 @click.option(
     "--source",

@@ -3,6 +3,8 @@
 --              re-attributed (re-versioned) conversions.
 --   exact = 0: credits from the roll-up credits_daily (fast; a materialized view adds every inserted block, so
 --              replays and superseded versions are counted too: use exact = 1 when it must be exact).
+-- {model} may also be a data-driven model (markov_1, markov_2, markov_3, shapley): its credits are those
+-- `closedloop attribute` computed for exactly this period (data_driven_credits), the same in both sources.
 -- Visitors come from the replay-safe roll-ups channel_visitors (bitmaps of numbered visitors, migration 0009) and
 -- visitor_days (visitors first seen before numbers, migration 0007) in both.
 -- Per channel (campaign = '' unless by_campaign = 1):
@@ -52,6 +54,23 @@ WITH
                sumMergeIf(revenue, stage = 'customer') AS revenue
         FROM credits_daily
         WHERE {exact:UInt8} = 0 AND model = {model:String} AND day BETWEEN {from:Date} AND {to:Date}
+        GROUP BY channel, campaign
+        UNION ALL
+        -- Data-driven models (markov_1-3, shapley): the newest `closedloop attribute` run of each stage for exactly
+        -- this period; a stage not computed shows 0. Per channel only (no campaign split).
+        SELECT channel, '' AS campaign,
+               sumIf(conversions, stage = 'lead') AS leads,
+               sumIf(conversions, stage = 'mql') AS mqls,
+               sumIf(conversions, stage = 'sql') AS sqls,
+               sumIf(conversions, stage = 'customer') AS customers,
+               sumIf(conversions, stage IN ('lost', 'disqualified')) AS lost,
+               sumIf(revenue, stage = 'customer') AS revenue
+        FROM data_driven_credits FINAL
+        WHERE model = {model:String} AND period_from = {from:Date} AND period_to = {to:Date}
+          AND (stage, computed_at) IN (SELECT stage, max(computed_at) FROM data_driven_credits
+                                       WHERE model = {model:String} AND period_from = {from:Date}
+                                         AND period_to = {to:Date}
+                                       GROUP BY stage)
         GROUP BY channel, campaign
     ),
     visits AS
