@@ -101,6 +101,12 @@ REPORTS: dict[str, ReportSpec] = {
             "paths to a stage: journeys, converting and not side by side, conversion rate, median days to convert",
         ),
         ReportSpec(
+            "content",
+            "content.sql",
+            ("stage", "from", "to", "groups", "lookback_days", "limit"),
+            "pages and page groups in converting against non-converting journeys: lift, page-level linear credits",
+        ),
+        ReportSpec(
             "payback",
             "payback.sql",
             ("from", "to"),

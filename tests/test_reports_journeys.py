@@ -9,6 +9,8 @@ Journeys (times 12:00 UTC unless said; the form 1 h after the last touch before 
   E: Organic Search 02-03 /blog/x; form 02-03 13:00; never a customer
   F: Referral 02-15 /demo; form 02-15 13:00; customer 02-20 (90)
   anonymous visitor v-anon: Paid Search 01-12 / ; never identified
+Page views: A /pricing 01-05, /blog/x 01-06, /whitepapers/a 01-20; B /pricing 01-10; C /blog/y 2023-12-20,
+  /pricing 02-01; E /blog/x 02-03; F /demo 02-15; the anonymous visitor / 01-12.
 Spend: Paid Search 01-05 100.00, 01-10 100.00, 02-01 50.00; Email 01-20 20.00; Referral 02-15 10.00.
 Period: 2024-01-01 .. 2024-02-29.
 """
@@ -23,7 +25,7 @@ import pytest
 from harness import unique
 from test_report_numbers import _load, _stream_records
 
-from schemas.events import Envelope, SpendRow
+from schemas.events import Envelope, PageView, SpendRow
 from schemas.outputs import Touch
 from sinks.client import connect
 from sinks.migrate import migrate_up
@@ -60,6 +62,17 @@ JOURNEYS = {
     "E": ([("Organic Search", at(2, 3), "/blog/x")], at(2, 3, 13), None),
     "F": ([("Referral", at(2, 15), "/demo")], at(2, 15, 13), (at(2, 20), "90")),
 }
+PAGES = [  # (visitor, time, path)
+    ("v-A", at(1, 5), "/pricing"),
+    ("v-A", at(1, 6), "/blog/x"),
+    ("v-A", at(1, 20), "/whitepapers/a"),
+    ("v-B", at(1, 10), "/pricing"),
+    ("v-C", at(12, 20, year=2023), "/blog/y"),
+    ("v-C", at(2, 1), "/pricing"),
+    ("v-E", at(2, 3), "/blog/x"),
+    ("v-F", at(2, 15), "/demo"),
+    ("v-anon", at(1, 12), "/"),
+]
 SPEND = [  # (day, channel, cost)
     (at(1, 5), "Paid Search", "100.00"),
     (at(1, 10), "Paid Search", "100.00"),
@@ -92,6 +105,14 @@ def _data() -> dict[RecordKind, list]:
             event=SpendRow(occurred_at=when, date=when.date(), channel=channel, cost=D(cost), currency="EUR"),
         )
         for n, (when, channel, cost) in enumerate(SPEND)
+    ] + [
+        Envelope(
+            event_id=f"pv-{visitor}-{n}",
+            site_id="s",
+            received_at=when,
+            event=PageView(occurred_at=when, visitor_id=visitor, url=f"https://ex.com{path}"),
+        )
+        for n, (visitor, when, path) in enumerate(PAGES)
     ]
     return data
 
@@ -396,3 +417,56 @@ def test_the_commands(client, clickhouse_http_url) -> None:
     assert result.stdout.splitlines()[1] == (
         "2024-01-01,Paid Search,200.00,2,100.00,0.00,600.00,750.00,750.00,750.00,750.00,750.00,3.7500,1"
     )
+
+
+# -- content influence --------------------------------------------------------------------------------------------
+
+
+def test_content_influence_with_page_groups(client) -> None:
+    rows = run_report(
+        client,
+        "content",
+        stage="customer",
+        date_from=FROM,
+        date_to=TO,
+        groups=["/blog/*", "/whitepapers/*"],
+        lookback_days=90,
+        limit=100,
+    ).records()
+    # Converting journeys (3): A viewed /pricing, /blog/*, /whitepapers/* (a third each, 200.00 each of 600.00),
+    # C /blog/* (December, inside its window) and /pricing (a half each, 200.00 each), F /demo (all, 90.00).
+    # Not converting (3): B /pricing, E /blog/*, the anonymous visitor /.
+    third, half = D("0.333333333"), D("0.5")
+    assert [tuple(r.values()) for r in rows] == [
+        ("/demo", 1, 0, 0.3333, 0.0, None, D("1"), D("90.00")),
+        ("/blog/*", 2, 1, 0.6667, 0.3333, 2.0, third + half, D("400.00")),
+        ("/pricing", 2, 1, 0.6667, 0.3333, 2.0, third + half, D("400.00")),
+        ("/whitepapers/*", 1, 0, 0.3333, 0.0, None, third, D("200.00")),
+        ("/", 0, 1, 0.0, 0.3333, 0.0, D("0"), D("0.00")),
+    ]
+
+
+def test_content_without_groups_shows_each_page(client) -> None:
+    rows = run_report(
+        client, "content", stage="customer", date_from=FROM, date_to=TO, groups=[], lookback_days=90, limit=100
+    ).records()
+    assert {r["page"]: r["converting_journeys"] for r in rows} == {
+        "/demo": 1,
+        "/pricing": 2,
+        "/blog/x": 1,
+        "/blog/y": 1,
+        "/whitepapers/a": 1,
+        "/": 0,
+    }
+    # A pattern that is no glob matches its page exactly; '_' and '%' are no wildcards.
+    rows = run_report(
+        client,
+        "content",
+        stage="customer",
+        date_from=FROM,
+        date_to=TO,
+        groups=["/blog_x", "/demo"],
+        lookback_days=90,
+        limit=100,
+    ).records()
+    assert {r["page"] for r in rows} == {"/demo", "/pricing", "/blog/x", "/blog/y", "/whitepapers/a", "/"}

@@ -340,3 +340,42 @@ def accounts(by: str, lookback_days: int, limit: int, date_from: datetime, date_
             {"lookback_days": lookback_days, **_dates(date_from, date_to)},
         )
     _run(fmt, report)
+
+
+@command.command("content")
+@click.option("--stage", type=click.Choice(list(STAGES)), default="customer", show_default=True)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="PATTERN",
+    help="A page group, e.g. '/blog/*' ('*': any characters); repeat for more. Other pages are their own group.",
+)
+@click.option("--lookback-days", type=click.IntRange(1, 3650), default=90, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@_period
+def content(
+    stage: str,
+    groups: tuple[str, ...],
+    lookback_days: int,
+    limit: int,
+    date_from: datetime,
+    date_to: datetime,
+    fmt: str,
+) -> None:
+    """Which pages made them decide: per page or page group, the converting and the non-converting journeys that
+    viewed it, the lift (how much likelier it is in a converting journey) and page-level linear credits."""
+    _run(
+        fmt,
+        (
+            "content",
+            f"content influence on {stage} · {_span(date_from, date_to)}",
+            {
+                "stage": stage,
+                "groups": list(groups),
+                "lookback_days": lookback_days,
+                "limit": limit,
+                **_dates(date_from, date_to),
+            },
+        ),
+    )
