@@ -109,6 +109,9 @@ class LifecycleStage(StrEnum):
     DISQUALIFIED = "disqualified"
 
 
+STAGES = tuple(stage.value for stage in LifecycleStage)  # the stage names, in lifecycle order
+
+
 def as_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted to UTC (ValueError past year 9999 or before 1)."""
     if value.tzinfo is None:

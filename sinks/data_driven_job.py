@@ -16,6 +16,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from schemas.events import STAGES
 from sinks.datadriven import Attribution, Journey, attribute
 from sinks.migrate import MigrationError
 from sinks.rows import LC, TIME, Column
@@ -47,7 +48,6 @@ DECLARED: dict[str, tuple[Column, ...]] = {
     )
 }
 COLUMNS = tuple(column.name for column in DECLARED[TABLE])
-STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from schemas.events import STAGES
 from schemas.outputs import DATA_DRIVEN_MODELS, AttributionModel
 from sinks.rows import Column
 
@@ -25,7 +26,6 @@ REPORTS_DIR = Path(__file__).parent / "reports"
 # The table of migration 0014 the account reports read besides their views (tests/test_migrations.py holds the two
 # together).
 ACCOUNT_TABLES = {"free_mail_domains": (Column("domain", "String"),)}
-STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
 PATH_ELEMENTS = ("channel", "landing_page")  # what a step of an ideal path is
 PATH_ORDERS = ("common", "fastest")
 

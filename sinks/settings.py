@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from schemas.events import STAGES
+from schemas.outputs import DATA_DRIVEN_MODELS
 from schemas.settings import PipelineSettings
 
 
@@ -36,5 +38,39 @@ class SinkSettings(PipelineSettings):
         "partitions go to the others, or to the sink restarted in its place.",
     )
     sink_metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus metrics port; unset = off.")
+    attribute_every_hours: float = Field(
+        24.0,
+        ge=0,
+        le=24 * 31,
+        description="The sink runs the data-driven models over the trailing period this often (0 = never; "
+        "`closedloop attribute` by hand still works).",
+    )
+    attribute_days: int = Field(30, ge=1, le=3650, description="The trailing period: this many whole UTC days.")
+    attribute_models: str = Field(
+        "markov_1,shapley", description="Comma-separated: markov_1, markov_2, markov_3, shapley."
+    )
+    attribute_stages: str = Field("customer", description="Comma-separated stages, e.g. customer,lead.")
+    attribute_first_delay_seconds: float = Field(
+        300.0, ge=0, description="The schedule's first look comes this long after the sink starts."
+    )
+
+    @field_validator("attribute_models")
+    @classmethod
+    def _known_models(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in DATA_DRIVEN_MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(DATA_DRIVEN_MODELS)}")
+        return ",".join(names)
+
+    @field_validator("attribute_stages")
+    @classmethod
+    def _known_stages(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in STAGES]
+        if unknown or not names:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(STAGES)}")
+        return ",".join(names)
+
     clickhouse_connect_timeout: float = Field(5.0, gt=0)
     clickhouse_query_timeout: float = Field(300.0, gt=0)

@@ -163,6 +163,30 @@ def test_the_channel_report_shows_a_data_driven_model_of_exactly_its_period(clie
         channels(client, "shapley", date(2024, 3, 2), TO)
 
 
+def test_the_sinks_schedule_runs_the_configured_models_once_per_interval(client, clickhouse_http_url) -> None:
+    from sinks.attribution_schedule import AttributionSchedule, ScheduledRun
+
+    settings = SinkSettings(
+        clickhouse_url=f"{clickhouse_http_url}/{client.database}",
+        attribute_days=31,
+        attribute_models="markov_3,shapley",
+        attribute_stages="lead",
+    )
+    schedule = AttributionSchedule(settings)
+    now = datetime(2024, 4, 1, 3, tzinfo=timezone.utc)  # the trailing 31 days are March
+    expected = [ScheduledRun("markov_3", "lead", FROM, TO), ScheduledRun("shapley", "lead", FROM, TO)]
+    assert schedule.run_due(now) == expected
+    assert (schedule.completed, schedule.failed) == (expected, [])
+    rows = client.query(
+        "SELECT toString(model), count() FROM data_driven_credits FINAL WHERE stage = 'lead' "
+        "AND period_from = '2024-03-01' AND period_to = '2024-03-31' GROUP BY model ORDER BY model"
+    ).result_rows
+    # Stage lead: L1 (A) and L2 (A, C) convert; each model writes a row for each of the three channels.
+    assert rows == [("markov_3", 3), ("shapley", 3)]
+    assert schedule.run_due(now) == []  # the table says both ran within the interval
+    assert schedule.completed == expected
+
+
 def test_a_rerun_replaces_the_earlier_one(client) -> None:
     """A run without intervals, then one with: the report shows the second run's rows only, once each."""
     run(client, "markov", order=2, stage="customer", date_from=FROM, date_to=TO, bootstrap=0)

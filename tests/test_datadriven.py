@@ -180,3 +180,46 @@ def test_bad_arguments_are_refused() -> None:
         attribute(PAPER, "linear")
     with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
         attribute(PAPER, "markov", order=4)
+
+
+# -- the schedule (sinks/attribution_schedule.py): which runs are due ---------------------------------------------
+
+
+def test_the_schedule_runs_what_is_missing_or_older_than_the_interval() -> None:
+    from datetime import date, datetime, timedelta, timezone
+
+    from sinks.attribution_schedule import ScheduledRun, due_runs, parse_models, trailing_period
+
+    now = datetime(2024, 4, 1, 3, 0, tzinfo=timezone.utc)
+    assert trailing_period(now, 31) == (date(2024, 3, 1), date(2024, 3, 31))  # whole days, ending yesterday
+    period = (date(2024, 3, 1), date(2024, 3, 31))
+    every = timedelta(hours=24)
+    newest = {
+        ("markov_1", "customer", *period): now - timedelta(hours=23),  # fresh
+        ("shapley", "customer", *period): now - timedelta(hours=24),  # exactly one interval old: due
+        ("markov_1", "lead", date(2024, 2, 29), date(2024, 3, 30)): now - timedelta(hours=1),  # yesterday's period
+    }
+    due = due_runs(now, every, 31, ("markov_1", "shapley"), ("customer", "lead"), newest)
+    assert due == [
+        ScheduledRun("markov_1", "lead", *period),
+        ScheduledRun("shapley", "customer", *period),
+        ScheduledRun("shapley", "lead", *period),
+    ]
+    assert [r.job_model for r in due] == [("markov", 1), ("shapley", 1), ("shapley", 1)]
+    assert parse_models(" markov_2 , shapley,") == ("markov_2", "shapley")
+    with pytest.raises(ValueError, match="unknown data-driven model\\(s\\) markov_4; choose from markov_1, markov_2"):
+        parse_models("markov_4")
+
+
+def test_the_schedule_settings_refuse_unknown_names() -> None:
+    from pydantic import ValidationError
+
+    from sinks.settings import SinkSettings
+
+    assert SinkSettings(attribute_models="shapley, markov_3", attribute_stages="lead ,customer").attribute_stages == (
+        "lead,customer"
+    )
+    with pytest.raises(ValidationError, match="unknown stage\\(s\\) won; choose from lead, mql"):
+        SinkSettings(attribute_stages="won")
+    with pytest.raises(ValidationError, match="unknown model\\(s\\) markov"):
+        SinkSettings(attribute_models="markov")

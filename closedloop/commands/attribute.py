@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import click
 
-STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
+from schemas.events import STAGES
 
 
 @click.command("attribute")

@@ -14,10 +14,10 @@ from closedloop.commands._clickhouse_cli import (
     print_text_or_table,
     sink_settings,
 )
+from schemas.events import STAGES
 from schemas.outputs import DATA_DRIVEN_MODELS, AttributionModel
 
 MODELS = [m.value for m in AttributionModel]
-STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
 
 
 def _period(function):

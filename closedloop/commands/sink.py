@@ -30,7 +30,6 @@ def command(
     from closedloop.commands._logs_cli import setup_logging
     from schemas.logs import logging_config
     from sinks.migrate import migrate_up
-    from sinks.writer import SinkWriter, tune_gc_for_throughput
 
     logs = setup_logging()
     with clickhouse_errors_readable():
@@ -40,24 +39,45 @@ def command(
         if migrate:
             for label in migrate_up(settings):
                 console.print(f"applied {label}")
-        if processes > 1:
-            _run_group(settings, processes, logging_config(logs))
-            return
-        writer = SinkWriter(settings)
-        tune_gc_for_throughput()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: writer.stop())
-        if settings.sink_metrics_port:
-            _serve_metrics(writer, settings.sink_metrics_port)
-        console.print(f"sink: {settings.kafka_servers} -> {settings.clickhouse_database}; Ctrl-C stops")
+        schedule = _start_attribution_schedule(settings, logging_config(logs))
         try:
-            metrics = writer.run()
+            if processes > 1:
+                _run_group(settings, processes, logging_config(logs))
+            else:
+                _run_one(settings)
         finally:
-            writer.close()
-        console.print(
-            f"sink stopped: {metrics.total_rows} rows in {metrics.batches} batches, "
-            f"{metrics.retries} retries, {metrics.dead_letters} dead letters"
-        )
+            if schedule is not None:
+                schedule.stop()
+
+
+def _start_attribution_schedule(settings, log_config: dict):
+    """The data-driven models on the trailing period, every CLOSEDLOOP_ATTRIBUTE_EVERY_HOURS (0: off)."""
+    if not settings.attribute_every_hours:
+        return None
+    from sinks.attribution_schedule import AttributionSchedule
+
+    return AttributionSchedule(settings, log_config=log_config).start()
+
+
+def _run_one(settings) -> None:
+    """One SinkWriter in this process until Ctrl-C / SIGTERM."""
+    from sinks.writer import SinkWriter, tune_gc_for_throughput
+
+    writer = SinkWriter(settings)
+    tune_gc_for_throughput()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: writer.stop())
+    if settings.sink_metrics_port:
+        _serve_metrics(writer, settings.sink_metrics_port)
+    console.print(f"sink: {settings.kafka_servers} -> {settings.clickhouse_database}; Ctrl-C stops")
+    try:
+        metrics = writer.run()
+    finally:
+        writer.close()
+    console.print(
+        f"sink stopped: {metrics.total_rows} rows in {metrics.batches} batches, "
+        f"{metrics.retries} retries, {metrics.dead_letters} dead letters"
+    )
 
 
 def _run_group(settings, processes: int, log_config: dict) -> None:

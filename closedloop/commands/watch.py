@@ -15,7 +15,7 @@ import urllib.request
 
 import click
 
-STAGES = ("lead", "mql", "sql", "opportunity", "customer", "lost", "disqualified")
+from schemas.events import STAGES
 
 
 def fetch(base_url: str, window: str, timeout: float = 2.0) -> dict:
