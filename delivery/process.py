@@ -14,12 +14,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 from kafka import KafkaConsumer, KafkaProducer
 from pydantic import ValidationError
 
+from delivery import crm
 from delivery import requests as build
 from delivery.sender import Outcome, send
 from delivery.settings import DeliverySettings
@@ -50,14 +52,26 @@ class SeenStore:
         self._file.close()
 
 
-def request_for(message: OutboxMessage, destination: str, settings: DeliverySettings) -> build.Request:
+def deliver_to(
+    destination: str, message: OutboxMessage, settings: DeliverySettings, send_one: Callable[[build.Request], Outcome]
+) -> Outcome:
+    """One destination's requests for one message, each sent with ``send_one`` (the sender's retries)."""
     if destination == "webhook":
         assert settings.delivery_webhook_url and settings.delivery_webhook_secret  # routes() checked both
         secret = settings.delivery_webhook_secret.get_secret_value()
-        return build.generic_webhook(message, settings.delivery_webhook_url, secret, int(time.time()))
+        return send_one(build.generic_webhook(message, settings.delivery_webhook_url, secret, int(time.time())))
     if destination == "slack":
         assert settings.delivery_slack_webhook_url
-        return build.slack(message, settings.delivery_slack_webhook_url.get_secret_value())
+        return send_one(build.slack(message, settings.delivery_slack_webhook_url.get_secret_value()))
+    if destination == "hubspot":
+        assert settings.delivery_hubspot_token
+        token = settings.delivery_hubspot_token.get_secret_value()
+        return crm.hubspot(message, send_one, settings.delivery_hubspot_url, token, settings.delivery_hubspot_owner_id)
+    if destination == "pipedrive":
+        assert settings.delivery_pipedrive_token and settings.delivery_pipedrive_url
+        token = settings.delivery_pipedrive_token.get_secret_value()
+        activity = settings.delivery_pipedrive_activity_type
+        return crm.pipedrive(message, send_one, settings.delivery_pipedrive_url, token, activity)
     raise ValueError(f"unknown destination {destination!r}")
 
 
@@ -76,15 +90,19 @@ def deliver_one(
         if key in seen:
             outcomes[destination] = None
             continue
-        outcome = send(
-            client,
-            request_for(message, destination, settings),
-            max_tries=settings.delivery_max_tries,
-            base_seconds=settings.delivery_retry_initial_seconds,
-            cap_seconds=settings.delivery_retry_max_seconds,
-            max_retry_after_seconds=settings.delivery_max_retry_after_seconds,
-            sleep=stop.wait,
-        )
+
+        def send_one(request: build.Request) -> Outcome:
+            return send(
+                client,
+                request,
+                max_tries=settings.delivery_max_tries,
+                base_seconds=settings.delivery_retry_initial_seconds,
+                cap_seconds=settings.delivery_retry_max_seconds,
+                max_retry_after_seconds=settings.delivery_max_retry_after_seconds,
+                sleep=stop.wait,
+            )
+
+        outcome = deliver_to(destination, message, settings, send_one)
         if not outcome.delivered and stop.is_set():
             return outcomes  # stopped mid-retry: neither dead nor done; not committed, so sent again after restart
         if not outcome.delivered:

@@ -77,13 +77,23 @@ def slack_text(message: OutboxMessage) -> str:
     return f"{title} (score {score})" if score is not None else title
 
 
-def slack(message: OutboxMessage, url: str) -> Request:
-    """Slack incoming webhook: ``{"text": ..., "blocks": [...]}``; ``text`` is the notification fallback."""
-    text = slack_text(message)
-    lines = [f"*{text}*", f"Lead: `{message.lead_id}`", f"At: {message.occurred_at.isoformat()}"]
+def summary_lines(message: OutboxMessage) -> list[str]:
+    """The lines every human-facing destination shows under the title: lead, time, score, first touch."""
+    lines = [f"Lead: {message.lead_id}", f"At: {message.occurred_at.isoformat()}"]
+    score = message.payload.get("score")
+    if score is not None:
+        lines.append(f"Score: {score}")
     first_touch = message.payload.get("first_touch")
     if isinstance(first_touch, dict):
         lines.append("First touch: " + ", ".join(f"{k}={v}" for k, v in sorted(first_touch.items())))
+    return lines
+
+
+def slack(message: OutboxMessage, url: str) -> Request:
+    """Slack incoming webhook: ``{"text": ..., "blocks": [...]}``; ``text`` is the notification fallback."""
+    text = slack_text(message)
+    lines = [f"*{text}*", f"Lead: `{message.lead_id}`", *summary_lines(message)[1:]]
+    lines = [line for line in lines if not line.startswith("Score: ")]  # the title carries the score
     body = {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}]}
     # Slack's incoming webhooks ignore the header; sent for symmetry with every other destination.
     headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: idempotency_key(message, "slack")}

@@ -24,6 +24,7 @@ class Outcome:
     tries: int
     status: int | None  # the last HTTP status, None when the last try got no answer
     reason: str  # "" when delivered
+    body: bytes = b""  # the answer's body when delivered (a CRM search's result), else empty
 
 
 def send(
@@ -47,7 +48,7 @@ def send(
         else:
             status = response.status_code
             if 200 <= status < 300:
-                return Outcome(True, attempt, status, "")
+                return Outcome(True, attempt, status, "", response.content)
             reason = f"HTTP {status}: {response.text[:200]}"
             if status not in RETRYABLE:
                 return Outcome(False, attempt, status, reason)

@@ -3,7 +3,7 @@ address and secret. Secrets are ``SecretStr``: their repr is masked, so a logged
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from schemas.settings import PipelineSettings
 
@@ -25,6 +25,27 @@ class DeliverySettings(PipelineSettings):
         None, description="Slack incoming webhook URL (the URL is the secret); unset = off."
     )
     delivery_slack_kinds: list[str] = Field(["sales_ready", "buying_signal"])
+    delivery_hubspot_token: SecretStr | None = Field(
+        None, description="HubSpot private app token (scopes crm.objects.contacts.read/write); unset = off."
+    )
+    delivery_hubspot_url: str = Field("https://api.hubapi.com", description="HubSpot's API base URL.")
+    delivery_hubspot_owner_id: str | None = Field(None, description="HubSpot user the tasks are assigned to.")
+    delivery_hubspot_kinds: list[str] = Field(["sales_ready", "buying_signal"])
+    delivery_pipedrive_token: SecretStr | None = Field(None, description="Pipedrive API token; unset = off.")
+    delivery_pipedrive_url: str | None = Field(
+        None, description="Your Pipedrive company's API base URL, e.g. https://acme.pipedrive.com."
+    )
+    delivery_pipedrive_activity_type: str = Field("task", min_length=1, description="Activity type key, e.g. call.")
+    delivery_pipedrive_kinds: list[str] = Field(["sales_ready", "buying_signal"])
+
+    @model_validator(mode="after")
+    def _pipedrive_needs_its_url(self) -> DeliverySettings:
+        if self.delivery_pipedrive_token and not self.delivery_pipedrive_url:
+            raise ValueError(
+                "CLOSEDLOOP_DELIVERY_PIPEDRIVE_TOKEN is set but CLOSEDLOOP_DELIVERY_PIPEDRIVE_URL is not: set it to "
+                "your company's address, e.g. https://acme.pipedrive.com"
+            )
+        return self
 
     def routes(self, kind: str) -> list[str]:
         """The configured destinations a message of this kind goes to, in a fixed order."""
@@ -33,4 +54,8 @@ class DeliverySettings(PipelineSettings):
             out.append("webhook")
         if self.delivery_slack_webhook_url and kind in self.delivery_slack_kinds:
             out.append("slack")
+        if self.delivery_hubspot_token and kind in self.delivery_hubspot_kinds:
+            out.append("hubspot")
+        if self.delivery_pipedrive_token and self.delivery_pipedrive_url and kind in self.delivery_pipedrive_kinds:
+            out.append("pipedrive")
         return out
