@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,8 @@ from delivery import crm
 from delivery import requests as build
 from delivery.sender import Outcome, send
 from delivery.settings import DeliverySettings
-from schemas.outbox import OutboxMessage
+from schemas import serde
+from schemas.outbox import DeliveryStatus, OutboxMessage
 
 log = logging.getLogger("closedloop.deliver")
 
@@ -110,6 +112,20 @@ def deliver_one(
             value = json.dumps({**dead, "message": message.model_dump(mode="json")}).encode()
             producer.send(settings.topics.outbox_dead, key=message.lead_id.encode(), value=value).get(timeout=30)
         seen.add(key)
+        status = DeliveryStatus(
+            delivery_key=key,
+            message_id=message.message_id,
+            kind=message.kind,
+            lead_id=message.lead_id,
+            destination=destination,
+            status="delivered" if outcome.delivered else "dead",
+            tries=outcome.tries,
+            http_status=outcome.status,
+            reason=outcome.reason,
+            finished_at=datetime.now(timezone.utc),
+        )
+        # After the seen-store: a crash in between loses this status row, never sends the message twice.
+        producer.send(settings.topics.deliveries, key=message.lead_id.encode(), value=serde.dumps(status))
         # no URL, no secret, no body in the log: the destination's name and the outcome only
         log.info("delivery %s %s: %s", destination, message.message_id, "delivered" if outcome.delivered else "dead")
         outcomes[destination] = outcome
@@ -144,6 +160,7 @@ def run(settings: DeliverySettings, stop: threading.Event) -> None:
                             continue
                         deliver_one(message, settings, client, seen, producer, stop)
                 if batches and not stop.is_set():
+                    producer.flush(timeout=30)  # the status rows of what the commit marks as done
                     consumer.commit()
     finally:
         seen.close()

@@ -8,7 +8,7 @@ from the record it describes, e.g. the sales-ready record's id), so a replay is 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,6 +39,31 @@ class OutboxMessage(BaseModel):
     )
 
     @field_validator("occurred_at", mode="after")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
+
+
+class DeliveryStatus(BaseModel):
+    """How one (outbox message, destination) delivery ended, for the ``deliveries`` table. No email: the table is
+    analytics, and the lead id names the person as everywhere else (docs/PRIVACY.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delivery_key: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        description="The delivery's idempotency key (one per message and destination)."
+    )
+    message_id: Annotated[str, Field(min_length=1, max_length=200)]
+    kind: Kind
+    lead_id: Annotated[str, Field(min_length=1, max_length=200)]
+    destination: Annotated[str, Field(min_length=1, max_length=32)]
+    status: Literal["delivered", "dead"]
+    tries: int = Field(ge=0, le=1000)
+    http_status: int | None = Field(None, ge=100, le=599, description="The last answer's status; None: no answer.")
+    reason: Annotated[str, Field(max_length=1000)] = Field("", description="Why it is dead; empty when delivered.")
+    finished_at: datetime
+
+    @field_validator("finished_at", mode="after")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return as_utc(value)

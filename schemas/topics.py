@@ -102,6 +102,12 @@ class Topics:
         """Outbox messages a destination refused or never answered within its tries, with the reason."""
         return f"{self.prefix}.outbox-dead"
 
+    @property
+    def deliveries(self) -> str:
+        """:class:`schemas.outbox.DeliveryStatus` records: how each (message, destination) ended; the sink writes
+        them to the ``deliveries`` table."""
+        return f"{self.prefix}.deliveries"
+
     def specs(self) -> list[TopicSpec]:
         """Every topic ``closedloop up`` creates, in the order data flows."""
         return [
@@ -117,6 +123,7 @@ class Topics:
             TopicSpec(self.dead_letters, "source key", DEAD_LETTERS, doc="records that could not be processed"),
             TopicSpec(self.outbox, "lead_id", OUTPUT, doc="messages for outbound destinations"),
             TopicSpec(self.outbox_dead, "lead_id", DEAD_LETTERS, doc="outbound deliveries that gave up"),
+            TopicSpec(self.deliveries, "lead_id", OUTPUT, doc="how each outbound delivery ended"),
         ]
 
     def source_topics(self) -> list[str]:

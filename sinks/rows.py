@@ -24,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
 from schemas.events import CLICK_ID_FIELDS, CrmStatusChange, Envelope, Identify, PageView, SpendRow
+from schemas.outbox import DeliveryStatus
 from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
 from schemas.topics import Topics
 from sinks import canonical_rows
@@ -151,6 +152,18 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("score", "Float64"),
         ("breakdown", "Array(Tuple(rule String, points Float64))"),
         ("event_id", "String"),
+    ),
+    "deliveries": _cols(
+        ("delivery_key", "String"),
+        ("message_id", "String"),
+        ("kind", LC),
+        ("lead_id", "String"),
+        ("destination", LC),
+        ("status", LC),
+        ("tries", "UInt16"),
+        ("http_status", "Nullable(UInt16)"),
+        ("reason", "String"),
+        ("finished_at", TIME),
     ),
     "sales_ready_leads": _cols(
         ("ready_id", "String"),
@@ -306,6 +319,7 @@ class RecordKind(StrEnum):
     LEAD = "lead"
     CONVERSION = "conversion"
     CREDIT = "credit"
+    DELIVERY = "delivery"  # DeliveryStatus on the deliveries topic (closedloop deliver)
 
 
 def topic_kinds(topics: Topics) -> dict[str, RecordKind]:
@@ -318,6 +332,7 @@ def topic_kinds(topics: Topics) -> dict[str, RecordKind]:
             topics.leads: RecordKind.LEAD,
             topics.conversions: RecordKind.CONVERSION,
             topics.credits: RecordKind.CREDIT,
+            topics.deliveries: RecordKind.DELIVERY,
         }
     )
     return kinds
@@ -543,12 +558,28 @@ def credit_row(c: Credit) -> Row:
     )
 
 
+def delivery_row(d: DeliveryStatus) -> Row:
+    return (
+        d.delivery_key,
+        d.message_id,
+        d.kind,
+        d.lead_id,
+        d.destination,
+        d.status,
+        d.tries,
+        d.http_status,
+        d.reason,
+        d.finished_at,
+    )
+
+
 _OUTPUTS: dict[RecordKind, tuple[Any, str, Callable[[Any], tuple[Any, ...]]]] = {
     RecordKind.TOUCH: (Touch, "touches", touch_row),
     RecordKind.IDENTITY_LINK: (IdentityLink, "identity_links", identity_link_row),
     RecordKind.LEAD: (Lead, "leads", lead_row),
     RecordKind.CONVERSION: (Conversion, "conversions", conversion_row),
     RecordKind.CREDIT: (Credit, "credits", credit_row),
+    RecordKind.DELIVERY: (DeliveryStatus, "deliveries", delivery_row),
 }
 
 # Upper bounds of the unsigned integer columns: pydantic checks ge=0, ClickHouse would wrap silently above.
@@ -579,8 +610,9 @@ def rows_for(
     try:
         if kind is RecordKind.SOURCE:
             return canonical_rows.page_view_rows(value, where.topic, where.partition, where.offset)
-        table, fast_row = _FAST[kind]
-        return [(table, fast_row(value))]
+        if kind in _FAST:  # the outputs written by the hundred thousand; a few kinds take the model path only
+            table, fast_row = _FAST[kind]
+            return [(table, fast_row(value))]
     except (canonical_rows.NotCanonical, canonical_rows.DecodeError, ValueError):
         pass  # not canonical: the model decides below
     return model_rows(kind, value, where)

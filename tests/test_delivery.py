@@ -19,6 +19,7 @@ from delivery.process import run
 from delivery.settings import DeliverySettings
 from deploy.daemons import wait_until
 from deploy.topics import create_topics
+from schemas.outbox import DeliveryStatus
 
 pytestmark = pytest.mark.kafka
 __all__ = ["destination"]  # the fixture, imported for its use below
@@ -95,6 +96,60 @@ def test_each_destination_gets_each_message_once_after_retries_and_replays(
     finally:
         stopped(stop, thread)
     assert len(script.received) == 4
+    # one status per delivery, none from the replaying group: what the sink writes to the deliveries table
+    statuses = [
+        DeliveryStatus.model_validate_json(value) for value in read_all(kafka_bootstrap, settings.topics.deliveries)
+    ]
+    assert [(d.destination, d.status, d.tries, d.http_status, d.reason) for d in statuses] == [
+        ("webhook", "delivered", 3, 200, ""),
+        ("slack", "delivered", 1, 200, ""),
+    ]
+    assert {d.delivery_key for d in statuses} == {build.idempotency_key(message(), d) for d in ("webhook", "slack")}
+
+
+def read_all(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record of ``topic`` now, in order (one partition per key here: the outbox is keyed by lead)."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    try:
+        return [record.value for record in consumer]
+    finally:
+        consumer.close()
+
+
+def test_a_delivery_status_becomes_a_deliveries_row(clickhouse_http_url: str) -> None:
+    from harness import unique
+
+    from schemas import serde
+    from sinks.client import connect
+    from sinks.migrate import migrate_up
+    from sinks.rows import Provenance, RecordKind, insert, rows_for
+    from sinks.settings import SinkSettings
+
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('deliveries')}")
+    migrate_up(settings)
+    client = connect(settings)
+    try:
+        status = DeliveryStatus(
+            delivery_key="k1",
+            message_id="sales_ready:lead-1",
+            kind="sales_ready",
+            lead_id="lead-1",
+            destination="hubspot",
+            status="dead",
+            tries=1,
+            http_status=None,
+            reason="no email in the message: HubSpot finds the contact by email",
+            finished_at=message().occurred_at,
+        )
+        rows = rows_for(RecordKind.DELIVERY, serde.dumps(status), Provenance("t.deliveries", 0, 0))
+        insert(client, "deliveries", [row for _, row in rows])
+        insert(client, "deliveries", [row for _, row in rows])  # a replay collapses
+        assert client.query(
+            "SELECT destination, status, tries, http_status, reason FROM deliveries FINAL"
+        ).result_rows == [("hubspot", "dead", 1, None, "no email in the message: HubSpot finds the contact by email")]
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+        client.close()
 
 
 def committed(bootstrap: str, settings: DeliverySettings) -> bool:
@@ -152,3 +207,11 @@ def test_a_destination_that_keeps_failing_gets_the_message_dead_lettered_with_it
     }
     assert letter["message"]["message_id"] == "sales_ready:lead-1"
     assert len(script.received) == 2
+    (status,) = [DeliveryStatus.model_validate_json(v) for v in read_all(kafka_bootstrap, settings.topics.deliveries)]
+    assert (status.destination, status.status, status.tries, status.http_status, status.reason) == (
+        "slack",
+        "dead",
+        2,
+        503,
+        "gave up after 2 tries; last: HTTP 503: ok",
+    )

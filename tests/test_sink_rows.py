@@ -200,7 +200,7 @@ def test_records_that_do_not_fit_say_why(kind, value, reason):
 
 def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
     topics = Topics("p")
-    assert set(topic_kinds(topics)) == set(topics.source_topics()) | set(topics.output_topics())
+    assert set(topic_kinds(topics)) == set(topics.source_topics()) | set(topics.output_topics()) | {topics.deliveries}
     assert set(TABLES) == {
         "events",
         "touches",
@@ -211,6 +211,7 @@ def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
         "spend",
         "lead_scores",
         "sales_ready_leads",
+        "deliveries",
     }
 
 
