@@ -375,6 +375,7 @@ def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_
     end = CONFIG.epoch + timedelta(days=DAYS - 1)
     _assert_clickhouse_matches_the_reference(client, truth, end)
     _assert_reports_and_counters_agree(client, counters, end)
+    _assert_the_page_path_and_cohort_reports_add_up(client, end)
     _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings)
     _assert_the_lost_reasons(client, truth, pipeline_settings)
 
@@ -426,6 +427,39 @@ def _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings) -
     assert stages == {"lead"} | {s["stage"] for s in journey["stages"]}
     first = {(r["stage"], r["channel"]) for r in found.sections["credits"].records() if r["model"] == "first_touch"}
     assert ("lead", journey["touches"][0]["channel"]) in first
+
+
+def _assert_the_page_path_and_cohort_reports_add_up(client, end: date) -> None:
+    """landing-pages, ideal-path and payback on the pipeline's own rows give the channel report's totals."""
+    from sinks.reports import channels, run_report
+
+    period = {"date_from": CONFIG.epoch, "date_to": end}
+    by_channel = channels(client, "linear", CONFIG.epoch, end).records()
+    pages = run_report(client, "landing-pages", model="linear", by_channel=False, limit=100_000, **period).records()
+    for column in ("leads", "customers", "revenue"):
+        assert sum(Decimal(r[column]) for r in pages) == sum(Decimal(r[column]) for r in by_channel), column
+    touches = _query(client, f"SELECT count() FROM touches FINAL WHERE toDate(occurred_at) <= '{end}'")[0][0]
+    assert sum(r["sessions"] for r in pages) == touches
+
+    first = {r["channel"]: r for r in channels(client, "first_touch", CONFIG.epoch, end).records()}
+    paths = run_report(
+        client,
+        "ideal-path",
+        stage="customer",
+        by="channel",
+        order="common",
+        min_conversions=1,
+        lookback_days=90,
+        limit=100_000,
+        **period,
+    ).records()
+    assert sum(r["converting"] for r in paths) == sum(int(r["customers"]) for r in first.values())
+    assert sum(r["revenue"] for r in paths) == sum(r["revenue"] for r in first.values())
+
+    cohorts = run_report(client, "payback", date_from=date(2000, 1, 1), date_to=date(2099, 12, 31)).records()
+    with_touch = {c: r for c, r in first.items() if c != "(none)"}
+    assert sum(r["customers"] for r in cohorts) == sum(int(r["customers"]) for r in with_touch.values()) > 0
+    assert sum(r["revenue_to_date"] for r in cohorts) == sum(r["revenue"] for r in with_touch.values())
 
 
 def _assert_reports_and_counters_agree(client, counters: Counter, end: date) -> None:

@@ -28,7 +28,8 @@ WITH
     ),
     reached AS
     (
-        SELECT lead_id, min(occurred_at) AS converted_at, toFloat64(ifNull(argMin(revenue, occurred_at), 0)) AS revenue
+        SELECT lead_id, min(occurred_at) AS converted_at,
+               toDecimal128(ifNull(argMin(revenue, occurred_at), 0), 2) AS revenue
         FROM conversions FINAL
         WHERE stage = {stage:String} AND toDate(occurred_at) <= {to:Date}
         GROUP BY lead_id
@@ -46,12 +47,12 @@ LEFT JOIN lead_touches AS lt ON lt.lead_id = c.lead_id
 WHERE toDate(c.converted_at) >= {from:Date}
 GROUP BY c.lead_id
 UNION ALL
-SELECT lead_id, toUInt8(0), NULL, toFloat64(0), arraySort(groupArray((occurred_at, touch_id, channel, landing_path)))
+SELECT lead_id, toUInt8(0), NULL, toDecimal128(0, 2), arraySort(groupArray((occurred_at, touch_id, channel, landing_path)))
 FROM lead_touches
 WHERE toDate(occurred_at) BETWEEN {from:Date} AND {to:Date} AND lead_id NOT IN (SELECT lead_id FROM reached)
 GROUP BY lead_id
 UNION ALL
-SELECT visitor_id, toUInt8(0), NULL, toFloat64(0),
+SELECT visitor_id, toUInt8(0), NULL, toDecimal128(0, 2),
        arraySort(groupArray((occurred_at, touch_id, toString(channel), landing_path)))
 FROM touches FINAL
 WHERE toDate(occurred_at) BETWEEN {from:Date} AND {to:Date}
