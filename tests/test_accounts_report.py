@@ -127,13 +127,16 @@ def test_account_level_attribution_per_channel(client) -> None:
     third = D("0.333333333")
     # acme's first opportunity (03-12) and first win (03-20) each credit its three touches a third; its 1500.00
     # splits 500.00 each; its committee is 2. beta's opportunity credits its one Organic Search touch.
-    # G1 (gmail.com) belongs to no account, so Paid Search has one account touched, acme.
+    # G1 (gmail.com) belongs to no account, so Paid Search has one account touched, acme. The shares are split by
+    # the largest remainder: equal remainders, so the leftover 1e-9 goes to the first channel by name; each
+    # milestone's shares add up to exactly 1.
     assert [tuple(r.values()) for r in rows] == [
-        ("Email", 1, third, third, D("500.00"), 2.0),
+        ("Email", 1, third + D("0.000000001"), third + D("0.000000001"), D("500.00"), 2.0),  # the leftover unit
         ("Paid Search", 1, third, third, D("500.00"), 2.0),
         ("Paid Social", 1, third, third, D("500.00"), 2.0),
         ("Organic Search", 1, D("1"), D("0"), D("0.00"), None),
     ]
+    assert (sum(r["opportunities"] for r in rows), sum(r["won"] for r in rows)) == (2, 1)
 
 
 def test_a_short_window_credits_only_recent_touches(client) -> None:
@@ -174,5 +177,5 @@ def test_the_command(client, clickhouse_http_url) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[:2] == [
         "channel,accounts_touched,opportunities,won,revenue,avg_committee",
-        "Email,1,0.333333333,0.333333333,500.00,2.00",
+        "Email,1,0.333333334,0.333333334,500.00,2.00",
     ]

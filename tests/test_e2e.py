@@ -461,6 +461,15 @@ def _assert_the_page_path_and_cohort_reports_add_up(client, end: date) -> None:
     assert sum(r["customers"] for r in cohorts) == sum(int(r["customers"]) for r in with_touch.values()) > 0
     assert sum(r["revenue_to_date"] for r in cohorts) == sum(r["revenue"] for r in with_touch.values())
 
+    # Every simulated email is a company's (name@<company>.example): the accounts hold every lead and all revenue.
+    accounts = run_report(client, "accounts", limit=100_000, **period).records()
+    leads = _query(client, "SELECT count() FROM leads FINAL")[0][0]
+    assert sum(r["people"] for r in accounts) == leads and len(accounts) < leads
+    assert sum(r["revenue"] for r in accounts) == sum(r["revenue"] for r in first.values())
+    by_channel = run_report(client, "account-channels", lookback_days=90, **period).records()
+    won = sum(1 for r in accounts if r["won_at"] is not None)
+    assert sum(r["won"] for r in by_channel) == won > 0
+
 
 def _assert_reports_and_counters_agree(client, counters: Counter, end: date) -> None:
     """Leads and customers per first-touch channel: the channel report, time-to-convert and the live counters."""

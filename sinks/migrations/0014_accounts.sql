@@ -21,7 +21,7 @@ INSERT INTO free_mail_domains (domain) VALUES
     ('laposte.net'), ('libero.it'), ('live.com'), ('mac.com'), ('mail.com'), ('mail.ru'), ('me.com'),
     ('msn.com'), ('orange.fr'), ('outlook.com'), ('outlook.de'), ('proton.me'), ('protonmail.com'),
     ('qq.com'), ('t-online.de'), ('tutanota.com'), ('web.de'), ('yahoo.co.uk'), ('yahoo.com'), ('yahoo.de'),
-    ('yahoo.fr'), ('yandex.com'), ('yandex.ru'), ('zoho.com'), ('163.com'), ('126.com'), ('example.com');
+    ('yahoo.fr'), ('yandex.com'), ('yandex.ru'), ('zoho.com'), ('163.com'), ('126.com');
 
 CREATE VIEW IF NOT EXISTS account_people AS
 SELECT lead_id, lower(splitByChar('@', email)[-1]) AS account, first_identified_at

@@ -5,7 +5,8 @@
 --   opportunities     accounts whose first opportunity falls in the period, credited (sums of shares)
 --   won               accounts whose first customer falls in the period, credited
 --   revenue           of those won accounts: the customer revenue of all their people up to the period's end,
---                     credited by the same shares (rounded to the cent per account and channel)
+--                     credited by the same shares (split in whole cents by the largest remainder, so the channels
+--                     add up to the revenue exactly)
 --   avg_committee     the won accounts' committee size (people with a touch or a conversion up to the win),
 --                     averaged with the channel's credits as weights
 -- A milestone with no touch in its window is credited to '(none)'.
@@ -47,11 +48,13 @@ WITH
         LEFT JOIN account_touches AS t ON t.account = m.account
         GROUP BY m.account, m.stage
     ),
-    credited AS
+    -- Each milestone's share (in units of 1e-9) and revenue (in cents) split over its window's touches by the
+    -- largest remainder, as the rule-based models split theirs (docs/ATTRIBUTION.md): every part is within a unit
+    -- of its exact share, and the parts add up to exactly 1 and to the revenue (equal remainders: the channel
+    -- first by name gets the leftover unit).
+    split AS
     (
-        SELECT account, stage, channel,
-               toDecimal128(count() / any(n), 9) AS share,
-               toDecimal128(round(toDecimal128(any(revenue), 9) * count() / any(n), 2), 2) AS money
+        SELECT account, stage, channel, count() AS k, any(n) AS n, toInt64(any(revenue) * 100) AS cents
         FROM
         (
             SELECT account, stage, revenue, if(empty(channels), ['(none)'], channels) AS credited_channels,
@@ -60,6 +63,25 @@ WITH
         )
         ARRAY JOIN credited_channels AS channel
         GROUP BY account, stage, channel
+    ),
+    parts AS
+    (
+        SELECT account, stage, channel,
+               intDiv(1000000000 * k, n) AS share_units, (1000000000 * k) % n AS share_rest,
+               intDiv(cents * k, n) AS money_cents, (cents * k) % n AS money_rest,
+               1000000000 - sum(share_units) OVER w AS share_left,
+               cents - sum(money_cents) OVER w AS money_left,
+               row_number() OVER (PARTITION BY account, stage ORDER BY share_rest DESC, channel) AS share_rank,
+               row_number() OVER (PARTITION BY account, stage ORDER BY money_rest DESC, channel) AS money_rank
+        FROM split
+        WINDOW w AS (PARTITION BY account, stage)
+    ),
+    credited AS
+    (
+        SELECT account, stage, channel,
+               toDecimal128(share_units + if(share_rank <= share_left, 1, 0), 9) / 1000000000 AS share,
+               toDecimal128(money_cents + if(money_rank <= money_left, 1, 0), 2) / 100 AS money
+        FROM parts
     ),
     touched AS
     (
