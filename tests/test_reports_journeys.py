@@ -433,17 +433,21 @@ def test_content_influence_with_page_groups(client) -> None:
         lookback_days=90,
         limit=100,
     ).records()
-    # Converting journeys (3): A viewed /pricing, /blog/*, /whitepapers/* (a third each, 200.00 each of 600.00),
+    # Converting journeys (3): A viewed /pricing, /blog/*, /whitepapers/* (a third each, the leftover 1e-9 to the
+    # first by name; 200.00 each of 600.00),
     # C /blog/* (December, inside its window) and /pricing (a half each, 200.00 each), F /demo (all, 90.00).
     # Not converting (3): B /pricing, E /blog/*, the anonymous visitor /.
     third, half = D("0.333333333"), D("0.5")
     assert [tuple(r.values()) for r in rows] == [
         ("/demo", 1, 0, 0.3333, 0.0, None, D("1"), D("90.00")),
-        ("/blog/*", 2, 1, 0.6667, 0.3333, 2.0, third + half, D("400.00")),
+        ("/blog/*", 2, 1, 0.6667, 0.3333, 2.0, third + half + D("0.000000001"), D("400.00")),  # A's leftover unit
         ("/pricing", 2, 1, 0.6667, 0.3333, 2.0, third + half, D("400.00")),
         ("/whitepapers/*", 1, 0, 0.3333, 0.0, None, third, D("200.00")),
         ("/", 0, 1, 0.0, 0.3333, 0.0, D("0"), D("0.00")),
     ]
+    # split by the largest remainder: the page credits add up to the converting journeys and their revenue exactly
+    assert sum(r["credited_conversions"] for r in rows) == 3
+    assert sum(r["credited_revenue"] for r in rows) == D("1090.00")
 
 
 def test_content_without_groups_shows_each_page(client) -> None:

@@ -9,8 +9,8 @@
 --   non_converting_share  the same among the non-converting journeys
 --   lift                  converting_share / non_converting_share (empty when no non-converting journey viewed it)
 --   credited_conversions  linear over the page views of each converting journey's window (a journey that viewed
---                         three pages gives each a third); credited_revenue: the conversion's revenue the same way,
---                         rounded to the cent per journey and page
+--                         three pages gives each a third); credited_revenue: the conversion's revenue the same way;
+--                         both split by the largest remainder, so each journey's parts add up exactly
 WITH
     {groups:Array(String)} AS patterns,
     views AS
@@ -64,18 +64,35 @@ WITH
         SELECT (SELECT count() FROM reached WHERE toDate(converted_at) >= {from:Date}) AS converting_total,
                (SELECT count() FROM not_converting) AS not_converting_total
     ),
+    -- Each journey's conversion (1, in units of 1e-9) and revenue (in cents) split over its page views by the
+    -- largest remainder, as the attribution models split theirs: the parts add up exactly (equal remainders: the
+    -- page first by name gets the leftover unit).
+    split AS
+    (
+        SELECT journey, page, count() AS k, any(n) AS n, toInt64(any(revenue) * 100) AS cents
+        FROM (SELECT journey, revenue, pages, length(pages) AS n FROM converting)
+        ARRAY JOIN pages AS page
+        GROUP BY journey, page
+    ),
+    parts AS
+    (
+        SELECT journey, page,
+               intDiv(1000000000 * k, n) AS credit_units, (1000000000 * k) % n AS credit_rest,
+               intDiv(cents * k, n) AS money_cents, (cents * k) % n AS money_rest,
+               1000000000 - sum(credit_units) OVER w AS credit_left,
+               cents - sum(money_cents) OVER w AS money_left,
+               row_number() OVER (PARTITION BY journey ORDER BY credit_rest DESC, page) AS credit_rank,
+               row_number() OVER (PARTITION BY journey ORDER BY money_rest DESC, page) AS money_rank
+        FROM split
+        WINDOW w AS (PARTITION BY journey)
+    ),
     credited AS
     (
-        SELECT page, uniqExact(journey) AS converting_journeys, sum(credit) AS credited_conversions,
-               sum(money) AS credited_revenue
-        FROM
-        (
-            SELECT journey, page, toDecimal128(count() / any(n), 9) AS credit,
-                   toDecimal128(round(toDecimal128(any(revenue), 9) * count() / any(n), 2), 2) AS money
-            FROM (SELECT journey, revenue, pages, length(pages) AS n FROM converting)
-            ARRAY JOIN pages AS page
-            GROUP BY journey, page
-        )
+        SELECT page, uniqExact(journey) AS converting_journeys,
+               sum(toDecimal128(credit_units + if(credit_rank <= credit_left, 1, 0), 9) / 1000000000)
+                   AS credited_conversions,
+               sum(toDecimal128(money_cents + if(money_rank <= money_left, 1, 0), 2) / 100) AS credited_revenue
+        FROM parts
         GROUP BY page
     ),
     seen AS
