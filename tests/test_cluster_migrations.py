@@ -152,6 +152,50 @@ def test_cluster_state_table_is_one_replicated_table_for_the_whole_cluster():
     assert "ReplicatedMergeTree('/clickhouse/tables/{database}/schema_migrations', '{shard}-{replica}')" in sql
 
 
+class _RecordingClient:
+    """Stands in for clickhouse-connect's client: records each statement; nothing is applied yet."""
+
+    def __init__(self, statements: list[str]) -> None:
+        self.statements = statements
+
+    def command(self, statement: str, parameters: object = None) -> None:
+        self.statements.append(statement)
+
+    def query(self, statement: str, parameters: object = None) -> object:
+        self.statements.append(statement)
+        return type("Result", (), {"result_rows": []})()
+
+    def close(self) -> None:
+        pass
+
+
+def test_migrate_up_and_down_run_the_cluster_form_when_the_setting_is_given(monkeypatch: pytest.MonkeyPatch):
+    import sinks.migrate
+
+    statements: list[str] = []
+    monkeypatch.setattr(sinks.migrate, "connect", lambda *args, **kwargs: _RecordingClient(statements))
+    settings = SinkSettings(clickhouse_url="http://u:p@ch:8123/analytics", clickhouse_cluster=CLUSTER)
+    labels = sinks.migrate.migrate_up(settings, target=2)
+    assert labels == ["0001_events", "0002_touches_identity_links"]
+    assert statements[0] == f"CREATE DATABASE IF NOT EXISTS `analytics` ON CLUSTER {CLUSTER}"
+    assert statements[1] == state_table_sql(CLUSTER)
+    ddl = [s for s in statements if s.startswith(("CREATE TABLE IF NOT EXISTS e", "CREATE TABLE IF NOT EXISTS t"))]
+    assert [s.split("\n")[0] for s in ddl] == [
+        f"CREATE TABLE IF NOT EXISTS events_local ON CLUSTER {CLUSTER}",
+        f"CREATE TABLE IF NOT EXISTS events ON CLUSTER {CLUSTER} AS events_local",
+        f"CREATE TABLE IF NOT EXISTS touches_local ON CLUSTER {CLUSTER}",
+        f"CREATE TABLE IF NOT EXISTS touches ON CLUSTER {CLUSTER} AS touches_local",
+    ]
+    assert f"Distributed({CLUSTER}, 'analytics', events_local, cityHash64(event_id))" in ddl[1]
+
+    statements.clear()
+    single = SinkSettings(clickhouse_url="http://u:p@ch:8123/analytics")
+    sinks.migrate.migrate_up(single, target=1)
+    assert statements[0] == "CREATE DATABASE IF NOT EXISTS `analytics`"
+    assert statements[1] == state_table_sql(None)
+    assert MIGRATIONS[0].up[0] in statements  # the file's statement, byte for byte
+
+
 # -- ClickHouse's own parser (chDB behind the embedded endpoint) -------------------------------------------------
 
 
