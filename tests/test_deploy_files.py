@@ -117,6 +117,10 @@ def test_compose_runs_the_production_like_topology():
     assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
     assert sorted(s["environment"]["KAFKA_NODE_ID"] for s in kafka.values()) == ["1", "2", "3"]
     assert all(s["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller" for s in kafka.values())  # KRaft
+    # the Kafka version the test suite and the benchmarks run against
+    assert {s["image"] for s in kafka.values()} == {
+        f"apache/kafka:{StackSettings.model_fields['kafka_version'].default}"
+    }
     clickhouse = [n for n, s in services.items() if s.get("image", "").startswith("clickhouse/clickhouse-server:")]
     assert clickhouse == ["clickhouse-1", "clickhouse-2"]
     assert services["keeper"]["image"].startswith("clickhouse/clickhouse-keeper:")
