@@ -40,6 +40,12 @@ class PipelineSettings(BaseSettings):
     data_dir: Path = Field(Path(".closedloop"), description="Embedded stack data, PID files and logs.")
     kafka_bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = embedded.")
     clickhouse_url: str | None = Field(None, description="http://user:password@host:8123/database; unset = embedded.")
+    clickhouse_cluster: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="A ClickHouse cluster name (the servers' remote_servers): the migrations then run ON CLUSTER, "
+        "with replicated local tables under Distributed ones (sinks/cluster_sql.py); unset = one server.",
+    )
     embedded_kafka_port: int = Field(9092, ge=1, le=65525, description="Client port of the first embedded node.")
     kafka_brokers: Literal[1, 3] | None = Field(
         None,

@@ -5,6 +5,11 @@ ending with ``;`` at the end of a line. Statements use table names without a dat
 database of the settings. What was applied is kept in the append-only table ``schema_migrations`` of that
 database (one row per apply or reverse; the newest row per id tells the state), so no mutation is needed.
 
+With ``CLOSEDLOOP_CLICKHOUSE_CLUSTER`` set, every statement runs in its cluster form (``sinks/cluster_sql.py``:
+``ON CLUSTER``, replicated local tables, Distributed tables under the original names), the database is created on
+every node, and ``schema_migrations`` is one replicated table shared by every node of the cluster. Unset, the
+statements run exactly as written in the files.
+
 Two ``migrate`` runs at the same time are not locked against each other: run one (``closedloop up`` does).
 """
 
@@ -20,6 +25,7 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.settings import PipelineSettings
 from sinks.client import connect
+from sinks.cluster_sql import render
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 STATE_TABLE = "schema_migrations"
@@ -108,9 +114,15 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-def _ensure_state_table(client: Client) -> None:
-    client.command(
-        f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE}
+def state_table_sql(cluster: str | None = None) -> str:
+    """The DDL of ``schema_migrations``. On a cluster: one table replicated to every node of every shard (a Keeper
+    path without ``{shard}``), so any node knows what is applied; its replica names must then be unique across the
+    cluster, hence ``'{shard}-{replica}'``."""
+    where, engine = "", "MergeTree"
+    if cluster:
+        where = f" ON CLUSTER {cluster}"
+        engine = f"ReplicatedMergeTree('/clickhouse/tables/{{database}}/{STATE_TABLE}', '{{shard}}-{{replica}}')"
+    return f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE}{where}
         (
             id         UInt32                 COMMENT 'Migration number',
             name       String                 COMMENT 'Migration name (file name without number and .sql)',
@@ -118,9 +130,12 @@ def _ensure_state_table(client: Client) -> None:
             checksum   String                 COMMENT 'sha256 prefix of the migration file when it ran',
             applied_at DateTime64(6, 'UTC')   COMMENT 'When it ran (UTC)'
         )
-        ENGINE = MergeTree ORDER BY (id, applied_at)
+        ENGINE = {engine} ORDER BY (id, applied_at)
         COMMENT 'Log of applied and reversed migrations; the newest row per id is the state'"""
-    )
+
+
+def _ensure_state_table(client: Client, cluster: str | None = None) -> None:
+    client.command(state_table_sql(cluster))
 
 
 def _applied(client: Client) -> dict[int, tuple[str, datetime]]:
@@ -148,7 +163,8 @@ def database_client(settings: PipelineSettings, *, create: bool = True) -> Clien
     if create:
         server = connect(settings, database=None)
         try:
-            server.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            on_cluster = f" ON CLUSTER {settings.clickhouse_cluster}" if settings.clickhouse_cluster else ""
+            server.command(f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}")
         finally:
             server.close()
     return connect(settings)
@@ -159,7 +175,7 @@ def status(settings: PipelineSettings, migrations: list[Migration] | None = None
     migrations = load_migrations() if migrations is None else migrations
     client = database_client(settings)
     try:
-        _ensure_state_table(client)
+        _ensure_state_table(client, settings.clickhouse_cluster)
         applied = _applied(client)
     finally:
         client.close()
@@ -188,11 +204,11 @@ def migrate_up(
     migrations = load_migrations() if migrations is None else migrations
     client = database_client(settings)
     try:
-        _ensure_state_table(client)
+        _ensure_state_table(client, settings.clickhouse_cluster)
         applied = _applied(client)
         pending = [m for m in migrations if m.id not in applied and (target is None or m.id <= target)]
         for migration in pending if not dry_run else []:
-            for statement in migration.up:
+            for statement in rendered(migration.up, settings):
                 _run(client, migration, statement)
             _record(client, migration, "up")
         return [m.label for m in pending]
@@ -213,7 +229,7 @@ def migrate_down(
     migrations = load_migrations() if migrations is None else migrations
     client = database_client(settings)
     try:
-        _ensure_state_table(client)
+        _ensure_state_table(client, settings.clickhouse_cluster)
         applied = _applied(client)
         by_id = {m.id: m for m in migrations}
         unknown = sorted(set(applied) - set(by_id))
@@ -223,12 +239,18 @@ def migrate_down(
             )
         to_reverse = [by_id[i] for i in sorted(applied, reverse=True)[:steps]]
         for migration in to_reverse if not dry_run else []:
-            for statement in migration.down:
+            for statement in rendered(migration.down, settings):
                 _run(client, migration, statement)
             _record(client, migration, "down")
         return [m.label for m in to_reverse]
     finally:
         client.close()
+
+
+def rendered(statements: tuple[str, ...], settings: PipelineSettings) -> list[str]:
+    """The statements as they run with these settings: as written, or for the cluster of
+    ``CLOSEDLOOP_CLICKHOUSE_CLUSTER``."""
+    return render(statements, settings.clickhouse_cluster, settings.clickhouse_database)
 
 
 def _run(client: Client, migration: Migration, statement: str) -> None:
