@@ -77,6 +77,7 @@ SHARDING_KEYS: dict[str, ShardingKey] = {
     # ready_id = '<lead_id>:<cycle>'
     "sales_ready_leads": _key("lead_id", fixed_by="ready_id"),
     "free_mail_domains": _key("domain"),
+    "deliveries": _key("delivery_key"),
 }
 
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)(\s)", re.IGNORECASE)
