@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dashboard import html, live, pages
@@ -124,7 +124,9 @@ def create_app(
     def csv(request: Request) -> Response:
         key = request.path_params["key"]
         if key not in TABLES:
-            return _message(404, f"there is no table {key!r}", "the address /csv/...", f"use one of: {', '.join(TABLES)}")
+            return _message(
+                404, f"there is no table {key!r}", "the address /csv/...", f"use one of: {', '.join(TABLES)}"
+            )
         try:
             view = parse_view(request.query_params)
             result = run_table(clients.get(), key, view)
@@ -141,8 +143,9 @@ def create_app(
         window = request.query_params.get("window", "1h")
         model = request.query_params.get("model", "last_touch")
         if window not in live.WINDOWS:
-            raise BadParameter(f"unknown window {window!r}", "the URL parameter 'window'", f"choose one of: "
-                               f"{', '.join(live.WINDOWS)}")
+            raise BadParameter(
+                f"unknown window {window!r}", "the URL parameter 'window'", f"choose one of: {', '.join(live.WINDOWS)}"
+            )
         if model not in live.LIVE_MODELS:
             raise BadParameter(
                 f"the live counters have no model {model!r}",
@@ -158,7 +161,7 @@ def create_app(
             return _failure(error, "/live")
 
         def options(values: tuple[str, ...], chosen: str) -> str:
-            return "".join(f'<option{" selected" if v == chosen else ""}>{v}</option>' for v in values)
+            return "".join(f"<option{' selected' if v == chosen else ''}>{v}</option>" for v in values)
 
         controls = (
             '<form class="pickers" method="get" action="/live">'
@@ -232,7 +235,7 @@ def create_app(
         finally:
             clients.close()
 
-    routes = [Route(path, page) for path in PAGE_BUILDERS]
+    routes: list[BaseRoute] = [Route(path, page) for path in PAGE_BUILDERS]
     routes += [
         Route("/csv/{key}", csv),
         Route("/live", live_page),

@@ -57,11 +57,11 @@ def layout(title: str, path: str, body: str, view: View | None = None, controls:
 def table(key: str, title: str, result: ReportResult, view: View, command: str, note: str = "") -> str:
     """A report table as the CLI prints it (``to_cells``), with its CSV download and the command that prints it."""
     names, numeric, rows = to_cells(result)
-    head = "".join(f'<th{" class=num" if n else ""}>{escape(c)}</th>' for c, n in zip(names, numeric, strict=True))
+    head = "".join(f"<th{' class=num' if n else ''}>{escape(c)}</th>" for c, n in zip(names, numeric, strict=True))
     if rows:
         body = "".join(
             "<tr>"
-            + "".join(f'<td{" class=num" if n else ""}>{escape(v)}</td>' for v, n in zip(row, numeric, strict=True))
+            + "".join(f"<td{' class=num' if n else ''}>{escape(v)}</td>" for v, n in zip(row, numeric, strict=True))
             + "</tr>"
             for row in rows
         )

@@ -4,6 +4,7 @@ charts plot the same rows (``to_json`` values) that the tables print."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from html import escape
 
@@ -14,8 +15,14 @@ from dashboard.tables import TABLES, run_table
 from dashboard.views import View
 from sinks.reports import ReportResult, data_period, no_data_message, run_report, to_cells, to_json
 
-KPIS = (("leads", "Leads"), ("customers", "Customers"), ("revenue", "Revenue"), ("spend", "Spend"),
-        ("roas", "ROAS"), ("cac", "CAC"))
+KPIS = (
+    ("leads", "Leads"),
+    ("customers", "Customers"),
+    ("revenue", "Revenue"),
+    ("spend", "Spend"),
+    ("roas", "ROAS"),
+    ("cac", "CAC"),
+)
 LOWER_IS_BETTER = {"spend", "cac"}
 
 
@@ -27,7 +34,7 @@ def _number(value) -> float:
     return 0.0 if value is None else float(value)
 
 
-def _bars(result: ReportResult, label: str, columns: list[str]) -> dict:
+def _bars(result: ReportResult, label: str, columns: Sequence[str]) -> dict:
     """Horizontal bars per row (``label`` on the axis), one series per column; the largest on top."""
     records = list(reversed(_records(result)))
     return {
@@ -35,15 +42,18 @@ def _bars(result: ReportResult, label: str, columns: list[str]) -> dict:
         "legend": {"show": len(columns) > 1, "type": "scroll", "top": 0},
         "grid": {"left": 8, "right": 24, "top": 32 if len(columns) > 1 else 8, "bottom": 8, "containLabel": True},
         "xAxis": {"type": "value"},
-        "yAxis": {"type": "category", "data": [str(r[label]) for r in records], "axisLabel": {"width": 110,
-                                                                                             "overflow": "truncate"}},
+        "yAxis": {
+            "type": "category",
+            "data": [str(r[label]) for r in records],
+            "axisLabel": {"width": 110, "overflow": "truncate"},
+        },
         "series": [
             {"type": "bar", "name": column, "data": [_number(r[column]) for r in records]} for column in columns
         ],
     }
 
 
-def _lines(result: ReportResult, columns: list[str], kind: str = "line") -> dict:
+def _lines(result: ReportResult, columns: Sequence[str], kind: str = "line") -> dict:
     records = _records(result)
     return {
         "tooltip": {"trigger": "axis"},
@@ -106,8 +116,11 @@ def overview(client: Client, view: View) -> str:
     previous = before.records()[0] if before.rows else {}
     cards = []
     for key, label in KPIS:
-        text, direction = _change(values.get(key), previous.get(key), key) if previous.get(key) is not None else (
-            "no previous figure", "")
+        text, direction = (
+            _change(values.get(key), previous.get(key), key)
+            if previous.get(key) is not None
+            else ("no previous figure", "")
+        )
         cards.append(
             f'<div class="kpi" data-kpi="{key}"><div class="label">{label}</div>'
             f'<div class="value">{escape(shown.get(key, "-"))}</div>'
@@ -125,8 +138,7 @@ def overview(client: Client, view: View) -> str:
     previous_html, _ = _section(client, "overview-previous", view)
     current_html, _ = _section(client, "overview", view)
     return (
-        notice
-        + f'<p class="muted">{view.date_from} .. {view.date_to} against {prev.date_from} .. {prev.date_to} '
+        notice + f'<p class="muted">{view.date_from} .. {view.date_to} against {prev.date_from} .. {prev.date_to} '
         "(the previous period of the same length). Plain counts: every model's credits add up to them.</p>"
         + f'<div class="kpis">{"".join(cards)}</div>'
         + charts
@@ -147,38 +159,54 @@ def channels(client: Client, view: View) -> str:
         + html.chart(f"Leads per {label} · {view.model}", _bars(result, label, ["leads"]), _height(result))
         + "</div>"
         + '<div class="charts">'
-        + html.chart("Customer revenue per channel under every model", _bars(compare, "channel", models),
-                     max(260, 60 + 16 * len(models) * len(compare.rows)))
+        + html.chart(
+            "Customer revenue per channel under every model",
+            _bars(compare, "channel", models),
+            max(260, 60 + 16 * len(models) * len(compare.rows)),
+        )
         + "</div>"
     )
     return empty_notice(client, view, result) + charts + channels_html + compare_html
 
 
 def funnel(client: Client, view: View) -> str:
-    note = "" if view.model == view.rule_model else (
-        f"{view.model} is data-driven and credits channels per period only: the funnel and lead quality use "
-        "first_touch (plain counts by first touch).")
+    note = (
+        ""
+        if view.model == view.rule_model
+        else (
+            f"{view.model} is data-driven and credits channels per period only: the funnel and lead quality use "
+            "first_touch (plain counts by first touch)."
+        )
+    )
     funnel_html, result = _section(client, "funnel", view, note)
     quality_html, quality = _section(client, "quality", view, note)
     stages = [c for c in ("leads", "mqls", "sqls", "opportunities", "customers") if c in result.columns]
     charts = (
         '<div class="charts">'
-        + html.chart(f"Stages per channel · {view.rule_model}", _bars(result, "channel", stages),
-                     max(260, 60 + 12 * len(stages) * len(result.rows)))
+        + html.chart(
+            f"Stages per channel · {view.rule_model}",
+            _bars(result, "channel", stages),
+            max(260, 60 + 12 * len(stages) * len(result.rows)),
+        )
         + "</div>"
     )
     return empty_notice(client, view, result, quality) + charts + funnel_html + quality_html
 
 
 def paths(client: Client, view: View) -> str:
-    sections = [_section(client, key, view) for key in ("ideal-path", "landing-pages", "content", "payback",
-                                                        "accounts")]
+    sections = [
+        _section(client, key, view) for key in ("ideal-path", "landing-pages", "content", "payback", "accounts")
+    ]
     landing = sections[1][1]
     charts = ""
     if landing.rows and "sessions" in landing.columns:
         top = ReportResult(landing.name, landing.columns, landing.rows[:15], landing.types)
         label = "landing_page" if "landing_page" in landing.columns else landing.columns[0]
-        charts = '<div class="charts">' + html.chart(
-            "Sessions of the top landing pages (and channels)", _bars(top, label, ["sessions"]), _height(top)
-        ) + "</div>"
+        charts = (
+            '<div class="charts">'
+            + html.chart(
+                "Sessions of the top landing pages (and channels)", _bars(top, label, ["sessions"]), _height(top)
+            )
+            + "</div>"
+        )
     return empty_notice(client, view, *(r for _, r in sections)) + charts + "".join(s for s, _ in sections)

@@ -49,8 +49,9 @@ TABLES: dict[str, Table] = {
             "Channels",
             "channels",
             lambda v: {"model": v.model, "by_campaign": bool(v.campaign), **_period(v)},
-            lambda v: f"closedloop report channels --model {v.model}{' --by campaign' if v.campaign else ''} "
-            f"{_span(v)}",
+            lambda v: (
+                f"closedloop report channels --model {v.model}{' --by campaign' if v.campaign else ''} {_span(v)}"
+            ),
         ),
         Table(
             "compare-models",
@@ -71,8 +72,9 @@ TABLES: dict[str, Table] = {
             "Lead quality by channel",
             "quality",
             lambda v: {"model": v.rule_model, "by_campaign": bool(v.campaign), **_period(v)},
-            lambda v: f"closedloop report quality --model {v.rule_model}{' --by campaign' if v.campaign else ''} "
-            f"{_span(v)}",
+            lambda v: (
+                f"closedloop report quality --model {v.rule_model}{' --by campaign' if v.campaign else ''} {_span(v)}"
+            ),
         ),
         Table(
             "ideal-path",

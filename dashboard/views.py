@@ -46,7 +46,9 @@ class View:
 
     def previous(self) -> View:
         """The period of the same length that ends the day before this one starts."""
-        return replace(self, date_from=self.date_from - timedelta(days=self.days), date_to=self.date_from - timedelta(1))
+        return replace(
+            self, date_from=self.date_from - timedelta(days=self.days), date_to=self.date_from - timedelta(1)
+        )
 
     @property
     def rule_model(self) -> str:
@@ -107,5 +109,7 @@ def parse_view(params, today: date | None = None) -> View:
     channel, campaign = params.get("channel", "").strip(), params.get("campaign", "").strip()
     for name, value in (("channel", channel), ("campaign", campaign)):
         if len(value) > 200:
-            raise BadParameter(f"the {name} is {len(value)} characters long", f"the URL parameter '{name}'", "shorten it")
+            raise BadParameter(
+                f"the {name} is {len(value)} characters long", f"the URL parameter '{name}'", "shorten it"
+            )
     return View(date_from, date_to, model, channel, campaign)

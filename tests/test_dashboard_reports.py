@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Iterator
 
+import dashboard_support
 import pytest
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from dashboard_support import PERIOD, dashboard_settings, parse_page  # noqa: F401 (a fixture)
+from dashboard_support import PERIOD, parse_page
 from starlette.testclient import TestClient
 from test_reports_journeys import FROM, TO
 
@@ -20,6 +21,7 @@ from dashboard.views import parse_view
 from sinks.reports import run_report, to_cells, to_csv
 
 pytestmark = pytest.mark.clickhouse
+dashboard_settings = dashboard_support.dashboard_settings  # the module's database of scripted journeys
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,9 @@ def test_channel_tables_equal_the_reports_and_follow_the_model(app_client, repor
         page = parse_page(app_client.get(f"/channels?{PERIOD}&model={model}").text)
         expected = run_report(reports, "channels", model=model, date_from=FROM, date_to=TO, by_campaign=False)
         assert page.tables["channels"] == _cells(expected)
-        assert page.tables["compare-models"] == _cells(run_report(reports, "compare-models", date_from=FROM, date_to=TO))
+        assert page.tables["compare-models"] == _cells(
+            run_report(reports, "compare-models", date_from=FROM, date_to=TO)
+        )
         shown[model] = page.tables["channels"]
     assert shown["first_touch"] != shown["last_touch"]  # A: Paid Search first, Email last
 

@@ -52,7 +52,9 @@ def command(host: str | None, port: int | None, counters_url: str | None, log_le
         if settings.dashboard_counters_url is None:
             settings = settings.model_copy(update={"dashboard_counters_url": WorkerSettings().web_url})
     except ValidationError as error:
-        raise click.ClickException(f"invalid dashboard settings (CLOSEDLOOP_* environment variables): {error}") from None
+        raise click.ClickException(
+            f"invalid dashboard settings (CLOSEDLOOP_* environment variables): {error}"
+        ) from None
     try:
         check_binding(settings.dashboard_host, settings.token)
     except DashboardAccessError as error:
