@@ -115,8 +115,9 @@ def create_app(
         try:
             view = parse_view(request.query_params)
             client = clients.get()
+            picker_values = pages.EXECUTOR.submit(pages.choices, client, view)
             body = build(client, view)
-            channel_list, campaign_list = pages.choices(client, view)
+            channel_list, campaign_list = picker_values.result()
         except (BadParameter, ReportError, ClickHouseError, ClickHouseUrlError, OSError) as error:
             return _failure(error, path)
         return HTMLResponse(html.layout(title, path, body, view, html.pickers(path, view, channel_list, campaign_list)))

@@ -49,7 +49,8 @@ def layout(title: str, path: str, body: str, view: View | None = None, controls:
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)} · closedloop</title>"
-        '<link rel="stylesheet" href="/static/dashboard.css"><script src="/static/charts.js" defer></script>'
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/dashboard.css">'
+        '<script src="/static/charts.js" defer></script>'
         f"</head><body>{nav(path, view)}<main><h1>{escape(title)}</h1>{controls}{body}</main></body></html>"
     )
 

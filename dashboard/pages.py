@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from html import escape
 
@@ -72,9 +73,18 @@ def _height(result: ReportResult) -> int:
     return max(200, 40 + 26 * len(result.rows))
 
 
-def _section(client: Client, key: str, view: View, note: str = "") -> tuple[str, ReportResult]:
-    table = TABLES[key]
-    result = run_table(client, key, view)
+# A page's reports run side by side: ClickHouse answers several queries at once, and a page is as slow as its
+# slowest report rather than their sum. Bounded, so one page cannot take every connection.
+EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dashboard-report")
+
+
+def run_tables(client: Client, keys: Sequence[str], view: View) -> dict[str, ReportResult]:
+    futures = {key: EXECUTOR.submit(run_table, client, key, view) for key in keys}
+    return {key: future.result() for key, future in futures.items()}
+
+
+def _section(results: dict[str, ReportResult], key: str, view: View, note: str = "") -> tuple[str, ReportResult]:
+    table, result = TABLES[key], results[key]
     return html.table(key, table.title, result, view, table.command(view), note), result
 
 
@@ -107,9 +117,9 @@ def _change(now, before, key: str) -> tuple[str, str]:
 
 
 def overview(client: Client, view: View) -> str:
-    now = run_table(client, "overview", view)
-    before = run_table(client, "overview-previous", view)
-    trend_html, trend = _section(client, "trend", view)
+    results = run_tables(client, ("overview", "overview-previous", "trend"), view)
+    now, before = results["overview"], results["overview-previous"]
+    trend_html, trend = _section(results, "trend", view)
     names, _, cells = to_cells(now)
     shown = dict(zip(names, cells[0], strict=True)) if cells else {}
     values = now.records()[0] if now.rows else {}
@@ -128,15 +138,15 @@ def overview(client: Client, view: View) -> str:
         )
     prev = view.previous()
     busy = [r for r in trend.records() if r["leads"] or r["customers"] or r["revenue"] or r["spend"]]
-    notice = "" if busy else empty_notice(client, view, trend if busy else ReportResult("trend", (), ()))
+    notice = "" if busy else empty_notice(client, view)
     charts = (
         '<div class="charts">'
         + html.chart("Leads and customers per day", _lines(trend, ["leads", "customers"]))
         + html.chart("Revenue and spend per day", _lines(trend, ["revenue", "spend"], kind="bar"))
         + "</div>"
     )
-    previous_html, _ = _section(client, "overview-previous", view)
-    current_html, _ = _section(client, "overview", view)
+    previous_html, _ = _section(results, "overview-previous", view)
+    current_html, _ = _section(results, "overview", view)
     return (
         notice + f'<p class="muted">{view.date_from} .. {view.date_to} against {prev.date_from} .. {prev.date_to} '
         "(the previous period of the same length). Plain counts: every model's credits add up to them.</p>"
@@ -149,8 +159,9 @@ def overview(client: Client, view: View) -> str:
 
 
 def channels(client: Client, view: View) -> str:
-    channels_html, result = _section(client, "channels", view)
-    compare_html, compare = _section(client, "compare-models", view)
+    results = run_tables(client, ("channels", "compare-models"), view)
+    channels_html, result = _section(results, "channels", view)
+    compare_html, compare = _section(results, "compare-models", view)
     label = "campaign" if view.campaign else "channel"
     models = [c for c in compare.columns if c != "channel"]
     charts = (
@@ -178,8 +189,9 @@ def funnel(client: Client, view: View) -> str:
             "first_touch (plain counts by first touch)."
         )
     )
-    funnel_html, result = _section(client, "funnel", view, note)
-    quality_html, quality = _section(client, "quality", view, note)
+    results = run_tables(client, ("funnel", "quality"), view)
+    funnel_html, result = _section(results, "funnel", view, note)
+    quality_html, quality = _section(results, "quality", view, note)
     stages = [c for c in ("leads", "mqls", "sqls", "opportunities", "customers") if c in result.columns]
     charts = (
         '<div class="charts">'
@@ -194,9 +206,9 @@ def funnel(client: Client, view: View) -> str:
 
 
 def paths(client: Client, view: View) -> str:
-    sections = [
-        _section(client, key, view) for key in ("ideal-path", "landing-pages", "content", "payback", "accounts")
-    ]
+    keys = ("ideal-path", "landing-pages", "content", "payback", "accounts")
+    results = run_tables(client, keys, view)
+    sections = [_section(results, key, view) for key in keys]
     landing = sections[1][1]
     charts = ""
     if landing.rows and "sessions" in landing.columns:
