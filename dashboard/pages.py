@@ -36,7 +36,8 @@ def _number(value) -> float:
 
 
 def _bars(result: ReportResult, label: str, columns: Sequence[str]) -> dict:
-    """Horizontal bars per row (``label`` on the axis), one series per column; the largest on top."""
+    """Horizontal bars per row, one series per column, the largest on top; the axis labels are the ``label`` columns
+    (names joined by ``+``: ``landing_page+channel``)."""
     records = list(reversed(_records(result)))
     return {
         "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
@@ -45,7 +46,7 @@ def _bars(result: ReportResult, label: str, columns: Sequence[str]) -> dict:
         "xAxis": {"type": "value"},
         "yAxis": {
             "type": "category",
-            "data": [str(r[label]) for r in records],
+            "data": [" · ".join(str(r[part]) for part in label.split("+") if r.get(part)) for r in records],
             "axisLabel": {"width": 110, "overflow": "truncate"},
         },
         "series": [
@@ -213,7 +214,7 @@ def paths(client: Client, view: View) -> str:
     charts = ""
     if landing.rows and "sessions" in landing.columns:
         top = ReportResult(landing.name, landing.columns, landing.rows[:15], landing.types)
-        label = "landing_page" if "landing_page" in landing.columns else landing.columns[0]
+        label = "landing_page+channel"
         charts = (
             '<div class="charts">'
             + html.chart(

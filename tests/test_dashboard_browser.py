@@ -173,10 +173,10 @@ def test_the_figures_shown_are_the_reports(browser, dashboard_url):
                 rows.nth(i).locator("td").nth(0).inner_text(): rows.nth(i).locator("td").nth(7).inner_text()
                 for i in range(rows.count())
             }
-        # A's 600 goes to Paid Search by first touch and to Email by last touch.
-        assert revenue["first_touch"]["Paid Search"] == "1,000.00"
-        assert revenue["last_touch"]["Email"] == "600.00"
-        assert revenue["first_touch"] != revenue["last_touch"]
+        # A's 600 goes to Paid Search by first touch and to Email by last touch; C's 400 to Organic Search (its
+        # first touch, 2023-12-20, is within the lookback) and to Paid Search (its last).
+        assert (revenue["first_touch"]["Paid Search"], revenue["first_touch"]["Organic Search"]) == ("600.00", "400.00")
+        assert (revenue["last_touch"]["Email"], revenue["last_touch"]["Paid Search"]) == ("600.00", "400.00")
     finally:
         context.close()
 

@@ -45,6 +45,14 @@ function startLive() {
   const source = new EventSource(panel.dataset.stream);
   source.addEventListener("counters", (event) => {
     const data = JSON.parse(event.data);
+    const head = document.querySelector("#live-table thead tr");
+    head.replaceChildren();
+    ["channel", ...data.stages, "revenue"].forEach((name, index) => {
+      const th = document.createElement("th");
+      th.textContent = name;
+      if (index) th.className = "num";
+      head.appendChild(th);
+    });
     body.replaceChildren();
     data.rows.forEach((row) => {
       const tr = document.createElement("tr");
