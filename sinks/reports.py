@@ -125,6 +125,20 @@ REPORTS: dict[str, ReportSpec] = {
             "account-level attribution per channel: opportunities, won accounts, revenue, average committee",
         ),
         ReportSpec(
+            "overview",
+            "overview.sql",
+            ("from", "to", "daily"),
+            "the period's leads, customers, revenue, spend, ROAS and CAC (plain counts, no model)",
+            {"daily": 0},
+        ),
+        ReportSpec(
+            "trend",
+            "overview.sql",
+            ("from", "to", "daily"),
+            "the overview's figures for each day of the period",
+            {"daily": 1},
+        ),
+        ReportSpec(
             "quality",
             "quality.sql",
             ("model", "from", "to", "by_campaign"),
@@ -401,6 +415,18 @@ def to_table(result: ReportResult, title: str | None = None):
     for row in result.rows:
         table.add_row(*(columns[i].table(row[i]) for i in keep))
     return table
+
+
+def to_cells(result: ReportResult) -> tuple[list[str], list[bool], list[list[str]]]:
+    """The table as text, formatted as ``to_table`` prints it (for another front end, such as the dashboard):
+    the kept column names, whether each is numeric (right-aligned), and the rows' cells."""
+    columns = _columns(result)
+    keep = [i for i in range(len(result.columns)) if not result.rows or any(row[i] != "" for row in result.rows)]
+    return (
+        [columns[i].name for i in keep],
+        [columns[i].kind != TEXT for i in keep],
+        [[columns[i].table(row[i]) for i in keep] for row in result.rows],
+    )
 
 
 def render(result: ReportResult, fmt: str, title: str | None = None):

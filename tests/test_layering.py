@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "simulator": {"schemas", "collector", "stream_jobs", "deploy"},
     "deploy": {"schemas", "stream_jobs", "sinks"},
     "delivery": {"schemas", "compat"},
+    "dashboard": {"schemas", "compat", "sinks"},  # the web UI over the report SQL: sinks.reports, read-only
     "closedloop": {
         "schemas",
         "compat",
@@ -35,6 +36,7 @@ ALLOWED: dict[str, set[str]] = {
         "simulator",
         "deploy",
         "delivery",
+        "dashboard",
     },
 }
 # third-party libraries the pure stream rules must not reach: they decide, the runtime moves data

@@ -294,6 +294,11 @@ def _print_next(settings, processes, worker_settings, run) -> None:
     period = f"--from {run.start.date()} --to {(run.end - timedelta(days=1)).date()}"
     lines = [
         ("the other models", f"closedloop report compare-models {period}"),
+        (
+            "the dashboard",
+            f"closedloop dashboard    (then open http://127.0.0.1:8080/?from={run.start.date()}"
+            f"&to={(run.end - timedelta(days=1)).date()})",
+        ),
         ("what made them buy", f"closedloop report landing-pages {period}; closedloop report ideal-path {period}"),
         ("cohort payback", f"closedloop report payback --from {run.start:%Y-%m} --to {run.end:%Y-%m}"),
         (

@@ -120,6 +120,16 @@ def channels(model: str, by: str, source: str, date_from: datetime, date_to: dat
     )
 
 
+@command.command("overview")
+@click.option("--daily", is_flag=True, help="One row per day of the period (the dashboard's trend).")
+@_period
+def overview(daily: bool, date_from: datetime, date_to: datetime, fmt: str) -> None:
+    """The period's leads, customers, revenue, spend, ROAS and CAC: plain counts, no model (every model's credits
+    add up to them); the dashboard's overview shows the same figures."""
+    name, title = ("trend", "day by day") if daily else ("overview", "overview")
+    _run(fmt, (name, f"{title} · {_span(date_from, date_to)}", _dates(date_from, date_to)))
+
+
 @command.command("quality")
 @click.option("--model", type=click.Choice(MODELS), default="first_touch", show_default=True)
 @click.option("--by", "by", type=click.Choice(["channel", "campaign"]), default="channel", show_default=True)
