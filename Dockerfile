@@ -28,6 +28,7 @@ COPY collector/ collector/
 COPY stream_jobs/ stream_jobs/
 COPY sinks/ sinks/
 COPY delivery/ delivery/
+COPY dashboard/ dashboard/
 COPY clickhouse_endpoint/ clickhouse_endpoint/
 COPY simulator/ simulator/
 COPY deploy/ deploy/
