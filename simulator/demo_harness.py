@@ -49,6 +49,7 @@ class PipelinePorts:
 
     collector: int = 8000
     worker_web: int = 6066  # the first worker's counters; worker n listens on worker_web + n
+    dashboard: int | None = None  # the demo's dashboard; None: not started (the tests need none)
 
 
 def pipeline_environment(
@@ -123,7 +124,22 @@ class PipelineProcesses:
         for index in range(self.workers):
             name = "worker" if index == 0 else f"worker-{index}"
             commands[name] = [*python, "worker", "--web-port", str(self.ports.worker_web + index)]
+        if self.ports.dashboard is not None:
+            commands["dashboard"] = [
+                *python,
+                "dashboard",
+                "--port",
+                str(self.ports.dashboard),
+                "--counters-url",
+                self.worker_url(),
+                "--log-level",
+                "warning",
+            ]
         return commands
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return None if self.ports.dashboard is None else f"http://127.0.0.1:{self.ports.dashboard}"
 
     def pid_file(self, name: str) -> PidFile:
         command = self._commands().get(name) or [name]
@@ -156,10 +172,10 @@ class PipelineProcesses:
                 continue
             port = self._port_of(name)
             if port is not None and not port_is_free("127.0.0.1", port):
-                raise StackError(
-                    f"Cannot start the {name}: port {port} is taken. Free it, or set "
-                    f"{'CLOSEDLOOP_PORT' if name == 'collector' else 'CLOSEDLOOP_WORKER_WEB_PORT'}."
+                setting = {"collector": "CLOSEDLOOP_PORT", "dashboard": "CLOSEDLOOP_DASHBOARD_PORT"}.get(
+                    name, "CLOSEDLOOP_WORKER_WEB_PORT"
                 )
+                raise StackError(f"Cannot start the {name}: port {port} is taken. Free it, or set {setting}.")
             process = start_detached(argv, self.log(name), env=env, die_with_parent=self.die_with_parent)
             self.pid_file(name).write(process.pid)
             self._children[name] = process
@@ -178,6 +194,8 @@ class PipelineProcesses:
     def _port_of(self, name: str) -> int | None:
         if name == "collector":
             return self.ports.collector
+        if name == "dashboard":
+            return self.ports.dashboard
         if name.startswith("worker"):
             return self.ports.worker_web + (int(name.split("-")[1]) if "-" in name else 0)
         return None

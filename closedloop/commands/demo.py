@@ -64,6 +64,7 @@ def command(
     """Run a simulated month of marketing through the pipeline and print the attribution report."""
     from closedloop.commands._logs_cli import log_environment, setup_logging
     from collector.settings import CollectorSettings
+    from dashboard.settings import DashboardSettings
     from deploy import stack
     from deploy.settings import StackSettings, read_settings
     from simulator.demo_harness import PipelinePorts, PipelineProcesses
@@ -88,7 +89,11 @@ def command(
         # The children get an environment of their own: the log settings are handed on explicitly.
         processes = PipelineProcesses(
             settings,
-            PipelinePorts(collector_settings.port, worker_settings.worker_web_port),
+            PipelinePorts(
+                collector_settings.port,
+                worker_settings.worker_web_port,
+                read_settings(DashboardSettings).dashboard_port,
+            ),
             workers,
             extra_env=log_environment(),
         )
@@ -296,8 +301,8 @@ def _print_next(settings, processes, worker_settings, run) -> None:
         ("the other models", f"closedloop report compare-models {period}"),
         (
             "the dashboard",
-            f"closedloop dashboard    (then open http://127.0.0.1:8080/?from={run.start.date()}"
-            f"&to={(run.end - timedelta(days=1)).date()})",
+            f"open {processes.dashboard_url}/?from={run.start.date()}&to={(run.end - timedelta(days=1)).date()}"
+            "    (the same numbers as the reports, and the live counters)",
         ),
         ("what made them buy", f"closedloop report landing-pages {period}; closedloop report ideal-path {period}"),
         ("cohort payback", f"closedloop report payback --from {run.start:%Y-%m} --to {run.end:%Y-%m}"),
