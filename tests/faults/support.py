@@ -346,6 +346,7 @@ class Stack:
     settings: SinkSettings
     collector: CollectorProcess
     sink: RunningSink
+    cleanups: list[Callable[[], object]] = field(default_factory=list)  # run last first at the test's end
 
 
 def check_answer_times(load: Load) -> None:
