@@ -29,12 +29,15 @@ from schemas.identity import lead_id_for
 from stream_jobs.rules.lifecycle import conversion_id_for
 from stream_jobs.rules.sessions import touch_id_for
 
-from .support import ANSWER_TIMEOUT_S, HOST, WRITE_KEY, Answer, Load, _exchange
+from .support import ANSWER_TIMEOUT_S, HOST, WRITE_KEY, Answer, Load, exchange
 
 SERVER_KEY = "faults-server-key"  # crm_status needs a server key; page views and forms use the browser key
 SITE = "https://shop.example.com"
 LEAD_KEY = "faults-lead-key"  # the collector and the worker must hash emails with the same key
 STAGES = ("lead", "mql", "customer")
+TOUCHES_PER_VISITOR = (
+    6  # what journeys() makes: Paid Search, Organic Social, Email, Direct, Organic Search, Paid Social
+)
 
 
 @dataclass(frozen=True)
@@ -64,61 +67,70 @@ def email_of(run: str, n: int) -> str | None:
     return None if n % 5 == 4 else f"{run}-lead{n:03d}@example.com"
 
 
+class _Visitor:
+    """Makes one visitor's events, their ids numbered in the order made."""
+
+    def __init__(self, visitor: str, email: str | None) -> None:
+        self.visitor = visitor
+        self.email = email
+        self.count = 0
+
+    def event(self, kind: str, at: datetime, **fields: object) -> dict:
+        self.count += 1
+        occurred_at = at.isoformat().replace("+00:00", "Z")
+        return {"type": kind, "event_id": f"{self.visitor}-{self.count:02d}", "occurred_at": occurred_at, **fields}
+
+    def view(self, at: datetime, path: str, referrer: str | None = None) -> Request:
+        page = self.event("page_view", at, visitor_id=self.visitor, url=f"{SITE}{path}")
+        if referrer:
+            page["referrer"] = referrer
+        return Request(WRITE_KEY, (page,))
+
+    def form(self, at: datetime) -> Request:
+        return Request(
+            WRITE_KEY, (self.event("identify", at, visitor_id=self.visitor, email=self.email, form_id="demo"),)
+        )
+
+    def crm(self, at: datetime, stage: str, **fields: object) -> Request:
+        deal = f"deal-{self.visitor}"
+        change = self.event("crm_status", at, crm="generic", crm_object_id=deal, email=self.email, stage=stage)
+        return Request(SERVER_KEY, (change | fields,))
+
+
 def journeys(run: str, visitors: int, base: datetime) -> dict[str, Script]:
     """Visitor id -> its script. Sessions are hours or days apart, so that no two page views of a visitor could
-    be read as one session whatever arrives late; ``base`` must lie within the collector's accepted times."""
+    be read as one session whatever arrives late; ``base`` must lie within the collector's accepted times.
+
+    Six touches per visitor (Paid Search, Organic Social, Email, Direct, Organic Search, Paid Social), page views
+    inside sessions that are none; four of five visitors fill in a form, reach MQL, and every other one of those
+    is won. The head ends with the visit after the form; the tail holds the later visits and the CRM's changes."""
     scripts = {}
     for n in range(visitors):
-        visitor = visitor_id(run, n)
-        email = email_of(run, n)
         start = base + timedelta(minutes=7 * n)
-        count = 0
-
-        def event(kind: str, at: datetime, **fields: object) -> dict:
-            nonlocal count
-            count += 1
-            return {
-                "type": kind,
-                "event_id": f"{visitor}-{count:02d}",  # noqa: B023 - called within this iteration
-                "occurred_at": at.isoformat().replace("+00:00", "Z"),
-                **fields,
-            }
-
-        def view(at: datetime, path: str, referrer: str | None = None) -> Request:
-            page = event("page_view", at, visitor_id=visitor, url=f"{SITE}{path}")  # noqa: B023
-            if referrer:
-                page["referrer"] = referrer
-            return Request(WRITE_KEY, (page,))
-
-        def crm(at: datetime, stage: str, **fields: object) -> Request:
-            change = event("crm_status", at, crm="generic", crm_object_id=f"deal-{visitor}", email=email, stage=stage)  # noqa: B023
-            return Request(SERVER_KEY, (change | fields,))
-
+        make = _Visitor(visitor_id(run, n), email_of(run, n))
         head = [
-            view(start, f"/?utm_source=google&utm_medium=cpc&utm_campaign=c{n % 3}"),
-            view(start + timedelta(minutes=3), "/pricing", f"{SITE}/"),
-            view(start + timedelta(minutes=6), "/features", f"{SITE}/pricing"),
-            view(start + timedelta(hours=3), "/blog/launch", "https://www.linkedin.com/"),
-            view(start + timedelta(hours=3, minutes=4), "/pricing", f"{SITE}/blog/launch"),
-            view(start + timedelta(days=1), f"/?utm_source=newsletter&utm_medium=email&utm_campaign=m{n % 2}"),
-            view(start + timedelta(days=1, minutes=2), "/demo", f"{SITE}/"),
+            make.view(start, f"/?utm_source=google&utm_medium=cpc&utm_campaign=c{n % 3}"),
+            make.view(start + timedelta(minutes=3), "/pricing", f"{SITE}/"),
+            make.view(start + timedelta(minutes=6), "/features", f"{SITE}/pricing"),
+            make.view(start + timedelta(hours=3), "/blog/launch", "https://www.linkedin.com/"),
+            make.view(start + timedelta(hours=3, minutes=4), "/pricing", f"{SITE}/blog/launch"),
+            make.view(start + timedelta(days=1), f"/?utm_source=newsletter&utm_medium=email&utm_campaign=m{n % 2}"),
+            make.view(start + timedelta(days=1, minutes=2), "/demo", f"{SITE}/"),
         ]
-        if email:
-            form = event(
-                "identify", start + timedelta(days=1, minutes=3), visitor_id=visitor, email=email, form_id="demo"
-            )
-            head.append(Request(WRITE_KEY, (form,)))
-        head.append(view(start + timedelta(days=2), "/pricing"))
+        if make.email:
+            head.append(make.form(start + timedelta(days=1, minutes=3)))
+        head.append(make.view(start + timedelta(days=2), "/pricing"))
         tail = [
-            view(start + timedelta(days=2, minutes=1), "/contact", f"{SITE}/pricing"),
-            view(start + timedelta(days=3), "/", "https://www.google.com/"),
+            make.view(start + timedelta(days=2, minutes=1), "/contact", f"{SITE}/pricing"),
+            make.view(start + timedelta(days=3), "/", "https://www.google.com/"),
         ]
-        if email:
-            tail.append(crm(start + timedelta(days=1, hours=2), "mql"))
+        if make.email:
+            tail.append(make.crm(start + timedelta(days=1, hours=2), "mql"))
             if n % 2 == 0:
-                tail.append(crm(start + timedelta(days=4), "customer", deal_value=f"{1000 + n}.50", currency="EUR"))
-        tail.append(view(start + timedelta(days=5), "/?utm_source=facebook&utm_medium=paid_social"))
-        scripts[visitor] = Script(tuple(head), tuple(tail))
+                value = f"{1000 + n}.50"
+                tail.append(make.crm(start + timedelta(days=4), "customer", deal_value=value, currency="EUR"))
+        tail.append(make.view(start + timedelta(days=5), "/?utm_source=facebook&utm_medium=paid_social"))
+        scripts[make.visitor] = Script(tuple(head), tuple(tail))
     return scripts
 
 
@@ -192,7 +204,9 @@ class ScriptedLoad:
 
     async def _main(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        await asyncio.gather(*(self._visitor(visitor, script, deadline) for visitor, script in self.scripts.items()))
+        await asyncio.gather(
+            *(self._visitor(visitor, script, n, deadline) for n, (visitor, script) in enumerate(self.scripts.items()))
+        )
 
     def _http(self, request: Request) -> bytes:
         body = orjson.dumps(list(request.events))
@@ -202,9 +216,9 @@ class ScriptedLoad:
         ).encode()
         return head + body
 
-    async def _visitor(self, visitor: str, script: Script, deadline: float) -> None:
+    async def _visitor(self, visitor: str, script: Script, n: int, deadline: float) -> None:
         connection: list = [None, None]  # reader, writer
-        next_at = time.monotonic() + (hash(visitor) % 1000) / 1000 * self.interval
+        next_at = time.monotonic() + (n % 10) / 10 * self.interval  # staggered, not all at once
         try:
             for request in script.head:
                 next_at = await self._send(visitor, request, connection, next_at, deadline)
@@ -233,7 +247,7 @@ class ScriptedLoad:
             if connection[1] is None:
                 connection[:] = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 5)
             status, body = await asyncio.wait_for(
-                _exchange(connection[0], connection[1], self._http(request)), ANSWER_TIMEOUT_S
+                exchange(connection[0], connection[1], self._http(request)), ANSWER_TIMEOUT_S
             )
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
             load.unanswered.update(ids)
