@@ -116,15 +116,20 @@ class EmbeddedKafka:
             if p.node and p.pid_file.running_pid() is not None
         ]
 
-    def partitions(self, topic: str, timeout: float = 10.0, attempts: int = 6) -> dict[int, PartitionState]:
+    def partitions(self, topic: str, timeout: float = 10.0, retry_for: float = 30.0) -> dict[int, PartitionState]:
         """Partition -> leader and ISR of ``topic``, as the running nodes report them. Until the cluster fences a
-        killed node, the metadata still lists it and a request may go its way: then another attempt is made."""
+        killed node (its broker session, 9 s, runs out), the metadata still lists it and a request may go its
+        way: then another attempt is made, every half second for up to ``retry_for`` seconds. (Six attempts in a
+        row without a pause all came within that window: one run of three failed on the killed node.)"""
         from kafka.admin import KafkaAdminClient
         from kafka.errors import KafkaError
 
         error: Exception | None = None
-        for attempt in range(attempts):
+        deadline = time.monotonic() + retry_for
+        attempt = 0
+        while attempt == 0 or time.monotonic() < deadline:
             live = [self._process(node_id).node.bootstrap for node_id in self.running_nodes()]
+            attempt += 1
             try:
                 admin = KafkaAdminClient(
                     bootstrap_servers=live[attempt % len(live) :] + live[: attempt % len(live)],
@@ -138,12 +143,13 @@ class EmbeddedKafka:
                     admin.close()
             except (KafkaError, OSError) as failure:
                 error = failure
+                time.sleep(0.5)  # a pause between attempts: the cluster fences the node in its own time
                 continue
             return {
                 p["partition_index"]: PartitionState(p["leader_id"], frozenset(p["isr_nodes"]))
                 for p in described["partitions"]
             }
-        raise AssertionError(f"no running node described {topic} in {attempts} attempts: {error!r}")
+        raise AssertionError(f"no running node described {topic} in {attempt} attempts over {retry_for:g} s: {error!r}")
 
     def _process(self, node_id: int) -> stack.EmbeddedService:
         return next(p for p in stack.embedded_processes(self.settings, "kafka") if p.node and p.node.node_id == node_id)

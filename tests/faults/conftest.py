@@ -31,13 +31,14 @@ def run_cleanups(cleanups: list[Callable[[], object]]) -> None:
 
 
 @pytest.fixture
-def stack_factory(tmp_path: Path, clickhouse_http_url: str, unique_name: str) -> Iterator[Callable[[int], Stack]]:
+def stack_factory(tmp_path: Path, clickhouse_http_url: str, unique_name: str) -> Iterator[Callable[..., Stack]]:
     """Builds the stack of one test: a private Kafka of ``nodes`` nodes with every pipeline topic, the
-    ClickHouse migrations in a database of the test's own, a collector process and a sink thread. Everything
-    is stopped (and the database dropped) afterwards."""
+    ClickHouse migrations in a database of the test's own, a collector process (``collector_env``: settings of
+    its own on top of the suite's) and a sink thread. Everything is stopped (and the database dropped)
+    afterwards; ``stack.cleanups`` takes more (a worker the test starts)."""
     cleanups: list[Callable[[], object]] = []
 
-    def build(nodes: int) -> Stack:
+    def build(nodes: int, collector_env: dict[str, str] | None = None) -> Stack:
         broker = EmbeddedKafka(tmp_path / "kafka", nodes=nodes)
         cleanups.append(broker.kill_all)  # its data goes with tmp_path: no controlled shutdown needed
         broker.start()
@@ -54,12 +55,12 @@ def stack_factory(tmp_path: Path, clickhouse_http_url: str, unique_name: str) ->
             lambda: clickhouse_request(settings.clickhouse, f"DROP DATABASE IF EXISTS `{unique_name}`", timeout=30)
         )
         migrate_up(settings)
-        collector = CollectorProcess(tmp_path / "collector", broker.bootstrap, unique_name)
+        collector = CollectorProcess(tmp_path / "collector", broker.bootstrap, unique_name, collector_env)
         cleanups.append(collector.stop)
         collector.start()
         sink = RunningSink(settings)
         cleanups.append(sink.stop)
-        return Stack(broker, settings, collector, sink)
+        return Stack(broker, settings, collector, sink, cleanups)
 
     try:
         yield build

@@ -260,7 +260,7 @@ class LoadGenerator:
                         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 5)
                     assert reader is not None
                     status, body = await asyncio.wait_for(
-                        _exchange(reader, writer, self._request(visitor, ids)), ANSWER_TIMEOUT_S
+                        exchange(reader, writer, self._request(visitor, ids)), ANSWER_TIMEOUT_S
                     )
                 except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
                     load.unanswered.update(ids)
@@ -283,7 +283,8 @@ class LoadGenerator:
                 writer.close()
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    """Send one HTTP/1.1 request on a keep-alive connection; (status, body) of the answer."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -346,6 +347,7 @@ class Stack:
     settings: SinkSettings
     collector: CollectorProcess
     sink: RunningSink
+    cleanups: list[Callable[[], object]] = field(default_factory=list)  # run last first at the test's end
 
 
 def check_answer_times(load: Load) -> None:
