@@ -28,6 +28,7 @@ from delivery.sender import Outcome, send
 from delivery.settings import DeliverySettings
 from schemas import serde
 from schemas.outbox import DeliveryStatus, OutboxMessage
+from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 
 log = logging.getLogger("closedloop.deliver")
 
@@ -143,8 +144,11 @@ def run(settings: DeliverySettings, stop: threading.Event) -> None:
         group_id=settings.delivery_consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
     )
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_servers, acks="all", reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS
+    )
     seen = SeenStore(settings.data_dir / "deliver" / "seen-keys")  # not per group: a new group re-reads, too
     try:
         with httpx.Client(timeout=settings.delivery_timeout_seconds) as client:

@@ -28,6 +28,14 @@ EMBEDDED_CLICKHOUSE_USER = "default"
 DEV_LEAD_ID_KEY = "closedloop-development-key-change-me"
 
 
+# kafka-python backs off reconnects exponentially up to 30 s by default, and its metadata refresh waits out the same
+# back-off even once a connection works again: after a broker outage of 15 s or more the sink stayed idle for up to
+# a minute after the broker was back (a restarted KRaft broker fences the old leader epoch, so fetches fail until the
+# metadata is refreshed; tests/faults/test_broker_pipeline.py). 1 s is the Java client's reconnect.backoff.max.ms.
+# Every kafka-python client of the product (sink, deliver) sets it.
+KAFKA_RECONNECT_BACKOFF_MAX_MS = 1000
+
+
 class PipelineSettings(BaseSettings):
     """Where Kafka and ClickHouse are, and where the embedded stack keeps its data.
 

@@ -32,6 +32,7 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from compat import kafka_python_fetcher
 from schemas import serde
 from schemas.outputs import DeadLetter
+from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 from sinks.client import connect
 from sinks.failures import Failure, classify
 from sinks.policy import POLL_TIMEOUT_MS, SinkPolicy
@@ -41,11 +42,6 @@ from sinks.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 COMPONENT = "sink"
-# kafka-python backs off reconnects exponentially up to 30 s by default, and its metadata refresh waits out the
-# same back-off even once a connection works again: after a broker outage of 15 s or more the sink stayed idle
-# for up to a minute after the broker was back (a restarted KRaft broker fences the old leader epoch, so fetches
-# fail until the metadata is refreshed). 1 s is the Java client's reconnect.backoff.max.ms.
-RECONNECT_BACKOFF_MAX_MS = 1000
 
 
 def tune_gc_for_throughput() -> None:
@@ -170,13 +166,13 @@ class SinkWriter:
             # place (tests/faults/test_sink_kill.py); heartbeats at kafka-python's ratio (3 s for 45 s).
             session_timeout_ms=int(settings.sink_session_timeout_seconds * 1000),
             heartbeat_interval_ms=int(settings.sink_session_timeout_seconds * 1000 / 15),
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+            reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
         )
         self._producer = KafkaProducer(
             bootstrap_servers=settings.kafka_servers,
             acks="all",
             linger_ms=5,
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+            reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
         )
         # No rebalance listener: kafka-python 3 runs listeners on its network thread, where a blocking commit
         # raises (and the error ends poll()). A batch read from partitions that move to another member is still
