@@ -30,8 +30,7 @@ class WorkerSettings(PipelineSettings):
     )
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once",
-        description="Kafka transactions (exactly_once, the default: docs/STREAMS.md) or plain commits "
-        "(at_least_once).",
+        description="Kafka transactions (exactly_once, the default: docs/STREAMS.md) or plain commits (at_least_once).",
     )
     worker_app_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9._-]+$", description="Faust app id (consumer group); default '{prefix}-worker'."
