@@ -1,4 +1,4 @@
-"""Four fixes to faust-streaming 0.15.3 that keep a worker's tables and streams whole across a restart.
+"""Six fixes to faust-streaming 0.15.3 that keep a worker's tables and streams whole across a restart.
 
 The tables live in memory and are rebuilt from their changelog topics at start (``stream_jobs.runtime.app``), so
 whatever the changelog misses, or whatever recovery does not read, is state lost for good. The first two faults
@@ -52,7 +52,34 @@ were found reproducing "conversions credited to ``(none)`` after a second ``clos
    nothing read (``GET /diagnostics/``: ``position`` = ``highwater``, ``read`` null). Fix: hand the thread a
    copy taken when the fetch starts, and do not fetch at all when it is empty.
 
-All four are faults of Faust, not of a broker: each was left out in turn on Apache Kafka 4.4.0 and its test failed
+5. Table writes committed in a later transaction than their event's offset (``exactly_once``). Fix 2 made the
+   flush before a commit wait for the whole buffer, but Faust calls that flush only in its ``at_least_once`` branch
+   (``Consumer._commit_offsets``); in a transaction it goes straight to ``TransactionManager.commit``. A table write
+   still queued in the buffer then reaches its transactional producer after the commit, in the *next* transaction
+   of that partition, while the offset of the event that made it is already committed: a SIGKILL before that
+   transaction commits loses the write, and the event is not delivered again. Under load the buffer is far from
+   empty: a traced SIGKILL run (faust-streaming 0.15.3, aiokafka 0.14.0) committed lead-events offsets 90 and 77
+   with 2,130 table writes queued; the killed worker had sent one leads-changelog record, so 67 leads, whose 167
+   lead events it had processed and committed, restarted with no state, and their conversions came out with
+   journeys short of touches (docs/STREAMS.md, "The lost table writes of December 2026"). Fix: the transactional
+   commit flushes the buffer first (fix 2's flush: every record queued when the commit began is handed to its
+   transactional producer, whose ``commit_transaction`` sends it before it ends the transaction).
+
+6. Recovery ended before the records on their way were read (``exactly_once``). A changelog written in transactions
+   ends with a transaction marker, which a ``read_committed`` consumer never receives, so recovery cannot wait for
+   an offset to reach the highwater. Faust's recovery loop instead gives a partition up as "read to the end" when it
+   has waited twice 5 s for a changelog record and the Kafka client's position has reached the highwater. But it
+   counts those waits from the worker's start, not from the start of reading (after a SIGKILL the restarted worker
+   waits about 10 s for its partitions, so two are counted before anything is read), and the client's position
+   moves when the client hands a batch over, before its records reach the loop. A wait that ended in between gave
+   up on every partition of that batch, and their records, arriving a moment later, were dropped as already seen:
+   the second SIGKILL series (faust-streaming 0.15.3, aiokafka 0.14.0) lost run 13 this way, the restarted worker
+   giving up on 10 changelog partitions (leads, contacts, counters) 1.9 s after it began reading them, with no
+   record applied, and 65 of 235 conversions came out different. Fix: the Kafka client's position counts only when
+   the recovery loop has received the last record the client handed over for that partition (the consumer notes
+   it for each batch); until then recovery keeps waiting. ``Consumer.position`` is read by nothing else in Faust.
+
+All six are faults of Faust, not of a broker: each was left out in turn on Apache Kafka 4.4.0 and its test failed
 (docs/STREAMS.md, "On Apache Kafka: what went, what stayed"; the tests are listed in docs/COMPAT.md).
 
 ``install()`` is idempotent and called by ``create_app``.
@@ -75,6 +102,7 @@ STOP_FLUSH_TIMEOUT_S = 15.0  # below the 20 s that `closedloop down` waits befor
 log = logging.getLogger(__name__)
 _original_producer_on_stop = faust_aiokafka.Producer.on_stop
 _original_send_pending = faust_producer.ProducerBuffer._send_pending
+_original_transactional_commit = faust_consumer.TransactionManager.commit
 
 
 async def _highwaters_from_the_broker(self: Any, partitions: Any) -> Any:
@@ -125,12 +153,35 @@ async def _flush_then_stop(self: Any) -> None:
 
 
 async def _getmany_of_a_copy(self: Any, active_partitions: Any, timeout: float) -> Any:
-    """Fetch for a snapshot of the active partitions, never for none (fault 4); ``None`` still means all."""
+    """Fetch for a snapshot of the active partitions, never for none (fault 4); ``None`` still means all. Notes the
+    offset of the last record handed over per partition (fault 6)."""
     if active_partitions is not None:
         active_partitions = set(active_partitions)
         if not active_partitions:
             return {}
-    return await self._thread.getmany(active_partitions, timeout)
+    records = await self._thread.getmany(active_partitions, timeout)
+    handed_over = self.__dict__.setdefault("_closedloop_handed_over", {})
+    for tp, tp_records in records.items():
+        if tp_records:
+            handed_over[tp] = tp_records[-1].offset
+    return records
+
+
+async def _position_once_recovery_received_it(self: Any, tp: Any) -> Any:
+    """The client's position of a changelog partition in recovery, or -1 ("not there yet") while the last record
+    the client handed over for it has not reached the recovery loop (fault 6)."""
+    position = await self._thread.position(tp)
+    handed_over = self.__dict__.get("_closedloop_handed_over", {}).get(tp)
+    recovery = self.app.tables.recovery
+    if tp in recovery.active_tps:
+        received = recovery.active_offsets.get(tp)
+    elif tp in recovery.standby_tps:
+        received = recovery.standby_offsets.get(tp)
+    else:
+        return position
+    if handed_over is not None and (received is None or received < handed_over):
+        return -1
+    return position
 
 
 async def _on_recovery_completed_seek_first(self: Any, generation_id: int = 0) -> None:
@@ -167,6 +218,13 @@ async def _on_recovery_completed_seek_first(self: Any, generation_id: int = 0) -
     self.log.info("Worker ready")
 
 
+async def _commit_after_the_table_writes(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+    """Faust's ``TransactionManager.commit`` once every table write queued so far is in its transaction (fault 5):
+    the writes of the events whose offsets are committed were queued before those events were acknowledged."""
+    await self.producer.buffer.flush()
+    return await _original_transactional_commit(self, offsets, start_new_transaction=start_new_transaction)
+
+
 def install() -> None:
     """Patch Faust once per process (idempotent)."""
     faust_aiokafka.AIOKafkaConsumerThread._highwaters = _highwaters_from_the_broker
@@ -175,3 +233,5 @@ def install() -> None:
     faust_aiokafka.Producer.on_stop = _flush_then_stop
     faust_recovery.Recovery.on_recovery_completed = _on_recovery_completed_seek_first
     faust_consumer.ThreadDelegateConsumer._getmany = _getmany_of_a_copy
+    faust_consumer.TransactionManager.commit = _commit_after_the_table_writes
+    faust_consumer.ThreadDelegateConsumer.position = _position_once_recovery_received_it

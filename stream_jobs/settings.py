@@ -29,9 +29,8 @@ class WorkerSettings(PipelineSettings):
         None, description="JSON file with user channel rules and extra site lists (see stream_jobs.rules.channels)."
     )
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
-        "at_least_once",
-        description="Plain commits (at_least_once, the default again: docs/STREAMS.md) or Kafka transactions "
-        "(exactly_once).",
+        "exactly_once",
+        description="Kafka transactions (exactly_once, the default: docs/STREAMS.md) or plain commits (at_least_once).",
     )
     worker_app_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9._-]+$", description="Faust app id (consumer group); default '{prefix}-worker'."

@@ -1,10 +1,11 @@
 """The Faust app factory: ``create_app(settings)`` builds the worker's app with its agents, tables and web pages.
 
 Configuration, and why
-    - ``processing_guarantee``: ``at_least_once`` by default (``CLOSEDLOOP_PROCESSING_GUARANTEE``): every output
-      is idempotent downstream (stable ``touch_id`` / ``conversion_id``, ``version``), so a replay changes nothing
-      but the live counters. ``exactly_once`` (outputs, table writes and source offsets in one Kafka transaction)
-      stays selectable; it is not the default until its SIGKILL restart series passes again (docs/STREAMS.md).
+    - ``processing_guarantee``: ``exactly_once`` by default (``CLOSEDLOOP_PROCESSING_GUARANTEE``): outputs, table
+      writes and source offsets in one Kafka transaction per source partition (its SIGKILL restart series passed 20
+      of 20 on 2026-12-06; docs/STREAMS.md). ``at_least_once`` stays selectable and costs less (bench/worker.md):
+      every output is idempotent downstream (stable ``touch_id`` / ``conversion_id``, ``version``), so a replay
+      changes nothing but the live counters.
     - ``store="memory://"``: tables live in memory and are rebuilt from their changelog topics at start. No
       RocksDB dependency; recovery reads the compacted changelogs (see bench/worker.md for the time it takes).
     - ``faust_patches.install()``: four Faust 0.15.3 faults lost table state or input records across restarts
