@@ -11,7 +11,7 @@ Method (see bench/worker.md for results):
    events topic (10% to 90% of its records applied, from the visitors changelog's end offsets) and when the first
    and last output records appeared;
 4. state size: bytes of the newest value per key in each changelog topic (what a compacted topic keeps and
-   what a restart recovers), scaled to 100,000 visitors.
+   what a restart recovers), scaled to 100,000 visitors; and the records written to each (one per table write).
 
 ``--repeat N`` runs steps 1-3 N times on fresh topics and reports the median; ``--py-spy FILE`` records the
 first worker of the first run with py-spy (``--gil``, raw format) for a profile of where the time goes.
@@ -61,12 +61,14 @@ def proc_sample(pid: int) -> tuple[float, float, int]:
     return int(fields[11]) / TICKS, int(fields[12]) / TICKS, rss
 
 
-def compacted_bytes(settings, topic: str) -> tuple[int, int]:
-    """(keys, bytes of key + newest value per key) of a topic."""
+def compacted_bytes(settings, topic: str) -> tuple[int, int, int]:
+    """(records, keys, bytes of key + newest value per key) of a topic."""
     newest: dict[bytes, int] = {}
+    records = 0
     for r in topic_records(settings, topic, timeout=600):
         newest[r.key] = len(r.key or b"") + len(r.value or b"")
-    return len(newest), sum(newest.values())
+        records += 1
+    return records, len(newest), sum(newest.values())
 
 
 @dataclass
@@ -281,9 +283,10 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pids: list
 def report_state(settings, visitors: int) -> None:
     total = 0
     for table in TABLES:
-        keys, size = compacted_bytes(settings, changelog_topic(settings.app_id, table))
+        records, keys, size = compacted_bytes(settings, changelog_topic(settings.app_id, table))
         total += size
-        print(f"  state {table:16s} {keys:8d} keys {size / 2**20:8.2f} MiB")
+        # Records written, not only kept: each table write is one, and the worker's dearest operation.
+        print(f"  state {table:16s} {keys:8d} keys {size / 2**20:8.2f} MiB, {records:8d} records written")
     print(f"state per 100,000 visitors: {total / visitors * 100_000 / 2**20:.1f} MiB")
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from schemas.events import CrmStatusChange, LifecycleStage
 from schemas.outputs import Conversion, IdentityLink, Touch
 from stream_jobs.rules import lifecycle
-from stream_jobs.runtime.counters import count_changes
+from stream_jobs.runtime.counters import count_changes, stage_counts, window_counts
 
 T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
 
@@ -62,6 +62,48 @@ def test_a_reemission_that_keeps_the_channels_changes_only_what_changed():
     assert count_changes(conversion("A", "B", stage="lead"), conversion("A", "C", stage="lead", version=2)) == {
         "last_touch|lead|B": (-1, 0),
         "last_touch|lead|C": (1, 0),
+    }
+
+
+def test_a_stage_holds_every_channel_of_both_models_and_drops_what_comes_to_zero():
+    counts = stage_counts({}, count_changes(None, conversion("A", "B", "5.00")))
+    assert counts == {"last_touch|customer|B": [1, 500], "first_touch|customer|A": [1, 500]}
+    counts = stage_counts(counts, count_changes(None, conversion("A", "C", "2.00")))
+    moved = count_changes(conversion("A", "B", "5.00"), conversion("D", "C", "5.00", 2))
+    before = dict(counts)
+    counts = stage_counts(counts, moved)
+    assert before == {  # a new dict: the stored value is not changed in place
+        "last_touch|customer|B": [1, 500],
+        "last_touch|customer|C": [1, 200],
+        "first_touch|customer|A": [2, 700],
+    }
+    assert counts == {
+        "last_touch|customer|C": [2, 700],
+        "first_touch|customer|A": [1, 200],
+        "first_touch|customer|D": [1, 500],
+    }
+
+
+def test_a_window_reads_stage_values_and_the_per_key_values_of_an_earlier_version():
+    stored = [
+        # B's conversion was counted before a table key was a stage (one key per counter key), then re-attributed
+        # to C: the stage's value takes it out of B.
+        ("last_touch|customer|B", [1, 500]),
+        (
+            "customer",
+            {
+                "last_touch|customer|C": [2, 700],
+                "first_touch|customer|A": [1, 200],
+                "last_touch|customer|B": [-1, -500],
+            },
+        ),
+        ("lead", {"last_touch|lead|B": [1, 0]}),
+    ]
+    assert window_counts(stored) == {
+        "last_touch|customer|C": [2, 700],
+        "first_touch|customer|A": [1, 200],
+        "last_touch|lead|B": [1, 0],
+        "last_touch|customer|B": [0, 0],
     }
 
 

@@ -2,8 +2,12 @@
 
 Three tumbling-window tables (``counters-1m``, ``counters-1h``, ``counters-today``: 60 s, 3600 s, 86400 s,
 UTC-aligned) count conversions and sum revenue per ``(model, stage, channel)``, for two models: ``last_touch``
-(the conversion's last non-direct channel) and ``first_touch`` (its first channel). Values are
-``[conversions, revenue in cents]``.
+(the conversion's last non-direct channel) and ``first_touch`` (its first channel). A table key is a stage; its
+value maps each counter key of that stage (``model|stage|channel``) to ``[conversions, revenue in cents]``, the
+entries that came to zero left out. So counting a conversion costs one table write per window, not one per model
+and channel (two to four for a re-attributed one): each write is a changelog record through Faust, the worker's
+dearest operation (bench/worker.md, 2026-12-06). Windows written by an earlier version hold one key per counter
+key with its ``[conversions, cents]``; they are read the same way until they expire.
 
 Choices
     - Windows are **processing time** (the worker's wall clock when it first counted the conversion), not the
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable
@@ -38,10 +43,6 @@ from stream_jobs.runtime.topology import COUNTER_EXPIRES as EXPIRES
 from stream_jobs.runtime.topology import COUNTER_WINDOWS, counter_table
 
 MODELS = ("last_touch", "first_touch")
-
-
-def _zero() -> list[int]:
-    return [0, 0]
 
 
 def counter_key(model: str, stage: str, channel: str) -> str:
@@ -68,6 +69,32 @@ def count_changes(previous: Conversion | None, current: Conversion) -> dict[str,
     return {key: (count, cents) for key, (count, cents) in changes.items() if count or cents}
 
 
+def stage_counts(counts: dict[str, list[int]], changes: dict[str, tuple[int, int]]) -> dict[str, list[int]]:
+    """A stage's counts (counter key -> ``[conversions, cents]``) after ``changes``, as a new dict; an entry that
+    comes to zero is dropped, so the value holds only the channels with something counted."""
+    updated = dict(counts)
+    for key, (count, cents) in changes.items():
+        before_count, before_cents = updated.get(key, (0, 0))
+        after = [before_count + count, before_cents + cents]
+        if after[0] or after[1]:
+            updated[key] = after
+        else:
+            updated.pop(key, None)
+    return updated
+
+
+def window_counts(stored: Iterable[tuple[str, Any]]) -> dict[str, list[int]]:
+    """Counter key -> ``[conversions, cents]`` of one window's stored ``(table key, value)`` pairs: a stage's
+    counts (a dict), or one counter key's ``[conversions, cents]`` as an earlier version wrote them."""
+    totals: dict[str, list[int]] = {}
+    for table_key, value in stored:
+        for key, (count, cents) in value.items() if isinstance(value, dict) else ((table_key, value),):
+            entry = totals.setdefault(key, [0, 0])
+            entry[0] += count
+            entry[1] += cents
+    return totals
+
+
 class Counters:
     """The windowed tables, their updates from conversions, and the JSON snapshot of the current windows."""
 
@@ -76,7 +103,7 @@ class Counters:
         # The moment the tables read and write at: the wall clock, or the time a conversion was first counted.
         self._at: float | None = None
         self.tables = {
-            window: app.Table(counter_table(window), default=_zero, partitions=partitions)
+            window: app.Table(counter_table(window), default=dict, partitions=partitions)
             .tumbling(size, expires=EXPIRES[window])
             .relative_to(self._moment)
             for window, size in COUNTER_WINDOWS.items()
@@ -92,6 +119,7 @@ class Counters:
         changes = count_changes(previous, conversion)
         if not changes:
             return
+        stage = conversion.stage.value  # every change is of this stage: previous is the same conversion
         now = time.time()
         self._at = counted_at
         try:
@@ -99,9 +127,7 @@ class Counters:
                 size = COUNTER_WINDOWS[window]
                 if counted_at - counted_at % size + size + EXPIRES[window] < now:
                     continue  # expired: Faust would only delete it again
-                for key, (count, cents) in changes.items():
-                    before_count, before_cents = table[key].value()
-                    table[key] = [before_count + count, before_cents + cents]
+                table[stage] = stage_counts(table[stage].value(), changes)
         finally:
             self._at = None
 
@@ -113,13 +139,15 @@ class Counters:
         size = COUNTER_WINDOWS[window]
         start = now - now % size
         wrapper = self.tables[window]
-        rows = []
         # Read the store directly: a windowed table lists its keys only with a key index (one more changelog).
-        for stored_key, value in list(wrapper.table.data.items()):
-            key, (window_start, _window_end) = stored_key
-            if abs(window_start - start) > 1e-6:
-                continue
-            if not value[0] and not value[1]:
+        stored = [
+            (key, value)
+            for (key, (window_start, _window_end)), value in list(wrapper.table.data.items())
+            if abs(window_start - start) <= 1e-6
+        ]
+        rows = []
+        for key, (conversions, cents) in window_counts(stored).items():
+            if not conversions and not cents:
                 continue  # every conversion counted here moved to another channel
             model, stage, channel = key.split("|", 2)
             rows.append(
@@ -127,8 +155,8 @@ class Counters:
                     "model": model,
                     "stage": stage,
                     "channel": channel,
-                    "conversions": value[0],
-                    "revenue": str(Decimal(value[1]).scaleb(-2)),
+                    "conversions": conversions,
+                    "revenue": str(Decimal(cents).scaleb(-2)),
                 }
             )
         rows.sort(key=lambda r: (r["model"], r["stage"], -r["conversions"], r["channel"]))

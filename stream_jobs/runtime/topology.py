@@ -90,7 +90,7 @@ def internal_topics(settings: PipelineSettings) -> list[TopicSpec]:
         specs.append(
             TopicSpec(
                 changelog_topic(app_id, counter_table(window)),
-                "(model, stage, channel), window",
+                "stage, window",
                 STATE,
                 doc=f"conversion counters, {window} tumbling windows",
                 retention_seconds=COUNTER_WINDOWS[window] + COUNTER_EXPIRES[window],
