@@ -1,20 +1,27 @@
-"""Appending a record straight to aiokafka's batch for a known partition.
+"""Appending records straight to aiokafka's open batch for a known partition, many at a time.
 
 The collector computes each record's partition itself (murmur2 of the key, as every default partitioner does), so
 ``AIOKafkaProducer.send``'s per-call work (a metadata check that builds a new set of partition ids, serializers,
-the partitioner, transaction state) applies to nothing; the accumulator's ``add_message`` is where ``send`` ends
-(bench/collector.md measures the difference). Checked on aiokafka 0.14; ``pyproject.toml`` pins it below 0.15.
+the partitioner, transaction state) applies to nothing; the accumulator's ``add_message`` is where ``send`` ends.
+A request's records for one partition go in together (:func:`append_records`): the first through
+``add_message``, which opens a batch when there is none, checks that the producer is open and waits when the
+batch is full, and the rest straight into that batch's builder, with one future for the whole batch instead of
+a coroutine, a future and an offset record per record (bench/collector.md measures the difference). The public
+batch API (``create_batch``/``send_batch``) does not fit: ``send_batch`` waits until the partition's previous
+batch is drained, so every request would become a produce request of its own. Checked on aiokafka 0.14;
+``pyproject.toml`` pins it below 0.15.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-__all__ = ["append_to_batch"]
+__all__ = ["append_records", "append_to_batch"]
 
 
 async def append_to_batch(
@@ -23,3 +30,47 @@ async def append_to_batch(
     """Queue one record on ``tp``'s open batch; the future resolves with its acknowledgement."""
     future: asyncio.Future[Any] = await producer._message_accumulator.add_message(tp, key, value, timeout_s)
     return future
+
+
+_NO_HEADERS: list[tuple[str, bytes]] = []  # read, never changed (the compiled builder takes a list only)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def append_records(
+    producer: AIOKafkaProducer,
+    tp: TopicPartition,
+    records: Sequence[tuple[bytes | None, bytes]],
+    timeout_s: float,
+    timestamp_ms: int,
+    spans: list[tuple[int, asyncio.Future[Any]]],
+) -> None:
+    """Queue ``(key, value)`` records on ``tp``'s open batches, in order, all with ``timestamp_ms``.
+
+    For each batch the records went to, ``spans`` gets ``(end, future)``: records ``[previous end, end)`` are in
+    that batch, and ``future`` resolves when the broker acknowledges it (or fails with the batch). ``spans`` is
+    filled as the records are handed over, so when this raises (a closed or failed producer, a full batch not
+    drained within ``timeout_s``) it holds exactly the records that were: the caller spools the others.
+    """
+    accumulator = producer._message_accumulator
+    count = len(records)
+    index = 0
+    while index < count:
+        key, value = records[index]
+        # add_message opens a batch if needed, raises when the producer is closed or failed, and waits (up to
+        # timeout_s) when the open batch is full; it returns right after appending, with no await in between,
+        # so the partition's last batch is the one holding this record.
+        first = await accumulator.add_message(tp, key, value, timeout_s, timestamp_ms=timestamp_ms)
+        first.add_done_callback(_retrieve)  # the batch's future reports the outcome; this one is never awaited
+        batch = accumulator._batches[tp][-1]
+        builder = batch._builder
+        index += 1
+        while index < count:
+            key, value = records[index]
+            if builder.append(timestamp=timestamp_ms, key=key, value=value, headers=_NO_HEADERS) is None:
+                break  # the batch is full (and now closed): the next add_message waits for it to drain
+            index += 1
+        spans.append((index, batch.future))
