@@ -18,7 +18,7 @@ from page_view_strategies import page_views
 
 from collector import events as event_parsing
 from collector import page_view_records
-from schemas.events import PageView
+from schemas.events import PageView, absolute_http_url
 from schemas.topics import Topics
 
 TOPICS = Topics("fast")
@@ -258,3 +258,26 @@ def test_a_batch_of_the_bench_s_page_views_twice_gives_the_same_records_twice() 
     assert (view["utm_source"], view["utm_medium"], view["path"]) == ("newsletter", "cpc", "/own")
     view = orjson.loads(first.accepted[4].record.value)["event"]
     assert (view["utm_source"], view["utm_medium"], view["path"]) == ("google", "cpc", "/p/4")
+
+
+URL_CHARACTERS = st.sampled_from(list("htps:/?#[]@%&=.aZ09+-_ \t\n\r\x00\x1f\x7fé\u3000\u2100"))
+URL_STARTS = ["https://", "http://", "HTTPS://", "Http://", " https://", "\x00http://", "https:", "https:/", "http://["]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.text(URL_CHARACTERS, max_size=40),
+        st.builds(lambda start, rest: start + rest, st.sampled_from(URL_STARTS), st.text(URL_CHARACTERS, max_size=40)),
+    )
+)
+def test_the_fast_url_split_is_the_models_url_rule(url: str) -> None:
+    """``split_http_url`` gives ``absolute_http_url``'s parts, or raises its error, for any text."""
+
+    def outcome(split):
+        try:
+            return split(url)
+        except ValueError as error:
+            return ("ValueError", str(error))
+
+    assert outcome(page_view_records.split_http_url) == outcome(absolute_http_url)
