@@ -3,6 +3,7 @@ time and count.
 
     .venv/bin/python bench/collector_load.py [--workers 2] [--seconds 8] [--repeat 3] [--bootstrap HOST:PORT]
                                              [--only single|batch100] [--targets collector,bare,producer]
+                                             [--half-rate REQUESTS_PER_S] [--tree NAME=PATH --tree NAME=PATH]
 
 Starts (and stops, by PID) a private Apache Kafka node unless --bootstrap is given, creates the source topics
 (4 partitions) under a fresh prefix, and measures three targets with the same requests, in the same run:
@@ -24,6 +25,13 @@ collector first (its max sets the half rate), then the two ceilings in an order 
 round. The table shows the median and range over ``--repeat`` rounds, the CPU seconds of the target, the broker
 and the load generator per 1,000 events, and the collector's ratios to its ceilings, taken round by round.
 bench/collector.md records the figures.
+
+``--half-rate`` fixes the half phases' rate (requests a second) instead of half the collector's max of each round:
+a target stated at a given load (issue 17: 388 batches of 100 a second) is measured at that load whatever the
+machine gives that round. ``--tree NAME=PATH`` (twice or more) runs the collector of each checkout (e.g. ``git
+worktree`` or ``git archive`` of another commit) as a target of its own, ``collector@NAME``, in the same rounds,
+beside the same ceilings, in an order that alternates from round to round: two builds compared on one broker, one
+machine state. The first tree's max sets the half rate when ``--half-rate`` is not given.
 """
 
 from __future__ import annotations
@@ -319,10 +327,10 @@ class HttpServer:
     pids: list[int] = field(default_factory=list)
 
     @classmethod
-    def start(cls, argv: list[str], env: dict[str, str], workers: int) -> HttpServer:
+    def start(cls, argv: list[str], env: dict[str, str], workers: int, cwd: Path = ROOT) -> HttpServer:
         port = free_port()
         process = subprocess.Popen(
-            [*argv, "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*argv, "--port", str(port)], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         server = cls(process, port)
         try:
@@ -338,7 +346,10 @@ class HttpServer:
         return server
 
 
-def collector_server(bootstrap: str, prefix: str, workers: int, data_dir: Path, linger_ms: int) -> HttpServer:
+def collector_server(
+    bootstrap: str, prefix: str, workers: int, data_dir: Path, linger_ms: int, tree: Path = ROOT
+) -> HttpServer:
+    """``closedloop collector`` of the checkout ``tree``: run from it with ``-m``, so its own code is imported."""
     env = {
         **os.environ,
         "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -346,10 +357,12 @@ def collector_server(bootstrap: str, prefix: str, workers: int, data_dir: Path, 
         "CLOSEDLOOP_DATA_DIR": str(data_dir),
         "CLOSEDLOOP_LINGER_MS": str(linger_ms),
     }
+    env.pop("PYTHONPATH", None)  # the tree first on the path, not this checkout
     return HttpServer.start(
         [sys.executable, "-m", "closedloop.cli", "collector", "--workers", str(workers), "--log-level", "warning"],
         env,
         workers,
+        cwd=tree,
     )
 
 
@@ -574,6 +587,19 @@ def main() -> None:
         default=180.0,
         help="wait at most this many seconds for a load average under 1.5 before starting",
     )
+    parser.add_argument(
+        "--half-rate",
+        type=float,
+        default=None,
+        help="requests a second of the half phases (default: half the collector's max of each round)",
+    )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a checkout whose collector is measured as collector@NAME (give two or more to compare builds)",
+    )
     args = parser.parse_args()
     if not (
         0 <= args.linger_ms <= 100
@@ -582,9 +608,20 @@ def main() -> None:
         and 1 <= args.repeat <= 10
         and 1 <= args.concurrency <= 512
         and 0 <= args.quiet_wait <= 600
+        and (args.half_rate is None or 0 < args.half_rate <= 20_000)
+        and len(args.tree) <= 4
+        and all("=" in tree for tree in args.tree)
     ):
-        parser.error("keep it bounded: workers <= 8, seconds <= 60, repeat <= 10, concurrency <= 512")
-    targets = ["collector"] + [t for t in args.targets.split(",") if t in TARGETS and t != "collector"]
+        parser.error(
+            "keep it bounded: workers <= 8, seconds <= 60, repeat <= 10, concurrency <= 512, half rate <= 20,000, "
+            "at most 4 trees given as NAME=PATH"
+        )
+    # The collectors measured: this checkout's, or one per --tree.
+    collectors = {"collector": ROOT}
+    if args.tree:
+        collectors = {f"collector@{name}": Path(path).resolve() for name, path in (t.split("=", 1) for t in args.tree)}
+    ceiling_targets = [t for t in args.targets.split(",") if t in TARGETS and t != "collector"]
+    targets = [*collectors, *ceiling_targets]
     try:
         import uvloop
 
@@ -604,8 +641,11 @@ def main() -> None:
         prefix = f"bench_{uuid.uuid4().hex[:8]}"
         create_topics(bootstrap, prefix)
         servers: dict[str, HttpServer] = {}
-        servers["collector"] = collector_server(bootstrap, prefix, args.workers, tmp / "data", args.linger_ms)
-        started.append(servers["collector"].process)
+        for number, (name, tree) in enumerate(collectors.items()):
+            servers[name] = collector_server(
+                bootstrap, prefix, args.workers, tmp / f"data-{number}", args.linger_ms, tree
+            )
+            started.append(servers[name].process)
         if "bare" in targets:
             servers["bare"] = bare_server(args.workers)
             started.append(servers["bare"].process)
@@ -666,12 +706,15 @@ def main() -> None:
                 producers.run(label, "max", 8, 0, 1.0)
             for round_no in range(args.repeat):
                 table, round_started = process_table(), time.monotonic()
-                peak, used = measure_http("collector", events, "max", 0)
-                runs.setdefault((label, "collector", "max"), []).append(row(peak, used, events))
-                half_rate = peak.requests / peak.seconds / 2
-                ceilings = targets[1:] if round_no % 2 == 0 else targets[:0:-1]
-                for target in ["collector", *ceilings]:
-                    for mode in ("max", "half") if target != "collector" else ("half",):
+                order = list(collectors) if round_no % 2 == 0 else list(collectors)[::-1]
+                for name in order:
+                    peak, used = measure_http(name, events, "max", 0)
+                    runs.setdefault((label, name, "max"), []).append(row(peak, used, events))
+                first = runs[(label, next(iter(collectors)), "max")][-1]
+                half_rate = args.half_rate if args.half_rate is not None else first[0] / 2
+                ceilings = ceiling_targets if round_no % 2 == 0 else ceiling_targets[::-1]
+                for target in [*order, *ceilings]:
+                    for mode in ("max", "half") if target not in collectors else ("half",):
                         if target == "producer":
                             result, used = measure_producer(label, mode, half_rate)
                         else:
@@ -681,39 +724,44 @@ def main() -> None:
                     f"{label} round {round_no + 1}: "
                     + others_busy(table, process_table(), time.monotonic() - round_started, own)
                 )
-                collector_max = runs[(label, "collector", "max")][-1][1]
-                for target in ceilings:
-                    ceiling_max = runs[(label, target, "max")][-1][1]
-                    ratios.setdefault((label, f"collector / {target}, max events/s"), []).append(
-                        collector_max / ceiling_max
-                    )
-                    ratios.setdefault((label, f"collector / {target}, CPU per event (collector + broker)"), []).append(
-                        sum(runs[(label, "collector", "max")][-1][5:7])
-                        / max(1e-9, sum(runs[(label, target, "max")][-1][5:7]))
-                    )
+                for name in collectors:
+                    collector_max = runs[(label, name, "max")][-1][1]
+                    for target in ceilings:
+                        ceiling_max = runs[(label, target, "max")][-1][1]
+                        ratios.setdefault((label, f"{name} / {target}, max events/s"), []).append(
+                            collector_max / ceiling_max
+                        )
+                        ratios.setdefault((label, f"{name} / {target}, CPU per event (collector + broker)"), []).append(
+                            sum(runs[(label, name, "max")][-1][5:7])
+                            / max(1e-9, sum(runs[(label, target, "max")][-1][5:7]))
+                        )
+                        ratios.setdefault((label, f"{name} / {target}, half-load p99"), []).append(
+                            runs[(label, name, "half")][-1][3] / max(1e-9, runs[(label, target, "half")][-1][3])
+                        )
         print(
             f"workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} repeat={args.repeat} "
-            f"linger_ms={args.linger_ms} "
+            f"linger_ms={args.linger_ms} half_rate={args.half_rate or 'half the max'} "
             f"cpus={os.cpu_count()}; closed loop by {'wrk' if use_wrk else 'asyncio client'}; "
             f"broker {'Apache Kafka (private, one node)' if broker else bootstrap}"
         )
         print(f"before: {state_before}")
         print(f"after: load average {load_average()}; beside the bench, per round: " + " | ".join(during))
         print(
-            "median [min-max] of the rounds; half = an open loop at half the collector's max rate of the round; "
-            "cpu = CPU seconds per 1,000 events (target / broker / client)"
+            "median [min-max] of the rounds; half = an open loop at "
+            + (f"{args.half_rate:g} requests/s" if args.half_rate else "half the collector's max rate of the round")
+            + "; cpu = CPU seconds per 1,000 events (target / broker / client)"
         )
         print(
-            f"{'mode':<9} {'target':<10} {'load':<5} {'req/s':>22} {'events/s':>26} {'p50 ms':>18} "
+            f"{'mode':<9} {'target':<18} {'load':<5} {'req/s':>22} {'events/s':>26} {'p50 ms':>18} "
             f"{'p99 ms':>22} {'errors':>6}  cpu"
         )
         for (label, target, load), rows in sorted(
-            runs.items(), key=lambda item: (item[0][0] != "single", TARGETS.index(item[0][1]), item[0][2] != "max")
+            runs.items(), key=lambda item: (item[0][0] != "single", targets.index(item[0][1]), item[0][2] != "max")
         ):
             errors = sum(row[4] for row in rows)
             cpu = " / ".join(f"{statistics.median(row[i] for row in rows):.3f}" for i in (5, 6, 7))
             print(
-                f"{label:<9} {target:<10} {load:<5} {column(rows, 0, ',.0f'):>22} "
+                f"{label:<9} {target:<18} {load:<5} {column(rows, 0, ',.0f'):>22} "
                 f"{column(rows, 1, ',.0f'):>26} {column(rows, 2, '.1f'):>18} {column(rows, 3, '.1f'):>22} "
                 f"{errors:>6}  {cpu}"
             )
