@@ -770,6 +770,14 @@ def main() -> None:
                 f"{column(rows, 1, ',.0f'):>26} {column(rows, 2, '.1f'):>18} {column(rows, 3, '.1f'):>22} "
                 f"{errors:>6}  {cpu}"
             )
+        print("every round (events/s, p50 ms, p99 ms, target CPU s / 1,000 events; what else ran is listed above):")
+        for (label, target, load), rows in sorted(
+            runs.items(), key=lambda item: (item[0][0] != "single", targets.index(item[0][1]), item[0][2] != "max")
+        ):
+            print(
+                f"  {label:<9} {target:<18} {load:<5} "
+                + " | ".join(f"{r[1]:,.0f} {r[2]:.1f} {r[3]:.1f} {r[5]:.3f}" for r in rows)
+            )
         print("ratios, round by round (median [min-max]):")
         for (label, what), values in ratios.items():
             print(f"  {label:<9} {what}: {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]")
