@@ -34,6 +34,10 @@ machine gives that round. ``--tree NAME=PATH`` (twice or more) runs the collecto
 worktree`` or ``git archive`` of another commit) as a target of its own, ``collector@NAME``, in the same rounds,
 beside the same ceilings, in an order that alternates from round to round: two builds compared on one broker, one
 machine state. The first tree's max sets the half rate when ``--half-rate`` is not given.
+
+``--py-spy DIR`` records every collector worker with py-spy during each half phase (``--idle --nonblocking``, 97
+samples a second, raw stacks: ``DIR/<mode>-<target>-round<n>-<pid>.txt``) and prints where each collector's event
+loop spent its busy samples; py-spy's own CPU then runs beside the measurement.
 """
 
 from __future__ import annotations
@@ -262,6 +266,62 @@ def wrk_closed_loop(port: int, payload: bytes, concurrency: int, seconds: float,
     result = Result(int(requests), int(errors), float(secs), [])
     result.fixed = (float(p50), float(p99))
     return result, usage.ru_utime + usage.ru_stime
+
+
+def collector_workers(server_pids: list[int]) -> list[int]:
+    """The processes of a uvicorn server that serve requests: its spawned workers, or itself with one worker."""
+    workers = []
+    for pid in server_pids[1:]:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(pid)
+        except OSError:
+            continue
+    return workers or server_pids[:1]
+
+
+def start_py_spy(pids: list[int], seconds: float, prefix: Path) -> list[subprocess.Popen]:
+    """py-spy on each process for ``seconds``: raw stacks of every thread, idle ones included, not pausing it."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return [
+        subprocess.Popen(
+            [exe, "record", "-p", str(pid), "-r", "97", "-d", str(max(1, round(seconds))), "--idle", "--nonblocking"]
+            + ["-f", "raw", "-o", f"{prefix}-{pid}.txt"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+def event_loop_profile(files: list[Path], top: int = 20) -> str:
+    """Where the event loop (the main thread's ``asyncio`` runner) spent its busy samples: the idle share, then
+    the functions with the largest inclusive shares of the busy samples (those under almost all of them left out)."""
+    stacks: collections.Counter[str] = collections.Counter()
+    for path in files:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            stack, _, count = line.rpartition(" ")
+            if "Runner.run (asyncio/runners.py" in stack and count.isdigit():
+                stacks[stack] += int(count)
+    total = sum(stacks.values())
+    idle = sum(n for stack, n in stacks.items() if stack.rsplit(";", 1)[-1].startswith("Runner.run "))
+    busy = total - idle
+    if busy <= 0:
+        return "no samples"
+    inclusive: collections.Counter[str] = collections.Counter()
+    for stack, n in stacks.items():
+        if stack.rsplit(";", 1)[-1].startswith("Runner.run "):
+            continue
+        for name in {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")}:
+            inclusive[name] += n
+    shown = [(name, n) for name, n in inclusive.most_common() if n < 0.95 * busy][:top]
+    return f"idle {100 * idle / total:.0f}% of {total} samples; of the busy ones: " + ", ".join(
+        f"{name.split(' (')[0]} {100 * n / busy:.0f}%" for name, n in shown
+    )
 
 
 def self_cpu() -> float:
@@ -598,6 +658,7 @@ def main() -> None:
         default=None,
         help="requests a second of the half phases (default: half the collector's max of each round)",
     )
+    parser.add_argument("--py-spy", default=None, metavar="DIR", help="profile the collectors' half phases into DIR")
     parser.add_argument(
         "--tree",
         action="append",
@@ -627,6 +688,8 @@ def main() -> None:
         collectors = {f"collector@{name}": Path(path).resolve() for name, path in (t.split("=", 1) for t in args.tree)}
     ceiling_targets = [t for t in args.targets.split(",") if t in TARGETS and t != "collector"]
     targets = [*collectors, *ceiling_targets]
+    if args.py_spy:
+        Path(args.py_spy).mkdir(parents=True, exist_ok=True)
     try:
         import uvloop
 
@@ -673,9 +736,17 @@ def main() -> None:
         def broker_cpu() -> float:
             return cpu_seconds([broker.pid]) if broker else 0.0
 
+        profiles: dict[str, list[Path]] = {}
+
         def measure_http(target: str, events: int, mode: str, rate: float) -> tuple[Result, tuple]:
             server = servers[target]
             payload = request_bytes(server.port, events)
+            spies: list[subprocess.Popen] = []
+            if args.py_spy and target in collectors and mode == "half":
+                prefix = Path(args.py_spy) / f"{'single' if events == 1 else 'batch100'}-{target}-round{round_no + 1}"
+                workers = collector_workers(server.pids)
+                spies = start_py_spy(workers, args.seconds, prefix)
+                profiles.setdefault(target, []).extend(Path(f"{prefix}-{pid}.txt") for pid in workers)
             before = (cpu_seconds(server.pids), broker_cpu(), self_cpu())
             if mode == "max" and use_wrk:
                 result, client = wrk_closed_loop(server.port, payload, args.concurrency, args.seconds, tmp)
@@ -694,6 +765,12 @@ def main() -> None:
                 broker_cpu() - before[1],
                 self_cpu() - before[2] if client is None else client,
             )
+            for spy in spies:
+                try:
+                    spy.wait(timeout=args.seconds + 30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait()
             return result, used
 
         def measure_producer(label: str, mode: str, rate: float) -> tuple[Result, tuple]:
@@ -781,6 +858,8 @@ def main() -> None:
         print("ratios, round by round (median [min-max]):")
         for (label, what), values in ratios.items():
             print(f"  {label:<9} {what}: {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]")
+        for target, files in profiles.items():
+            print(f"py-spy, {target}, half phases: {event_loop_profile(files)}")
         if broker:
             print(
                 f"broker at the end: data {broker.stack.kafka_data_bytes() / 1e6:.0f} MB on disk, resident "
