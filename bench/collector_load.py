@@ -3,6 +3,7 @@ time and count.
 
     .venv/bin/python bench/collector_load.py [--workers 2] [--seconds 8] [--repeat 3] [--bootstrap HOST:PORT]
                                              [--only single|batch100] [--targets collector,bare,producer]
+                                             [--half-rate REQUESTS_PER_S] [--tree NAME=PATH --tree NAME=PATH]
 
 Starts (and stops, by PID) a private Apache Kafka node unless --bootstrap is given, creates the source topics
 (4 partitions) under a fresh prefix, and measures three targets with the same requests, in the same run:
@@ -11,10 +12,12 @@ Starts (and stops, by PID) a private Apache Kafka node unless --bootstrap is giv
   acks);
 - **bare**: ``bench/bare_collector.py`` under the same uvicorn (workers, uvloop, httptools), answering the same
   POST with a body of the collector's shape and no Kafka: the HTTP ceiling;
-- **producer**: aiokafka producers with the collector's producer settings (acks=all, idempotent, lz4, 2 ms
-  linger), one process per collector worker, publishing the records the collector makes of the same requests,
-  each "request" waiting for its records' acks: the Kafka ceiling, no HTTP. (``--linger-ms`` sets both the
-  collector's and these producers' linger.)
+- **producer**: aiokafka producers with the collector's producer settings (acks=all, idempotent, lz4 in its
+  fast mode, 2 ms linger), one process per collector worker, publishing the records the collector makes of the
+  same requests with ``send()``, each "request" waiting for its records' acks: the Kafka ceiling, no HTTP.
+  (``--linger-ms`` sets both the collector's and these producers' linger.) The collector hands a request's
+  records over per partition (``compat.aiokafka_producer``), which costs less CPU than ``send()`` per record: the
+  ceiling bounds its latency, not its CPU.
 
 For single events and for batches of 100: a closed loop at full concurrency (throughput; driven by ``wrk`` when
 it is installed, else by the asyncio client below; the producer target runs the same number of concurrent
@@ -24,6 +27,17 @@ collector first (its max sets the half rate), then the two ceilings in an order 
 round. The table shows the median and range over ``--repeat`` rounds, the CPU seconds of the target, the broker
 and the load generator per 1,000 events, and the collector's ratios to its ceilings, taken round by round.
 bench/collector.md records the figures.
+
+``--half-rate`` fixes the half phases' rate (requests a second) instead of half the collector's max of each round:
+a target stated at a given load (issue 17: 388 batches of 100 a second) is measured at that load whatever the
+machine gives that round. ``--tree NAME=PATH`` (twice or more) runs the collector of each checkout (e.g. ``git
+worktree`` or ``git archive`` of another commit) as a target of its own, ``collector@NAME``, in the same rounds,
+beside the same ceilings, in an order that alternates from round to round: two builds compared on one broker, one
+machine state. The first tree's max sets the half rate when ``--half-rate`` is not given.
+
+``--py-spy DIR`` records every collector worker with py-spy during each half phase (``--idle --nonblocking``, 97
+samples a second, raw stacks: ``DIR/<mode>-<target>-round<n>-<pid>.txt``) and prints where each collector's event
+loop spent its busy samples; py-spy's own CPU then runs beside the measurement.
 """
 
 from __future__ import annotations
@@ -254,6 +268,62 @@ def wrk_closed_loop(port: int, payload: bytes, concurrency: int, seconds: float,
     return result, usage.ru_utime + usage.ru_stime
 
 
+def collector_workers(server_pids: list[int]) -> list[int]:
+    """The processes of a uvicorn server that serve requests: its spawned workers, or itself with one worker."""
+    workers = []
+    for pid in server_pids[1:]:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(pid)
+        except OSError:
+            continue
+    return workers or server_pids[:1]
+
+
+def start_py_spy(pids: list[int], seconds: float, prefix: Path) -> list[subprocess.Popen]:
+    """py-spy on each process for ``seconds``: raw stacks of every thread, idle ones included, not pausing it."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return [
+        subprocess.Popen(
+            [exe, "record", "-p", str(pid), "-r", "97", "-d", str(max(1, round(seconds))), "--idle", "--nonblocking"]
+            + ["-f", "raw", "-o", f"{prefix}-{pid}.txt"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+def event_loop_profile(files: list[Path], top: int = 20) -> str:
+    """Where the event loop (the main thread's ``asyncio`` runner) spent its busy samples: the idle share, then
+    the functions with the largest inclusive shares of the busy samples (those under almost all of them left out)."""
+    stacks: collections.Counter[str] = collections.Counter()
+    for path in files:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            stack, _, count = line.rpartition(" ")
+            if "Runner.run (asyncio/runners.py" in stack and count.isdigit():
+                stacks[stack] += int(count)
+    total = sum(stacks.values())
+    idle = sum(n for stack, n in stacks.items() if stack.rsplit(";", 1)[-1].startswith("Runner.run "))
+    busy = total - idle
+    if busy <= 0:
+        return "no samples"
+    inclusive: collections.Counter[str] = collections.Counter()
+    for stack, n in stacks.items():
+        if stack.rsplit(";", 1)[-1].startswith("Runner.run "):
+            continue
+        for name in {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")}:
+            inclusive[name] += n
+    shown = [(name, n) for name, n in inclusive.most_common() if n < 0.95 * busy][:top]
+    return f"idle {100 * idle / total:.0f}% of {total} samples; of the busy ones: " + ", ".join(
+        f"{name.split(' (')[0]} {100 * n / busy:.0f}%" for name, n in shown
+    )
+
+
 def self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -319,10 +389,10 @@ class HttpServer:
     pids: list[int] = field(default_factory=list)
 
     @classmethod
-    def start(cls, argv: list[str], env: dict[str, str], workers: int) -> HttpServer:
+    def start(cls, argv: list[str], env: dict[str, str], workers: int, cwd: Path = ROOT) -> HttpServer:
         port = free_port()
         process = subprocess.Popen(
-            [*argv, "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*argv, "--port", str(port)], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         server = cls(process, port)
         try:
@@ -338,7 +408,10 @@ class HttpServer:
         return server
 
 
-def collector_server(bootstrap: str, prefix: str, workers: int, data_dir: Path, linger_ms: int) -> HttpServer:
+def collector_server(
+    bootstrap: str, prefix: str, workers: int, data_dir: Path, linger_ms: int, tree: Path = ROOT
+) -> HttpServer:
+    """``closedloop collector`` of the checkout ``tree``: run from it with ``-m``, so its own code is imported."""
     env = {
         **os.environ,
         "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -346,10 +419,12 @@ def collector_server(bootstrap: str, prefix: str, workers: int, data_dir: Path, 
         "CLOSEDLOOP_DATA_DIR": str(data_dir),
         "CLOSEDLOOP_LINGER_MS": str(linger_ms),
     }
+    env.pop("PYTHONPATH", None)  # the tree first on the path, not this checkout
     return HttpServer.start(
         [sys.executable, "-m", "closedloop.cli", "collector", "--workers", str(workers), "--log-level", "warning"],
         env,
         workers,
+        cwd=tree,
     )
 
 
@@ -411,7 +486,10 @@ def _producer_process(bootstrap: str, linger_ms: int, requests: dict, commands, 
 async def _producer_main(bootstrap: str, linger_ms: int, requests: dict, commands, results) -> None:
     from aiokafka import AIOKafkaProducer
 
-    # The collector's producer (collector/publisher.py, Publisher._new_producer).
+    from compat.aiokafka_producer import compress_lz4_fast
+
+    # The collector's producer (collector/publisher.py, Publisher._new_producer), its lz4 level included.
+    compress_lz4_fast()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap.split(","),
         client_id=f"bench-producer-{os.getpid()}",
@@ -574,6 +652,20 @@ def main() -> None:
         default=180.0,
         help="wait at most this many seconds for a load average under 1.5 before starting",
     )
+    parser.add_argument(
+        "--half-rate",
+        type=float,
+        default=None,
+        help="requests a second of the half phases (default: half the collector's max of each round)",
+    )
+    parser.add_argument("--py-spy", default=None, metavar="DIR", help="profile the collectors' half phases into DIR")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a checkout whose collector is measured as collector@NAME (give two or more to compare builds)",
+    )
     args = parser.parse_args()
     if not (
         0 <= args.linger_ms <= 100
@@ -582,9 +674,22 @@ def main() -> None:
         and 1 <= args.repeat <= 10
         and 1 <= args.concurrency <= 512
         and 0 <= args.quiet_wait <= 600
+        and (args.half_rate is None or 0 < args.half_rate <= 20_000)
+        and len(args.tree) <= 4
+        and all("=" in tree for tree in args.tree)
     ):
-        parser.error("keep it bounded: workers <= 8, seconds <= 60, repeat <= 10, concurrency <= 512")
-    targets = ["collector"] + [t for t in args.targets.split(",") if t in TARGETS and t != "collector"]
+        parser.error(
+            "keep it bounded: workers <= 8, seconds <= 60, repeat <= 10, concurrency <= 512, half rate <= 20,000, "
+            "at most 4 trees given as NAME=PATH"
+        )
+    # The collectors measured: this checkout's, or one per --tree.
+    collectors = {"collector": ROOT}
+    if args.tree:
+        collectors = {f"collector@{name}": Path(path).resolve() for name, path in (t.split("=", 1) for t in args.tree)}
+    ceiling_targets = [t for t in args.targets.split(",") if t in TARGETS and t != "collector"]
+    targets = [*collectors, *ceiling_targets]
+    if args.py_spy:
+        Path(args.py_spy).mkdir(parents=True, exist_ok=True)
     try:
         import uvloop
 
@@ -604,8 +709,11 @@ def main() -> None:
         prefix = f"bench_{uuid.uuid4().hex[:8]}"
         create_topics(bootstrap, prefix)
         servers: dict[str, HttpServer] = {}
-        servers["collector"] = collector_server(bootstrap, prefix, args.workers, tmp / "data", args.linger_ms)
-        started.append(servers["collector"].process)
+        for number, (name, tree) in enumerate(collectors.items()):
+            servers[name] = collector_server(
+                bootstrap, prefix, args.workers, tmp / f"data-{number}", args.linger_ms, tree
+            )
+            started.append(servers[name].process)
         if "bare" in targets:
             servers["bare"] = bare_server(args.workers)
             started.append(servers["bare"].process)
@@ -628,9 +736,17 @@ def main() -> None:
         def broker_cpu() -> float:
             return cpu_seconds([broker.pid]) if broker else 0.0
 
+        profiles: dict[str, list[Path]] = {}
+
         def measure_http(target: str, events: int, mode: str, rate: float) -> tuple[Result, tuple]:
             server = servers[target]
             payload = request_bytes(server.port, events)
+            spies: list[subprocess.Popen] = []
+            if args.py_spy and target in collectors and mode == "half":
+                prefix = Path(args.py_spy) / f"{'single' if events == 1 else 'batch100'}-{target}-round{round_no + 1}"
+                workers = collector_workers(server.pids)
+                spies = start_py_spy(workers, args.seconds, prefix)
+                profiles.setdefault(target, []).extend(Path(f"{prefix}-{pid}.txt") for pid in workers)
             before = (cpu_seconds(server.pids), broker_cpu(), self_cpu())
             if mode == "max" and use_wrk:
                 result, client = wrk_closed_loop(server.port, payload, args.concurrency, args.seconds, tmp)
@@ -649,6 +765,12 @@ def main() -> None:
                 broker_cpu() - before[1],
                 self_cpu() - before[2] if client is None else client,
             )
+            for spy in spies:
+                try:
+                    spy.wait(timeout=args.seconds + 30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait()
             return result, used
 
         def measure_producer(label: str, mode: str, rate: float) -> tuple[Result, tuple]:
@@ -666,12 +788,15 @@ def main() -> None:
                 producers.run(label, "max", 8, 0, 1.0)
             for round_no in range(args.repeat):
                 table, round_started = process_table(), time.monotonic()
-                peak, used = measure_http("collector", events, "max", 0)
-                runs.setdefault((label, "collector", "max"), []).append(row(peak, used, events))
-                half_rate = peak.requests / peak.seconds / 2
-                ceilings = targets[1:] if round_no % 2 == 0 else targets[:0:-1]
-                for target in ["collector", *ceilings]:
-                    for mode in ("max", "half") if target != "collector" else ("half",):
+                order = list(collectors) if round_no % 2 == 0 else list(collectors)[::-1]
+                for name in order:
+                    peak, used = measure_http(name, events, "max", 0)
+                    runs.setdefault((label, name, "max"), []).append(row(peak, used, events))
+                first = runs[(label, next(iter(collectors)), "max")][-1]
+                half_rate = args.half_rate if args.half_rate is not None else first[0] / 2
+                ceilings = ceiling_targets if round_no % 2 == 0 else ceiling_targets[::-1]
+                for target in [*order, *ceilings]:
+                    for mode in ("max", "half") if target not in collectors else ("half",):
                         if target == "producer":
                             result, used = measure_producer(label, mode, half_rate)
                         else:
@@ -681,45 +806,60 @@ def main() -> None:
                     f"{label} round {round_no + 1}: "
                     + others_busy(table, process_table(), time.monotonic() - round_started, own)
                 )
-                collector_max = runs[(label, "collector", "max")][-1][1]
-                for target in ceilings:
-                    ceiling_max = runs[(label, target, "max")][-1][1]
-                    ratios.setdefault((label, f"collector / {target}, max events/s"), []).append(
-                        collector_max / ceiling_max
-                    )
-                    ratios.setdefault((label, f"collector / {target}, CPU per event (collector + broker)"), []).append(
-                        sum(runs[(label, "collector", "max")][-1][5:7])
-                        / max(1e-9, sum(runs[(label, target, "max")][-1][5:7]))
-                    )
+                for name in collectors:
+                    collector_max = runs[(label, name, "max")][-1][1]
+                    for target in ceilings:
+                        ceiling_max = runs[(label, target, "max")][-1][1]
+                        ratios.setdefault((label, f"{name} / {target}, max events/s"), []).append(
+                            collector_max / ceiling_max
+                        )
+                        ratios.setdefault((label, f"{name} / {target}, CPU per event (collector + broker)"), []).append(
+                            sum(runs[(label, name, "max")][-1][5:7])
+                            / max(1e-9, sum(runs[(label, target, "max")][-1][5:7]))
+                        )
+                        ratios.setdefault((label, f"{name} / {target}, half-load p99"), []).append(
+                            runs[(label, name, "half")][-1][3] / max(1e-9, runs[(label, target, "half")][-1][3])
+                        )
         print(
             f"workers={args.workers} concurrency={args.concurrency} seconds={args.seconds} repeat={args.repeat} "
-            f"linger_ms={args.linger_ms} "
+            f"linger_ms={args.linger_ms} half_rate={args.half_rate or 'half the max'} "
             f"cpus={os.cpu_count()}; closed loop by {'wrk' if use_wrk else 'asyncio client'}; "
             f"broker {'Apache Kafka (private, one node)' if broker else bootstrap}"
         )
         print(f"before: {state_before}")
         print(f"after: load average {load_average()}; beside the bench, per round: " + " | ".join(during))
         print(
-            "median [min-max] of the rounds; half = an open loop at half the collector's max rate of the round; "
-            "cpu = CPU seconds per 1,000 events (target / broker / client)"
+            "median [min-max] of the rounds; half = an open loop at "
+            + (f"{args.half_rate:g} requests/s" if args.half_rate else "half the collector's max rate of the round")
+            + "; cpu = CPU seconds per 1,000 events (target / broker / client)"
         )
         print(
-            f"{'mode':<9} {'target':<10} {'load':<5} {'req/s':>22} {'events/s':>26} {'p50 ms':>18} "
+            f"{'mode':<9} {'target':<18} {'load':<5} {'req/s':>22} {'events/s':>26} {'p50 ms':>18} "
             f"{'p99 ms':>22} {'errors':>6}  cpu"
         )
         for (label, target, load), rows in sorted(
-            runs.items(), key=lambda item: (item[0][0] != "single", TARGETS.index(item[0][1]), item[0][2] != "max")
+            runs.items(), key=lambda item: (item[0][0] != "single", targets.index(item[0][1]), item[0][2] != "max")
         ):
             errors = sum(row[4] for row in rows)
             cpu = " / ".join(f"{statistics.median(row[i] for row in rows):.3f}" for i in (5, 6, 7))
             print(
-                f"{label:<9} {target:<10} {load:<5} {column(rows, 0, ',.0f'):>22} "
+                f"{label:<9} {target:<18} {load:<5} {column(rows, 0, ',.0f'):>22} "
                 f"{column(rows, 1, ',.0f'):>26} {column(rows, 2, '.1f'):>18} {column(rows, 3, '.1f'):>22} "
                 f"{errors:>6}  {cpu}"
+            )
+        print("every round (events/s, p50 ms, p99 ms, target CPU s / 1,000 events; what else ran is listed above):")
+        for (label, target, load), rows in sorted(
+            runs.items(), key=lambda item: (item[0][0] != "single", targets.index(item[0][1]), item[0][2] != "max")
+        ):
+            print(
+                f"  {label:<9} {target:<18} {load:<5} "
+                + " | ".join(f"{r[1]:,.0f} {r[2]:.1f} {r[3]:.1f} {r[5]:.3f}" for r in rows)
             )
         print("ratios, round by round (median [min-max]):")
         for (label, what), values in ratios.items():
             print(f"  {label:<9} {what}: {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]")
+        for target, files in profiles.items():
+            print(f"py-spy, {target}, half phases: {event_loop_profile(files)}")
         if broker:
             print(
                 f"broker at the end: data {broker.stack.kafka_data_bytes() / 1e6:.0f} MB on disk, resident "

@@ -9,11 +9,13 @@ possible, and the handler answers 503 + Retry-After, accepting nothing. So an an
   come back as futures of the same loop. kafka-python, used before, cost about 55 us of CPU per record (its sender
   thread, per-record callbacks and pure-Python record building) against about 9 us here: see bench/collector.md.
 - Records go to the partition kafka-python's and Java's default partitioner would pick (murmur2 of the key; the
-  hash is cached per key, visitor ids repeat). With the partition known, each record is appended straight to the
-  producer's batch for it (``compat.aiokafka_producer``, what ``send()`` ends in): ``send()`` first
-  re-checks topic metadata (a new set of partition ids per call), serializers, partitioner and transaction
-  state, none of which applies here; that was 4 of 17 us of the producer's CPU per record (bench/collector.md).
-  aiokafka is pinned below 0.15 in pyproject.toml for this and the stream jobs' use of its internals.
+  hash is cached per key, visitor ids repeat). With the partition known, a request's records for each partition
+  are appended straight to the producer's open batch for it, together (``compat.aiokafka_producer``, where
+  ``send()`` ends), with one future per batch: ``send()`` first re-checks topic metadata (a new set of partition
+  ids per call), serializers, partitioner and transaction state, none of which applies here, and a future, a
+  coroutine and an offset record per record cost about 3 of the 10 us of the publisher's CPU per record that
+  remained (bench/collector.md). aiokafka is pinned below 0.15 in pyproject.toml for this and the stream jobs'
+  use of its internals.
 - While the spool holds anything, new records are appended behind it, so order is kept; a replay task drains
   it in order (a chunk at a time, each chunk acknowledged before the cursor moves) once a TCP probe says the
   broker is back. Replays are at-least-once; every envelope's ``event_id`` lets downstream drop a copy.
@@ -40,7 +42,7 @@ from aiokafka.structs import TopicPartition
 from collector.metrics import CollectorMetrics
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpoolFull, SpoolRecord
-from compat.aiokafka_producer import append_to_batch
+from compat.aiokafka_producer import append_records, compress_lz4_fast
 
 log = logging.getLogger(__name__)
 
@@ -154,55 +156,90 @@ class Publisher:
         self._spooled.set()
 
     async def _send(self, records: list[SpoolRecord]) -> list[int]:
-        """Send records in order; the indexes of those the broker did not acknowledge in time.
+        """Send records in order per partition; the indexes of those the broker did not acknowledge in time.
 
-        Handing over does not suspend while the topic's metadata is known and the partition's open batch has
-        room, so a request's records enter the producer together, in order. When one cannot be handed over,
-        neither can the rest (they are reported failed and spooled, keeping the order per key).
+        The records are grouped by partition (each key's records stay in their order) and each group is handed
+        over at once (``compat.aiokafka_producer.append_records``: one future per batch, not per record). Handing
+        over does not suspend while the topic's metadata is known and the partition's open batch has room, so a
+        request's records enter the producer together. When one cannot be handed over, neither can the rest
+        (they are reported failed and spooled, keeping the order per key).
         """
         producer = self._producer
         if producer is None:
             return list(range(len(records)))
-        started = asyncio.get_running_loop().time()
-        futures: list[asyncio.Future[Any]] = []
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         partitions = self._partitions
+        groups: dict[TopicPartition, list[int]] = {}
+        keyless: list[int] = []
+        # (record indexes of a partition, the (end, future) spans of the batches they went to)
+        handed: list[tuple[list[int], list[tuple[int, asyncio.Future[Any]]]]] = []
         try:
-            for record in records:
+            for index, record in enumerate(records):
                 topic_partitions = partitions.get(record.topic)
                 if topic_partitions is None:
                     topic_partitions = sorted(await producer.partitions_for(record.topic))
                     partitions[record.topic] = topic_partitions
                 if record.key is None:
-                    futures.append(await producer.send(record.topic, record.value))
+                    keyless.append(index)
                     continue
                 tp = self._topic_partition(record.topic, partition_for(record.key, topic_partitions))
-                futures.append(await append_to_batch(producer, tp, record.key, record.value, self._send_timeout_s))
+                group = groups.get(tp)
+                if group is None:
+                    groups[tp] = [index]
+                else:
+                    group.append(index)
+            timestamp_ms = int(time.time() * 1000)
+            for tp, indexes in groups.items():
+                spans: list[tuple[int, asyncio.Future[Any]]] = []
+                handed.append((indexes, spans))
+                await append_records(
+                    producer,
+                    tp,
+                    [(records[i].key, records[i].value) for i in indexes],
+                    self._send_timeout_s,
+                    timestamp_ms,
+                    spans,
+                )
+            for index in keyless:
+                handed.append(([index], [(1, await producer.send(records[index].topic, records[index].value))]))
         except Exception as exc:  # noqa: BLE001 - KafkaError, closed producer, buffer timeout: spool the rest
-            log.warning("producer refused record %d of %d: %r", len(futures), len(records), exc)
+            log.warning("producer refused records of a request of %d: %r", len(records), exc)
             self._partitions = {}  # the partition count may have changed: ask again
             if self._producer is producer:  # e.g. a fatal idempotence error: replace it on the next replay
                 self._producer = None
                 self._retire(producer)
-        failed = list(range(len(futures), len(records)))
+        failed: list[int] = []
+        waits: list[tuple[list[int], asyncio.Future[Any]]] = []
+        reached = 0
+        for indexes, spans in handed:
+            reached += len(indexes)
+            begin = 0
+            for end, future in spans:
+                waits.append((indexes[begin:end], future))
+                begin = end
+            failed.extend(indexes[begin:])  # not handed over
+        if reached < len(records):  # partitions (or keyless records) never reached
+            seen = {index for indexes, _ in handed for index in indexes}
+            failed.extend(index for index in range(len(records)) if index not in seen)
         # aiokafka never expires the batches of an idempotent producer: it retries them until the broker takes
         # them (however long a node stays down or a new leader takes to be elected). So the wait is bounded here:
         # a record not acknowledged within publish_timeout_s of the hand-over goes to the spool. The producer may
         # still deliver it later (cancelling its future would not take it out of the batch); its event_id lets
         # downstream drop that copy.
-        loop = asyncio.get_running_loop()
         deadline = started + self.settings.publish_timeout_s
-        for index, future in enumerate(futures):
+        for indexes, future in waits:
             if not future.done():
                 # Futures resolve batch by batch: only the first wait of a request usually suspends.
                 remaining = deadline - loop.time()
                 if remaining > 0:
                     await asyncio.wait((future,), timeout=remaining)
                 if not future.done():
-                    failed.append(index)
+                    failed.extend(indexes)
                     future.add_done_callback(_retrieve)
                     continue
             if future.cancelled() or future.exception() is not None:
-                failed.append(index)
+                failed.extend(indexes)
         return sorted(failed)
 
     def _topic_partition(self, topic: str, partition: int) -> TopicPartition:
@@ -254,7 +291,9 @@ class Publisher:
 
     def _new_producer(self) -> AIOKafkaProducer:
         # request_timeout_ms bounds each produce request; a batch is retried until acknowledged (idempotence),
-        # so _send bounds the wait for acks itself.
+        # so _send bounds the wait for acks itself. lz4 in its fast mode: aiokafka's LZ4 HC was the largest
+        # single cost of a record on the event loop (compat.aiokafka_producer).
+        compress_lz4_fast()
         return AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_servers.split(","),
             client_id=f"closedloop-collector-{os.getpid()}",

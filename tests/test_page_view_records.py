@@ -18,7 +18,7 @@ from page_view_strategies import page_views
 
 from collector import events as event_parsing
 from collector import page_view_records
-from schemas.events import PageView
+from schemas.events import PageView, absolute_http_url
 from schemas.topics import Topics
 
 TOPICS = Topics("fast")
@@ -185,3 +185,99 @@ def test_the_accepted_times_are_the_same_on_both_paths(occurred_at: str) -> None
     else:
         assert fast is None
         assert [error["loc"] for rejection in models.rejected for error in rejection["errors"]] == ["occurred_at"]
+
+
+# -- property: whole batches that repeat URLs and visitors (the fast path's caches are warm) ---------------------
+
+
+def batch_both_paths(items: list, user_agent: str | None):
+    """(ParsedBatch with the fast path, ParsedBatch with the models only) of one batch; ids drawn in order."""
+
+    def counted(self: event_parsing._EventIds) -> str:
+        self.drawn = getattr(self, "drawn", 0) + 1
+        return f"{self.drawn:032x}"
+
+    def parse():
+        return event_parsing.parse_events(
+            items,
+            site_id="site-1",
+            allowed_types=event_parsing.SERVER_TYPES,
+            received_at=RECEIVED,
+            user_agent=user_agent,
+            topics=TOPICS,
+        )
+
+    with mock.patch.object(event_parsing._EventIds, "new", counted):
+        fast = parse()
+        with mock.patch.object(event_parsing.page_view_records.PageViews, "record", return_value=None):
+            models = parse()
+    return fast, models
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(page_views, min_size=1, max_size=6),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), page_views), max_size=10),
+    st.sampled_from([None, "Mozilla/5.0", "\x1cua"]),
+)
+def test_a_batch_repeating_urls_and_visitors_gets_the_models_records(
+    first: list[dict], repeats: list[tuple[int, int, dict]], user_agent: str | None
+) -> None:
+    # Later items reuse earlier items' URLs and visitors with other fields of their own: what the fast path keeps
+    # per URL or visitor must not carry one item's fields into another's record.
+    items = list(first)
+    for url_from, visitor_from, other in repeats:
+        items.append(
+            {
+                **other,
+                "url": first[url_from % len(first)]["url"],
+                "visitor_id": first[visitor_from % len(first)]["visitor_id"],
+            }
+        )
+    fast, models = batch_both_paths(items, user_agent)
+    assert fast.rejected == models.rejected
+    assert fast.accepted == models.accepted
+
+
+def test_a_batch_of_the_bench_s_page_views_twice_gives_the_same_records_twice() -> None:
+    # The second pass takes every URL and visitor from the caches; the records must not change.
+    items = [
+        {
+            "type": "page_view",
+            "visitor_id": f"bench-{i % 64}",
+            "url": f"https://bench.test/p/{i}?utm_source=google&utm_medium=cpc&utm_campaign=load",
+            **({"utm_source": "newsletter", "path": "/own"} if i % 3 == 0 else {}),
+        }
+        for i in range(100)
+    ]
+    first, models = batch_both_paths(items, "wrk")
+    again, _ = batch_both_paths(items, "wrk")
+    assert len(first.accepted) == 100
+    assert first.accepted == models.accepted == again.accepted
+    view = orjson.loads(first.accepted[3].record.value)["event"]
+    assert (view["utm_source"], view["utm_medium"], view["path"]) == ("newsletter", "cpc", "/own")
+    view = orjson.loads(first.accepted[4].record.value)["event"]
+    assert (view["utm_source"], view["utm_medium"], view["path"]) == ("google", "cpc", "/p/4")
+
+
+URL_CHARACTERS = st.sampled_from(list("htps:/?#[]@%&=.aZ09+-_ \t\n\r\x00\x1f\x7fé\u3000\u2100"))
+URL_STARTS = ["https://", "http://", "HTTPS://", "Http://", " https://", "\x00http://", "https:", "https:/", "http://["]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.text(URL_CHARACTERS, max_size=40),
+        st.builds(lambda start, rest: start + rest, st.sampled_from(URL_STARTS), st.text(URL_CHARACTERS, max_size=40)),
+    )
+)
+def test_the_fast_url_split_is_the_models_url_rule(url: str) -> None:
+    """``split_http_url`` gives ``absolute_http_url``'s parts, or raises its error, for any text."""
+
+    def outcome(split):
+        try:
+            return split(url)
+        except ValueError as error:
+            return ("ValueError", str(error))
+
+    assert outcome(page_view_records.split_http_url) == outcome(absolute_http_url)
