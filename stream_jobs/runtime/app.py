@@ -8,7 +8,7 @@ Configuration, and why
       changes nothing but the live counters.
     - ``store="memory://"``: tables live in memory and are rebuilt from their changelog topics at start. No
       RocksDB dependency; recovery reads the compacted changelogs (see bench/worker.md for the time it takes).
-    - ``faust_patches.install()``: four Faust 0.15.3 faults lost table state or input records across restarts
+    - ``faust_patches.install()``: six Faust 0.15.3 faults lost table state or input records across restarts
       (recovery skipped under ``exactly_once``; queued changelog writes dropped at a commit or a stop; records
       cleared after the end-of-rebalance seek; records taken for partitions not asked for); see that module and
       docs/STREAMS.md, "Restarts and recovery".
