@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,40 @@ def wrk_closed_loop(port: int, payload: bytes, concurrency: int, seconds: float,
     result = Result(int(requests), int(errors), float(secs), [])
     result.fixed = (float(p50), float(p99))
     return result, usage.ru_utime + usage.ru_stime
+
+
+PUBLISH_BUCKET = re.compile(rb'^closedloop_collector_publish_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
+SPOOL_WORKER = re.compile(rb'^closedloop_collector_spool_bytes\{worker="(\d+)"\}', re.M)
+
+
+def publish_histograms(port: int, workers: int) -> dict[str, dict[float, float]]:
+    """Each worker's cumulative ``publish_seconds`` buckets (hand-over to the broker's ack), by worker pid, read
+    from ``/metrics`` (each scrape answers from one worker: scrape until every worker answered, at most 60 times)."""
+    found: dict[str, dict[float, float]] = {}
+    for _ in range(60):
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as answer:
+            text = answer.read()
+        worker = SPOOL_WORKER.search(text)
+        if worker is not None:
+            found[worker.group(1).decode()] = {float(le): float(n) for le, n in PUBLISH_BUCKET.findall(text)}
+        if len(found) >= workers:
+            break
+    return found
+
+
+def publish_summary(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> str:
+    """The phase's publish times from two ``publish_histograms``: the bucket holding the 99th percentile, the share
+    above 50 ms."""
+    delta: dict[float, float] = collections.Counter()
+    for worker, buckets in after.items():
+        for le, count in buckets.items():
+            delta[le] += count - before.get(worker, {}).get(le, 0.0)
+    total = delta.get(float("inf"), 0.0)
+    if total <= 0:
+        return "publish -"
+    p99 = next(le for le in sorted(delta) if delta[le] >= 0.99 * total)
+    over = 1 - delta.get(0.05, 0.0) / total
+    return f"publish p99 <= {p99 * 1000:g} ms, {100 * over:.1f}% > 50 ms"
 
 
 def collector_workers(server_pids: list[int]) -> list[int]:
@@ -737,6 +772,7 @@ def main() -> None:
             return cpu_seconds([broker.pid]) if broker else 0.0
 
         profiles: dict[str, list[Path]] = {}
+        publishes: dict[tuple[str, str], list[str]] = {}
 
         def measure_http(target: str, events: int, mode: str, rate: float) -> tuple[Result, tuple]:
             server = servers[target]
@@ -747,6 +783,7 @@ def main() -> None:
                 workers = collector_workers(server.pids)
                 spies = start_py_spy(workers, args.seconds, prefix)
                 profiles.setdefault(target, []).extend(Path(f"{prefix}-{pid}.txt") for pid in workers)
+            histograms = publish_histograms(server.port, args.workers) if target in collectors else None
             before = (cpu_seconds(server.pids), broker_cpu(), self_cpu())
             if mode == "max" and use_wrk:
                 result, client = wrk_closed_loop(server.port, payload, args.concurrency, args.seconds, tmp)
@@ -765,6 +802,10 @@ def main() -> None:
                 broker_cpu() - before[1],
                 self_cpu() - before[2] if client is None else client,
             )
+            if histograms is not None:
+                publishes.setdefault((target, mode), []).append(
+                    publish_summary(histograms, publish_histograms(server.port, args.workers))
+                )
             for spy in spies:
                 try:
                     spy.wait(timeout=args.seconds + 30)
@@ -855,6 +896,8 @@ def main() -> None:
                 f"  {label:<9} {target:<18} {load:<5} "
                 + " | ".join(f"{r[1]:,.0f} {r[2]:.1f} {r[3]:.1f} {r[5]:.3f}" for r in rows)
             )
+        for (target, load), summaries in publishes.items():
+            print(f"  {target:<28} {load:<5} " + " | ".join(summaries))
         print("ratios, round by round (median [min-max]):")
         for (label, what), values in ratios.items():
             print(f"  {label:<9} {what}: {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]")
