@@ -145,7 +145,7 @@ class Counters:
             for (key, (window_start, _window_end)), value in list(wrapper.table.data.items())
             if abs(window_start - start) <= 1e-6
         ]
-        rows = []
+        rows: list[dict[str, Any]] = []
         for key, (conversions, cents) in window_counts(stored).items():
             if not conversions and not cents:
                 continue  # every conversion counted here moved to another channel
