@@ -5,9 +5,10 @@ UTC-aligned) count conversions and sum revenue per ``(model, stage, channel)``, 
 (the conversion's last non-direct channel) and ``first_touch`` (its first channel). A table key is a stage; its
 value maps each counter key of that stage (``model|stage|channel``) to ``[conversions, revenue in cents]``, the
 entries that came to zero left out. So counting a conversion costs one table write per window, not one per model
-and channel (two to four for a re-attributed one): each write is a changelog record through Faust, the worker's
-dearest operation (bench/worker.md, 2026-12-06). Windows written by an earlier version hold one key per counter
-key with its ``[conversions, cents]``; they are read the same way until they expire.
+and channel (two to four for a re-attributed one): each write is a changelog record through Faust's table and
+producer buffer, and those writes were the worker's regression of issue 19 (bench/worker.md, 2026-12-06). Windows
+written by an earlier version hold one key per counter key with its ``[conversions, cents]``; they are read the
+same way until they expire.
 
 Choices
     - Windows are **processing time** (the worker's wall clock when it first counted the conversion), not the
