@@ -34,6 +34,7 @@ from schemas import serde
 from schemas.outputs import DeadLetter
 from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 from sinks.client import connect
+from sinks.cluster_sql import mutation_target
 from sinks.failures import Failure, classify
 from sinks.policy import POLL_TIMEOUT_MS, SinkPolicy
 from sinks.rows import Erasure, RecordError, partition_blocks, rows_for, topic_kinds
@@ -378,9 +379,10 @@ class SinkWriter:
             self._insert(table, rows[half:], sources[half:], dead, tally)
 
     def _erase(self, lead_id: str) -> None:
+        target = mutation_target("leads", self.settings.clickhouse_cluster)
         self._with_retry(
             lambda client: client.command(
-                "DELETE FROM leads WHERE lead_id = {lead_id:String}", parameters={"lead_id": lead_id}
+                f"DELETE FROM {target} WHERE lead_id = {{lead_id:String}}", parameters={"lead_id": lead_id}
             ),
             self._tally,
             "leads",
