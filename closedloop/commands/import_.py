@@ -26,7 +26,8 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
     from collector import imports
     from collector.settings import CollectorSettings
 
-    console = Console(stderr=True)
+    # soft_wrap: a rejection stays one line ("file:line: rejected: ...") at any width, for grep and for logs
+    console = Console(stderr=True, soft_wrap=True)
     try:
         settings = CollectorSettings()
     except ValidationError as error:
