@@ -21,6 +21,7 @@ from schemas.events import CrmStatusChange, Envelope, PageView
 from schemas.outputs import Conversion, IdentityLink
 from sinks.client import connect
 from sinks.migrate import migrate_up
+from sinks.reports import run_report
 from sinks.rows import Provenance, RecordKind, insert, rows_for
 from sinks.settings import SinkSettings
 from stream_jobs.rules import lifecycle, sessions
@@ -212,3 +213,33 @@ def test_bad_options_are_clear_errors(database) -> None:
     assert "is not a time zone" in result.stderr
     result = runner.invoke(main, ["export", "ads", "--platform", "yahoo", "--stage", "sql"])
     assert result.exit_code == 2
+
+
+def test_report_ads_feedback_summarises_the_audit_trail(database) -> None:
+    url, client, _ = database
+    feedback(client)  # the export test ran first (module order): its rows are the trail
+    today = datetime.now(timezone.utc).date()
+    records = run_report(client, "ads-feedback", date_from=today, date_to=today).records()
+    assert [
+        (r["platform"], r["route"], r["action"], r["stage"], r["status"], r["currency"], r["conversions"],
+         r["with_click_id"], r["value"])
+        for r in records
+    ] == [
+        ("google", "file", "retract", "sql", "exported", "", 1, 1, Decimal("0.00")),
+        ("google", "file", "upload", "customer", "exported", "EUR", 1, 1, Decimal("1200.00")),
+        ("google", "file", "upload", "sql", "exported", "", 2, 2, Decimal("0.00")),
+        ("microsoft", "file", "upload", "customer", "exported", "EUR", 1, 1, Decimal("300.50")),
+    ]  # fmt: skip
+    runner = CliRunner(env={"CLOSEDLOOP_CLICKHOUSE_URL": url})
+    result = runner.invoke(
+        main, ["report", "ads-feedback", "--from", str(today), "--to", str(today), "--format", "csv"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("platform,route,action,stage,status,currency,conversions,with_click_id,value,last_recorded_at")
+    assert [line.rsplit(",", 1)[0] for line in lines[1:]] == [
+        "google,file,retract,sql,exported,,1,1,0.00",
+        "google,file,upload,customer,exported,EUR,1,1,1200.00",
+        "google,file,upload,sql,exported,,2,2,0.00",
+        "microsoft,file,upload,customer,exported,EUR,1,1,300.50",
+    ]
