@@ -189,3 +189,25 @@ def test_the_collector_fast_path_writes_consent_as_the_models_do(extra):
     if "url" in extra:
         event = orjson.loads(fast[1].value)["event"]
         assert (event["gbraid"], event["wbraid"], event["gclid"]) == ("GB1", "WB1", "G")
+
+
+def test_the_simulated_paid_traffic_carries_click_ids_and_consent():
+    from datetime import date
+
+    from simulator.model import SimulatedDays, SimulationConfig, ads_consent_for
+    from simulator.senders import web_payload
+
+    run = SimulatedDays(SimulationConfig(seed=5, epoch=date(2025, 3, 3), visitors_per_day=80), 0, 4)
+    landings = [t for j in run.journeys() for t in j.touches if t.channel in ("Paid Search", "Paid Social")]
+    assert len(landings) >= 20
+    by_event = {p.event_id: p for j in run.journeys() for p in j.page_views}
+    for truth in landings:
+        url = by_event[truth.event_id].url
+        assert truth.click_id in ("gclid", "msclkid", "li_fat_id", "fbclid")
+        assert f"{truth.click_id}=" in url, url
+    web = [event for day in range(4) for event in run.day_events(day)[0]]
+    consents = [web_payload(event).get("ads_consent") for event in web]
+    assert consents == [ads_consent_for(event.visitor_id) for event in web]
+    shares = {answer: sum(1 for v in range(10_000) if ads_consent_for(f"v{v}") == answer) for answer in
+              ("granted", "denied", None)}  # fmt: skip
+    assert 7_700 < shares["granted"] < 8_300 and 800 < shares["denied"] < 1_200 and 800 < shares[None] < 1_200

@@ -8,7 +8,7 @@ window or without consent, and a lost deal after an upload gives its retraction 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -243,3 +243,18 @@ def test_report_ads_feedback_summarises_the_audit_trail(database) -> None:
         "google,file,upload,sql,exported,,2,2,0.00",
         "microsoft,file,upload,customer,exported,EUR,1,1,300.50",
     ]
+
+
+def test_ready_counts_per_platform_what_the_demo_prints(database) -> None:
+    from sinks.ad_export import ready_counts
+
+    _, client, lost = database
+    write(client, lost)  # as after the export test (module order); a repeated row collapses
+    # g1 (sql, customer) for Google; m1 (sql, customer) for Microsoft; the fbclid and li_fat_id leads' SQLs for
+    # Meta and LinkedIn; g2 is lost, the others lack consent, a recent click or the platform's click
+    assert ready_counts(client, date(2024, 3, 1), date(2024, 3, 31)) == {
+        "google": 2,
+        "microsoft": 2,
+        "meta": 1,
+        "linkedin": 1,
+    }
