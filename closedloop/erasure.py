@@ -40,7 +40,10 @@ from stream_jobs.runtime.topology import erasure_results_topic
 from stream_jobs.settings import WorkerSettings
 
 # The worker's inputs: a record still waiting there may be about the person (see ``Report.worker_backlog``).
-OUTBOUND_DELIVERIES = "none: this version sends nothing to ad platforms or CRMs"
+OUTBOUND_DELIVERIES = (
+    "the ad feed forgets the email with the leads tombstone; what was already sent to CRMs, webhooks and ad "
+    "platforms (docs/DELIVERY.md, docs/ADS.md) stays there: erase it there too"
+)
 
 
 @dataclass

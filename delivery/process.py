@@ -22,12 +22,12 @@ import httpx
 from kafka import KafkaConsumer, KafkaProducer
 from pydantic import ValidationError
 
-from delivery import crm
+from delivery import ads, crm
 from delivery import requests as build
 from delivery.sender import Outcome, send
 from delivery.settings import DeliverySettings
 from schemas import serde
-from schemas.outbox import DeliveryStatus, OutboxMessage
+from schemas.outbox import AdFeedback, DeliveryStatus, OutboxMessage
 from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 
 log = logging.getLogger("closedloop.deliver")
@@ -75,7 +75,74 @@ def deliver_to(
         token = settings.delivery_pipedrive_token.get_secret_value()
         activity = settings.delivery_pipedrive_activity_type
         return crm.pipedrive(message, send_one, settings.delivery_pipedrive_url, token, activity)
+    if destination in ("meta", "linkedin"):
+        return _ad_platform(destination, message, settings, send_one)
     raise ValueError(f"unknown destination {destination!r}")
+
+
+def _ad_platform(
+    platform: str, message: OutboxMessage, settings: DeliverySettings, send_one: Callable[[build.Request], Outcome]
+) -> Outcome:
+    """A conversion event to Meta's or LinkedIn's Conversions API (delivery/ads.py); refused ages are dead unsent."""
+    stage = str(message.payload.get("stage", ""))
+    old = ads.too_old(message, platform, datetime.now(timezone.utc))
+    if old:
+        return Outcome(False, 0, None, old)
+    if platform == "meta":
+        assert settings.delivery_meta_token and settings.delivery_meta_pixel_id
+        event_name = settings.delivery_meta_event_names.get(stage)
+        if event_name is None:
+            return Outcome(False, 0, None, f"no Meta event name for stage {stage!r} (DELIVERY_META_EVENT_NAMES)")
+        request = ads.meta_request(
+            message,
+            base_url=settings.delivery_meta_url,
+            api_version=settings.delivery_meta_api_version,
+            pixel_id=settings.delivery_meta_pixel_id,
+            token=settings.delivery_meta_token.get_secret_value(),
+            event_name=event_name,
+            test_event_code=settings.delivery_meta_test_event_code,
+        )
+        return send_one(request)
+    assert settings.delivery_linkedin_token
+    conversion = settings.delivery_linkedin_conversions.get(stage)
+    if conversion is None:
+        return Outcome(
+            False, 0, None, f"no LinkedIn conversion rule for stage {stage!r} (DELIVERY_LINKEDIN_CONVERSIONS)"
+        )
+    request = ads.linkedin_request(
+        message,
+        base_url=settings.delivery_linkedin_url,
+        version=settings.delivery_linkedin_version,
+        token=settings.delivery_linkedin_token.get_secret_value(),
+        conversion=conversion,
+    )
+    return send_one(request)
+
+
+def ad_feedback(
+    destination: str, message: OutboxMessage, settings: DeliverySettings, status: DeliveryStatus
+) -> AdFeedback:
+    """The audit row of one conversion sent (or given up) to an ad platform's API (the ``ad_feedback`` table)."""
+    payload = message.payload
+    stage = str(payload.get("stage", ""))
+    names = settings.delivery_meta_event_names if destination == "meta" else settings.delivery_linkedin_conversions
+    return AdFeedback(
+        feedback_id=f"{destination}:upload:{payload.get('conversion_id', message.message_id)}",
+        conversion_id=str(payload.get("conversion_id", message.message_id)),
+        lead_id=message.lead_id,
+        stage=stage or "unknown",
+        platform=destination,
+        route="api",
+        conversion_name=names.get(stage, ""),
+        click_kind=str(payload.get("click_kind", "")),
+        click_id=str(payload.get("click_id", "")),
+        converted_at=message.occurred_at,
+        value=payload.get("value"),
+        currency=payload.get("currency"),
+        status=status.status,
+        reason=status.reason,
+        recorded_at=status.finished_at,
+    )
 
 
 def deliver_one(
@@ -127,6 +194,9 @@ def deliver_one(
         )
         # After the seen-store: a crash in between loses this status row, never sends the message twice.
         producer.send(settings.topics.deliveries, key=message.lead_id.encode(), value=serde.dumps(status))
+        if destination in ("meta", "linkedin"):  # the ad platforms' audit trail (docs/ADS.md)
+            audit = ad_feedback(destination, message, settings, status)
+            producer.send(settings.topics.ad_feedback, key=message.lead_id.encode(), value=serde.dumps(audit))
         # no URL, no secret, no body in the log: the destination's name and the outcome only
         log.info("delivery %s %s: %s", destination, message.message_id, "delivered" if outcome.delivered else "dead")
         outcomes[destination] = outcome
@@ -136,7 +206,7 @@ def deliver_one(
 def run(settings: DeliverySettings, stop: threading.Event) -> None:
     # httpx logs every request's full URL at INFO, and a Slack webhook's URL is its secret
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if not any(settings.routes(kind) for kind in ("sales_ready", "buying_signal")):
+    if not any(settings.routes(kind) for kind in ("sales_ready", "buying_signal", *ads.KINDS.values())):
         log.info("deliver: no destination configured (CLOSEDLOOP_DELIVERY_*): nothing to send, idling")
     consumer = KafkaConsumer(
         settings.topics.outbox,

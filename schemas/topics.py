@@ -108,6 +108,12 @@ class Topics:
         them to the ``deliveries`` table."""
         return f"{self.prefix}.deliveries"
 
+    @property
+    def ad_feedback(self) -> str:
+        """:class:`schemas.outbox.AdFeedback` records: how each conversion sent to an ad platform's API ended; the
+        sink writes them to the ``ad_feedback`` table (docs/ADS.md)."""
+        return f"{self.prefix}.ad-feedback"
+
     def specs(self) -> list[TopicSpec]:
         """Every topic ``closedloop up`` creates, in the order data flows."""
         return [
@@ -124,6 +130,7 @@ class Topics:
             TopicSpec(self.outbox, "lead_id", OUTPUT, doc="messages for outbound destinations"),
             TopicSpec(self.outbox_dead, "lead_id", DEAD_LETTERS, doc="outbound deliveries that gave up"),
             TopicSpec(self.deliveries, "lead_id", OUTPUT, doc="how each outbound delivery ended"),
+            TopicSpec(self.ad_feedback, "lead_id", OUTPUT, doc="conversions sent to ad platforms, how each ended"),
         ]
 
     def source_topics(self) -> list[str]:

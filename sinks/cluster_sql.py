@@ -78,6 +78,7 @@ SHARDING_KEYS: dict[str, ShardingKey] = {
     "sales_ready_leads": _key("lead_id", fixed_by="ready_id"),
     "free_mail_domains": _key("domain"),
     "deliveries": _key("delivery_key"),
+    "ad_feedback": _key("feedback_id"),
 }
 
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)(\s)", re.IGNORECASE)

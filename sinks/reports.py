@@ -144,6 +144,12 @@ REPORTS: dict[str, ReportSpec] = {
             ("model", "from", "to", "by_campaign"),
             "lead quality per channel: MQL, SQL, win and lost rates, top lost reasons, deal value, sales cycle",
         ),
+        ReportSpec(
+            "ads-feedback",
+            "ads_feedback.sql",
+            ("from", "to"),
+            "conversions fed back to ad platforms (files, APIs) per platform, action, stage and status, with values",
+        ),
     )
 }
 

@@ -132,7 +132,7 @@ def test_topic_specs_include_internal_topics_once() -> None:
     specs = pipeline_topic_specs(settings)
     names = [spec.name for spec in specs]
     assert len(names) == len(set(names))
-    assert names[:13] == [spec.name for spec in settings.topics.specs()]
+    assert names[:14] == [spec.name for spec in settings.topics.specs()]
     assert [spec.name for spec in specs if spec.compacted] == [
         "unit.leads",
         "unit-worker-visitors-changelog",
@@ -155,6 +155,7 @@ def test_topic_specs_include_internal_topics_once() -> None:
         "output",
         "dead-letters",
         "output",
+        "output",  # ad-feedback
         "internal",
         "internal",
         "internal",

@@ -199,6 +199,7 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
 
     _print_measurements(stats, probe, finished, delay_summary(probe.delays()))
     _print_report(client, cursor, run)
+    _print_ads(client, cursor, run)
     _print_next(settings, processes, worker_settings, run)
 
 
@@ -278,6 +279,29 @@ def _print_report(client, cursor, run) -> None:
         f"   leads, customers and revenue are credited to channels by each model (first touch, last "
         f"non-direct touch, linear); roas = revenue / spend; total spend {_money(total['spend'])} EUR.",
         soft_wrap=True,
+    )
+
+
+def _print_ads(client, cursor, run) -> None:
+    """How many SQL and customer conversions of the simulated period may go back to each ad platform (docs/ADS.md):
+    with the platform's click id (the simulated paid traffic carries them), within 90 days, with consent."""
+    from sinks.ad_export import ready_counts
+
+    date_from = date.fromisoformat(cursor.epoch)
+    date_to = run.end.date() - timedelta(days=1)
+    counts = ready_counts(client, date_from, date_to)
+    console.print(
+        "   ready for the ad platforms (SQL and customer conversions with the platform's click id and consent): "
+        + ", ".join(f"{platform} {counts[platform]:,}" for platform in ("google", "microsoft", "meta", "linkedin")),
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(
+        f"   files: closedloop export ads --platform google --stage customer --from {date_from} --to {date_to}; "
+        "Meta and LinkedIn: closedloop deliver with their tokens (docs/ADS.md)",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
     )
 
 
