@@ -28,10 +28,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from schemas import serde
 from schemas.identity import lead_id_for, normalize_email
+from schemas.outbox import LeadErased
 from sinks.cluster_sql import mutation_target, scanned_table
 from sinks.settings import SinkSettings
 from stream_jobs.rules.erasure import EraseResult
@@ -41,7 +43,8 @@ from stream_jobs.settings import WorkerSettings
 
 # The worker's inputs: a record still waiting there may be about the person (see ``Report.worker_backlog``).
 OUTBOUND_DELIVERIES = (
-    "the ad feed forgets the email with the leads tombstone; what was already sent to CRMs, webhooks and ad "
+    "the ad feed forgets the email with the leads tombstone, and closedloop deliver sends none of the messages "
+    "queued for the lead before now (the erased-leads topic); what was already sent to CRMs, webhooks and ad "
     "platforms (docs/DELIVERY.md, docs/ADS.md) stays there: erase it there too"
 )
 
@@ -179,6 +182,9 @@ def _through_kafka(
             reader.seek(tp, end)
         key = report.lead_id.encode()
         tombstone = producer.send(topics.leads, key=key, value=None).get(timeout=30)
+        erased = LeadErased(lead_id=report.lead_id, request_id=report.request_id, erased_at=datetime.now(timezone.utc))
+        producer.send(topics.erased_leads, key=key, value=serde.dumps(erased)).get(timeout=30)
+        report.removed[f"Kafka {topics.erased_leads} (deliver drops what was queued)"] = 1
         command = LeadEvent(
             kind="erase", lead_id=report.lead_id, event_id=report.request_id, visitor_ids=tuple(visitors)
         )

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from delivery import ads, crm
@@ -27,7 +27,7 @@ from delivery import requests as build
 from delivery.sender import Outcome, send
 from delivery.settings import DeliverySettings
 from schemas import serde
-from schemas.outbox import AdFeedback, DeliveryStatus, OutboxMessage
+from schemas.outbox import AdFeedback, DeliveryStatus, LeadErased, OutboxMessage
 from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 
 log = logging.getLogger("closedloop.deliver")
@@ -145,6 +145,64 @@ def ad_feedback(
     )
 
 
+ERASED_REASON = "not sent: the lead was erased after this message was queued (closedloop erase)"
+
+
+class ErasedLeads:
+    """The leads ``closedloop erase`` erased, and when, read whole from the compacted erased-leads topic before each
+    batch of the outbox: a message queued for a lead before its erasure is not sent, since it may carry the email
+    the person asked to be forgotten. A message already in its retries when the erasure comes finishes them."""
+
+    def __init__(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        self._consumer = consumer
+        self._partitions = partitions
+        self.erased_at: dict[str, datetime] = {}
+
+    @classmethod
+    def open(cls, settings: DeliverySettings) -> ErasedLeads | None:
+        """None while the topic does not exist yet (``closedloop up`` creates it): nothing was erased through it."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_servers,
+            enable_auto_commit=False,
+            reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+        )
+        numbers = consumer.partitions_for_topic(settings.topics.erased_leads)
+        if not numbers:
+            consumer.close()
+            return None
+        partitions = [TopicPartition(settings.topics.erased_leads, n) for n in sorted(numbers)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        return cls(consumer, partitions)
+
+    def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Read up to the topic's end as of now; TimeoutError when the broker does not let it within ``timeout_s``
+        (the batch is then not delivered, and the loop fails like on any Kafka error)."""
+        ends = self._consumer.end_offsets(self._partitions)
+        deadline = time.monotonic() + timeout_s
+        while any(self._consumer.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {self._partitions[0].topic} to its end within {timeout_s:g} s")
+            for records in self._consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    if record.value is None:
+                        continue
+                    try:
+                        erased = LeadErased.model_validate_json(record.value)
+                    except ValidationError:
+                        log.warning("not a LeadErased record: ignored", extra={"offset": record.offset})
+                        continue
+                    before = self.erased_at.get(erased.lead_id)
+                    self.erased_at[erased.lead_id] = max(before, erased.erased_at) if before else erased.erased_at
+
+    def covers(self, message: OutboxMessage) -> bool:
+        erased_at = self.erased_at.get(message.lead_id)
+        return erased_at is not None and message.occurred_at <= erased_at
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def deliver_one(
     message: OutboxMessage,
     settings: DeliverySettings,
@@ -152,8 +210,10 @@ def deliver_one(
     seen: SeenStore,
     producer: KafkaProducer,
     stop: threading.Event,
+    erased: bool = False,
 ) -> dict[str, Outcome | None]:
-    """Every destination of one message; None for one already done before (a replay)."""
+    """Every destination of one message; None for one already done before (a replay). ``erased``: the lead was
+    erased after the message was queued, so each destination gets an "erased" status and no request."""
     outcomes: dict[str, Outcome | None] = {}
     for destination in settings.routes(message.kind):
         key = build.idempotency_key(message, destination)
@@ -172,10 +232,13 @@ def deliver_one(
                 sleep=stop.wait,
             )
 
-        outcome = deliver_to(destination, message, settings, send_one)
+        if erased:
+            outcome = Outcome(False, 0, None, ERASED_REASON)
+        else:
+            outcome = deliver_to(destination, message, settings, send_one)
         if not outcome.delivered and stop.is_set():
             return outcomes  # stopped mid-retry: neither dead nor done; not committed, so sent again after restart
-        if not outcome.delivered:
+        if not outcome.delivered and not erased:  # an erased lead's message is not kept (it may carry the email)
             dead = {"destination": destination, "reason": outcome.reason, "tries": outcome.tries}
             value = json.dumps({**dead, "message": message.model_dump(mode="json")}).encode()
             producer.send(settings.topics.outbox_dead, key=message.lead_id.encode(), value=value).get(timeout=30)
@@ -186,7 +249,7 @@ def deliver_one(
             kind=message.kind,
             lead_id=message.lead_id,
             destination=destination,
-            status="delivered" if outcome.delivered else "dead",
+            status="delivered" if outcome.delivered else "erased" if erased else "dead",
             tries=outcome.tries,
             http_status=outcome.status,
             reason=outcome.reason,
@@ -198,7 +261,7 @@ def deliver_one(
             audit = ad_feedback(destination, message, settings, status)
             producer.send(settings.topics.ad_feedback, key=message.lead_id.encode(), value=serde.dumps(audit))
         # no URL, no secret, no body in the log: the destination's name and the outcome only
-        log.info("delivery %s %s: %s", destination, message.message_id, "delivered" if outcome.delivered else "dead")
+        log.info("delivery %s %s: %s", destination, message.message_id, status.status)
         outcomes[destination] = outcome
     return outcomes
 
@@ -220,10 +283,15 @@ def run(settings: DeliverySettings, stop: threading.Event) -> None:
         bootstrap_servers=settings.kafka_servers, acks="all", reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS
     )
     seen = SeenStore(settings.data_dir / "deliver" / "seen-keys")  # not per group: a new group re-reads, too
+    erasures: ErasedLeads | None = None
     try:
         with httpx.Client(timeout=settings.delivery_timeout_seconds) as client:
             while not stop.is_set():
                 batches = consumer.poll(timeout_ms=500, max_records=100)
+                if batches:
+                    erasures = erasures or ErasedLeads.open(settings)
+                    if erasures is not None:
+                        erasures.catch_up()
                 for records in batches.values():
                     for record in records:
                         try:
@@ -232,7 +300,8 @@ def run(settings: DeliverySettings, stop: threading.Event) -> None:
                             value = json.dumps({"reason": f"not an OutboxMessage: {error.errors()[:3]}"}).encode()
                             producer.send(settings.topics.outbox_dead, value=value).get(timeout=30)
                             continue
-                        deliver_one(message, settings, client, seen, producer, stop)
+                        erased = erasures.covers(message) if erasures is not None else False
+                        deliver_one(message, settings, client, seen, producer, stop, erased)
                 if batches and not stop.is_set():
                     producer.flush(timeout=30)  # the status rows of what the commit marks as done
                     consumer.commit()
@@ -240,3 +309,5 @@ def run(settings: DeliverySettings, stop: threading.Event) -> None:
         seen.close()
         consumer.close()
         producer.close()
+        if erasures is not None:
+            erasures.close()

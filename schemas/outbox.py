@@ -58,7 +58,9 @@ class DeliveryStatus(BaseModel):
     kind: Kind
     lead_id: Annotated[str, Field(min_length=1, max_length=200)]
     destination: Annotated[str, Field(min_length=1, max_length=32)]
-    status: Literal["delivered", "dead"]
+    status: Literal["delivered", "dead", "erased"] = Field(
+        description="erased: not sent, the lead was erased after the message was queued (docs/PRIVACY.md)"
+    )
     tries: int = Field(ge=0, le=1000)
     http_status: int | None = Field(None, ge=100, le=599, description="The last answer's status; None: no answer.")
     reason: Annotated[str, Field(max_length=1000)] = Field("", description="Why it is dead; empty when delivered.")
@@ -95,11 +97,27 @@ class AdFeedback(BaseModel):
     converted_at: datetime
     value: Decimal | None = Field(None, max_digits=18, decimal_places=2)
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
-    status: Literal["exported", "delivered", "dead"]
+    status: Literal["exported", "delivered", "dead", "erased"]
     reason: Annotated[str, Field(max_length=1000)] = ""
     recorded_at: datetime
 
     @field_validator("converted_at", "recorded_at", mode="after")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
+
+
+class LeadErased(BaseModel):
+    """``closedloop erase`` erased this lead at ``erased_at``: an outbox message about it that occurred before then
+    is not sent (it may carry the email). Later activity of the same person (a new form) is sent as usual."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lead_id: Annotated[str, Field(min_length=1, max_length=200)]
+    request_id: Annotated[str, Field(min_length=1, max_length=200)]
+    erased_at: datetime
+
+    @field_validator("erased_at", mode="after")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return as_utc(value)

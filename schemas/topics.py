@@ -114,6 +114,12 @@ class Topics:
         sink writes them to the ``ad_feedback`` table (docs/ADS.md)."""
         return f"{self.prefix}.ad-feedback"
 
+    @property
+    def erased_leads(self) -> str:
+        """:class:`schemas.outbox.LeadErased` records keyed by lead id, written by ``closedloop erase`` (compacted):
+        ``closedloop deliver`` sends nothing queued for a lead before its erasure."""
+        return f"{self.prefix}.erased-leads"
+
     def specs(self) -> list[TopicSpec]:
         """Every topic ``closedloop up`` creates, in the order data flows."""
         return [
@@ -131,6 +137,7 @@ class Topics:
             TopicSpec(self.outbox_dead, "lead_id", DEAD_LETTERS, doc="outbound deliveries that gave up"),
             TopicSpec(self.deliveries, "lead_id", OUTPUT, doc="how each outbound delivery ended"),
             TopicSpec(self.ad_feedback, "lead_id", OUTPUT, doc="conversions sent to ad platforms, how each ended"),
+            TopicSpec(self.erased_leads, "lead_id", STATE, doc="erased leads: deliver drops what was queued for them"),
         ]
 
     def source_topics(self) -> list[str]:
