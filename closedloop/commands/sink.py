@@ -68,7 +68,7 @@ def _run_one(settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: writer.stop())
     if settings.sink_metrics_port:
-        _serve_metrics(writer, settings.sink_metrics_port)
+        _serve_metrics(writer, settings.sink_metrics_port, settings.sink_metrics_host)
     console.print(f"sink: {settings.kafka_servers} -> {settings.clickhouse_database}; Ctrl-C stops")
     try:
         metrics = writer.run()
@@ -105,8 +105,8 @@ def _run_group(settings, processes: int, log_config: dict) -> None:
         raise click.ClickException(f"{result.failed} of {processes} sink processes failed (see the log above)")
 
 
-def _serve_metrics(writer, port: int) -> None:
-    """Prometheus metrics on 127.0.0.1:port: rows written, batches, retries (unreachable or refused), rows
+def _serve_metrics(writer, port: int, host: str) -> None:
+    """Prometheus metrics on host:port (CLOSEDLOOP_SINK_METRICS_HOST, 127.0.0.1 unless set): rows written, batches, retries (unreachable or refused), rows
     rejected, dead letters, lag."""
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -135,4 +135,4 @@ def _serve_metrics(writer, port: int) -> None:
         ("closedloop_sink_lag", "Records behind the end of the assigned partitions", lambda: m.lag),
     ):
         Gauge(name, doc, registry=registry).set_function(read)
-    start_http_server(port, addr="127.0.0.1", registry=registry)
+    start_http_server(port, addr=host, registry=registry)

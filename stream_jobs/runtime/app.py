@@ -22,8 +22,9 @@ Configuration, and why
     - ``consumer_auto_offset_reset="earliest"``: a new worker group reads its topics from the beginning.
     - Fetches as aiokafka makes them: Kafka holds a fetch that finds nothing new for up to Faust's 1.5 s fetch
       wait, so an idle worker costs about 0.5% of a core (docs/STREAMS.md).
-    - The web server serves our pages only: ``/counters/`` and Faust's index ``/`` (``{"status": "OK"}``, the
-      health check) to anyone, ``/diagnostics/`` with the data directory's password (``diagnostics``). Faust's own
+    - The web server serves our pages only: ``/counters/``, ``/metrics`` (Prometheus, ``metrics``) and Faust's
+      index ``/`` (``{"status": "OK"}``, the health check) to anyone, ``/diagnostics/`` with the data directory's
+      password (``diagnostics``). Faust's own
       pages are off: ``/table/<name>/<key>/`` handed out table data (and answered 500 for ``ContactState``,
       which JSON cannot serialize), ``/router/`` the cluster's layout; ``@table_route`` is not used, so nothing
       needs the router. Anything else answers 404.
