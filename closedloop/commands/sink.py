@@ -106,8 +106,8 @@ def _run_group(settings, processes: int, log_config: dict) -> None:
 
 
 def _serve_metrics(writer, port: int, host: str) -> None:
-    """Prometheus metrics on host:port (CLOSEDLOOP_SINK_METRICS_HOST, 127.0.0.1 unless set): rows written, batches, retries (unreachable or refused), rows
-    rejected, dead letters, lag."""
+    """Prometheus metrics on host:port (CLOSEDLOOP_SINK_METRICS_HOST, 127.0.0.1 unless set): rows written,
+    batches, retries (unreachable or refused), rows rejected, dead letters, lag."""
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
     registry = CollectorRegistry()
