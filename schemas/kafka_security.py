@@ -186,39 +186,50 @@ def faust_security(settings: PipelineSettings) -> dict[str, Any]:
 
 
 def login_problem(settings: PipelineSettings, timeout: float = 10.0) -> str | None:
-    """Whether the brokers refuse this process: with TLS or SASL configured, a metadata request with the
-    security settings, and a message naming the settings to fix when the brokers refuse the login or the TLS
-    handshake fails. None when it works, with PLAINTEXT (nothing to refuse), or when no broker answers at all
-    (each process has its own way of waiting for an absent broker)."""
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaError
+    """Whether the brokers refuse this process: with TLS or SASL configured, one bootstrap (a metadata request)
+    with the security settings, and a message naming the settings to fix when the brokers refuse the login or the
+    TLS handshake fails. None when it works, with PLAINTEXT (nothing to refuse), or when no broker answers at all
+    (each process has its own way of waiting for an absent broker). Call it where no event loop runs."""
+    import asyncio
 
     if settings.kafka_security_protocol == "PLAINTEXT":
         return None
-    # kafka-python retries a refused login until its bootstrap timeout and then raises a plain timeout; the
-    # refusal itself is only logged. Keep those lines to say what happened.
+    # The clients log why a connection failed and raise a generic "unable to bootstrap": keep those lines. aiokafka
+    # reports a refused SCRAM login as such; kafka-python sees only a dropped connection.
     failures = _Failures()
-    library_log = logging.getLogger("kafka")
+    library_log = logging.getLogger("aiokafka")
     library_log.addHandler(failures)
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_servers.split(","),
-            client_id="closedloop-login-check",
-            request_timeout_ms=int(timeout * 1000) + 500,
-            bootstrap_timeout_ms=int(timeout * 1000),
-            reconnect_backoff_max_ms=1000,
-            **kafka_python_security(settings),
-        )
-    except (KafkaError, OSError) as error:
-        reasons = [error, *failures.errors]
-        for kind in ("login", "tls"):  # a refused login ends in a dropped TLS connection too: it comes first
-            refused = next((reason for reason in reasons if refusal(reason) == kind), None)
-            if refused is not None:
-                return describe_connect_error(settings, refused)
-        return None
+        error = asyncio.run(asyncio.wait_for(_bootstrap(settings, timeout), timeout + 5))
+    except (TimeoutError, asyncio.TimeoutError):
+        error = None  # nobody answered in time
     finally:
         library_log.removeHandler(failures)
-    admin.close()
+    if error is None:
+        return None
+    reasons = [error, *failures.errors]
+    for kind in ("login", "tls"):  # a refused login can end in a dropped TLS connection too: it comes first
+        refused = next((reason for reason in reasons if refusal(reason) == kind), None)
+        if refused is not None:
+            return describe_connect_error(settings, refused)
+    return None
+
+
+async def _bootstrap(settings: PipelineSettings, timeout: float) -> BaseException | None:
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(
+        bootstrap_servers=settings.kafka_servers.split(","),
+        client_id="closedloop-login-check",
+        request_timeout_ms=int(timeout * 1000),
+        **aiokafka_security(settings),
+    )
+    try:
+        await client.bootstrap()
+    except Exception as error:  # noqa: BLE001 - classified by the caller
+        return error
+    finally:
+        await client.close()
     return None
 
 
