@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ __all__ = [
     "faust_security",
     "kafka_python_security",
     "login_problem",
+    "security_environment",
     "security_problems",
     "ssl_context",
 ]
@@ -100,6 +102,31 @@ def security_problems(settings: PipelineSettings) -> list[str]:
             "(with CLOSEDLOOP_KAFKA_SSL_KEY_PASSWORD if the key is encrypted)."
         )
     return problems
+
+
+def security_environment(settings: PipelineSettings) -> dict[str, str]:
+    """The ``CLOSEDLOOP_KAFKA_*`` security variables that give a child process these settings (the password
+    included: for a child's environment only, never for a log)."""
+    values: dict[str, Any] = {
+        "SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "SASL_USERNAME": settings.kafka_sasl_username,
+        "SASL_PASSWORD": settings.kafka_sasl_password,
+        "SSL_CAFILE": settings.kafka_ssl_cafile,
+        "SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "SSL_KEYFILE": settings.kafka_ssl_keyfile,
+        "SSL_KEY_PASSWORD": settings.kafka_ssl_key_password,
+        "SSL_CHECK_HOSTNAME": None if settings.kafka_ssl_check_hostname else "false",
+    }
+    environment = {}
+    for name, value in values.items():
+        if value is None or (name == "SECURITY_PROTOCOL" and value == "PLAINTEXT"):
+            continue
+        text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        environment[f"CLOSEDLOOP_KAFKA_{name}"] = (
+            str(Path(text).expanduser().resolve()) if isinstance(text, Path) else str(text)
+        )
+    return environment
 
 
 def _given(value: Any) -> bool:

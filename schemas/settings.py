@@ -124,7 +124,22 @@ class PipelineSettings(BaseSettings):
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
     def _upper_case(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+        return (value.strip().upper() or None) if isinstance(value, str) else value
+
+    @field_validator(
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_ssl_key_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes ${VAR:-} as an empty string: the same as not setting the variable.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _kafka_security_consistent(self) -> PipelineSettings:

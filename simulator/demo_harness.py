@@ -36,7 +36,7 @@ from deploy.daemons import (
     stop_pid,
     wait_until,
 )
-from schemas.kafka_security import kafka_python_security
+from schemas.kafka_security import kafka_python_security, security_environment
 from schemas.settings import PipelineSettings
 from simulator.senders import demo_collector_environment
 
@@ -74,6 +74,7 @@ def pipeline_environment(
             "CLOSEDLOOP_PORT": str(ports.collector),
             "PYTHONUNBUFFERED": "1",
             **demo_collector_environment(),
+            **security_environment(settings),
         }
     )
     if settings.replication_factor is not None:

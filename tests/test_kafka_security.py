@@ -31,6 +31,7 @@ from schemas.kafka_security import (
     faust_security,
     kafka_python_security,
     login_problem,
+    security_environment,
     ssl_context,
 )
 from schemas.settings import PipelineSettings
@@ -226,6 +227,26 @@ def test_each_library_gets_the_same_settings(tls_files: TlsFiles) -> None:
     assert set(kafka_python_security(tls_only)) == {"security_protocol", "ssl_context"}
     assert not kafka_python_security(tls_only)["ssl_context"].check_hostname
     assert faust_security(tls_only)["broker_credentials"].protocol.value == "SSL"
+
+
+def test_child_processes_get_the_same_settings(tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username=PLAIN_USER,
+        kafka_sasl_password=PLAIN_PASSWORD,
+        kafka_ssl_cafile=tls_files.ca,
+        kafka_ssl_certfile=tls_files.client_cert,
+        kafka_ssl_keyfile=tls_files.client_key,
+        kafka_ssl_check_hostname=False,
+    )
+    assert security_environment(_settings()) == {}
+    environment = security_environment(settings)
+    assert environment["CLOSEDLOOP_KAFKA_SASL_PASSWORD"] == PLAIN_PASSWORD
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    assert PipelineSettings() == settings
 
 
 def test_a_client_certificate_must_match_its_key(tls_files: TlsFiles) -> None:
@@ -429,8 +450,7 @@ def test_an_event_reaches_clickhouse_over_sasl_ssl_only(
     processes = PipelineProcesses(
         settings,
         PipelinePorts(collector=free_port(), worker_web=free_port()),
-        extra_env={
-            **_secure_env(secure_broker),
+        extra_env={  # the security settings reach the processes through pipeline_environment
             "CLOSEDLOOP_SINK_CONSUMER_GROUP": sink_group,
             "CLOSEDLOOP_SINK_BATCH_SECONDS": "0.5",
         },
@@ -469,3 +489,23 @@ def test_an_event_reaches_clickhouse_over_sasl_ssl_only(
         client.close()
     for name in ("collector", "worker", "sink"):
         assert SCRAM_PASSWORD not in processes.log(name).read_text(errors="replace"), f"the {name} logged it"
+
+
+def test_the_deployment_examples_name_real_settings_that_fit_together() -> None:
+    """deploy/compose's .env.example and deploy/k8s's secrets.env.example show the settings commented out: once
+    uncommented (with a CA file that exists) they are accepted as they stand."""
+    root = Path(__file__).resolve().parent.parent
+    for example in (root / "deploy" / "compose" / ".env.example", root / "deploy" / "k8s" / "secrets.env.example"):
+        lines = [line.removeprefix("# ") for line in example.read_text().splitlines()]
+        shown = dict(line.split("=", 1) for line in lines if line.startswith("CLOSEDLOOP_KAFKA_"))
+        assert set(shown) == {
+            "CLOSEDLOOP_KAFKA_SECURITY_PROTOCOL",
+            "CLOSEDLOOP_KAFKA_SASL_MECHANISM",
+            "CLOSEDLOOP_KAFKA_SASL_USERNAME",
+            "CLOSEDLOOP_KAFKA_SASL_PASSWORD",
+            "CLOSEDLOOP_KAFKA_SSL_CAFILE",
+        }, example
+        values = {name.removeprefix("CLOSEDLOOP_").lower(): value for name, value in shown.items()}
+        assert values["kafka_ssl_cafile"].startswith("/etc/closedloop/")
+        settings = _settings(**{**values, "kafka_ssl_cafile": None})
+        assert settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
