@@ -489,6 +489,26 @@ def test_an_event_reaches_clickhouse_over_sasl_ssl_only(
         client.close()
     for name in ("collector", "worker", "sink"):
         assert SCRAM_PASSWORD not in processes.log(name).read_text(errors="replace"), f"the {name} logged it"
+    # `closedloop status` reaches the brokers through the SASL_SSL listener too, and does not show the password
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+    env.update(_secure_env(secure_broker))
+    env.update(
+        {
+            "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": secure_broker.bootstrap,
+            "CLOSEDLOOP_CLICKHOUSE_URL": settings.clickhouse,
+            "CLOSEDLOOP_DATA_DIR": str(tmp_path / "status"),
+        }
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "closedloop.cli", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert SCRAM_PASSWORD not in shown.stdout + shown.stderr
+    kafka = next(s for s in json.loads(shown.stdout)["services"] if s["name"] == "kafka")
+    assert kafka["healthy"], kafka
 
 
 def test_the_deployment_examples_name_real_settings_that_fit_together() -> None:
