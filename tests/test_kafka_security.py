@@ -529,3 +529,24 @@ def test_the_deployment_examples_name_real_settings_that_fit_together() -> None:
         assert values["kafka_ssl_cafile"].startswith("/etc/closedloop/")
         settings = _settings(**{**values, "kafka_ssl_cafile": None})
         assert settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+
+
+@pytest.mark.parametrize("command", ["status", "sink", "worker"])
+def test_a_bad_combination_stops_the_command_readably(command: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+    env.update(
+        {
+            "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+            "CLOSEDLOOP_KAFKA_SASL_PASSWORD": WRONG_PASSWORD,
+            "CLOSEDLOOP_DATA_DIR": str(tmp_path),
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "closedloop.cli", command], env=env, capture_output=True, text=True, timeout=60
+    )
+    output = " ".join((done.stdout + done.stderr).split())  # rich folds lines at the terminal's width
+    assert done.returncode in (1, 2), output
+    assert (
+        "CLOSEDLOOP_KAFKA_SASL_PASSWORD set, but CLOSEDLOOP_KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not log in" in output
+    )
+    assert "Traceback" not in output and WRONG_PASSWORD not in output
