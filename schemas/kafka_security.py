@@ -221,17 +221,26 @@ def login_problem(settings: PipelineSettings, timeout: float = 10.0) -> str | No
 
     if settings.kafka_security_protocol == "PLAINTEXT":
         return None
-    # The clients log why a connection failed and raise a generic "unable to bootstrap": keep those lines. aiokafka
-    # reports a refused SCRAM login as such; kafka-python sees only a dropped connection.
+    # aiokafka logs why a connection failed and raises a generic "unable to bootstrap": keep those lines. A refused
+    # login is logged as an error; a client certificate the broker refused only at debug level on aiokafka.conn,
+    # which is turned up for the check and kept from the process's own log meanwhile. (aiokafka reports a refused
+    # SCRAM login as such; kafka-python sees only a dropped connection.)
     failures = _Failures()
-    library_log = logging.getLogger("aiokafka")
-    library_log.addHandler(failures)
+    client_log, connection_log = logging.getLogger("aiokafka"), logging.getLogger("aiokafka.conn")
+    saved = (connection_log.level, connection_log.propagate)
+    client_log.addHandler(failures)
+    connection_log.addHandler(failures)
+    connection_log.setLevel(logging.DEBUG)
+    connection_log.propagate = False
     try:
         error = asyncio.run(asyncio.wait_for(_bootstrap(settings, timeout), timeout + 5))
     except (TimeoutError, asyncio.TimeoutError):
         error = None  # nobody answered in time
     finally:
-        library_log.removeHandler(failures)
+        client_log.removeHandler(failures)
+        connection_log.removeHandler(failures)
+        connection_log.setLevel(saved[0])
+        connection_log.propagate = saved[1]
     if error is None:
         return None
     reasons = [error, *failures.errors]
@@ -261,15 +270,16 @@ async def _bootstrap(settings: PipelineSettings, timeout: float) -> BaseExceptio
 
 
 class _Failures(logging.Handler):
-    """The connection failures kafka-python logs (``Connection failed: ...``), as exceptions to classify."""
+    """The connection failures the client logs, as exceptions to classify (a bounded number)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.DEBUG)
         self.errors: list[BaseException] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if len(self.errors) < 20:
-            self.errors.append(ConnectionError(record.getMessage()))
+        message = record.getMessage()
+        if len(self.errors) < 20 and (record.levelno >= logging.ERROR or refusal(ConnectionError(message))):
+            self.errors.append(ConnectionError(message))
 
 
 def refusal(error: BaseException) -> str | None:

@@ -550,3 +550,48 @@ def test_a_bad_combination_stops_the_command_readably(command: str, tmp_path: Pa
         "CLOSEDLOOP_KAFKA_SASL_PASSWORD set, but CLOSEDLOOP_KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not log in" in output
     )
     assert "Traceback" not in output and WRONG_PASSWORD not in output
+
+
+@pytest.mark.kafka
+def test_mutual_tls_needs_the_client_certificate(tls_files: TlsFiles, tmp_path: Path) -> None:
+    """An SSL listener that requires a client certificate (signed by the test CA): kafka-python and aiokafka get
+    in with CLOSEDLOOP_KAFKA_SSL_CERTFILE/_KEYFILE, and without them the start-time check names those settings."""
+    from aiokafka import AIOKafkaProducer
+    from kafka import KafkaAdminClient
+
+    broker = EmbeddedKafka(tmp_path / "mtls-kafka")
+    port = free_port()
+    write_secure_listener(
+        broker.settings,
+        SecureListener(protocol="SSL", port=port, keystore=tls_files.broker_keystore, truststore=tls_files.ca),
+    )
+    try:
+        broker.start()
+        settings = _settings(
+            kafka_bootstrap_servers=f"127.0.0.1:{port}",
+            kafka_security_protocol="SSL",
+            kafka_ssl_cafile=tls_files.ca,
+            kafka_ssl_certfile=tls_files.client_cert,
+            kafka_ssl_keyfile=tls_files.client_key,
+        )
+        assert login_problem(settings) is None
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, **kafka_python_security(settings))
+        try:
+            assert [node["broker_id"] for node in admin.describe_cluster()["brokers"]] == [1]
+        finally:
+            admin.close()
+
+        async def produce() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, **aiokafka_security(settings))
+            await asyncio.wait_for(producer.start(), 30)
+            await producer.stop()
+
+        asyncio.run(produce())
+        without = _settings(
+            kafka_bootstrap_servers=f"127.0.0.1:{port}", kafka_security_protocol="SSL", kafka_ssl_cafile=tls_files.ca
+        )
+        refused = login_problem(without, timeout=5)
+        assert refused is not None and "TLS handshake" in refused, refused
+        assert "CLOSEDLOOP_KAFKA_SSL_CERTFILE" in refused
+    finally:
+        broker.stop()
