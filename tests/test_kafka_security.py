@@ -368,8 +368,8 @@ def test_login_problem_names_what_the_broker_refused(secure_broker: SecureBroker
 
 @pytest.mark.kafka
 def test_a_wrong_password_stops_each_process_at_start(secure_broker: SecureBroker, tmp_path: Path) -> None:
-    """collector, worker, sink and deliver: exit status 1 within the bound, one line naming the settings, no
-    traceback, no password."""
+    """collector, worker, sink, deliver (and `closedloop up` on this real Kafka): exit status 1 within the bound,
+    one line naming the settings, no traceback, no password."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
     env.update(_secure_env(secure_broker, WRONG_PASSWORD))
     env.update(
@@ -392,7 +392,7 @@ def test_a_wrong_password_stops_each_process_at_start(secure_broker: SecureBroke
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        for name in ("collector", "worker", "sink", "deliver")
+        for name in ("collector", "worker", "sink", "deliver", "up")
     }
     outputs = {}
     try:
