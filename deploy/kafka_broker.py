@@ -6,6 +6,7 @@ directory (``~/.cache/closedloop/kafka-<version>/lib``), fetched once and shared
 session. Each node has its own folder under the data directory's ``kafka/``::
 
     kafka/cluster.json         the cluster id, the node count and the Kafka version it was formatted with
+    kafka/secure-listener.json optional: an extra TLS/SASL client listener on each node (``SecureListener``)
     kafka/node-<id>/server.properties, log4j2.properties
     kafka/node-<id>/data/      the node's log directory (formatted once with kafka.tools.StorageTool)
 
