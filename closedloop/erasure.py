@@ -33,6 +33,7 @@ from typing import Any
 
 from schemas import serde
 from schemas.identity import lead_id_for, normalize_email
+from schemas.kafka_security import kafka_python_security
 from schemas.outbox import LeadErased
 from sinks.cluster_sql import mutation_target, scanned_table
 from sinks.settings import SinkSettings
@@ -159,15 +160,20 @@ def _through_kafka(
 
     topics = worker.topics
     inputs = [topics.events, topics.crm, crm_contacts_topic(worker.app_id), topics.lead_events]
-    report.worker_backlog = sum(consumer_lag(worker.kafka_servers, worker.app_id, inputs).values())
+    report.worker_backlog = sum(
+        consumer_lag(worker.kafka_servers, worker.app_id, inputs, client_kwargs=kafka_python_security(worker)).values()
+    )
     results_topic = erasure_results_topic(worker.app_id)
     reader = KafkaConsumer(
         bootstrap_servers=worker.kafka_servers.split(","),
         enable_auto_commit=False,
         isolation_level="read_committed",
         client_id="closedloop-erase",
+        **kafka_python_security(worker),
     )
-    producer = KafkaProducer(bootstrap_servers=worker.kafka_servers.split(","), acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=worker.kafka_servers.split(","), acks="all", **kafka_python_security(worker)
+    )
     try:
         partitions = [
             TopicPartition(results_topic, p) for p in sorted(reader.partitions_for_topic(results_topic) or ())
@@ -237,7 +243,9 @@ def _wait_committed(sink: SinkSettings, tp: Any, offset: int, deadline: float) -
     """Whether the sink's group committed ``offset`` (or later) on ``tp`` before ``deadline``."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=sink.kafka_servers.split(","), client_id="closedloop-erase")
+    admin = KafkaAdminClient(
+        bootstrap_servers=sink.kafka_servers.split(","), client_id="closedloop-erase", **kafka_python_security(sink)
+    )
     try:
         while True:
             done = admin.list_group_offsets([sink.sink_consumer_group]).get(sink.sink_consumer_group, {}).get(tp)

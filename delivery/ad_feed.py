@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from delivery.ads import ConversionView, ad_messages
 from delivery.settings import DeliverySettings
+from schemas.kafka_security import kafka_python_security
 from schemas.outputs import Lead
 from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 
@@ -70,9 +71,13 @@ def run(settings: DeliverySettings, stop: threading.Event) -> None:
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+        **kafka_python_security(settings),
     )
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_servers, acks="all", reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS
+        bootstrap_servers=settings.kafka_servers,
+        acks="all",
+        reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+        **kafka_python_security(settings),
     )
     emails = Emails()
     queued_ids: set[str] = set()  # what this run put on the outbox: a newer version of a conversion adds nothing

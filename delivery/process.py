@@ -27,6 +27,7 @@ from delivery import requests as build
 from delivery.sender import Outcome, send
 from delivery.settings import DeliverySettings
 from schemas import serde
+from schemas.kafka_security import kafka_python_security
 from schemas.outbox import AdFeedback, DeliveryStatus, LeadErased, OutboxMessage
 from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 
@@ -165,6 +166,7 @@ class ErasedLeads:
             bootstrap_servers=settings.kafka_servers,
             enable_auto_commit=False,
             reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+            **kafka_python_security(settings),
         )
         numbers = consumer.partitions_for_topic(settings.topics.erased_leads)
         if not numbers:
@@ -278,9 +280,13 @@ def run(settings: DeliverySettings, stop: threading.Event) -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+        **kafka_python_security(settings),
     )
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_servers, acks="all", reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS
+        bootstrap_servers=settings.kafka_servers,
+        acks="all",
+        reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+        **kafka_python_security(settings),
     )
     seen = SeenStore(settings.data_dir / "deliver" / "seen-keys")  # not per group: a new group re-reads, too
     erasures: ErasedLeads | None = None

@@ -31,6 +31,7 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
 from compat import kafka_python_fetcher
 from schemas import serde
+from schemas.kafka_security import kafka_python_security
 from schemas.outputs import DeadLetter
 from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 from sinks.client import connect
@@ -168,12 +169,14 @@ class SinkWriter:
             session_timeout_ms=int(settings.sink_session_timeout_seconds * 1000),
             heartbeat_interval_ms=int(settings.sink_session_timeout_seconds * 1000 / 15),
             reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+            **kafka_python_security(settings),
         )
         self._producer = KafkaProducer(
             bootstrap_servers=settings.kafka_servers,
             acks="all",
             linger_ms=5,
             reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+            **kafka_python_security(settings),
         )
         # No rebalance listener: kafka-python 3 runs listeners on its network thread, where a blocking commit
         # raises (and the error ends poll()). A batch read from partitions that move to another member is still

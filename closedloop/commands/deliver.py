@@ -13,6 +13,7 @@ import click
 def command(group: str | None) -> None:
     """Send each {prefix}.outbox message to its destinations (docs/DELIVERY.md); failures to {prefix}.outbox-dead.
     With Meta or LinkedIn configured, also feed their stage conversions to the outbox (docs/ADS.md)."""
+    from closedloop.commands._kafka_cli import refuse_unless_kafka_accepts
     from closedloop.commands._logs_cli import setup_logging
     from delivery.process import run
     from delivery.settings import DeliverySettings
@@ -24,6 +25,7 @@ def command(group: str | None) -> None:
         settings = read_settings(DeliverySettings, **overrides)
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
+    refuse_unless_kafka_accepts(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -108,6 +108,7 @@ def command(
 
 def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout: float) -> None:
     from deploy.daemons import StackError
+    from schemas.kafka_security import kafka_python_security
     from simulator.demo_harness import (
         DelayProbe,
         delay_summary,
@@ -121,8 +122,9 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
 
     processes.start(report=lambda line: console.print(f"   {line}"))
     alive = processes.check_alive
-    waited = wait_group_active(settings.kafka_servers, worker_settings.app_id, alive=alive)
-    wait_group_active(settings.kafka_servers, sink_settings.sink_consumer_group, alive=alive)
+    security = kafka_python_security(settings)
+    waited = wait_group_active(settings.kafka_servers, worker_settings.app_id, alive=alive, client_kwargs=security)
+    wait_group_active(settings.kafka_servers, sink_settings.sink_consumer_group, alive=alive, client_kwargs=security)
     console.print(
         f"   worker group {worker_settings.app_id} and sink group {sink_settings.sink_consumer_group} "
         f"are consuming (waited {waited:.1f} s)"

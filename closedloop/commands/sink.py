@@ -27,6 +27,7 @@ def command(
     batch_rows: int | None, batch_seconds: float | None, group: str | None, migrate: bool, processes: int
 ) -> None:
     """Consume events, crm, spend, touches, identity-links, leads, conversions and credits into ClickHouse."""
+    from closedloop.commands._kafka_cli import refuse_unless_kafka_accepts
     from closedloop.commands._logs_cli import setup_logging
     from schemas.logs import logging_config
     from sinks.migrate import migrate_up
@@ -36,6 +37,7 @@ def command(
         settings = sink_settings(
             sink_batch_rows=batch_rows, sink_batch_seconds=batch_seconds, sink_consumer_group=group
         )
+        refuse_unless_kafka_accepts(settings)
         if migrate:
             for label in migrate_up(settings):
                 console.print(f"applied {label}")

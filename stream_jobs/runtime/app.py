@@ -41,6 +41,7 @@ from typing import Any
 import faust
 
 from compat import faust_patches
+from schemas.kafka_security import faust_security
 from stream_jobs.rules.channels import ChannelRules
 from stream_jobs.runtime.topology import internal_topics
 from stream_jobs.settings import WorkerSettings
@@ -90,6 +91,7 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
         autodiscover=False,
         producer_linger=0.005,
         producer_max_batch_size=512 * 1024,
+        **faust_security(settings),
     )
     app.pipeline = Pipeline(app, settings, rules)  # type: ignore[attr-defined]  # the agents find their pipeline on the app
     return app
