@@ -298,6 +298,7 @@ def _secure_env(secure: SecureBroker, password: str = SCRAM_PASSWORD) -> dict[st
 @pytest.mark.parametrize(
     ("mechanism", "user", "password"),
     [("PLAIN", PLAIN_USER, PLAIN_PASSWORD), ("SCRAM-SHA-256", SCRAM_USER, SCRAM_PASSWORD)],
+    ids=["PLAIN", "SCRAM-SHA-256"],  # not the passwords: random per process, they would differ between xdist workers
 )
 def test_kafka_python_and_aiokafka_log_in(
     secure_broker: SecureBroker, mechanism: str, user: str, password: str
