@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from schemas.events import CLICK_ID_FIELDS, CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outbox import DeliveryStatus
-from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
+from schemas.outputs import Conversion, Credit, IdentityLink, Lead, LeadScore, SalesReadyLead, Touch
 from schemas.topics import Topics
 from sinks import canonical_rows
 
@@ -320,6 +320,8 @@ class RecordKind(StrEnum):
     CONVERSION = "conversion"
     CREDIT = "credit"
     DELIVERY = "delivery"  # DeliveryStatus on the deliveries topic (closedloop deliver)
+    SCORE = "score"  # LeadScore on the lead-scores topic
+    SALES_READY = "sales_ready"  # SalesReadyLead on the sales-ready topic
 
 
 def topic_kinds(topics: Topics) -> dict[str, RecordKind]:
@@ -333,6 +335,8 @@ def topic_kinds(topics: Topics) -> dict[str, RecordKind]:
             topics.conversions: RecordKind.CONVERSION,
             topics.credits: RecordKind.CREDIT,
             topics.deliveries: RecordKind.DELIVERY,
+            topics.scores: RecordKind.SCORE,
+            topics.sales_ready: RecordKind.SALES_READY,
         }
     )
     return kinds
@@ -573,6 +577,26 @@ def delivery_row(d: DeliveryStatus) -> Row:
     )
 
 
+def score_row(s: LeadScore) -> Row:
+    return (s.lead_id, s.scored_at, s.score, [(p.rule, p.points) for p in s.breakdown], s.event_id)
+
+
+def sales_ready_row(r: SalesReadyLead) -> Row:
+    journey = r.model_dump(mode="json", include={"first_touch", "touches", "pages", "forms"})
+    return (
+        r.ready_id,
+        r.lead_id,
+        r.cycle,
+        r.email,
+        r.ready_at,
+        r.reason,
+        r.score,
+        [(p.rule, p.points) for p in r.breakdown],
+        orjson.dumps(journey).decode(),
+        r.event_id,
+    )
+
+
 _OUTPUTS: dict[RecordKind, tuple[Any, str, Callable[[Any], tuple[Any, ...]]]] = {
     RecordKind.TOUCH: (Touch, "touches", touch_row),
     RecordKind.IDENTITY_LINK: (IdentityLink, "identity_links", identity_link_row),
@@ -580,6 +604,8 @@ _OUTPUTS: dict[RecordKind, tuple[Any, str, Callable[[Any], tuple[Any, ...]]]] = 
     RecordKind.CONVERSION: (Conversion, "conversions", conversion_row),
     RecordKind.CREDIT: (Credit, "credits", credit_row),
     RecordKind.DELIVERY: (DeliveryStatus, "deliveries", delivery_row),
+    RecordKind.SCORE: (LeadScore, "lead_scores", score_row),
+    RecordKind.SALES_READY: (SalesReadyLead, "sales_ready_leads", sales_ready_row),
 }
 
 # Upper bounds of the unsigned integer columns: pydantic checks ge=0, ClickHouse would wrap silently above.
