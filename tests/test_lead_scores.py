@@ -206,3 +206,10 @@ def test_held_crm_events_expire_after_the_hold_time() -> None:
     assert same is state and expired == []
     after, expired = contacts.expire_held(state, T0 + timedelta(hours=1, seconds=1), timedelta(hours=1))
     assert [e.event_id for e in expired] == ["e1"] and [e.event_id for e in after.held] == ["e2"]
+
+
+def test_a_page_view_sent_again_as_a_page_event_after_its_touch_counts_once() -> None:
+    t1 = touch("t1", T0, "/pricing")
+    state, _ = apply_event(None, link(T0, None, (t1,)), DEFAULT_RULES)
+    again, out = apply_event(state, page(t1.event_id, T0, "/pricing"), DEFAULT_RULES)
+    assert again is state and out.score is None

@@ -56,7 +56,9 @@ class ScoredActivity(BaseModel):
 
     @property
     def key(self) -> str:
-        return f"{self.event_id}|{'v' if self.visit else ''}|{self.form}"
+        """A page view is one activity whether it came as a touch's visit or as a page event (a page view sent
+        again finds its touch emitted already and comes as a page event); a form is one more."""
+        return f"{self.event_id}|{'form' if self.form else 'page'}"
 
     def rule_input(self) -> Activity:
         return Activity(at=self.at, path=self.path, visit=self.visit, form_kind=self.form)
