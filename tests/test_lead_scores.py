@@ -213,3 +213,24 @@ def test_a_page_view_sent_again_as_a_page_event_after_its_touch_counts_once() ->
     state, _ = apply_event(None, link(T0, None, (t1,)), DEFAULT_RULES)
     again, out = apply_event(state, page(t1.event_id, T0, "/pricing"), DEFAULT_RULES)
     assert again is state and out.score is None
+
+
+def test_score_and_sales_ready_records_become_rows_of_their_tables() -> None:
+    import json
+
+    from schemas import serde
+    from sinks.rows import Provenance, RecordKind, rows_for
+
+    where = Provenance("p.lead-scores", 0, 7)
+    t1 = touch("t1", T0, "/demo")
+    _, out = apply_event(None, link(T0, "demo-request", (t1,)), DEFAULT_RULES, journey=(t1,))
+    assert out.score is not None and out.sales_ready is not None
+    [(table, row)] = rows_for(RecordKind.SCORE, serde.dumps(out.score), where)
+    assert (table, row[0], row[1], row[2], row[4]) == ("lead_scores", LEAD, T0, out.score.score, "form-1")
+    assert row[3] == [(p.rule, p.points) for p in out.score.breakdown]
+    [(table, row)] = rows_for(RecordKind.SALES_READY, serde.dumps(out.sales_ready), where)
+    assert table == "sales_ready_leads"
+    assert row[:6] == (f"{LEAD}:1", LEAD, 1, "ann@acme.io", T0, "hand_raiser:form:demo")
+    journey = json.loads(row[8])
+    assert set(journey) == {"first_touch", "touches", "pages", "forms"}
+    assert journey["pages"] == ["/demo"] and journey["forms"] == ["demo"]
