@@ -196,6 +196,8 @@ def apply_event(
     if not new and not crm_new and "email" not in update:
         return state, Outcome()  # a replay, or nothing that scores
     times += [activity.at for activity in new]
+    if event.link is not None:
+        times.append(event.link.linked_at)
     if state.scored_at is not None:
         times.append(state.scored_at)
     now = max(times) if times else state.scored_at
