@@ -22,6 +22,7 @@ from schemas.events import Identify
 from schemas.identity import lead_id_for
 from schemas.outputs import LeadScore, SalesReadyLead
 from simulator.demo_harness import PipelinePorts, PipelineProcesses, wait_group_active, wait_until_drained
+from sinks.reports import run_report, to_csv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse]
 __all__ = ["destination", "fake_crm"]  # fixtures, imported for their use below
@@ -168,6 +169,23 @@ def test_a_lead_crossing_the_threshold_is_delivered_once_to_each_destination_and
             ("pv-1", lead),  # touched before the form: filled when the form linked the visitor
             ("pv-5", lead),
         ]
+
+        # closedloop report ready-leads
+        report = run_report(client, "ready-leads", date_from=T0.date(), date_to=T0.date() + timedelta(days=2), limit=10)
+        [row] = report.records()
+        assert {k: row[k] for k in ("lead_id", "email", "cycle", "reason", "score", "first_channel", "touches")} == {
+            "lead_id": lead,
+            "email": EMAIL,
+            "cycle": 1,
+            "reason": "threshold",
+            "score": 59.0,
+            "first_channel": "Paid Search",
+            "touches": 1,
+        }
+        pages = "/ > /case-studies/acme > /demo > /pricing"
+        assert (row["pages"], row["last_pages"], row["forms"]) == (4, pages, "newsletter")
+        assert row["breakdown"].startswith("engagement:visits 2, ")
+        assert to_csv(report).splitlines()[0].startswith("ready_at,lead_id,email,cycle,reason,score,breakdown")
 
         # the same input again: no second record, no second delivery
         send(settings, as_records(settings, [*web(), *crossing(), *later()]))
