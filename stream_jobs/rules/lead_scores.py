@@ -5,8 +5,8 @@ leads agent (``stream_jobs.runtime.scores``) keeps one :class:`ScoreState` per l
 what :func:`apply_event` returns. docs/SCORING.md is the user's description; the rules in short:
 
 - Activity: each touch of the lead is a visit and a page view of its landing page; each page view of an identified
-  visitor inside a session (a ``page`` lead event) a page view; a link with a form id a form of its kind
-  (:func:`scoring.form_kind`). Page views of the anonymous history before the form count through their touches
+  visitor inside a session (a ``page`` lead event) a page view; a link with a form id, or a later form of a linked
+  visitor (a ``form`` lead event), a form of its kind (:func:`scoring.form_kind`). Page views of the anonymous history before the form count through their touches
   only (the visitors table keeps no per-page times).
 - CRM: the stage of the newest CRM change (by its time) feeds the score; ``email`` comes from the link or the CRM.
 - The score is computed at the newest time the lead's events carry (``scored_at``), not the wall clock, so a
@@ -98,7 +98,7 @@ def _activities(event: LeadEvent, rules: ScoringRules) -> list[ScoredActivity]:
         ScoredActivity(at=touch.occurred_at, event_id=touch.event_id, path=touch.landing_path, visit=True)
         for touch in event.touches
     ]
-    if event.kind == "link" and event.link is not None and event.link.form_id:
+    if event.kind in ("link", "form") and event.link is not None and event.link.form_id:
         found.append(
             ScoredActivity(
                 at=event.link.linked_at, event_id=event.link.event_id, form=form_kind(event.link.form_id, rules)

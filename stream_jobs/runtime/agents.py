@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, LifecycleStage, PageView
-from schemas.outputs import Conversion, Lead
+from schemas.outputs import Conversion, IdentityLink, Lead
 from stream_jobs.rules import contacts as contacts_rules
 from stream_jobs.rules import erasure, lifecycle
 from stream_jobs.rules import visitors as visitor_rules
@@ -243,6 +243,17 @@ class Pipeline:
                 event_id=envelope.event_id,
             )
             await self.outputs.send(self.names.lead_events, _key(lead_id), record_bytes(lead_event))
+        elif identify.form_id:
+            # a form of a visitor linked already (no new link): lead scoring still counts it
+            form = IdentityLink(
+                visitor_id=visitor_id,
+                lead_id=lead_id,
+                linked_at=identify.occurred_at,
+                event_id=envelope.event_id,
+                form_id=identify.form_id,
+            )
+            lead_event = LeadEvent(kind="form", lead_id=lead_id, link=form, event_id=envelope.event_id)
+            await self.outputs.send(self.names.lead_events, _key(lead_id), record_bytes(lead_event))
         self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
     # -- CRM and contacts -------------------------------------------------------------------------------------
@@ -338,7 +349,7 @@ class Pipeline:
             await self._erase_lead(lead_event)
             return
         await self.scoring.apply(lead_event, self.leads.get(lead_event.lead_id))
-        if lead_event.kind == "page":
+        if lead_event.kind in ("page", "form"):
             return  # scoring only: no lifecycle transition
         before = self.leads.get(lead_event.lead_id)
         state, conversions = lifecycle.apply(
