@@ -239,7 +239,8 @@ def test_score_and_sales_ready_records_become_rows_of_their_tables() -> None:
 def test_a_later_form_of_a_linked_visitor_is_a_hand_raiser_too() -> None:
     state, out = apply_event(None, link(T0, "ebook-download", (touch("t1", T0, "/"),)), DEFAULT_RULES)
     assert out.sales_ready is None
-    identity = IdentityLink(visitor_id="v1", lead_id=LEAD, linked_at=T0 + DAY, event_id="form-9", form_id="demo-request")
+    later = T0 + DAY
+    identity = IdentityLink(visitor_id="v1", lead_id=LEAD, linked_at=later, event_id="form-9", form_id="demo-request")
     form = LeadEvent(kind="form", lead_id=LEAD, link=identity, event_id="form-9")
     state, out = apply_event(state, form, DEFAULT_RULES)
     assert out.sales_ready is not None and out.sales_ready.reason == "hand_raiser:form:demo"

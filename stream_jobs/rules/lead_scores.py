@@ -6,8 +6,8 @@ what :func:`apply_event` returns. docs/SCORING.md is the user's description; the
 
 - Activity: each touch of the lead is a visit and a page view of its landing page; each page view of an identified
   visitor inside a session (a ``page`` lead event) a page view; a link with a form id, or a later form of a linked
-  visitor (a ``form`` lead event), a form of its kind (:func:`scoring.form_kind`). Page views of the anonymous history before the form count through their touches
-  only (the visitors table keeps no per-page times).
+  visitor (a ``form`` lead event), a form of its kind (:func:`scoring.form_kind`). Page views of the anonymous
+  history before the form count through their touches only (the visitors table keeps no per-page times).
 - CRM: the stage of the newest CRM change (by its time) feeds the score; ``email`` comes from the link or the CRM.
 - The score is computed at the newest time the lead's events carry (``scored_at``), not the wall clock, so a
   replay computes the same figures. Activities older than the window, and beyond the newest ``limit``, are dropped.
