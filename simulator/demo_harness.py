@@ -570,7 +570,7 @@ class DemoReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = receiver._received(self.headers, body)
+                status = receiver._received(dict(self.headers.items()), body)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
