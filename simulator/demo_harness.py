@@ -545,12 +545,13 @@ class DemoReceiver:
         return hmac.compare_digest(expected.hexdigest(), parts.get("v1", ""))
 
     def _received(self, headers: Mapping[str, str], body: bytes) -> int:
-        if not self.verified(headers.get("X-Closedloop-Signature", ""), body):
+        """One request (header names lower-cased): 200 when its signature holds, else 401."""
+        if not self.verified(headers.get("x-closedloop-signature", ""), body):
             with self._lock:
                 self.bad_signatures += 1
             return 401
         kind = str(json.loads(body).get("kind", "?"))
-        key = headers.get("Idempotency-Key", "")
+        key = headers.get("idempotency-key", "")
         with self._lock:
             if key in self.keys:
                 self.repeats += 1
@@ -570,7 +571,7 @@ class DemoReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = receiver._received(dict(self.headers.items()), body)
+                status = receiver._received({k.lower(): v for k, v in self.headers.items()}, body)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -3,6 +3,7 @@ the reset after lost, replays, buying signals, and the outbox messages; the cont
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 from schemas.events import CrmStatusChange, Envelope
@@ -245,3 +246,33 @@ def test_a_later_form_of_a_linked_visitor_is_a_hand_raiser_too() -> None:
     state, out = apply_event(state, form, DEFAULT_RULES)
     assert out.sales_ready is not None and out.sales_ready.reason == "hand_raiser:form:demo"
     assert out.sales_ready.forms == ["ebook-download", "demo"]
+
+
+def test_the_demo_receiver_checks_signatures_and_counts_repeats(tmp_path) -> None:
+    import httpx
+
+    from delivery import requests as build
+    from delivery.settings import DeliverySettings
+    from simulator.demo_harness import DemoReceiver
+
+    receiver = DemoReceiver(tmp_path, port=0).start()
+    try:
+        env = {name.lower().removeprefix("closedloop_"): value for name, value in receiver.environment().items()}
+        settings = DeliverySettings(**env)
+        ready = apply_event(None, link(T0, "demo-request", (touch("t1", T0, "/demo"),)), DEFAULT_RULES)[1].sales_ready
+        assert ready is not None
+        message = sales_ready_message(ready)
+        secret = settings.delivery_webhook_secret.get_secret_value() if settings.delivery_webhook_secret else ""
+        request = build.generic_webhook(message, settings.delivery_webhook_url or "", secret, int(time.time()))
+        with httpx.Client(timeout=5) as client:
+            answers = [
+                client.post(request.url, content=request.body, headers=request.headers).status_code for _ in "ab"
+            ]
+            forged = build.generic_webhook(message, request.url, "wrong", int(time.time()))
+            answers.append(client.post(forged.url, content=forged.body, headers=forged.headers).status_code)
+        assert answers == [200, 200, 401]
+        assert (receiver.kinds, receiver.repeats, receiver.bad_signatures) == ({"sales_ready": 1}, 1, 1)
+        again = DemoReceiver(tmp_path)  # a later demo finds the same address and secret
+        assert (again.port, again.secret) == (receiver.port, receiver.secret)
+    finally:
+        receiver.stop()
