@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from schemas.events import CLICK_ID_FIELDS, CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outbox import DeliveryStatus
-from schemas.outputs import Conversion, Credit, IdentityLink, Lead, LeadScore, SalesReadyLead, Touch
+from schemas.outputs import Conversion, Credit, IdentityLink, Lead, LeadScore, SalesReadyLead, ScorePoints, Touch
 from schemas.topics import Topics
 from sinks import canonical_rows
 
@@ -577,8 +577,13 @@ def delivery_row(d: DeliveryStatus) -> Row:
     )
 
 
+def _breakdown(points: list[ScorePoints]) -> list[dict[str, Any]]:
+    """A named tuple column takes JSON objects in the JSON input formats."""
+    return [{"rule": p.rule, "points": p.points} for p in points]
+
+
 def score_row(s: LeadScore) -> Row:
-    return (s.lead_id, s.scored_at, s.score, [(p.rule, p.points) for p in s.breakdown], s.event_id)
+    return (s.lead_id, s.scored_at, s.score, _breakdown(s.breakdown), s.event_id)
 
 
 def sales_ready_row(r: SalesReadyLead) -> Row:
@@ -591,7 +596,7 @@ def sales_ready_row(r: SalesReadyLead) -> Row:
         r.ready_at,
         r.reason,
         r.score,
-        [(p.rule, p.points) for p in r.breakdown],
+        _breakdown(r.breakdown),
         orjson.dumps(journey).decode(),
         r.event_id,
     )

@@ -228,7 +228,7 @@ def test_score_and_sales_ready_records_become_rows_of_their_tables() -> None:
     assert out.score is not None and out.sales_ready is not None
     [(table, row)] = rows_for(RecordKind.SCORE, serde.dumps(out.score), where)
     assert (table, row[0], row[1], row[2], row[4]) == ("lead_scores", LEAD, T0, out.score.score, "form-1")
-    assert row[3] == [(p.rule, p.points) for p in out.score.breakdown]
+    assert row[3] == [{"rule": p.rule, "points": p.points} for p in out.score.breakdown]
     [(table, row)] = rows_for(RecordKind.SALES_READY, serde.dumps(out.sales_ready), where)
     assert table == "sales_ready_leads"
     assert row[:6] == (f"{LEAD}:1", LEAD, 1, "ann@acme.io", T0, "hand_raiser:form:demo")

@@ -197,3 +197,41 @@ def test_a_lead_crossing_the_threshold_is_delivered_once_to_each_destination_and
     finally:
         processes.stop()
         client.close()
+
+
+def test_score_and_sales_ready_records_insert_into_their_tables(clickhouse_http_url: str) -> None:
+    from harness import unique
+    from test_lead_scores import link, touch
+
+    from sinks.client import connect
+    from sinks.migrate import migrate_up
+    from sinks.rows import Provenance, RecordKind, insert, rows_for
+    from sinks.settings import SinkSettings
+    from stream_jobs.rules.lead_scores import apply_event
+    from stream_jobs.rules.scoring import DEFAULT_RULES
+
+    settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('scores')}")
+    migrate_up(settings)
+    client = connect(settings)
+    try:
+        t1 = touch("t1", T0, "/demo")
+        _, out = apply_event(None, link(T0, "demo-request", (t1,)), DEFAULT_RULES, journey=(t1,))
+        assert out.score is not None and out.sales_ready is not None
+        where = Provenance("t", 0, 0)
+        for kind, record, table in (
+            (RecordKind.SCORE, out.score, "lead_scores"),
+            (RecordKind.SALES_READY, out.sales_ready, "sales_ready_leads"),
+        ):
+            rows = [row for _, row in rows_for(kind, serde.dumps(record), where)]
+            insert(client, table, rows)
+            insert(client, table, rows)  # a replay collapses
+        assert client.query("SELECT score, breakdown FROM lead_scores FINAL").result_rows == [
+            (out.score.score, [{"rule": p.rule, "points": p.points} for p in out.score.breakdown])
+        ]
+        assert client.query(
+            "SELECT ready_id, email, reason, JSONExtractString(journey, 'first_touch', 'landing_path') "
+            "FROM sales_ready_leads FINAL"
+        ).result_rows == [("lead-1:1", "ann@acme.io", "hand_raiser:form:demo", "/demo")]
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+        client.close()
