@@ -11,6 +11,10 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.closedloop-installed
 PYTEST_ARGS ?=
+# The suite on every core (pytest-xdist): most tests wait on Kafka and ClickHouse rather than compute, and each
+# worker starts its own embedded Kafka and ClickHouse endpoint (tests/conftest.py). The slowest tests are listed at
+# the end, to see what the 20-minute CI budget goes to.
+PYTEST_PARALLEL ?= -n auto --dist worksteal
 
 UNIT_MARKERS := not kafka and not clickhouse and not e2e and not browser
 
@@ -20,7 +24,7 @@ demo: venv java-deps kafka
 	$(VENV)/bin/closedloop demo
 
 test: venv system-deps java-deps kafka
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) --durations=25 $(PYTEST_ARGS)
 
 lint: venv
 	@if git grep -nE '^(<<<<<<<|>>>>>>>) ' -- . >/dev/null 2>&1; then \
@@ -30,7 +34,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 unit: venv
-	$(VENV)/bin/pytest -q -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL) -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
 
 up down status: venv
 	$(VENV)/bin/closedloop $@

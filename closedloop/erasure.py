@@ -28,10 +28,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from schemas import serde
 from schemas.identity import lead_id_for, normalize_email
+from schemas.kafka_security import kafka_python_security
+from schemas.outbox import LeadErased
+from sinks.cluster_sql import mutation_target, scanned_table
 from sinks.settings import SinkSettings
 from stream_jobs.rules.erasure import EraseResult
 from stream_jobs.rules.lifecycle import LeadEvent
@@ -39,7 +43,11 @@ from stream_jobs.runtime.topology import erasure_results_topic
 from stream_jobs.settings import WorkerSettings
 
 # The worker's inputs: a record still waiting there may be about the person (see ``Report.worker_backlog``).
-OUTBOUND_DELIVERIES = "none: this version sends nothing to ad platforms or CRMs"
+OUTBOUND_DELIVERIES = (
+    "the ad feed forgets the email with the leads tombstone, and closedloop deliver sends none of the messages "
+    "queued for the lead before now (the erased-leads topic); what was already sent to CRMs, webhooks and ad "
+    "platforms (docs/DELIVERY.md, docs/ADS.md) stays there: erase it there too"
+)
 
 
 @dataclass
@@ -112,12 +120,13 @@ def erase(
         progress(f"lead {lead}: {len(visitors)} visitor(s) linked in ClickHouse")
         leads_rows = _count_leads(client, lead)  # counted now: the sink may delete them first, on the tombstone
         _through_kafka(worker, sink, report, visitors, wait_s, progress)
-        _delete_leads(client, lead)
+        cluster = sink.clickhouse_cluster
+        _delete_leads(client, lead, cluster)
         report.removed["ClickHouse leads"] = leads_rows
         if address is not None:
-            for place, count in _replace_everywhere(client, address, lead).items():
+            for place, count in _replace_everywhere(client, address, lead, cluster).items():
                 report.removed[place] = count
-            report.remaining = _scan(client, address)
+            report.remaining = _scan(client, address, cluster)
         else:
             report.notes.append(
                 "no email known for this lead id (not in the leads table): only the lead id was "
@@ -151,15 +160,20 @@ def _through_kafka(
 
     topics = worker.topics
     inputs = [topics.events, topics.crm, crm_contacts_topic(worker.app_id), topics.lead_events]
-    report.worker_backlog = sum(consumer_lag(worker.kafka_servers, worker.app_id, inputs).values())
+    report.worker_backlog = sum(
+        consumer_lag(worker.kafka_servers, worker.app_id, inputs, client_kwargs=kafka_python_security(worker)).values()
+    )
     results_topic = erasure_results_topic(worker.app_id)
     reader = KafkaConsumer(
         bootstrap_servers=worker.kafka_servers.split(","),
         enable_auto_commit=False,
         isolation_level="read_committed",
         client_id="closedloop-erase",
+        **kafka_python_security(worker),
     )
-    producer = KafkaProducer(bootstrap_servers=worker.kafka_servers.split(","), acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=worker.kafka_servers.split(","), acks="all", **kafka_python_security(worker)
+    )
     try:
         partitions = [
             TopicPartition(results_topic, p) for p in sorted(reader.partitions_for_topic(results_topic) or ())
@@ -174,6 +188,9 @@ def _through_kafka(
             reader.seek(tp, end)
         key = report.lead_id.encode()
         tombstone = producer.send(topics.leads, key=key, value=None).get(timeout=30)
+        erased = LeadErased(lead_id=report.lead_id, request_id=report.request_id, erased_at=datetime.now(timezone.utc))
+        producer.send(topics.erased_leads, key=key, value=serde.dumps(erased)).get(timeout=30)
+        report.removed[f"Kafka {topics.erased_leads} (deliver drops what was queued)"] = 1
         command = LeadEvent(
             kind="erase", lead_id=report.lead_id, event_id=report.request_id, visitor_ids=tuple(visitors)
         )
@@ -226,7 +243,9 @@ def _wait_committed(sink: SinkSettings, tp: Any, offset: int, deadline: float) -
     """Whether the sink's group committed ``offset`` (or later) on ``tp`` before ``deadline``."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=sink.kafka_servers.split(","), client_id="closedloop-erase")
+    admin = KafkaAdminClient(
+        bootstrap_servers=sink.kafka_servers.split(","), client_id="closedloop-erase", **kafka_python_security(sink)
+    )
     try:
         while True:
             done = admin.list_group_offsets([sink.sink_consumer_group]).get(sink.sink_consumer_group, {}).get(tp)
@@ -247,18 +266,21 @@ def _count_leads(client: Any, lead: str) -> int:
     )
 
 
-def _delete_leads(client: Any, lead: str) -> None:
+def _delete_leads(client: Any, lead: str, cluster: str | None) -> None:
     # A mutation, waited for, even when no row shows: the sink's lightweight DELETE (on the tombstone) only masks
-    # the row until the next merge, and a mutation rewrites the parts without it.
+    # the row until the next merge, and a mutation rewrites the parts without it. On a cluster it runs on every
+    # shard's local table (sinks.cluster_sql.mutation_target); mutations_sync=2 waits for every replica.
     client.command(
-        "ALTER TABLE leads DELETE WHERE lead_id = {lead:String}",
+        f"ALTER TABLE {mutation_target('leads', cluster)} DELETE WHERE lead_id = {{lead:String}}",
         parameters={"lead": lead},
         settings={"mutations_sync": 2},
     )
 
 
-def _string_columns(client: Any) -> dict[str, list[tuple[str, bool]]]:
-    """table -> [(column, is a key column)] for every String column of every table of the database."""
+def _string_columns(client: Any, cluster: str | None) -> dict[str, list[tuple[str, bool]]]:
+    """table -> [(column, is a key column)] for every String column of every table of the database. On a cluster
+    the MergeTree tables listed are the shard-local ones: each is named by the Distributed table that reads every
+    shard (the key flags are the local table's; a Distributed table has none)."""
     rows = client.query(
         "SELECT c.table, c.name, c.is_in_sorting_key OR c.is_in_partition_key OR c.is_in_primary_key "
         "FROM system.columns AS c INNER JOIN system.tables AS t ON t.database = c.database AND t.name = c.table "
@@ -268,14 +290,14 @@ def _string_columns(client: Any) -> dict[str, list[tuple[str, bool]]]:
     ).result_rows
     columns: dict[str, list[tuple[str, bool]]] = {}
     for table, column, is_key in rows:
-        columns.setdefault(table, []).append((column, bool(is_key)))
+        columns.setdefault(scanned_table(table, cluster), []).append((column, bool(is_key)))
     return columns
 
 
-def _found(client: Any, address: str) -> dict[tuple[str, str, bool], int]:
+def _found(client: Any, address: str, cluster: str | None) -> dict[tuple[str, str, bool], int]:
     """(table, column, is key) -> rows whose column holds the address (any case)."""
     found = {}
-    for table, columns in _string_columns(client).items():
+    for table, columns in _string_columns(client, cluster).items():
         counts = ", ".join(
             f"countIf(positionCaseInsensitive(ifNull(toString(`{c}`), ''), {{address:String}}) > 0)" for c, _ in columns
         )
@@ -286,23 +308,24 @@ def _found(client: Any, address: str) -> dict[tuple[str, str, bool], int]:
     return found
 
 
-def _replace_everywhere(client: Any, address: str, lead: str) -> dict[str, int]:
+def _replace_everywhere(client: Any, address: str, lead: str, cluster: str | None) -> dict[str, int]:
     """Replace the address by the lead id in every String column holding it (rows deleted where the column is
     part of the table's key, which a mutation cannot change); place -> rows changed."""
     changed: dict[str, int] = {}
     pattern = "(?i)" + re.escape(address)
-    for (table, column, is_key), count in _found(client, address).items():
+    for (table, column, is_key), count in _found(client, address, cluster).items():
         where = f"positionCaseInsensitive(ifNull(toString(`{column}`), ''), {{address:String}}) > 0"
+        target = mutation_target(table, cluster)
         if table == "leads" or is_key:
             client.command(
-                f"ALTER TABLE `{table}` DELETE WHERE {where}",
+                f"ALTER TABLE {target} DELETE WHERE {where}",
                 parameters={"address": address},
                 settings={"mutations_sync": 2},
             )
             changed[f"ClickHouse {table} rows with it in {column} (deleted)"] = count
         else:
             client.command(
-                f"ALTER TABLE `{table}` UPDATE `{column}` = replaceRegexpAll(`{column}`, {{pattern:String}}, "
+                f"ALTER TABLE {target} UPDATE `{column}` = replaceRegexpAll(`{column}`, {{pattern:String}}, "
                 f"{{lead:String}}) WHERE {where}",
                 parameters={"address": address, "pattern": pattern, "lead": lead},
                 settings={"mutations_sync": 2},
@@ -311,6 +334,6 @@ def _replace_everywhere(client: Any, address: str, lead: str) -> dict[str, int]:
     return changed
 
 
-def _scan(client: Any, address: str) -> dict[str, int]:
+def _scan(client: Any, address: str, cluster: str | None) -> dict[str, int]:
     """'table.column' -> rows still holding the address (any case), over every String column."""
-    return {f"{table}.{column}": count for (table, column, _), count in _found(client, address).items()}
+    return {f"{table}.{column}": count for (table, column, _), count in _found(client, address, cluster).items()}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, TextIO
+from typing import Any, Callable, Iterator, Literal, Mapping, TextIO
 
 from pydantic import ValidationError
 
@@ -298,8 +298,10 @@ def publish_file(
     accepted_times: window.AcceptedTimes = window.DEFAULT_IMPORT,
     lead_key: bytes = DEV_LEAD_ID_KEY.encode(),
     day_zone: tzinfo = timezone.utc,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> ImportSummary:
-    """Parse and publish (acks=all); returns once every record is acknowledged or failed."""
+    """Parse and publish (acks=all); returns once every record is acknowledged or failed. ``client_kwargs``: the
+    producer's security settings (``schemas.kafka_security.kafka_python_security``)."""
     from kafka import KafkaProducer
 
     summary = ImportSummary()
@@ -309,6 +311,7 @@ def publish_file(
         linger_ms=20,
         compression_type="lz4",
         enable_idempotence=True,
+        **(client_kwargs or {}),
     )
     futures = []
     try:

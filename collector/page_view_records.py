@@ -9,6 +9,7 @@ straight from the item:
 
 - every text field: stripped as pydantic strips (``str_strip_whitespace``), then its length limits, which are read
   from the model's JSON schema, so they cannot drift from it;
+- ``ads_consent`` is ``granted``, ``denied`` or null and ``do_not_track`` a JSON boolean, as sent;
 - ``visitor_id`` is not a placeholder; ``url`` is an absolute http(s) URL; UTM fields, click ids and the path are
   taken from the URL by the same function the model uses (``schemas.events.fields_from_url``, kept per URL);
 - times are converted to UTC as the model converts them; an ``occurred_at`` outside the accepted times
@@ -79,6 +80,7 @@ class PageViews:
         self._received_text = orjson.dumps(self._received_at, option=orjson.OPT_UTC_Z)[1:-1].decode()
         self._template: dict[str, Any] = dict.fromkeys(PAGE_VIEW_FIELDS)
         self._template["type"] = "page_view"
+        self._template["do_not_track"] = False  # the model's default; ads_consent's (None) is fromkeys' already
         self._template["occurred_at"] = self._received_text
         self._user_agent: str | None = None
         self._user_agent_usable = True
@@ -112,6 +114,14 @@ class PageViews:
             elif name == "type":
                 if value != "page_view":
                     raise _NotFast
+            elif name == "ads_consent":
+                if value is not None and value not in ("granted", "denied"):
+                    raise _NotFast  # the model coerces or rejects it (stripped, or with its message)
+                event[name] = value
+            elif name == "do_not_track":
+                if type(value) is not bool:
+                    raise _NotFast
+                event[name] = value
             elif name == "occurred_at":
                 occurred_at = _time(value)
                 if not self._earliest <= occurred_at <= self._latest:

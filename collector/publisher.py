@@ -43,6 +43,7 @@ from collector.metrics import CollectorMetrics
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpoolFull, SpoolRecord
 from compat.aiokafka_producer import append_records, compress_lz4_fast
+from schemas.kafka_security import aiokafka_security
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,7 @@ class Publisher:
             compression_type="lz4",
             request_timeout_ms=int(self.settings.publish_timeout_s * 1000),
             retry_backoff_ms=100,
+            **aiokafka_security(self.settings),
         )
 
     def _probe(self) -> bool:

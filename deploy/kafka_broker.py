@@ -6,6 +6,7 @@ directory (``~/.cache/closedloop/kafka-<version>/lib``), fetched once and shared
 session. Each node has its own folder under the data directory's ``kafka/``::
 
     kafka/cluster.json         the cluster id, the node count and the Kafka version it was formatted with
+    kafka/secure-listener.json optional: an extra TLS/SASL client listener on each node (``SecureListener``)
     kafka/node-<id>/server.properties, log4j2.properties
     kafka/node-<id>/data/      the node's log directory (formatted once with kafka.tools.StorageTool)
 
@@ -26,10 +27,11 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deploy.daemons import StackError
 from deploy.settings import EMBEDDED_HOST, StackSettings
@@ -222,6 +224,9 @@ def server_properties(settings: StackSettings, node: KafkaNode) -> str:
         "log.cleaner.dedupe.buffer.size": 8 * 1024 * 1024,
         "log.retention.check.interval.ms": 300_000,
     }
+    secure = secure_listener(settings)
+    if secure is not None:
+        values.update(secure.server_properties(node, values))
     lines = ["# Written by closedloop (deploy/kafka_broker.py) at each start; edit the settings, not this file."]
     lines += [f"{key}={value}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
@@ -320,6 +325,8 @@ def prepare_nodes(settings: StackSettings, chosen: list[KafkaNode], java: str, l
 
 
 def _format(node: KafkaNode, identity: str, java: str, lib: Path) -> None:
+    secure = _read_secure_listener(node.root.parent)
+    scram_arguments = secure.scram_arguments() if secure is not None else []
     formatted = subprocess.run(
         [
             java,
@@ -335,6 +342,7 @@ def _format(node: KafkaNode, identity: str, java: str, lib: Path) -> None:
             "-c",
             str(node.properties),
             "--ignore-formatted",
+            *scram_arguments,
         ],
         capture_output=True,
         text=True,
@@ -345,6 +353,117 @@ def _format(node: KafkaNode, identity: str, java: str, lib: Path) -> None:
             f"Formatting the Kafka storage in {node.log_dir} failed:\n"
             f"{(formatted.stderr or formatted.stdout).strip()[-1500:]}"
         )
+
+
+SECURE_LISTENER_FILE = "secure-listener.json"  # in the data directory's kafka/ folder
+
+
+@dataclass(frozen=True)
+class SecureListener:
+    """An extra client listener with TLS and/or SASL on each embedded node, beside its PLAINTEXT one (which the
+    nodes, ``closedloop up`` and ``status`` keep using): to try the clients' security settings
+    (``CLOSEDLOOP_KAFKA_SECURITY_PROTOCOL`` etc.) against the embedded Kafka. Node ``k`` (1-based) listens on
+    ``port + k - 1``. Kept in ``kafka/secure-listener.json`` (:func:`write_secure_listener`) and read at each
+    start; its SCRAM users are made when a node's storage is formatted (the first start), PLAIN users at each
+    start. Passwords sit in that file: the data directory is the owner's alone (0700)."""
+
+    protocol: str  # SSL, SASL_PLAINTEXT or SASL_SSL
+    port: int
+    keystore: Path | None = None  # PEM: the node's private key (PKCS#8, unencrypted) and certificate chain
+    truststore: Path | None = None  # PEM CA certificates: when set, clients must show a certificate it signed
+    plain_users: tuple[tuple[str, str], ...] = ()  # (user, password)
+    scram_users: tuple[tuple[str, str], ...] = ()  # (user, password) for SCRAM-SHA-256 and SCRAM-SHA-512
+
+    LISTENER = "SECURE"
+
+    def bootstrap(self, node: KafkaNode) -> str:
+        return f"{EMBEDDED_HOST}:{self.port + node.node_id - 1}"
+
+    def server_properties(self, node: KafkaNode, values: dict) -> dict[str, object]:
+        """The properties that add this listener to ``values`` (the node's own)."""
+        name = self.LISTENER
+        prefix = f"listener.name.{name.lower()}."
+        address = f"{name}://{self.bootstrap(node)}"
+        extra: dict[str, object] = {
+            "listeners": f"{values['listeners']},{address}",
+            "advertised.listeners": f"{values['advertised.listeners']},{address}",
+            "listener.security.protocol.map": f"{values['listener.security.protocol.map']},{name}:{self.protocol}",
+        }
+        if self.protocol in ("SSL", "SASL_SSL"):
+            if self.keystore is None:
+                raise StackError(f"the {self.protocol} listener of the embedded Kafka needs a keystore (PEM)")
+            extra[prefix + "ssl.keystore.type"] = "PEM"
+            extra[prefix + "ssl.keystore.location"] = self.keystore
+            if self.truststore is not None:
+                extra[prefix + "ssl.truststore.type"] = "PEM"
+                extra[prefix + "ssl.truststore.location"] = self.truststore
+                extra[prefix + "ssl.client.auth"] = "required"
+        if self.protocol.startswith("SASL_"):
+            mechanisms = (["PLAIN"] if self.plain_users else []) + (
+                ["SCRAM-SHA-256", "SCRAM-SHA-512"] if self.scram_users else []
+            )
+            extra[prefix + "sasl.enabled.mechanisms"] = ",".join(mechanisms)
+            if self.plain_users:
+                users = " ".join(f'user_{user}="{password}"' for user, password in self.plain_users)
+                extra[prefix + "plain.sasl.jaas.config"] = (
+                    f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+                )
+            for mechanism in ("scram-sha-256", "scram-sha-512") if self.scram_users else ():
+                extra[prefix + f"{mechanism}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+        return extra
+
+    def scram_arguments(self) -> list[str]:
+        """``kafka-storage format`` arguments that create the SCRAM users."""
+        return [
+            argument
+            for user, password in self.scram_users
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+            for argument in ("--add-scram", f"{mechanism}=[name={user},password={password}]")
+        ]
+
+
+def write_secure_listener(settings: StackSettings, listener: SecureListener) -> Path:
+    """Keep ``listener`` for the next starts of the embedded Kafka of ``settings`` (before its first start, for
+    SCRAM users)."""
+    settings.kafka_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.kafka_dir / SECURE_LISTENER_FILE
+    fields = {
+        "protocol": listener.protocol,
+        "port": listener.port,
+        "keystore": str(listener.keystore) if listener.keystore else None,
+        "truststore": str(listener.truststore) if listener.truststore else None,
+        "plain_users": [list(user) for user in listener.plain_users],
+        "scram_users": [list(user) for user in listener.scram_users],
+    }
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(json.dumps(fields, indent=2) + "\n")
+    return path
+
+
+def secure_listener(settings: StackSettings) -> SecureListener | None:
+    """The data directory's extra secured listener (None: only the PLAINTEXT one)."""
+    return _read_secure_listener(settings.kafka_dir)
+
+
+def _read_secure_listener(kafka_dir: Path) -> SecureListener | None:
+    path = kafka_dir / SECURE_LISTENER_FILE
+    try:
+        fields = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise StackError(f"{path} is not valid JSON: fix it or remove it (the secured listener goes).") from None
+    return SecureListener(
+        protocol=fields["protocol"],
+        port=int(fields["port"]),
+        keystore=Path(fields["keystore"]) if fields.get("keystore") else None,
+        truststore=Path(fields["truststore"]) if fields.get("truststore") else None,
+        plain_users=tuple((user, password) for user, password in fields.get("plain_users", [])),
+        scram_users=tuple((user, password) for user, password in fields.get("scram_users", [])),
+    )
 
 
 def node_log_name(settings: StackSettings, node: KafkaNode) -> str:
@@ -491,9 +610,12 @@ def data_size(path: Path) -> int:
 # Health
 
 
-def cluster_state(bootstrap_servers: str, timeout: float = 3.0) -> tuple[bool, str, dict]:
+def cluster_state(
+    bootstrap_servers: str, timeout: float = 3.0, client_kwargs: Mapping[str, Any] | None = None
+) -> tuple[bool, str, dict]:
     """Whether the cluster answers a metadata request: (ok, detail, facts); facts has ``brokers`` (node ids),
-    ``topics`` (count, without Kafka's own) and ``cluster_id``."""
+    ``topics`` (count, without Kafka's own) and ``cluster_id``. ``client_kwargs``: the security settings of a real
+    Kafka (``schemas.kafka_security.kafka_python_security``)."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -505,6 +627,7 @@ def cluster_state(bootstrap_servers: str, timeout: float = 3.0) -> tuple[bool, s
             bootstrap_timeout_ms=timeout_ms,
             reconnect_backoff_max_ms=200,
             client_id="closedloop-health",
+            **(client_kwargs or {}),
         )
     except (KafkaError, OSError, ValueError) as error:
         return False, f"{type(error).__name__}: {error}", {}
@@ -522,9 +645,11 @@ def cluster_state(bootstrap_servers: str, timeout: float = 3.0) -> tuple[bool, s
         admin.close()
 
 
-def metadata_ok(bootstrap_servers: str, timeout: float = 3.0) -> tuple[bool, str]:
+def metadata_ok(
+    bootstrap_servers: str, timeout: float = 3.0, client_kwargs: Mapping[str, Any] | None = None
+) -> tuple[bool, str]:
     """Whether the broker answers a Kafka metadata request: (ok, detail)."""
-    ok, detail, _ = cluster_state(bootstrap_servers, timeout)
+    ok, detail, _ = cluster_state(bootstrap_servers, timeout, client_kwargs)
     return ok, detail
 
 

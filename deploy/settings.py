@@ -82,7 +82,10 @@ def describe_validation_error(error: ValidationError, cls: type[PipelineSettings
     prefix = cls.model_config.get("env_prefix", "")
     lines = [f"Invalid setting{'s' if error.error_count() > 1 else ''}:"]
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(settings)"
+        if not item["loc"]:  # a check across settings: its message names the variables itself
+            lines.append("  " + str(item["msg"]).removeprefix("Value error, ").replace("\n", "\n  "))
+            continue
+        field = ".".join(str(part) for part in item["loc"])
         variable = f"{prefix}{field}".upper()
         value = item.get("input")
         shown = "" if isinstance(value, dict) or value is None else f"={value!r}"

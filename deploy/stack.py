@@ -42,6 +42,7 @@ from deploy.daemons import (
 )
 from deploy.settings import EMBEDDED_HOST, StackSettings
 from deploy.topics import create_topics
+from schemas.kafka_security import kafka_python_security
 from schemas.settings import ensure_local_password
 from sinks.migrate import migrate_up
 
@@ -184,7 +185,7 @@ def service_health(settings: StackSettings, name: str) -> tuple[bool, str]:
     """(healthy, detail) of a part of the stack, ``kafka`` (every broker) or ``clickhouse``."""
     if name == "clickhouse":
         return clickhouse_health(settings.clickhouse)
-    return kafka_broker.metadata_ok(settings.kafka_servers)
+    return kafka_broker.metadata_ok(settings.kafka_servers, client_kwargs=kafka_python_security(settings))
 
 
 def process_health(settings: StackSettings, process: EmbeddedService) -> tuple[bool, str]:

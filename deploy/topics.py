@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from schemas.kafka_security import kafka_python_security
 from schemas.settings import PipelineSettings
 from schemas.topics import DEAD_LETTERS, TopicSpec
 from stream_jobs.runtime.topology import internal_topics
@@ -83,6 +84,7 @@ def create_topics(
         request_timeout_ms=int(timeout * 1000),
         bootstrap_timeout_ms=int(timeout * 1000),
         client_id="closedloop-topics",
+        **kafka_python_security(settings),
     )
     try:
         present = set(admin.list_topics())
@@ -139,7 +141,11 @@ def describe_topic_configs(settings: PipelineSettings, names: Iterable[str]) -> 
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
     keys = ("cleanup.policy", "retention.ms", "retention.bytes", "segment.ms", "delete.retention.ms")
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers.split(","), client_id="closedloop-topics")
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_servers.split(","),
+        client_id="closedloop-topics",
+        **kafka_python_security(settings),
+    )
     try:
         described = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name) for name in names], config_filter="all"

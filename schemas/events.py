@@ -21,7 +21,9 @@ from schemas.identity import is_junk_identifier, normalize_email
 SCHEMA_VERSION = 1
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
-CLICK_ID_FIELDS = ("gclid", "msclkid", "fbclid", "li_fat_id")
+# Ad click ids read from the landing URL (docs/ADS.md): Google Ads gclid (web) and gbraid / wbraid (iOS), Microsoft
+# Advertising msclkid, Meta fbclid, LinkedIn li_fat_id. The first one present names a touch's ``click_id``.
+CLICK_ID_FIELDS = ("gclid", "gbraid", "wbraid", "msclkid", "fbclid", "li_fat_id")
 
 _URL_FIELDS = frozenset(UTM_FIELDS + CLICK_ID_FIELDS)
 
@@ -75,7 +77,9 @@ def text_limits(model: type[BaseModel]) -> dict[str, tuple[int, int, bool]]:
     limits = {}
     for name, prop in model.model_json_schema()["properties"].items():
         options = prop.get("anyOf", [prop])
-        texts = [o for o in options if o.get("type") == "string" and not {"const", "format", "pattern"} & o.keys()]
+        texts = [
+            o for o in options if o.get("type") == "string" and not {"const", "enum", "format", "pattern"} & o.keys()
+        ]
         nullable = any(o.get("type") == "null" for o in options)
         if len(texts) == 1 and len(options) == 1 + nullable:
             limits[name] = (texts[0].get("minLength", 0), texts[0].get("maxLength", sys.maxsize), nullable)
@@ -95,6 +99,17 @@ def _not_junk(value: str, info: ValidationInfo) -> str:
 VisitorId = Annotated[Identifier, AfterValidator(_not_junk)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, upper case")]
+# Whether the visitor agreed to their conversions being shared with ad platforms (the site's consent banner, e.g.
+# Google Consent Mode's ad_user_data): "granted", "denied", or None when the event does not say. docs/ADS.md.
+AdsConsent = Literal["granted", "denied"]
+ADS_CONSENT_DESCRIPTION = (
+    "Consent to share this visitor's conversions with ad platforms, as the site's consent banner recorded it: "
+    "'granted' or 'denied'; null when not stated. Nothing is exported or sent to an ad platform without 'granted'."
+)
+DO_NOT_TRACK_DESCRIPTION = (
+    "The browser's Do-Not-Track or Global Privacy Control signal was on (the tracker sends it when told not to "
+    "honour it by staying silent). A lead with it is never exported or sent to an ad platform."
+)
 
 
 class LifecycleStage(StrEnum):
@@ -149,11 +164,15 @@ class PageView(_Payload):
     utm_term: ShortText | None = None
     utm_content: ShortText | None = None
     gclid: ShortText | None = None
+    gbraid: ShortText | None = None
+    wbraid: ShortText | None = None
     msclkid: ShortText | None = None
     fbclid: ShortText | None = None
     li_fat_id: ShortText | None = None
     user_agent: ShortText | None = None
     screen: Annotated[str, Field(max_length=32)] | None = Field(None, description="e.g. 1920x1080")
+    ads_consent: AdsConsent | None = Field(None, description=ADS_CONSENT_DESCRIPTION)
+    do_not_track: bool = Field(False, description=DO_NOT_TRACK_DESCRIPTION)
 
     @field_validator("url")
     @classmethod
@@ -183,6 +202,8 @@ class Identify(_Payload):
     fields: dict[Annotated[str, Field(max_length=128)], ShortText] = Field(
         default_factory=dict, max_length=50, description="Other submitted form fields."
     )
+    ads_consent: AdsConsent | None = Field(None, description=ADS_CONSENT_DESCRIPTION)
+    do_not_track: bool = Field(False, description=DO_NOT_TRACK_DESCRIPTION)
 
     @field_validator("email")
     @classmethod

@@ -23,6 +23,7 @@ import json
 import logging
 import logging.config
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -174,6 +175,42 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class RepeatedLines(logging.Filter):
+    """Lets one line per ``window_s`` through for each warning or error template of a library's logger, and gives
+    the next line it lets through a ``repeated`` field: how many were left out since.
+
+    Why: while a broker is down, aiokafka and kafka-python log a line per reconnect attempt per node (a stream
+    worker wrote about 2,700 in one outage), which buries the product's own lines. The product's loggers
+    (``closedloop.*``) and lines below warning are never held back. The count of the last window of an outage is
+    not reported when no line of the template follows it."""
+
+    OWN = "closedloop"
+
+    def __init__(self, window_s: float = 30.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # template -> [window start, left out]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or record.name == self.OWN or record.name.startswith(self.OWN + "."):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self.window_s:
+                seen[1] += 1
+                return False
+            if len(self._seen) >= 1024:  # templates are few; a library formatting its own messages is not
+                self._seen.clear()
+            self._seen[key] = [now, 0]
+        if seen is not None and seen[1]:
+            record.repeated = int(seen[1])
+        return True
+
+
 def _path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -188,8 +225,14 @@ def logging_config(settings: LogSettings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"closedloop": {"()": _path(formatter)}},
+        "filters": {"repeated": {"()": _path(RepeatedLines)}},
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "closedloop", "stream": "ext://sys.stderr"}
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "closedloop",
+                "filters": ["repeated"],
+                "stream": "ext://sys.stderr",
+            }
         },
         "root": {"level": settings.level, "handlers": ["stderr"]},
         "loggers": {name: dict(own_handlers) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.events import Currency, LifecycleStage, as_utc
+from schemas.events import ADS_CONSENT_DESCRIPTION, AdsConsent, Currency, LifecycleStage, as_utc
 
 Share = Annotated[Decimal, Field(ge=0, le=1, max_digits=12, decimal_places=9)]
 Money = Annotated[Decimal, Field(max_digits=18, decimal_places=2)]
@@ -61,10 +61,22 @@ class Touch(_Output):
     campaign: str = ""
     term: str = ""
     content: str = ""
-    click_id: str = Field("", description="Which click id marked it: gclid, msclkid, fbclid, li_fat_id.")
+    click_id: str = Field(
+        "", description="Which click id marked it: gclid, gbraid, wbraid, msclkid, fbclid, li_fat_id."
+    )
     referrer_host: str = ""
     landing_path: str = "/"
     event_id: str = Field(description="The page view that started the touch.")
+    # The ad click ids of the landing page view (the click time is the touch's occurred_at): what goes back to the
+    # ad platforms (docs/ADS.md). Empty when absent.
+    gclid: str = ""
+    gbraid: str = ""
+    wbraid: str = ""
+    msclkid: str = ""
+    fbc: str = Field("", description="Meta's fbc value from the fbclid: 'fb.1.<click time, ms>.<fbclid>'.")
+    li_fat_id: str = ""
+    ads_consent: AdsConsent | None = Field(None, description=ADS_CONSENT_DESCRIPTION)
+    do_not_track: bool = Field(False, description="The page view carried Do-Not-Track / Global Privacy Control.")
 
     @property
     def is_direct(self) -> bool:
@@ -79,6 +91,21 @@ class IdentityLink(_Output):
     linked_at: datetime
     event_id: str = Field(description="The identify event that made the link.")
     form_id: str = ""
+    ads_consent: AdsConsent | None = Field(None, description="The identify event's ad consent (docs/ADS.md).")
+    do_not_track: bool = False
+
+
+ClickKind = Literal["gclid", "gbraid", "wbraid", "msclkid", "fbc", "li_fat_id"]
+CLICK_KINDS: tuple[ClickKind, ...] = ("gclid", "gbraid", "wbraid", "msclkid", "fbc", "li_fat_id")
+
+
+class AdClick(_Output):
+    """One ad click of a lead's journey, as a conversion carries it back to the platform (docs/ADS.md)."""
+
+    kind: ClickKind = Field(description="gclid, gbraid, wbraid (Google), msclkid (Microsoft), fbc (Meta), li_fat_id.")
+    value: str = Field(min_length=1, description="The click id (for fbc: 'fb.1.<click time, ms>.<fbclid>').")
+    clicked_at: datetime = Field(description="Time of the landing page view that carried it.")
+    touch_id: str
 
 
 class Lead(_Output):
@@ -106,6 +133,13 @@ class Conversion(_Output):
         None, max_length=256, description="The CRM's reason for the stage (why lost or disqualified), when sent."
     )
     version: int = Field(1, ge=1, description="Grows when late touches change the journey; the newest wins.")
+    clicks: tuple[AdClick, ...] = Field(
+        (),
+        description="The newest click of each kind in the lookback window before the conversion (docs/ADS.md).",
+    )
+    ads_consent: AdsConsent | None = Field(
+        None, description="The lead's newest ad consent; 'denied' after any Do-Not-Track (docs/ADS.md)."
+    )
 
 
 class Credit(_Output):

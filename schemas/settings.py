@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import DEFAULT_PREFIX, Topics
@@ -43,7 +43,8 @@ class PipelineSettings(BaseSettings):
     ``closedloop up`` starts; set them to point every component at real servers (then nothing embedded starts).
     """
 
-    model_config = SettingsConfigDict(env_prefix="CLOSEDLOOP_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a refused setting's message would otherwise print every input, passwords included.
+    model_config = SettingsConfigDict(env_prefix="CLOSEDLOOP_", frozen=True, extra="ignore", hide_input_in_errors=True)
 
     data_dir: Path = Field(Path(".closedloop"), description="Embedded stack data, PID files and logs.")
     kafka_bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; unset = embedded.")
@@ -86,12 +87,68 @@ class PipelineSettings(BaseSettings):
         description="HMAC-SHA256 key that turns a normalised email into a lead id (schemas.identity.lead_id_for); "
         "the collector, the worker and `closedloop erase` must share it. Changing it re-keys every lead.",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every Kafka client of the product connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
+        "SASL_SSL (SASL over TLS). Anything but PLAINTEXT needs a real Kafka (CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="The SASL mechanism (SASL_* protocols only)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="The SASL user (SASL_* protocols only).")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="The SASL user's password (SASL_* protocols only); never logged or shown."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM file of the CA certificate(s) the brokers' certificates are checked against (SSL and "
+        "SASL_SSL); unset = the system's CAs.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate (chain) for brokers that require one (mutual TLS); with the key."
+    )
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of kafka_ssl_certfile.")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted kafka_ssl_keyfile.")
+    kafka_ssl_check_hostname: bool = Field(
+        True,
+        description="Check that a broker's certificate names the host connected to (turn off only for "
+        "brokers whose certificates lack their advertised names).",
+    )
     compaction_segment_hours: float = Field(
         6.0,
         gt=0,
         description="State topics roll a segment this often, so compaction reaches recent records "
         "(and an erased lead's tombstone replaces its email) within about this time.",
     )
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return (value.strip().upper() or None) if isinstance(value, str) else value
+
+    @field_validator(
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_ssl_key_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes ${VAR:-} as an empty string: the same as not setting the variable.
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> PipelineSettings:
+        from schemas.kafka_security import security_problems
+
+        problems = security_problems(self)
+        if problems:
+            raise ValueError("Kafka security settings do not fit together:\n- " + "\n- ".join(problems))
+        return self
 
     @property
     def lead_key_bytes(self) -> bytes:

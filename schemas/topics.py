@@ -118,6 +118,18 @@ class Topics:
         them to the ``deliveries`` table."""
         return f"{self.prefix}.deliveries"
 
+    @property
+    def ad_feedback(self) -> str:
+        """:class:`schemas.outbox.AdFeedback` records: how each conversion sent to an ad platform's API ended; the
+        sink writes them to the ``ad_feedback`` table (docs/ADS.md)."""
+        return f"{self.prefix}.ad-feedback"
+
+    @property
+    def erased_leads(self) -> str:
+        """:class:`schemas.outbox.LeadErased` records keyed by lead id, written by ``closedloop erase`` (compacted):
+        ``closedloop deliver`` sends nothing queued for a lead before its erasure."""
+        return f"{self.prefix}.erased-leads"
+
     def specs(self) -> list[TopicSpec]:
         """Every topic ``closedloop up`` creates, in the order data flows."""
         return [
@@ -136,6 +148,8 @@ class Topics:
             TopicSpec(self.outbox, "lead_id", OUTPUT, doc="messages for outbound destinations"),
             TopicSpec(self.outbox_dead, "lead_id", DEAD_LETTERS, doc="outbound deliveries that gave up"),
             TopicSpec(self.deliveries, "lead_id", OUTPUT, doc="how each outbound delivery ended"),
+            TopicSpec(self.ad_feedback, "lead_id", OUTPUT, doc="conversions sent to ad platforms, how each ended"),
+            TopicSpec(self.erased_leads, "lead_id", STATE, doc="erased leads: deliver drops what was queued for them"),
         ]
 
     def source_topics(self) -> list[str]:

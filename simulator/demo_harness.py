@@ -37,6 +37,7 @@ from deploy.daemons import (
     stop_pid,
     wait_until,
 )
+from schemas.kafka_security import kafka_python_security, security_environment
 from schemas.settings import PipelineSettings
 from simulator.senders import demo_collector_environment
 
@@ -74,6 +75,7 @@ def pipeline_environment(
             "CLOSEDLOOP_PORT": str(ports.collector),
             "PYTHONUNBUFFERED": "1",
             **demo_collector_environment(),
+            **security_environment(settings),
         }
     )
     if settings.replication_factor is not None:
@@ -274,7 +276,9 @@ def stop_demo_processes(data_dir: Path, report: Callable[[str], None] = lambda l
 MARKER_SLACK = 64  # offsets past a committed one that may all be transaction markers (see consumer_lag)
 
 
-def consumer_lag(bootstrap_servers: str, group: str, topics: Iterable[str]) -> dict[str, int]:
+def consumer_lag(
+    bootstrap_servers: str, group: str, topics: Iterable[str], client_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, int]:
     """Records not yet consumed by ``group`` per topic: end offset minus committed offset, over all partitions,
     not counting transaction markers (a transactional producer leaves one after its records; a consumer that
     read everything may have committed the offset before it). Under ``exactly_once`` the stream worker has one
@@ -284,12 +288,13 @@ def consumer_lag(bootstrap_servers: str, group: str, topics: Iterable[str]) -> d
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
     servers = bootstrap_servers.split(",")
-    admin = KafkaAdminClient(bootstrap_servers=servers, client_id="closedloop-demo-lag")
+    admin = KafkaAdminClient(bootstrap_servers=servers, client_id="closedloop-demo-lag", **(client_kwargs or {}))
     consumer = KafkaConsumer(
         bootstrap_servers=servers,
         client_id="closedloop-demo-lag",
         enable_auto_commit=False,
         isolation_level="read_committed",
+        **(client_kwargs or {}),
     )
     try:
         committed = admin.list_group_offsets([group]).get(group, {})
@@ -372,12 +377,13 @@ def wait_until_drained(
     stable_since = time.monotonic()
     while True:
         alive()
-        worker_lag = consumer_lag(settings.kafka_servers, worker_group, worker_topics)
+        security = kafka_python_security(settings)
+        worker_lag = consumer_lag(settings.kafka_servers, worker_group, worker_topics, security)
         # deliver's lag first: the statuses it writes before its commit are then in the sink's lag below
         delivering = {}
         if deliver_group is not None:
-            delivering = consumer_lag(settings.kafka_servers, deliver_group, [topics.outbox])
-        sink_lag = consumer_lag(settings.kafka_servers, sink_group, sink_topics)
+            delivering = consumer_lag(settings.kafka_servers, deliver_group, [topics.outbox], security)
+        sink_lag = consumer_lag(settings.kafka_servers, sink_group, sink_topics, security)
         sink_lag.update({f"deliver:{topic}": lag for topic, lag in delivering.items()})
         rows = row_counts(client)
         if rows != last_rows:
@@ -479,13 +485,19 @@ def counters_snapshot(worker_url: str) -> dict | None:
 
 
 def wait_group_active(
-    bootstrap_servers: str, group: str, timeout: float = 90.0, alive: Callable[[], None] = lambda: None
+    bootstrap_servers: str,
+    group: str,
+    timeout: float = 90.0,
+    alive: Callable[[], None] = lambda: None,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> float:
     """Wait until a consumer group has members and a stable assignment (a worker has started); returns seconds."""
     from kafka import KafkaAdminClient
     from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="closedloop-demo-groups")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers.split(","), client_id="closedloop-demo-groups", **(client_kwargs or {})
+    )
     started = time.monotonic()
     try:
 

@@ -411,6 +411,20 @@ COMPANIES = (
 )
 
 
+ADS_CONSENT_SHARES = (("granted", 80), ("denied", 10))  # of visitors, in percent; the rest never state it
+
+
+def ads_consent_for(visitor_id: str) -> str | None:
+    """The ad consent a visitor's banner recorded (docs/ADS.md): fixed per visitor id by its hash, so it leaves the
+    seeded random stream (and every other figure of a run) as it was."""
+    bucket = int(hashlib.sha256(visitor_id.encode()).hexdigest()[:8], 16) % 100
+    for answer, share in ADS_CONSENT_SHARES:
+        if bucket < share:
+            return answer
+        bucket -= share
+    return None
+
+
 @dataclass(frozen=True)
 class PageVisit:
     """A page view the website's tracker sends."""

@@ -35,7 +35,16 @@ from typing import Any
 
 import httpx
 
-from simulator.model import DEFAULT_SITE_URL, FormSubmit, Journey, PageVisit, SimulatedDays, SpendLine, StageChange
+from simulator.model import (
+    DEFAULT_SITE_URL,
+    FormSubmit,
+    Journey,
+    PageVisit,
+    SimulatedDays,
+    SpendLine,
+    StageChange,
+    ads_consent_for,
+)
 from simulator.truth import iso
 
 # Credentials the demo configures on its collector and uses here (never use them outside a demo).
@@ -392,6 +401,7 @@ def _now_iso() -> str:
 
 def web_payload(event: PageVisit | FormSubmit) -> dict[str, Any]:
     """The JSON the tracker sends for a page view or a form submit."""
+    payload: dict[str, Any]
     if isinstance(event, PageVisit):
         payload = {
             "type": "page_view",
@@ -407,18 +417,22 @@ def web_payload(event: PageVisit | FormSubmit) -> dict[str, Any]:
         }
         if event.referrer:
             payload["referrer"] = event.referrer
-        return payload
-    return {
-        "type": "identify",
-        "event_id": event.event_id,
-        "visitor_id": event.visitor_id,
-        "email": event.email,
-        "form_id": event.form_id,
-        "url": event.url,
-        "fields": event.fields,
-        "occurred_at": iso(event.at),
-        "sent_at": _now_iso(),
-    }
+    else:
+        payload = {
+            "type": "identify",
+            "event_id": event.event_id,
+            "visitor_id": event.visitor_id,
+            "email": event.email,
+            "form_id": event.form_id,
+            "url": event.url,
+            "fields": event.fields,
+            "occurred_at": iso(event.at),
+            "sent_at": _now_iso(),
+        }
+    consent = ads_consent_for(event.visitor_id)  # what the site's banner told the tracker (docs/ADS.md)
+    if consent is not None:
+        payload["ads_consent"] = consent
+    return payload
 
 
 def _millis(value: datetime) -> int:

@@ -38,7 +38,7 @@ from schemas.events import (
     text_limits,
 )
 from schemas.identity import is_junk_identifier
-from schemas.outputs import AttributionModel, Conversion, Credit, IdentityLink, Lead, Touch
+from schemas.outputs import CLICK_KINDS, AdClick, AttributionModel, Conversion, Credit, IdentityLink, Lead, Touch
 
 UINT16_MAX = 2**16 - 1
 UINT32_MAX = 2**32 - 1
@@ -155,8 +155,16 @@ def _output_decoder(model, types: dict) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(_record_struct(f"{model.__name__}Record", _fields(model), types, text_limits(model)))
 
 
-_TOUCH = _output_decoder(Touch, {"visitor_number": int, "occurred_at": str})
-_IDENTITY_LINK = _output_decoder(IdentityLink, {"linked_at": str})
+_CONSENT = {"ads_consent": Literal["granted", "denied"] | None, "do_not_track": bool}
+_TOUCH = _output_decoder(Touch, {"visitor_number": int, "occurred_at": str, **_CONSENT})
+_IDENTITY_LINK = _output_decoder(IdentityLink, {"linked_at": str, **_CONSENT})
+_CLICK_KIND = Literal[CLICK_KINDS]  # type: ignore[valid-type]  # built from the model's kinds at import
+_CLICK = _record_struct(
+    "AdClickRecord",
+    _fields(AdClick),
+    {"kind": _CLICK_KIND, "value": Annotated[str, msgspec.Meta(min_length=1)], "clicked_at": str},
+    text_limits(AdClick),
+)
 _LEAD = _output_decoder(Lead, {"first_identified_at": str})
 _CONVERSION = _output_decoder(
     Conversion,
@@ -167,6 +175,8 @@ _CONVERSION = _output_decoder(
         "currency": str | None,
         "touch_count": _UINT32,
         "version": _VERSION,
+        "clicks": list[_CLICK],  # type: ignore[valid-type]
+        "ads_consent": Literal["granted", "denied"] | None,
     },
 )
 _CREDIT = _output_decoder(
@@ -206,6 +216,14 @@ def touch_row(value: bytes) -> tuple:
         t.referrer_host,
         t.landing_path,
         t.event_id,
+        t.gclid,
+        t.gbraid,
+        t.wbraid,
+        t.msclkid,
+        t.fbc,
+        t.li_fat_id,
+        t.ads_consent or "",
+        1 if t.do_not_track else 0,
     )
 
 
@@ -235,6 +253,8 @@ def conversion_row(value: bytes) -> tuple:
         c.event_id,
         c.reason or "",
         c.version,
+        [{"kind": click.kind, "value": click.value, "clicked_at": _time(click.clicked_at)} for click in c.clicks],
+        c.ads_consent or "",
     )
 
 
@@ -273,7 +293,10 @@ def credit_row(value: bytes) -> tuple:
 def _page_view_decoder() -> msgspec.json.Decoder:
     """A decoder of page-view envelopes, typed from ``Envelope`` and ``PageView`` (times are checked by _time)."""
     event = _record_struct(
-        "PageViewRecord", PAGE_VIEW_FIELDS, {"occurred_at": str, "type": Literal["page_view"]}, _PAGE_VIEW_TEXT
+        "PageViewRecord",
+        PAGE_VIEW_FIELDS,
+        {"occurred_at": str, "type": Literal["page_view"], **_CONSENT},
+        _PAGE_VIEW_TEXT,
     )
     envelope = _record_struct(
         "PageViewEnvelopeRecord",
@@ -302,9 +325,9 @@ def page_view_rows(value: bytes, topic: str, partition: int, offset: int) -> lis
     Raises :class:`NotCanonical`, ``DecodeError`` or ``ValueError`` when the model has to decide."""
     envelope = _PAGE_VIEW_DECODER.decode(value)
     event = envelope.event
-    values = msgspec.structs.astuple(event)  # every field is text or null
+    values = msgspec.structs.astuple(event)  # every field is text or null, but do_not_track (a bool)
     for text in values:  # the model strips its texts: a canonical record has nothing to strip
-        if text is not None and text.strip() is not text:
+        if type(text) is str and text.strip() is not text:
             raise NotCanonical
     sent_at, visitor_id, url, path = envelope.sent_at, event.visitor_id, event.url, event.path
     if is_junk_identifier(visitor_id) or path is None:  # a placeholder id; a path the model fills from the URL

@@ -78,6 +78,7 @@ SHARDING_KEYS: dict[str, ShardingKey] = {
     "sales_ready_leads": _key("lead_id", fixed_by="ready_id"),
     "free_mail_domains": _key("domain"),
     "deliveries": _key("delivery_key"),
+    "ad_feedback": _key("feedback_id"),
 }
 
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)(\s)", re.IGNORECASE)
@@ -96,6 +97,27 @@ def check_name(name: str, what: str) -> str:
     if not _NAME.match(name):
         raise ClusterSQLError(f"{what} {name!r} must match {_NAME.pattern}")
     return name
+
+
+def mutation_target(table: str, cluster: str | None) -> str:
+    """Where a mutation or a lightweight DELETE of ``table``'s rows runs: the table on one server; on a cluster its
+    replicated local tables on every shard, since a Distributed table takes neither (erasure must reach them)."""
+    if not cluster:
+        return _quoted(table)
+    return f"{_quoted(_local_of(table))} ON CLUSTER {check_name(cluster, 'cluster name')}"
+
+
+def _quoted(name: str) -> str:
+    # any table of the database may hold an address, whatever its name
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def scanned_table(table: str, cluster: str | None) -> str:
+    """The table to read for all of ``table``'s rows: on a cluster a local table (``t_local``, what
+    ``system.tables`` lists as MergeTree) holds one shard only, so the Distributed table over it is read."""
+    if cluster and table.endswith(LOCAL_SUFFIX):
+        return table[: -len(LOCAL_SUFFIX)]
+    return table
 
 
 def render(statements: Sequence[str], cluster: str | None, database: str) -> list[str]:

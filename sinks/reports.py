@@ -150,6 +150,12 @@ REPORTS: dict[str, ReportSpec] = {
             ("from", "to", "limit"),
             "sales-ready leads: reason, score and its breakdown, first touch, channels, pages, forms (newest first)",
         ),
+        ReportSpec(
+            "ads-feedback",
+            "ads_feedback.sql",
+            ("from", "to"),
+            "conversions fed back to ad platforms (files, APIs) per platform, action, stage and status, with values",
+        ),
     )
 }
 

@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
 from schemas.events import CLICK_ID_FIELDS, CrmStatusChange, Envelope, Identify, PageView, SpendRow
-from schemas.outbox import DeliveryStatus
+from schemas.outbox import AdFeedback, DeliveryStatus
 from schemas.outputs import Conversion, Credit, IdentityLink, Lead, LeadScore, SalesReadyLead, ScorePoints, Touch
 from schemas.topics import Topics
 from sinks import canonical_rows
@@ -94,6 +94,14 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("referrer_host", "String"),
         ("landing_path", "String"),
         ("event_id", "String"),
+        ("gclid", "String"),
+        ("gbraid", "String"),
+        ("wbraid", "String"),
+        ("msclkid", "String"),
+        ("fbc", "String"),
+        ("li_fat_id", "String"),
+        ("ads_consent", LC),
+        ("do_not_track", "UInt8"),
     ),
     "identity_links": _cols(
         ("visitor_id", "String"),
@@ -116,6 +124,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("event_id", "String"),
         ("reason", "String"),
         ("version", "UInt32"),
+        ("clicks", f"Array(Tuple(kind {LC}, value String, clicked_at {TIME}))"),
+        ("ads_consent", LC),
     ),
     "credits": _cols(
         ("conversion_id", "String"),
@@ -164,6 +174,24 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("http_status", "Nullable(UInt16)"),
         ("reason", "String"),
         ("finished_at", TIME),
+    ),
+    "ad_feedback": _cols(
+        ("feedback_id", "String"),
+        ("conversion_id", "String"),
+        ("lead_id", "String"),
+        ("stage", LC),
+        ("platform", LC),
+        ("route", LC),
+        ("action", LC),
+        ("conversion_name", "String"),
+        ("click_kind", LC),
+        ("click_id", "String"),
+        ("converted_at", TIME),
+        ("value", "Nullable(Decimal(18, 2))"),
+        ("currency", LC),
+        ("status", LC),
+        ("reason", "String"),
+        ("recorded_at", TIME),
     ),
     "sales_ready_leads": _cols(
         ("ready_id", "String"),
@@ -322,6 +350,7 @@ class RecordKind(StrEnum):
     DELIVERY = "delivery"  # DeliveryStatus on the deliveries topic (closedloop deliver)
     SCORE = "score"  # LeadScore on the lead-scores topic
     SALES_READY = "sales_ready"  # SalesReadyLead on the sales-ready topic
+    AD_FEEDBACK = "ad_feedback"  # AdFeedback on the ad-feedback topic (closedloop deliver's ad destinations)
 
 
 def topic_kinds(topics: Topics) -> dict[str, RecordKind]:
@@ -337,6 +366,7 @@ def topic_kinds(topics: Topics) -> dict[str, RecordKind]:
             topics.deliveries: RecordKind.DELIVERY,
             topics.scores: RecordKind.SCORE,
             topics.sales_ready: RecordKind.SALES_READY,
+            topics.ad_feedback: RecordKind.AD_FEEDBACK,
         }
     )
     return kinds
@@ -513,6 +543,14 @@ def touch_row(t: Touch) -> Row:
         t.referrer_host,
         t.landing_path,
         t.event_id,
+        t.gclid,
+        t.gbraid,
+        t.wbraid,
+        t.msclkid,
+        t.fbc,
+        t.li_fat_id,
+        _s(t.ads_consent),
+        1 if t.do_not_track else 0,
     )
 
 
@@ -538,6 +576,8 @@ def conversion_row(c: Conversion) -> Row:
         c.event_id,
         _s(c.reason),
         c.version,
+        [{"kind": click.kind, "value": click.value, "clicked_at": click.clicked_at} for click in c.clicks],
+        _s(c.ads_consent),
     )
 
 
@@ -602,6 +642,27 @@ def sales_ready_row(r: SalesReadyLead) -> Row:
     )
 
 
+def ad_feedback_row(f: AdFeedback) -> Row:
+    return (
+        f.feedback_id,
+        f.conversion_id,
+        f.lead_id,
+        f.stage,
+        f.platform,
+        f.route,
+        f.action,
+        f.conversion_name,
+        f.click_kind,
+        f.click_id,
+        f.converted_at,
+        f.value,
+        _s(f.currency),
+        f.status,
+        f.reason,
+        f.recorded_at,
+    )
+
+
 _OUTPUTS: dict[RecordKind, tuple[Any, str, Callable[[Any], tuple[Any, ...]]]] = {
     RecordKind.TOUCH: (Touch, "touches", touch_row),
     RecordKind.IDENTITY_LINK: (IdentityLink, "identity_links", identity_link_row),
@@ -611,6 +672,7 @@ _OUTPUTS: dict[RecordKind, tuple[Any, str, Callable[[Any], tuple[Any, ...]]]] = 
     RecordKind.DELIVERY: (DeliveryStatus, "deliveries", delivery_row),
     RecordKind.SCORE: (LeadScore, "lead_scores", score_row),
     RecordKind.SALES_READY: (SalesReadyLead, "sales_ready_leads", sales_ready_row),
+    RecordKind.AD_FEEDBACK: (AdFeedback, "ad_feedback", ad_feedback_row),
 }
 
 # Upper bounds of the unsigned integer columns: pydantic checks ge=0, ClickHouse would wrap silently above.

@@ -38,6 +38,12 @@ class SinkSettings(PipelineSettings):
         "partitions go to the others, or to the sink restarted in its place.",
     )
     sink_metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus metrics port; unset = off.")
+    sink_metrics_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the metrics port binds: 127.0.0.1 (this machine only), or 0.0.0.0 in a container "
+        "that Prometheus scrapes from another one. The metrics are counts only, nothing about a person.",
+    )
     attribute_every_hours: float = Field(
         24.0,
         ge=0,

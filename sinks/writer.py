@@ -31,9 +31,11 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
 from compat import kafka_python_fetcher
 from schemas import serde
+from schemas.kafka_security import kafka_python_security
 from schemas.outputs import DeadLetter
 from schemas.settings import KAFKA_RECONNECT_BACKOFF_MAX_MS
 from sinks.client import connect
+from sinks.cluster_sql import mutation_target
 from sinks.failures import Failure, classify
 from sinks.policy import POLL_TIMEOUT_MS, SinkPolicy
 from sinks.rows import Erasure, RecordError, partition_blocks, rows_for, topic_kinds
@@ -167,12 +169,14 @@ class SinkWriter:
             session_timeout_ms=int(settings.sink_session_timeout_seconds * 1000),
             heartbeat_interval_ms=int(settings.sink_session_timeout_seconds * 1000 / 15),
             reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+            **kafka_python_security(settings),
         )
         self._producer = KafkaProducer(
             bootstrap_servers=settings.kafka_servers,
             acks="all",
             linger_ms=5,
             reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
+            **kafka_python_security(settings),
         )
         # No rebalance listener: kafka-python 3 runs listeners on its network thread, where a blocking commit
         # raises (and the error ends poll()). A batch read from partitions that move to another member is still
@@ -378,9 +382,10 @@ class SinkWriter:
             self._insert(table, rows[half:], sources[half:], dead, tally)
 
     def _erase(self, lead_id: str) -> None:
+        target = mutation_target("leads", self.settings.clickhouse_cluster)
         self._with_retry(
             lambda client: client.command(
-                "DELETE FROM leads WHERE lead_id = {lead_id:String}", parameters={"lead_id": lead_id}
+                f"DELETE FROM {target} WHERE lead_id = {{lead_id:String}}", parameters={"lead_id": lead_id}
             ),
             self._tally,
             "leads",

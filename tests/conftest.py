@@ -29,6 +29,12 @@ from harness import EmbeddedClickHouse, EmbeddedKafka, unique
 
 from schemas.settings import PipelineSettings
 
+# pytest-xdist's workers run with COLUMNS=80 and LINES=24 in their environment: the CLI's output would wrap at 80
+# columns and a child given its own terminal (the watch view in tmux) would ignore that terminal's size.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
 KAFKA_ENV = "CLOSEDLOOP_KAFKA_BOOTSTRAP_SERVERS"
 CLICKHOUSE_ENV = "CLOSEDLOOP_CLICKHOUSE_URL"
 

@@ -225,3 +225,89 @@ def test_every_statement_of_both_modes_parses_with_clickhouses_parser(clickhouse
             parsed("CREATE TABLE IF NOT EXISTS t ON CLUSTER c (x UInt8) ENGINE = ReplicatedMergeTree(")
     finally:
         client.close()
+
+
+# -- erasure on a cluster: a Distributed table takes no mutation, a local table holds one shard ----------------------
+
+
+class _ErasureClient:
+    """Records erasure's statements and answers its two reads: the String columns (as a cluster's system.columns
+    lists them, or a single server's) and one count per column, all 1."""
+
+    def __init__(self, tables: dict[str, list[tuple[str, bool]]]) -> None:
+        self.tables = tables
+        self.statements: list[str] = []
+
+    def command(self, statement: str, parameters: object = None, settings: object = None) -> None:
+        self.statements.append(statement)
+
+    def query(self, statement: str, parameters: object = None) -> object:
+        self.statements.append(statement)
+        if "FROM system.columns" in statement:
+            rows = [(t, c, k) for t, columns in self.tables.items() for c, k in columns]
+        else:
+            rows = [tuple(1 for _ in range(statement.count("countIf(")))]
+        return type("Result", (), {"result_rows": rows})()
+
+
+def _erase_statements(cluster: str | None) -> list[str]:
+    from closedloop.erasure import _delete_leads, _replace_everywhere
+
+    suffix = "_local" if cluster else ""
+    client = _ErasureClient(
+        {f"leads{suffix}": [("email", False)], f"events{suffix}": [("event_json", False), ("crm_object_id", True)]}
+    )
+    _delete_leads(client, "l1", cluster)
+    removed = _replace_everywhere(client, "ann@example.com", "l1", cluster)
+    assert removed == {
+        "ClickHouse leads rows with it in email (deleted)": 1,
+        "ClickHouse events.event_json (replaced by the lead id)": 1,
+        "ClickHouse events rows with it in crm_object_id (deleted)": 1,
+    }
+    return [s for s in client.statements if "system.columns" not in s]
+
+
+def test_erasure_mutates_every_shards_local_tables_and_reads_the_distributed_ones_on_a_cluster():
+    statements = _erase_statements(CLUSTER)
+    heads = [re.sub(r" (DELETE|UPDATE) .*", r" \1", s, flags=re.S) for s in statements]
+    assert heads == [
+        f"ALTER TABLE `leads_local` ON CLUSTER {CLUSTER} DELETE",
+        "SELECT countIf(positionCaseInsensitive(ifNull(toString(`email`), ''), {address:String}) > 0) FROM `leads`",
+        "SELECT countIf(positionCaseInsensitive(ifNull(toString(`event_json`), ''), {address:String}) > 0), "
+        "countIf(positionCaseInsensitive(ifNull(toString(`crm_object_id`), ''), {address:String}) > 0) FROM `events`",
+        f"ALTER TABLE `leads_local` ON CLUSTER {CLUSTER} DELETE",
+        f"ALTER TABLE `events_local` ON CLUSTER {CLUSTER} UPDATE",
+        f"ALTER TABLE `events_local` ON CLUSTER {CLUSTER} DELETE",
+    ]
+
+
+def test_erasure_on_one_server_mutates_the_tables_themselves():
+    statements = _erase_statements(None)
+    assert [s.split(" WHERE")[0].split(" = ")[0] for s in statements if s.startswith("ALTER")] == [
+        "ALTER TABLE `leads` DELETE",
+        "ALTER TABLE `leads` DELETE",
+        "ALTER TABLE `events` UPDATE `event_json`",
+        "ALTER TABLE `events` DELETE",
+    ]
+
+
+@pytest.mark.clickhouse
+def test_erasure_statements_of_both_modes_parse_with_clickhouses_parser(clickhouse_http_url):
+    """The sink's DELETE on a tombstone and erase's mutations, as ClickHouse's parser reads them: ON CLUSTER
+    survives on the local table."""
+    from sinks.cluster_sql import mutation_target
+
+    client = connect(SinkSettings(clickhouse_url=f"{clickhouse_http_url}/default"))
+    try:
+        sink_delete = "DELETE FROM {t} WHERE lead_id = 'l1'"
+        for cluster in (CLUSTER, None):
+            statements = [sink_delete.format(t=mutation_target("leads", cluster))]
+            statements += [re.sub(r"\{(\w+):String\}", "'x'", s) for s in _erase_statements(cluster)]
+            for statement in statements:
+                text = client.query("SELECT formatQuery({sql:String})", parameters={"sql": statement})
+                printed = str(text.result_rows[0][0])
+                if statement.startswith(("ALTER", "DELETE")):
+                    expected = f"_local ON CLUSTER {CLUSTER}" if cluster else "ON CLUSTER"
+                    assert (expected in printed) == bool(cluster), printed
+    finally:
+        client.close()

@@ -8,18 +8,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from test_delivery_units import SECRET, Script, destination, message
+from test_delivery_units import SECRET, T0, Script, destination, message
 
 from delivery import requests as build
-from delivery.process import run
+from delivery.process import ERASED_REASON, run
 from delivery.settings import DeliverySettings
 from deploy.daemons import wait_until
 from deploy.topics import create_topics
-from schemas.outbox import DeliveryStatus
+from schemas.outbox import DeliveryStatus, LeadErased
 
 pytestmark = pytest.mark.kafka
 __all__ = ["destination"]  # the fixture, imported for its use below
@@ -215,3 +216,52 @@ def test_a_destination_that_keeps_failing_gets_the_message_dead_lettered_with_it
         503,
         "gave up after 2 tries; last: HTTP 503: ok",
     )
+
+
+def test_messages_queued_for_a_lead_before_its_erasure_are_not_sent(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, destination: tuple[str, Script]
+) -> None:
+    """closedloop erase writes LeadErased to the erased-leads topic: what was queued for the lead before then gets an
+    "erased" status and no request (not even a dead letter, which would keep the email); the lead's later activity
+    and other leads are sent as usual."""
+    url, script = destination
+    settings = DeliverySettings(
+        data_dir=tmp_path,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=unique_name,
+        delivery_consumer_group=unique_name,
+        delivery_webhook_url=url + "/hook",
+        delivery_webhook_secret=SECRET,
+    )
+    create_topics(settings, settings.topics.specs())
+    hour = timedelta(hours=1)
+    queued = [
+        message(message_id="sales_ready:ann-1", lead_id="ann", occurred_at=T0),
+        message(message_id="sales_ready:bob-1", lead_id="bob", email="bob@example.com", occurred_at=T0 + hour),
+        message(message_id="sales_ready:ann-2", lead_id="ann", occurred_at=T0 + 3 * hour),  # after the erasure
+    ]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    erased = LeadErased(lead_id="ann", request_id="erase-1", erased_at=T0 + 2 * hour)
+    producer.send(settings.topics.erased_leads, key=b"ann", value=erased.model_dump_json().encode())
+    for value in queued:
+        producer.send(settings.topics.outbox, key=value.lead_id.encode(), value=value.model_dump_json().encode())
+    producer.flush(30)
+
+    stop, thread = running(settings)
+    try:
+        wait_until(lambda: committed(kafka_bootstrap, settings), 60, "the outbox read and committed")
+    finally:
+        stopped(stop, thread)
+    assert sorted(json.loads(body)["message_id"] for _, _, body in script.received) == [
+        "sales_ready:ann-2",
+        "sales_ready:bob-1",
+    ]
+    statuses = [
+        DeliveryStatus.model_validate_json(value) for value in read_all(kafka_bootstrap, settings.topics.deliveries)
+    ]
+    assert sorted((d.message_id, d.status, d.tries, d.reason) for d in statuses) == [
+        ("sales_ready:ann-1", "erased", 0, ERASED_REASON),
+        ("sales_ready:ann-2", "delivered", 1, ""),
+        ("sales_ready:bob-1", "delivered", 1, ""),
+    ]
+    assert read_all(kafka_bootstrap, settings.topics.outbox_dead) == []

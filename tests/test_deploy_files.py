@@ -194,6 +194,43 @@ def test_prometheus_scrapes_every_process_and_clickhouse_config_names_the_cluste
     json.loads((COMPOSE_DIR / "grafana" / "dashboards" / "closedloop.json").read_text())
 
 
+def _exported_metric_names() -> set[str]:
+    """Every metric name a closedloop process serves, as Prometheus sees it (a counter's ``_total``, a histogram's
+    ``_bucket``): the collector's and the worker's from their real render functions, the sink's from its gauges."""
+    from faust.sensors.monitor import Monitor
+
+    from collector.metrics import CollectorMetrics
+    from stream_jobs.runtime.metrics import render
+
+    collector = CollectorMetrics()
+    collector.accepted.labels("events", "page_view").inc()
+    collector.rejected.labels("events", "bad").inc()
+    collector.publish_seconds.observe(0.01)
+    texts = [collector.render().decode(), render(Monitor(), 0, {})]
+    lines = [line for text in texts for line in text.splitlines()]
+    names = {line.split("{")[0].split(" ")[0] for line in lines if line[:1] != "#"}  # samples
+    names |= {line.split(" ")[2] for line in lines if line.startswith("# TYPE ")}  # families without samples yet
+    sink_source = (ROOT / "closedloop" / "commands" / "sink.py").read_text()
+    return names | set(re.findall(r'"(closedloop_sink_[a-z_]+)"', sink_source))
+
+
+def test_alert_rules_load_and_use_only_metrics_the_processes_export():
+    config = yaml.safe_load((COMPOSE_DIR / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    rules = yaml.safe_load((COMPOSE_DIR / "prometheus" / "alerts.yml").read_text())
+    exported = _exported_metric_names()
+    assert {"closedloop_worker_partition_lag", "closedloop_sink_lag", "closedloop_collector_spool_bytes"} <= exported
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    assert len(alerts) >= 8 and len({rule["alert"] for rule in alerts}) == len(alerts)
+    for rule in alerts:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in ("page", "warn") and rule["annotations"]["summary"], rule["alert"]
+        assert re.fullmatch(r"\d+[smh]", rule.get("for", "0s")), rule["alert"]
+        used = set(re.findall(r"\bclosedloop_[a-z_]+", rule["expr"]))
+        assert used <= exported, (rule["alert"], used - exported)
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+
+
 # -- kubernetes ------------------------------------------------------------------------------------------------
 
 

@@ -219,6 +219,7 @@ def test_erase_mid_stream_leaves_no_trace_in_clickhouse_or_the_worker_state(
         assert removed["worker visitors table"] == 2  # both devices unlinked
         assert removed["worker contacts table"] == 1  # generic:c-ann no longer maps to the lead
         assert removed[f"Kafka {pipeline_settings.topics.leads} (tombstone)"] == 1
+        assert removed[f"Kafka {pipeline_settings.topics.erased_leads} (deliver drops what was queued)"] == 1
         assert any(place.startswith("ClickHouse events.") for place in removed), removed
 
         drain = wait_until_drained(

@@ -31,6 +31,7 @@ from schemas.logs import (
     JsonFormatter,
     LogSettingError,
     LogSettings,
+    RepeatedLines,
     TextFormatter,
     configure_logging,
     logging_config,
@@ -401,3 +402,46 @@ def test_the_collector_and_its_uvicorn_workers_log_json_lines(tmp_path: Path) ->
     ]
     assert len({line["pid"] for line in started}) == 2  # one per worker process
     assert all(line["pid"] != process.pid for line in started)
+
+
+def test_a_librarys_repeated_warnings_pass_once_a_window_and_the_next_line_counts_the_rest():
+    now = [0.0]
+    repeats = RepeatedLines(window_s=30.0, clock=lambda: now[0])
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(repeats)
+    loggers = {name: logging.getLogger(name) for name in ("aiokafka.conn", "closedloop.sink")}
+    for logger in loggers.values():
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+    try:
+        for second in range(70):  # a 70-second broker outage: two reconnect lines a second
+            now[0] = float(second)
+            for node in (1, 2):
+                loggers["aiokafka.conn"].error("Unable connect to node with id %s: %s", node, "refused")
+            loggers["aiokafka.conn"].info("Reconnecting to %s", node)
+        loggers["closedloop.sink"].warning("Kafka unreachable; retrying", extra={"attempt": 1})
+        loggers["closedloop.sink"].warning("Kafka unreachable; retrying", extra={"attempt": 2})
+    finally:
+        for logger in loggers.values():
+            logger.removeHandler(handler)
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    errors = [(line["message"], line.get("repeated")) for line in lines if line["level"] == "ERROR"]
+    # seconds 0, 30 and 60 open a window: 2 x 30 - 1 = 59 lines left out of each of the first two
+    assert errors == [
+        ("Unable connect to node with id 1: refused", None),
+        ("Unable connect to node with id 1: refused", 59),
+        ("Unable connect to node with id 1: refused", 59),
+    ]
+    assert sum(line["level"] == "INFO" for line in lines) == 70  # below warning: never held back
+    assert [line["attempt"] for line in lines if line["logger"] == "closedloop.sink"] == [1, 2]  # the product's own
+
+
+def test_the_setup_filters_repeated_library_lines_on_its_handler():
+    config = logging_config(LogSettings())
+    assert config["handlers"]["stderr"]["filters"] == ["repeated"]
+    assert config["filters"]["repeated"]["()"] == "schemas.logs.RepeatedLines"

@@ -139,7 +139,12 @@ def test_other_shapes_are_left_to_the_models(item: dict, accepted: bool) -> None
 
 def test_the_fast_path_knows_every_page_view_field_and_validator() -> None:
     # A field or validator added to PageView must be taught to collector/page_view_records.py (or this test changed).
-    assert set(PageView.model_fields) - set(page_view_records.TEXT_FIELDS) == {"occurred_at", "type"}
+    assert set(PageView.model_fields) - set(page_view_records.TEXT_FIELDS) == {
+        "occurred_at",
+        "type",
+        "ads_consent",  # checked by the fast path itself (granted, denied or null)
+        "do_not_track",  # a JSON boolean
+    }
     assert page_view_records.REQUIRED_TEXT == ("visitor_id", "url")
     decorators = PageView.__pydantic_decorators__
     assert sorted(decorators.field_validators) + sorted(decorators.model_validators) == [

@@ -67,6 +67,14 @@ def test_first_page_view_is_a_touch_with_every_field():
         "referrer_host": "www.google.de",
         "landing_path": "/pricing",
         "event_id": "e1",
+        "gclid": "",
+        "gbraid": "",
+        "wbraid": "",
+        "msclkid": "",
+        "fbc": "",
+        "li_fat_id": "",
+        "ads_consent": None,
+        "do_not_track": False,
     }
     assert state == SessionState(
         last_seen_at=T0,

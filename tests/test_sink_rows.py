@@ -200,7 +200,10 @@ def test_records_that_do_not_fit_say_why(kind, value, reason):
 
 def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
     topics = Topics("p")
-    assert set(topic_kinds(topics)) == set(topics.source_topics()) | set(topics.output_topics()) | {topics.deliveries}
+    assert set(topic_kinds(topics)) == set(topics.source_topics()) | set(topics.output_topics()) | {
+        topics.deliveries,
+        topics.ad_feedback,
+    }
     assert set(TABLES) == {
         "events",
         "touches",
@@ -212,6 +215,7 @@ def test_every_topic_the_sink_reads_has_a_kind_and_every_table_columns():
         "lead_scores",
         "sales_ready_leads",
         "deliveries",
+        "ad_feedback",
     }
 
 
@@ -492,10 +496,14 @@ def test_the_fast_path_knows_every_page_view_and_envelope_field():
         canonical_rows._record_struct(
             "PageViewRecord",
             (*canonical_rows.PAGE_VIEW_FIELDS, "colour"),
-            {"occurred_at": str, "type": str},
+            {"occurred_at": str, "type": str, **canonical_rows._CONSENT},
             canonical_rows._PAGE_VIEW_TEXT,
         )
-    assert set(canonical_rows.PAGE_VIEW_FIELDS) - set(canonical_rows._PAGE_VIEW_TEXT) == {"occurred_at", "type"}
+    assert set(canonical_rows.PAGE_VIEW_FIELDS) - set(canonical_rows._PAGE_VIEW_TEXT) == {
+        "occurred_at",
+        "type",
+        *canonical_rows._CONSENT,
+    }
     assert canonical_rows.ENVELOPE_FIELDS == (
         "event_id",
         "site_id",

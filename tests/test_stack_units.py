@@ -132,9 +132,10 @@ def test_topic_specs_include_internal_topics_once() -> None:
     specs = pipeline_topic_specs(settings)
     names = [spec.name for spec in specs]
     assert len(names) == len(set(names))
-    assert names[:15] == [spec.name for spec in settings.topics.specs()]
+    assert names[:17] == [spec.name for spec in settings.topics.specs()]
     assert [spec.name for spec in specs if spec.compacted] == [
         "unit.leads",
+        "unit.erased-leads",
         "unit-worker-visitors-changelog",
         "unit-worker-contacts-changelog",
         "unit-worker-leads-changelog",
@@ -158,6 +159,7 @@ def test_topic_specs_include_internal_topics_once() -> None:
         "output",
         "dead-letters",
         "output",
+        "output",  # ad-feedback
         "internal",
         "internal",
         "internal",

@@ -563,6 +563,37 @@ def test_the_web_port_serves_counters_and_health_to_anyone_diagnostics_with_the_
         assert "Traceback" not in worker.log_tail(400)
 
 
+def test_metrics_count_what_the_worker_read_and_show_no_lag_when_idle(kafka_bootstrap, unique_name, tmp_path):
+    """``GET /metrics``: Prometheus text, public like the counters; the records read per topic are exactly the ones
+    sent, a bad record is one dead letter, and once idle no source partition lags."""
+    settings = worker_settings(kafka_bootstrap, unique_name, tmp_path / "data")
+    create_all_topics(settings)
+    records = as_records(settings, journey())
+    bad = (settings.topics.events, "v-bad", b"{not json")
+    with running_worker(settings, tmp_path) as worker:
+        send(settings, [*records, bad])
+        wait_idle(settings, worker=worker)
+        with urllib.request.urlopen(f"{settings.web_url}/metrics", timeout=5) as response:
+            content_type, body = response.headers["Content-Type"], response.read()
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
+    samples: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    sent_to = Counter(topic for topic, _, _ in [*records, bad])
+    for topic in (settings.topics.events, settings.topics.crm):
+        assert samples[f'closedloop_worker_messages_received_total{{topic="{topic}"}}'] == sent_to[topic], topic
+        lags = [v for k, v in samples.items() if k.startswith(f'closedloop_worker_partition_lag{{topic="{topic}"')]
+        # the partitions the worker fetched records from (the others have no offsets to report yet)
+        assert 1 <= len(lags) <= settings.partitions and set(lags) == {0}, (topic, lags)
+    assert samples["closedloop_worker_dead_letters_total"] == 1
+    # one process owns every partition of its inputs
+    for topic in (settings.topics.events, settings.topics.crm, settings.topics.lead_events):
+        assert samples[f'closedloop_worker_assigned_partitions{{topic="{topic}"}}'] == settings.partitions
+    assert samples["closedloop_worker_events_total"] >= len(records)
+
+
 def tmux_screen(session: str) -> str:
     return subprocess.run(
         ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True

@@ -30,6 +30,7 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
     import uvicorn
     from pydantic import ValidationError
 
+    from closedloop.commands._kafka_cli import refuse_unless_kafka_accepts
     from closedloop.commands._logs_cli import setup_logging
     from collector.settings import CollectorSettings
     from schemas.logs import logging_config
@@ -46,6 +47,7 @@ def command(host: str | None, port: int | None, workers: int | None, log_level: 
             f"invalid collector settings (CLOSEDLOOP_* environment variables): {error}"
         ) from None
     _private_directories(settings)
+    refuse_unless_kafka_accepts(settings)
     missing = [
         name
         for name, value in [

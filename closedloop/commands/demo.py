@@ -127,6 +127,7 @@ def _run(
     settings, worker_settings, sink_settings, processes, cursor, run, timeout: float, deliver_group: str, receiver
 ) -> None:
     from deploy.daemons import StackError
+    from schemas.kafka_security import kafka_python_security
     from simulator.demo_harness import (
         DelayProbe,
         delay_summary,
@@ -140,8 +141,9 @@ def _run(
 
     processes.start(report=lambda line: console.print(f"   {line}"))
     alive = processes.check_alive
-    waited = wait_group_active(settings.kafka_servers, worker_settings.app_id, alive=alive)
-    wait_group_active(settings.kafka_servers, sink_settings.sink_consumer_group, alive=alive)
+    security = kafka_python_security(settings)
+    waited = wait_group_active(settings.kafka_servers, worker_settings.app_id, alive=alive, client_kwargs=security)
+    wait_group_active(settings.kafka_servers, sink_settings.sink_consumer_group, alive=alive, client_kwargs=security)
     console.print(
         f"   worker group {worker_settings.app_id} and sink group {sink_settings.sink_consumer_group} "
         f"are consuming (waited {waited:.1f} s)"
@@ -219,6 +221,7 @@ def _run(
 
     _print_measurements(stats, probe, finished, delay_summary(probe.delays()))
     _print_report(client, cursor, run)
+    _print_ads(client, cursor, run)
     _print_sales_loop(client, receiver)
     _print_next(settings, processes, worker_settings, run)
 
@@ -330,6 +333,29 @@ def _print_sales_loop(client, receiver) -> None:
             f"   the demo's webhook receiver, this run: {got}; signatures that failed {receiver.bad_signatures}, "
             f"repeats {receiver.repeats}"
         )
+
+
+def _print_ads(client, cursor, run) -> None:
+    """How many SQL and customer conversions of the simulated period may go back to each ad platform (docs/ADS.md):
+    with the platform's click id (the simulated paid traffic carries them), within 90 days, with consent."""
+    from sinks.ad_export import ready_counts
+
+    date_from = date.fromisoformat(cursor.epoch)
+    date_to = run.end.date() - timedelta(days=1)
+    counts = ready_counts(client, date_from, date_to)
+    console.print(
+        "   ready for the ad platforms (SQL and customer conversions with the platform's click id and consent): "
+        + ", ".join(f"{platform} {counts[platform]:,}" for platform in ("google", "microsoft", "meta", "linkedin")),
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(
+        f"   files: closedloop export ads --platform google --stage customer --from {date_from} --to {date_to}; "
+        "Meta and LinkedIn: closedloop deliver with their tokens (docs/ADS.md)",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
 
 
 def _credentials_hint(settings) -> str:

@@ -25,8 +25,10 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
 
     from collector import imports
     from collector.settings import CollectorSettings
+    from schemas.kafka_security import kafka_python_security
 
-    console = Console(stderr=True)
+    # soft_wrap: a rejection stays one line ("file:line: rejected: ...") at any width, for grep and for logs
+    console = Console(stderr=True, soft_wrap=True)
     try:
         settings = CollectorSettings()
     except ValidationError as error:
@@ -74,6 +76,7 @@ def _run(kind: str, file: Path, dry_run: bool) -> None:
                     accepted_times=settings.import_accepted_times,
                     lead_key=settings.lead_key_bytes,
                     day_zone=settings.import_day_zone,
+                    client_kwargs=kafka_python_security(settings),
                 )
             except Exception as error:  # noqa: BLE001 - kafka-python raises several unrelated types for an unreachable broker
                 console.print(

@@ -406,3 +406,11 @@ def content(
             },
         ),
     )
+
+
+@command.command("ads-feedback")
+@_period
+def ads_feedback(date_from: datetime, date_to: datetime, fmt: str) -> None:
+    """The ad platforms' audit trail (docs/ADS.md): conversions exported (closedloop export ads) or sent to Meta's
+    and LinkedIn's APIs (closedloop deliver) in the period, per platform, route, action, stage, status, currency."""
+    _run(fmt, ("ads-feedback", f"fed back to ad platforms · {_span(date_from, date_to)}", _dates(date_from, date_to)))

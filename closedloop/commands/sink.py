@@ -27,6 +27,7 @@ def command(
     batch_rows: int | None, batch_seconds: float | None, group: str | None, migrate: bool, processes: int
 ) -> None:
     """Consume events, crm, spend, touches, identity-links, leads, conversions and credits into ClickHouse."""
+    from closedloop.commands._kafka_cli import refuse_unless_kafka_accepts
     from closedloop.commands._logs_cli import setup_logging
     from schemas.logs import logging_config
     from sinks.migrate import migrate_up
@@ -36,6 +37,7 @@ def command(
         settings = sink_settings(
             sink_batch_rows=batch_rows, sink_batch_seconds=batch_seconds, sink_consumer_group=group
         )
+        refuse_unless_kafka_accepts(settings)
         if migrate:
             for label in migrate_up(settings):
                 console.print(f"applied {label}")
@@ -68,7 +70,7 @@ def _run_one(settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: writer.stop())
     if settings.sink_metrics_port:
-        _serve_metrics(writer, settings.sink_metrics_port)
+        _serve_metrics(writer, settings.sink_metrics_port, settings.sink_metrics_host)
     console.print(f"sink: {settings.kafka_servers} -> {settings.clickhouse_database}; Ctrl-C stops")
     try:
         metrics = writer.run()
@@ -105,9 +107,9 @@ def _run_group(settings, processes: int, log_config: dict) -> None:
         raise click.ClickException(f"{result.failed} of {processes} sink processes failed (see the log above)")
 
 
-def _serve_metrics(writer, port: int) -> None:
-    """Prometheus metrics on 127.0.0.1:port: rows written, batches, retries (unreachable or refused), rows
-    rejected, dead letters, lag."""
+def _serve_metrics(writer, port: int, host: str) -> None:
+    """Prometheus metrics on host:port (CLOSEDLOOP_SINK_METRICS_HOST, 127.0.0.1 unless set): rows written,
+    batches, retries (unreachable or refused), rows rejected, dead letters, lag."""
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
     registry = CollectorRegistry()
@@ -135,4 +137,4 @@ def _serve_metrics(writer, port: int) -> None:
         ("closedloop_sink_lag", "Records behind the end of the assigned partitions", lambda: m.lag),
     ):
         Gauge(name, doc, registry=registry).set_function(read)
-    start_http_server(port, addr="127.0.0.1", registry=registry)
+    start_http_server(port, addr=host, registry=registry)

@@ -18,6 +18,7 @@ from deploy.settings import StackSettings, read_settings
 )
 def command(migrate: bool, kafka_brokers: str | None) -> None:
     """Start the single-machine stack (idempotent: what already runs is left running)."""
+    from closedloop.commands._kafka_cli import refuse_unless_kafka_accepts
     from closedloop.commands._logs_cli import setup_logging
     from deploy import stack
 
@@ -26,5 +27,6 @@ def command(migrate: bool, kafka_brokers: str | None) -> None:
     with stack_errors_readable():
         overrides = {"kafka_brokers": int(kafka_brokers)} if kafka_brokers else {}
         settings = read_settings(StackSettings, **overrides)
+        refuse_unless_kafka_accepts(settings)  # a real Kafka's refusal in one line, not as a topic-creation timeout
         stack.up(settings, migrate=migrate, report=report_line)
         print_status(stack.status(settings))

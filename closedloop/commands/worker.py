@@ -27,6 +27,7 @@ def command(web_port: int | None, loglevel: str | None) -> None:
     _use_uvloop()
     from pydantic import ValidationError
 
+    from closedloop.commands._kafka_cli import refuse_unless_kafka_accepts
     from closedloop.commands._logs_cli import setup_logging
     from deploy.topics import create_topics
     from schemas.logs import logging_config
@@ -40,6 +41,7 @@ def command(web_port: int | None, loglevel: str | None) -> None:
     except ValidationError as error:
         raise click.ClickException(f"invalid worker settings (CLOSEDLOOP_* environment variables): {error}") from None
 
+    refuse_unless_kafka_accepts(settings)
     try:
         result = create_topics(settings)
     except Exception as error:  # noqa: BLE001 - kafka-python raises several unrelated types for an unreachable broker

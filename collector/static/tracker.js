@@ -6,14 +6,18 @@
  * Attributes: data-key (required, the site's write key), data-collector (default: where this script came from),
  * data-cookie-domain (e.g. .example.com to share the visitor id across subdomains), data-consent="required"
  * (send nothing until closedloop.consent(true)), data-respect-dnt="false" (ignore Do-Not-Track; default honours
- * it), data-spa="false" (no page views on history navigation).
+ * it), data-spa="false" (no page views on history navigation), data-ads-consent="granted|denied" (the visitor's
+ * consent to share their conversions with ad platforms, when the page knows it at load; docs/ADS.md).
  *
  * Forms marked with the attribute data-closedloop (its value, if any, is the form id) send an identify event
  * with the email field (type=email, else a field whose name contains "email") when submitted; the submit itself
  * is never blocked or changed.
  *
  * API: closedloop.track({url?, title?}) sends a page view; closedloop.identify(email, {field: value}, formId);
- * closedloop.consent(true|false); closedloop.optOut(); closedloop.visitorId().
+ * closedloop.consent(true|false); closedloop.adsConsent(true|false) (from the consent banner: every later event
+ * carries ads_consent "granted" or "denied"; without it nothing is fed back to ad platforms);
+ * closedloop.optOut(); closedloop.visitorId(). With data-respect-dnt="false", events of a browser that sends
+ * Do-Not-Track or Global Privacy Control carry do_not_track: true, and such a lead is never fed back to ad platforms.
  *
  * Build: collector/static/build.sh writes tracker.min.js (what GET /tracker.js serves).
  */
@@ -32,10 +36,13 @@
   var cookieDomain = attr("cookie-domain", "");
   var VISITOR = "_cl_vid", SESSION = "_cl_sid", OPTOUT = "_cl_optout";
   var TWO_YEARS = 63072000, THIRTY_MINUTES = 1800;
-  var CAMPAIGN = ["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "msclkid", "fbclid", "li_fat_id"];
+  var CAMPAIGN = ["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "gbraid", "wbraid", "msclkid",
+    "fbclid", "li_fat_id"];
 
-  var dnt = attr("respect-dnt", "true") !== "false" &&
-    (navigator.doNotTrack === "1" || window.doNotTrack === "1" || navigator.globalPrivacyControl === true);
+  var dntSignal = navigator.doNotTrack === "1" || window.doNotTrack === "1" || navigator.globalPrivacyControl === true;
+  var dnt = attr("respect-dnt", "true") !== "false" && dntSignal;
+  var adsConsent = attr("ads-consent", null);
+  if (adsConsent !== "granted" && adsConsent !== "denied") adsConsent = null;
   var consented = attr("consent", "") !== "required";
 
   function readCookie(name) {
@@ -79,6 +86,8 @@
     event.event_id = randomId();
     event.occurred_at = event.occurred_at || now;
     event.sent_at = now;
+    if (adsConsent) event.ads_consent = adsConsent;
+    if (dntSignal) event.do_not_track = true;
     var body = JSON.stringify(event);
     // text/plain keeps it a "simple" cross-origin request: no preflight, and sendBeacon accepts it.
     try {
@@ -166,6 +175,9 @@
       var was = consented;
       consented = !!granted;
       if (consented && !was) pageView();
+    },
+    adsConsent: function (granted) {
+      adsConsent = granted ? "granted" : "denied";
     },
     optOut: function () {
       writeCookie(OPTOUT, "1", TWO_YEARS);

@@ -7,13 +7,14 @@
 - UTM parameters win. ``source`` is the site name when ``utm_source`` is a listed site or host (``LinkedIn``,
   ``lnkd.in``, ``www.google.com`` -> ``linkedin``, ``linkedin``, ``google``), else ``utm_source`` lower-cased;
   ``medium`` is ``utm_medium`` lower-cased. A missing ``utm_source`` is taken from a click id's network, else from
-  the referrer, else ``(not set)``; a missing ``utm_medium`` is ``cpc`` with a ``gclid``/``msclkid``, else
+  the referrer, else ``(not set)``; a missing ``utm_medium`` is ``cpc`` with a Google click id or ``msclkid``, else
   ``(not set)``. With no ``utm_source`` and no ``utm_medium`` (only a campaign, say) both come from the click id
   or referrer as below. ``campaign``, ``term`` and ``content`` are kept as sent (trimmed).
-- No UTM parameters: ``gclid`` means ``google / cpc`` and ``msclkid`` ``bing / cpc`` (paid search, the networks'
-  auto-tagging). ``fbclid`` and ``li_fat_id`` are *not* paid by themselves: Facebook adds ``fbclid`` to organic
-  links as well, and LinkedIn's ``li_fat_id`` marks a member, not an ad click. They give ``facebook / social`` or
-  ``linkedin / social`` unless the referrer is a listed site (the apps often strip or mask the referrer).
+- No UTM parameters: ``gclid`` (and Google's iOS ``gbraid`` / ``wbraid``) means ``google / cpc`` and ``msclkid``
+  ``bing / cpc`` (paid search, the networks' auto-tagging). ``fbclid`` and ``li_fat_id`` are *not* paid by
+  themselves: Facebook adds ``fbclid`` to organic links as well, and LinkedIn's ``li_fat_id`` marks a member, not
+  an ad click. They give ``facebook / social`` or ``linkedin / social`` unless the referrer is a listed site (the
+  apps often strip or mask the referrer).
 - Else the referrer decides: a search engine gives ``<engine> / organic``, a social network ``<network> / social``,
   a webmail site ``<provider> / email``, a video or shopping site ``<site> / referral``, any other external host
   ``<host without www.> / referral``. No referrer: ``(direct) / (none)``.
@@ -58,8 +59,11 @@ SOCIAL_MEDIUMS = frozenset({"social", "social-network", "social-media", "sm", "s
 REFERRAL_MEDIUMS = frozenset({"referral", "app", "link"})
 EMAIL_VALUES = frozenset({"email", "e-mail", "e_mail", "e mail"})
 
+_SIGNATURE_CLICKS = ("gclid", "msclkid", "fbclid", "li_fat_id")
+_LATER_CLICKS = tuple(name for name in CLICK_ID_FIELDS if name not in _SIGNATURE_CLICKS)  # gbraid, wbraid
+
 # Click ids set by ad networks' auto-tagging: the click is a paid search click of that network.
-PAID_CLICK_IDS = {"gclid": "google", "msclkid": "bing"}
+PAID_CLICK_IDS = {"gclid": "google", "gbraid": "google", "wbraid": "google", "msclkid": "bing"}
 # Click ids that say which network the visitor came from, but not that the click was paid.
 SOCIAL_CLICK_IDS = {"fbclid": "facebook", "li_fat_id": "linkedin"}
 
@@ -83,7 +87,7 @@ class Classification:
     campaign: str = ""
     term: str = ""
     content: str = ""
-    click_id: str = ""  # which click id was present: gclid, msclkid, fbclid or li_fat_id
+    click_id: str = ""  # which click id was present: gclid, gbraid, wbraid, msclkid, fbclid or li_fat_id
     referrer_host: str = ""
 
     @property
@@ -147,7 +151,12 @@ def campaign_signature(page_view: PageView) -> str:
         _clean(getattr(page_view, f"utm_{name}")).lower()
         for name in ("source", "medium", "campaign", "term", "content")
     ]
-    clicks = [_clean(getattr(page_view, name)) for name in CLICK_ID_FIELDS]
+    clicks = [_clean(getattr(page_view, name)) for name in _SIGNATURE_CLICKS]
+    # Google's iOS ids came later: appended only when present, so the signatures kept in the visitors table by an
+    # older worker still match their campaign's next page view (a changed format would start a touch).
+    later = [_clean(getattr(page_view, name)) for name in _LATER_CLICKS]
+    if any(later):
+        clicks += later
     if not any(utm) and not any(clicks):
         return ""
     return "|".join(utm + clicks)

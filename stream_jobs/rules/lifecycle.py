@@ -25,6 +25,13 @@ Rules
     - A CRM change for a lead that was never identified converts with the touches known so far, possibly none
       (then it is credited to ``(none)``); touches arriving later re-emit it.
 
+Ad clicks and consent (docs/ADS.md)
+    - A conversion carries ``clicks``: for each kind of ad click id (gclid, gbraid, wbraid, msclkid, fbc,
+      li_fat_id), the newest touch in its lookback window that had one, with the click's time.
+    - It carries ``ads_consent``: the newest consent the lead stated (on a touch's page view or an identify
+      event), or ``denied`` once any of them carried Do-Not-Track; ``None`` when none stated it. A change of it
+      re-emits the lead's conversions (a new version), so readers always see the current consent.
+
 Bound: the journey keeps the newest ``journey_limit`` touches (default :data:`JOURNEY_LIMIT`, 500), ordered
 by (time, touch id); a lead with more touches than that loses its oldest ones from attribution.
 """
@@ -40,8 +47,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.events import CrmStatusChange, LifecycleStage
-from schemas.outputs import Conversion, Credit, IdentityLink, Touch
+from schemas.events import AdsConsent, CrmStatusChange, LifecycleStage
+from schemas.outputs import CLICK_KINDS, AdClick, Conversion, Credit, IdentityLink, Touch
 from stream_jobs.rules.attribution import Milestones, attribute
 
 JOURNEY_LIMIT = 500
@@ -96,6 +103,15 @@ class LeadState(BaseModel):
     # ``closedloop erase`` must reach besides this state. The newest KNOWN_LIMIT of each.
     visitor_ids: tuple[str, ...] = ()
     contact_keys: tuple[str, ...] = ()
+    # The newest ad consent the lead stated and when, and whether any of its events carried Do-Not-Track.
+    consent: AdsConsent | None = None
+    consent_at: datetime | None = None
+    do_not_track: bool = False
+
+    @property
+    def ads_consent(self) -> AdsConsent | None:
+        """What the ad platforms may know: 'denied' after any Do-Not-Track, else the newest stated consent."""
+        return "denied" if self.do_not_track else self.consent
 
     def milestones(self) -> Milestones:
         """Lead, opportunity and customer times, for position-based attribution."""
@@ -129,7 +145,42 @@ class LeadState(BaseModel):
             event_id=reached.event_id,
             reason=reached.reason,
             version=emitted.version if emitted else 1,
+            clicks=_clicks(window),
+            ads_consent=self.ads_consent,
         )
+
+
+def _clicks(window: Sequence[Touch]) -> tuple[AdClick, ...]:
+    """The newest click of each kind in the window, in the order of ``CLICK_KINDS``."""
+    clicks = []
+    for kind in CLICK_KINDS:
+        touch = next((t for t in reversed(window) if getattr(t, kind)), None)
+        if touch is not None:
+            clicks.append(
+                AdClick(kind=kind, value=getattr(touch, kind), clicked_at=touch.occurred_at, touch_id=touch.touch_id)
+            )
+    return tuple(clicks)
+
+
+def _note_consent(state: LeadState, at: datetime, consent: AdsConsent | None, do_not_track: bool) -> LeadState:
+    """``state`` with one event's consent statement taken in: the newest statement wins; Do-Not-Track stays."""
+    update: dict[str, Any] = {}
+    if do_not_track and not state.do_not_track:
+        update["do_not_track"] = True
+    if (
+        consent is not None
+        and (state.consent_at is None or at >= state.consent_at)
+        and (consent != state.consent or at != state.consent_at)
+    ):
+        update.update(consent=consent, consent_at=at)
+    return state.model_copy(update=update) if update else state
+
+
+def _note_touches(state: LeadState, touches: Iterable[Touch]) -> LeadState:
+    for touch in touches:
+        if touch.ads_consent is not None or touch.do_not_track:
+            state = _note_consent(state, touch.occurred_at, touch.ads_consent, touch.do_not_track)
+    return state
 
 
 def new_lead(lead_id: str) -> LeadState:
@@ -176,6 +227,8 @@ def _fingerprint(state: LeadState, stage: LifecycleStage, lookback: timedelta) -
     for name, at in _milestone_items(state):
         if at is not None and at <= reached.occurred_at:
             parts.append(f"{name}={at.isoformat()}")
+    if state.ads_consent is not None:  # only when stated: states from before consent keep their fingerprints
+        parts.append(f"ads_consent={state.ads_consent}")
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -231,7 +284,7 @@ def apply_touch(
     journey = _merge(state.journey, [touch], journey_limit)
     if journey is state.journey:
         return state, []
-    return _emit(state.model_copy(update={"journey": journey}), lookback)
+    return _emit(_note_touches(state.model_copy(update={"journey": journey}), [touch]), lookback)
 
 
 def apply_link(
@@ -249,7 +302,8 @@ def apply_link(
     update: dict[str, Any] = {"journey": journey, "visitor_ids": _known(state.visitor_ids, link.visitor_id)}
     if first is None or link.linked_at < first:
         update["first_identified_at"] = link.linked_at
-    state = state.model_copy(update=update)
+    state = _note_touches(state.model_copy(update=update), touches)
+    state = _note_consent(state, link.linked_at, link.ads_consent, link.do_not_track)
     state = _reach(state, LifecycleStage.LEAD, StageReached(occurred_at=link.linked_at, event_id=link.event_id))
     return _emit(state, lookback)
 

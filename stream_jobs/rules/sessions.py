@@ -30,12 +30,16 @@ stays credited to the visitor's previous touch (a tab left open for an hour, the
 where only some pages carry the tracker).
 
 ``touch_id = sha1(visitor_id|event_id)[:20]``: a replayed page view gives the same touch id.
+
+A touch keeps the ad click ids of its page view (gclid, gbraid, wbraid, msclkid, li_fat_id as sent; fbclid as
+Meta's ``fbc`` value ``fb.1.<click time, ms>.<fbclid>``, the click time being the page view's), and its ad consent
+and Do-Not-Track flag (docs/ADS.md).
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -45,6 +49,12 @@ from schemas.outputs import Touch
 from stream_jobs.rules.channels import ChannelRules, campaign_signature, classify
 
 SESSION_TIMEOUT = timedelta(minutes=30)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def fbc_for(fbclid: str, clicked_at: datetime) -> str:
+    """Meta's ``fbc`` value for a click: ``fb.1.<click time in ms since the epoch>.<fbclid>`` (subdomain index 1)."""
+    return f"fb.1.{(clicked_at - _EPOCH) // timedelta(milliseconds=1)}.{fbclid}"
 
 
 class SessionState(BaseModel):
@@ -140,4 +150,12 @@ def _touch(envelope: Envelope, page_view: PageView, rules: ChannelRules) -> Touc
         referrer_host=classification.referrer_host,
         landing_path=page_view.path or "/",
         event_id=envelope.event_id,
+        gclid=page_view.gclid or "",
+        gbraid=page_view.gbraid or "",
+        wbraid=page_view.wbraid or "",
+        msclkid=page_view.msclkid or "",
+        fbc=fbc_for(page_view.fbclid, page_view.occurred_at) if page_view.fbclid else "",
+        li_fat_id=page_view.li_fat_id or "",
+        ads_consent=page_view.ads_consent,
+        do_not_track=page_view.do_not_track,
     )

@@ -159,6 +159,8 @@ def apply_identify(
         linked_at=identify.occurred_at,
         event_id=envelope.event_id,
         form_id=identify.form_id or "",
+        ads_consent=identify.ads_consent,
+        do_not_track=identify.do_not_track,
     )
     return state.model_copy(update={"links": links, "touches": touches}), identity_link, carried
 

@@ -40,7 +40,7 @@ from stream_jobs.rules.identity import lead_for, lead_id_for
 from stream_jobs.rules.lead_scores import ScoreState
 from stream_jobs.rules.lifecycle import LeadEvent, LeadState, PageSeen
 from stream_jobs.rules.visitors import VisitorState
-from stream_jobs.runtime import diagnostics
+from stream_jobs.runtime import diagnostics, metrics
 from stream_jobs.runtime.counters import Counters
 from stream_jobs.runtime.deadletters import DeadLetters, error_reason, record_ids
 from stream_jobs.runtime.outputs import Outputs, record_bytes
@@ -139,6 +139,7 @@ class Pipeline:
         self.scoring = Scoring(app, s, self.outputs, _table_value_type("cl_score"))
         self.counters = Counters(app, s.partitions, lambda: self.dead_letters.total)
         self.counters.install_web(app)
+        metrics.install_web(app, lambda: self.dead_letters.total)
         diagnostics.install_web(app, s.local_password_file)
         app.agent(self.events, name="visitors")(self._visitors_agent)
         app.agent(self.crm, name="crm")(self._crm_agent)

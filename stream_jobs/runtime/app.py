@@ -22,8 +22,9 @@ Configuration, and why
     - ``consumer_auto_offset_reset="earliest"``: a new worker group reads its topics from the beginning.
     - Fetches as aiokafka makes them: Kafka holds a fetch that finds nothing new for up to Faust's 1.5 s fetch
       wait, so an idle worker costs about 0.5% of a core (docs/STREAMS.md).
-    - The web server serves our pages only: ``/counters/`` and Faust's index ``/`` (``{"status": "OK"}``, the
-      health check) to anyone, ``/diagnostics/`` with the data directory's password (``diagnostics``). Faust's own
+    - The web server serves our pages only: ``/counters/``, ``/metrics`` (Prometheus, ``metrics``) and Faust's
+      index ``/`` (``{"status": "OK"}``, the health check) to anyone, ``/diagnostics/`` with the data directory's
+      password (``diagnostics``). Faust's own
       pages are off: ``/table/<name>/<key>/`` handed out table data (and answered 500 for ``ContactState``,
       which JSON cannot serialize), ``/router/`` the cluster's layout; ``@table_route`` is not used, so nothing
       needs the router. Anything else answers 404.
@@ -40,6 +41,7 @@ from typing import Any
 import faust
 
 from compat import faust_patches
+from schemas.kafka_security import faust_security
 from stream_jobs.rules.channels import ChannelRules
 from stream_jobs.runtime.topology import internal_topics
 from stream_jobs.settings import WorkerSettings
@@ -89,6 +91,7 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
         autodiscover=False,
         producer_linger=0.005,
         producer_max_batch_size=512 * 1024,
+        **faust_security(settings),
     )
     app.pipeline = Pipeline(app, settings, rules)  # type: ignore[attr-defined]  # the agents find their pipeline on the app
     return app
