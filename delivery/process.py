@@ -279,6 +279,8 @@ def run(settings: DeliverySettings, stop: threading.Event) -> None:
         group_id=settings.delivery_consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        # the worker writes the outbox in transactions (exactly_once): never post a record of an aborted one
+        isolation_level="read_committed",
         reconnect_backoff_max_ms=KAFKA_RECONNECT_BACKOFF_MAX_MS,
         **kafka_python_security(settings),
     )

@@ -88,6 +88,16 @@ class Topics:
         return f"{self.prefix}.credits"
 
     @property
+    def scores(self) -> str:
+        """:class:`schemas.outputs.LeadScore` records, one per score change, keyed by lead id."""
+        return f"{self.prefix}.lead-scores"
+
+    @property
+    def sales_ready(self) -> str:
+        """:class:`schemas.outputs.SalesReadyLead` records, one per lead and readiness cycle, keyed by lead id."""
+        return f"{self.prefix}.sales-ready"
+
+    @property
     def dead_letters(self) -> str:
         return f"{self.prefix}.dead-letters"
 
@@ -132,6 +142,8 @@ class Topics:
             TopicSpec(self.leads, "lead_id", STATE, doc="lead id -> raw email"),
             TopicSpec(self.conversions, "lead_id", OUTPUT, doc="lifecycle milestones"),
             TopicSpec(self.credits, "conversion_id", OUTPUT, doc="attribution credits"),
+            TopicSpec(self.scores, "lead_id", OUTPUT, doc="lead score changes with their breakdown"),
+            TopicSpec(self.sales_ready, "lead_id", OUTPUT, doc="sales-ready leads, one per lead and cycle"),
             TopicSpec(self.dead_letters, "source key", DEAD_LETTERS, doc="records that could not be processed"),
             TopicSpec(self.outbox, "lead_id", OUTPUT, doc="messages for outbound destinations"),
             TopicSpec(self.outbox_dead, "lead_id", DEAD_LETTERS, doc="outbound deliveries that gave up"),
@@ -144,4 +156,12 @@ class Topics:
         return [self.events, self.crm, self.spend]
 
     def output_topics(self) -> list[str]:
-        return [self.touches, self.identity_links, self.leads, self.conversions, self.credits]
+        return [
+            self.touches,
+            self.identity_links,
+            self.leads,
+            self.conversions,
+            self.credits,
+            self.scores,
+            self.sales_ready,
+        ]

@@ -1,7 +1,8 @@
 """The demo's moving parts: the pipeline's processes, waiting until everything is in ClickHouse, and measuring.
 
 ``closedloop demo`` (``closedloop/commands/demo.py``) strings these together: stack up, :class:`PipelineProcesses`
-(collector, stream worker(s), sink as subprocesses with PID files in ``run/`` and logs in ``logs/``), the
+(collector, stream worker(s), sink and ``closedloop deliver`` as subprocesses with PID files in ``run/`` and logs
+in ``logs/``), a :class:`DemoReceiver` standing in for a webhook destination, the
 simulator with a :class:`DelayProbe` watching the touches table, :func:`wait_until_drained`, then the report.
 The end-to-end test uses the same pieces against its own topics and database.
 
@@ -40,7 +41,7 @@ from schemas.kafka_security import kafka_python_security, security_environment
 from schemas.settings import PipelineSettings
 from simulator.senders import demo_collector_environment
 
-PROCESS_NAMES = ("collector", "worker", "sink")
+PROCESS_NAMES = ("collector", "worker", "sink", "deliver")
 STOP_TIMEOUT_S = 20.0
 
 
@@ -89,7 +90,8 @@ def pipeline_environment(
 
 @dataclass
 class PipelineProcesses:
-    """The collector, the worker(s) and the sink of one data directory, started as detached subprocesses.
+    """The collector, the worker(s), the sink and the delivery process of one data directory, started as detached
+    subprocesses.
 
     PID files ``run/demo-<name>.pid`` (checked against the command line before any signal) let a later
     ``closedloop demo`` find them running, and ``stop()`` stop exactly them.
@@ -99,6 +101,7 @@ class PipelineProcesses:
     ports: PipelinePorts = field(default_factory=PipelinePorts)
     workers: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    deliver_env: Mapping[str, str] = field(default_factory=dict)  # the destinations' settings: deliver's alone
     die_with_parent: bool = False  # tests: the kernel stops them if the test process dies
     _children: dict = field(default_factory=dict, repr=False)  # name -> Popen of the ones this process started
 
@@ -122,6 +125,7 @@ class PipelineProcesses:
         commands = {
             "collector": [*python, "collector", "--port", str(self.ports.collector), "--log-level", "warning"],
             "sink": [*python, "sink", "--no-migrate"],
+            "deliver": [*python, "deliver"],
         }
         for index in range(self.workers):
             name = "worker" if index == 0 else f"worker-{index}"
@@ -178,7 +182,8 @@ class PipelineProcesses:
                     name, "CLOSEDLOOP_WORKER_WEB_PORT"
                 )
                 raise StackError(f"Cannot start the {name}: port {port} is taken. Free it, or set {setting}.")
-            process = start_detached(argv, self.log(name), env=env, die_with_parent=self.die_with_parent)
+            own_env = {**env, **self.deliver_env} if name == "deliver" else env
+            process = start_detached(argv, self.log(name), env=own_env, die_with_parent=self.die_with_parent)
             self.pid_file(name).write(process.pid)
             self._children[name] = process
             # Until the child has exec'd, /proc shows our own command line: the PID file would look stale.
@@ -356,22 +361,30 @@ def wait_until_drained(
     stable_for: float = 2.0,
     on_poll: Callable[[DrainResult], None] | None = None,
     alive: Callable[[], None] = lambda: None,
+    deliver_group: str | None = None,
 ) -> DrainResult:
-    """Wait until the worker and the sink have consumed everything, ClickHouse holds ``expected_touches``
-    touches, and no row count has moved for ``stable_for`` seconds (late re-emissions settle). Returns the state
-    at that point; ``complete`` is False when ``timeout`` came first."""
+    """Wait until the worker and the sink (and ``closedloop deliver``'s group, when given) have consumed
+    everything, ClickHouse holds ``expected_touches`` touches, and no row count has moved for ``stable_for``
+    seconds (late re-emissions settle). Returns the state at that point; ``complete`` is False when ``timeout``
+    came first."""
     from stream_jobs.runtime.topology import crm_contacts_topic
 
     topics = settings.topics
     worker_topics = [topics.events, topics.crm, topics.lead_events, crm_contacts_topic(worker_group)]
-    sink_topics = [topics.events, topics.crm, topics.spend, *topics.output_topics()]
+    sink_topics = [topics.events, topics.crm, topics.spend, *topics.output_topics(), topics.deliveries]
     started = time.monotonic()
     last_rows: dict[str, int] | None = None
     stable_since = time.monotonic()
     while True:
         alive()
-        worker_lag = consumer_lag(settings.kafka_servers, worker_group, worker_topics, kafka_python_security(settings))
-        sink_lag = consumer_lag(settings.kafka_servers, sink_group, sink_topics, kafka_python_security(settings))
+        security = kafka_python_security(settings)
+        worker_lag = consumer_lag(settings.kafka_servers, worker_group, worker_topics, security)
+        # deliver's lag first: the statuses it writes before its commit are then in the sink's lag below
+        delivering = {}
+        if deliver_group is not None:
+            delivering = consumer_lag(settings.kafka_servers, deliver_group, [topics.outbox], security)
+        sink_lag = consumer_lag(settings.kafka_servers, sink_group, sink_topics, security)
+        sink_lag.update({f"deliver:{topic}": lag for topic, lag in delivering.items()})
         rows = row_counts(client)
         if rows != last_rows:
             last_rows, stable_since = rows, time.monotonic()
@@ -500,3 +513,106 @@ def wait_group_active(
     finally:
         admin.close()
     return time.monotonic() - started
+
+
+# -- a webhook destination for the demo ------------------------------------------------------------------------
+
+
+class DemoReceiver:
+    """The demo's stand-in for a webhook destination of ``closedloop deliver`` (docs/DELIVERY.md): a local HTTP
+    server that checks each request's signature (``X-Closedloop-Signature``, HMAC-SHA256 of ``"<t>." + body``) and
+    counts messages per kind, and repeats by ``Idempotency-Key``. Its port and secret are kept in
+    ``<data_dir>/demo-webhook.json`` (0600), so a ``closedloop deliver`` left running by an earlier demo still
+    reaches the next one's receiver; between demos nobody answers and deliver retries, then dead-letters."""
+
+    def __init__(self, data_dir: Path, port: int = 8099) -> None:
+        import secrets
+
+        self.path = Path(data_dir).expanduser().resolve() / "demo-webhook.json"
+        stored = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.port = int(stored.get("port", port))
+        self.secret = str(stored.get("secret") or secrets.token_hex(16))
+        self.kinds: dict[str, int] = {}
+        self.keys: set[str] = set()
+        self.repeats = 0
+        self.bad_signatures = 0
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/closedloop-demo"
+
+    def environment(self) -> dict[str, str]:
+        """What ``closedloop deliver`` needs to post to this receiver."""
+        return {"CLOSEDLOOP_DELIVERY_WEBHOOK_URL": self.url, "CLOSEDLOOP_DELIVERY_WEBHOOK_SECRET": self.secret}
+
+    def verified(self, header: str, body: bytes) -> bool:
+        import hashlib
+        import hmac
+
+        parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+        expected = hmac.new(self.secret.encode(), f"{parts.get('t', '')}.".encode() + body, hashlib.sha256)
+        return hmac.compare_digest(expected.hexdigest(), parts.get("v1", ""))
+
+    def _received(self, headers: Mapping[str, str], body: bytes) -> int:
+        """One request (header names lower-cased): 200 when its signature holds, else 401."""
+        if not self.verified(headers.get("x-closedloop-signature", ""), body):
+            with self._lock:
+                self.bad_signatures += 1
+            return 401
+        kind = str(json.loads(body).get("kind", "?"))
+        key = headers.get("idempotency-key", "")
+        with self._lock:
+            if key in self.keys:
+                self.repeats += 1
+            else:
+                self.keys.add(key)
+                self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        return 200
+
+    def start(self) -> "DemoReceiver":
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from schemas.settings import make_private_dir
+
+        receiver = self
+        error: OSError | None = None
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = receiver._received({k.lower(): v for k, v in self.headers.items()}, body)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        except OSError as bind_error:
+            error = bind_error
+            if not self.path.exists():  # a first demo: any free port will do
+                self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self._server is None:
+            raise StackError(
+                f"Cannot start the demo's webhook receiver on 127.0.0.1:{self.port}: {error}. Free the port, or "
+                f"delete {self.path} to pick another one (and restart `closedloop deliver`: `closedloop down`)."
+            )
+        self.port = int(self._server.server_address[1])
+        make_private_dir(self.path.parent)
+        self.path.write_text(json.dumps({"port": self.port, "secret": self.secret}))
+        self.path.chmod(0o600)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="demo-receiver", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)

@@ -145,6 +145,12 @@ REPORTS: dict[str, ReportSpec] = {
             "lead quality per channel: MQL, SQL, win and lost rates, top lost reasons, deal value, sales cycle",
         ),
         ReportSpec(
+            "ready-leads",
+            "ready_leads.sql",
+            ("from", "to", "limit"),
+            "sales-ready leads: reason, score and its breakdown, first touch, channels, pages, forms (newest first)",
+        ),
+        ReportSpec(
             "ads-feedback",
             "ads_feedback.sql",
             ("from", "to"),
@@ -291,7 +297,7 @@ def channels(
 #   missing (no leads, no time)          '-' in the table, empty in CSV, null in JSON (never NaN, never 0E-9)
 #   headers                              the SQL column names, the same in every format
 #   thousands                            ',' in the table only; CSV and JSON carry plain numbers
-TWO_PLACES = frozenset({"cost_per_lead", "cac", "avg_touches", "revenue_per_session", "avg_committee"})
+TWO_PLACES = frozenset({"cost_per_lead", "cac", "avg_touches", "revenue_per_session", "avg_committee", "score"})
 COUNT, MONEY, CREDITED, FLOAT, TEXT = "count", "money", "credited", "float", "text"
 
 

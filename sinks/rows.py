@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from schemas.events import CLICK_ID_FIELDS, CrmStatusChange, Envelope, Identify, PageView, SpendRow
 from schemas.outbox import AdFeedback, DeliveryStatus
-from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
+from schemas.outputs import Conversion, Credit, IdentityLink, Lead, LeadScore, SalesReadyLead, ScorePoints, Touch
 from schemas.topics import Topics
 from sinks import canonical_rows
 
@@ -348,6 +348,8 @@ class RecordKind(StrEnum):
     CONVERSION = "conversion"
     CREDIT = "credit"
     DELIVERY = "delivery"  # DeliveryStatus on the deliveries topic (closedloop deliver)
+    SCORE = "score"  # LeadScore on the lead-scores topic
+    SALES_READY = "sales_ready"  # SalesReadyLead on the sales-ready topic
     AD_FEEDBACK = "ad_feedback"  # AdFeedback on the ad-feedback topic (closedloop deliver's ad destinations)
 
 
@@ -362,6 +364,8 @@ def topic_kinds(topics: Topics) -> dict[str, RecordKind]:
             topics.conversions: RecordKind.CONVERSION,
             topics.credits: RecordKind.CREDIT,
             topics.deliveries: RecordKind.DELIVERY,
+            topics.scores: RecordKind.SCORE,
+            topics.sales_ready: RecordKind.SALES_READY,
             topics.ad_feedback: RecordKind.AD_FEEDBACK,
         }
     )
@@ -613,6 +617,31 @@ def delivery_row(d: DeliveryStatus) -> Row:
     )
 
 
+def _breakdown(points: list[ScorePoints]) -> list[dict[str, Any]]:
+    """A named tuple column takes JSON objects in the JSON input formats."""
+    return [{"rule": p.rule, "points": p.points} for p in points]
+
+
+def score_row(s: LeadScore) -> Row:
+    return (s.lead_id, s.scored_at, s.score, _breakdown(s.breakdown), s.event_id)
+
+
+def sales_ready_row(r: SalesReadyLead) -> Row:
+    journey = r.model_dump(mode="json", include={"first_touch", "touches", "pages", "forms"})
+    return (
+        r.ready_id,
+        r.lead_id,
+        r.cycle,
+        r.email,
+        r.ready_at,
+        r.reason,
+        r.score,
+        _breakdown(r.breakdown),
+        orjson.dumps(journey).decode(),
+        r.event_id,
+    )
+
+
 def ad_feedback_row(f: AdFeedback) -> Row:
     return (
         f.feedback_id,
@@ -641,6 +670,8 @@ _OUTPUTS: dict[RecordKind, tuple[Any, str, Callable[[Any], tuple[Any, ...]]]] = 
     RecordKind.CONVERSION: (Conversion, "conversions", conversion_row),
     RecordKind.CREDIT: (Credit, "credits", credit_row),
     RecordKind.DELIVERY: (DeliveryStatus, "deliveries", delivery_row),
+    RecordKind.SCORE: (LeadScore, "lead_scores", score_row),
+    RecordKind.SALES_READY: (SalesReadyLead, "sales_ready_leads", sales_ready_row),
     RecordKind.AD_FEEDBACK: (AdFeedback, "ad_feedback", ad_feedback_row),
 }
 

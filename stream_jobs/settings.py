@@ -2,7 +2,9 @@
 
 Environment variables carry the ``CLOSEDLOOP_`` prefix, like every component's: ``CLOSEDLOOP_LEAD_ID_KEY``,
 ``CLOSEDLOOP_LOOKBACK_DAYS``, ``CLOSEDLOOP_SESSION_TIMEOUT_SECONDS``, ``CLOSEDLOOP_WORKER_WEB_PORT``,
-``CLOSEDLOOP_CHANNEL_RULES_FILE``, ``CLOSEDLOOP_PROCESSING_GUARANTEE``, ``CLOSEDLOOP_WORKER_APP_ID``.
+``CLOSEDLOOP_CHANNEL_RULES_FILE``, ``CLOSEDLOOP_PROCESSING_GUARANTEE``, ``CLOSEDLOOP_WORKER_APP_ID``,
+``CLOSEDLOOP_SCORING_RULES_FILE``, ``CLOSEDLOOP_SCORE_ACTIVITY_LIMIT``, ``CLOSEDLOOP_CONTACT_HOLD_SECONDS``,
+``CLOSEDLOOP_CONTACT_SWEEP_SECONDS``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,20 @@ class WorkerSettings(PipelineSettings):
         50, ge=1, le=1000, description="Touches kept per visitor (the newest); older ones were already sent."
     )
     journey_touch_limit: int = Field(500, ge=1, le=10000, description="Touches kept per lead journey (the newest).")
+    scoring_rules_file: Path | None = Field(
+        None, description="JSON or TOML lead scoring rules (docs/SCORING.md); unset = the documented defaults."
+    )
+    contact_hold_seconds: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="How long a CRM event of a contact with no known email waits for one before the dead letters.",
+    )
+    contact_sweep_seconds: float = Field(
+        60.0, gt=0, description="Interval of the sweep that dead-letters CRM events held longer than that."
+    )
+    score_activity_limit: int = Field(
+        200, ge=1, le=5000, description="Activities kept per lead for its score (the newest, within the window)."
+    )
 
     @property
     def app_id(self) -> str:
@@ -48,6 +64,10 @@ class WorkerSettings(PipelineSettings):
     @property
     def lookback(self) -> timedelta:
         return timedelta(days=self.lookback_days)
+
+    @property
+    def contact_hold(self) -> timedelta:
+        return timedelta(seconds=self.contact_hold_seconds)
 
     @property
     def session_timeout(self) -> timedelta:

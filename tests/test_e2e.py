@@ -378,6 +378,7 @@ def test_simulated_days_through_the_whole_pipeline_match_the_reference(pipeline_
     _assert_the_page_path_and_cohort_reports_add_up(client, end)
     _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings)
     _assert_the_lost_reasons(client, truth, pipeline_settings)
+    _assert_the_demo_requests_are_sales_ready(client, truth, pipeline_settings)
 
 
 def _assert_the_lost_reasons(client, truth, pipeline_settings) -> None:
@@ -400,6 +401,27 @@ def _assert_the_lost_reasons(client, truth, pipeline_settings) -> None:
     )
     assert found == wanted
     assert len({reason for reason in wanted.values() if reason}) >= 3 and "" in wanted.values()
+
+
+def _assert_the_demo_requests_are_sales_ready(client, truth, pipeline_settings) -> None:
+    """A demo request is a hand-raiser (docs/SCORING.md): every lead that sent one is sales-ready, in one record per
+    readiness cycle; the others only when their score crossed the threshold."""
+    from schemas.identity import lead_id_for
+
+    requested = {
+        lead_id_for(j["email"], pipeline_settings.lead_key_bytes)
+        for j in truth.journeys
+        if any(f["form_id"] == "demo-request" for f in j["forms"])
+    }
+    rows = _query(client, "SELECT lead_id, cycle, reason FROM sales_ready_leads FINAL")
+    ready = {lead for lead, _, _ in rows}
+    assert requested and requested <= ready
+    assert len(rows) == len({(lead, cycle) for lead, cycle, _ in rows})
+    assert {reason for lead, _, reason in rows if lead in requested} <= {
+        "hand_raiser:form:demo",
+        "hand_raiser:pricing_returning",
+        "threshold",
+    }
 
 
 def _assert_the_journey_of_a_two_device_lead(client, truth, pipeline_settings) -> None:

@@ -116,6 +116,6 @@ def test_envelope_rejects_unknown_event_type():
 def test_topics_are_prefixed_and_complete():
     topics = Topics("t1")
     names = [spec.name for spec in topics.specs()]
-    assert len(names) == len(set(names)) == 15
+    assert len(names) == len(set(names)) == 17
     assert all(name.startswith("t1.") for name in names)
     assert [spec.name for spec in topics.specs() if spec.compacted] == ["t1.leads", "t1.erased-leads"]

@@ -132,13 +132,14 @@ def test_topic_specs_include_internal_topics_once() -> None:
     specs = pipeline_topic_specs(settings)
     names = [spec.name for spec in specs]
     assert len(names) == len(set(names))
-    assert names[:15] == [spec.name for spec in settings.topics.specs()]
+    assert names[:17] == [spec.name for spec in settings.topics.specs()]
     assert [spec.name for spec in specs if spec.compacted] == [
         "unit.leads",
         "unit.erased-leads",
         "unit-worker-visitors-changelog",
         "unit-worker-contacts-changelog",
         "unit-worker-leads-changelog",
+        "unit-worker-scores-changelog",
         "unit-worker-counters-1m-changelog",
         "unit-worker-counters-1h-changelog",
         "unit-worker-counters-today-changelog",
@@ -148,6 +149,8 @@ def test_topic_specs_include_internal_topics_once() -> None:
         "source",
         "source",
         "internal",
+        "output",
+        "output",
         "output",
         "output",
         "output",

@@ -1,13 +1,15 @@
 """``closedloop demo``: a simulated month of marketing through the whole pipeline, on real components.
 
 1. brings the stack up (embedded broker and ClickHouse endpoint, topics, migrations), like ``closedloop up``;
-2. starts the collector, the stream worker(s) and the sink as background processes (PID files in ``run/``,
-   logs in ``logs/`` under the data directory), unless a previous demo left them running;
+2. starts the collector, the stream worker(s), the sink and ``closedloop deliver`` as background processes (PID
+   files in ``run/``, logs in ``logs/`` under the data directory), unless a previous demo left them running; with
+   no ``CLOSEDLOOP_DELIVERY_*`` destination set, deliver posts to a local webhook receiver the demo runs itself;
 3. sends the next days of the simulation (``--days``, 30 by default) through the collector's HTTP endpoints,
    with a delay probe watching ClickHouse;
 4. waits until the worker and the sink have consumed every topic and every touch is in ClickHouse;
 5. prints the measured ingestion throughput and end-to-end delay, and the channel report under first-touch,
-   last-touch and linear attribution side by side, with spend and return on ad spend; then what to try next.
+   last-touch and linear attribution side by side, with spend and return on ad spend; the sales-ready leads, the
+   lost reasons and the deliveries; then what to try next.
 
 The services keep running until ``closedloop down`` (``--once`` stops them at the end). Running the demo again on
 the same data directory sends the next days: nothing is counted twice.
@@ -15,6 +17,7 @@ the same data directory sends the next days: nothing is counted twice.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import date, timedelta
 from decimal import Decimal
@@ -67,7 +70,7 @@ def command(
     from dashboard.settings import DashboardSettings
     from deploy import stack
     from deploy.settings import StackSettings, read_settings
-    from simulator.demo_harness import PipelinePorts, PipelineProcesses
+    from simulator.demo_harness import DemoReceiver, PipelinePorts, PipelineProcesses
     from simulator.runs import SimulationError, plan_run
     from sinks.settings import SinkSettings
     from stream_jobs.settings import WorkerSettings
@@ -85,7 +88,17 @@ def command(
         console.rule("[bold]closedloop demo[/bold]")
         console.print("[bold]1. The stack[/bold] (embedded Kafka broker and ClickHouse endpoint)")
         stack.up(settings, report=lambda line: console.print(f"   {line}"))
-        console.print("[bold]2. The pipeline[/bold] (collector -> Kafka -> stream worker -> sink -> ClickHouse)")
+        console.print(
+            "[bold]2. The pipeline[/bold] (collector -> Kafka -> stream worker -> sink -> ClickHouse; "
+            "worker -> outbox -> deliver -> webhooks)"
+        )
+        # Your own destinations when set (docs/DELIVERY.md), else the demo's receiver stands in for a webhook.
+        deliver_env = {k: v for k, v in os.environ.items() if k.startswith("CLOSEDLOOP_DELIVERY_")}
+        receiver = None
+        if not any(k.endswith(("_URL", "_TOKEN")) for k in deliver_env):
+            receiver = DemoReceiver(settings.data_root).start()
+            deliver_env.update(receiver.environment())
+            console.print(f"   deliver posts sales-ready leads to the demo's webhook receiver at {receiver.url}")
         # The children get an environment of their own: the log settings are handed on explicitly.
         processes = PipelineProcesses(
             settings,
@@ -96,17 +109,23 @@ def command(
             ),
             workers,
             extra_env=log_environment(),
+            deliver_env=deliver_env,
         )
+        deliver_group = deliver_env.get("CLOSEDLOOP_DELIVERY_CONSUMER_GROUP", "closedloop-deliver")
         try:
-            _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout)
+            _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout, deliver_group, receiver)
         finally:
+            if receiver is not None:
+                receiver.stop()
             if once:
                 console.print("[bold]--once:[/bold] stopping everything (the data stays in the data directory)")
                 processes.stop(report=lambda line: console.print(f"   {line}"))
                 stack.down(settings, report=lambda line: console.print(f"   {line}"))
 
 
-def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeout: float) -> None:
+def _run(
+    settings, worker_settings, sink_settings, processes, cursor, run, timeout: float, deliver_group: str, receiver
+) -> None:
     from deploy.daemons import StackError
     from schemas.kafka_security import kafka_python_security
     from simulator.demo_harness import (
@@ -183,6 +202,7 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
             timeout=timeout,
             on_poll=show,
             alive=alive,
+            deliver_group=deliver_group,
         )
     finally:
         status.stop()
@@ -202,6 +222,7 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
     _print_measurements(stats, probe, finished, delay_summary(probe.delays()))
     _print_report(client, cursor, run)
     _print_ads(client, cursor, run)
+    _print_sales_loop(client, receiver)
     _print_next(settings, processes, worker_settings, run)
 
 
@@ -284,6 +305,36 @@ def _print_report(client, cursor, run) -> None:
     )
 
 
+def _print_sales_loop(client, receiver) -> None:
+    """The loop's other half: sales-ready leads out (and delivered), lost reasons back."""
+    console.print("[bold]7. The loop with sales[/bold] (every run so far; docs/SCORING.md, docs/DELIVERY.md)")
+    ready = client.query(
+        "SELECT reason, count() FROM sales_ready_leads FINAL GROUP BY reason ORDER BY count() DESC, reason"
+    ).result_rows
+    total = sum(int(count) for _, count in ready)
+    reasons = ", ".join(f"{reason} {int(count):,}" for reason, count in ready)
+    console.print(f"   sales-ready leads: [bold]{total:,}[/bold]" + (f" ({reasons})" if reasons else ""))
+    lost = client.query(
+        "SELECT reason, count() FROM conversions FINAL WHERE stage IN ('lost', 'disqualified') AND reason != '' "
+        "GROUP BY reason ORDER BY count() DESC, reason LIMIT 3"
+    ).result_rows
+    if lost:
+        console.print("   top lost reasons from the CRM: " + ", ".join(f"{r} {int(n):,}" for r, n in lost))
+    deliveries = client.query(
+        "SELECT destination, kind, status, count() FROM deliveries FINAL GROUP BY ALL ORDER BY ALL"
+    ).result_rows
+    if not deliveries:
+        console.print("   deliveries: none yet (closedloop deliver: see its log; docs/DELIVERY.md)")
+    for destination, kind, status, count in deliveries:
+        console.print(f"   deliveries to {destination}: {kind} {status} {int(count):,}")
+    if receiver is not None:
+        got = ", ".join(f"{kind} {count:,}" for kind, count in sorted(receiver.kinds.items())) or "nothing"
+        console.print(
+            f"   the demo's webhook receiver, this run: {got}; signatures that failed {receiver.bad_signatures}, "
+            f"repeats {receiver.repeats}"
+        )
+
+
 def _print_ads(client, cursor, run) -> None:
     """How many SQL and customer conversions of the simulated period may go back to each ad platform (docs/ADS.md):
     with the platform's click id (the simulated paid traffic carries them), within 90 days, with consent."""
@@ -321,7 +372,7 @@ def _print_next(settings, processes, worker_settings, run) -> None:
     from urllib.parse import urlsplit
 
     ch = urlsplit(settings.clickhouse)
-    console.print("[bold]7. What to try next[/bold] (the services keep running until `closedloop down`)")
+    console.print("[bold]8. What to try next[/bold] (the services keep running until `closedloop down`)")
     period = f"--from {run.start.date()} --to {(run.end - timedelta(days=1)).date()}"
     lines = [
         ("the other models", f"closedloop report compare-models {period}"),
@@ -331,6 +382,7 @@ def _print_next(settings, processes, worker_settings, run) -> None:
             "    (the same numbers as the reports, and the live counters)",
         ),
         ("what made them buy", f"closedloop report landing-pages {period}; closedloop report ideal-path {period}"),
+        ("sales-ready leads", f"closedloop report ready-leads {period}"),
         ("cohort payback", f"closedloop report payback --from {run.start:%Y-%m} --to {run.end:%Y-%m}"),
         (
             "any SQL",

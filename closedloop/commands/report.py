@@ -151,6 +151,23 @@ def quality(model: str, by: str, date_from: datetime, date_to: datetime, fmt: st
     )
 
 
+@command.command("ready-leads")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="Rows at most.")
+@_period
+def ready_leads(limit: int, date_from: datetime, date_to: datetime, fmt: str) -> None:
+    """Sales-ready leads of the period (by when they became ready), newest first: the reason (threshold or the
+    hand-raiser rule), the score and each rule's points, the first touch, the channels of the touches, the newest
+    pages and the forms (docs/SCORING.md). One row per lead and readiness cycle."""
+    _run(
+        fmt,
+        (
+            "ready-leads",
+            f"sales-ready leads · {_span(date_from, date_to)}",
+            {"limit": limit, **_dates(date_from, date_to)},
+        ),
+    )
+
+
 @command.command("funnel")
 @click.option("--model", type=click.Choice(MODELS), default="first_touch", show_default=True)
 @_period

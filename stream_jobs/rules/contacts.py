@@ -12,10 +12,17 @@ Holding
     contact) and released, in arrival order, to the lead as soon as a mapping arrives. Held events beyond the
     limit are sent to the dead-letter topic (never silently dropped). A contact that is mapped again to another
     lead (its email changed in the CRM) sends its later events to the new lead.
+
+    Held events also wait a bounded time (``CLOSEDLOOP_CONTACT_HOLD_SECONDS``, a week by default): a sweep record
+    (kind ``sweep``, its ``at`` the worker's clock when it sent it) reaches every partition of the contacts topic
+    at an interval, and :func:`expire_held` hands back the events received (``Envelope.received_at``) longer than
+    that before it, which the contacts agent dead-letters with the reason. Time on the sweep, not the wall clock
+    in the agent, so a replayed sweep expires the same events.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -30,10 +37,11 @@ class ContactRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["mapping", "event"]
+    kind: Literal["mapping", "event", "sweep"]
     contact_key: str
     lead_id: str | None = None
     envelope: Envelope | None = None
+    at: datetime | None = None  # a sweep's time
 
 
 class ContactState(BaseModel):
@@ -64,3 +72,13 @@ def apply_contact_record(
     held = (*state.held, record.envelope)
     overflow = list(held[:-held_limit]) if len(held) > held_limit else []
     return state.model_copy(update={"held": held[-held_limit:]}), [], overflow
+
+
+def expire_held(state: ContactState, now: datetime, hold: timedelta) -> tuple[ContactState, list[Envelope]]:
+    """The state without its held events received more than ``hold`` before ``now``, and those events (in arrival
+    order) to dead-letter; the same state when none has waited that long."""
+    expired = [envelope for envelope in state.held if envelope.received_at < now - hold]
+    if not expired:
+        return state, []
+    kept = tuple(envelope for envelope in state.held if envelope.received_at >= now - hold)
+    return state.model_copy(update={"held": kept}), expired

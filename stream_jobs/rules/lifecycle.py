@@ -349,18 +349,30 @@ def credits_for(state: LeadState, conversion: Conversion, lookback: timedelta = 
     ]
 
 
+class PageSeen(BaseModel):
+    """A page view of an identified visitor that started no touch: only lead scoring needs it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    occurred_at: datetime
+
+
 class LeadEvent(BaseModel):
     """The internal record on ``{p}.lead-events`` (keyed by lead id): what the leads agent applies.
 
     ``link``: a visitor identified as the lead (``link``, the raw ``email`` for the leads topic, the carried
     ``touches``); ``touch``: one touch of an identified visitor (``touches`` holds it); ``crm``: a CRM change
-    (``crm`` and its envelope's ``event_id``); ``erase``: ``closedloop erase`` (``event_id`` is the request id,
-    ``visitor_ids`` the visitors it found linked to the lead elsewhere), see :mod:`stream_jobs.rules.erasure`.
+    (``crm`` and its envelope's ``event_id``); ``page``: a page view of an identified visitor inside a session
+    (``page``; for lead scoring only, :mod:`stream_jobs.rules.lead_scores`, not a lifecycle transition); ``form``:
+    another form of a visitor already linked to the lead (``link`` describes it; for lead scoring only);
+    ``erase``: ``closedloop erase`` (``event_id`` is the request id, ``visitor_ids`` the visitors it found linked
+    to the lead elsewhere), see :mod:`stream_jobs.rules.erasure`.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["link", "touch", "crm", "erase"]
+    kind: Literal["link", "touch", "crm", "erase", "page", "form"]
     lead_id: str
     link: IdentityLink | None = None
     email: str | None = None
@@ -368,6 +380,7 @@ class LeadEvent(BaseModel):
     crm: CrmStatusChange | None = None
     event_id: str = ""
     visitor_ids: tuple[str, ...] = ()
+    page: PageSeen | None = None
 
 
 def apply(

@@ -95,6 +95,27 @@ class ScoringRules:
 
 DEFAULT_RULES = ScoringRules()
 
+# The pipeline's stage names (schemas.events.LifecycleStage) beside HubSpot's lifecycle names, which the rules file
+# may use for the same stage: a rule for either applies.
+STAGE_ALIASES = {
+    "mql": "marketingqualifiedlead",
+    "sql": "salesqualifiedlead",
+    "marketingqualifiedlead": "mql",
+    "salesqualifiedlead": "sql",
+}
+
+
+def form_kind(form_id: str, rules: ScoringRules) -> str:
+    """The form kind of a form id: the id itself when the rules name it, else the first kind the id starts with
+    (the tracker's ``data-closedloop="demo-request"`` is a ``demo`` form), else the id, lower-cased."""
+    name = form_id.strip().lower()
+    if name in rules.forms:
+        return name
+    for kind in sorted(rules.forms, key=len, reverse=True):
+        if name.startswith(kind):
+            return kind
+    return name
+
 
 @dataclass(frozen=True)
 class Activity:
@@ -160,7 +181,8 @@ def score_lead(
         if (crm or {}).get(rule.field, "").strip().lower() in rule.values:
             add(f"crm:{rule.field}", rule.points)
     if stage:
-        add(f"stage:{stage.lower()}", rules.stages.get(stage.lower(), 0.0))
+        name = stage.lower()
+        add(f"stage:{name}", rules.stages.get(name, rules.stages.get(STAGE_ALIASES.get(name, name), 0.0)))
     breakdown = tuple((rule, round(value, 2)) for rule, value in points.items() if round(value, 2))
     return Score(round(sum(value for _, value in breakdown), 2), breakdown)
 

@@ -24,24 +24,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers import codecs
 from pydantic import BaseModel
 
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, LifecycleStage, PageView
-from schemas.outputs import Conversion, Lead
+from schemas.outputs import Conversion, IdentityLink, Lead
 from stream_jobs.rules import contacts as contacts_rules
 from stream_jobs.rules import erasure, lifecycle
 from stream_jobs.rules import visitors as visitor_rules
 from stream_jobs.rules.channels import ChannelRules
 from stream_jobs.rules.contacts import ContactRecord, ContactState
-from stream_jobs.rules.identity import lead_id_for
-from stream_jobs.rules.lifecycle import LeadEvent, LeadState
+from stream_jobs.rules.identity import lead_for, lead_id_for
+from stream_jobs.rules.lead_scores import ScoreState
+from stream_jobs.rules.lifecycle import LeadEvent, LeadState, PageSeen
 from stream_jobs.rules.visitors import VisitorState
 from stream_jobs.runtime import diagnostics, metrics
 from stream_jobs.runtime.counters import Counters
 from stream_jobs.runtime.deadletters import DeadLetters, error_reason, record_ids
 from stream_jobs.runtime.outputs import Outputs, record_bytes
+from stream_jobs.runtime.scores import Scoring
 from stream_jobs.runtime.topology import (
     CONTACTS_TABLE,
     LEADS_TABLE,
@@ -89,13 +92,22 @@ def _table_value_type(codec: str) -> type:
     return TableValue
 
 
-CODECS: dict[str, type[BaseModel]] = {"cl_visitor": VisitorState, "cl_contact": ContactState, "cl_lead": LeadState}
+CODECS: dict[str, type[BaseModel]] = {
+    "cl_visitor": VisitorState,
+    "cl_contact": ContactState,
+    "cl_lead": LeadState,
+    "cl_score": ScoreState,
+}
 for _name, _model in CODECS.items():
     codecs.register(_name, _ModelCodec(_model))
 
 
 def _key(text: str) -> bytes:
     return text.encode("utf-8")
+
+
+# The partition a keyed output lands on: aiokafka's default partitioner, which every send of ``Outputs`` uses.
+_PARTITIONER = DefaultPartitioner()
 
 
 @dataclass
@@ -124,6 +136,7 @@ class Pipeline:
         self.visitors = app.Table(VISITORS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_visitor"))
         self.contacts = app.Table(CONTACTS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_contact"))
         self.leads = app.Table(LEADS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_lead"))
+        self.scoring = Scoring(app, s, self.outputs, _table_value_type("cl_score"))
         self.counters = Counters(app, s.partitions, lambda: self.dead_letters.total)
         self.counters.install_web(app)
         metrics.install_web(app, lambda: self.dead_letters.total)
@@ -133,6 +146,7 @@ class Pipeline:
         app.agent(self.crm_contacts, name="contacts")(self._contacts_agent)
         app.agent(self.lead_events, name="leads")(self._leads_agent)
         app.agent(app.topic(self.erasures_name), name="erasures")(self._erasures_agent)
+        app.timer(s.contact_sweep_seconds)(self._send_contact_sweeps)
 
     async def _each(self, stream: Any, handler: Any) -> None:
         """Run ``handler`` per event; a failure of one record dead-letters it and the stream goes on."""
@@ -194,7 +208,18 @@ class Pipeline:
                     kind="touch", lead_id=touch.lead_id, touches=(touch,), event_id=envelope.event_id
                 )
                 await self.outputs.send(self.names.lead_events, _key(touch.lead_id), record_bytes(lead_event))
+        else:
+            await self._page_of_lead(envelope, page_view, state)
         self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
+
+    async def _page_of_lead(self, envelope: Envelope, page_view: PageView, state: VisitorState) -> None:
+        """A page view inside a session of an identified visitor goes to its lead too: lead scoring counts it."""
+        lead_id = lead_for(state.links, page_view.occurred_at)
+        if lead_id is None:
+            return
+        page = PageSeen(path=page_view.path or "/", occurred_at=page_view.occurred_at)
+        lead_event = LeadEvent(kind="page", lead_id=lead_id, page=page, event_id=envelope.event_id)
+        await self.outputs.send(self.names.lead_events, _key(lead_id), record_bytes(lead_event))
 
     async def _on_identify(self, envelope: Envelope, identify: Identify, partition: int, offset: int) -> None:
         lead_id = lead_id_for(identify.email, self.key)
@@ -207,6 +232,9 @@ class Pipeline:
         )
         if link is not None:
             await self.outputs.send(self.names.identity_links, _key(lead_id), record_bytes(link))
+            # The touches now owned by the lead again, with lead_id: the touches table keeps this copy.
+            for touch in carried:
+                await self.outputs.send(self.names.touches, _key(visitor_id), record_bytes(touch))
             lead_event = LeadEvent(
                 kind="link",
                 lead_id=lead_id,
@@ -215,6 +243,17 @@ class Pipeline:
                 touches=tuple(carried),
                 event_id=envelope.event_id,
             )
+            await self.outputs.send(self.names.lead_events, _key(lead_id), record_bytes(lead_event))
+        elif identify.form_id:
+            # a form of a visitor linked already (no new link): lead scoring still counts it
+            form = IdentityLink(
+                visitor_id=visitor_id,
+                lead_id=lead_id,
+                linked_at=identify.occurred_at,
+                event_id=envelope.event_id,
+                form_id=identify.form_id,
+            )
+            lead_event = LeadEvent(kind="form", lead_id=lead_id, link=form, event_id=envelope.event_id)
             await self.outputs.send(self.names.lead_events, _key(lead_id), record_bytes(lead_event))
         self.visitors[visitor_id] = state.model_copy(update={"offset": offset})
 
@@ -250,6 +289,9 @@ class Pipeline:
 
     async def _on_contact_record(self, event: Any) -> None:
         record = serde.loads(event.value, ContactRecord)
+        if record.kind == "sweep":
+            await self._sweep_contacts(event, record)
+            return
         before = self.contacts.get(record.contact_key)
         state, released, overflow = contacts_rules.apply_contact_record(before, record)
         if state != before:
@@ -263,6 +305,39 @@ class Pipeline:
                 f"waited for a mapping to an email beyond the holding limit",
             )
 
+    async def _send_contact_sweeps(self, app: Any) -> None:
+        """Timer: a sweep record to each contacts partition this worker holds (stream_jobs.rules.contacts)."""
+        record = ContactRecord(kind="sweep", contact_key="", at=datetime.now(timezone.utc))
+        for tp in sorted(self.app.consumer.assignment(), key=lambda tp: tp.partition):
+            if tp.topic == self.crm_contacts_name:
+                await self.outputs.send_outside_events(tp.topic, None, record_bytes(record), tp.partition)
+
+    async def _sweep_contacts(self, event: Any, record: ContactRecord) -> None:
+        """Dead-letter the CRM events of this partition's contacts that waited longer than the hold for an email."""
+        if record.at is None:
+            raise ValueError("a contacts sweep record needs its time ('at')")
+        message = event.message
+        partitions = list(range(self.settings.partitions))
+        hold = self.settings.contact_hold
+        for contact_key, state in list(self.contacts.items()):
+            # only this partition's keys: a table write goes to the changelog partition of the current event
+            if not state.held or _PARTITIONER(_key(contact_key), partitions, partitions) != message.partition:
+                continue
+            after, expired = contacts_rules.expire_held(state, record.at, hold)
+            for envelope in expired:
+                await self.dead_letters.send_record(
+                    f"CRM event {envelope.event_id} for contact {contact_key} waited more than "
+                    f"{self.settings.contact_hold_seconds:g} s (CLOSEDLOOP_CONTACT_HOLD_SECONDS) for a CRM record "
+                    f"that names both this contact id and an email; none came, so no lead could be found",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    _key(contact_key),
+                    serde.dumps(envelope),
+                )
+            if expired:
+                self.contacts[contact_key] = after
+
     # -- leads ------------------------------------------------------------------------------------------------
 
     async def _leads_agent(self, stream: Any) -> None:
@@ -274,6 +349,9 @@ class Pipeline:
         if lead_event.kind == "erase":
             await self._erase_lead(lead_event)
             return
+        await self.scoring.apply(lead_event, self.leads.get(lead_event.lead_id))
+        if lead_event.kind in ("page", "form"):
+            return  # scoring only: no lifecycle transition
         before = self.leads.get(lead_event.lead_id)
         state, conversions = lifecycle.apply(
             before, lead_event, lookback=s.lookback, journey_limit=s.journey_touch_limit
@@ -345,6 +423,7 @@ class Pipeline:
         )
         if before is not None:
             del self.leads[lead_id]
+        self.scoring.erase(lead_id)
         log.info(
             "lead erased",
             extra={"lead_id": lead_id, "request_id": request_id, "visitors": len(visitors), "contacts": len(contacts)},

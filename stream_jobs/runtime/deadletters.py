@@ -88,16 +88,17 @@ class DeadLetters:
     async def send(self, event: Any, reason: str) -> None:
         """Dead-letter the record behind a Faust event (its message gives topic, partition, offset)."""
         message = event.message
-        record = dead_letter(reason, message.topic, message.partition, message.offset, message.key, message.value)
-        self.counts[message.topic] += 1
+        await self.send_record(reason, message.topic, message.partition, message.offset, message.key, message.value)
+
+    async def send_record(
+        self, reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        """Dead-letter a record the agent holds itself (a CRM event that waited too long for its contact's email):
+        ``topic``, ``partition`` and ``offset`` say which input record the agent was processing."""
+        record = dead_letter(reason, topic, partition, offset, key, value)
+        self.counts[topic] += 1
         log.warning(
             "dead letter",
-            extra={
-                "reason": reason,
-                "topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                **record_ids(message.value),
-            },
+            extra={"reason": reason, "topic": topic, "partition": partition, "offset": offset, **record_ids(value)},
         )
-        await self.outputs.send(self.topic, message.key, serde.dumps(record))
+        await self.outputs.send(self.topic, key, serde.dumps(record))

@@ -82,6 +82,12 @@ class Outputs:
             return
         await self._producer().send(topic, value, key=key)
 
+    async def send_outside_events(self, topic: str, key: bytes | None, value: bytes, partition: int) -> None:
+        """Queue a record sent by a timer, not by an event (the contacts sweep): on the plain producer, outside any
+        transaction, which no source partition's commit would ever end (see the module docstring). Only for
+        records whose repetition is harmless."""
+        await self._producer().send(topic, value, key=key, partition=partition)
+
     async def send_all(self, topic: str, key: bytes, values: Sequence[bytes]) -> None:
         """Queue several records with the same key, in order, as few producer batches as their size allows."""
         if not values:

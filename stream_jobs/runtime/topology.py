@@ -24,6 +24,7 @@ from schemas.topics import INTERNAL, STATE, TopicSpec
 VISITORS_TABLE = "visitors"
 CONTACTS_TABLE = "contacts"
 LEADS_TABLE = "leads"
+SCORES_TABLE = "scores"
 COUNTER_WINDOWS = {"1m": 60.0, "1h": 3600.0, "today": 86400.0}  # window name -> tumbling size in seconds
 COUNTER_EXPIRES = {"1m": 3600.0, "1h": 2 * 86400.0, "today": 8 * 86400.0}  # how long closed windows are kept
 
@@ -33,7 +34,7 @@ def counter_table(window: str) -> str:
     return f"counters-{window}"
 
 
-TABLES = (VISITORS_TABLE, CONTACTS_TABLE, LEADS_TABLE, *(counter_table(w) for w in COUNTER_WINDOWS))
+TABLES = (VISITORS_TABLE, CONTACTS_TABLE, LEADS_TABLE, SCORES_TABLE, *(counter_table(w) for w in COUNTER_WINDOWS))
 
 
 def app_id_for(settings: PipelineSettings) -> str:
@@ -82,6 +83,12 @@ def internal_topics(settings: PipelineSettings) -> list[TopicSpec]:
             "lead_id",
             STATE,
             doc="leads table: merged journey, stages, emitted conversion versions",
+        ),
+        TopicSpec(
+            changelog_topic(app_id, SCORES_TABLE),
+            "lead_id",
+            STATE,
+            doc="scores table: each lead's scored activity, stage, score and readiness cycle",
         ),
     ]
     for window in COUNTER_WINDOWS:
