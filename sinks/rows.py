@@ -197,7 +197,6 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("ready_id", "String"),
         ("lead_id", "String"),
         ("cycle", "UInt32"),
-        ("email", "String"),
         ("ready_at", TIME),
         ("reason", LC),
         ("score", "Float64"),
@@ -631,8 +630,7 @@ def sales_ready_row(r: SalesReadyLead) -> Row:
     return (
         r.ready_id,
         r.lead_id,
-        r.cycle,
-        r.email,
+        r.cycle,  # no email: it lives in `leads` only (migration 0017); report ready-leads joins it
         r.ready_at,
         r.reason,
         r.score,

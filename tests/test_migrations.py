@@ -220,15 +220,15 @@ def test_sales_ready_leads_keep_one_row_per_ready_id_after_a_replay(clickhouse_h
     settings = SinkSettings(clickhouse_url=f"{clickhouse_http_url}/{unique('mig')}")
     migrate_up(settings)
     client = connect(settings)
-    row = "('{id}', 'l1', {cycle}, 'ann@acme.io', '2024-03-0{cycle} 10:00:00', 'threshold', 52.5, [('form:demo', 40)])"
+    row = "('{id}', 'l1', {cycle}, '2024-03-0{cycle} 10:00:00', 'threshold', 52.5, [('form:demo', 40)])"
     try:
         for _ in range(2):  # the first delivery and its replay
             client.command(
-                "INSERT INTO sales_ready_leads (ready_id, lead_id, cycle, email, ready_at, reason, score, breakdown) "
+                "INSERT INTO sales_ready_leads (ready_id, lead_id, cycle, ready_at, reason, score, breakdown) "
                 f"VALUES {row.format(id='l1:1', cycle=1)}"
             )
         client.command(
-            "INSERT INTO sales_ready_leads (ready_id, lead_id, cycle, email, ready_at, reason, score, breakdown) "
+            "INSERT INTO sales_ready_leads (ready_id, lead_id, cycle, ready_at, reason, score, breakdown) "
             f"VALUES {row.format(id='l1:2', cycle=2)}"
         )
         rows = client.query(

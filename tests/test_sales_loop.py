@@ -229,9 +229,13 @@ def test_score_and_sales_ready_records_insert_into_their_tables(clickhouse_http_
             (out.score.score, [{"rule": p.rule, "points": p.points} for p in out.score.breakdown])
         ]
         assert client.query(
-            "SELECT ready_id, email, reason, JSONExtractString(journey, 'first_touch', 'landing_path') "
+            "SELECT ready_id, reason, JSONExtractString(journey, 'first_touch', 'landing_path') "
             "FROM sales_ready_leads FINAL"
-        ).result_rows == [("lead-1:1", "ann@acme.io", "hand_raiser:form:demo", "/demo")]
+        ).result_rows == [("lead-1:1", "hand_raiser:form:demo", "/demo")]
+        columns = client.query(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'sales_ready_leads'"
+        ).result_rows
+        assert ("email",) not in columns  # the address lives in `leads` only (migration 0017)
     finally:
         client.command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
         client.close()
