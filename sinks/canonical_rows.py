@@ -38,7 +38,16 @@ from schemas.events import (
     text_limits,
 )
 from schemas.identity import is_junk_identifier
-from schemas.outputs import AttributionModel, Conversion, Credit, IdentityLink, Lead, Touch
+from schemas.outputs import (
+    AttributionModel,
+    Conversion,
+    Credit,
+    CreditedTouch,
+    IdentityLink,
+    Lead,
+    Touch,
+    TouchCredit,
+)
 
 UINT16_MAX = 2**16 - 1
 UINT32_MAX = 2**32 - 1
@@ -158,6 +167,15 @@ def _output_decoder(model, types: dict) -> msgspec.json.Decoder:
 _TOUCH = _output_decoder(Touch, {"visitor_number": int, "occurred_at": str})
 _IDENTITY_LINK = _output_decoder(IdentityLink, {"linked_at": str})
 _LEAD = _output_decoder(Lead, {"first_identified_at": str})
+_CREDITED_TOUCH = _record_struct(
+    "CreditedTouchRecord", _fields(CreditedTouch), {"occurred_at": str | None}, text_limits(CreditedTouch)
+)
+_TOUCH_CREDIT = _record_struct(
+    "TouchCreditRecord",
+    _fields(TouchCredit),
+    {"model": _MODEL, "touch_index": _UINT32, "credit": str, "revenue": str},
+    text_limits(TouchCredit),
+)
 _CONVERSION = _output_decoder(
     Conversion,
     {
@@ -167,6 +185,8 @@ _CONVERSION = _output_decoder(
         "currency": str | None,
         "touch_count": _UINT32,
         "version": _VERSION,
+        "touches": list[_CREDITED_TOUCH],  # type: ignore[valid-type]  # built from the model at import
+        "credits": list[_TOUCH_CREDIT],  # type: ignore[valid-type]
     },
 )
 _CREDIT = _output_decoder(
@@ -219,23 +239,66 @@ def lead_row(value: bytes) -> tuple:
     return (lead.lead_id, lead.email, _time(lead.first_identified_at))
 
 
-def conversion_row(value: bytes) -> tuple:
+def conversion_rows(value: bytes) -> list[tuple[str, tuple]]:
+    """The ``conversions`` row of an attributed conversion and one ``credits`` row per credit in it (the rows
+    ``rows.model_rows`` makes of it, and the rows the credits topic's records made before 2026-12-06)."""
     c = _CONVERSION.decode(value)
     revenue = c.revenue
-    return (
-        c.conversion_id,
-        c.lead_id,
-        c.stage,
-        _time(c.occurred_at),
-        None if revenue is None else _money(revenue),
-        _currency(c.currency),
-        c.touch_count,
-        c.first_channel,
-        c.last_channel,
-        c.event_id,
-        c.reason or "",
-        c.version,
-    )
+    occurred_at = _time(c.occurred_at)
+    currency = _currency(c.currency)
+    conversion_id, lead_id, stage, version = c.conversion_id, c.lead_id, c.stage, c.version
+    rows: list[tuple[str, tuple]] = [
+        (
+            "conversions",
+            (
+                conversion_id,
+                lead_id,
+                stage,
+                occurred_at,
+                None if revenue is None else _money(revenue),
+                currency,
+                c.touch_count,
+                c.first_channel,
+                c.last_channel,
+                c.event_id,
+                c.reason or "",
+                version,
+            ),
+        )
+    ]
+    touches = [
+        (t.touch_id, None if t.occurred_at is None else _time(t.occurred_at), t.channel, t.source, t.medium, t.campaign)
+        for t in c.touches
+    ]
+    for credit in c.credits:
+        index = credit.touch_index
+        if index >= len(touches):
+            raise NotCanonical  # the model names the credit that points at no touch
+        touch_id, touch_at, channel, source, medium, campaign = touches[index]
+        rows.append(
+            (
+                "credits",
+                (
+                    conversion_id,
+                    lead_id,
+                    stage,
+                    credit.model,
+                    touch_id,
+                    index,
+                    touch_at,
+                    occurred_at,
+                    channel,
+                    source,
+                    medium,
+                    campaign,
+                    _share(credit.credit),
+                    _money(credit.revenue),
+                    currency,
+                    version,
+                ),
+            )
+        )
+    return rows
 
 
 def credit_row(value: bytes) -> tuple:

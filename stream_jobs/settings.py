@@ -2,7 +2,8 @@
 
 Environment variables carry the ``CLOSEDLOOP_`` prefix, like every component's: ``CLOSEDLOOP_LEAD_ID_KEY``,
 ``CLOSEDLOOP_LOOKBACK_DAYS``, ``CLOSEDLOOP_SESSION_TIMEOUT_SECONDS``, ``CLOSEDLOOP_WORKER_WEB_PORT``,
-``CLOSEDLOOP_CHANNEL_RULES_FILE``, ``CLOSEDLOOP_PROCESSING_GUARANTEE``, ``CLOSEDLOOP_WORKER_APP_ID``.
+``CLOSEDLOOP_CHANNEL_RULES_FILE``, ``CLOSEDLOOP_PROCESSING_GUARANTEE``, ``CLOSEDLOOP_WORKER_APP_ID``,
+``CLOSEDLOOP_REEMIT_INTERVAL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ class WorkerSettings(PipelineSettings):
         50, ge=1, le=1000, description="Touches kept per visitor (the newest); older ones were already sent."
     )
     journey_touch_limit: int = Field(500, ge=1, le=10000, description="Touches kept per lead journey (the newest).")
+    reemit_interval_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="A lead re-emits a changed conversion at most once per this many seconds, newest version only "
+        "(0: at every change). docs/STREAMS.md, 'Coalesced re-emission'.",
+    )
 
     @property
     def app_id(self) -> str:

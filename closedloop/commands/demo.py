@@ -181,6 +181,7 @@ def _run(settings, worker_settings, sink_settings, processes, cursor, run, timeo
             timeout=timeout,
             on_poll=show,
             alive=alive,
+            held=processes.held_reemissions,
         )
     finally:
         status.stop()
