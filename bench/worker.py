@@ -11,7 +11,11 @@ Method (see bench/worker.md for results):
    events topic (10% to 90% of its records applied, from the visitors changelog's end offsets) and when the first
    and last output records appeared;
 4. state size: bytes of the newest value per key in each changelog topic (what a compacted topic keeps and
-   what a restart recovers), scaled to 100,000 visitors; and the records written to each (one per table write).
+   what a restart recovers), scaled to 100,000 visitors; and the records written to each (one per table write);
+5. outputs of the last run: records and bytes (key + value) the worker wrote to each topic (output, internal and
+   changelog topics, committed records only), per input event. Deterministic for a given input and worker version,
+   whatever the machine's load, apart from the order in which a lead's events from different partitions meet
+   (and, since 2026-12-06, which re-emissions fall within one coalescing interval).
 
 ``--repeat N`` runs steps 1-3 N times on fresh topics and reports the median; ``--py-spy FILE`` records the
 first worker of the first run with py-spy (``--gil``, raw format) for a profile of where the time goes.
@@ -280,6 +284,40 @@ def one_run(bootstrap: str, tmp_path: Path, args, run_no: int, broker_pids: list
     return run, settings
 
 
+def report_outputs(settings, events: int) -> None:
+    """Records and bytes the worker wrote per topic, and in all, per input event (see the module docstring)."""
+    from stream_jobs.runtime.topology import crm_contacts_topic
+
+    topics = settings.topics
+    written = [
+        topics.touches,
+        topics.identity_links,
+        topics.leads,
+        topics.conversions,
+        topics.credits,
+        topics.dead_letters,
+        topics.lead_events,
+        crm_contacts_topic(settings.app_id),
+        *(changelog_topic(settings.app_id, table) for table in TABLES),
+    ]
+    total_records = total_bytes = 0
+    for topic in written:
+        records = size = 0
+        for r in topic_records(settings, topic, timeout=600):
+            records += 1
+            size += len(r.key or b"") + len(r.value or b"")
+        total_records += records
+        total_bytes += size
+        print(
+            f"  output {topic:44s} {records:8d} records {size / 2**20:8.2f} MiB = "
+            f"{records / events:6.3f} records, {size / events:8.1f} bytes per input event"
+        )
+    print(
+        f"outputs per input event ({events} events): {total_records / events:.3f} records, "
+        f"{total_bytes / events:,.0f} bytes"
+    )
+
+
 def report_state(settings, visitors: int) -> None:
     total = 0
     for table in TABLES:
@@ -320,6 +358,7 @@ def main() -> None:
                 runs.append(run)
                 if run_no == args.repeat - 1:
                     report_state(settings, args.visitors)
+                    report_outputs(settings, run.events)
             finally:
                 if stack_settings is not None:
                     stack.down(stack_settings, services=["kafka"])

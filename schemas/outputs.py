@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.events import ADS_CONSENT_DESCRIPTION, AdsConsent, Currency, LifecycleStage, as_utc
 
@@ -116,8 +116,34 @@ class Lead(_Output):
     first_identified_at: datetime
 
 
+class CreditedTouch(_Output):
+    """A touch as the credits of an attributed conversion refer to it (by its position in ``Conversion.touches``)."""
+
+    touch_id: str = Field(description="'(none)' for the pseudo touch of a conversion that had no touch at all.")
+    occurred_at: datetime | None = Field(description="None for the pseudo touch '(none)'.")
+    channel: str
+    source: str
+    medium: str
+    campaign: str = ""
+
+
+class TouchCredit(_Output):
+    """The share of an attributed conversion one model gives to one of its touches."""
+
+    model: AttributionModel
+    touch_index: int = Field(ge=0, description="Position of the touch in the conversion's ``touches``, from 0.")
+    credit: Share
+    revenue: Money = Decimal("0.00")
+
+
 class Conversion(_Output):
-    """A lifecycle milestone reached by a lead: one per (lead, stage)."""
+    """A lifecycle milestone reached by a lead: one per (lead, stage).
+
+    As the stream worker emits it, it is an *attributed conversion*: ``touches`` (its windowed journey) and
+    ``credits`` (one per model and touch, zero shares included) carry every model's credits in the one record.
+    :meth:`credit_records` gives them as :class:`Credit` records, one per ``credits`` row in ClickHouse. A record
+    with no credits (an older worker's, which sent credits on their own topic) is the conversion alone.
+    """
 
     conversion_id: str = Field(description="Deterministic: derived from lead id and stage; a replay keeps it.")
     lead_id: str
@@ -140,6 +166,50 @@ class Conversion(_Output):
     ads_consent: AdsConsent | None = Field(
         None, description="The lead's newest ad consent; 'denied' after any Do-Not-Track (docs/ADS.md)."
     )
+    touches: tuple[CreditedTouch, ...] = Field(
+        (),
+        description="The touches the credits refer to: the lookback window in (time, touch id) order, or the one "
+        "pseudo touch '(none)' when the window is empty. Empty when the record carries no credits.",
+    )
+    credits: tuple[TouchCredit, ...] = Field((), description="Every model's credit per touch (zero shares too).")
+
+    @model_validator(mode="after")
+    def _credits_name_a_touch(self) -> Conversion:
+        for position, credit in enumerate(self.credits):
+            if credit.touch_index >= len(self.touches):
+                raise ValueError(
+                    f"credits.{position}.touch_index {credit.touch_index} names no touch: the record has "
+                    f"{len(self.touches)} touches"
+                )
+        return self
+
+    def credit_records(self) -> list[Credit]:
+        """The credits as :class:`Credit` records (the rows of the ``credits`` table), in the record's order."""
+        common: dict[str, Any] = {
+            "conversion_id": self.conversion_id,
+            "lead_id": self.lead_id,
+            "stage": self.stage,
+            "converted_at": self.occurred_at,
+            "currency": self.currency,
+            "version": self.version,
+        }
+        touches = self.touches
+        return [
+            Credit.model_construct(
+                **common,
+                model=credit.model,
+                touch_id=(touch := touches[credit.touch_index]).touch_id,
+                touch_index=credit.touch_index,
+                touch_at=touch.occurred_at,
+                channel=touch.channel,
+                source=touch.source,
+                medium=touch.medium,
+                campaign=touch.campaign,
+                credit=credit.credit,
+                revenue=credit.revenue,
+            )
+            for credit in self.credits
+        ]
 
 
 class Credit(_Output):

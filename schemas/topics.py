@@ -81,10 +81,14 @@ class Topics:
 
     @property
     def conversions(self) -> str:
+        """Attributed conversions (``schemas.outputs.Conversion`` with every model's credits), keyed by lead id."""
         return f"{self.prefix}.conversions"
 
     @property
     def credits(self) -> str:
+        """One ``Credit`` record per credit, as workers before 2026-12-06 wrote them. The worker no longer writes it
+        (the credits travel in the conversions); the sink still reads it, so that what an older worker left there
+        during an upgrade is stored."""
         return f"{self.prefix}.credits"
 
     @property
@@ -140,8 +144,8 @@ class Topics:
             TopicSpec(self.touches, "visitor_id", OUTPUT, doc="touches (session starts)"),
             TopicSpec(self.identity_links, "lead_id", OUTPUT, doc="visitor -> lead links"),
             TopicSpec(self.leads, "lead_id", STATE, doc="lead id -> raw email"),
-            TopicSpec(self.conversions, "lead_id", OUTPUT, doc="lifecycle milestones"),
-            TopicSpec(self.credits, "conversion_id", OUTPUT, doc="attribution credits"),
+            TopicSpec(self.conversions, "lead_id", OUTPUT, doc="lifecycle milestones with every model's credits"),
+            TopicSpec(self.credits, "conversion_id", OUTPUT, doc="attribution credits of workers before 2026-12-06"),
             TopicSpec(self.scores, "lead_id", OUTPUT, doc="lead score changes with their breakdown"),
             TopicSpec(self.sales_ready, "lead_id", OUTPUT, doc="sales-ready leads, one per lead and cycle"),
             TopicSpec(self.dead_letters, "source key", DEAD_LETTERS, doc="records that could not be processed"),

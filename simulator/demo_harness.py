@@ -120,6 +120,18 @@ class PipelineProcesses:
     def worker_url(self, index: int = 0) -> str:
         return f"http://127.0.0.1:{self.ports.worker_web + index}"
 
+    def held_reemissions(self) -> int:
+        """Leads whose changed conversions the workers still hold back (coalesced re-emission, docs/STREAMS.md):
+        the output topics are not final until it is 0. A worker that does not answer counts as 1."""
+        held = 0
+        for index in range(self.workers):
+            try:
+                with urllib.request.urlopen(f"{self.worker_url(index)}/counters/?window=1m", timeout=2) as response:
+                    held += int(json.loads(response.read()).get("held_reemissions", 0))
+            except (OSError, ValueError, urllib.error.URLError):
+                held += 1
+        return held
+
     def _commands(self) -> dict[str, list[str]]:
         python = [sys.executable, "-m", "closedloop.cli"]
         commands = {
@@ -362,11 +374,12 @@ def wait_until_drained(
     on_poll: Callable[[DrainResult], None] | None = None,
     alive: Callable[[], None] = lambda: None,
     deliver_group: str | None = None,
+    held: Callable[[], int] = lambda: 0,
 ) -> DrainResult:
     """Wait until the worker and the sink (and ``closedloop deliver``'s group, when given) have consumed
-    everything, ClickHouse holds ``expected_touches`` touches, and no row count has moved for ``stable_for``
-    seconds (late re-emissions settle). Returns the state at that point; ``complete`` is False when ``timeout``
-    came first."""
+    everything, the workers hold no re-emission back (``held``, e.g. :meth:`PipelineProcesses.held_reemissions`),
+    ClickHouse holds ``expected_touches`` touches, and no row count has moved for ``stable_for`` seconds (late
+    re-emissions settle). Returns the state at that point; ``complete`` is False when ``timeout`` came first."""
     from stream_jobs.runtime.topology import crm_contacts_topic
 
     topics = settings.topics
@@ -391,7 +404,7 @@ def wait_until_drained(
         result = DrainResult(time.monotonic() - started, worker_lag, sink_lag, rows, False)
         if on_poll is not None:
             on_poll(result)
-        drained = not any(worker_lag.values()) and not any(sink_lag.values())
+        drained = not any(worker_lag.values()) and not any(sink_lag.values()) and held() == 0
         touches_ok = expected_touches is None or rows.get("touches") == expected_touches
         if drained and touches_ok and time.monotonic() - stable_since >= stable_for:
             result.complete = True

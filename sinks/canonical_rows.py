@@ -38,7 +38,18 @@ from schemas.events import (
     text_limits,
 )
 from schemas.identity import is_junk_identifier
-from schemas.outputs import CLICK_KINDS, AdClick, AttributionModel, Conversion, Credit, IdentityLink, Lead, Touch
+from schemas.outputs import (
+    CLICK_KINDS,
+    AdClick,
+    AttributionModel,
+    Conversion,
+    Credit,
+    CreditedTouch,
+    IdentityLink,
+    Lead,
+    Touch,
+    TouchCredit,
+)
 
 UINT16_MAX = 2**16 - 1
 UINT32_MAX = 2**32 - 1
@@ -166,6 +177,15 @@ _CLICK = _record_struct(
     text_limits(AdClick),
 )
 _LEAD = _output_decoder(Lead, {"first_identified_at": str})
+_CREDITED_TOUCH = _record_struct(
+    "CreditedTouchRecord", _fields(CreditedTouch), {"occurred_at": str | None}, text_limits(CreditedTouch)
+)
+_TOUCH_CREDIT = _record_struct(
+    "TouchCreditRecord",
+    _fields(TouchCredit),
+    {"model": _MODEL, "touch_index": _UINT32, "credit": str, "revenue": str},
+    text_limits(TouchCredit),
+)
 _CONVERSION = _output_decoder(
     Conversion,
     {
@@ -177,6 +197,8 @@ _CONVERSION = _output_decoder(
         "version": _VERSION,
         "clicks": list[_CLICK],  # type: ignore[valid-type]
         "ads_consent": Literal["granted", "denied"] | None,
+        "touches": list[_CREDITED_TOUCH],  # type: ignore[valid-type]  # built from the model at import
+        "credits": list[_TOUCH_CREDIT],  # type: ignore[valid-type]
     },
 )
 _CREDIT = _output_decoder(
@@ -237,25 +259,71 @@ def lead_row(value: bytes) -> tuple:
     return (lead.lead_id, lead.email, _time(lead.first_identified_at))
 
 
-def conversion_row(value: bytes) -> tuple:
+def conversion_rows(value: bytes) -> list[tuple[str, tuple]]:
+    """The ``conversions`` row of an attributed conversion and one ``credits`` row per credit in it (the rows
+    ``rows.model_rows`` makes of it, and the rows the credits topic's records made before 2026-12-06)."""
     c = _CONVERSION.decode(value)
     revenue = c.revenue
-    return (
-        c.conversion_id,
-        c.lead_id,
-        c.stage,
-        _time(c.occurred_at),
-        None if revenue is None else _money(revenue),
-        _currency(c.currency),
-        c.touch_count,
-        c.first_channel,
-        c.last_channel,
-        c.event_id,
-        c.reason or "",
-        c.version,
-        [{"kind": click.kind, "value": click.value, "clicked_at": _time(click.clicked_at)} for click in c.clicks],
-        c.ads_consent or "",
-    )
+    occurred_at = _time(c.occurred_at)
+    currency = _currency(c.currency)
+    conversion_id, lead_id, stage, version = c.conversion_id, c.lead_id, c.stage, c.version
+    rows: list[tuple[str, tuple]] = [
+        (
+            "conversions",
+            (
+                conversion_id,
+                lead_id,
+                stage,
+                occurred_at,
+                None if revenue is None else _money(revenue),
+                currency,
+                c.touch_count,
+                c.first_channel,
+                c.last_channel,
+                c.event_id,
+                c.reason or "",
+                version,
+                [
+                    {"kind": click.kind, "value": click.value, "clicked_at": _time(click.clicked_at)}
+                    for click in c.clicks
+                ],
+                c.ads_consent or "",
+            ),
+        )
+    ]
+    touches = [
+        (t.touch_id, None if t.occurred_at is None else _time(t.occurred_at), t.channel, t.source, t.medium, t.campaign)
+        for t in c.touches
+    ]
+    for credit in c.credits:
+        index = credit.touch_index
+        if index >= len(touches):
+            raise NotCanonical  # the model names the credit that points at no touch
+        touch_id, touch_at, channel, source, medium, campaign = touches[index]
+        rows.append(
+            (
+                "credits",
+                (
+                    conversion_id,
+                    lead_id,
+                    stage,
+                    credit.model,
+                    touch_id,
+                    index,
+                    touch_at,
+                    occurred_at,
+                    channel,
+                    source,
+                    medium,
+                    campaign,
+                    _share(credit.credit),
+                    _money(credit.revenue),
+                    currency,
+                    version,
+                ),
+            )
+        )
+    return rows
 
 
 def credit_row(value: bytes) -> tuple:

@@ -344,8 +344,8 @@ class RecordKind(StrEnum):
     TOUCH = "touch"
     IDENTITY_LINK = "identity_link"
     LEAD = "lead"
-    CONVERSION = "conversion"
-    CREDIT = "credit"
+    CONVERSION = "conversion"  # an attributed conversion: the conversions row and its credits rows
+    CREDIT = "credit"  # the credits topic, which workers before 2026-12-06 wrote (one record per credit)
     DELIVERY = "delivery"  # DeliveryStatus on the deliveries topic (closedloop deliver)
     SCORE = "score"  # LeadScore on the lead-scores topic
     SALES_READY = "sales_ready"  # SalesReadyLead on the sales-ready topic
@@ -681,7 +681,6 @@ _FAST = {
     RecordKind.TOUCH: ("touches", canonical_rows.touch_row),
     RecordKind.IDENTITY_LINK: ("identity_links", canonical_rows.identity_link_row),
     RecordKind.LEAD: ("leads", canonical_rows.lead_row),
-    RecordKind.CONVERSION: ("conversions", canonical_rows.conversion_row),
     RecordKind.CREDIT: ("credits", canonical_rows.credit_row),
 }
 
@@ -701,6 +700,8 @@ def rows_for(
     try:
         if kind is RecordKind.SOURCE:
             return canonical_rows.page_view_rows(value, where.topic, where.partition, where.offset)
+        if kind is RecordKind.CONVERSION:
+            return canonical_rows.conversion_rows(value)
         if kind in _FAST:  # the outputs written by the hundred thousand; a few kinds take the model path only
             table, fast_row = _FAST[kind]
             return [(table, fast_row(value))]
@@ -718,8 +719,11 @@ def model_rows(kind: RecordKind, value: bytes, where: Provenance) -> list[TableR
         record = model.model_validate_json(value)
     except ValidationError as exc:
         raise RecordError(_validation_reason(kind, exc)) from None
-    if kind is RecordKind.CONVERSION and (record.version > _UINT32_MAX or record.touch_count > _UINT32_MAX):
-        raise RecordError("conversion version or touch_count exceeds UInt32")
+    if kind is RecordKind.CONVERSION:
+        if record.version > _UINT32_MAX or record.touch_count > _UINT32_MAX:
+            raise RecordError("conversion version or touch_count exceeds UInt32")
+        # An attributed conversion: its row, then one credits row per credit (what the credits topic carried).
+        return [(table, to_row(record))] + [("credits", credit_row(credit)) for credit in record.credit_records()]
     if kind is RecordKind.CREDIT and (record.version > _UINT32_MAX or record.touch_index > _UINT32_MAX):
         raise RecordError("credit version or touch_index exceeds UInt32")
     return [(table, to_row(record))]

@@ -4,7 +4,7 @@ Environment variables carry the ``CLOSEDLOOP_`` prefix, like every component's: 
 ``CLOSEDLOOP_LOOKBACK_DAYS``, ``CLOSEDLOOP_SESSION_TIMEOUT_SECONDS``, ``CLOSEDLOOP_WORKER_WEB_PORT``,
 ``CLOSEDLOOP_CHANNEL_RULES_FILE``, ``CLOSEDLOOP_PROCESSING_GUARANTEE``, ``CLOSEDLOOP_WORKER_APP_ID``,
 ``CLOSEDLOOP_SCORING_RULES_FILE``, ``CLOSEDLOOP_SCORE_ACTIVITY_LIMIT``, ``CLOSEDLOOP_CONTACT_HOLD_SECONDS``,
-``CLOSEDLOOP_CONTACT_SWEEP_SECONDS``.
+``CLOSEDLOOP_CONTACT_SWEEP_SECONDS``, ``CLOSEDLOOP_REEMIT_INTERVAL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,13 @@ class WorkerSettings(PipelineSettings):
     )
     score_activity_limit: int = Field(
         200, ge=1, le=5000, description="Activities kept per lead for its score (the newest, within the window)."
+    )
+    reemit_interval_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="A lead re-emits a changed conversion at most once per this many seconds, newest version only "
+        "(0: at every change). docs/STREAMS.md, 'Coalesced re-emission'.",
     )
 
     @property

@@ -277,6 +277,7 @@ def _through_the_pipeline(pipeline_settings, unique_name: str, tmp_path, runs: l
                 timeout=300,
                 alive=processes.check_alive,
                 on_poll=every_ten_seconds,
+                held=processes.held_reemissions,
             )
             assert drain.complete, _stuck_report(drain, progress, processes)
         counters = _today_counters(processes.worker_url(), started)

@@ -6,9 +6,20 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+from schemas import serde
 from schemas.events import CrmStatusChange, LifecycleStage
 from schemas.outputs import Conversion, IdentityLink, Touch
-from stream_jobs.rules.lifecycle import apply_crm, apply_link, apply_touch, conversion_id_for, credits_for
+from stream_jobs.rules.lifecycle import (
+    LeadEvent,
+    apply,
+    apply_crm,
+    apply_link,
+    apply_touch,
+    attributed_conversion,
+    conversion_id_for,
+    credits_for,
+    flush,
+)
 
 LEAD = "lead-1"
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
@@ -224,6 +235,7 @@ def test_output_record_bytes_equal_serde_dumps():
         link(1),
         *conversions,
         *more,
+        *[attributed_conversion(state, conversion) for conversion in conversions + more],
         *credits,
         Lead(lead_id=LEAD, email="ann@example.com", first_identified_at=at(1)),
         LeadEvent(kind="crm", lead_id=LEAD, crm=crm("mql", 2), event_id="e-1"),
@@ -232,3 +244,94 @@ def test_output_record_bytes_equal_serde_dumps():
     assert len(credits) > 7
     for record in records:
         assert record_bytes(record) == serde.dumps(record), type(record).__name__
+
+
+# -- the attributed conversion: one record with every model's credits --------------------------------------------
+
+
+def test_the_attributed_conversion_carries_exactly_the_credits_of_every_model():
+    state, conversions = apply_link(None, link(1), [touch("t1", 0), touch("t2", 0.5, "Paid Search")])
+    state, more = apply_crm(state, crm("customer", 3, "1234.50"), lead_id=LEAD, event_id="crm-won")
+    for conversion in conversions + more:
+        record = attributed_conversion(state, conversion)
+        # The conversion's own fields are untouched: readers of Conversion records see what they saw before.
+        assert record.model_copy(update={"touches": (), "credits": ()}) == conversion
+        assert [t.touch_id for t in record.touches] == ["t1", "t2"]
+        assert len(record.credits) == 7 * 2
+        assert record.credit_records() == credits_for(state, conversion)
+        assert Conversion.model_validate_json(serde.dumps(record)) == record  # it survives the topic as it is
+    customer = attributed_conversion(state, more[0])
+    linear = [(c.touch_index, c.credit, c.revenue) for c in customer.credits if c.model == "linear"]
+    assert linear == [(0, Decimal("0.5"), Decimal("617.25")), (1, Decimal("0.5"), Decimal("617.25"))]
+    first = [(c.touch_index, c.credit, c.revenue) for c in customer.credits if c.model == "first_touch"]
+    assert first == [(0, Decimal("1"), Decimal("1234.50")), (1, Decimal("0"), Decimal("0.00"))]
+
+
+def test_an_attributed_conversion_without_touches_credits_the_pseudo_touch_none():
+    state, (mql,) = apply_crm(None, crm("mql", 2), lead_id=LEAD, event_id="crm-1")
+    record = attributed_conversion(state, mql)
+    assert [(t.touch_id, t.occurred_at, t.channel, t.source, t.medium, t.campaign) for t in record.touches] == [
+        ("(none)", None, "(none)", "(none)", "(none)", "")
+    ]
+    assert [(c.model.value, c.touch_index, c.credit, c.revenue) for c in record.credits] == [
+        (model, 0, Decimal("1.000000000"), Decimal("0.00"))
+        for model in ("first_touch", "last_touch", "linear", "time_decay", "u_shaped", "w_shaped", "full_path")
+    ]
+    assert record.credit_records() == credits_for(state, mql)
+
+
+# -- coalesced re-emission ---------------------------------------------------------------------------------------
+
+
+def test_a_lead_re_emits_at_most_once_per_interval_newest_version_only():
+    # 100.0 is the worker's wall clock (seconds); the interval is 1 s.
+    state, out = apply_link(None, link(1), [touch("t3", 0.9, "Email")], now=100.0, interval=1.0)
+    assert [c.version for c in out] == [1]  # a first version is never held
+    state, out = apply_touch(state, touch("t2", 0.5, "Paid Search"), now=100.1, interval=1.0)
+    assert out == [conversion("lead", 1, "form-1", touches=2, first="Paid Search", last="Email", version=2)]
+    assert (state.reemitted_at, state.held_since) == (100.1, None)
+    # Two more late touches within the second: held, nothing emitted, the emitted version unchanged.
+    state, out = apply_touch(state, touch("t1", 0.2, "Referral"), now=100.5, interval=1.0)
+    assert out == [] and state.held_since == 100.5 and state.emitted[LifecycleStage.LEAD].version == 2
+    state, out = apply_touch(state, touch("t0", 0.1, "Organic Social"), now=100.9, interval=1.0)
+    assert out == [] and state.held_since == 100.5
+    assert state.reemission_due(1.0) == 100.1 + 1.0
+    # Not due yet: a flush changes nothing.
+    assert flush(state, now=101.0, interval=1.0) == (state, [])
+    # Due: one re-emission, the newest version of the journey, version 3 (not 4).
+    flushed, out = flush(state, now=101.2, interval=1.0)
+    assert out == [conversion("lead", 1, "form-1", touches=4, first="Organic Social", last="Email", version=3)]
+    assert (flushed.reemitted_at, flushed.held_since, flushed.reemission_due(1.0)) == (101.2, None, None)
+    assert flush(flushed, now=105.0, interval=1.0) == (flushed, [])  # a repeated reminder does nothing
+    # The same through apply() with the worker's flush event, and by the lead's next event instead.
+    assert apply(state, LeadEvent(kind="flush", lead_id=LEAD), now=101.2, interval=1.0) == (flushed, out)
+    _, by_event = apply_crm(state, crm("mql", 3), lead_id=LEAD, event_id="crm-1", now=101.2, interval=1.0)
+    assert by_event == [*out, conversion("mql", 3, "crm-1", touches=4, first="Organic Social", last="Email")]
+
+
+def test_a_new_stage_goes_out_at_once_while_a_change_of_another_stays_held():
+    state, _ = apply_link(None, link(1), [touch("t3", 0.9, "Email")], now=100.0, interval=1.0)
+    state, _ = apply_touch(state, touch("t2", 0.5), now=100.1, interval=1.0)  # re-emitted: the clock starts
+    state, out = apply_touch(state, touch("t1", 0.2), now=100.2, interval=1.0)
+    assert out == [] and state.held_since == 100.2
+    state, out = apply_crm(state, crm("customer", 2, "10.00"), lead_id=LEAD, event_id="crm-2", now=100.3, interval=1.0)
+    assert [(c.stage.value, c.version) for c in out] == [("customer", 1)]
+    assert state.held_since == 100.2 and state.emitted[LifecycleStage.LEAD].version == 2
+
+
+def test_without_a_clock_or_with_interval_zero_every_change_goes_out_at_once():
+    state, _ = apply_link(None, link(1), [touch("t2", 0.5)], now=100.0, interval=0.0)
+    state, first = apply_touch(state, touch("t1", 0.2), now=100.1, interval=0.0)
+    state, second = apply_touch(state, touch("t0", 0.1), now=100.2, interval=0.0)
+    assert [c.version for c in first + second] == [2, 3] and state.held_since is None
+
+
+def test_emitted_versions_keep_what_the_live_counters_counted_them_under():
+    state, _ = apply_crm(None, crm("customer", 2, "50.00"), lead_id=LEAD, event_id="crm-2", now=100.0, interval=1.0)
+    emitted = state.emitted[LifecycleStage.CUSTOMER]
+    assert (emitted.first_channel, emitted.last_channel, emitted.revenue) == ("(none)", "(none)", Decimal("50.00"))
+    state, _ = apply_link(state, link(1), [touch("t1", 0, "Email")], now=100.1, interval=1.0)
+    state, out = apply_touch(state, touch("t0", -1, "Referral"), now=100.2, interval=1.0)
+    assert out == []  # held: the emitted version still says Email, which is what the counters count
+    emitted = state.emitted[LifecycleStage.CUSTOMER]
+    assert (emitted.version, emitted.first_channel, emitted.last_channel) == (2, "Email", "Email")

@@ -49,12 +49,11 @@ def test_an_output_goes_to_the_transaction_of_its_source_partition_not_its_desti
     outputs = Outputs(_app(producer), transactional=True)
     event = _Event("p.events", 1)
     _in_event(event, outputs.send("p.lead-events", b"lead-on-partition-0", b"{}"))
-    _in_event(event, outputs.send_all("p.credits", b"c", [b"1", b"2"]))
+    _in_event(event, outputs.send("p.conversions", b"lead", b"1"))
     _in_event(_Event("p.crm", 0), outputs.send("p.dead-letters", None, b"x"))
     assert producer.sent == [
         ("p.lead-events", b"lead-on-partition-0", b"{}", None, "p-worker-0-1"),
-        ("p.credits", b"c", b"1", None, "p-worker-0-1"),
-        ("p.credits", b"c", b"2", None, "p-worker-0-1"),
+        ("p.conversions", b"lead", b"1", None, "p-worker-0-1"),
         ("p.dead-letters", None, b"x", None, "p-worker-1-0"),
     ]
 

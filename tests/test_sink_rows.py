@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView, SpendRow
-from schemas.outputs import Conversion, Credit, IdentityLink, Lead, Touch
+from schemas.outputs import Conversion, Credit, CreditedTouch, IdentityLink, Lead, Touch, TouchCredit
 from schemas.topics import Topics
 from sinks import canonical_rows
 from sinks.rows import (
@@ -256,6 +256,106 @@ def _reversed(value: bytes) -> bytes:
     return orjson.dumps(dict(reversed(data.items())))
 
 
+_ATTRIBUTED = Conversion(
+    conversion_id="c1",
+    lead_id="L1",
+    stage="customer",
+    occurred_at=T0,
+    revenue=Decimal("100.00"),
+    currency="EUR",
+    touch_count=2,
+    first_channel="Paid Search",
+    last_channel="Email",
+    event_id="e9",
+    version=3,
+    touches=(
+        CreditedTouch(
+            touch_id="t1",
+            occurred_at=T0.replace(day=1, microsecond=5),
+            channel="Paid Search",
+            source="google",
+            medium="cpc",
+            campaign="spring",
+        ),
+        CreditedTouch(touch_id="t2", occurred_at=T0, channel="Email", source="nl", medium="email"),
+    ),
+    credits=(
+        TouchCredit(model="linear", touch_index=0, credit=Decimal("0.5"), revenue=Decimal("50.00")),
+        TouchCredit(model="linear", touch_index=1, credit=Decimal("0.5"), revenue=Decimal("50.00")),
+        TouchCredit(model="first_touch", touch_index=0, credit=Decimal("1"), revenue=Decimal("100.00")),
+        TouchCredit(model="first_touch", touch_index=1, credit=Decimal("0"), revenue=Decimal("0.00")),
+    ),
+)
+# A conversion with no touch in its window: every model credits the pseudo touch (none), with no time.
+_UNTOUCHED = Conversion(
+    conversion_id="c2",
+    lead_id="L2",
+    stage="lead",
+    occurred_at=T0,
+    touch_count=0,
+    event_id="e8",
+    touches=(CreditedTouch(touch_id="(none)", occurred_at=None, channel="(none)", source="(none)", medium="(none)"),),
+    credits=(TouchCredit(model="w_shaped", touch_index=0, credit=Decimal("1.000000000")),),
+)
+
+
+def test_an_attributed_conversion_is_its_conversion_row_and_one_credit_row_per_credit():
+    rows = rows_for(RecordKind.CONVERSION, serde.dumps(_ATTRIBUTED), WHERE)
+    assert [table for table, _ in rows] == ["conversions"] + ["credits"] * 4
+    # Exactly the rows the credits topic's records made: Credit records of the same values.
+    expected = [
+        Credit(
+            conversion_id="c1",
+            lead_id="L1",
+            stage="customer",
+            model=model,
+            touch_id=touch_id,
+            touch_index=index,
+            touch_at=at,
+            converted_at=T0,
+            channel=channel,
+            source=source,
+            medium=medium,
+            campaign=campaign,
+            credit=Decimal(credit),
+            revenue=Decimal(revenue),
+            currency="EUR",
+            version=3,
+        )
+        for model, index, credit, revenue in (
+            ("linear", 0, "0.5", "50.00"),
+            ("linear", 1, "0.5", "50.00"),
+            ("first_touch", 0, "1", "100.00"),
+            ("first_touch", 1, "0", "0.00"),
+        )
+        for touch_id, at, channel, source, medium, campaign in [
+            (
+                ("t1", T0.replace(day=1, microsecond=5), "Paid Search", "google", "cpc", "spring"),
+                ("t2", T0, "Email", "nl", "email", ""),
+            )[index]
+        ]
+    ]
+    credit_rows = [rows_for(RecordKind.CREDIT, serde.dumps(credit), WHERE)[0] for credit in expected]
+    assert _sent(rows[1:]) == _sent(credit_rows)
+    assert _row(*rows[0])["version"] == 3 and _row(*rows[0])["touch_count"] == 2
+    [(_, untouched)] = rows_for(RecordKind.CONVERSION, serde.dumps(_UNTOUCHED), WHERE)[1:]
+    got = _row("credits", untouched)
+    assert (got["touch_id"], got["touch_at"], got["channel"], got["credit"], got["revenue"], got["currency"]) == (
+        "(none)",
+        None,
+        "(none)",
+        "1.000000000",
+        "0.00",
+        "",
+    )
+
+
+def test_a_credit_that_names_no_touch_is_rejected_with_the_reason():
+    value = _edit(serde.dumps(_ATTRIBUTED), ("credits", 3, "touch_index"), 2)
+    with pytest.raises(RecordError, match="credits.3.touch_index 2 names no touch: the record has 2 touches"):
+        rows_for(RecordKind.CONVERSION, value, WHERE)
+
+
 def _canonical_records() -> list[tuple[RecordKind, bytes]]:
     touch = Touch(
         touch_id="t1",
@@ -368,6 +468,9 @@ def _canonical_records() -> list[tuple[RecordKind, bytes]]:
                 )
             ),
         ),
+        (RecordKind.CONVERSION, serde.dumps(_ATTRIBUTED)),
+        (RecordKind.CONVERSION, _reversed(serde.dumps(_ATTRIBUTED))),
+        (RecordKind.CONVERSION, serde.dumps(_UNTOUCHED)),
         (
             RecordKind.IDENTITY_LINK,
             serde.dumps(IdentityLink(visitor_id="v1", lead_id="L1", linked_at=T0, event_id="e2", form_id="demo")),
@@ -378,9 +481,12 @@ def _canonical_records() -> list[tuple[RecordKind, bytes]]:
 
 @pytest.mark.parametrize("kind, value", _canonical_records())
 def test_canonical_records_take_the_fast_path_with_the_model_paths_rows(kind, value):
-    fast = (
-        canonical_rows.page_view_rows(value, *WHERE) if kind is RecordKind.SOURCE else [(None, _FAST_ROW[kind](value))]
-    )
+    if kind is RecordKind.SOURCE:
+        fast = canonical_rows.page_view_rows(value, *WHERE)
+    elif kind is RecordKind.CONVERSION:
+        fast = canonical_rows.conversion_rows(value)
+    else:
+        fast = [(None, _FAST_ROW[kind](value))]
     fast_rows, model = _fast_and_model(kind, value)
     assert fast_rows == model
     assert [encode([row]) for _, row in fast] == [row for _, row in model]
@@ -389,7 +495,6 @@ def test_canonical_records_take_the_fast_path_with_the_model_paths_rows(kind, va
 _FAST_ROW = {
     RecordKind.TOUCH: canonical_rows.touch_row,
     RecordKind.CREDIT: canonical_rows.credit_row,
-    RecordKind.CONVERSION: canonical_rows.conversion_row,
     RecordKind.IDENTITY_LINK: canonical_rows.identity_link_row,
     RecordKind.LEAD: canonical_rows.lead_row,
 }
@@ -445,6 +550,9 @@ _CREDIT = next(value for kind, value in _canonical_records() if kind is RecordKi
         (RecordKind.TOUCH, _edit(_TOUCH, ("occurred_at",), "2024-03-01 12:00:00")),
         (RecordKind.CREDIT, _edit(_CREDIT, ("credit",), 0.5)),
         (RecordKind.CREDIT, _edit(_CREDIT, ("revenue",), "1E+2")),
+        # a conversion from a worker before 2026-12-06 (its credits on their own topic): the conversion row alone
+        (RecordKind.CONVERSION, _edit(_edit(serde.dumps(_ATTRIBUTED), ("touches",), _DROP), ("credits",), _DROP)),
+        (RecordKind.CONVERSION, _edit(serde.dumps(_ATTRIBUTED), ("credits", 0, "credit"), 0.5)),
     ],
 )
 def test_other_valid_records_get_the_models_rows(kind, value):
@@ -615,10 +723,16 @@ def test_any_output_record_gets_the_models_rows_or_is_left_to_the_model():
     taken = 0
     for kind, value in _output_variants():
         try:
-            fast = _FAST_ROW[kind](value)
+            if kind is RecordKind.CONVERSION:
+                fast = canonical_rows.conversion_rows(value)
+            else:
+                fast = [(None, _FAST_ROW[kind](value))]
         except (canonical_rows.NotCanonical, canonical_rows.DecodeError, ValueError):
             continue  # left to the model
-        assert _sent([(None, fast)]) == [(None, row) for _, row in _sent(model_rows(kind, value, WHERE))], value
+        model = model_rows(kind, value, WHERE)
+        if kind is not RecordKind.CONVERSION:
+            model = [(None, row) for _, row in model]
+        assert _sent(fast) == _sent(model), value
         taken += 1
     assert taken > 1000  # the variants the fast path takes (same type, other value) are compared too
 

@@ -30,7 +30,7 @@ from harness import free_port, unique, wait_for
 
 from schemas import serde
 from schemas.events import CrmStatusChange, Envelope, Identify, PageView
-from schemas.outputs import AttributionModel, Conversion, Credit, DeadLetter, Touch
+from schemas.outputs import AttributionModel, Conversion, DeadLetter, Touch
 from stream_jobs.rules.attribution import Milestones, attribute
 from stream_jobs.rules.identity import lead_id_for
 from stream_jobs.rules.lifecycle import conversion_id_for
@@ -211,7 +211,8 @@ def read_all(settings: WorkerSettings, topic: str) -> list[bytes]:
 
 
 def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | None = None, rounds: int = 3) -> None:
-    """Wait until the worker's group has committed every offset of all its input topics (``rounds`` times in a row).
+    """Wait until the worker's group has committed every offset of all its input topics and ``worker`` holds no
+    re-emission back (``rounds`` times in a row).
 
     Transaction markers are not records: under ``exactly_once`` a partition's end offset counts the marker after
     the worker's last transaction, which no consumer commits past. So a partition at most two offsets behind is
@@ -245,6 +246,10 @@ def wait_idle(settings: WorkerSettings, timeout: float = 90.0, worker: Worker | 
             for tp, lag in behind.items()
             if lag > 2 or (lag > 0 and _records_between(reader, tp, ends[tp] - lag, ends[tp]))
         }
+        if not lagging and worker is not None:  # held re-emissions are output still to come (docs/STREAMS.md)
+            held = get_json(f"{worker.settings.web_url}/counters/?window=1m", timeout=2)["held_reemissions"]
+            if held:
+                lagging = {"held re-emissions": held}
         idle_rounds = idle_rounds + 1 if not lagging else 0
         return idle_rounds >= rounds
 
@@ -284,9 +289,8 @@ def final_credits(settings: WorkerSettings) -> dict:
     """(conversion id, model, touch id) -> credit of the newest version of each conversion (version dropped)."""
     conversions = latest(read_all(settings, settings.topics.conversions), Conversion, lambda c: c.conversion_id)
     result = {}
-    for raw in read_all(settings, settings.topics.credits):
-        credit = serde.loads(raw, Credit)
-        if credit.version == conversions[credit.conversion_id].version:
+    for conversion in conversions.values():  # an attributed conversion carries its credits
+        for credit in conversion.credit_records():
             result[(credit.conversion_id, credit.model.value, credit.touch_id)] = credit.model_copy(
                 update={"version": 1}
             )
@@ -477,15 +481,12 @@ def test_scripted_journey_yields_exact_conversions_and_credits(kafka_bootstrap, 
             got = {k: c for k, c in credits.items() if k[0] == conversion.conversion_id}
             assert got == want, conversion.stage
 
-        # The same input again: no new conversion id, no new version, no new credit.
-        before = (
-            len(read_all(settings, settings.topics.conversions)),
-            len(read_all(settings, settings.topics.credits)),
-        )
+        # The same input again: no new conversion id, no new version (credits travel in the conversions).
+        before = len(read_all(settings, settings.topics.conversions))
         send(settings, as_records(settings, journey()))
         wait_idle(settings, worker=worker)
-        after = (len(read_all(settings, settings.topics.conversions)), len(read_all(settings, settings.topics.credits)))
-        assert after == before
+        assert len(read_all(settings, settings.topics.conversions)) == before
+        assert read_all(settings, settings.topics.credits) == []  # the worker no longer writes the credits topic
 
 
 def test_bad_records_become_dead_letters_and_the_worker_goes_on(kafka_bootstrap, unique_name, tmp_path):

@@ -203,6 +203,7 @@ def _run(
             on_poll=show,
             alive=alive,
             deliver_group=deliver_group,
+            held=processes.held_reemissions,
         )
     finally:
         status.stop()

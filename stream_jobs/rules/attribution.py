@@ -58,13 +58,18 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from functools import lru_cache
+from typing import TypeVar
 
-from schemas.outputs import AttributionModel, Conversion, Credit, Touch
+from pydantic import BaseModel
+
+from schemas.outputs import AttributionModel, Conversion, Credit, CreditedTouch, Touch, TouchCredit
 
 DEFAULT_LOOKBACK = timedelta(days=90)
 TIME_DECAY_HALF_LIFE = timedelta(days=7)
 SHARE_PLACES = 9
 NO_TOUCH = "(none)"
+
+_M = TypeVar("_M", bound=BaseModel)
 
 _FIRST, _LEAD, _OPPORTUNITY, _CUSTOMER = "first", "lead", "opportunity", "customer"
 
@@ -298,19 +303,18 @@ def _split_cents(amount: Decimal | None, weights: Sequence[int], total: int) -> 
 _CENT = Decimal("0.01")
 _ZERO_MONEY = Decimal("0.00")
 
-_CREDIT_FIELDS = tuple(Credit.model_fields)
 _set_attribute = object.__setattr__
 
 
-def _trusted_credit(**values: object) -> Credit:
-    """A Credit from values that are valid already: what ``Credit.model_construct`` does, without its per-field
-    loop over defaults and aliases (every field is given here)."""
-    credit = Credit.__new__(Credit)
-    _set_attribute(credit, "__dict__", {name: values[name] for name in _CREDIT_FIELDS})
-    _set_attribute(credit, "__pydantic_fields_set__", set(_CREDIT_FIELDS))
-    _set_attribute(credit, "__pydantic_extra__", None)
-    _set_attribute(credit, "__pydantic_private__", None)
-    return credit
+def _trusted(record_type: type[_M], /, **values: object) -> _M:
+    """A model from values that are valid already, every field given: what ``model_construct`` does, without its
+    per-field loop over defaults and aliases."""
+    record = record_type.__new__(record_type)
+    _set_attribute(record, "__dict__", values)
+    _set_attribute(record, "__pydantic_fields_set__", set(values))
+    _set_attribute(record, "__pydantic_extra__", None)
+    _set_attribute(record, "__pydantic_private__", None)
+    return record
 
 
 def shares(
@@ -323,73 +327,73 @@ def shares(
 # --- credits ----------------------------------------------------------------------------------------------------
 
 
+def attributed(
+    journey: Sequence[Touch],
+    conversion: Conversion,
+    milestones: Milestones,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+) -> Conversion:
+    """``conversion`` with its credits under every model: ``touches`` (the window, or the pseudo touch ``(none)``)
+    and one credit per model and touch, zero shares too, in model order then touch order.
+
+    Zero-share credits are kept so that a newer ``version`` of the conversion (a late touch changed the journey)
+    overwrites every row of the older one downstream. With no touch in the window, each model gives its whole
+    credit to ``(none)``.
+    """
+    converted_at = conversion.occurred_at
+    touches = window(journey, converted_at, lookback)
+    # Every value below is already valid (touches and conversion are validated models; shares and revenue come
+    # out of the rules above), so the records are built without re-validating each field: attribution runs for
+    # every emitted conversion and validation was a third of its time.
+    build = _trusted
+    credits: list[TouchCredit] = []
+    credited: tuple[CreditedTouch, ...]
+    if not touches:
+        credited = (
+            build(
+                CreditedTouch,
+                touch_id=NO_TOUCH,
+                occurred_at=None,
+                channel=NO_TOUCH,
+                source=NO_TOUCH,
+                medium=NO_TOUCH,
+                campaign="",
+            ),
+        )
+        revenue = split_revenue(conversion.revenue, [Fraction(1)])[0]
+        share = round_shares([Fraction(1)])[0]
+        for model in AttributionModel:
+            credits.append(build(TouchCredit, model=model, touch_index=0, credit=share, revenue=revenue))
+    else:
+        _check_windowed(touches, converted_at)
+        credited = tuple(
+            build(
+                CreditedTouch,
+                touch_id=touch.touch_id,
+                occurred_at=touch.occurred_at,
+                channel=touch.channel,
+                source=touch.source,
+                medium=touch.medium,
+                campaign=touch.campaign,
+            )
+            for touch in touches
+        )
+        for model in AttributionModel:
+            weights = _integer_weights(model, touches, converted_at, milestones)
+            total = sum(weights)
+            for index, (share, revenue) in enumerate(
+                zip(_round_units(weights, total), _split_cents(conversion.revenue, weights, total), strict=True)
+            ):
+                credits.append(build(TouchCredit, model=model, touch_index=index, credit=share, revenue=revenue))
+    return build(Conversion, **{**conversion.__dict__, "touches": credited, "credits": tuple(credits)})
+
+
 def attribute(
     journey: Sequence[Touch],
     conversion: Conversion,
     milestones: Milestones,
     lookback: timedelta = DEFAULT_LOOKBACK,
 ) -> list[Credit]:
-    """The credits of one conversion under every model: one per model and windowed touch (zero shares too).
-
-    Zero-share credits are emitted so that a newer ``version`` of the conversion (a late touch changed the
-    journey) overwrites every row of the older one downstream. With no touch in the window, each model gives one
-    credit to ``(none)``.
-    """
-    converted_at = conversion.occurred_at
-    touches = window(journey, converted_at, lookback)
-    common = {
-        "conversion_id": conversion.conversion_id,
-        "lead_id": conversion.lead_id,
-        "stage": conversion.stage,
-        "converted_at": converted_at,
-        "currency": conversion.currency,
-        "version": conversion.version,
-    }
-    credits: list[Credit] = []
-    # Every value below is already valid (touches and conversion are validated models; shares and revenue come
-    # out of the rules above), so credits are built without re-validating each field: attribution runs for
-    # every emitted conversion and validation was a third of its time.
-    build = _trusted_credit
-    if not touches:
-        revenue = split_revenue(conversion.revenue, [Fraction(1)])[0]
-        share = round_shares([Fraction(1)])[0]
-        for model in AttributionModel:
-            credits.append(
-                build(
-                    **common,
-                    model=model,
-                    touch_id=NO_TOUCH,
-                    touch_index=0,
-                    touch_at=None,
-                    channel=NO_TOUCH,
-                    source=NO_TOUCH,
-                    medium=NO_TOUCH,
-                    campaign="",
-                    credit=share,
-                    revenue=revenue,
-                )
-            )
-        return credits
-    _check_windowed(touches, converted_at)
-    for model in AttributionModel:
-        weights = _integer_weights(model, touches, converted_at, milestones)
-        total = sum(weights)
-        for index, (touch, share, revenue) in enumerate(
-            zip(touches, _round_units(weights, total), _split_cents(conversion.revenue, weights, total), strict=False)
-        ):
-            credits.append(
-                build(
-                    **common,
-                    model=model,
-                    touch_id=touch.touch_id,
-                    touch_index=index,
-                    touch_at=touch.occurred_at,
-                    channel=touch.channel,
-                    source=touch.source,
-                    medium=touch.medium,
-                    campaign=touch.campaign,
-                    credit=share,
-                    revenue=revenue,
-                )
-            )
-    return credits
+    """The credits of one conversion under every model as :class:`Credit` records: one per model and windowed
+    touch (zero shares too), or one per model to ``(none)`` (see :func:`attributed`)."""
+    return attributed(journey, conversion, milestones, lookback).credit_records()

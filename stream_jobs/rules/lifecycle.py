@@ -22,6 +22,10 @@ Rules
       The first emission has ``version`` 1; every change re-emits the same ``conversion_id`` with ``version + 1``
       (late page views, a form arriving after the CRM update, an earlier record of a stage). A replay changes
       nothing and emits nothing.
+    - Coalesced re-emission (the worker passes ``now`` and ``interval``, ``CLOSEDLOOP_REEMIT_INTERVAL_SECONDS``):
+      a lead re-emits at most once per ``interval``; a change within it is held in the state and goes out, newest
+      version only, with the lead's next event after the interval or the worker's flush (``kind="flush"``). A
+      conversion's first version is never held. See :func:`_emit` and docs/STREAMS.md.
     - A CRM change for a lead that was never identified converts with the touches known so far, possibly none
       (then it is credited to ``(none)``); touches arriving later re-emit it.
 
@@ -49,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import AdsConsent, CrmStatusChange, LifecycleStage
 from schemas.outputs import CLICK_KINDS, AdClick, Conversion, Credit, IdentityLink, Touch
-from stream_jobs.rules.attribution import Milestones, attribute
+from stream_jobs.rules.attribution import Milestones, attribute, attributed
 
 JOURNEY_LIMIT = 500
 KNOWN_LIMIT = 100
@@ -87,6 +91,12 @@ class Emitted(BaseModel):
     # When the worker's live counters first counted the conversion (seconds since the epoch, set by the leads agent;
     # carried to newer versions so that a re-attribution moves the conversion inside the window it was counted in).
     counted_at: float | None = None
+    # What the emitted version said about the channels and revenue the live counters count it under. With
+    # coalesced re-emission the state may hold changes not emitted yet, so the counted version cannot be rebuilt
+    # from the state; None in a state written before 2026-12-06 (which held nothing: rebuild it from the state).
+    first_channel: str | None = None
+    last_channel: str | None = None
+    revenue: Decimal | None = None
 
 
 class LeadState(BaseModel):
@@ -112,6 +122,17 @@ class LeadState(BaseModel):
     def ads_consent(self) -> AdsConsent | None:
         """What the ad platforms may know: 'denied' after any Do-Not-Track, else the newest stated consent."""
         return "denied" if self.do_not_track else self.consent
+
+    # Coalesced re-emission (wall-clock seconds since the epoch, see :func:`_emit`): when the lead last re-emitted a
+    # conversion, and since when a change to an emitted conversion is held back (None: nothing held).
+    reemitted_at: float | None = None
+    held_since: float | None = None
+
+    def reemission_due(self, interval: float) -> float | None:
+        """When held changes may go out (seconds since the epoch), or None when nothing is held."""
+        if self.held_since is None:
+            return None
+        return (self.reemitted_at or 0.0) + interval
 
     def milestones(self) -> Milestones:
         """Lead, opportunity and customer times, for position-based attribution."""
@@ -237,25 +258,62 @@ def _milestone_items(state: LeadState) -> list[tuple[str, datetime | None]]:
     return [(name, getattr(milestones, name)) for name in ("lead_at", "opportunity_at", "customer_at")]
 
 
-def _emit(state: LeadState, lookback: timedelta) -> tuple[LeadState, list[Conversion]]:
-    """Conversions whose inputs changed since they were last emitted, and the state recording them."""
+def _emit(
+    state: LeadState, lookback: timedelta, now: float | None = None, interval: float = 0.0
+) -> tuple[LeadState, list[Conversion]]:
+    """Conversions whose inputs changed since they were last emitted, and the state recording them.
+
+    Coalescing (``now`` given and ``interval`` > 0): a conversion reached for the first time goes out at once; a
+    change to one already emitted goes out at once only when the lead re-emitted nothing in the last ``interval``
+    seconds (``reemitted_at``). Otherwise it is *held*: ``emitted`` keeps the version that went out, ``held_since``
+    says that something waits, and a later call (the lead's next event, or the worker's flush of a due lead) emits
+    the newest version once, with ``version + 1``. What is held is recomputed from the state (fingerprints), so
+    holding keeps nothing but the moment it started.
+    """
     emitted = dict(state.emitted)
-    changed: list[LifecycleStage] = []
+    changed: list[tuple[LifecycleStage, str, Emitted | None]] = []
     for stage in sorted(state.stages, key=lambda s: state.stages[s].sort_key()):
         fingerprint = _fingerprint(state, stage, lookback)
         previous = emitted.get(stage)
-        if previous is not None and previous.fingerprint == fingerprint:
-            continue
+        if previous is None or previous.fingerprint != fingerprint:
+            changed.append((stage, fingerprint, previous))
+    again = any(previous is not None for _, _, previous in changed)
+    hold = (
+        again
+        and now is not None
+        and interval > 0
+        and state.reemitted_at is not None
+        and now < state.reemitted_at + interval
+    )
+    update: dict[str, Any] = {}
+    if hold:
+        if state.held_since is None:
+            update["held_since"] = now
+    elif state.held_since is not None:
+        update["held_since"] = None
+    if again and not hold and now is not None:
+        update["reemitted_at"] = now
+    released = [(stage, fingerprint, previous) for stage, fingerprint, previous in changed if not (hold and previous)]
+    if not released:
+        return (state.model_copy(update=update) if update else state), []
+    for stage, fingerprint, previous in released:
         emitted[stage] = Emitted(
             version=previous.version + 1 if previous else 1,
             fingerprint=fingerprint,
             counted_at=previous.counted_at if previous else None,
         )
-        changed.append(stage)
-    if not changed:
-        return state, []
-    state = state.model_copy(update={"emitted": emitted})
-    return state, [state.conversion(stage, lookback) for stage in changed]
+    state = state.model_copy(update={**update, "emitted": emitted})
+    conversions = [state.conversion(stage, lookback) for stage, _, _ in released]
+    # Record what each version says for the live counters (see Emitted.first_channel).
+    for conversion in conversions:
+        emitted[conversion.stage] = emitted[conversion.stage].model_copy(
+            update={
+                "first_channel": conversion.first_channel,
+                "last_channel": conversion.last_channel,
+                "revenue": conversion.revenue,
+            }
+        )
+    return state.model_copy(update={"emitted": emitted}), conversions
 
 
 def _known(values: tuple[str, ...], value: str) -> tuple[str, ...]:
@@ -278,13 +336,15 @@ def apply_touch(
     lead_id: str | None = None,
     lookback: timedelta = DEFAULT_LOOKBACK,
     journey_limit: int = JOURNEY_LIMIT,
+    now: float | None = None,
+    interval: float = 0.0,
 ) -> tuple[LeadState, list[Conversion]]:
     """Add one touch to the lead's journey; re-emit the conversions whose window it falls in."""
     state = state or new_lead(lead_id or touch.lead_id or "")
     journey = _merge(state.journey, [touch], journey_limit)
     if journey is state.journey:
-        return state, []
-    return _emit(_note_touches(state.model_copy(update={"journey": journey}), [touch]), lookback)
+        return _emit(state, lookback, now, interval) if state.held_since is not None else (state, [])
+    return _emit(_note_touches(state.model_copy(update={"journey": journey}), [touch]), lookback, now, interval)
 
 
 def apply_link(
@@ -294,6 +354,8 @@ def apply_link(
     *,
     lookback: timedelta = DEFAULT_LOOKBACK,
     journey_limit: int = JOURNEY_LIMIT,
+    now: float | None = None,
+    interval: float = 0.0,
 ) -> tuple[LeadState, list[Conversion]]:
     """A visitor identified as this lead: merge its touches; the first identify reaches the ``lead`` stage."""
     state = state or new_lead(link.lead_id)
@@ -305,7 +367,7 @@ def apply_link(
     state = _note_touches(state.model_copy(update=update), touches)
     state = _note_consent(state, link.linked_at, link.ads_consent, link.do_not_track)
     state = _reach(state, LifecycleStage.LEAD, StageReached(occurred_at=link.linked_at, event_id=link.event_id))
-    return _emit(state, lookback)
+    return _emit(state, lookback, now, interval)
 
 
 def apply_crm(
@@ -315,6 +377,8 @@ def apply_crm(
     lead_id: str,
     event_id: str,
     lookback: timedelta = DEFAULT_LOOKBACK,
+    now: float | None = None,
+    interval: float = 0.0,
 ) -> tuple[LeadState, list[Conversion]]:
     """A CRM status change: reach its stage (keeping the earliest record) and emit what changed."""
     state = state or new_lead(lead_id)
@@ -329,7 +393,17 @@ def apply_crm(
         currency=change.currency if change.stage == LifecycleStage.CUSTOMER and change.deal_value is not None else None,
         reason=change.reason,
     )
-    return _emit(_reach(state, change.stage, reached), lookback)
+    return _emit(_reach(state, change.stage, reached), lookback, now, interval)
+
+
+def flush(
+    state: LeadState, *, now: float, interval: float, lookback: timedelta = DEFAULT_LOOKBACK
+) -> tuple[LeadState, list[Conversion]]:
+    """Emit what the lead holds back if it is due at ``now`` (the newest version of each changed conversion);
+    otherwise, or when nothing is held, ``(state, [])``."""
+    if state.held_since is None:
+        return state, []
+    return _emit(state, lookback, now, interval)
 
 
 def with_counted_at(state: LeadState, counted: dict[LifecycleStage, float]) -> LeadState:
@@ -339,6 +413,13 @@ def with_counted_at(state: LeadState, counted: dict[LifecycleStage, float]) -> L
         if emitted[stage].counted_at != counted_at:
             emitted[stage] = emitted[stage].model_copy(update={"counted_at": counted_at})
     return state.model_copy(update={"emitted": emitted})
+
+
+def attributed_conversion(
+    state: LeadState, conversion: Conversion, lookback: timedelta = DEFAULT_LOOKBACK
+) -> Conversion:
+    """One of the lead's conversions with every model's credits in it: the record the worker emits."""
+    return attributed(state.journey, conversion, state.milestones(), lookback)
 
 
 def credits_for(state: LeadState, conversion: Conversion, lookback: timedelta = DEFAULT_LOOKBACK) -> list[Credit]:
@@ -367,12 +448,13 @@ class LeadEvent(BaseModel):
     (``page``; for lead scoring only, :mod:`stream_jobs.rules.lead_scores`, not a lifecycle transition); ``form``:
     another form of a visitor already linked to the lead (``link`` describes it; for lead scoring only);
     ``erase``: ``closedloop erase`` (``event_id`` is the request id, ``visitor_ids`` the visitors it found linked
-    to the lead elsewhere), see :mod:`stream_jobs.rules.erasure`.
+    to the lead elsewhere), see :mod:`stream_jobs.rules.erasure`; ``flush``: the worker's reminder that the lead's
+    held re-emissions are due (:func:`flush`; it carries nothing, so a lost or repeated one changes nothing).
     """
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["link", "touch", "crm", "erase", "page", "form"]
+    kind: Literal["link", "touch", "crm", "erase", "page", "form", "flush"]
     lead_id: str
     link: IdentityLink | None = None
     email: str | None = None
@@ -389,20 +471,45 @@ def apply(
     *,
     lookback: timedelta = DEFAULT_LOOKBACK,
     journey_limit: int = JOURNEY_LIMIT,
+    now: float | None = None,
+    interval: float = 0.0,
 ) -> tuple[LeadState, list[Conversion]]:
-    """Apply one lead event with the matching transition. Raises ValueError when the record is incomplete."""
+    """Apply one lead event with the matching transition. Raises ValueError when the record is incomplete.
+
+    ``now`` and ``interval``: coalesced re-emission (:func:`_emit`); without ``now`` every change goes out at once.
+    """
     if event.kind == "link":
         if event.link is None:
             raise ValueError(f"lead event 'link' for {event.lead_id} has no link")
-        return apply_link(state, event.link, event.touches, lookback=lookback, journey_limit=journey_limit)
+        return apply_link(
+            state,
+            event.link,
+            event.touches,
+            lookback=lookback,
+            journey_limit=journey_limit,
+            now=now,
+            interval=interval,
+        )
     if event.kind == "touch":
         if len(event.touches) != 1:
             raise ValueError(f"lead event 'touch' for {event.lead_id} needs exactly one touch")
         return apply_touch(
-            state, event.touches[0], lead_id=event.lead_id, lookback=lookback, journey_limit=journey_limit
+            state,
+            event.touches[0],
+            lead_id=event.lead_id,
+            lookback=lookback,
+            journey_limit=journey_limit,
+            now=now,
+            interval=interval,
         )
     if event.kind == "erase":
         raise ValueError(f"lead event 'erase' for {event.lead_id} is not a transition: the leads agent erases")
+    if event.kind == "flush":
+        if state is None or now is None:
+            return state or new_lead(event.lead_id), []
+        return flush(state, now=now, interval=interval, lookback=lookback)
     if event.crm is None:
         raise ValueError(f"lead event 'crm' for {event.lead_id} has no CRM change")
-    return apply_crm(state, event.crm, lead_id=event.lead_id, event_id=event.event_id, lookback=lookback)
+    return apply_crm(
+        state, event.crm, lead_id=event.lead_id, event_id=event.event_id, lookback=lookback, now=now, interval=interval
+    )

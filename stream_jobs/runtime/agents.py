@@ -7,13 +7,14 @@
                                   └─────────────────────► {p}.lead-events (link + carried touches / touch)
     {p}.crm ─────► crm agent ── email ──────────────────► {p}.lead-events (crm)
                       └── contact id ─► {app}-crm-contacts ─► contacts agent (table: contacts) ─► {p}.lead-events
-    {p}.lead-events ─► leads agent (table: leads) ──────► {p}.conversions, {p}.credits, {p}.leads, counters
+    {p}.lead-events ─► leads agent (table: leads) ──────► {p}.conversions (with credits), {p}.leads, counters
                           └── erase ─► {app}-erasures ─► erasures agent (visitors, contacts tables)
                                  └──────────────────────────────► {app}-erasure-results (closedloop erase reads)
 
 Every agent decodes its input itself, so that a bad record becomes a dead letter instead of a crashed agent.
 Keys: visitor id, lead id, contact key (``<crm>:<contact id>``), UTF-8. Output records go through
-:class:`stream_jobs.runtime.outputs.Outputs` (straight to the producer, the credits of a conversion in one batch).
+:class:`stream_jobs.runtime.outputs.Outputs` (straight to the producer). A conversion goes out as one record with
+every model's credits in it (an attributed conversion); the sink makes the ``credits`` rows of it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from stream_jobs.runtime.topology import (
 from stream_jobs.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+RESEND_S = 10.0  # a flush reminder of a lead still held after this long is sent again (it was lost)
 
 
 class _ModelCodec(codecs.Codec):
@@ -137,7 +139,13 @@ class Pipeline:
         self.contacts = app.Table(CONTACTS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_contact"))
         self.leads = app.Table(LEADS_TABLE, partitions=s.partitions, value_type=_table_value_type("cl_lead"))
         self.scoring = Scoring(app, s, self.outputs, _table_value_type("cl_score"))
-        self.counters = Counters(app, s.partitions, lambda: self.dead_letters.total)
+        # Leads holding a re-emission back: lead id -> (due, when a flush was last asked for). Rebuilt from the
+        # leads table after every recovery; docs/STREAMS.md, "Coalesced re-emission".
+        self.held: dict[str, tuple[float, float]] = {}
+        self.leads.on_recover(self._find_held)
+        if s.reemit_interval_seconds > 0:
+            app.timer(min(0.25, s.reemit_interval_seconds / 4), name="flush_due_leads")(self._flush_due_leads)
+        self.counters = Counters(app, s.partitions, lambda: self.dead_letters.total, lambda: len(self.held))
         self.counters.install_web(app)
         metrics.install_web(app, lambda: self.dead_letters.total)
         diagnostics.install_web(app, s.local_password_file)
@@ -310,7 +318,7 @@ class Pipeline:
         record = ContactRecord(kind="sweep", contact_key="", at=datetime.now(timezone.utc))
         for tp in sorted(self.app.consumer.assignment(), key=lambda tp: tp.partition):
             if tp.topic == self.crm_contacts_name:
-                await self.outputs.send_outside_events(tp.topic, None, record_bytes(record), tp.partition)
+                await self.outputs.send_outside_transaction(tp.topic, None, record_bytes(record), tp.partition)
 
     async def _sweep_contacts(self, event: Any, record: ContactRecord) -> None:
         """Dead-letter the CRM events of this partition's contacts that waited longer than the hold for an email."""
@@ -353,8 +361,16 @@ class Pipeline:
         if lead_event.kind in ("page", "form"):
             return  # scoring only: no lifecycle transition
         before = self.leads.get(lead_event.lead_id)
+        if lead_event.kind == "flush" and (before is None or before.held_since is None):
+            self.held.pop(lead_event.lead_id, None)  # flushed by an event of the lead meanwhile, or erased
+            return
         state, conversions = lifecycle.apply(
-            before, lead_event, lookback=s.lookback, journey_limit=s.journey_touch_limit
+            before,
+            lead_event,
+            lookback=s.lookback,
+            journey_limit=s.journey_touch_limit,
+            now=time.time(),
+            interval=s.reemit_interval_seconds,
         )
         key = _key(state.lead_id)
         if (
@@ -377,11 +393,8 @@ class Pipeline:
                         "event_id": conversion.event_id,
                     },
                 )
-            await self.outputs.send(self.names.conversions, key, record_bytes(conversion))
-            credits = lifecycle.credits_for(state, conversion, s.lookback)
-            await self.outputs.send_all(
-                self.names.credits, _key(conversion.conversion_id), [record_bytes(credit) for credit in credits]
-            )
+            attributed = lifecycle.attributed_conversion(state, conversion, s.lookback)
+            await self.outputs.send(self.names.conversions, key, record_bytes(attributed))
             counted[conversion.stage] = self._count(before, conversion)
         if counted:
             state = lifecycle.with_counted_at(state, counted)
@@ -389,6 +402,45 @@ class Pipeline:
         # written when sending it failed, or no later event would re-emit it.
         if state is not before:
             self.leads[lead_event.lead_id] = state
+        self._note_held(state)
+
+    def _note_held(self, state: LeadState) -> None:
+        due = state.reemission_due(self.settings.reemit_interval_seconds)
+        if due is None:
+            self.held.pop(state.lead_id, None)
+        elif state.lead_id not in self.held:
+            self.held[state.lead_id] = (due, 0.0)
+
+    async def _find_held(self) -> None:
+        """After a recovery: the leads whose state holds a re-emission (a restart forgot the in-memory list)."""
+        interval = self.settings.reemit_interval_seconds
+        found = {
+            lead_id: (due, 0.0)
+            for lead_id, state in list(self.leads.items())
+            if (due := state.reemission_due(interval)) is not None
+        }
+        self.held = found
+        if found:
+            log.info("leads holding a re-emission found after recovery", extra={"leads": len(found)})
+
+    async def _flush_due_leads(self) -> None:
+        """Ask the leads agent to flush each due lead: a ``flush`` lead event, sent outside any transaction.
+
+        Safe under both guarantees because the reminder carries no state: what is held is in the lead's table
+        state, committed with the event that held it, and the flush itself runs as the leads agent's event (outputs,
+        state and offset in one transaction under exactly_once). A reminder lost in a crash is sent again after the
+        recovery (:meth:`_find_held`), or after ``RESEND_S`` when the lead is still held; a repeated one finds
+        nothing held and does nothing.
+        """
+        if not self.held:
+            return
+        now = time.time()
+        for lead_id, (due, asked) in list(self.held.items()):
+            if due > now or now - asked < RESEND_S:
+                continue
+            self.held[lead_id] = (due, now)
+            flush = LeadEvent(kind="flush", lead_id=lead_id)
+            await self.outputs.send_outside_transaction(self.names.lead_events, _key(lead_id), record_bytes(flush))
 
     def _count(self, before: LeadState | None, conversion: Conversion) -> float:
         """Count ``conversion`` in the live counters, replacing the version counted before (it is the previous
@@ -398,6 +450,14 @@ class Pipeline:
         if before is not None and conversion.stage in before.emitted:
             emitted = before.emitted[conversion.stage]
             previous = before.conversion(conversion.stage, self.settings.lookback)
+            if emitted.first_channel is not None:  # what the emitted version said: the state may hold more since
+                previous = previous.model_copy(
+                    update={
+                        "first_channel": emitted.first_channel,
+                        "last_channel": emitted.last_channel,
+                        "revenue": emitted.revenue,
+                    }
+                )
         # A state written before counted_at existed: its earlier version was counted in an unknown window, so
         # the change is counted now.
         counted_at = emitted.counted_at if emitted is not None and emitted.counted_at is not None else time.time()
@@ -424,6 +484,7 @@ class Pipeline:
         if before is not None:
             del self.leads[lead_id]
         self.scoring.erase(lead_id)
+        self.held.pop(lead_id, None)
         log.info(
             "lead erased",
             extra={"lead_id": lead_id, "request_id": request_id, "visitors": len(visitors), "contacts": len(contacts)},

@@ -17,17 +17,21 @@ Choices
       says so (``"time": "processing"``), and so does ``watch``.
     - A conversion counts once, in the windows of the moment it was first counted, under the channels and revenue
       of its **newest** version: when a late touch re-emits it (version 2, 3 ...), the previous version's
-      contribution is subtracted in those same windows and the new one added (:func:`count_changes`). The moment
-      is kept in the lead's state (``Emitted.counted_at``), so a restart does not lose it; under ``exactly_once``
-      the counters' changelogs, the leads table and the input offsets commit together, so a replay counts nothing
-      twice. A window already expired is not written back.
+      contribution is subtracted in those same windows and the new one added (:func:`count_changes`). Counting
+      follows emission: a re-emission held back by coalescing (docs/STREAMS.md) is counted when it goes out, once,
+      against what the version emitted before said (``Emitted.first_channel``, ``last_channel``, ``revenue``).
+      The moment is kept in the lead's state (``Emitted.counted_at``), so a restart does not lose it; under
+      ``exactly_once`` the counters' changelogs, the leads table and the input offsets commit together, so a
+      replay counts nothing twice. A window already expired is not written back.
     - Each worker serves the counts of the partitions it owns (one worker by default: all of them).
 
 ``GET /counters/?window=1m|1h|today[&at=UNIX_SECONDS]`` (``at``: a moment in an earlier window still kept, default
 now) returns
 ``{"window", "time": "processing", "window_start", "window_end", "rows": [{"model", "stage", "channel",
-"conversions", "revenue"}], "totals": {...}, "dead_letters": n}``; ``revenue`` is a decimal string with two
-places; rows whose conversions and revenue are both 0 (a conversion moved to another channel) are left out.
+"conversions", "revenue"}], "totals": {...}, "dead_letters": n, "held_reemissions": n}`` (``held_reemissions``:
+leads whose changed conversions wait for their re-emission, docs/STREAMS.md; a drain waits for 0); ``revenue`` is a
+decimal string with two places; rows whose conversions and revenue are both 0 (a conversion moved to another
+channel) are left out.
 """
 
 from __future__ import annotations
@@ -99,8 +103,15 @@ def window_counts(stored: Iterable[tuple[str, Any]]) -> dict[str, list[int]]:
 class Counters:
     """The windowed tables, their updates from conversions, and the JSON snapshot of the current windows."""
 
-    def __init__(self, app: Any, partitions: int, dead_letter_total: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        partitions: int,
+        dead_letter_total: Callable[[], int] = lambda: 0,
+        held_total: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.dead_letter_total = dead_letter_total
+        self.held_total = held_total
         # The moment the tables read and write at: the wall clock, or the time a conversion was first counted.
         self._at: float | None = None
         self.tables = {
@@ -179,6 +190,7 @@ class Counters:
                 for stage, t in sorted(totals.items())
             },
             "dead_letters": self.dead_letter_total(),
+            "held_reemissions": self.held_total(),
         }
 
     def install_web(self, app: Any) -> None:

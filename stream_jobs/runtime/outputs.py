@@ -1,14 +1,10 @@
-"""How the agents put records on their output topics: straight into the Kafka producer, credits in batches.
+"""How the agents put records on their output topics: straight into the Kafka producer.
 
-Faust's ``Topic.send`` does a lot of Python per record, and the worker sends several output records per input event
-(one per credit), so with ``at_least_once`` the agents hand records to the app's aiokafka producer directly
-(figures in bench/worker.md):
-
-- :meth:`Outputs.send`: one record, keyed, default partitioner (the same partition Faust would choose);
-- :meth:`Outputs.send_all`: many records with one key (the credits of one conversion, keyed by its id): the
-  partition is computed once and each record appended to the partition's open producer batch. Still one record
-  per credit on the topic, each with its key, so consumers see exactly what ``Topic.send`` would have produced.
-  (Not aiokafka's ``send_batch``: it waits for the partition's pending batch, a round trip per conversion.)
+Faust's ``Topic.send`` does a lot of Python per record, so with ``at_least_once`` the agents hand records to the
+app's aiokafka producer directly (:meth:`Outputs.send`: one record, keyed, default partitioner, the same partition
+Faust would choose; figures in bench/worker.md). Until 2026-12-06 the worker sent one record per credit (about 22
+per conversion) and this module batched them per conversion; a conversion now carries its credits in one record
+(``schemas.outputs.Conversion``), so there is nothing left to batch.
 
 Guarantee: unchanged. Faust's ``at_least_once`` commit awaits ``app.producer.flush()``, which flushes this same
 aiokafka producer, so an input offset is committed only after the records it produced were acknowledged.
@@ -22,9 +18,9 @@ commits with that partition's offset (transactional id ``{app id}-{topic group}-
 the open transaction of ``...-0``, which only a commit of a partition-0 source ever ends: on an idle worker never,
 and since read_committed consumers stop at it, the leads agent stalls until the broker aborts the transaction at
 its timeout and the record is lost (docs/STREAMS.md, "Processing guarantee"). And for a topic the worker does not
-consume (touches, conversions, credits...) Faust finds no partition, so no transactional id, and sends on the
+consume (touches, conversions, leads...) Faust finds no partition, so no transactional id, and sends on the
 plain producer, outside any transaction.
-So in that mode both methods send each record on the transactional producer of the current event's partition
+So in that mode :meth:`Outputs.send` sends each record on the transactional producer of the current event's partition
 (:meth:`Outputs._transactional_id`); a send with no current event is an error, not a record in a transaction
 nobody commits.
 
@@ -34,7 +30,6 @@ model writes the same JSON as orjson of ``model_dump(mode="json")``, faster; a u
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -82,24 +77,10 @@ class Outputs:
             return
         await self._producer().send(topic, value, key=key)
 
-    async def send_outside_events(self, topic: str, key: bytes | None, value: bytes, partition: int) -> None:
-        """Queue a record sent by a timer, not by an event (the contacts sweep): on the plain producer, outside any
-        transaction, which no source partition's commit would ever end (see the module docstring). Only for
-        records whose repetition is harmless."""
+    async def send_outside_transaction(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        """Queue one record on the app's plain producer, in no transaction, from anywhere (a timer): only for
+        records whose loss or repetition changes nothing (the leads agent's flush reminders, the contacts sweep).
+        Inside a transaction no source partition's commit would ever end it (see the module docstring)."""
         await self._producer().send(topic, value, key=key, partition=partition)
-
-    async def send_all(self, topic: str, key: bytes, values: Sequence[bytes]) -> None:
-        """Queue several records with the same key, in order, as few producer batches as their size allows."""
-        if not values:
-            return
-        if self.transactional:
-            for value in values:
-                await self._send_in_transaction(topic, key, value)
-            return
-        producer = self._producer()
-        # key_partition reads the producer's metadata without fetching it: ask for the topic first (a no-op once
-        # known). A Kafka broker answers metadata for the topics asked, so the credits topic is unknown until then.
-        await producer.partitions_for(topic)
-        partition = self.app.producer.key_partition(topic, key).partition
-        for value in values:
-            await producer.send(topic, value, key=key, partition=partition)
