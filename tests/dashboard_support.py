@@ -5,13 +5,17 @@ figures back out of the dashboard's HTML."""
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from datetime import date, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from harness import unique
+import uvicorn
+from harness import free_port, unique, wait_for
 from test_report_numbers import _load
 from test_reports_journeys import FROM, TO, _data
 
@@ -45,6 +49,48 @@ def dashboard_settings(clickhouse_http_url: str) -> Iterator[DashboardSettings]:
     yield DashboardSettings(clickhouse_url=url, dashboard_live_interval_seconds=0.2, dashboard_live_max_seconds=0.4)
     client.command(f"DROP DATABASE IF EXISTS `{sink.clickhouse_database}`")
     client.close()
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, never a downloaded browser
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-sync",
+    "--disable-component-update",
+]
+
+
+@contextmanager
+def chromium_browser() -> Iterator[Any]:
+    """Headless Chromium driven by Playwright; the test is skipped, saying so, where Debian's is not installed."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """An ASGI app served by uvicorn in a thread on a free loopback port; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "the server to start", interval=0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
 
 
 def load_records(client, records: list[Record], settings: SinkSettings) -> dict[str, int]:
