@@ -29,6 +29,7 @@ import http.server
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -163,7 +164,7 @@ def main() -> None:
     from dashboard.settings import DashboardSettings
     from dashboard.tables import TABLES, run_table
     from dashboard.views import parse_view
-    from deploy.daemons import start_detached, stop_process
+    from deploy.daemons import start_detached
 
     date_to = DEMO_EPOCH + timedelta(days=args.days - 1)
     date_from = date_to - timedelta(days=args.period_days - 1)
@@ -247,8 +248,13 @@ def main() -> None:
                     client.close()
             _print(args, loaded, state, busy, results, slowest, TABLES)
         finally:
-            if dashboard is not None:
-                stop_process(dashboard)
+            if dashboard is not None and dashboard.poll() is None:  # ours, by its PID
+                dashboard.terminate()
+                try:
+                    dashboard.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    dashboard.kill()
+                    dashboard.wait()
             stack.stop()
 
 
