@@ -11,7 +11,8 @@ Method (bench/dashboard.md has the figures):
 3. Debian's ``/usr/bin/chromium`` (never a downloaded browser; the flags of tests/test_dashboard_browser.py) driven by
    Playwright opens every page for the last ``--period-days`` days of the data (the dashboard's default view is
    the last 30 days). A load is timed from the navigation to every chart of the page drawn (``data-rendered``), in
-   a fresh tab each time; the server's part is the navigation's request start -> response end.
+   a fresh tab each time; the server's part is the navigation's request start -> response end, and the same page
+   is also fetched by HTTP alone (httpx, no browser running beside the server).
 4. Ceilings, measured in the same rounds, page by page: the page's reports run directly (the page's own builder
    and picker query, ``dashboard.pages``, in this process: the SQL with no HTTP and no browser), each of its
    reports alone (which is the slowest), and the same page's HTML served as a static file (the browser's part:
@@ -227,6 +228,10 @@ def main() -> None:
                                 started = time.monotonic()
                                 run_table(client, key, view)
                                 alone[key] = time.monotonic() - started
+                            # the page over HTTP with no browser beside it (what the server takes on its own)
+                            started = time.monotonic()
+                            httpx.get(f"{base}{path}?{period}{extra}", timeout=60).raise_for_status()
+                            http_s = time.monotonic() - started
                             page_s, server_s = browser_load(browser, f"{base}{path}?{period}{extra}", charts)
                             static_url = f"http://127.0.0.1:{static_port}/{name.replace(' ', '-')}.html"
                             static_s, _ = browser_load(browser, static_url, charts)
@@ -235,6 +240,7 @@ def main() -> None:
                             for what, value in (
                                 ("page", page_s),
                                 ("server", server_s),
+                                ("http", http_s),
                                 ("reports", reports_s),
                                 ("static", static_s),
                             ):
@@ -277,14 +283,17 @@ def _print(args, loaded, state, busy, results, slowest, tables) -> None:
     print(f"{args.days} demo days ({loaded['records']:,} records), view = the last {args.period_days} days, "
           f"{args.rounds} rounds after a warm-up; {state}; during the rounds: {busy}")  # fmt: skip
     print()
-    print("| page | load, navigation -> charts drawn (ms) | of it the server (ms) | reports run directly (ms) | "
-          "slowest report alone (ms) | static page, same HTML (ms) | under 1 s? |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| page | load, navigation -> charts drawn (ms) | of it the server (ms) | the page by HTTP, no browser (ms) "
+        "| reports run directly (ms) | slowest report alone (ms) | static page, same HTML (ms) | under 1 s? |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, figures in results.items():
         worst = max(slowest[name].items(), key=lambda item: statistics.median(item[1]))
         met = "yes" if statistics.median(figures["page"]) < TARGET_SECONDS else "**no**"
         print(
-            f"| {name} | {_stat(figures['page'])} | {_stat(figures['server'])} | {_stat(figures['reports'])} | "
+            f"| {name} | {_stat(figures['page'])} | {_stat(figures['server'])} | {_stat(figures['http'])} | "
+            f"{_stat(figures['reports'])} | "
             f"{worst[0]} ({tables[worst[0]].report}) {_stat(worst[1])} | {_stat(figures['static'])} | {met} |"
         )
     print()
