@@ -135,3 +135,18 @@ def test_the_dashboards_client_cannot_write(dashboard_settings, reports):
         reports.command("CREATE TABLE dashboard_was_here (x UInt8) ENGINE = Memory")
     with pytest.raises(ClickHouseError, match="(?i)readonly"):
         reports.command("INSERT INTO spend (date, channel, cost, currency) VALUES ('2024-01-01', 'x', 1, 'EUR')")
+
+
+def test_the_pickers_list_the_channels_and_campaigns_the_channel_report_shows(app_client, reports):
+    from dashboard.pages import choices
+
+    view = parse_view({"from": str(FROM), "to": str(TO)})
+    for model in ("first_touch", "linear", "last_touch"):
+        rows = run_report(reports, "channels", model=model, date_from=FROM, date_to=TO, by_campaign=True).records()
+        assert choices(reports, view) == (
+            sorted({r["channel"] for r in rows}),
+            sorted({r["campaign"] for r in rows if r["campaign"]}),
+        ), model
+    page = app_client.get(f"/?{PERIOD}").text
+    for channel in choices(reports, view)[0]:
+        assert f'<option value="{channel}">{channel}</option>' in page
