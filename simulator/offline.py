@@ -3,8 +3,8 @@
 What for: data for the dashboard's browser tests, its screenshots and its benchmark, made from the demo's traffic in
 seconds rather than through the whole pipeline (a broker, a worker at a few hundred events a second on two cores,
 a sink). :func:`pipeline_records` returns the records the pipeline would put on the topics the sink reads (the
-source envelopes, touches, identity links, leads, conversions, credits), as ``(topic, key, value)``; the caller
-turns them into rows with the sink's own ``sinks.rows.rows_for``.
+source envelopes, touches, identity links, leads, conversions with their credits), as ``(topic, key, value)``;
+the caller turns them into rows with the sink's own ``sinks.rows.rows_for``.
 
 The same code decides as in the pipeline: the website's events and the spend rows are parsed by
 ``collector.events.parse_events`` (the payloads ``simulator.senders`` sends), every CRM change by the generic CRM
@@ -162,10 +162,10 @@ class _Worker:
         ):
             lead = Lead(lead_id=state.lead_id, email=lead_event.email, first_identified_at=state.first_identified_at)
             self._send(self.topics.leads, state.lead_id, lead)
-        for conversion in conversions:
-            self._send(self.topics.conversions, state.lead_id, conversion)
-            for credit in lifecycle.credits_for(state, conversion, s.lookback):
-                self._send(self.topics.credits, conversion.conversion_id, credit)
+        for conversion in conversions:  # one record with its credits, as the worker sends it
+            self._send(
+                self.topics.conversions, state.lead_id, lifecycle.attributed_conversion(state, conversion, s.lookback)
+            )
         self.leads[lead_event.lead_id] = state
 
 
