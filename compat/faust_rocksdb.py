@@ -23,6 +23,8 @@ changelog (the argument, step by step, in docs/STREAMS.md, "Table state on disk"
 - The persisted offset is the newest changelog offset acknowledged *before* the commit began: its record, and every
   one before it, belongs to a write in this batch or an earlier one. A lower offset is always safe (recovery
   re-reads records RocksDB already has); a higher one is not, so nothing later is used.
+- A commit that ends during a rebalance writes nothing: recovery is writing older changelog records to RocksDB
+  then; the writes stay in memory for the next commit.
 - A failed transactional commit (or a fenced producer, after which Faust crashes the worker) stops all writes to
   RocksDB for the rest of the process: what it holds stays a committed state, and the restart recovers the rest.
 - Faust's ``TableManager.persist_offset_on_commit`` (the ``exactly_once`` path of the acknowledgement callback)
@@ -235,6 +237,12 @@ class CommittedRocksDBStore(faust_rocksdb.Store):
         if not layers:
             self._committing.pop(batch.partition, None)
 
+    async def stop(self) -> None:
+        """Faust stops the tables first, then the agents, then the consumer, whose last commit writes the last
+        batches; its store forgets its databases here, which would drop them. They stay open until the process
+        ends (RocksDB's log has every write)."""
+        self.logger.info("keeping RocksDB open for the consumer's last commit")
+
     def revoke_partitions(self, table: Any, tps: Any) -> None:
         """Unwritten state of a partition given away is dropped: RocksDB plus the changelog is the truth."""
         for tp in tps:
@@ -273,8 +281,12 @@ async def _commit_offsets_then_write_state(self: Any, offsets: Any, start_new_tr
                 store.abandon_commit(batches, freeze=transactional)
             raise
         crashed = bool(app.crashed)  # Faust crashes the app on a fenced producer and reports the commit as done
+        # While a rebalance recovers partitions this process keeps, recovery writes changelog records to RocksDB
+        # up to a highwater read before this commit: a batch written now could be overwritten by an older record.
+        # The writes wait in memory (newer than anything recovery reads) for a commit after the rebalance.
+        recovering = bool(app.rebalancing or app.in_recovery)
         for store, batches in begun:
-            if did_commit and not crashed:
+            if did_commit and not crashed and not recovering:
                 store.finish_commit(batches)
             else:
                 store.abandon_commit(batches, freeze=transactional and crashed)

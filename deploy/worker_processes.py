@@ -99,7 +99,8 @@ def run(count: int, first_web_port: int, loglevel: str | None) -> int:
     finally:
         _stop_all(workers)
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # None: set outside Python; nothing to restore
+                signal.signal(sig, handler)
     return status
 
 
