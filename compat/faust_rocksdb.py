@@ -184,8 +184,14 @@ class CommittedRocksDBStore(faust_rocksdb.Store):
         commit, which writes it with the table writes it covers."""
         if self._applying_changelog:
             super().set_persisted_offset(tp, offset)
-        elif offset > self._acknowledged.get(tp.partition, -1):
+        elif offset > self._acknowledged.get(tp.partition, -1) and self._assigned(tp.partition):
             self._acknowledged[tp.partition] = offset
+
+    def _assigned(self, partition: int) -> bool:
+        """Whether this process serves the partition now: an acknowledgement or a write arriving after the
+        partition was given away must not move its offset (its writes were dropped)."""
+        actives = self.app.assignor._assignment.actives
+        return partition in actives.get(self.table.changelog_topic_name, ())
 
     # -- commits ---------------------------------------------------------------------------------------------
 
@@ -194,7 +200,7 @@ class CommittedRocksDBStore(faust_rocksdb.Store):
         batches = []
         topic = self.table.changelog_topic_name
         for partition in set(self._pending) | set(self._acknowledged):
-            if not covers(topic, partition):
+            if not covers(topic, partition) or not self._assigned(partition):
                 continue
             writes = self._pending.pop(partition, {})
             self._committing.setdefault(partition, []).append(writes)
@@ -203,22 +209,26 @@ class CommittedRocksDBStore(faust_rocksdb.Store):
 
     def finish_commit(self, batches: list[_Batch]) -> None:
         """The commit succeeded: write each batch, with its changelog offset, to RocksDB in one atomic write."""
+        if self.frozen:
+            self.abandon_commit(batches, freeze=True)
+            return
         for batch in batches:
-            if not self.frozen and batch.partition in self._dbs:  # a revoked partition: recovery reads it again
-                write = faust_rocksdb.rocksdict.WriteBatch(raw_mode=True)
-                for key, value in batch.writes.items():
-                    if value is None:
-                        write.delete(key)
-                    else:
-                        write.put(key, value)
-                if batch.changelog_offset is not None:
-                    write.put(self.offset_key, str(batch.changelog_offset).encode())
-                self._dbs[batch.partition].write(write)
+            if not self._holds(batch):
+                continue  # its partition was given away meanwhile: whoever gets it reads the changelog again
+            write = faust_rocksdb.rocksdict.WriteBatch(raw_mode=True)
+            for key, value in batch.writes.items():
+                if value is None:
+                    write.delete(key)
+                else:
+                    write.put(key, value)
+            if batch.changelog_offset is not None:
+                write.put(self.offset_key, str(batch.changelog_offset).encode())
+            self._db_for_partition(batch.partition).write(write)
             self._forget(batch)
 
     def abandon_commit(self, batches: list[_Batch], *, freeze: bool) -> None:
-        """The commit did not happen: its writes go back under the newer ones; ``freeze`` after a failed
-        transaction, whose writes Kafka may not keep."""
+        """The commit did not happen (or must not be written yet): its writes go back under the newer ones;
+        ``freeze`` after a failed transaction, whose writes Kafka may not keep."""
         if freeze and not self.frozen:
             self.frozen = True
             log.error(
@@ -227,14 +237,18 @@ class CommittedRocksDBStore(faust_rocksdb.Store):
                 self.table.name,
             )
         for batch in batches:
-            self._forget(batch)
-            self._pending[batch.partition] = {**batch.writes, **self._pending.get(batch.partition, {})}
+            if self._holds(batch):
+                self._forget(batch)
+                self._pending[batch.partition] = {**batch.writes, **self._pending.get(batch.partition, {})}
+
+    def _holds(self, batch: _Batch) -> bool:
+        return any(layer is batch.writes for layer in self._committing.get(batch.partition, ()))
 
     def _forget(self, batch: _Batch) -> None:
-        layers = self._committing.get(batch.partition, [])
-        if any(layer is batch.writes for layer in layers):
-            layers[:] = [layer for layer in layers if layer is not batch.writes]
-        if not layers:
+        layers = [layer for layer in self._committing.get(batch.partition, ()) if layer is not batch.writes]
+        if layers:
+            self._committing[batch.partition] = layers
+        else:
             self._committing.pop(batch.partition, None)
 
     async def stop(self) -> None:
