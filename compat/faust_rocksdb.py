@@ -42,7 +42,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from faust import stores as faust_stores
 from faust.stores import rocksdb as faust_rocksdb
@@ -87,6 +87,10 @@ class CommittedRocksDBStore(faust_rocksdb.Store):
         self._acknowledged: dict[int, int] = {}  # newest acknowledged changelog offset per partition
         self._applying_changelog = False
         self.frozen = False  # a transactional commit failed: RocksDB is not written again by this process
+
+    @property
+    def _changelog_topic(self) -> str:
+        return str(cast(Any, self.table).changelog_topic_name)  # on Faust's Collection, not its interface
 
     # -- reads and writes ------------------------------------------------------------------------------------
 
@@ -145,7 +149,7 @@ class CommittedRocksDBStore(faust_rocksdb.Store):
 
     def _active_partitions(self) -> list[int]:
         actives = self.app.assignor.assigned_actives()
-        topic = self.table.changelog_topic_name
+        topic = self._changelog_topic
         return [p for p in self._dbs if self.table.is_global or TP(topic=topic, partition=p) in actives]
 
     def _iteritems(self) -> Iterator[tuple[bytes, bytes]]:
@@ -190,15 +194,15 @@ class CommittedRocksDBStore(faust_rocksdb.Store):
     def _assigned(self, partition: int) -> bool:
         """Whether this process serves the partition now: an acknowledgement or a write arriving after the
         partition was given away must not move its offset (its writes were dropped)."""
-        actives = self.app.assignor._assignment.actives
-        return partition in actives.get(self.table.changelog_topic_name, ())
+        actives = cast(Any, self.app.assignor)._assignment.actives
+        return partition in actives.get(self._changelog_topic, ())
 
     # -- commits ---------------------------------------------------------------------------------------------
 
     def begin_commit(self, covers: Callable[[str, int], bool]) -> list[_Batch]:
         """Hand the writes of every partition the commit covers to it; reads still see them until it finishes."""
         batches = []
-        topic = self.table.changelog_topic_name
+        topic = self._changelog_topic
         for partition in set(self._pending) | set(self._acknowledged):
             if not covers(topic, partition) or not self._assigned(partition):
                 continue
