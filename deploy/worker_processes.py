@@ -50,7 +50,8 @@ class WorkerProcess:
         self.process = subprocess.Popen(self.argv, preexec_fn=term_when_parent_dies)
         self.starts.append(time.monotonic())
         log.info(
-            "worker process started", extra={"process": self.index, "pid": self.process.pid, "port": self.web_port}
+            "worker process started",
+            extra={"worker_process": self.index, "pid": self.process.pid, "port": self.web_port},
         )
 
     def restarting_too_often(self) -> bool:
@@ -85,12 +86,12 @@ def run(count: int, first_web_port: int, loglevel: str | None) -> int:
                     continue
                 log.warning(
                     "worker process exited; starting it again",
-                    extra={"process": worker.index, "pid": worker.process.pid, "exit_code": code},
+                    extra={"worker_process": worker.index, "pid": worker.process.pid, "exit_code": code},
                 )
                 if worker.restarting_too_often():
                     log.error(
                         "worker process keeps exiting; stopping every worker process",
-                        extra={"process": worker.index, "restarts": MAX_RESTARTS, "within_s": RESTART_WINDOW_S},
+                        extra={"worker_process": worker.index, "restarts": MAX_RESTARTS, "within_s": RESTART_WINDOW_S},
                     )
                     stopping, status = True, 1
                     break
