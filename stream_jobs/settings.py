@@ -4,7 +4,8 @@ Environment variables carry the ``CLOSEDLOOP_`` prefix, like every component's: 
 ``CLOSEDLOOP_LOOKBACK_DAYS``, ``CLOSEDLOOP_SESSION_TIMEOUT_SECONDS``, ``CLOSEDLOOP_WORKER_WEB_PORT``,
 ``CLOSEDLOOP_CHANNEL_RULES_FILE``, ``CLOSEDLOOP_PROCESSING_GUARANTEE``, ``CLOSEDLOOP_WORKER_APP_ID``,
 ``CLOSEDLOOP_SCORING_RULES_FILE``, ``CLOSEDLOOP_SCORE_ACTIVITY_LIMIT``, ``CLOSEDLOOP_CONTACT_HOLD_SECONDS``,
-``CLOSEDLOOP_CONTACT_SWEEP_SECONDS``, ``CLOSEDLOOP_REEMIT_INTERVAL_SECONDS``.
+``CLOSEDLOOP_CONTACT_SWEEP_SECONDS``, ``CLOSEDLOOP_REEMIT_INTERVAL_SECONDS``,
+``CLOSEDLOOP_WORKER_STORE``, ``CLOSEDLOOP_WORKER_PROCESSES``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ class WorkerSettings(PipelineSettings):
     worker_app_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9._-]+$", description="Faust app id (consumer group); default '{prefix}-worker'."
     )
+    worker_store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb",
+        description="Where table state lives: RocksDB files under the data directory (the default: state larger "
+        "than memory, a restart reads it back) or memory (rebuilt from the changelogs at every start).",
+    )
+    worker_processes: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Worker processes `closedloop worker` (and `closedloop demo`) starts on this machine, in one "
+        "consumer group; process n serves its web port + n. More than the partitions leaves some idle.",
+    )
     visitor_touch_limit: int = Field(
         50, ge=1, le=1000, description="Touches kept per visitor (the newest); older ones were already sent."
     )
@@ -67,6 +80,12 @@ class WorkerSettings(PipelineSettings):
     def app_id(self) -> str:
         """The Faust app id: consumer group and prefix of the changelog topics."""
         return self.worker_app_id or f"{self.topic_prefix}-worker"
+
+    @property
+    def state_dir(self) -> Path:
+        """This process's Faust data directory (its RocksDB files): one per worker process on a machine, named by
+        its web port, which no two processes on a machine share."""
+        return self.data_dir / "worker" / self.app_id / str(self.worker_web_port)
 
     @property
     def lookback(self) -> timedelta:

@@ -110,17 +110,19 @@ class Worker:
         log_path: Path,
         extra_env: dict[str, str] | None = None,
         module: str = "closedloop.cli",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.extra_env = extra_env or {}
         self.module = module  # tests.slow_seek_worker: the same worker with a slower seek
+        self.args = args  # more options of `closedloop worker` (--processes)
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "Worker":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "worker", "--loglevel", "info"],
+            [sys.executable, "-m", self.module, "worker", "--loglevel", "info", *self.args],
             cwd=ROOT,
             env={**worker_env(self.settings), **self.extra_env},
             stdout=log,

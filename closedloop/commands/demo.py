@@ -49,9 +49,9 @@ MODELS = (("first_touch", "first"), ("last_touch", "last"), ("linear", "linear")
 @click.option(
     "--workers",
     type=click.IntRange(1, 8),
-    default=1,
-    show_default=True,
-    help="Stream worker processes (on 2 cores, 1 is fastest).",
+    default=None,
+    help="Stream worker processes, web ports from CLOSEDLOOP_WORKER_WEB_PORT up (default from "
+    "CLOSEDLOOP_WORKER_PROCESSES, else 1; on 2 cores, 1 is fastest).",
 )
 @click.option("--once", is_flag=True, help="Stop every service (and the stack) at the end.")
 @click.option(
@@ -62,7 +62,7 @@ MODELS = (("first_touch", "first"), ("last_touch", "last"), ("linear", "linear")
     help="Seconds to wait for the pipeline to drain before reporting what is missing.",
 )
 def command(
-    days: int, seed: int | None, visitors_per_day: int | None, workers: int, once: bool, timeout: float
+    days: int, seed: int | None, visitors_per_day: int | None, workers: int | None, once: bool, timeout: float
 ) -> None:
     """Run a simulated month of marketing through the pipeline and print the attribution report."""
     from closedloop.commands._logs_cli import log_environment, setup_logging
@@ -107,7 +107,7 @@ def command(
                 worker_settings.worker_web_port,
                 read_settings(DashboardSettings).dashboard_port,
             ),
-            workers,
+            workers if workers is not None else worker_settings.worker_processes,
             extra_env=log_environment(),
             deliver_env=deliver_env,
         )

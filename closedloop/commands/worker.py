@@ -2,6 +2,8 @@
 
 Creates every topic first (pipeline and internal ones: the worker itself never auto-creates), then runs until
 SIGTERM/SIGINT. Settings come from ``CLOSEDLOOP_*`` environment variables (see ``stream_jobs.settings``).
+``--processes N`` (``CLOSEDLOOP_WORKER_PROCESSES``) starts N worker processes in one consumer group instead, on
+web ports ``--web-port`` + n (``deploy.worker_processes``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ log = logging.getLogger("closedloop.worker")
 @click.command("worker")
 @click.option("--web-port", type=int, default=None, help="Port of the worker's web server (counters JSON).")
 @click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Worker processes on this machine, one consumer group (default from CLOSEDLOOP_WORKER_PROCESSES, else 1).",
+)
+@click.option(
     "--loglevel",
     default=None,
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log level of the worker (default from CLOSEDLOOP_LOG_LEVEL, else info).",
 )
-def command(web_port: int | None, loglevel: str | None) -> None:
+def command(web_port: int | None, processes: int | None, loglevel: str | None) -> None:
     """Run the stream jobs: touches, identity stitching, conversions, credits and live counters."""
     _use_uvloop()
     from pydantic import ValidationError
@@ -51,6 +59,17 @@ def command(web_port: int | None, loglevel: str | None) -> None:
         ) from None
     if result.created:
         log.info("topics created", extra={"count": len(result.created)})
+
+    count = processes if processes is not None else settings.worker_processes
+    if count > 1:
+        from deploy import worker_processes
+
+        if count > settings.partitions:
+            log.warning(
+                "more worker processes than partitions: some will idle",
+                extra={"processes": count, "partitions": settings.partitions},
+            )
+        raise SystemExit(worker_processes.run(count, settings.worker_web_port, loglevel))
 
     try:
         from stream_jobs.runtime.app import create_app

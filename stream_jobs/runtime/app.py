@@ -6,8 +6,13 @@ Configuration, and why
       of 20 on 2026-12-06; docs/STREAMS.md). ``at_least_once`` stays selectable and costs less (bench/worker.md):
       every output is idempotent downstream (stable ``touch_id`` / ``conversion_id``, ``version``), so a replay
       changes nothing but the live counters.
-    - ``store="memory://"``: tables live in memory and are rebuilt from their changelog topics at start. No
-      RocksDB dependency; recovery reads the compacted changelogs (see bench/worker.md for the time it takes).
+    - ``store``: RocksDB by default (``CLOSEDLOOP_WORKER_STORE=rocksdb``; ``compat.faust_rocksdb``, which writes
+      a table's state to disk only once the commit that makes it durable in Kafka succeeded): state larger than
+      memory, and a restart reads its files and only the changelog records written since. ``memory`` rebuilds
+      every table from its changelog at each start. The live counters stay in memory either way (small, and
+      windowed tables expire keys outside of any event, which the RocksDB store cannot place).
+    - ``datadir``: one per process, ``<data dir>/worker/<app id>/<web port>`` (``WorkerSettings.state_dir``):
+      RocksDB locks its files, so two processes on one machine must not share one.
     - ``faust_patches.install()``: six Faust 0.15.3 faults lost table state or input records across restarts
       (recovery skipped under ``exactly_once``; queued changelog writes dropped at a commit or a stop; records
       cleared after the end-of-rebalance seek; records taken for partitions not asked for); see that module and
@@ -40,7 +45,7 @@ from typing import Any
 
 import faust
 
-from compat import faust_patches
+from compat import faust_patches, faust_rocksdb
 from schemas.kafka_security import faust_security
 from stream_jobs.rules.channels import ChannelRules
 from stream_jobs.runtime.topology import internal_topics
@@ -58,14 +63,15 @@ def create_app(settings: WorkerSettings, rules: ChannelRules | None = None) -> A
     from stream_jobs.runtime.agents import Pipeline
 
     faust_patches.install()
+    faust_rocksdb.install()
     rules = rules if rules is not None else ChannelRules.from_file(settings.channel_rules_file)
     settings.ensure_data_dir()
-    datadir = settings.data_dir / "worker" / settings.app_id
+    datadir = settings.state_dir
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=_broker_urls(settings.kafka_servers),
-        store="memory://",
+        store=faust_rocksdb.STORE_URL if settings.worker_store == "rocksdb" else "memory://",
         processing_guarantee=settings.processing_guarantee,
         topic_allow_declare=False,
         topic_disable_leader=True,

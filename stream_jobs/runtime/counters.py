@@ -115,7 +115,8 @@ class Counters:
         # The moment the tables read and write at: the wall clock, or the time a conversion was first counted.
         self._at: float | None = None
         self.tables = {
-            window: app.Table(counter_table(window), default=dict, partitions=partitions)
+            # In memory whatever the worker's store: a few keys, and expiry deletes them outside of any event.
+            window: app.Table(counter_table(window), default=dict, partitions=partitions, store="memory://")
             .tumbling(size, expires=EXPIRES[window])
             .relative_to(self._moment)
             for window, size in COUNTER_WINDOWS.items()
