@@ -89,7 +89,7 @@ def test_two_worker_processes_one_killed_mid_stream_end_with_the_credits_of_one_
             split.update({port: events_partitions(settings, port) for port in (first, second)})
             return all(len(split[port]) == 1 for port in (first, second))
 
-        wait_for(one_partition_each, 90, lambda: f"a partition for each process ({split}):\n{pair.log_tail()}")
+        wait_for(one_partition_each, 180, lambda: f"a partition for each process ({split}):\n{pair.log_tail()}")
         assert split[first] | split[second] == {f"{settings.topics.events}[{p}]" for p in range(2)}
 
         send(settings, as_records(settings, stream))
